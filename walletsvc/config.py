@@ -1,0 +1,69 @@
+"""Settings, from the environment (prefix WALLETSVC_) with embedded-development defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from walletsvc.domain.network import Network
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WALLETSVC_", extra="ignore")
+
+    data_dir: Path = Path(".walletsvc")
+    # Default: SQLite in the data directory. Production: postgresql+psycopg://...
+    database_url: str = ""
+    # 32 random bytes that encrypt every seed; keep it outside the database and its backups.
+    kek_file: Path | None = None
+    network: Network = Network.REGTEST
+
+    chain_backend: Literal["embedded", "rpc"] = "embedded"
+    rpc_url: str = "http://127.0.0.1:18443"
+    rpc_user: str = ""
+    rpc_password: SecretStr = SecretStr("")
+    rpc_cookie_file: Path | None = None
+    rpc_timeout_s: float = 10.0
+    rpc_retries: int = 3
+
+    # The embedded chain's constant fee estimate; the RPC backend asks estimatesmartfee.
+    embedded_fee_rate_sat_per_vb: int = 2
+    fee_floor_sat_per_vb: int = 1
+    fee_ceiling_sat_per_vb: int = 200
+    # Absolute ceiling on the fee of any one transaction we sign.
+    max_fee_sat: int = 200_000
+    confirmation_target_blocks: int = 6
+    min_confirmations: int = 1
+
+    policy_file: Path = Path("policies/default.yaml")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    run_worker: bool = True
+    worker_interval_s: float = 1.0
+    # Under `make run` the embedded chain mines a block this often while its mempool is not
+    # empty; 0 disables the timer (tests mine explicitly).
+    devchain_mine_interval_s: float = 0.0
+    session_ttl_s: int = Field(default=900, ge=60)
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'walletsvc.db').resolve()}"
+        if self.kek_file is None:
+            self.kek_file = self.data_dir / "kek.bin"
+        if self.chain_backend == "embedded" and self.network is not Network.REGTEST:
+            raise ValueError("the embedded chain is regtest only; use chain_backend=rpc")
+        return self
+
+    @property
+    def chain_dir(self) -> Path:
+        return self.data_dir / "chain"
+
+    @property
+    def kek_path(self) -> Path:
+        assert self.kek_file is not None
+        return self.kek_file

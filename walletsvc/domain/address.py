@@ -1,0 +1,119 @@
+"""Addresses of one explicit network, decoded to and encoded from scriptPubKeys.
+
+Decoding is strict: an address of another network (a mainnet address on regtest, say) is an
+error, as is a bech32 checksum on a v1+ program (BIP350 demands bech32m) or an unknown
+witness version/length combination we could not spend to safely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from bip_utils import Base58Decoder, SegwitBech32Decoder, SegwitBech32Encoder
+
+from .errors import InvalidAddress
+from .network import Network
+
+MAX_ADDRESS_LENGTH = 90
+
+
+class ScriptType(str, Enum):
+    P2PKH = "p2pkh"
+    P2SH = "p2sh"
+    P2WPKH = "p2wpkh"
+    P2WSH = "p2wsh"
+    P2TR = "p2tr"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A decoded address: what we put in an output and how large that output is."""
+
+    address: str
+    script_pubkey: bytes
+    script_type: ScriptType
+
+
+def decode_address(address: object, network: Network, *, field: str = "destination") -> Destination:
+    if not isinstance(address, str) or not address:
+        raise InvalidAddress(f"{field} must be a non-empty address string", field=field)
+    if len(address) > MAX_ADDRESS_LENGTH or not address.isascii() or not address.isalnum():
+        raise InvalidAddress(f"{field} is not a valid address", field=field)
+    hrp = network.params.bech32_hrp
+    if address.lower().startswith(hrp + "1"):
+        return _decode_segwit(address, hrp, field)
+    if _looks_like_segwit(address):
+        raise InvalidAddress(
+            f"{field} is an address of another network (this wallet is on {network.value})",
+            field=field,
+        )
+    return _decode_base58(address, network, field)
+
+
+def script_to_address(script_pubkey: bytes, network: Network) -> str:
+    """Encode a standard output script as an address of ``network`` (segwit scripts only)."""
+    if len(script_pubkey) >= 4 and script_pubkey[1] == len(script_pubkey) - 2:
+        version = script_pubkey[0]
+        witness_version = 0 if version == 0 else version - 0x50
+        if 0 <= witness_version <= 16:
+            return str(
+                SegwitBech32Encoder.Encode(network.params.bech32_hrp, witness_version, script_pubkey[2:])
+            )
+    raise ValueError("not a segwit output script")
+
+
+def p2wpkh_script(pubkey_hash: bytes) -> bytes:
+    return b"\x00\x14" + pubkey_hash
+
+
+def _looks_like_segwit(address: str) -> bool:
+    lowered = address.lower()
+    return any(lowered.startswith(p + "1") for p in ("bc", "tb", "bcrt"))
+
+
+def _decode_segwit(address: str, hrp: str, field: str) -> Destination:
+    if address != address.lower() and address != address.upper():
+        raise InvalidAddress(f"{field} mixes upper and lower case", field=field)
+    try:
+        version, program = SegwitBech32Decoder.Decode(hrp, address.lower())
+    except Exception as exc:  # bip-utils raises several unrelated types for bad input
+        raise InvalidAddress(f"{field} is not a valid bech32/bech32m address", field=field) from exc
+    program = bytes(program)
+    if version == 0 and len(program) == 20:
+        script_type = ScriptType.P2WPKH
+    elif version == 0 and len(program) == 32:
+        script_type = ScriptType.P2WSH
+    elif version == 1 and len(program) == 32:
+        script_type = ScriptType.P2TR
+    else:
+        # Future witness versions are valid addresses but anyone-can-spend today: refuse to pay.
+        raise InvalidAddress(
+            f"{field} uses witness version {version} with a {len(program)}-byte program, "
+            "which this service does not pay to",
+            field=field,
+        )
+    op_version = 0 if version == 0 else 0x50 + version
+    script = bytes([op_version, len(program)]) + program
+    return Destination(address=address.lower(), script_pubkey=script, script_type=script_type)
+
+
+def _decode_base58(address: str, network: Network, field: str) -> Destination:
+    try:
+        payload = bytes(Base58Decoder.CheckDecode(address))
+    except Exception as exc:
+        raise InvalidAddress(f"{field} is not a valid address", field=field) from exc
+    if len(payload) != 21:
+        raise InvalidAddress(f"{field} is not a valid address", field=field)
+    version, body = payload[0], payload[1:]
+    params = network.params
+    if version == params.p2pkh_version:
+        script = b"\x76\xa9\x14" + body + b"\x88\xac"
+        return Destination(address, script, ScriptType.P2PKH)
+    if version == params.p2sh_version:
+        script = b"\xa9\x14" + body + b"\x87"
+        return Destination(address, script, ScriptType.P2SH)
+    raise InvalidAddress(
+        f"{field} is an address of another network (this wallet is on {network.value})",
+        field=field,
+    )

@@ -1,0 +1,96 @@
+"""Domain errors: exceptions with meaning, mapped to HTTP once, at the edge (walletsvc.api.errors).
+
+Each error carries a stable machine-readable ``code`` and, where one input is to blame, the
+``field`` that clients should fix. The HTTP status belongs to the edge, keyed by the class.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    code = "domain_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(DomainError):
+    """The request is well-formed JSON but a value is unacceptable (amount, address, ...)."""
+
+    code = "invalid_input"
+
+
+class InvalidAmount(InvalidInput):
+    code = "invalid_amount"
+
+
+class InvalidAddress(InvalidInput):
+    code = "invalid_address"
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    """The request clashes with the current state (idempotency key reuse, wrong status, ...)."""
+
+    code = "conflict"
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_key_reused"
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_state_transition"
+
+
+class Unauthenticated(DomainError):
+    code = "unauthenticated"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+
+
+class Frozen(DomainError):
+    code = "frozen"
+
+
+class RateLimited(DomainError):
+    code = "rate_limited"
+
+
+class DependencyUnavailable(DomainError):
+    """A dependency (database, chain backend, signer) cannot be reached."""
+
+    code = "dependency_unavailable"
+
+
+class InsufficientFunds(DomainError):
+    code = "insufficient_funds"
+
+
+class SigningRefused(DomainError):
+    """The signer's own re-check found the transaction does not match what was approved."""
+
+    code = "signing_refused"
+
+
+class VerificationFailed(DomainError):
+    """libbitcoinkernel refused a script we produced: never broadcast it."""
+
+    code = "verification_failed"
+
+
+class ChainRejected(DomainError):
+    """The chain backend refused a transaction or block."""
+
+    code = "chain_rejected"
+
+    def __init__(self, message: str, *, reason: str = "", field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.reason = reason

@@ -1,0 +1,69 @@
+"""Ports: what the use cases need from the outside world. Adapters implement them.
+
+Every external system has one of these, a real adapter (walletsvc.chain.*, walletsvc.keys.*)
+and, where unit tests want one, a fake. Integration tests always use the real adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .network import Network
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    height: int
+    hash: str  # big-endian display hex, as Bitcoin Core prints it
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    txid: str
+    allowed: bool
+    reason: str | None = None
+
+
+class ChainBackend(Protocol):
+    """A view of one Bitcoin network: enough to scan blocks, broadcast and estimate fees.
+
+    ``broadcast`` is idempotent: sending a transaction the node already has in its mempool or
+    in a block returns its txid instead of failing, so a restarted worker can always re-send
+    the signed transaction it stored before a crash. Other refusals raise ChainRejected.
+    """
+
+    @property
+    def network(self) -> Network: ...
+
+    def tip(self) -> BlockRef: ...
+
+    def block_hash(self, height: int) -> str | None:
+        """The active chain's block hash at ``height``, or None above the tip."""
+        ...
+
+    def block_bytes(self, block_hash: str) -> bytes: ...
+
+    def broadcast(self, raw_tx: bytes) -> str: ...
+
+    def test_accept(self, raw_tx: bytes) -> AcceptResult: ...
+
+    def mempool_txids(self) -> set[str]: ...
+
+    def fee_rate_sat_per_vb(self, target_blocks: int) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SpentOutput:
+    script_pubkey: bytes
+    amount_sat: int
+
+
+class ScriptVerifier(Protocol):
+    """Bitcoin Core's consensus script check (libbitcoinkernel), for every input of a tx."""
+
+    def verify_transaction(self, raw_tx: bytes, spent_outputs: list[SpentOutput]) -> None:
+        """Raise VerificationFailed naming the first input whose script does not verify."""
+        ...
