@@ -1,0 +1,158 @@
+"""Engine, unit of work and the write lock.
+
+Every state change runs in ``Database.write()``: one transaction that first takes the global
+write lock, then changes rows and appends its audit event, and commits both or neither.
+
+Why one global write lock: velocity limits, idempotency keys and the audit hash chain all
+need "read the current state, then write" to be atomic. Serialising writers makes that true
+on both databases with one mechanism:
+  * SQLite: ``BEGIN IMMEDIATE`` takes the database's RESERVED lock at BEGIN, so no other
+    writer can interleave between our reads and writes (https://sqlite.org/lang_transaction.html).
+  * PostgreSQL: ``SELECT ... FOR UPDATE`` on the single audit_head row; READ COMMITTED gives
+    every later statement a snapshot taken after the lock was granted.
+Writes here are short (a payout request is a few statements; signing is milliseconds), so a
+hot wallet's throughput is far below what one serial writer sustains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from .models import AuditEvent, AuditHead, utcnow
+
+GENESIS_HASH = "0" * 64
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy's "begin" event below issue BEGIN itself (pysqlite's own implicit
+        # BEGIN is DEFERRED and would be too late to take the write lock).
+        dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get("walletsvc_write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+@dataclass
+class AuditRecord:
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def audit_digest(key: bytes, prev_hash: str, event_fields: dict[str, Any]) -> str:
+    body = json.dumps(event_fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hmac.new(key, (prev_hash + body).encode(), hashlib.sha256).hexdigest()
+
+
+def audit_fields(ev: AuditEvent) -> dict[str, Any]:
+    return {
+        "seq": ev.seq,
+        "created_at": ev.created_at.isoformat(),
+        "actor": ev.actor,
+        "action": ev.action,
+        "subject_type": ev.subject_type,
+        "subject_id": ev.subject_id,
+        "data": ev.data,
+    }
+
+
+class UnitOfWork:
+    """One write transaction: a session holding the write lock, and the audit log."""
+
+    def __init__(self, session: Session, audit_key: bytes) -> None:
+        self.session = session
+        self._audit_key = audit_key
+        self._head: AuditHead | None = None
+
+    def lock(self) -> None:
+        head = self.session.execute(
+            select(AuditHead).where(AuditHead.id == 1).with_for_update()
+        ).scalar_one()
+        self._head = head
+
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        subject_type: str,
+        subject_id: str | None,
+        data: dict[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Append an event to the hash chain inside this transaction."""
+        head = self._head
+        assert head is not None, "audit() outside a locked write transaction"
+        ev = AuditEvent(
+            seq=head.last_seq + 1,
+            created_at=utcnow(),
+            actor=actor,
+            action=action,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            data=json.loads(json.dumps(data or {}, default=str)),
+            prev_hash=head.last_hash,
+        )
+        ev.hash = audit_digest(self._audit_key, head.last_hash, audit_fields(ev))
+        self.session.add(ev)
+        head.last_seq = ev.seq
+        head.last_hash = ev.hash
+        return ev
+
+
+class Database:
+    def __init__(self, url: str, *, audit_key: bytes) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._write_engine = self.engine.execution_options(walletsvc_write=True)
+        self.audit_key = audit_key
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def write(self) -> Iterator[UnitOfWork]:
+        """A locked write transaction; commits on success, rolls back on any exception."""
+        with Session(self._write_engine, expire_on_commit=False, autoflush=True) as session:
+            with session.begin():
+                uow = UnitOfWork(session, self.audit_key)
+                uow.lock()
+                yield uow
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
