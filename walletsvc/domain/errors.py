@@ -94,3 +94,15 @@ class ChainRejected(DomainError):
     def __init__(self, message: str, *, reason: str = "", field: str | None = None) -> None:
         super().__init__(message, field=field)
         self.reason = reason
+
+
+class FeeTooHigh(DomainError):
+    """The fee a transaction needs exceeds the cap the caller allows."""
+
+    code = "fee_too_high"
+
+
+class TooLarge(DomainError):
+    """The transaction would exceed the standard weight limit and would not relay."""
+
+    code = "tx_too_large"
