@@ -1,0 +1,99 @@
+"""Virtual size of transactions spending P2WPKH inputs, estimated from above.
+
+Every figure here is an upper bound on what the signed transaction will weigh, so a fee of
+``rate × estimate_vsize(...)`` never pays below ``rate`` once signed. The only variable part of
+a P2WPKH spend is the DER signature; we always count its 72-byte worst case (see below).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+WITNESS_SCALE_FACTOR = 4
+# Bitcoin Core's standardness limit (MAX_STANDARD_TX_WEIGHT); heavier transactions do not relay.
+MAX_STANDARD_TX_WEIGHT = 400_000
+
+VERSION_SIZE = 4
+LOCKTIME_SIZE = 4
+# Segwit serialisation: 0x00 marker and 0x01 flag, counted in the witness (weight 1 each).
+SEGWIT_MARKER_FLAG_SIZE = 2
+# Outpoint (32-byte txid + 4-byte vout) + scriptSig length 0x00 (empty for P2WPKH) + nSequence.
+P2WPKH_INPUT_BASE_SIZE = 32 + 4 + 1 + 4
+# DER signature with low-S (BIP62/BIP146 standardness): 0x30 len 0x02 rlen r 0x02 slen s, at most
+# 6 + 33 + 32 = 71 bytes when r needs a 0x00 pad, plus the one-byte sighash type = 72. Signers
+# that do not grind for low R produce 72 bytes about half of the time: never estimate 71.
+MAX_SIGNATURE_SIZE = 72
+COMPRESSED_PUBKEY_SIZE = 33
+# Witness stack: item count (1 byte: 2) + varint + signature + varint + pubkey.
+P2WPKH_WITNESS_SIZE = 1 + 1 + MAX_SIGNATURE_SIZE + 1 + COMPRESSED_PUBKEY_SIZE
+P2WPKH_INPUT_WEIGHT = WITNESS_SCALE_FACTOR * P2WPKH_INPUT_BASE_SIZE + P2WPKH_WITNESS_SIZE
+# 272 weight units is exactly 68 vB, so each extra input adds 68 vB while the input count fits
+# in a one-byte varint (fewer than 253 inputs).
+P2WPKH_INPUT_VSIZE = P2WPKH_INPUT_WEIGHT // WITNESS_SCALE_FACTOR
+
+P2WPKH_SCRIPT_SIZE = 22
+
+
+def varint_size(n: int) -> int:
+    """Length of Bitcoin's CompactSize encoding of ``n``."""
+    if n < 0:
+        raise ValueError("a CompactSize cannot be negative")
+    if n < 0xFD:
+        return 1
+    if n <= 0xFFFF:
+        return 3
+    if n <= 0xFFFF_FFFF:
+        return 5
+    return 9
+
+
+def output_size(script: bytes) -> int:
+    """Serialised size of one output: 8-byte amount, script length varint, script."""
+    return 8 + varint_size(len(script)) + len(script)
+
+
+def estimate_weight(n_inputs: int, output_scripts: Sequence[bytes]) -> int:
+    """Upper bound on the weight of a tx spending ``n_inputs`` P2WPKH inputs to these outputs."""
+    if n_inputs < 0:
+        raise ValueError("n_inputs cannot be negative")
+    base = (
+        VERSION_SIZE
+        + varint_size(n_inputs)
+        + n_inputs * P2WPKH_INPUT_BASE_SIZE
+        + varint_size(len(output_scripts))
+        + sum(output_size(script) for script in output_scripts)
+        + LOCKTIME_SIZE
+    )
+    # Without inputs there is no witness, hence no marker/flag either (only useful as a bound).
+    witness = SEGWIT_MARKER_FLAG_SIZE + n_inputs * P2WPKH_WITNESS_SIZE if n_inputs else 0
+    return WITNESS_SCALE_FACTOR * base + witness
+
+
+def weight_to_vsize(weight: int) -> int:
+    """BIP141 virtual size: weight / 4, rounded up."""
+    return -(-weight // WITNESS_SCALE_FACTOR)
+
+
+def estimate_vsize(n_inputs: int, output_scripts: Sequence[bytes]) -> int:
+    """Upper bound on the virtual size (vB) of such a transaction."""
+    return weight_to_vsize(estimate_weight(n_inputs, output_scripts))
+
+
+def max_inputs_within_weight(
+    output_scripts: Sequence[bytes], max_weight: int = MAX_STANDARD_TX_WEIGHT
+) -> int:
+    """The most P2WPKH inputs a tx with these outputs can spend and stay within ``max_weight``.
+
+    Returns 0 when even a single input does not fit.
+    """
+    if estimate_weight(1, output_scripts) > max_weight:
+        return 0
+    # Weight grows strictly with the input count, so bisect for the last count that fits.
+    low, high = 1, max_weight // P2WPKH_INPUT_WEIGHT + 1
+    while low < high:
+        mid = (low + high + 1) // 2
+        if estimate_weight(mid, output_scripts) <= max_weight:
+            low = mid
+        else:
+            high = mid - 1
+    return low
