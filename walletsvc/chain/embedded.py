@@ -1,0 +1,746 @@
+"""An embedded regtest chain: blocks we build, validated and stored by libbitcoinkernel.
+
+Core's consensus code (through walletsvc.chain.kernel) decides which blocks are valid and which
+branch is active; this module keeps what a node keeps beside it: a UTXO view of the active
+chain, a txid index, and a small mempool with Bitcoin Core's acceptance rules and reject
+reasons (the policy subset a hot wallet meets: conflicts, BIP125 replacement, coinbase
+maturity, relay fee, finality and, in the kernel, every input script with all flags).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from bitcoin.core import CBlock, CTransaction, b2lx
+from bitcoin.core.serialize import SerializationError, SerializationTruncationError
+
+from walletsvc.chain import blocks
+from walletsvc.chain.kernel import (
+    KernelBlockRejected,
+    KernelChainstate,
+    KernelScriptVerifier,
+    KernelUnavailable,
+)
+from walletsvc.domain.errors import (
+    ChainRejected,
+    DependencyUnavailable,
+    NotFound,
+    VerificationFailed,
+)
+from walletsvc.domain.network import Network
+from walletsvc.domain.ports import AcceptResult, BlockRef, SpentOutput
+
+log = logging.getLogger(__name__)
+
+Outpoint = tuple[str, int]
+
+MAX_MONEY = 21_000_000 * blocks.COIN
+MAX_STANDARD_TX_WEIGHT = 400_000
+MIN_RELAY_SAT_PER_VB = 1
+# BIP125: a transaction opts in when any input's nSequence is below this.
+RBF_SEQUENCE_LIMIT = 0xFFFFFFFE
+SEQUENCE_FINAL = 0xFFFFFFFF
+LOCKTIME_THRESHOLD = 500_000_000
+# BIP68 relative lock-time fields of nSequence.
+SEQUENCE_DISABLE_FLAG = 1 << 31
+SEQUENCE_TYPE_FLAG = 1 << 22
+SEQUENCE_MASK = 0x0000FFFF
+
+LOCK_FILE = "chain.lock"
+MEMPOOL_FILE = "mempool.json"
+KERNEL_DIR = "kernel"
+
+
+class ChainLocked(DependencyUnavailable):
+    """Another process (usually the running service) holds the embedded chain's lock."""
+
+    code = "chain_locked"
+
+
+@dataclass(frozen=True)
+class Utxo:
+    """An unspent output of the active chain."""
+
+    script_pubkey: bytes
+    amount_sat: int
+    height: int
+    coinbase: bool
+
+
+@dataclass(frozen=True)
+class MempoolTx:
+    """A transaction accepted into the embedded mempool."""
+
+    txid: str
+    raw: bytes
+    fee_sat: int
+    vsize: int
+    weight: int
+    parents: frozenset[str]  # mempool txids whose outputs it spends
+    prevouts: tuple[Outpoint, ...]
+    time: int
+
+    @property
+    def fee_rate(self) -> float:
+        return self.fee_sat / self.vsize
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, message: str = "") -> None:
+        super().__init__(message or reason)
+        self.reason = reason
+        self.message = message or reason
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    entry: MempoolTx
+    tx: CTransaction
+    evict: frozenset[str]
+
+
+class EmbeddedChain:
+    """A regtest ``ChainBackend`` whose blocks libbitcoinkernel validates and stores.
+
+    Layout of ``chain_dir``: ``kernel/`` (the kernel's blocks and chainstate), ``mempool.json``
+    (raw transactions, re-validated on start) and ``chain.lock`` (an exclusive ``flock``; a
+    second opener gets ``ChainLocked``). One instance is shared by threads: every public method
+    holds one re-entrant lock.
+    """
+
+    def __init__(
+        self,
+        chain_dir: Path,
+        *,
+        fee_rate_sat_per_vb: int = 2,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._dir = Path(chain_dir)
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._fee_rate = fee_rate_sat_per_vb
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._verifier = KernelScriptVerifier()
+        self._lock_fd: int | None = self._acquire_dir_lock()
+        try:
+            self._ks: KernelChainstate | None = KernelChainstate(self._dir / KERNEL_DIR)
+        except KernelUnavailable as exc:
+            self._release_dir_lock()
+            raise DependencyUnavailable(str(exc)) from exc
+        self._utxos: dict[Outpoint, Utxo] = {}
+        self._tx_index: dict[str, tuple[str, int]] = {}  # txid -> (block hash, height)
+        self._active: list[str] = []  # our mirror of the kernel's active chain, by height
+        self._mempool: dict[str, MempoolTx] = {}  # insertion order is a topological order
+        self._mempool_txs: dict[str, CTransaction] = {}
+        self._spenders: dict[Outpoint, str] = {}
+        self._rebuild_view()
+        self._refresh_mempool(self._load_mempool_file())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _acquire_dir_lock(self) -> int:
+        fd = os.open(self._dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise ChainLocked(
+                f"the embedded chain in {self._dir} is in use by another process "
+                "(is the service running?)"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return fd
+
+    def _release_dir_lock(self) -> None:
+        if self._lock_fd is not None:
+            fd, self._lock_fd = self._lock_fd, None
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def close(self) -> None:
+        """Persist the mempool, release the kernel and the directory lock. Idempotent."""
+        with self._lock:
+            if self._ks is None:
+                return
+            self._persist_mempool()
+            ks, self._ks = self._ks, None
+            ks.close()
+            self._release_dir_lock()
+
+    def __enter__(self) -> EmbeddedChain:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def _kernel(self) -> KernelChainstate:
+        if self._ks is None:
+            raise DependencyUnavailable("the embedded chain is closed")
+        return self._ks
+
+    @property
+    def chain_dir(self) -> Path:
+        return self._dir
+
+    # -- ChainBackend ----------------------------------------------------------------------
+
+    @property
+    def network(self) -> Network:
+        return Network.REGTEST
+
+    def tip(self) -> BlockRef:
+        with self._lock:
+            height, block_hash = self._kernel.tip()
+            return BlockRef(height=height, hash=block_hash)
+
+    def block_hash(self, height: int) -> str | None:
+        with self._lock:
+            return self._kernel.hash_at(height)
+
+    def block_bytes(self, block_hash: str) -> bytes:
+        with self._lock:
+            raw = self._kernel.block_bytes(block_hash)
+        if raw is None:
+            raise NotFound(f"block {block_hash} not found", field="block_hash")
+        return raw
+
+    def broadcast(self, raw_tx: bytes) -> str:
+        with self._lock:
+            txid = self._known_txid(raw_tx)
+            if txid is not None:
+                return txid
+            try:
+                candidate = self._check(raw_tx)
+            except _Reject as rej:
+                raise ChainRejected(rej.message, reason=rej.reason) from None
+            self._admit(candidate)
+            self._persist_mempool()
+            log.info("embedded mempool accepted %s", candidate.entry.txid)
+            return candidate.entry.txid
+
+    def test_accept(self, raw_tx: bytes) -> AcceptResult:
+        with self._lock:
+            try:
+                candidate = self._check(raw_tx)
+            except _Reject as rej:
+                return AcceptResult(txid=_txid_or_empty(raw_tx), allowed=False, reason=rej.reason)
+            return AcceptResult(txid=candidate.entry.txid, allowed=True)
+
+    def mempool_txids(self) -> set[str]:
+        with self._lock:
+            return set(self._mempool)
+
+    def fee_rate_sat_per_vb(self, target_blocks: int) -> int:
+        return self._fee_rate
+
+    # -- extra queries (dev tools, the RPC server, tests) ----------------------------------
+
+    def get_transaction(self, txid: str) -> bytes | None:
+        """Raw transaction from the mempool or the active chain, else None."""
+        with self._lock:
+            entry = self._mempool.get(txid)
+            if entry is not None:
+                return entry.raw
+            located = self._tx_index.get(txid)
+            if located is None:
+                return None
+            raw_block = self._kernel.block_bytes(located[0])
+        assert raw_block is not None
+        for tx in CBlock.deserialize(raw_block).vtx:
+            if blocks.txid_hex(tx) == txid:
+                return bytes(tx.serialize())
+        return None  # pragma: no cover - the index and the block disagree
+
+    def transaction_block(self, txid: str) -> BlockRef | None:
+        """The active-chain block that contains ``txid``, or None."""
+        with self._lock:
+            located = self._tx_index.get(txid)
+            return None if located is None else BlockRef(height=located[1], hash=located[0])
+
+    def confirmations(self, txid: str) -> int:
+        """Confirmations of ``txid`` on the active chain (0 in the mempool or unknown)."""
+        with self._lock:
+            located = self._tx_index.get(txid)
+            if located is None:
+                return 0
+            return len(self._active) - located[1]
+
+    def utxo(self, txid: str, vout: int) -> Utxo | None:
+        with self._lock:
+            return self._utxos.get((txid, vout))
+
+    def utxos_for_script(self, script_pubkey: bytes) -> dict[Outpoint, Utxo]:
+        """Confirmed unspent outputs paying ``script_pubkey`` (ignores mempool spends)."""
+        with self._lock:
+            return {op: u for op, u in self._utxos.items() if u.script_pubkey == script_pubkey}
+
+    def mempool_entries(self) -> list[MempoolTx]:
+        with self._lock:
+            return list(self._mempool.values())
+
+    def block_height(self, block_hash: str) -> int | None:
+        """Height of any block the kernel stored (active or not), else None."""
+        with self._lock:
+            return self._kernel.height_of(block_hash)
+
+    def is_active(self, block_hash: str) -> bool:
+        with self._lock:
+            return self._kernel.in_active_chain(block_hash)
+
+    def median_time_past(self, block_hash: str) -> int:
+        with self._lock:
+            return blocks.median_time_past(self._kernel.ancestor_times(block_hash))
+
+    # -- mining ----------------------------------------------------------------------------
+
+    def mine(self, n: int, to_script_pubkey: bytes | None = None) -> list[str]:
+        """Mine ``n`` blocks on the tip with the mempool's transactions; returns their hashes."""
+        if n < 0:
+            raise ValueError("n must not be negative")
+        script = blocks.BURN_SCRIPT_PUBKEY if to_script_pubkey is None else to_script_pubkey
+        mined: list[str] = []
+        with self._lock:
+            for _ in range(n):
+                height, tip = self._kernel.tip()
+                txs, fees = self._block_template()
+                block = blocks.assemble_block(
+                    tip,
+                    height + 1,
+                    txs,
+                    fees,
+                    coinbase_script_pubkey=script,
+                    timestamp=self._next_time(tip),
+                )
+                block_hash = blocks.block_hash_hex(block)
+                self.submit_block(bytes(block.serialize()))
+                if self._kernel.tip()[1] != block_hash:
+                    raise ChainRejected(
+                        f"the kernel did not connect mined block {block_hash}", reason="bad-block"
+                    )
+                mined.append(block_hash)
+        return mined
+
+    def build_block(
+        self,
+        parent_hash: str,
+        txs: list[bytes],
+        *,
+        coinbase_script_pubkey: bytes,
+        extra_nonce: int = 0,
+    ) -> bytes:
+        """A block on any known parent with exactly ``txs`` (dev/test helper; not submitted).
+
+        The coinbase claims the subsidy plus the fees of ``txs`` as far as the active chain's
+        UTXO view and ``txs`` themselves can price them (unknown inputs count as zero fee).
+        """
+        with self._lock:
+            parent_height = self._kernel.height_of(parent_hash)
+            if parent_height is None:
+                raise NotFound(f"parent block {parent_hash} not found", field="parent_hash")
+            parsed = [CTransaction.deserialize(raw) for raw in txs]
+            fees = self._fees_of(parsed)
+            block = blocks.assemble_block(
+                parent_hash,
+                parent_height + 1,
+                parsed,
+                fees,
+                coinbase_script_pubkey=coinbase_script_pubkey,
+                timestamp=self._next_time(parent_hash),
+                extra_nonce=extra_nonce,
+            )
+            return bytes(block.serialize())
+
+    def submit_block(self, raw: bytes) -> bool:
+        """Give a block to the kernel; True if the active tip changed (maybe by a reorg).
+
+        Raises ChainRejected when the kernel finds the block invalid. A valid block on a
+        branch with less (or equal) work is stored and returns False.
+        """
+        with self._lock:
+            before = self._kernel.tip()[1]
+            try:
+                self._kernel.process_block(raw)
+            except KernelBlockRejected as exc:
+                raise ChainRejected(str(exc), reason="bad-block") from exc
+            changed = self._kernel.tip()[1] != before
+            if changed:
+                self._sync_tip()
+            return changed
+
+    def _next_time(self, parent_hash: str) -> int:
+        mtp = blocks.median_time_past(self._kernel.ancestor_times(parent_hash))
+        return blocks.next_block_time(int(self._clock()), mtp)
+
+    def _block_template(self) -> tuple[list[CTransaction], int]:
+        budget = blocks.MAX_BLOCK_WEIGHT - blocks.COINBASE_WEIGHT_RESERVE
+        chosen: list[CTransaction] = []
+        included: set[str] = set()
+        fees = 0
+        weight = 0
+        for txid, entry in self._mempool.items():
+            # Insertion order is topological: a parent was accepted before its children.
+            if not entry.parents <= included or weight + entry.weight > budget:
+                continue
+            chosen.append(self._mempool_txs[txid])
+            included.add(txid)
+            fees += entry.fee_sat
+            weight += entry.weight
+        return chosen, fees
+
+    def _fees_of(self, txs: list[CTransaction]) -> int:
+        outputs: dict[Outpoint, int] = {}
+        for tx in txs:
+            txid = blocks.txid_hex(tx)
+            for index, out in enumerate(tx.vout):
+                outputs[(txid, index)] = out.nValue
+        total = 0
+        for tx in txs:
+            spent = 0
+            for txin in tx.vin:
+                op = _outpoint(txin)
+                utxo = self._utxos.get(op)
+                spent += utxo.amount_sat if utxo is not None else outputs.get(op, 0)
+            total += max(0, spent - sum(out.nValue for out in tx.vout))
+        return total
+
+    # -- chain view ------------------------------------------------------------------------
+
+    def _sync_tip(self) -> None:
+        """Follow the kernel's active chain: extend the view, or rebuild it after a reorg."""
+        height, tip = self._kernel.tip()
+        if self._active and self._active[-1] == tip:
+            return
+        fork = min(len(self._active) - 1, height)
+        while fork >= 0 and self._kernel.hash_at(fork) != self._active[fork]:
+            fork -= 1
+        disconnected = self._active[fork + 1 :]
+        resurrected: list[bytes] = []
+        if disconnected:
+            log.warning(
+                "embedded chain reorganised: %d block(s) disconnected above height %d",
+                len(disconnected),
+                fork,
+            )
+            for block_hash in disconnected:
+                raw_block = self._kernel.block_bytes(block_hash)
+                if raw_block is None:  # pragma: no cover - the kernel keeps stale blocks
+                    continue
+                resurrected.extend(
+                    bytes(tx.serialize()) for tx in CBlock.deserialize(raw_block).vtx[1:]
+                )
+            self._rebuild_view()
+        else:
+            for h in range(len(self._active), height + 1):
+                self._connect(h)
+        self._refresh_mempool(resurrected)
+
+    def _rebuild_view(self) -> None:
+        self._utxos.clear()
+        self._tx_index.clear()
+        self._active.clear()
+        height, _ = self._kernel.tip()
+        for h in range(height + 1):
+            self._connect(h)
+
+    def _connect(self, height: int) -> None:
+        block_hash = self._kernel.hash_at(height)
+        assert block_hash is not None
+        raw_block = self._kernel.block_bytes(block_hash)
+        assert raw_block is not None
+        self._active.append(block_hash)
+        for tx in CBlock.deserialize(raw_block).vtx:
+            txid = blocks.txid_hex(tx)
+            self._tx_index[txid] = (block_hash, height)
+            coinbase = bool(tx.is_coinbase())
+            if not coinbase:
+                for txin in tx.vin:
+                    self._utxos.pop(_outpoint(txin), None)
+            if height == 0:
+                continue  # the genesis coinbase is not spendable (not in Core's UTXO set)
+            for index, out in enumerate(tx.vout):
+                script = bytes(out.scriptPubKey)
+                if script[:1] == b"\x6a":  # OP_RETURN: provably unspendable, never a UTXO
+                    continue
+                self._utxos[(txid, index)] = Utxo(script, int(out.nValue), height, coinbase)
+
+    # -- mempool ---------------------------------------------------------------------------
+
+    def _known_txid(self, raw_tx: bytes) -> str | None:
+        """The txid if the transaction is already in the mempool or the active chain."""
+        txid = _txid_or_empty(raw_tx)
+        if txid and (txid in self._mempool or txid in self._tx_index):
+            return txid
+        return None
+
+    def _check(self, raw_tx: bytes) -> _Candidate:
+        """Bitcoin Core's mempool acceptance (the subset we need); raises _Reject."""
+        try:
+            tx = CTransaction.deserialize(raw_tx)
+        except (SerializationError, SerializationTruncationError, ValueError, AssertionError):
+            raise _Reject("TX decode failed") from None
+        txid = blocks.txid_hex(tx)
+        self._check_structure(tx)
+        if txid in self._mempool:
+            raise _Reject("txn-already-in-mempool")
+        if txid in self._tx_index:
+            raise _Reject("txn-already-known")
+        weight = blocks.tx_weight(tx)
+        if weight > MAX_STANDARD_TX_WEIGHT:
+            raise _Reject("tx-size")
+        tip_height = len(self._active) - 1
+        self._check_final(tx, tip_height)
+
+        prevouts = tuple(_outpoint(txin) for txin in tx.vin)
+        spent: list[SpentOutput] = []
+        parents: set[str] = set()
+        conflicts: set[str] = set()
+        for op in prevouts:
+            spender = self._spenders.get(op)
+            if spender is not None:
+                conflicts.add(spender)
+            utxo = self._utxos.get(op)
+            if utxo is not None:
+                if utxo.coinbase and tip_height + 1 - utxo.height < blocks.COINBASE_MATURITY:
+                    raise _Reject(
+                        "bad-txns-premature-spend-of-coinbase",
+                        f"tried to spend coinbase at depth {tip_height + 1 - utxo.height}",
+                    )
+                spent.append(SpentOutput(utxo.script_pubkey, utxo.amount_sat))
+                continue
+            parent = self._mempool_txs.get(op[0])
+            if parent is None or op[1] >= len(parent.vout):
+                raise _Reject("bad-txns-inputs-missingorspent")
+            out = parent.vout[op[1]]
+            parents.add(op[0])
+            spent.append(SpentOutput(bytes(out.scriptPubKey), int(out.nValue)))
+        self._check_sequence_locks(tx, prevouts, tip_height)
+
+        value_in = sum(s.amount_sat for s in spent)
+        value_out = sum(int(out.nValue) for out in tx.vout)
+        if value_in < value_out:
+            raise _Reject(
+                "bad-txns-in-belowout", f"bad-txns-in-belowout, value in ({value_in}) < out"
+            )
+        fee = value_in - value_out
+        vsize = (weight + 3) // 4
+        if fee < vsize * MIN_RELAY_SAT_PER_VB:
+            raise _Reject("min relay fee not met", f"min relay fee not met, {fee} < {vsize}")
+
+        evict = self._replacement_evictions(conflicts, parents, fee, vsize)
+
+        try:
+            self._verifier.verify_transaction(raw_tx, spent)
+        except VerificationFailed as exc:
+            raise _Reject(
+                "mandatory-script-verify-flag-failed",
+                f"mandatory-script-verify-flag-failed ({exc.message})",
+            ) from None
+
+        entry = MempoolTx(
+            txid=txid,
+            raw=bytes(raw_tx),
+            fee_sat=fee,
+            vsize=vsize,
+            weight=weight,
+            parents=frozenset(parents),
+            prevouts=prevouts,
+            time=int(self._clock()),
+        )
+        return _Candidate(entry=entry, tx=tx, evict=evict)
+
+    @staticmethod
+    def _check_structure(tx: CTransaction) -> None:
+        if not tx.vin:
+            raise _Reject("bad-txns-vin-empty")
+        if not tx.vout:
+            raise _Reject("bad-txns-vout-empty")
+        if tx.is_coinbase():
+            raise _Reject("coinbase")
+        total = 0
+        for out in tx.vout:
+            if out.nValue < 0:
+                raise _Reject("bad-txns-vout-negative")
+            if out.nValue > MAX_MONEY:
+                raise _Reject("bad-txns-vout-toolarge")
+            total += out.nValue
+            if total > MAX_MONEY:
+                raise _Reject("bad-txns-txouttotal-toolarge")
+        prevouts = [_outpoint(txin) for txin in tx.vin]
+        if len(set(prevouts)) != len(prevouts):
+            raise _Reject("bad-txns-inputs-duplicate")
+        if any(txin.prevout.is_null() for txin in tx.vin):
+            raise _Reject("bad-txns-prevout-null")
+
+    def _check_final(self, tx: CTransaction, tip_height: int) -> None:
+        """IsFinalTx for the next block (height tip+1, lock time against the tip's MTP)."""
+        lock_time = int(tx.nLockTime)
+        if lock_time == 0 or all(txin.nSequence == SEQUENCE_FINAL for txin in tx.vin):
+            return
+        if lock_time < LOCKTIME_THRESHOLD:
+            final = lock_time < tip_height + 1
+        else:
+            final = lock_time < blocks.median_time_past(
+                self._kernel.ancestor_times(self._active[-1])
+            )
+        if not final:
+            raise _Reject("non-final")
+
+    def _check_sequence_locks(
+        self, tx: CTransaction, prevouts: tuple[Outpoint, ...], tip_height: int
+    ) -> None:
+        """BIP68 height locks; time-based relative locks are refused (never used by us)."""
+        if tx.nVersion < 2:
+            return
+        for txin, op in zip(tx.vin, prevouts, strict=True):
+            sequence = int(txin.nSequence)
+            if sequence & SEQUENCE_DISABLE_FLAG:
+                continue
+            if sequence & SEQUENCE_TYPE_FLAG:
+                raise _Reject("non-BIP68-final")
+            utxo = self._utxos.get(op)
+            coin_height = utxo.height if utxo is not None else tip_height + 1
+            if coin_height + (sequence & SEQUENCE_MASK) - 1 >= tip_height + 1:
+                raise _Reject("non-BIP68-final")
+
+    def _signals_rbf(self, txid: str) -> bool:
+        """BIP125 opt-in, explicit or inherited from an unconfirmed ancestor."""
+        seen: set[str] = set()
+        stack = [txid]
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            if any(txin.nSequence < RBF_SEQUENCE_LIMIT for txin in self._mempool_txs[current].vin):
+                return True
+            stack.extend(self._mempool[current].parents)
+        return False
+
+    def _descendants(self, roots: Iterable[str]) -> set[str]:
+        result = set(roots)
+        changed = True
+        while changed:
+            changed = False
+            for txid, entry in self._mempool.items():
+                if txid not in result and entry.parents & result:
+                    result.add(txid)
+                    changed = True
+        return result
+
+    def _replacement_evictions(
+        self, conflicts: set[str], parents: set[str], fee: int, vsize: int
+    ) -> frozenset[str]:
+        """BIP125 rules for a transaction spending outputs that mempool txs already spend."""
+        if not conflicts:
+            return frozenset()
+        for txid in conflicts:
+            if not self._signals_rbf(txid):
+                raise _Reject("txn-mempool-conflict")
+        evict = self._descendants(conflicts)
+        if parents & evict:
+            raise _Reject("bad-txns-spends-conflicting-tx")
+        evicted_fees = sum(self._mempool[t].fee_sat for t in evict)
+        if fee <= evicted_fees:
+            raise _Reject(
+                "insufficient fee",
+                f"insufficient fee, rejecting replacement; {fee} <= {evicted_fees} replaced",
+            )
+        for txid in conflicts:
+            original = self._mempool[txid]
+            # new_rate >= old_rate + 1 sat/vB, in integers.
+            if fee * original.vsize < (original.fee_sat + original.vsize) * vsize:
+                raise _Reject(
+                    "insufficient fee",
+                    f"insufficient fee, rejecting replacement; new feerate below {txid}'s + 1",
+                )
+        return frozenset(evict)
+
+    def _admit(self, candidate: _Candidate) -> None:
+        for txid in candidate.evict:
+            log.info("embedded mempool: %s replaced by %s", txid, candidate.entry.txid)
+        self._remove(candidate.evict)
+        entry = candidate.entry
+        self._mempool[entry.txid] = entry
+        self._mempool_txs[entry.txid] = candidate.tx
+        for op in entry.prevouts:
+            self._spenders[op] = entry.txid
+
+    def _remove(self, txids: Iterable[str]) -> None:
+        for txid in txids:
+            entry = self._mempool.pop(txid, None)
+            self._mempool_txs.pop(txid, None)
+            if entry is None:
+                continue
+            for op in entry.prevouts:
+                if self._spenders.get(op) == txid:
+                    del self._spenders[op]
+
+    def _refresh_mempool(self, first: list[bytes]) -> None:
+        """Re-validate ``first`` then the current mempool against the current chain view."""
+        previous = [entry.raw for entry in self._mempool.values()]
+        self._mempool.clear()
+        self._mempool_txs.clear()
+        self._spenders.clear()
+        for raw in _unique(first + previous):
+            try:
+                self._admit(self._check(raw))
+            except _Reject as rej:
+                if rej.reason not in ("txn-already-known", "txn-already-in-mempool"):
+                    log.info("embedded mempool dropped a tx on re-validation: %s", rej.reason)
+        self._persist_mempool()
+
+    def _persist_mempool(self) -> None:
+        path = self._dir / MEMPOOL_FILE
+        tmp = path.with_suffix(".json.tmp")
+        payload = {"version": 1, "txs": [entry.raw.hex() for entry in self._mempool.values()]}
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, path)
+
+    def _load_mempool_file(self) -> list[bytes]:
+        path = self._dir / MEMPOOL_FILE
+        if not path.exists():
+            return []
+        try:
+            payload: Any = json.loads(path.read_text())
+            return [bytes.fromhex(h) for h in payload["txs"]]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring an unreadable %s", path)
+            return []
+
+
+def _outpoint(txin: Any) -> Outpoint:
+    return (str(b2lx(txin.prevout.hash)), int(txin.prevout.n))
+
+
+def _txid_or_empty(raw_tx: bytes) -> str:
+    try:
+        return blocks.txid_hex(CTransaction.deserialize(raw_tx))
+    except Exception:
+        return ""
+
+
+def _unique(raws: list[bytes]) -> Iterator[bytes]:
+    seen: set[bytes] = set()
+    for raw in raws:
+        if raw not in seen:
+            seen.add(raw)
+            yield raw
