@@ -23,9 +23,19 @@ P2WPKH_INPUT_BASE_SIZE = 32 + 4 + 1 + 4
 # 6 + 33 + 32 = 71 bytes when r needs a 0x00 pad, plus the one-byte sighash type = 72. Signers
 # that do not grind for low R produce 72 bytes about half of the time: never estimate 71.
 MAX_SIGNATURE_SIZE = 72
+# A lower bound for the rare occasions we need one (the size an already signed transaction may
+# have had): 70 bytes covers every low-S signature except roughly 1 in 20,000, whose r and s are
+# both a byte shorter than usual (or r two bytes shorter).
+MIN_LIKELY_SIGNATURE_SIZE = 70
 COMPRESSED_PUBKEY_SIZE = 33
-# Witness stack: item count (1 byte: 2) + varint + signature + varint + pubkey.
-P2WPKH_WITNESS_SIZE = 1 + 1 + MAX_SIGNATURE_SIZE + 1 + COMPRESSED_PUBKEY_SIZE
+
+
+def p2wpkh_witness_size(signature_size: int = MAX_SIGNATURE_SIZE) -> int:
+    """Witness stack: item count (2) + varint + signature + varint + compressed pubkey."""
+    return 1 + 1 + signature_size + 1 + COMPRESSED_PUBKEY_SIZE
+
+
+P2WPKH_WITNESS_SIZE = p2wpkh_witness_size()
 P2WPKH_INPUT_WEIGHT = WITNESS_SCALE_FACTOR * P2WPKH_INPUT_BASE_SIZE + P2WPKH_WITNESS_SIZE
 # 272 weight units is exactly 68 vB, so each extra input adds 68 vB while the input count fits
 # in a one-byte varint (fewer than 253 inputs).
@@ -52,8 +62,13 @@ def output_size(script: bytes) -> int:
     return 8 + varint_size(len(script)) + len(script)
 
 
-def estimate_weight(n_inputs: int, output_scripts: Sequence[bytes]) -> int:
-    """Upper bound on the weight of a tx spending ``n_inputs`` P2WPKH inputs to these outputs."""
+def estimate_weight(
+    n_inputs: int, output_scripts: Sequence[bytes], *, signature_size: int = MAX_SIGNATURE_SIZE
+) -> int:
+    """Upper bound on the weight of a tx spending ``n_inputs`` P2WPKH inputs to these outputs.
+
+    ``signature_size`` (DER + sighash byte) is the worst case unless a caller wants a lower bound.
+    """
     if n_inputs < 0:
         raise ValueError("n_inputs cannot be negative")
     base = (
@@ -65,7 +80,8 @@ def estimate_weight(n_inputs: int, output_scripts: Sequence[bytes]) -> int:
         + LOCKTIME_SIZE
     )
     # Without inputs there is no witness, hence no marker/flag either (only useful as a bound).
-    witness = SEGWIT_MARKER_FLAG_SIZE + n_inputs * P2WPKH_WITNESS_SIZE if n_inputs else 0
+    witness_per_input = p2wpkh_witness_size(signature_size)
+    witness = SEGWIT_MARKER_FLAG_SIZE + n_inputs * witness_per_input if n_inputs else 0
     return WITNESS_SCALE_FACTOR * base + witness
 
 
@@ -74,9 +90,11 @@ def weight_to_vsize(weight: int) -> int:
     return -(-weight // WITNESS_SCALE_FACTOR)
 
 
-def estimate_vsize(n_inputs: int, output_scripts: Sequence[bytes]) -> int:
+def estimate_vsize(
+    n_inputs: int, output_scripts: Sequence[bytes], *, signature_size: int = MAX_SIGNATURE_SIZE
+) -> int:
     """Upper bound on the virtual size (vB) of such a transaction."""
-    return weight_to_vsize(estimate_weight(n_inputs, output_scripts))
+    return weight_to_vsize(estimate_weight(n_inputs, output_scripts, signature_size=signature_size))
 
 
 def max_inputs_within_weight(
