@@ -1,0 +1,144 @@
+"""BIP143 signature hashes (segwit v0) with the per-transaction parts computed once.
+
+python-bitcoinlib's ``SignatureHash(..., SIGVERSION_WITNESS_V0)`` recomputes hashPrevouts,
+hashSequence and hashOutputs for every input, which makes signing an n-input, m-output
+transaction O(n·(n+m)). ``SegwitV0Sighasher`` hashes them once; each input then costs one
+double-SHA256 of a ~200-byte preimage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Sequence
+from typing import Protocol
+
+SIGHASH_ALL = 0x01
+SIGHASH_NONE = 0x02
+SIGHASH_SINGLE = 0x03
+SIGHASH_ANYONECANPAY = 0x80
+_ZERO32 = bytes(32)
+
+
+def dsha256(data: bytes) -> bytes:
+    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
+
+
+def compact_size(n: int) -> bytes:
+    """Bitcoin's CompactSize length prefix."""
+    if n < 0xFD:
+        return bytes([n])
+    if n <= 0xFFFF:
+        return b"\xfd" + struct.pack("<H", n)
+    if n <= 0xFFFF_FFFF:
+        return b"\xfe" + struct.pack("<I", n)
+    return b"\xff" + struct.pack("<Q", n)
+
+
+def p2wpkh_script_code(pubkey_hash: bytes) -> bytes:
+    """BIP143 scriptCode of a P2WPKH input: the P2PKH script of the same key hash."""
+    if len(pubkey_hash) != 20:
+        raise ValueError("a P2WPKH key hash is 20 bytes")
+    return b"\x76\xa9\x14" + pubkey_hash + b"\x88\xac"
+
+
+# Structural types for the parts of python-bitcoinlib's CTransaction that BIP143 reads, so
+# both CTransaction and CMutableTransaction fit without importing its untyped classes here.
+class _OutPoint(Protocol):
+    hash: bytes
+    n: int
+
+
+class _TxIn(Protocol):
+    prevout: _OutPoint
+    nSequence: int
+
+
+class _TxOut(Protocol):
+    nValue: int
+    scriptPubKey: bytes
+
+
+class _Tx(Protocol):
+    nVersion: int
+    nLockTime: int
+    vin: Sequence[_TxIn]
+    vout: Sequence[_TxOut]
+
+
+def _ser_outpoint(txin: _TxIn) -> bytes:
+    return bytes(txin.prevout.hash) + struct.pack("<I", txin.prevout.n)
+
+
+def _ser_output(txout: _TxOut) -> bytes:
+    script = bytes(txout.scriptPubKey)
+    return struct.pack("<q", txout.nValue) + compact_size(len(script)) + script
+
+
+class SegwitV0Sighasher:
+    """BIP143 sighashes for one transaction; build once, then ask per input.
+
+    The transaction must not change after construction (the cached hashes would go stale).
+    """
+
+    __slots__ = (
+        "_hash_outputs",
+        "_hash_prevouts",
+        "_hash_sequence",
+        "_locktime",
+        "_tx",
+        "_version",
+    )
+
+    def __init__(self, tx: _Tx) -> None:
+        self._tx = tx
+        self._version = struct.pack("<i", tx.nVersion)
+        self._locktime = struct.pack("<I", tx.nLockTime)
+        self._hash_prevouts = dsha256(b"".join(_ser_outpoint(i) for i in tx.vin))
+        self._hash_sequence = dsha256(b"".join(struct.pack("<I", i.nSequence) for i in tx.vin))
+        self._hash_outputs = dsha256(b"".join(_ser_output(o) for o in tx.vout))
+
+    def sighash(self, index: int, script_code: bytes, amount_sat: int, hash_type: int) -> bytes:
+        """The BIP143 digest for input ``index`` (``script_code`` without its length prefix)."""
+        tx = self._tx
+        if not 0 <= index < len(tx.vin):
+            raise IndexError(f"input {index} out of range")
+        base = hash_type & 0x1F
+        anyone_can_pay = bool(hash_type & SIGHASH_ANYONECANPAY)
+        hash_prevouts = _ZERO32 if anyone_can_pay else self._hash_prevouts
+        hash_sequence = (
+            self._hash_sequence
+            if not anyone_can_pay and base not in (SIGHASH_SINGLE, SIGHASH_NONE)
+            else _ZERO32
+        )
+        if base not in (SIGHASH_SINGLE, SIGHASH_NONE):
+            hash_outputs = self._hash_outputs
+        elif base == SIGHASH_SINGLE and index < len(tx.vout):
+            hash_outputs = dsha256(_ser_output(tx.vout[index]))
+        else:
+            hash_outputs = _ZERO32
+        txin = tx.vin[index]
+        preimage = b"".join(
+            (
+                self._version,
+                hash_prevouts,
+                hash_sequence,
+                _ser_outpoint(txin),
+                compact_size(len(script_code)),
+                script_code,
+                struct.pack("<q", amount_sat),
+                struct.pack("<I", txin.nSequence),
+                hash_outputs,
+                self._locktime,
+                struct.pack("<I", hash_type & 0xFFFF_FFFF),
+            )
+        )
+        return dsha256(preimage)
+
+    def sighash_all(self, index: int, script_code: bytes, amount_sat: int) -> bytes:
+        """SIGHASH_ALL digest: the only type the hot signer produces."""
+        return self.sighash(index, script_code, amount_sat, SIGHASH_ALL)
+
+    def p2wpkh_sighash_all(self, index: int, pubkey_hash: bytes, amount_sat: int) -> bytes:
+        """SIGHASH_ALL digest of a P2WPKH input spending ``amount_sat`` to ``pubkey_hash``."""
+        return self.sighash(index, p2wpkh_script_code(pubkey_hash), amount_sat, SIGHASH_ALL)
