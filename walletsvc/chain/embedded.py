@@ -245,6 +245,14 @@ class EmbeddedChain:
                 return AcceptResult(txid=_txid_or_empty(raw_tx), allowed=False, reason=rej.reason)
             return AcceptResult(txid=candidate.entry.txid, allowed=True)
 
+    def preview(self, raw_tx: bytes) -> MempoolTx:
+        """What the mempool would record for ``raw_tx`` (fee, vsize); raises ChainRejected."""
+        with self._lock:
+            try:
+                return self._check(raw_tx).entry
+            except _Reject as rej:
+                raise ChainRejected(rej.message, reason=rej.reason) from None
+
     def mempool_txids(self) -> set[str]:
         with self._lock:
             return set(self._mempool)
