@@ -132,7 +132,7 @@ class TestRefusals:
         assert reason_of(chain, raw) == "mandatory-script-verify-flag-failed"
 
     def test_immature_coinbase(self, chain: EmbeddedChain, alice: TestKey, bob: TestKey) -> None:
-        (block_hash,) = chain.mine(1, alice.script_pubkey)
+        chain.mine(1, alice.script_pubkey)
         chain.mine(98)  # depth 99 for the next block: one short
         [(op, utxo)] = chain.utxos_for_script(alice.script_pubkey).items()
         raw = pay(Prevout(op[0], op[1], utxo.amount_sat, alice), bob)
