@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     # empty; 0 disables the timer (tests mine explicitly).
     devchain_mine_interval_s: float = 0.0
     session_ttl_s: int = Field(default=900, ge=60)
+    max_batch_outputs: int = Field(default=100, ge=1, le=2_000)
+    # Where the scanner starts on a fresh database (a production wallet's birth height).
+    scan_start_height: int = Field(default=0, ge=0)
+    # Test-only fault injection (see walletsvc.services.payouts); empty in production.
+    failpoint: str = ""
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -6,6 +6,8 @@ Each error carries a stable machine-readable ``code`` and, where one input is to
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class DomainError(Exception):
     code = "domain_error"
@@ -84,6 +86,16 @@ class VerificationFailed(DomainError):
     """libbitcoinkernel refused a script we produced: never broadcast it."""
 
     code = "verification_failed"
+
+
+class PolicyDenied(DomainError):
+    """The policy engine said no; carries the decision (with its rule trace) for the client."""
+
+    code = "policy_denied"
+
+    def __init__(self, message: str, *, decision: Any, field: str | None) -> None:
+        super().__init__(message, field=field)
+        self.decision = decision
 
 
 class ChainRejected(DomainError):

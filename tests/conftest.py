@@ -1,0 +1,143 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), a real embedded chain, real HTTP.
+
+Database isolation: the schema is built once per session by Alembic into a template (a file
+for SQLite, a template database for PostgreSQL); each test gets a fresh copy. PostgreSQL runs
+when WALLETSVC_TEST_POSTGRES_URL is set (CI sets it) and is skipped, with that reason, if not.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from walletsvc.api.app import create_app
+from walletsvc.config import Settings
+from walletsvc.db.migrate import upgrade
+from walletsvc.services.runtime import Runtime
+from walletsvc.services.setup import initialise
+from walletsvc.services.tokens import SCOPES, create_token
+from walletsvc.services.wallets import current_address, get_wallet
+
+REPO = Path(__file__).resolve().parents[1]
+POSTGRES_URL = os.environ.get("WALLETSVC_TEST_POSTGRES_URL", "")
+WALLET = "pool-hot"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    if not POSTGRES_URL:
+        pytest.skip("PostgreSQL tests need WALLETSVC_TEST_POSTGRES_URL (CI sets it)")
+    name = f"walletsvc_tpl_{os.getpid()}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    upgrade(_with_database(POSTGRES_URL, name))
+    yield name
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def _with_database(url: str, name: str) -> str:
+    return sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "walletsvc.db"
+        shutil.copyfile(template, path)
+        yield f"sqlite:///{path}"
+        return
+    template_name: str = request.getfixturevalue("postgres_template")
+    name = f"walletsvc_t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"')
+    yield _with_database(POSTGRES_URL, name)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        kek_file=tmp_path / "data" / "kek.bin",
+        policy_file=REPO / "policies" / "default.yaml",
+        run_worker=False,
+    )
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    initialise(settings, wallet=WALLET, policy_file=settings.policy_file, actor="test")
+    rt = Runtime.open(settings)
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime.settings, runtime=runtime)) as test_client:
+        yield test_client
+
+
+@dataclass(frozen=True)
+class Tokens:
+    all: str
+    read_only: str
+    create_only: str
+
+
+@pytest.fixture
+def tokens(runtime: Runtime) -> Tokens:
+    def make(name: str, scopes: set[str]) -> str:
+        return create_token(runtime.db, name=name, scopes=sorted(scopes), actor="test").secret
+
+    return Tokens(
+        all=make("engine", set(SCOPES)),
+        read_only=make("dashboard", {"read"}),
+        create_only=make("creator", {"withdrawals:create"}),
+    )
+
+
+def auth(token: str, key: str | None = None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {token}"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return headers
+
+
+def fund_wallet(runtime: Runtime, *, blocks: int = 110) -> None:
+    """Mine coinbases to the wallet's deposit address and let the scanner see them."""
+    with runtime.db.read() as session:
+        address = current_address(session, get_wallet(session, WALLET))
+    runtime.chain.mine(blocks, bytes.fromhex(address.script_pubkey))  # type: ignore[attr-defined]
+    runtime.scanner.sync()
+
+
+@pytest.fixture
+def funded(runtime: Runtime) -> Runtime:
+    fund_wallet(runtime)
+    return runtime

@@ -1,0 +1,41 @@
+"""The FastAPI application: create_app() and its lifespan (engines are made there, not at import)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from walletsvc.api.errors import install_error_handlers
+from walletsvc.api.routes import system, wallets, withdrawals
+from walletsvc.config import Settings
+from walletsvc.services.runtime import Runtime
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app. Pass ``runtime`` to share one (tests); otherwise lifespan opens one."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        rt = runtime or Runtime.open(settings or Settings())
+        app.state.runtime = rt
+        if owned and rt.settings.run_worker:
+            rt.start_background()
+        try:
+            yield
+        finally:
+            if owned:
+                rt.close()
+
+    app = FastAPI(
+        title="walletsvc",
+        version="0.1.0",
+        summary="Hot-wallet security and withdrawal control",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (system.router, wallets.router, withdrawals.router):
+        app.include_router(router, prefix="/v1")
+    return app

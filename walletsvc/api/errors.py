@@ -1,0 +1,99 @@
+"""The one place where errors become HTTP: {"error": {"code", "message", "field"}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from walletsvc.domain import errors as e
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: list[tuple[type[e.DomainError], int]] = [
+    (e.IdempotencyConflict, 409),
+    (e.InvalidTransition, 409),
+    (e.Conflict, 409),
+    (e.InvalidInput, 422),
+    (e.NotFound, 404),
+    (e.Unauthenticated, 401),
+    (e.Forbidden, 403),
+    (e.Frozen, 423),
+    (e.RateLimited, 429),
+    (e.DependencyUnavailable, 503),
+    (e.InsufficientFunds, 409),
+    (e.PolicyDenied, 422),
+    (e.ChainRejected, 502),
+]
+
+
+def status_for(exc: e.DomainError) -> int:
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+def error_body(code: str, message: str, field: str | None, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field, **extra}}
+
+
+def _field_from_location(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def _validation_message(err: dict[str, Any], field: str | None) -> str:
+    if field == "amount_sat":
+        return "amount_sat must be a JSON integer number of satoshis (no decimals, no strings)"
+    if err.get("type") == "json_invalid":
+        return "the request body is not valid JSON"
+    if err.get("type") == "missing":
+        return f"{field} is required"
+    if err.get("type") == "extra_forbidden":
+        return f"{field} is not a recognised field"
+    return f"{field}: {err.get('msg', 'invalid value')}"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(e.DomainError)
+    async def _domain(_: Request, exc: e.DomainError) -> JSONResponse:
+        extra: dict[str, Any] = {}
+        decision = getattr(exc, "decision", None)
+        if decision is not None:
+            extra["decision"] = decision.to_dict()
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.field, **extra), status_code=status_for(exc)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        field = _field_from_location(tuple(first.get("loc", ())))
+        code = "invalid_amount" if field == "amount_sat" else "invalid_input"
+        if first.get("type") == "json_invalid":
+            code, field = "invalid_json", None
+        return JSONResponse(
+            error_body(code, _validation_message(first, field), field), status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail), None), status_code=exc.status_code
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        # Logged with its type only: exception text could carry data we must not leak.
+        log.error("unhandled %s in request", type(exc).__name__, exc_info=exc)
+        return JSONResponse(
+            error_body("internal_error", "internal error; see the service log", None),
+            status_code=500,
+        )

@@ -1,0 +1,43 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from walletsvc.api.deps import RuntimeDep
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health")
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+def ready(runtime: RuntimeDep) -> JSONResponse:
+    checks: dict[str, Any] = {}
+    try:
+        with runtime.db.read() as session:
+            session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    try:
+        tip = runtime.chain.tip()
+        checks["chain"] = {"status": "ok", "height": tip.height, "hash": tip.hash}
+    except Exception as exc:
+        checks["chain"] = {"status": f"unavailable: {type(exc).__name__}"}
+    checks["signer"] = "ok" if runtime.kek is not None else "unavailable"
+    ok = checks["database"] == "ok" and checks["chain"].get("status") == "ok"
+    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+
+
+@router.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,260 @@
+"""The `walletsvc` command line (typer). A thin shell over the services."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from walletsvc.config import Settings
+from walletsvc.domain.errors import DomainError
+from walletsvc.domain.network import Network
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+token_app = typer.Typer(no_args_is_help=True, help="API tokens for machine clients.")
+devchain_app = typer.Typer(no_args_is_help=True, help="The embedded regtest chain (dev only).")
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
+dev_app = typer.Typer(no_args_is_help=True, help="Developer conveniences used by `make run`.")
+app.add_typer(token_app, name="token")
+app.add_typer(devchain_app, name="devchain")
+app.add_typer(audit_app, name="audit")
+app.add_typer(dev_app, name="dev")
+
+CLI_ACTOR = "cli:" + (os.environ.get("USER") or "operator")
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """walletsvc: hot-wallet security and withdrawal control."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (Alembic)."""
+    from walletsvc.db.migrate import upgrade
+
+    s = settings()
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(s.database_url)
+    typer.echo(f"database at head: {_redact(s.database_url)}")
+
+
+@app.command()
+def init(
+    wallet: Annotated[str, typer.Option(help="Name of the hot wallet to create")] = "pool-hot",
+    policy: Annotated[Path | None, typer.Option(help="First policy document (YAML)")] = None,
+) -> None:
+    """Create the data directory, keys and first policy; print the xpub and what to back up."""
+    from walletsvc.services.setup import initialise
+
+    s = settings()
+    try:
+        result = initialise(s, wallet=wallet, policy_file=policy or s.policy_file, actor=CLI_ACTOR)
+    except DomainError as exc:
+        fail(f"init failed: {exc.message}")
+        return
+    if result.kek_created:
+        typer.secho(
+            "WARNING: created a DEVELOPMENT key-encryption key at "
+            f"{s.kek_path} (mode 0600). In production, provision WALLETSVC_KEK_FILE from a "
+            "secrets manager or HSM-backed store, outside the database and its backups.",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    if result.wallet is None:
+        typer.echo(f"wallet {wallet!r} exists already; nothing to do")
+        return
+    w = result.wallet
+    typer.echo(f"wallet:              {w.name} ({w.network.value})")
+    typer.echo(f"account xpub:        {w.account_xpub}")
+    typer.echo(f"master fingerprint:  {w.master_fingerprint}")
+    typer.echo(f"first deposit addr:  {w.first_address}")
+    typer.echo("")
+    typer.echo("BACK UP NOW, offline, and never store it next to the KEK:")
+    typer.echo(f"  recovery words (key epoch 1): {' '.join(w.mnemonic.reveal())}")
+    typer.echo(f"  key-encryption key file:      {s.kek_path}")
+    typer.echo("These words are shown once; the database holds only their ciphertext.")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Run the API and the background worker in one process."""
+    import uvicorn
+
+    from walletsvc.api.app import create_app
+
+    s = settings()
+    if host:
+        s.host = host
+    if port:
+        s.port = port
+    banner = s.data_dir / "dev-credentials.json"
+    if banner.exists():
+        _print_newcomer_banner(json.loads(banner.read_text()), s)
+    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who uses this token")],
+    scope: Annotated[list[str], typer.Option(help="Repeat for each scope")],
+) -> None:
+    """Create an API token; it is printed once and stored only as a hash."""
+    from walletsvc.services.runtime import open_database
+    from walletsvc.services.tokens import create_token
+
+    db = open_database(settings())
+    try:
+        created = create_token(db, name=name, scopes=scope, actor=CLI_ACTOR)
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    typer.echo(f"token id: {created.token_id}  scopes: {','.join(created.scopes)}")
+    typer.echo(created.secret)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    from walletsvc.services.runtime import open_database
+    from walletsvc.services.tokens import list_tokens
+
+    db = open_database(settings())
+    with db.read() as session:
+        for t in list_tokens(session):
+            state = "revoked" if t.revoked_at else "active"
+            typer.echo(f"{t.id}  {t.name:20}  {state:8} {','.join(t.scopes)}")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: str) -> None:
+    from walletsvc.services.runtime import open_database
+    from walletsvc.services.tokens import revoke_token
+
+    try:
+        revoke_token(open_database(settings()), token_id=token_id, actor=CLI_ACTOR)
+    except DomainError as exc:
+        fail(exc.message)
+    typer.echo("revoked")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit hash chain and the integrity tags of governed rows."""
+    from walletsvc.services import audit
+    from walletsvc.services.runtime import AUDIT_CHAIN, open_database
+    from walletsvc.keys.kek import load_kek
+
+    s = settings()
+    kek = load_kek(s.kek_path)
+    db = open_database(s)
+    with db.read() as session:
+        report = audit.verify(session, kek, kek.subkey(AUDIT_CHAIN))
+    typer.echo(f"{report.events_checked} events, {report.rows_checked} governed rows checked")
+    if not report.ok:
+        for problem in report.problems:
+            typer.secho(f"  {problem}", fg=typer.colors.RED)
+        raise typer.Exit(2)
+    typer.echo("audit chain intact")
+
+
+@devchain_app.command("mine")
+def devchain_mine(
+    blocks: Annotated[int, typer.Argument(min=1, max=10_000)] = 1,
+    to: Annotated[str | None, typer.Option("--to", help="Coinbase address")] = None,
+) -> None:
+    """Mine blocks on the embedded chain (through the running service if it holds the chain)."""
+    from walletsvc.services.devchain import mine
+
+    try:
+        hashes = mine(settings(), blocks, to)
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    typer.echo(f"mined {len(hashes)} block(s); tip {hashes[-1] if hashes else '-'}")
+
+
+@devchain_app.command("status")
+def devchain_status() -> None:
+    from walletsvc.services.devchain import status
+
+    typer.echo(json.dumps(status(settings()), indent=2))
+
+
+@dev_app.command("bootstrap")
+def dev_bootstrap(
+    wallet: Annotated[str, typer.Option()] = "pool-hot",
+) -> None:
+    """Idempotent dev set-up for `make run`: init, fund with mined coins, a token, credentials."""
+    from walletsvc.services.setup import dev_bootstrap as bootstrap
+
+    s = settings()
+    if s.network is not Network.REGTEST or s.chain_backend != "embedded":
+        fail("dev bootstrap is for the embedded regtest chain only")
+    creds = bootstrap(s, wallet=wallet, actor=CLI_ACTOR)
+    typer.echo(f"dev credentials written to {s.data_dir / 'dev-credentials.json'}")
+    if creds.get("mnemonic_shown"):
+        typer.echo("(dev wallet created; its recovery words were not printed: regtest only)")
+
+
+def _print_newcomer_banner(creds: dict[str, str], s: Settings) -> None:
+    token, wallet, base = creds["api_token"], creds["wallet"], creds["base_url"]
+    destination = creds.get("demo_destination", "")
+    lines = [
+        "",
+        "=" * 78,
+        " walletsvc (dev) is starting on " + base,
+        "=" * 78,
+        f" API token (dev):  {token}",
+        f" wallet:           {wallet}",
+        f" credentials JSON: {s.data_dir / 'dev-credentials.json'}",
+        "",
+        " Request a payout:",
+        f"   curl -s -X POST {base}/v1/withdrawals \\",
+        f"     -H 'Authorization: Bearer {token}' \\",
+        "     -H \"Idempotency-Key: demo-$(date +%s)\" \\",
+        "     -H 'Content-Type: application/json' \\",
+        f"     -d '{{\"wallet\":\"{wallet}\",\"destination\":\"{destination}\","
+        "\"amount_sat\":100000,\"reference\":\"first-payout\"}'",
+        "",
+        " Then follow it (the dev chain mines a block every few seconds):",
+        f"   curl -s {base}/v1/withdrawals/<id> -H 'Authorization: Bearer {token}'",
+        "",
+        " Wallet balances:  curl -s " + f"{base}/v1/wallets/{wallet} -H 'Authorization: Bearer {token}'",
+        f" API docs:         {base}/docs   (OpenAPI at {base}/openapi.json)",
+        " Project docs:     README.md, docs/architecture.md, docs/api.md, docs/runbook.md",
+        "=" * 78,
+        "",
+    ]
+    typer.echo("\n".join(lines))
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

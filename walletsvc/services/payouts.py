@@ -1,0 +1,327 @@
+"""The payout worker: approved payouts -> signed, stored, broadcast transactions.
+
+Crash safety rests on one ordering: a transaction is signed and stored (with its inputs
+reserved and its payouts marked ``signed``) in one DB transaction, and only a committed
+``signed`` row is ever broadcast. After a crash anywhere, the next pass finds the stored
+transaction and re-broadcasts the very same bytes (broadcast is idempotent); it never signs a
+second transaction for a payout that already has one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from walletsvc.config import Settings
+from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.models import (
+    Address,
+    ChainTransaction,
+    KeyEpoch,
+    ScannedBlock,
+    Utxo,
+    Wallet,
+    Withdrawal,
+    utcnow,
+)
+from walletsvc.domain.errors import ChainRejected, DependencyUnavailable, DomainError
+from walletsvc.domain.network import Network
+from walletsvc.domain.ports import ChainBackend
+from walletsvc.domain.transaction import ApprovedPayout, Coin, KeyPath, TransactionPlan
+from walletsvc.domain.txplan import plan_payouts
+from walletsvc.domain.withdrawal import WithdrawalStatus, transition
+from walletsvc.keys.kek import Kek
+from walletsvc.keys.keystore import EncryptedSeed
+from walletsvc.keys.signer import HotSigner
+from walletsvc.services.policies import ROW_MAC
+from walletsvc.services.wallets import next_change_path
+from walletsvc.services.withdrawals import authorization_message
+
+log = logging.getLogger(__name__)
+ACTOR = "system:worker"
+# Fault injection for crash tests: the process dies right after the signed transaction is
+# committed and before it is broadcast. Never set in production.
+FAILPOINT_AFTER_SIGN = "after_sign_commit"
+
+
+@dataclass
+class WorkerReport:
+    signed_txids: list[str] = field(default_factory=list)
+    broadcast_txids: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class PayoutWorker:
+    def __init__(
+        self,
+        db: Database,
+        kek: Kek,
+        chain: ChainBackend,
+        signer: HotSigner,
+        settings: Settings,
+    ) -> None:
+        self.db = db
+        self.kek = kek
+        self.chain = chain
+        self.signer = signer
+        self.settings = settings
+
+    def run_once(self) -> WorkerReport:
+        report = WorkerReport()
+        with self.db.read() as session:
+            wallet_ids = list(
+                session.scalars(
+                    select(Withdrawal.wallet_id)
+                    .where(
+                        Withdrawal.status == WithdrawalStatus.APPROVED.value,
+                        Withdrawal.transaction_id.is_(None),
+                    )
+                    .distinct()
+                )
+            )
+        for wallet_id in wallet_ids:
+            try:
+                txid = self.sign_approved(wallet_id)
+            except DomainError as exc:
+                log.warning("wallet %s: cannot sign payouts yet: %s", wallet_id, exc.message)
+                report.errors.append(exc.message)
+                continue
+            if txid is not None:
+                report.signed_txids.append(txid)
+                if self.settings.failpoint == FAILPOINT_AFTER_SIGN:
+                    os._exit(86)
+        report.broadcast_txids.extend(self.broadcast_signed(report))
+        return report
+
+    # -- signing -------------------------------------------------------------------------
+
+    def sign_approved(self, wallet_id: str) -> str | None:
+        """Sign one batch of the wallet's approved payouts; store it; return its txid."""
+        with self.db.write() as uow:
+            s = uow.session
+            wallet = s.get(Wallet, wallet_id)
+            assert wallet is not None
+            payouts = self._authorised_payouts(uow, wallet)
+            if not payouts:
+                return None
+            network = Network(wallet.network)
+            tip = _tip_height(s)
+            change_path, change_script = next_change_path(uow, wallet)
+            fee_rate = self._fee_rate()
+            plan = plan_payouts(
+                _spendable_coins(s, wallet, tip),
+                [
+                    ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat)
+                    for w in payouts
+                ],
+                change_script=change_script,
+                change_path=change_path,
+                fee_rate_sat_per_vb=fee_rate,
+                max_fee_sat=self.settings.max_fee_sat,
+                min_confirmations=self.settings.min_confirmations,
+                locktime=max(tip, 0),
+            )
+            signed = self.signer.sign(
+                wallet=wallet.name,
+                network=network,
+                seeds=_seeds_for(s, wallet, plan),
+                plan=plan,
+                approved=[
+                    ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat)
+                    for w in payouts
+                ],
+                max_fee_sat=self.settings.max_fee_sat,
+            )
+            tx = ChainTransaction(
+                wallet_id=wallet.id,
+                kind="payout",
+                status="signed",
+                txid=signed.txid,
+                raw_tx=signed.raw.hex(),
+                fee_sat=signed.fee_sat,
+                vsize=signed.vsize,
+                fee_rate_sat_per_vb=fee_rate,
+            )
+            s.add(tx)
+            s.flush()
+            _reserve_inputs(s, plan, tx.id)
+            shares = split_fee(signed.fee_sat, len(payouts))
+            for withdrawal, share in zip(payouts, shares, strict=True):
+                withdrawal.status = transition(withdrawal.status, WithdrawalStatus.SIGNED).value
+                withdrawal.transaction_id = tx.id
+                withdrawal.fee_share_sat = share
+                withdrawal.updated_at = utcnow()
+            uow.audit(
+                ACTOR,
+                "transaction.signed",
+                "chain_transaction",
+                tx.id,
+                {
+                    "txid": signed.txid,
+                    "fee_sat": signed.fee_sat,
+                    "vsize": signed.vsize,
+                    "withdrawals": [w.id for w in payouts],
+                    "inputs": [f"{c.txid}:{c.vout}" for c in plan.inputs],
+                },
+            )
+            return signed.txid
+
+    def _authorised_payouts(self, uow: UnitOfWork, wallet: Wallet) -> list[Withdrawal]:
+        """Approved payouts whose authorisation tag verifies; tampered rows fail loudly."""
+        rows = list(
+            uow.session.scalars(
+                select(Withdrawal)
+                .where(
+                    Withdrawal.wallet_id == wallet.id,
+                    Withdrawal.status == WithdrawalStatus.APPROVED.value,
+                    Withdrawal.transaction_id.is_(None),
+                )
+                .order_by(Withdrawal.created_at, Withdrawal.id)
+                .limit(self.settings.max_batch_outputs)
+            )
+        )
+        good = []
+        for row in rows:
+            if row.authorization_mac and self.kek.verify_mac(
+                ROW_MAC, authorization_message(row), row.authorization_mac
+            ):
+                good.append(row)
+                continue
+            row.status = transition(row.status, WithdrawalStatus.FAILED).value
+            row.failure_reason = "integrity check failed: the approved payout row was altered"
+            row.updated_at = utcnow()
+            uow.audit(
+                ACTOR,
+                "integrity.failure",
+                "withdrawal",
+                row.id,
+                {"reason": row.failure_reason, "destination": row.destination,
+                 "amount_sat": row.amount_sat},
+            )
+            log.error("withdrawal %s failed its integrity check; not signing it", row.id)
+        return good
+
+    def _fee_rate(self) -> int:
+        estimate = self.chain.fee_rate_sat_per_vb(self.settings.confirmation_target_blocks)
+        return max(
+            self.settings.fee_floor_sat_per_vb, min(estimate, self.settings.fee_ceiling_sat_per_vb)
+        )
+
+    # -- broadcasting --------------------------------------------------------------------
+
+    def broadcast_signed(self, report: WorkerReport | None = None) -> list[str]:
+        with self.db.read() as session:
+            pending = list(
+                session.scalars(
+                    select(ChainTransaction)
+                    .where(ChainTransaction.status == "signed")
+                    .order_by(ChainTransaction.created_at)
+                )
+            )
+        sent = []
+        for tx in pending:
+            try:
+                txid = self.chain.broadcast(bytes.fromhex(tx.raw_tx))
+            except ChainRejected as exc:
+                self._record_broadcast_error(tx.id, f"{exc.message} ({exc.reason})")
+                if report is not None:
+                    report.errors.append(exc.message)
+                continue
+            except DependencyUnavailable as exc:
+                log.warning("chain backend unavailable; will re-broadcast later: %s", exc.message)
+                break
+            if txid != tx.txid:
+                log.error("backend answered txid %s for our %s", txid, tx.txid)
+            self._mark_broadcast(tx.id)
+            sent.append(tx.txid)
+        return sent
+
+    def _mark_broadcast(self, tx_id: str) -> None:
+        with self.db.write() as uow:
+            tx = uow.session.get(ChainTransaction, tx_id)
+            assert tx is not None
+            if tx.status != "signed":
+                return
+            tx.status = "broadcast"
+            tx.broadcast_at = utcnow()
+            tx.broadcast_attempts += 1
+            tx.last_error = None
+            for w in uow.session.scalars(
+                select(Withdrawal).where(
+                    Withdrawal.transaction_id == tx.id,
+                    Withdrawal.status == WithdrawalStatus.SIGNED.value,
+                )
+            ):
+                w.status = transition(w.status, WithdrawalStatus.BROADCAST).value
+                w.updated_at = utcnow()
+            uow.audit(ACTOR, "transaction.broadcast", "chain_transaction", tx.id, {"txid": tx.txid})
+
+    def _record_broadcast_error(self, tx_id: str, error: str) -> None:
+        with self.db.write() as uow:
+            tx = uow.session.get(ChainTransaction, tx_id)
+            assert tx is not None
+            tx.broadcast_attempts += 1
+            tx.last_error = error
+            log.error("broadcast of %s refused: %s", tx.txid, error)
+            if tx.broadcast_attempts == 1:
+                uow.audit(
+                    ACTOR,
+                    "transaction.broadcast_refused",
+                    "chain_transaction",
+                    tx.id,
+                    {"txid": tx.txid, "error": error},
+                )
+
+
+def split_fee(fee_sat: int, parts: int) -> list[int]:
+    """Each payout's share of a batch fee, to the satoshi (the remainder goes to the first)."""
+    base, remainder = divmod(fee_sat, parts)
+    return [base + (remainder if i == 0 else 0) for i in range(parts)]
+
+
+def _tip_height(s: Session) -> int:
+    return s.scalar(select(func.max(ScannedBlock.height))) or 0
+
+
+def _spendable_coins(s: Session, wallet: Wallet, tip: int) -> list[Coin]:
+    rows = s.execute(
+        select(Utxo, Address)
+        .join(Address, Address.id == Utxo.address_id)
+        .where(
+            Utxo.wallet_id == wallet.id,
+            Utxo.spent_by_txid.is_(None),
+            Utxo.reserved_by.is_(None),
+            Utxo.block_height.is_not(None),
+        )
+    ).all()
+    return [
+        Coin(
+            txid=u.txid,
+            vout=u.vout,
+            amount_sat=u.amount_sat,
+            script_pubkey=bytes.fromhex(u.script_pubkey),
+            key_path=KeyPath(a.epoch, a.chain, a.index),
+            confirmations=tip - (u.block_height or tip) + 1,
+            is_coinbase=u.is_coinbase,
+        )
+        for u, a in rows
+    ]
+
+
+def _seeds_for(s: Session, wallet: Wallet, plan: TransactionPlan) -> dict[int, EncryptedSeed]:
+    epochs = {c.key_path.epoch for c in plan.inputs} | {wallet.current_epoch}
+    rows = s.scalars(
+        select(KeyEpoch).where(KeyEpoch.wallet_id == wallet.id, KeyEpoch.epoch.in_(epochs))
+    )
+    return {row.epoch: EncryptedSeed.from_string(row.encrypted_seed) for row in rows}
+
+
+def _reserve_inputs(s: Session, plan: TransactionPlan, tx_id: str) -> None:
+    for coin in plan.inputs:
+        utxo = s.scalar(select(Utxo).where(Utxo.txid == coin.txid, Utxo.vout == coin.vout))
+        assert utxo is not None and utxo.reserved_by is None
+        utxo.reserved_by = tx_id

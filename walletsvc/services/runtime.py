@@ -1,0 +1,96 @@
+"""The composition root: settings -> database, KEK, chain backend, signer, worker, scanner.
+
+The HTTP app, the CLI and the tests all build their parts here, so there is one wiring.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from walletsvc.chain.factory import open_chain
+from walletsvc.chain.kernel import KernelScriptVerifier
+from walletsvc.config import Settings
+from walletsvc.db.database import Database
+from walletsvc.domain.ports import ChainBackend
+from walletsvc.keys.kek import Kek, load_kek
+from walletsvc.keys.signer import HotSigner
+from walletsvc.services.payouts import PayoutWorker
+from walletsvc.services.scanner import Scanner
+
+log = logging.getLogger(__name__)
+AUDIT_CHAIN = "audit-chain"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    kek: Kek
+    db: Database
+    chain: ChainBackend
+    signer: HotSigner
+    worker: PayoutWorker
+    scanner: Scanner
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, settings: Settings, *, chain: ChainBackend | None = None) -> Runtime:
+        kek = load_kek(settings.kek_path)
+        db = Database(settings.database_url, audit_key=kek.subkey(AUDIT_CHAIN))
+        chain = chain or open_chain(settings)
+        signer = HotSigner(kek, KernelScriptVerifier())
+        return cls(
+            settings=settings,
+            kek=kek,
+            db=db,
+            chain=chain,
+            signer=signer,
+            worker=PayoutWorker(db, kek, chain, signer, settings),
+            scanner=Scanner(db, chain, start_height=settings.scan_start_height),
+        )
+
+    def tick(self) -> None:
+        """One pass of the background work: follow the chain, then sign and broadcast."""
+        self.scanner.sync()
+        self.worker.run_once()
+        self.scanner.sync()
+
+    def start_background(self) -> None:
+        thread = threading.Thread(target=self._loop, name="walletsvc-worker", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        if self.settings.devchain_mine_interval_s > 0 and hasattr(self.chain, "mine"):
+            miner = threading.Thread(target=self._mine_loop, name="devchain-miner", daemon=True)
+            miner.start()
+            self._threads.append(miner)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # the loop must survive anything; each failure is logged
+                log.exception("background pass failed")
+            self._stop.wait(self.settings.worker_interval_s)
+
+    def _mine_loop(self) -> None:
+        while not self._stop.wait(self.settings.devchain_mine_interval_s):
+            try:
+                if self.chain.mempool_txids():
+                    self.chain.mine(1)  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("devchain mining failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.chain.close()
+        self.db.dispose()
+
+
+def open_database(settings: Settings) -> Database:
+    """The database alone (CLI commands that need no chain), with the audit key from the KEK."""
+    kek = load_kek(settings.kek_path)
+    return Database(settings.database_url, audit_key=kek.subkey(AUDIT_CHAIN))

@@ -1,0 +1,256 @@
+"""Follows the chain tip and keeps our view of coins, confirmations and spends true.
+
+Reorganisations: each scanned block's hash is stored; on every pass we walk back from our
+highest scanned block until our hash matches the backend's at that height (the fork point),
+undo everything above it in one transaction, then scan forward again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from bitcoin.core import CBlock, b2lx
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.models import (
+    Address,
+    ChainTransaction,
+    KeyEpoch,
+    ScannedBlock,
+    Utxo,
+    Wallet,
+    Withdrawal,
+    utcnow,
+)
+from walletsvc.domain.ports import ChainBackend
+from walletsvc.domain.withdrawal import WithdrawalStatus
+from walletsvc.services.wallets import LOOKAHEAD, ensure_derived
+
+log = logging.getLogger(__name__)
+ACTOR = "system:scanner"
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    tip_height: int
+    blocks_scanned: int
+    rolled_back_to: int | None
+
+
+class Scanner:
+    def __init__(self, db: Database, chain: ChainBackend, *, start_height: int = 0) -> None:
+        self.db = db
+        self.chain = chain
+        self.start_height = start_height
+
+    def sync(self, *, max_blocks: int = 2_000) -> ScanReport:
+        tip = self.chain.tip()
+        fork = self._find_fork()
+        rolled_back_to = None
+        if fork is not None:
+            self._roll_back(fork)
+            rolled_back_to = fork
+        with self.db.read() as session:
+            last = session.scalar(select(func.max(ScannedBlock.height)))
+        height = self.start_height if last is None else last + 1
+        scanned = 0
+        with self.db.read() as session:
+            watched = _watched_scripts(session)
+        while height <= tip.height and scanned < max_blocks:
+            block_hash = self.chain.block_hash(height)
+            if block_hash is None:
+                break
+            raw = self.chain.block_bytes(block_hash)
+            if not self._scan_block(height, block_hash, raw, watched):
+                break  # the tip moved under us (a reorg mid-scan): the next pass handles it
+            height += 1
+            scanned += 1
+        return ScanReport(tip.height, scanned, rolled_back_to)
+
+    def _find_fork(self) -> int | None:
+        """The highest height where our record agrees with the chain, if anything disagrees."""
+        below: int | None = None
+        first = True
+        while True:
+            with self.db.read() as session:
+                query = select(ScannedBlock.height, ScannedBlock.hash)
+                if below is not None:
+                    query = query.where(ScannedBlock.height < below)
+                page = session.execute(query.order_by(ScannedBlock.height.desc()).limit(100)).all()
+            if not page:
+                return None if first else self.start_height - 1
+            for height, block_hash in page:
+                if self.chain.block_hash(height) == block_hash:
+                    return None if first else height
+                first = False
+            below = page[-1][0]
+
+    def _roll_back(self, fork_height: int) -> None:
+        with self.db.write() as uow:
+            s = uow.session
+            # Outputs created above the fork become unconfirmed; the rescan re-confirms them
+            # if their transaction made it into the new branch.
+            s.execute(
+                update(Utxo)
+                .where(Utxo.block_height > fork_height)
+                .values(block_height=None, block_hash=None)
+            )
+            s.execute(
+                update(Utxo)
+                .where(Utxo.spent_height > fork_height)
+                .values(spent_by_txid=None, spent_height=None)
+            )
+            reverted = list(
+                s.scalars(
+                    select(ChainTransaction).where(ChainTransaction.block_height > fork_height)
+                )
+            )
+            for tx in reverted:
+                tx.status = "broadcast"
+                tx.block_height = None
+                tx.block_hash = None
+                tx.confirmed_at = None
+                s.execute(
+                    update(Withdrawal)
+                    .where(
+                        Withdrawal.transaction_id == tx.id,
+                        Withdrawal.status == WithdrawalStatus.CONFIRMED.value,
+                    )
+                    .values(status=WithdrawalStatus.BROADCAST.value, updated_at=utcnow())
+                )
+            s.execute(delete(ScannedBlock).where(ScannedBlock.height > fork_height))
+            uow.audit(
+                ACTOR,
+                "chain.reorg",
+                "chain",
+                None,
+                {"fork_height": fork_height, "unconfirmed_txids": [t.txid for t in reverted]},
+            )
+            log.warning("reorganisation: rolled back to height %d", fork_height)
+
+    def _scan_block(
+        self, height: int, block_hash: str, raw: bytes, watched: dict[str, Address]
+    ) -> bool:
+        block = CBlock.deserialize(raw)
+        with self.db.write() as uow:
+            s = uow.session
+            previous = s.get(ScannedBlock, height - 1)
+            if previous is not None and b2lx(block.hashPrevBlock) != previous.hash:
+                return False
+            for position, tx in enumerate(block.vtx):
+                txid = b2lx(tx.GetTxid())
+                if position > 0:
+                    self._record_spends(s, tx, txid, height)
+                self._record_outputs(uow, tx, txid, height, block_hash, position == 0, watched)
+                self._confirm_own(uow, txid, height, block_hash)
+            s.add(ScannedBlock(height=height, hash=block_hash))
+        return True
+
+    @staticmethod
+    def _record_spends(s: Session, tx: object, txid: str, height: int) -> None:
+        for txin in tx.vin:  # type: ignore[attr-defined]
+            s.execute(
+                update(Utxo)
+                .where(Utxo.txid == b2lx(txin.prevout.hash), Utxo.vout == txin.prevout.n)
+                .values(spent_by_txid=txid, spent_height=height)
+            )
+
+    def _record_outputs(
+        self,
+        uow: UnitOfWork,
+        tx: object,
+        txid: str,
+        height: int,
+        block_hash: str,
+        is_coinbase: bool,
+        watched: dict[str, Address],
+    ) -> None:
+        s = uow.session
+        for vout, txout in enumerate(tx.vout):  # type: ignore[attr-defined]
+            script_hex = bytes(txout.scriptPubKey).hex()
+            address = watched.get(script_hex)
+            if address is None:
+                continue
+            existing = s.scalar(select(Utxo).where(Utxo.txid == txid, Utxo.vout == vout))
+            if existing is not None:
+                existing.block_height = height
+                existing.block_hash = block_hash
+                continue
+            s.add(
+                Utxo(
+                    wallet_id=address.wallet_id,
+                    address_id=address.id,
+                    txid=txid,
+                    vout=vout,
+                    amount_sat=int(txout.nValue),
+                    script_pubkey=script_hex,
+                    is_coinbase=is_coinbase,
+                    block_height=height,
+                    block_hash=block_hash,
+                )
+            )
+            if self._extend_lookahead(s, address):
+                watched.update(_watched_scripts(s))
+            if address.chain == 0:
+                uow.audit(
+                    ACTOR,
+                    "deposit.seen",
+                    "address",
+                    address.id,
+                    {"txid": txid, "vout": vout, "amount_sat": int(txout.nValue),
+                     "height": height, "address": address.address},
+                )
+
+    @staticmethod
+    def _extend_lookahead(s: Session, address: Address) -> bool:
+        """Keep LOOKAHEAD unused addresses past ``address``; True if new ones were derived."""
+        before = s.scalar(select(func.count(Address.id)))
+        wallet = s.get(Wallet, address.wallet_id)
+        epoch = s.scalar(
+            select(KeyEpoch).where(
+                KeyEpoch.wallet_id == address.wallet_id, KeyEpoch.epoch == address.epoch
+            )
+        )
+        if wallet is not None and epoch is not None:
+            ensure_derived(s, wallet, epoch, address.chain, address.index + LOOKAHEAD)
+        return s.scalar(select(func.count(Address.id))) != before
+
+    @staticmethod
+    def _confirm_own(uow: UnitOfWork, txid: str, height: int, block_hash: str) -> None:
+        s = uow.session
+        tx = s.scalar(select(ChainTransaction).where(ChainTransaction.txid == txid))
+        if tx is None or tx.block_height is not None:
+            return
+        tx.status = "confirmed"
+        tx.block_height = height
+        tx.block_hash = block_hash
+        tx.confirmed_at = utcnow()
+        ids = list(
+            s.scalars(
+                select(Withdrawal.id).where(
+                    Withdrawal.transaction_id == tx.id,
+                    Withdrawal.status.in_(
+                        [WithdrawalStatus.BROADCAST.value, WithdrawalStatus.SIGNED.value]
+                    ),
+                )
+            )
+        )
+        s.execute(
+            update(Withdrawal)
+            .where(Withdrawal.id.in_(ids))
+            .values(status=WithdrawalStatus.CONFIRMED.value, updated_at=utcnow())
+        )
+        uow.audit(
+            ACTOR,
+            "transaction.confirmed",
+            "chain_transaction",
+            tx.id,
+            {"txid": txid, "height": height, "withdrawals": ids},
+        )
+
+
+def _watched_scripts(s: Session) -> dict[str, Address]:
+    return {a.script_pubkey: a for a in s.scalars(select(Address))}

@@ -1,0 +1,185 @@
+"""Wallets, key epochs and deposit addresses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.models import Address, KeyEpoch, Wallet, utcnow
+from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
+from walletsvc.domain.network import Network
+from walletsvc.domain.transaction import CHANGE_CHAIN, RECEIVE_CHAIN, KeyPath
+from walletsvc.keys.hd import AccountXpub
+from walletsvc.keys.kek import Kek
+from walletsvc.keys.keystore import MnemonicBackup, generate_seed
+
+# BIP44's gap limit: the scanner watches this many unused addresses past the last used one, so
+# a payer that skips ahead (or a restore) still finds its coins.
+LOOKAHEAD = 20
+MAX_LABEL_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class NewWallet:
+    wallet_id: str
+    name: str
+    network: Network
+    account_xpub: str
+    master_fingerprint: str
+    mnemonic: MnemonicBackup  # shown once by `walletsvc init`, never stored in clear
+    first_address: str
+
+
+def get_wallet(session: Session, name: str, *, field: str = "wallet") -> Wallet:
+    wallet = session.scalar(select(Wallet).where(Wallet.name == name))
+    if wallet is None:
+        raise NotFound(f"no wallet named {name!r}", field=field)
+    return wallet
+
+
+def current_epoch(session: Session, wallet: Wallet) -> KeyEpoch:
+    return session.scalars(
+        select(KeyEpoch).where(
+            KeyEpoch.wallet_id == wallet.id, KeyEpoch.epoch == wallet.current_epoch
+        )
+    ).one()
+
+
+def create_wallet(
+    db: Database, kek: Kek, *, name: str, network: Network, actor: str
+) -> NewWallet:
+    if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
+        raise InvalidInput("wallet names are 1-64 letters, digits, '-' or '_'", field="name")
+    seed = generate_seed(kek, wallet=name, epoch=1, network=network)
+    with db.write() as uow:
+        if uow.session.scalar(select(Wallet).where(Wallet.name == name)) is not None:
+            raise Conflict(f"wallet {name!r} exists already", field="name")
+        wallet = Wallet(name=name, network=network.value, current_epoch=1)
+        uow.session.add(wallet)
+        uow.session.flush()
+        epoch = KeyEpoch(
+            wallet_id=wallet.id,
+            epoch=1,
+            encrypted_seed=seed.encrypted.to_string(),
+            account_xpub=seed.account_xpub,
+            master_fingerprint=seed.master_fingerprint,
+        )
+        uow.session.add(epoch)
+        uow.session.flush()
+        uow.audit(
+            actor,
+            "wallet.created",
+            "wallet",
+            wallet.id,
+            {"name": name, "network": network.value, "epoch": 1, "xpub": seed.account_xpub},
+        )
+        first = issue_address(uow, wallet, label="initial", actor=actor)
+    return NewWallet(
+        wallet.id, name, network, seed.account_xpub, seed.master_fingerprint, seed.mnemonic,
+        first.address,
+    )
+
+
+def issue_address(uow: UnitOfWork, wallet: Wallet, *, label: str | None, actor: str) -> Address:
+    """Issue the next receive address of the current epoch (and extend the look-ahead)."""
+    if label is not None and len(label) > MAX_LABEL_LENGTH:
+        raise InvalidInput(f"label is longer than {MAX_LABEL_LENGTH} characters", field="label")
+    epoch = current_epoch(uow.session, wallet)
+    index = epoch.next_receive_index
+    epoch.next_receive_index = index + 1
+    ensure_derived(uow.session, wallet, epoch, RECEIVE_CHAIN, index + LOOKAHEAD)
+    address = uow.session.scalars(
+        select(Address).where(
+            Address.wallet_id == wallet.id,
+            Address.epoch == epoch.epoch,
+            Address.chain == RECEIVE_CHAIN,
+            Address.index == index,
+        )
+    ).one()
+    address.issued_at = utcnow()
+    address.label = label
+    uow.audit(
+        actor,
+        "address.issued",
+        "address",
+        address.id,
+        {"wallet": wallet.name, "address": address.address, "epoch": epoch.epoch, "index": index},
+    )
+    return address
+
+
+def next_change_path(uow: UnitOfWork, wallet: Wallet) -> tuple[KeyPath, bytes]:
+    """Reserve a fresh internal-chain (change) address of the current epoch."""
+    epoch = current_epoch(uow.session, wallet)
+    index = epoch.next_change_index
+    epoch.next_change_index = index + 1
+    ensure_derived(uow.session, wallet, epoch, CHANGE_CHAIN, index + LOOKAHEAD)
+    xpub = AccountXpub.parse(epoch.account_xpub, Network(wallet.network))
+    return KeyPath(epoch.epoch, CHANGE_CHAIN, index), xpub.script_pubkey(CHANGE_CHAIN, index)
+
+
+def ensure_derived(
+    session: Session, wallet: Wallet, epoch: KeyEpoch, chain: int, up_to_index: int
+) -> None:
+    """Make sure addresses 0..up_to_index of (epoch, chain) exist as watched rows."""
+    highest = session.scalar(
+        select(func.max(Address.index)).where(
+            Address.wallet_id == wallet.id, Address.epoch == epoch.epoch, Address.chain == chain
+        )
+    )
+    start = 0 if highest is None else highest + 1
+    if start > up_to_index:
+        return
+    xpub = AccountXpub.parse(epoch.account_xpub, Network(wallet.network))
+    for index in range(start, up_to_index + 1):
+        script = xpub.script_pubkey(chain, index)
+        session.add(
+            Address(
+                wallet_id=wallet.id,
+                epoch=epoch.epoch,
+                chain=chain,
+                index=index,
+                address=xpub.address(chain, index),
+                script_pubkey=script.hex(),
+            )
+        )
+    session.flush()
+
+
+def current_address(session: Session, wallet: Wallet) -> Address:
+    address = session.scalars(
+        select(Address)
+        .where(
+            Address.wallet_id == wallet.id,
+            Address.epoch == wallet.current_epoch,
+            Address.chain == RECEIVE_CHAIN,
+            Address.issued_at.is_not(None),
+            Address.retired_at.is_(None),
+        )
+        .order_by(Address.index.desc())
+        .limit(1)
+    ).first()
+    if address is None:
+        raise NotFound("no deposit address issued yet for this key epoch", field="wallet")
+    return address
+
+
+def list_addresses(
+    session: Session, wallet: Wallet, *, limit: int = 100, offset: int = 0
+) -> list[Address]:
+    return list(
+        session.scalars(
+            select(Address)
+            .where(
+                Address.wallet_id == wallet.id,
+                Address.chain == RECEIVE_CHAIN,
+                Address.issued_at.is_not(None),
+            )
+            .order_by(Address.epoch.desc(), Address.index.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+    )
