@@ -1,0 +1,47 @@
+# walletsvc: `make run` and `make test` are all a newcomer needs (see README.md).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export WALLETSVC_DATA_DIR ?= .walletsvc
+
+.PHONY: run test lint bench setup clean-data help
+
+help:
+	@echo "make run    set up and start walletsvc on the embedded regtest chain (127.0.0.1:8000)"
+	@echo "make test   set up and run the whole test suite"
+	@echo "make lint   ruff, mypy and the import-linter architecture contracts"
+	@echo "make bench  signing and derivation benchmarks (prints figures)"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "walletsvc needs Python 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/walletsvc migrate
+	$(BIN)/walletsvc dev bootstrap
+	WALLETSVC_DEVCHAIN_MINE_INTERVAL_S=$${WALLETSVC_DEVCHAIN_MINE_INTERVAL_S:-5} $(BIN)/walletsvc serve
+
+# pytest exits 5 when it collected nothing: that is not a failure of the code under test.
+test: $(STAMP)
+	@if [ -z "$$WALLETSVC_TEST_POSTGRES_URL" ]; then \
+	  echo "note: WALLETSVC_TEST_POSTGRES_URL is not set; PostgreSQL variants will be skipped"; fi
+	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check walletsvc tests bench alembic
+	$(BIN)/ruff format --check walletsvc tests bench alembic
+	$(BIN)/mypy walletsvc
+	$(BIN)/lint-imports
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_signing.py
+
+clean-data:
+	rm -rf $(WALLETSVC_DATA_DIR)

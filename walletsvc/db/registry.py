@@ -1,0 +1,9 @@
+"""Imports every model module so that Base.metadata knows every table (Alembic, tests).
+
+Each area keeps its tables in its own module; add one import line here per module.
+"""
+
+from walletsvc.db import models  # noqa: F401
+from walletsvc.db.models import Base
+
+metadata = Base.metadata
