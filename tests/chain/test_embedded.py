@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -330,3 +331,75 @@ class TestReorg:
         with pytest.raises(ChainRejected):
             chain.submit_block(raw)
         assert chain.tip() == tip
+
+
+_CRASHER = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from tests.chain.conftest import fund, make_key, spend
+from walletsvc.chain.embedded import EmbeddedChain
+chain = EmbeddedChain(Path(sys.argv[1]), fee_rate_sat_per_vb=1)
+(coin,) = fund(chain, make_key(1))
+raw = spend([coin], [(make_key(2).script_pubkey, coin.amount_sat - 1000)])
+chain.broadcast(raw)
+print(chain.tip().height, chain.tip().hash, raw.hex(), flush=True)
+os._exit(0)  # no close(): the kernel never flushes its block index
+"""
+
+
+def test_unclean_stop_loses_nothing(chain_dir: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", _CRASHER, str(chain_dir), str(repo)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    height, tip_hash, raw_hex = int(out[0]), out[1], out[2]
+    chain = EmbeddedChain(chain_dir, fee_rate_sat_per_vb=1)
+    try:
+        assert chain.tip().height == height == 101
+        assert chain.tip().hash == tip_hash
+        assert chain.mempool_txids() == {txid_of(bytes.fromhex(raw_hex))}
+        chain.mine(1)
+        assert chain.confirmations(txid_of(bytes.fromhex(raw_hex))) == 1
+    finally:
+        chain.close()
+
+
+def test_auto_mining_and_concurrent_callers(
+    chain: EmbeddedChain, alice: TestKey, bob: TestKey
+) -> None:
+    import threading
+
+    coins = fund(chain, alice, coins=4)
+    errors: list[BaseException] = []
+
+    def worker(coin: Prevout) -> None:
+        try:
+            for _ in range(20):
+                chain.tip()
+                chain.mempool_txids()
+            chain.broadcast(pay(coin, bob))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    chain.start_auto_mining(0.05)
+    threads = [threading.Thread(target=worker, args=(c,)) for c in coins]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    deadline = time.monotonic() + 10
+    while chain.mempool_txids() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert chain.mempool_txids() == set()
+    for coin in coins:
+        assert chain.confirmations(txid_of(pay(coin, bob))) >= 1
+    height = chain.tip().height
+    time.sleep(0.2)
+    assert chain.tip().height == height  # an empty mempool mines nothing
+    chain.stop_auto_mining()

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from bitcoin.core import CBlock, CTransaction, b2lx
+from bitcoin.core import CBlock, CBlockHeader, CTransaction, b2lx
 from bitcoin.core.serialize import SerializationError, SerializationTruncationError
 
 from walletsvc.chain import blocks
@@ -59,6 +59,9 @@ SEQUENCE_MASK = 0x0000FFFF
 
 LOCK_FILE = "chain.lock"
 MEMPOOL_FILE = "mempool.json"
+# Every block the kernel accepted, length-prefixed and fsynced: the kernel only flushes its
+# block index on a clean close, so after a crash we hand it back what it lost.
+BLOCK_LOG = "blocks.log"
 KERNEL_DIR = "kernel"
 
 
@@ -144,8 +147,17 @@ class EmbeddedChain:
         self._mempool: dict[str, MempoolTx] = {}  # insertion order is a topological order
         self._mempool_txs: dict[str, CTransaction] = {}
         self._spenders: dict[Outpoint, str] = {}
-        self._rebuild_view()
-        self._refresh_mempool(self._load_mempool_file())
+        self._miner: threading.Thread | None = None
+        self._miner_stop = threading.Event()
+        try:
+            self._replay_block_log()
+            self._block_log = open(self._dir / BLOCK_LOG, "ab")  # noqa: SIM115 - closed in close()
+            self._rebuild_view()
+            self._refresh_mempool(self._load_mempool_file())
+        except BaseException:
+            self._kernel.close()
+            self._release_dir_lock()
+            raise
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -171,14 +183,43 @@ class EmbeddedChain:
             os.close(fd)
 
     def close(self) -> None:
-        """Persist the mempool, release the kernel and the directory lock. Idempotent."""
+        """Stop the auto-miner, persist the mempool, release the kernel and the lock.
+
+        Idempotent; a new EmbeddedChain on the same directory may be opened afterwards.
+        """
+        self.stop_auto_mining()
         with self._lock:
             if self._ks is None:
                 return
             self._persist_mempool()
+            self._block_log.close()
             ks, self._ks = self._ks, None
             ks.close()
             self._release_dir_lock()
+
+    def start_auto_mining(self, interval_s: float) -> None:
+        """Mine one block every ``interval_s`` while the mempool is not empty (``make run``)."""
+        if interval_s <= 0 or self._miner is not None:
+            return
+        self._miner_stop.clear()
+
+        def loop() -> None:
+            while not self._miner_stop.wait(interval_s):
+                try:
+                    with self._lock:
+                        if self._ks is not None and self._mempool:
+                            self.mine(1)
+                except Exception:
+                    log.exception("embedded auto-miner failed to mine a block")
+
+        self._miner = threading.Thread(target=loop, name="embedded-miner", daemon=True)
+        self._miner.start()
+
+    def stop_auto_mining(self) -> None:
+        miner, self._miner = self._miner, None
+        if miner is not None:
+            self._miner_stop.set()
+            miner.join()
 
     def __enter__(self) -> EmbeddedChain:
         return self
@@ -327,24 +368,28 @@ class EmbeddedChain:
         script = blocks.BURN_SCRIPT_PUBKEY if to_script_pubkey is None else to_script_pubkey
         mined: list[str] = []
         with self._lock:
-            for _ in range(n):
-                height, tip = self._kernel.tip()
-                txs, fees = self._block_template()
-                block = blocks.assemble_block(
-                    tip,
-                    height + 1,
-                    txs,
-                    fees,
-                    coinbase_script_pubkey=script,
-                    timestamp=self._next_time(tip),
-                )
-                block_hash = blocks.block_hash_hex(block)
-                self.submit_block(bytes(block.serialize()))
-                if self._kernel.tip()[1] != block_hash:
-                    raise ChainRejected(
-                        f"the kernel did not connect mined block {block_hash}", reason="bad-block"
+            try:
+                for _ in range(n):
+                    height, tip = self._kernel.tip()
+                    txs, fees = self._block_template()
+                    block = blocks.assemble_block(
+                        tip,
+                        height + 1,
+                        txs,
+                        fees,
+                        coinbase_script_pubkey=script,
+                        timestamp=self._next_time(tip),
                     )
-                mined.append(block_hash)
+                    block_hash = blocks.block_hash_hex(block)
+                    self._submit(bytes(block.serialize()))
+                    if self._kernel.tip()[1] != block_hash:
+                        raise ChainRejected(
+                            f"the kernel did not connect mined block {block_hash}",
+                            reason="bad-block",
+                        )
+                    mined.append(block_hash)
+            finally:
+                self._sync_block_log()  # one fsync per call, not per block
         return mined
 
     def build_block(
@@ -384,15 +429,52 @@ class EmbeddedChain:
         branch with less (or equal) work is stored and returns False.
         """
         with self._lock:
-            before = self._kernel.tip()[1]
+            changed = self._submit(raw)
+            self._sync_block_log()
+            return changed
+
+    def _submit(self, raw: bytes) -> bool:
+        before = self._kernel.tip()[1]
+        try:
+            self._kernel.process_block(raw)
+        except KernelBlockRejected as exc:
+            raise ChainRejected(str(exc), reason="bad-block") from exc
+        self._block_log.write(len(raw).to_bytes(4, "little") + raw)
+        changed = self._kernel.tip()[1] != before
+        if changed:
+            self._sync_tip()
+        return changed
+
+    def _sync_block_log(self) -> None:
+        self._block_log.flush()
+        os.fsync(self._block_log.fileno())
+
+    def _replay_block_log(self) -> None:
+        """Give the kernel back any logged block it does not have (after an unclean stop)."""
+        path = self._dir / BLOCK_LOG
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        offset = replayed = 0
+        while offset + 4 <= len(data):
+            size = int.from_bytes(data[offset : offset + 4], "little")
+            raw = data[offset + 4 : offset + 4 + size]
+            if len(raw) < size:
+                break  # a torn last record: that block was never acknowledged
+            offset += 4 + size
+            block_hash = blocks.block_hash_hex(CBlockHeader.deserialize(raw[:80]))
+            if self._kernel.block_bytes(block_hash) is not None:
+                continue
             try:
                 self._kernel.process_block(raw)
+                replayed += 1
             except KernelBlockRejected as exc:
-                raise ChainRejected(str(exc), reason="bad-block") from exc
-            changed = self._kernel.tip()[1] != before
-            if changed:
-                self._sync_tip()
-            return changed
+                log.warning("logged block %s no longer accepted: %s", block_hash, exc)
+        if offset != len(data):
+            with open(path, "r+b") as f:
+                f.truncate(offset)
+        if replayed:
+            log.warning("replayed %d block(s) the kernel lost in an unclean shutdown", replayed)
 
     def _next_time(self, parent_hash: str) -> int:
         mtp = blocks.median_time_past(self._kernel.ancestor_times(parent_hash))

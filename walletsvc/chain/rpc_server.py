@@ -36,7 +36,7 @@ from starlette.routing import Route
 from walletsvc.chain import blocks
 from walletsvc.chain.embedded import EmbeddedChain
 from walletsvc.domain.address import decode_address
-from walletsvc.domain.errors import ChainRejected, InvalidAddress, NotFound
+from walletsvc.domain.errors import ChainRejected, DomainError, InvalidAddress, NotFound
 from walletsvc.domain.network import Network
 
 log = logging.getLogger(__name__)
@@ -207,6 +207,9 @@ class _Methods:
                 return None, 204
             status = 200 if version == "2.0" else _legacy_status(err.code)
             return _error_obj(request_id, err, version), status
+        except DomainError as exc:  # e.g. the chain was closed under us
+            failure = RpcError(RPC_MISC_ERROR, exc.message)
+            return _error_obj(request_id, failure, version), 200 if version == "2.0" else 500
         except Exception:
             log.exception("rpc method failed")
             internal = RpcError(RPC_MISC_ERROR, "internal error")
