@@ -116,10 +116,11 @@ class _Candidate:
 class EmbeddedChain:
     """A regtest ``ChainBackend`` whose blocks libbitcoinkernel validates and stores.
 
-    Layout of ``chain_dir``: ``kernel/`` (the kernel's blocks and chainstate), ``mempool.json``
+    Layout of ``chain_dir``: ``kernel/`` (the kernel's blocks and chainstate), ``blocks.log``
+    (every accepted block, replayed into the kernel after an unclean stop), ``mempool.json``
     (raw transactions, re-validated on start) and ``chain.lock`` (an exclusive ``flock``; a
-    second opener gets ``ChainLocked``). One instance is shared by threads: every public method
-    holds one re-entrant lock.
+    second opener, even in the same process, gets ``ChainLocked``). One instance is shared by
+    threads: every public method holds one re-entrant lock.
     """
 
     def __init__(
@@ -155,7 +156,10 @@ class EmbeddedChain:
             self._rebuild_view()
             self._refresh_mempool(self._load_mempool_file())
         except BaseException:
-            self._kernel.close()
+            if hasattr(self, "_block_log"):
+                self._block_log.close()
+            ks, self._ks = self._ks, None
+            ks.close()
             self._release_dir_lock()
             raise
 
@@ -169,7 +173,7 @@ class EmbeddedChain:
             os.close(fd)
             raise ChainLocked(
                 f"the embedded chain in {self._dir} is in use by another process "
-                "(is the service running?)"
+                "or instance (is the service running?)"
             ) from exc
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
