@@ -20,7 +20,14 @@ from starlette.routing import Route
 from walletsvc.chain.embedded import EmbeddedChain
 from walletsvc.chain.factory import open_chain
 from walletsvc.chain.rpc import BitcoinRpcBackend, NetworkMismatch, RpcError, reject_reason
-from walletsvc.chain.rpc_server import RpcServerThread, make_rpc_app, read_cookie, write_cookie
+from walletsvc.chain.rpc_server import (
+    RpcServerThread,
+    embedded_rpc_endpoint,
+    make_rpc_app,
+    read_cookie,
+    serve_embedded_rpc,
+    write_cookie,
+)
 from walletsvc.config import Settings
 from walletsvc.domain.address import script_to_address
 from walletsvc.domain.errors import ChainRejected, DependencyUnavailable, NotFound
@@ -355,3 +362,18 @@ def test_factory_opens_the_configured_backend(tmp_path: Path) -> None:
     rpc = open_chain(Settings(data_dir=tmp_path, chain_backend="rpc", rpc_url="http://127.0.0.1:9"))
     assert isinstance(rpc, BitcoinRpcBackend) and rpc.network is Network.REGTEST
     rpc.close()
+
+
+def test_dev_tools_reach_a_running_chain(chain: EmbeddedChain, alice: TestKey) -> None:
+    with pytest.raises(DependencyUnavailable):
+        embedded_rpc_endpoint(chain.chain_dir)
+    running = serve_embedded_rpc(chain)
+    try:
+        url, cookie = embedded_rpc_endpoint(chain.chain_dir)
+        client = BitcoinRpcBackend(url, Network.REGTEST, cookie_file=cookie, retries=0)
+        address = script_to_address(alice.script_pubkey, Network.REGTEST)
+        hashes = client.call("generatetoaddress", 3, address)
+        assert chain.tip().hash == hashes[-1] and chain.tip().height == 3
+        client.close()
+    finally:
+        running.stop()

@@ -36,7 +36,13 @@ from starlette.routing import Route
 from walletsvc.chain import blocks
 from walletsvc.chain.embedded import EmbeddedChain
 from walletsvc.domain.address import decode_address
-from walletsvc.domain.errors import ChainRejected, DomainError, InvalidAddress, NotFound
+from walletsvc.domain.errors import (
+    ChainRejected,
+    DependencyUnavailable,
+    DomainError,
+    InvalidAddress,
+    NotFound,
+)
 from walletsvc.domain.network import Network
 
 log = logging.getLogger(__name__)
@@ -537,3 +543,37 @@ class RpcServerThread:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+
+
+RPC_INFO_FILE = "rpc.json"
+
+
+def serve_embedded_rpc(
+    chain: EmbeddedChain, *, host: str = "127.0.0.1", port: int = 0
+) -> RpcServerThread:
+    """Serve ``chain`` over JSON-RPC for dev tools: fresh cookie + ``rpc.json`` in chain_dir.
+
+    Another process (``walletsvc devchain mine``) finds it with ``embedded_rpc_endpoint``.
+    """
+    user, password = write_cookie(chain.chain_dir)
+    server = RpcServerThread(
+        make_rpc_app(chain, user=user, password=password), host=host, port=port
+    )
+    server.start()
+    info = json.dumps({"url": server.url, "pid": os.getpid()})
+    tmp = chain.chain_dir / (RPC_INFO_FILE + ".tmp")
+    tmp.write_text(info)
+    os.replace(tmp, chain.chain_dir / RPC_INFO_FILE)
+    return server
+
+
+def embedded_rpc_endpoint(chain_dir: Path) -> tuple[str, Path]:
+    """(url, cookie file) of the RPC server a running service opened on ``chain_dir``."""
+    try:
+        info = json.loads((chain_dir / RPC_INFO_FILE).read_text())
+        url = str(info["url"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DependencyUnavailable(
+            f"no embedded chain RPC server is advertised in {chain_dir}"
+        ) from exc
+    return url, chain_dir / COOKIE_FILE
