@@ -1,0 +1,191 @@
+"""Small helpers shared by the service, API and DB tests (no fixtures here; see conftest.py).
+
+Everything talks to real parts: HTTP through FastAPI's TestClient or a live uvicorn on
+loopback, the database through the runtime's engine, the chain through the embedded kernel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+from bitcoin.core import CTransaction, b2lx
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import DeclarativeBase
+
+from tests.conftest import WALLET, auth
+from walletsvc.chain.embedded import EmbeddedChain
+from walletsvc.db.database import Database
+from walletsvc.db.models import (
+    AuditEvent,
+    ChainTransaction,
+    IdempotencyKey,
+    Utxo,
+    Withdrawal,
+)
+from walletsvc.domain.address import p2wpkh_script, script_to_address
+from walletsvc.domain.network import Network
+from walletsvc.services.audit import VerifyReport, verify
+from walletsvc.services.runtime import Runtime
+
+# The default policy sends anything above 0.1 BTC to staff approval: stay below it.
+PAYOUT_SAT = 1_234_567
+
+
+def external_destination(tag: str, network: Network = Network.REGTEST) -> tuple[str, bytes]:
+    """A P2WPKH address that is not ours (a miner's), and its output script."""
+    key_hash = hashlib.new("ripemd160", hashlib.sha256(tag.encode()).digest()).digest()
+    script = p2wpkh_script(key_hash)
+    return script_to_address(script, network), script
+
+
+def embedded(runtime: Runtime) -> EmbeddedChain:
+    chain = runtime.chain
+    assert isinstance(chain, EmbeddedChain)
+    return chain
+
+
+# -- database ------------------------------------------------------------------------------
+
+GUARDED_TABLES: tuple[type[DeclarativeBase], ...] = (
+    Withdrawal,
+    IdempotencyKey,
+    ChainTransaction,
+)
+
+
+def count_rows(db: Database, *models: type[DeclarativeBase]) -> dict[str, int]:
+    """Row counts per table name, read in one transaction."""
+    with db.read() as session:
+        return {
+            m.__tablename__: int(session.scalar(select(func.count()).select_from(m)) or 0)
+            for m in (models or GUARDED_TABLES)
+        }
+
+
+def audit_events(db: Database, action: str | None = None) -> list[AuditEvent]:
+    with db.read() as session:
+        query = select(AuditEvent).order_by(AuditEvent.seq)
+        if action is not None:
+            query = query.where(AuditEvent.action == action)
+        return list(session.scalars(query))
+
+
+def audit_actions(db: Database) -> list[str]:
+    return [ev.action for ev in audit_events(db)]
+
+
+def verify_audit(runtime: Runtime) -> VerifyReport:
+    with runtime.db.read() as session:
+        return verify(session, runtime.kek, runtime.db.audit_key)
+
+
+def utxo_keys(db: Database) -> list[tuple[str, int]]:
+    with db.read() as session:
+        return sorted((u.txid, u.vout) for u in session.scalars(select(Utxo)))
+
+
+def chain_tx_for(db: Database, withdrawal_id: str) -> ChainTransaction | None:
+    with db.read() as session:
+        row = session.get(Withdrawal, withdrawal_id)
+        assert row is not None
+        return session.get(ChainTransaction, row.transaction_id) if row.transaction_id else None
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+
+def request_payout(
+    client: TestClient | httpx.Client,
+    token: str,
+    *,
+    key: str,
+    destination: str,
+    amount_sat: int = PAYOUT_SAT,
+    wallet: str = WALLET,
+    reference: str | None = None,
+) -> httpx.Response:
+    body: dict[str, Any] = {"wallet": wallet, "destination": destination, "amount_sat": amount_sat}
+    if reference is not None:
+        body["reference"] = reference
+    return client.post("/v1/withdrawals", headers=auth(token, key), json=body)
+
+
+def show_withdrawal(client: TestClient, token: str, withdrawal_id: str) -> dict[str, Any]:
+    response = client.get(f"/v1/withdrawals/{withdrawal_id}", headers=auth(token))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def wallet_balances(client: TestClient, token: str, wallet: str = WALLET) -> dict[str, int]:
+    response = client.get(f"/v1/wallets/{wallet}", headers=auth(token))
+    assert response.status_code == 200, response.text
+    balances: dict[str, int] = response.json()["balances"]
+    return balances
+
+
+# -- transactions --------------------------------------------------------------------------
+
+
+def decode_tx(raw_hex: str) -> CTransaction:
+    return CTransaction.deserialize(bytes.fromhex(raw_hex))
+
+
+def txid_of(tx: CTransaction) -> str:
+    return str(b2lx(tx.GetTxid()))
+
+
+def prevout_amount(chain: EmbeddedChain, txid: str, vout: int) -> int:
+    """The amount of output ``txid:vout`` as the chain has it (read from the raw funding tx)."""
+    raw = chain.get_transaction(txid)
+    assert raw is not None, f"the chain does not know {txid}"
+    return int(CTransaction.deserialize(raw).vout[vout].nValue)
+
+
+# -- a live API server ---------------------------------------------------------------------
+
+
+class LiveServer:
+    """uvicorn serving ``app`` on 127.0.0.1 (a free port) in a thread, lifespan included."""
+
+    def __init__(self, app: FastAPI) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="api-server", daemon=True)
+        self.port = 0
+
+    def start(self, timeout_s: float = 15.0) -> LiveServer:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.01)
+        self.port = int(self._server.servers[0].sockets[0].getsockname()[1])
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+
+
+@contextmanager
+def live_server(app: FastAPI) -> Iterator[LiveServer]:
+    server = LiveServer(app).start()
+    try:
+        yield server
+    finally:
+        server.stop()
