@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         owned = runtime is None
         rt = runtime or Runtime.open(settings or Settings())
         app.state.runtime = rt
+        _mount_devchain_rpc(app, rt)
         if owned and rt.settings.run_worker:
             rt.start_background()
         try:
@@ -39,3 +40,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for router in (system.router, wallets.router, withdrawals.router):
         app.include_router(router, prefix="/v1")
     return app
+
+
+def _mount_devchain_rpc(app: FastAPI, runtime: Runtime) -> None:
+    """Expose the embedded chain to `walletsvc devchain` on loopback, cookie-authenticated."""
+    from walletsvc.chain.embedded import EmbeddedChain
+    from walletsvc.chain.rpc_server import make_rpc_app, write_cookie
+
+    if not isinstance(runtime.chain, EmbeddedChain):
+        return
+    user, password = write_cookie(runtime.settings.chain_dir)
+    app.mount("/devchain/rpc", make_rpc_app(runtime.chain, user=user, password=password))

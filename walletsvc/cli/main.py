@@ -212,9 +212,8 @@ def dev_bootstrap(
     if s.network is not Network.REGTEST or s.chain_backend != "embedded":
         fail("dev bootstrap is for the embedded regtest chain only")
     creds = bootstrap(s, wallet=wallet, actor=CLI_ACTOR)
+    typer.echo(f"dev wallet {creds['wallet']!r} funded on the embedded regtest chain")
     typer.echo(f"dev credentials written to {s.data_dir / 'dev-credentials.json'}")
-    if creds.get("mnemonic_shown"):
-        typer.echo("(dev wallet created; its recovery words were not printed: regtest only)")
 
 
 def _print_newcomer_banner(creds: dict[str, str], s: Settings) -> None:

@@ -9,6 +9,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from walletsvc.chain.embedded import EmbeddedChain
 from walletsvc.chain.factory import open_chain
 from walletsvc.chain.kernel import KernelScriptVerifier
 from walletsvc.config import Settings
@@ -61,10 +62,8 @@ class Runtime:
         thread = threading.Thread(target=self._loop, name="walletsvc-worker", daemon=True)
         thread.start()
         self._threads.append(thread)
-        if self.settings.devchain_mine_interval_s > 0 and hasattr(self.chain, "mine"):
-            miner = threading.Thread(target=self._mine_loop, name="devchain-miner", daemon=True)
-            miner.start()
-            self._threads.append(miner)
+        if self.settings.devchain_mine_interval_s > 0 and isinstance(self.chain, EmbeddedChain):
+            self.chain.start_auto_mining(self.settings.devchain_mine_interval_s)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -73,14 +72,6 @@ class Runtime:
             except Exception:  # the loop must survive anything; each failure is logged
                 log.exception("background pass failed")
             self._stop.wait(self.settings.worker_interval_s)
-
-    def _mine_loop(self) -> None:
-        while not self._stop.wait(self.settings.devchain_mine_interval_s):
-            try:
-                if self.chain.mempool_txids():
-                    self.chain.mine(1)  # type: ignore[attr-defined]
-            except Exception:
-                log.exception("devchain mining failed")
 
     def close(self) -> None:
         self._stop.set()

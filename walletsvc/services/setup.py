@@ -81,7 +81,7 @@ def demo_destination(network: Network) -> str:
 
 
 def dev_bootstrap(settings: Settings, *, wallet: str, actor: str) -> dict[str, Any]:
-    result = initialise(settings, wallet=wallet, policy_file=settings.policy_file, actor=actor)
+    initialise(settings, wallet=wallet, policy_file=settings.policy_file, actor=actor)
     runtime = Runtime.open(settings)
     try:
         with runtime.db.read() as session:
@@ -94,7 +94,6 @@ def dev_bootstrap(settings: Settings, *, wallet: str, actor: str) -> dict[str, A
         creds = _dev_credentials(settings, runtime, wallet)
     finally:
         runtime.close()
-    creds["mnemonic_shown"] = result.wallet is not None
     return creds
 
 
@@ -125,4 +124,4 @@ def _dev_credentials(settings: Settings, runtime: Runtime, wallet: str) -> dict[
 def _write_private(path: Path, data: dict[str, Any]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump({k: v for k, v in data.items() if k != "mnemonic_shown"}, fh, indent=2)
+        json.dump(data, fh, indent=2)
