@@ -396,5 +396,5 @@ def test_exact_subsets_are_found_changeless(
         return
     chosen = select(coins, target, fee_rate_sat_per_vb=rate)
     assert chosen.change_sat == 0
-    # The search prefers the least excess, and an exact solution exists.
-    assert chosen.fee_sat == rate * estimate_vsize(len(chosen.coins), [P2WPKH])
+    # The search prefers the cheapest hit, and the planted subset is one.
+    assert chosen.fee_sat <= fee

@@ -232,7 +232,10 @@ def _cost_of_change(request: _Request) -> int:
 
 
 def _branch_and_bound(pool: list[Coin], request: _Request, max_tries: int) -> Selection | None:
-    """Depth-first search for the changeless selection with the least excess.
+    """Depth-first search for the cheapest changeless selection.
+
+    A hit leaves an excess over the exact fee of at most the cost of change, which goes to the
+    miner; among hits, the lowest total fee wins (fewer inputs usually beat a smaller excess).
 
     Works on effective values; for fewer than 253 inputs vsize is exactly base + 68 per input,
     so the window check is exact, and every hit is re-checked with the exact estimator anyway.
@@ -241,7 +244,8 @@ def _branch_and_bound(pool: list[Coin], request: _Request, max_tries: int) -> Se
         return None
     rate = request.fee_rate
     values = [effective_value(c, rate) for c in pool]
-    base_vsize = estimate_vsize(1, request.output_scripts) - P2WPKH_INPUT_VSIZE
+    input_vsize = P2WPKH_INPUT_VSIZE
+    base_vsize = estimate_vsize(1, request.output_scripts) - input_vsize
     target = request.target_sat + rate * base_vsize
     upper = target + _cost_of_change(request)
     # remaining[i]: what coins i.. could still add; lets us prune hopeless branches.
@@ -249,22 +253,26 @@ def _branch_and_bound(pool: list[Coin], request: _Request, max_tries: int) -> Se
     for i in range(len(values) - 1, -1, -1):
         remaining[i] = remaining[i + 1] + values[i]
 
+    # best: (fee, input count, indices): the cheapest transaction now, then the smallest.
     best: tuple[int, int, tuple[int, ...]] | None = None
     chosen: list[int] = []
     value = 0
     index = 0
     for _ in range(max_tries):
-        if value > upper or value + remaining[index] < target or len(chosen) > request.max_inputs:
+        if (
+            value > upper
+            or value + remaining[index] < target
+            or len(chosen) > request.max_inputs
+            # Every extension has at least as many inputs, so pays at least this much.
+            or (best is not None and rate * (base_vsize + input_vsize * len(chosen)) >= best[0])
+        ):
             pass  # dead end: backtrack below
         elif value >= target:
             candidate = _changeless(pool, chosen, request)
             if candidate is not None:
-                excess = candidate.fee_sat - _changeless_fee_floor(len(chosen), request)
-                key = (excess, len(chosen), tuple(chosen))
+                key = (candidate.fee_sat, len(chosen), tuple(chosen))
                 if best is None or key < best:
                     best = key
-                if excess == 0:
-                    break
         elif (
             index > 0
             and values[index] == values[index - 1]
