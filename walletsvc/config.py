@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     # Test-only fault injection (see walletsvc.services.payouts); empty in production.
     failpoint: str = ""
 
+    # Staff step-up (TOTP, RFC 6238). Codes of this many time steps either side of now are
+    # accepted (clock drift); each step at most once per staff member.
+    totp_valid_window: int = Field(default=1, ge=0, le=2)
+    # Wrong codes or passwords in a row before the account locks, and for how long.
+    totp_max_failures: int = Field(default=5, ge=1, le=100)
+    totp_lockout_s: int = Field(default=900, ge=60)
+    # Rejections by approvers that reject an approval request (1: any single approver's no).
+    approval_rejections_to_reject: int = Field(default=1, ge=1, le=100)
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:

@@ -8,10 +8,9 @@ Create Date: 2026-11-22 02:12:07.410770
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
-import walletsvc.db.models
 from alembic import op
 
+import walletsvc.db.models
 
 revision: str = "0001"
 down_revision: str | None = None

@@ -1,4 +1,4 @@
-"""The FastAPI application: create_app() and its lifespan (engines are made there, not at import)."""
+"""The FastAPI application: create_app() and its lifespan (engines are made there)."""
 
 from __future__ import annotations
 

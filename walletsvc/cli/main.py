@@ -161,9 +161,9 @@ def token_revoke(token_id: str) -> None:
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the audit hash chain and the integrity tags of governed rows."""
+    from walletsvc.keys.kek import load_kek
     from walletsvc.services import audit
     from walletsvc.services.runtime import AUDIT_CHAIN, open_database
-    from walletsvc.keys.kek import load_kek
 
     s = settings()
     kek = load_kek(s.kek_path)
@@ -231,15 +231,16 @@ def _print_newcomer_banner(creds: dict[str, str], s: Settings) -> None:
         " Request a payout:",
         f"   curl -s -X POST {base}/v1/withdrawals \\",
         f"     -H 'Authorization: Bearer {token}' \\",
-        "     -H \"Idempotency-Key: demo-$(date +%s)\" \\",
+        '     -H "Idempotency-Key: demo-$(date +%s)" \\',
         "     -H 'Content-Type: application/json' \\",
-        f"     -d '{{\"wallet\":\"{wallet}\",\"destination\":\"{destination}\","
-        "\"amount_sat\":100000,\"reference\":\"first-payout\"}'",
+        f'     -d \'{{"wallet":"{wallet}","destination":"{destination}",'
+        '"amount_sat":100000,"reference":"first-payout"}\'',
         "",
         " Then follow it (the dev chain mines a block every few seconds):",
         f"   curl -s {base}/v1/withdrawals/<id> -H 'Authorization: Bearer {token}'",
         "",
-        " Wallet balances:  curl -s " + f"{base}/v1/wallets/{wallet} -H 'Authorization: Bearer {token}'",
+        f" Wallet balances:  curl -s {base}/v1/wallets/{wallet} \\",
+        f"                     -H 'Authorization: Bearer {token}'",
         f" API docs:         {base}/docs   (OpenAPI at {base}/openapi.json)",
         " Project docs:     README.md, docs/architecture.md, docs/api.md, docs/runbook.md",
         "=" * 78,

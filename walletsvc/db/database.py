@@ -47,7 +47,7 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy's "begin" event below issue BEGIN itself (pysqlite's own implicit
         # BEGIN is DEFERRED and would be too late to take the write lock).
-        dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
@@ -143,11 +143,13 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[UnitOfWork]:
         """A locked write transaction; commits on success, rolls back on any exception."""
-        with Session(self._write_engine, expire_on_commit=False, autoflush=True) as session:
-            with session.begin():
-                uow = UnitOfWork(session, self.audit_key)
-                uow.lock()
-                yield uow
+        with (
+            Session(self._write_engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            uow = UnitOfWork(session, self.audit_key)
+            uow.lock()
+            yield uow
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -3,7 +3,10 @@
 Each area keeps its tables in its own module; add one import line here per module.
 """
 
-from walletsvc.db import models  # noqa: F401
+from walletsvc.db import (
+    models,  # noqa: F401
+    models_governance,  # noqa: F401
+)
 from walletsvc.db.models import Base
 
 metadata = Base.metadata

@@ -8,7 +8,7 @@ witness version/length combination we could not spend to safely.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from bip_utils import Base58Decoder, SegwitBech32Decoder, SegwitBech32Encoder
 
@@ -18,7 +18,7 @@ from .network import Network
 MAX_ADDRESS_LENGTH = 90
 
 
-class ScriptType(str, Enum):
+class ScriptType(StrEnum):
     P2PKH = "p2pkh"
     P2SH = "p2sh"
     P2WPKH = "p2wpkh"
@@ -57,9 +57,8 @@ def script_to_address(script_pubkey: bytes, network: Network) -> str:
         version = script_pubkey[0]
         witness_version = 0 if version == 0 else version - 0x50
         if 0 <= witness_version <= 16:
-            return str(
-                SegwitBech32Encoder.Encode(network.params.bech32_hrp, witness_version, script_pubkey[2:])
-            )
+            hrp = network.params.bech32_hrp
+            return str(SegwitBech32Encoder.Encode(hrp, witness_version, script_pubkey[2:]))
     raise ValueError("not a segwit output script")
 
 

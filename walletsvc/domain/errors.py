@@ -118,3 +118,21 @@ class TooLarge(DomainError):
     """The transaction would exceed the standard weight limit and would not relay."""
 
     code = "tx_too_large"
+
+
+class InvalidCredentials(Unauthenticated):
+    """Login failed. Never says which of username, password or code was wrong."""
+
+    code = "invalid_credentials"
+
+
+class AccountLocked(RateLimited):
+    """Too many wrong codes or passwords in a row: the staff account is locked for a while."""
+
+    code = "account_locked"
+
+
+class StepUpFailed(Forbidden):
+    """The TOTP code of an approval (or veto) is wrong, or was already used (replay)."""
+
+    code = "invalid_totp"

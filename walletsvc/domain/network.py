@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,7 @@ class NetworkParams:
     zpub_version: bytes  # SLIP-132 version used for BIP84 account keys (z/vpub)
 
 
-class Network(str, Enum):
+class Network(StrEnum):
     MAINNET = "mainnet"
     TESTNET = "testnet"
     SIGNET = "signet"

@@ -7,7 +7,7 @@ with the approvals it must match and refuses anything else. Nothing here touches
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 # BIP125: any sequence below 0xfffffffe signals replaceability; this one also keeps nLockTime
 # enforced, so anti-fee-sniping locktimes work.
@@ -18,7 +18,7 @@ RECEIVE_CHAIN = 0
 CHANGE_CHAIN = 1
 
 
-class OutputPurpose(str, Enum):
+class OutputPurpose(StrEnum):
     PAYOUT = "payout"
     CHANGE = "change"
     SWEEP = "sweep"

@@ -11,12 +11,12 @@ Only these transitions exist; anything else is a bug or a tampered row and raise
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from .errors import InvalidTransition
 
 
-class WithdrawalStatus(str, Enum):
+class WithdrawalStatus(StrEnum):
     PENDING_APPROVAL = "pending_approval"
     APPROVED = "approved"
     SIGNED = "signed"

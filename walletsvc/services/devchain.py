@@ -68,7 +68,11 @@ def status(settings: Settings) -> dict[str, Any]:
         }
     try:
         tip = chain.tip()
-        return {"height": tip.height, "tip": tip.hash, "mempool": len(chain.mempool_txids()),
-                "via": "direct"}
+        return {
+            "height": tip.height,
+            "tip": tip.hash,
+            "mempool": len(chain.mempool_txids()),
+            "via": "direct",
+        }
     finally:
         chain.close()

@@ -199,8 +199,11 @@ class PayoutWorker:
                 "integrity.failure",
                 "withdrawal",
                 row.id,
-                {"reason": row.failure_reason, "destination": row.destination,
-                 "amount_sat": row.amount_sat},
+                {
+                    "reason": row.failure_reason,
+                    "destination": row.destination,
+                    "amount_sat": row.amount_sat,
+                },
             )
             log.error("withdrawal %s failed its integrity check; not signing it", row.id)
         return good

@@ -200,8 +200,13 @@ class Scanner:
                     "deposit.seen",
                     "address",
                     address.id,
-                    {"txid": txid, "vout": vout, "amount_sat": int(txout.nValue),
-                     "height": height, "address": address.address},
+                    {
+                        "txid": txid,
+                        "vout": vout,
+                        "amount_sat": int(txout.nValue),
+                        "height": height,
+                        "address": address.address,
+                    },
                 )
 
     @staticmethod

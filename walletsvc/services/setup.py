@@ -52,8 +52,10 @@ def initialise(settings: Settings, *, wallet: str, policy_file: Path, actor: str
         _install_first_policy(db, kek, policy_file, actor)
         with db.read() as session:
             exists = session.scalar(select(Wallet).where(Wallet.name == wallet)) is not None
-        new = None if exists else create_wallet(
-            db, kek, name=wallet, network=settings.network, actor=actor
+        new = (
+            None
+            if exists
+            else create_wallet(db, kek, name=wallet, network=settings.network, actor=actor)
         )
     finally:
         db.dispose()

@@ -24,7 +24,7 @@ SCOPES = frozenset(
         "read",
     }
 )
-TOKEN_PREFIX = "wsvc_"
+TOKEN_PREFIX = "wsvc_"  # noqa: S105  (a public prefix, not a secret)
 
 
 @dataclass(frozen=True)

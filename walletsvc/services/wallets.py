@@ -48,9 +48,7 @@ def current_epoch(session: Session, wallet: Wallet) -> KeyEpoch:
     ).one()
 
 
-def create_wallet(
-    db: Database, kek: Kek, *, name: str, network: Network, actor: str
-) -> NewWallet:
+def create_wallet(db: Database, kek: Kek, *, name: str, network: Network, actor: str) -> NewWallet:
     if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
         raise InvalidInput("wallet names are 1-64 letters, digits, '-' or '_'", field="name")
     seed = generate_seed(kek, wallet=name, epoch=1, network=network)
@@ -78,7 +76,12 @@ def create_wallet(
         )
         first = issue_address(uow, wallet, label="initial", actor=actor)
     return NewWallet(
-        wallet.id, name, network, seed.account_xpub, seed.master_fingerprint, seed.mnemonic,
+        wallet.id,
+        name,
+        network,
+        seed.account_xpub,
+        seed.master_fingerprint,
+        seed.mnemonic,
         first.address,
     )
 

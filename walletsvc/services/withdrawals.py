@@ -117,8 +117,11 @@ def request_withdrawal(
                 "withdrawal.denied",
                 "wallet",
                 wallet.id,
-                {"destination": destination.address, "amount_sat": amount,
-                 "decision": decision.to_dict()},
+                {
+                    "destination": destination.address,
+                    "amount_sat": amount,
+                    "decision": decision.to_dict(),
+                },
             )
             raise PolicyDenied(
                 _deny_message(decision), decision=decision, field=_deny_field(decision)
@@ -171,13 +174,9 @@ def request_withdrawal(
         return WithdrawalResult(withdrawal.id, created=True)
 
 
-def _replay(
-    uow: UnitOfWork, token_id: str, key: str, digest: str
-) -> WithdrawalResult | None:
+def _replay(uow: UnitOfWork, token_id: str, key: str, digest: str) -> WithdrawalResult | None:
     existing = uow.session.scalar(
-        select(IdempotencyKey).where(
-            IdempotencyKey.token_id == token_id, IdempotencyKey.key == key
-        )
+        select(IdempotencyKey).where(IdempotencyKey.token_id == token_id, IdempotencyKey.key == key)
     )
     if existing is None:
         return None
@@ -191,9 +190,12 @@ def _replay(
 
 def _history(session: Session, wallet: Wallet, since: datetime) -> HistorySnapshot:
     rows = session.execute(
-        select(Withdrawal.amount_sat, Withdrawal.destination, Withdrawal.token_id,
-               Withdrawal.created_at)
-        .where(
+        select(
+            Withdrawal.amount_sat,
+            Withdrawal.destination,
+            Withdrawal.token_id,
+            Withdrawal.created_at,
+        ).where(
             Withdrawal.wallet_id == wallet.id,
             Withdrawal.created_at >= since,
             Withdrawal.status.in_([s.value for s in HOLDING_STATUSES]),
@@ -201,8 +203,7 @@ def _history(session: Session, wallet: Wallet, since: datetime) -> HistorySnapsh
     ).all()
     return HistorySnapshot(
         payouts=tuple(
-            HeldPayout(amount_sat=a, destination=d, token_id=t, created_at=c)
-            for a, d, t, c in rows
+            HeldPayout(amount_sat=a, destination=d, token_id=t, created_at=c) for a, d, t, c in rows
         )
     )
 

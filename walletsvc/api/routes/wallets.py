@@ -82,9 +82,7 @@ def new_deposit_address(
 
 
 @router.get("/wallets/{wallet}/deposit-addresses/current")
-def current_deposit_address(
-    wallet: str, session: SessionDep, _: AddressReader
-) -> dict[str, Any]:
+def current_deposit_address(wallet: str, session: SessionDep, _: AddressReader) -> dict[str, Any]:
     row = get_wallet(session, wallet)
     return address_view(current_address(session, row), row)
 
