@@ -9,7 +9,13 @@ import httpx
 from fastapi.testclient import TestClient
 
 from tests.conftest import Tokens
-from tests.helpers import audit_events, count_rows, external_destination, live_server, request_payout
+from tests.helpers import (
+    audit_events,
+    count_rows,
+    external_destination,
+    live_server,
+    request_payout,
+)
 from walletsvc.api.app import create_app
 from walletsvc.services.runtime import Runtime
 
@@ -64,11 +70,11 @@ def test_keys_are_scoped_per_token(client: TestClient, runtime: Runtime, tokens:
     assert mine.status_code == theirs.status_code == 201
     assert mine.json()["id"] != theirs.json()["id"]
     # A different body under the other token's key is no conflict for this token.
-    other = request_payout(
-        client, tokens.create_only, key="k-only-there", destination=OTHER_DEST
-    )
+    other = request_payout(client, tokens.create_only, key="k-only-there", destination=OTHER_DEST)
     assert other.status_code == 201
-    assert request_payout(client, tokens.all, key="k-only-there", destination=DEST).status_code == 201
+    assert (
+        request_payout(client, tokens.all, key="k-only-there", destination=DEST).status_code == 201
+    )
     assert count_rows(runtime.db)["withdrawals"] == 4
     assert count_rows(runtime.db)["idempotency_keys"] == 4
 

@@ -92,8 +92,7 @@ def test_payout_confirms_and_adds_up_to_the_satoshi(
     tx = decode_tx(view["raw_tx"])
     assert txid_of(tx) == txid
     value_in = sum(
-        prevout_amount(chain, b2lx(txin.prevout.hash), txin.prevout.n)
-        for txin in tx.vin
+        prevout_amount(chain, b2lx(txin.prevout.hash), txin.prevout.n) for txin in tx.vin
     )
     value_out = sum(int(out.nValue) for out in tx.vout)
     fee = value_in - value_out
@@ -122,8 +121,12 @@ def test_payout_confirms_and_adds_up_to_the_satoshi(
         stored = session.scalars(select(ChainTransaction)).one()
     assert (stored.status, stored.txid, stored.raw_tx) == ("confirmed", txid, view["raw_tx"])
     actions = audit_actions(runtime.db)
-    for action in ("withdrawal.requested", "transaction.signed", "transaction.broadcast",
-                   "transaction.confirmed"):
+    for action in (
+        "withdrawal.requested",
+        "transaction.signed",
+        "transaction.broadcast",
+        "transaction.confirmed",
+    ):
         assert actions.count(action) == 1, action
 
 
@@ -154,9 +157,7 @@ def test_payout_without_funds_waits_then_goes_through(
     view = show_withdrawal(client, tokens.all, withdrawal_id)
     assert view["status"] == "confirmed" and view["confirmations"] == 1
     tx = decode_tx(view["raw_tx"])
-    assert [int(o.nValue) for o in tx.vout if bytes(o.scriptPubKey) == dest_script] == [
-        PAYOUT_SAT
-    ]
+    assert [int(o.nValue) for o in tx.vout if bytes(o.scriptPubKey) == dest_script] == [PAYOUT_SAT]
     assert count_rows(runtime.db, ChainTransaction) == {"chain_transactions": 1}
 
 
