@@ -6,6 +6,7 @@ Each area keeps its tables in its own module; add one import line here per modul
 from walletsvc.db import (
     models,  # noqa: F401
     models_governance,  # noqa: F401
+    models_incident,  # noqa: F401
 )
 from walletsvc.db.models import Base
 

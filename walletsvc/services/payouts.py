@@ -37,6 +37,7 @@ from walletsvc.domain.withdrawal import WithdrawalStatus, transition
 from walletsvc.keys.kek import Kek
 from walletsvc.keys.keystore import EncryptedSeed
 from walletsvc.keys.signer import HotSigner
+from walletsvc.services.freeze import withdrawals_freeze
 from walletsvc.services.policies import ROW_MAC
 from walletsvc.services.wallets import next_change_path
 from walletsvc.services.withdrawals import authorization_message
@@ -105,6 +106,9 @@ class PayoutWorker:
             s = uow.session
             wallet = s.get(Wallet, wallet_id)
             assert wallet is not None
+            # Checked inside the locked claim: a freeze committed before this point is seen.
+            if withdrawals_freeze(s, wallet.id) is not None:
+                return None
             payouts = self._authorised_payouts(uow, wallet)
             if not payouts:
                 return None
@@ -220,64 +224,76 @@ class PayoutWorker:
         with self.db.read() as session:
             pending = list(
                 session.scalars(
-                    select(ChainTransaction)
+                    select(ChainTransaction.id)
                     .where(ChainTransaction.status == "signed")
                     .order_by(ChainTransaction.created_at)
                 )
             )
         sent = []
-        for tx in pending:
+        for tx_id in pending:
             try:
-                txid = self.chain.broadcast(bytes.fromhex(tx.raw_tx))
-            except ChainRejected as exc:
-                self._record_broadcast_error(tx.id, f"{exc.message} ({exc.reason})")
-                if report is not None:
-                    report.errors.append(exc.message)
-                continue
+                txid = self._broadcast_one(tx_id, report)
             except DependencyUnavailable as exc:
                 log.warning("chain backend unavailable; will re-broadcast later: %s", exc.message)
                 break
-            if txid != tx.txid:
-                log.error("backend answered txid %s for our %s", txid, tx.txid)
-            self._mark_broadcast(tx.id)
-            sent.append(tx.txid)
+            if txid is not None:
+                sent.append(txid)
         return sent
 
-    def _mark_broadcast(self, tx_id: str) -> None:
-        with self.db.write() as uow:
-            tx = uow.session.get(ChainTransaction, tx_id)
-            assert tx is not None
-            if tx.status != "signed":
-                return
-            tx.status = "broadcast"
-            tx.broadcast_at = utcnow()
-            tx.broadcast_attempts += 1
-            tx.last_error = None
-            for w in uow.session.scalars(
-                select(Withdrawal).where(
-                    Withdrawal.transaction_id == tx.id,
-                    Withdrawal.status == WithdrawalStatus.SIGNED.value,
-                )
-            ):
-                w.status = transition(w.status, WithdrawalStatus.BROADCAST).value
-                w.updated_at = utcnow()
-            uow.audit(ACTOR, "transaction.broadcast", "chain_transaction", tx.id, {"txid": tx.txid})
+    def _broadcast_one(self, tx_id: str, report: WorkerReport | None) -> str | None:
+        """Broadcast one stored transaction while holding the write lock.
 
-    def _record_broadcast_error(self, tx_id: str, error: str) -> None:
+        Holding the lock across the network call is deliberate: a freeze is a write, so it
+        waits for a broadcast in progress and every later broadcast sees it. Broadcasts are
+        rare (one per batch) and the backend call is bounded by its timeout.
+        """
         with self.db.write() as uow:
             tx = uow.session.get(ChainTransaction, tx_id)
-            assert tx is not None
-            tx.broadcast_attempts += 1
-            tx.last_error = error
-            log.error("broadcast of %s refused: %s", tx.txid, error)
-            if tx.broadcast_attempts == 1:
-                uow.audit(
-                    ACTOR,
-                    "transaction.broadcast_refused",
-                    "chain_transaction",
-                    tx.id,
-                    {"txid": tx.txid, "error": error},
-                )
+            if tx is None or tx.status != "signed":
+                return None
+            if withdrawals_freeze(uow.session, tx.wallet_id) is not None:
+                return None  # held until the freeze is lifted
+            try:
+                txid = self.chain.broadcast(bytes.fromhex(tx.raw_tx))
+            except ChainRejected as exc:
+                self._record_broadcast_error(uow, tx, f"{exc.message} ({exc.reason})")
+                if report is not None:
+                    report.errors.append(exc.message)
+                return None
+            if txid != tx.txid:
+                log.error("backend answered txid %s for our %s", txid, tx.txid)
+            self._mark_broadcast(uow, tx)
+            return tx.txid
+
+    @staticmethod
+    def _mark_broadcast(uow: UnitOfWork, tx: ChainTransaction) -> None:
+        tx.status = "broadcast"
+        tx.broadcast_at = utcnow()
+        tx.broadcast_attempts += 1
+        tx.last_error = None
+        for w in uow.session.scalars(
+            select(Withdrawal).where(
+                Withdrawal.transaction_id == tx.id,
+                Withdrawal.status == WithdrawalStatus.SIGNED.value,
+            )
+        ):
+            w.status = transition(w.status, WithdrawalStatus.BROADCAST).value
+            w.updated_at = utcnow()
+        uow.audit(ACTOR, "transaction.broadcast", "chain_transaction", tx.id, {"txid": tx.txid})
+
+    @staticmethod
+    def _record_broadcast_error(uow: UnitOfWork, tx: ChainTransaction, error: str) -> None:
+        tx.broadcast_attempts += 1
+        tx.last_error = error
+        log.error("broadcast of %s refused: %s", tx.txid, error)
+        if tx.broadcast_attempts == 1:
+            uow.audit(
+                ACTOR,
+                "transaction.broadcast_refused",
+                "chain_transaction",
+                tx.id,
+                {"txid": tx.txid, "error": error},
+            )
 
 
 def split_fee(fee_sat: int, parts: int) -> list[int]:
