@@ -8,7 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from walletsvc.api.errors import install_error_handlers
-from walletsvc.api.routes import system, wallets, withdrawals
+from walletsvc.api.routes import (
+    allowlist,
+    approvals,
+    audit,
+    freeze,
+    policy,
+    sessions,
+    system,
+    wallets,
+    withdrawals,
+)
 from walletsvc.config import Settings
 from walletsvc.services.runtime import Runtime
 
@@ -37,8 +47,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (system.router, wallets.router, withdrawals.router):
+    for router in (system.router, wallets.router, withdrawals.router, freeze.router):
         app.include_router(router, prefix="/v1")
+    governance = (sessions, approvals, allowlist, policy, audit)
+    for module in governance:
+        app.include_router(module.router, prefix="/v1")
     return app
 
 

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from walletsvc.cli.staff import staff_app
 from walletsvc.config import Settings
 from walletsvc.domain.errors import DomainError
 from walletsvc.domain.network import Network
@@ -24,6 +25,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(devchain_app, name="devchain")
 app.add_typer(audit_app, name="audit")
 app.add_typer(dev_app, name="dev")
+app.add_typer(staff_app, name="staff")
 
 CLI_ACTOR = "cli:" + (os.environ.get("USER") or "operator")
 
@@ -156,6 +158,28 @@ def token_revoke(token_id: str) -> None:
     except DomainError as exc:
         fail(exc.message)
     typer.echo("revoked")
+
+
+@app.command("freeze")
+def freeze_command(
+    reason: Annotated[str, typer.Option(help="Why: goes into the audit log")],
+    scope: Annotated[str, typer.Option(help="all, withdrawals or deposits")] = "all",
+    wallet: Annotated[str | None, typer.Option(help="One wallet (default: all)")] = None,
+) -> None:
+    """Freeze now, straight in the database: works when the API is down or overloaded."""
+    from walletsvc.services.freeze import freeze
+    from walletsvc.services.runtime import open_database
+
+    try:
+        row = freeze(
+            open_database(settings()), scope=scope, wallet=wallet, reason=reason, actor=CLI_ACTOR
+        )
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    target = f"wallet {wallet}" if wallet else "every wallet"
+    typer.secho(f"FROZEN ({scope}) for {target}: freeze {row.id}", fg=typer.colors.RED)
+    typer.echo("Nothing more is signed or broadcast. Lifting it needs an approval quorum.")
 
 
 @audit_app.command("verify")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from walletsvc.chain.embedded import EmbeddedChain
 from walletsvc.chain.factory import open_chain
@@ -17,6 +18,7 @@ from walletsvc.db.database import Database
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.keys.kek import Kek, load_kek
 from walletsvc.keys.signer import HotSigner
+from walletsvc.services import approvals, policy_changes
 from walletsvc.services.payouts import PayoutWorker
 from walletsvc.services.scanner import Scanner
 
@@ -33,6 +35,8 @@ class Runtime:
     signer: HotSigner
     worker: PayoutWorker
     scanner: Scanner
+    # Completed background passes: lets tests wait for "N more passes" instead of sleeping.
+    passes: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -54,9 +58,16 @@ class Runtime:
 
     def tick(self) -> None:
         """One pass of the background work: follow the chain, then sign and broadcast."""
+        self.governance_tick()
         self.scanner.sync()
         self.worker.run_once()
         self.scanner.sync()
+
+    def governance_tick(self, now: datetime | None = None) -> None:
+        """Expire approval requests past their deadline (and their withdrawals), then apply
+        policy changes whose time lock has run out."""
+        approvals.expire_due(self.db, self.kek, now=now)
+        policy_changes.apply_due(self.db, self.kek, now=now)
 
     def start_background(self) -> None:
         thread = threading.Thread(target=self._loop, name="walletsvc-worker", daemon=True)
@@ -71,6 +82,7 @@ class Runtime:
                 self.tick()
             except Exception:  # the loop must survive anything; each failure is logged
                 log.exception("background pass failed")
+            self.passes += 1
             self._stop.wait(self.settings.worker_interval_s)
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from walletsvc.api.deps import RuntimeDep
+from walletsvc.services.freeze import freeze_state
 
 router = APIRouter(tags=["system"])
 
@@ -35,7 +36,11 @@ def ready(runtime: RuntimeDep) -> JSONResponse:
         checks["chain"] = {"status": f"unavailable: {type(exc).__name__}"}
     checks["signer"] = "ok" if runtime.kek is not None else "unavailable"
     ok = checks["database"] == "ok" and checks["chain"].get("status") == "ok"
-    return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
+    body: dict[str, Any] = {"ready": ok, "checks": checks, "freeze": None}
+    if checks["database"] == "ok":
+        with runtime.db.read() as session:
+            body["freeze"] = freeze_state(session)
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/metrics")

@@ -10,6 +10,7 @@ from walletsvc.api.deps import RuntimeDep, SessionDep, require_scope
 from walletsvc.api.schemas import DepositAddressCreate
 from walletsvc.db.models import Address, Wallet
 from walletsvc.services.balances import wallet_balances
+from walletsvc.services.freeze import active_freezes, freeze_view, require_deposits_open
 from walletsvc.services.tokens import TokenPrincipal
 from walletsvc.services.wallets import (
     current_address,
@@ -48,6 +49,7 @@ def wallet_view(runtime: RuntimeDep, session: SessionDep, wallet: Wallet) -> dic
             session, wallet, min_confirmations=runtime.settings.min_confirmations
         ).as_dict(),
         "created_at": wallet.created_at.isoformat(),
+        "freezes": [freeze_view(session, f) for f in active_freezes(session, wallet.id)],
     }
 
 
@@ -77,6 +79,7 @@ def new_deposit_address(
 ) -> dict[str, Any]:
     with runtime.db.write() as uow:
         row = get_wallet(uow.session, wallet)
+        require_deposits_open(uow.session, row)
         address = issue_address(uow, row, label=body.label, actor=principal.actor)
         return address_view(address, row)
 
@@ -84,6 +87,7 @@ def new_deposit_address(
 @router.get("/wallets/{wallet}/deposit-addresses/current")
 def current_deposit_address(wallet: str, session: SessionDep, _: AddressReader) -> dict[str, Any]:
     row = get_wallet(session, wallet)
+    require_deposits_open(session, row)
     return address_view(current_address(session, row), row)
 
 

@@ -1,0 +1,42 @@
+"""Emergency freeze: anyone on call (token scope `freeze`, or any staff member) may freeze."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends
+
+from walletsvc.api.deps import RuntimeDep, SessionDep, require_scope
+from walletsvc.api.schemas import StrictModel
+from walletsvc.domain.errors import InvalidInput
+from walletsvc.services.freeze import freeze, freeze_state, freeze_view
+from walletsvc.services.tokens import TokenPrincipal
+
+router = APIRouter(tags=["incident response"])
+Freezer = Annotated[TokenPrincipal, Depends(require_scope("freeze"))]
+Reader = Annotated[TokenPrincipal, Depends(require_scope("read"))]
+
+
+class FreezeRequest(StrictModel):
+    reason: str
+    # "wallet" (the contract's name for "everything of one wallet") is the same as "all"
+    # with a wallet given.
+    scope: Literal["all", "withdrawals", "deposits", "wallet"] = "all"
+    wallet: str | None = None
+
+
+@router.post("/freeze", status_code=201)
+def post_freeze(body: FreezeRequest, runtime: RuntimeDep, principal: Freezer) -> dict[str, Any]:
+    if body.scope == "wallet" and not body.wallet:
+        raise InvalidInput("scope 'wallet' needs the wallet to freeze", field="wallet")
+    scope = "all" if body.scope == "wallet" else body.scope
+    row = freeze(
+        runtime.db, scope=scope, wallet=body.wallet, reason=body.reason, actor=principal.actor
+    )
+    with runtime.db.read() as session:
+        return freeze_view(session, row)
+
+
+@router.get("/freeze")
+def get_freeze(session: SessionDep, _: Reader) -> dict[str, Any]:
+    return freeze_state(session)
