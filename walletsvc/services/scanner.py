@@ -91,8 +91,18 @@ class Scanner:
     def _roll_back(self, fork_height: int) -> None:
         with self.db.write() as uow:
             s = uow.session
-            # Outputs created above the fork become unconfirmed; the rescan re-confirms them
-            # if their transaction made it into the new branch.
+            # A coinbase exists only in its own block: one on the abandoned branch can never
+            # confirm again, so its outputs go (an identical coinbase on the new branch is
+            # recorded afresh by the rescan).
+            dropped = [
+                f"{u.txid}:{u.vout}"
+                for u in s.scalars(
+                    select(Utxo).where(Utxo.block_height > fork_height, Utxo.is_coinbase)
+                )
+            ]
+            s.execute(delete(Utxo).where(Utxo.block_height > fork_height, Utxo.is_coinbase))
+            # Other outputs created above the fork become unconfirmed; the rescan re-confirms
+            # them if their transaction made it into the new branch.
             s.execute(
                 update(Utxo)
                 .where(Utxo.block_height > fork_height)
@@ -127,7 +137,11 @@ class Scanner:
                 "chain.reorg",
                 "chain",
                 None,
-                {"fork_height": fork_height, "unconfirmed_txids": [t.txid for t in reverted]},
+                {
+                    "fork_height": fork_height,
+                    "unconfirmed_txids": [t.txid for t in reverted],
+                    "dropped_coinbase_outputs": dropped,
+                },
             )
             log.warning("reorganisation: rolled back to height %d", fork_height)
 
