@@ -23,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from tests.conftest import WALLET, auth
 from walletsvc.chain.embedded import EmbeddedChain
+from walletsvc.config import Settings
 from walletsvc.db.database import Database
 from walletsvc.db.models import (
     AuditEvent,
@@ -33,8 +34,11 @@ from walletsvc.db.models import (
 )
 from walletsvc.domain.address import p2wpkh_script, script_to_address
 from walletsvc.domain.network import Network
+from walletsvc.domain.ports import ChainBackend
 from walletsvc.services.audit import VerifyReport, verify
 from walletsvc.services.runtime import Runtime
+from walletsvc.services.setup import initialise
+from walletsvc.services.tokens import SCOPES, create_token
 
 # The default policy sends anything above 0.1 BTC to staff approval: stay below it.
 PAYOUT_SAT = 1_234_567
@@ -45,6 +49,23 @@ def external_destination(tag: str, network: Network = Network.REGTEST) -> tuple[
     key_hash = hashlib.new("ripemd160", hashlib.sha256(tag.encode()).digest()).digest()
     script = p2wpkh_script(key_hash)
     return script_to_address(script, network), script
+
+
+@contextmanager
+def opened(settings: Settings, *, chain: ChainBackend | None = None) -> Iterator[Runtime]:
+    """A Runtime of its own (not the ``runtime`` fixture), closed on exit."""
+    runtime = Runtime.open(settings, chain=chain)
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+
+
+def initialised(settings: Settings) -> str:
+    """Run ``walletsvc init`` for the test wallet and create an all-scopes API token."""
+    initialise(settings, wallet=WALLET, policy_file=settings.policy_file, actor="test")
+    with opened(settings) as runtime:
+        return create_token(runtime.db, name="engine", scopes=sorted(SCOPES), actor="test").secret
 
 
 def embedded(runtime: Runtime) -> EmbeddedChain:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -22,6 +20,8 @@ from tests.helpers import (
     count_rows,
     embedded,
     external_destination,
+    initialised,
+    opened,
     request_payout,
     show_withdrawal,
 )
@@ -29,9 +29,6 @@ from walletsvc.api.app import create_app
 from walletsvc.config import Settings
 from walletsvc.db.models import ChainTransaction, Utxo, Withdrawal
 from walletsvc.services.payouts import FAILPOINT_AFTER_SIGN
-from walletsvc.services.runtime import Runtime
-from walletsvc.services.setup import initialise
-from walletsvc.services.tokens import SCOPES, create_token
 
 CRASH_EXIT = 86
 WORKER = """
@@ -43,15 +40,6 @@ runtime.tick()
 print("the worker survived its failpoint")
 runtime.close()
 """
-
-
-@contextmanager
-def opened(settings: Settings) -> Iterator[Runtime]:
-    runtime = Runtime.open(settings)
-    try:
-        yield runtime
-    finally:
-        runtime.close()
 
 
 def run_worker_process(settings: Settings, *, failpoint: str) -> subprocess.CompletedProcess[str]:
@@ -77,10 +65,9 @@ def run_worker_process(settings: Settings, *, failpoint: str) -> subprocess.Comp
 
 def test_restarted_worker_broadcasts_the_same_transaction(settings: Settings) -> None:
     destination, dest_script = external_destination("crash miner")
-    initialise(settings, wallet=WALLET, policy_file=settings.policy_file, actor="test")
+    token = initialised(settings)
     with opened(settings) as runtime:
         fund_wallet(runtime)
-        token = create_token(runtime.db, name="engine", scopes=sorted(SCOPES), actor="t").secret
         with TestClient(create_app(settings, runtime=runtime)) as client:
             created = request_payout(client, token, key="crash-1", destination=destination)
         assert created.status_code == 201, created.text
@@ -140,10 +127,9 @@ def test_restarted_worker_broadcasts_the_same_transaction(settings: Settings) ->
 def test_worker_without_failpoint_signs_and_broadcasts_in_one_pass(settings: Settings) -> None:
     """The control experiment: the same subprocess without the failpoint broadcasts."""
     destination, _ = external_destination("control miner")
-    initialise(settings, wallet=WALLET, policy_file=settings.policy_file, actor="test")
+    token = initialised(settings)
     with opened(settings) as runtime:
         fund_wallet(runtime)
-        token = create_token(runtime.db, name="engine", scopes=sorted(SCOPES), actor="t").secret
         with TestClient(create_app(settings, runtime=runtime)) as client:
             created = request_payout(client, token, key="control-1", destination=destination)
         assert created.status_code == 201
