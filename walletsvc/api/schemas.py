@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictInt, StrictStr
+
+
+def _no_control_characters(value: str) -> str:
+    # PostgreSQL cannot store NUL in text, and no name, address or reference needs control
+    # characters: refuse them at the edge rather than fail deep in the database.
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_no_control_characters)]
 
 
 class StrictModel(BaseModel):
@@ -10,11 +23,11 @@ class StrictModel(BaseModel):
 
 
 class WithdrawalCreate(StrictModel):
-    wallet: StrictStr
-    destination: StrictStr
+    wallet: Text
+    destination: Text
     amount_sat: StrictInt
-    reference: StrictStr | None = None
+    reference: Text | None = None
 
 
 class DepositAddressCreate(StrictModel):
-    label: StrictStr | None = None
+    label: Text | None = None
