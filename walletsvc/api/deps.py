@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from walletsvc.domain.errors import Unauthenticated
+from walletsvc.domain.errors import Forbidden, Unauthenticated
 from walletsvc.services.runtime import Runtime
+from walletsvc.services.sessions import authenticate_session, is_session_token
+from walletsvc.services.staff import ROLES, StaffPrincipal
 from walletsvc.services.tokens import TokenPrincipal, authenticate_token
 
 
@@ -37,12 +39,67 @@ def bearer_secret(request: Request) -> str:
     return secret.strip()
 
 
-def require_scope(scope: str) -> Callable[..., TokenPrincipal]:
-    def dependency(request: Request, runtime: RuntimeDep) -> TokenPrincipal:
-        secret = bearer_secret(request)
-        with runtime.db.read() as session:
-            principal = authenticate_token(session, secret)
-        principal.require(scope)
+# --- Principals: machine tokens and staff sessions, both as `Authorization: Bearer` -----------
+
+Principal = TokenPrincipal | StaffPrincipal
+ALL_ROLES: frozenset[str] = frozenset(ROLES)
+
+
+def authenticate(request: Request, runtime: Runtime) -> Principal:
+    """A staff session (prefix ``wsst_``) or an API token; 401 if neither is valid."""
+    secret = bearer_secret(request)
+    if is_session_token(secret):
+        return authenticate_session(runtime.db, runtime.kek, secret)
+    with runtime.db.read() as session:
+        return authenticate_token(session, secret)
+
+
+def authorize(principal: Principal, scopes: Iterable[str], roles: Iterable[str]) -> None:
+    """Allow a token holding any of ``scopes`` or a staff member with any of ``roles``."""
+    scopes, roles = tuple(scopes), frozenset(roles)
+    if isinstance(principal, StaffPrincipal):
+        if principal.role in roles:
+            return
+        raise Forbidden(f"the {principal.role} role may not do this")
+    if not scopes:
+        raise Forbidden("API tokens may not do this; it needs a staff session")
+    for scope in scopes:
+        try:
+            principal.require(scope)
+            return
+        except Forbidden:
+            continue
+    raise Forbidden(f"this token lacks the '{' or '.join(scopes)}' scope")
+
+
+def require_access(
+    *, scopes: Iterable[str] = (), roles: Iterable[str] = ()
+) -> Callable[..., Principal]:
+    wanted_scopes, wanted_roles = tuple(scopes), frozenset(roles)
+
+    def dependency(request: Request, runtime: RuntimeDep) -> Principal:
+        principal = authenticate(request, runtime)
+        authorize(principal, wanted_scopes, wanted_roles)
+        return principal
+
+    return dependency
+
+
+def require_scope(scope: str) -> Callable[..., Principal]:
+    """A token scope. Read scopes also admit staff of every role: approvers must be able to
+    see what they approve, auditors read everything. Write scopes stay token-only."""
+    readable = scope == "read" or scope.endswith(":read")
+    return require_access(scopes=(scope,), roles=ALL_ROLES if readable else ())
+
+
+def require_staff(*roles: str) -> Callable[..., StaffPrincipal]:
+    wanted = frozenset(roles or ROLES)
+
+    def dependency(request: Request, runtime: RuntimeDep) -> StaffPrincipal:
+        principal = authenticate(request, runtime)
+        if not isinstance(principal, StaffPrincipal):
+            raise Forbidden("this needs a staff session, not an API token")
+        authorize(principal, (), wanted)
         return principal
 
     return dependency

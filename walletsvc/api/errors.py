@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from walletsvc.domain import errors as e
+from walletsvc.services.policies import IntegrityFailure
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,9 @@ STATUS_BY_ERROR: list[tuple[type[e.DomainError], int]] = [
     (e.InsufficientFunds, 409),
     (e.PolicyDenied, 422),
     (e.ChainRejected, 502),
+    # A governed row fails its KEK-keyed tag (or no policy is installed): the service refuses
+    # to act until an operator looks; nothing the client can fix.
+    (IntegrityFailure, 500),
 ]
 
 

@@ -1,0 +1,70 @@
+"""Approval requests: list, show, decide (staff approvers, with a fresh TOTP code)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import StrictStr
+
+from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
+from walletsvc.api.schemas import StrictModel
+from walletsvc.services import approvals
+from walletsvc.services.staff import StaffPrincipal
+
+router = APIRouter(tags=["approvals"])
+Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL_ROLES))]
+Approver = Annotated[StaffPrincipal, Depends(require_staff("approver"))]
+
+
+class DecisionBody(StrictModel):
+    decision: Literal["approve", "reject"]
+    totp: StrictStr
+    comment: StrictStr | None = None
+
+
+@router.get("/approvals")
+def index_approvals(
+    runtime: RuntimeDep,
+    principal: Reader,
+    pending: bool = False,
+    kind: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    # For an approver, pending=true means "what waits for me"; for others, all pending.
+    waiting_for = (
+        principal
+        if pending and isinstance(principal, StaffPrincipal) and principal.role == "approver"
+        else None
+    )
+    with runtime.db.read() as session:
+        rows = approvals.list_requests(
+            session, pending=pending, kind=kind, limit=limit, waiting_for=waiting_for
+        )
+        return {"approvals": [approvals.request_view(session, runtime.kek, r) for r in rows]}
+
+
+@router.get("/approvals/{request_id}")
+def show_approval(request_id: str, runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
+    with runtime.db.read() as session:
+        request = approvals.get_request(session, request_id)
+        return approvals.request_view(session, runtime.kek, request)
+
+
+@router.post("/approvals/{request_id}")
+def decide(
+    request_id: str, body: DecisionBody, runtime: RuntimeDep, staff: Approver
+) -> dict[str, Any]:
+    approvals.decide(
+        runtime.db,
+        runtime.kek,
+        runtime.settings,
+        request_id=request_id,
+        staff=staff,
+        decision=body.decision,
+        totp=body.totp,
+        comment=body.comment,
+    )
+    with runtime.db.read() as session:
+        request = approvals.get_request(session, request_id)
+        return approvals.request_view(session, runtime.kek, request)

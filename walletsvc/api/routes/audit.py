@@ -1,0 +1,26 @@
+"""The hash-chained audit log, page by page (auditors, operators, tokens with `read`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from walletsvc.api.deps import Principal, SessionDep, require_access
+from walletsvc.services.audit import events_after
+
+router = APIRouter(tags=["audit"])
+Reader = Annotated[
+    Principal, Depends(require_access(scopes=("read",), roles=("auditor", "operator")))
+]
+
+
+@router.get("/audit")
+def index(
+    session: SessionDep,
+    _: Reader,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    events = events_after(session, after, limit)
+    return {"events": events, "next_after": events[-1]["seq"] if events else after}

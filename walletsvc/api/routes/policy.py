@@ -1,0 +1,92 @@
+"""The active policy and policy-change proposals (ratchet, quorum, time lock, veto)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import StrictStr
+
+from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
+from walletsvc.api.schemas import StrictModel
+from walletsvc.db.models import Wallet
+from walletsvc.policy.document import canonical_dict
+from walletsvc.services import policy_changes
+from walletsvc.services.policies import active_policy
+from walletsvc.services.staff import StaffPrincipal
+from walletsvc.services.wallets import get_wallet
+
+router = APIRouter(tags=["policy"])
+Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL_ROLES))]
+Proposer = Annotated[StaffPrincipal, Depends(require_staff("approver", "operator"))]
+Approver = Annotated[StaffPrincipal, Depends(require_staff("approver"))]
+
+
+class ProposalCreate(StrictModel):
+    # A policy document as a JSON object, or its YAML text. Not strict: it is validated by
+    # the policy parser, which names the path of a bad field.
+    document: dict[str, Any] | StrictStr
+
+
+class VetoBody(StrictModel):
+    totp: StrictStr
+    comment: StrictStr | None = None
+
+
+@router.get("/policy")
+def show_policy(runtime: RuntimeDep, _: Reader, wallet: str | None = None) -> dict[str, Any]:
+    with runtime.db.read() as session:
+        w: Wallet | None = get_wallet(session, wallet) if wallet is not None else None
+        active = active_policy(session, runtime.kek, w)
+        return {
+            "version": active.version,
+            "sha256": active.sha256,
+            "wallet_scoped": active.wallet_scoped,
+            "rules": canonical_dict(active.document),
+        }
+
+
+@router.post("/policy/proposals", status_code=201)
+def propose(body: ProposalCreate, runtime: RuntimeDep, staff: Proposer) -> dict[str, Any]:
+    proposal_id = policy_changes.propose(
+        runtime.db, runtime.kek, document=body.document, proposer=staff
+    )
+    return _show(runtime, proposal_id)
+
+
+@router.get("/policy/proposals")
+def index_proposals(
+    runtime: RuntimeDep,
+    _: Reader,
+    status: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    with runtime.db.read() as session:
+        rows = policy_changes.list_proposals(session, status=status, limit=limit)
+        return {"proposals": [policy_changes.proposal_view(session, p) for p in rows]}
+
+
+@router.get("/policy/proposals/{proposal_id}")
+def show_proposal(proposal_id: str, runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
+    return _show(runtime, proposal_id)
+
+
+@router.post("/policy/proposals/{proposal_id}/veto")
+def veto(proposal_id: str, body: VetoBody, runtime: RuntimeDep, staff: Approver) -> dict[str, Any]:
+    policy_changes.veto(
+        runtime.db,
+        runtime.kek,
+        runtime.settings,
+        proposal_id=proposal_id,
+        staff=staff,
+        totp=body.totp,
+        comment=body.comment,
+    )
+    return _show(runtime, proposal_id)
+
+
+def _show(runtime: RuntimeDep, proposal_id: str) -> dict[str, Any]:
+    with runtime.db.read() as session:
+        return policy_changes.proposal_view(
+            session, policy_changes.get_proposal(session, proposal_id)
+        )

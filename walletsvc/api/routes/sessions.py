@@ -1,0 +1,46 @@
+"""Staff login: username + password + TOTP -> a short-lived session token."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import StrictStr
+
+from walletsvc.api.deps import RuntimeDep, require_staff
+from walletsvc.api.schemas import StrictModel
+from walletsvc.services.sessions import end_session, login
+from walletsvc.services.staff import StaffPrincipal
+
+router = APIRouter(tags=["sessions"])
+AnyStaff = Annotated[StaffPrincipal, Depends(require_staff())]
+
+
+class SessionCreate(StrictModel):
+    username: StrictStr
+    password: StrictStr
+    totp: StrictStr
+
+
+@router.post("/sessions", status_code=201)
+def create_session(body: SessionCreate, runtime: RuntimeDep) -> dict[str, Any]:
+    created = login(
+        runtime.db,
+        runtime.kek,
+        runtime.settings,
+        username=body.username,
+        password=body.password,
+        totp=body.totp,
+    )
+    staff = created.principal
+    return {
+        "token": created.token,  # the one time it is shown
+        "expires_at": created.expires_at.isoformat(),
+        "staff": {"username": staff.username, "role": staff.role, "groups": sorted(staff.groups)},
+    }
+
+
+@router.delete("/sessions/current", status_code=204)
+def delete_session(runtime: RuntimeDep, staff: AnyStaff) -> Response:
+    end_session(runtime.db, staff)
+    return Response(status_code=204)

@@ -1,0 +1,99 @@
+"""`walletsvc staff add|list|disable`: treasury staff accounts.
+
+The TOTP secret is printed once, as an otpauth:// URI for an authenticator app; the database
+keeps only its ciphertext. No terminal QR code: no small, well-kept QR library is among the
+dependencies (see docs/approvals.md); paste the URI into the app or a local QR generator.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from walletsvc.config import Settings
+from walletsvc.domain.errors import DomainError
+
+staff_app = typer.Typer(
+    no_args_is_help=True, help="Treasury staff (approvers, operators, auditors)."
+)
+CLI_ACTOR = "cli:" + (os.environ.get("USER") or "operator")
+
+
+def _fail(message: str) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(1)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        # One line from stdin (scripts, tests); the trailing newline is not part of it.
+        return sys.stdin.readline().rstrip("\r\n")
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+@staff_app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="Username (lower case)")],
+    role: Annotated[str, typer.Option(help="approver | operator | auditor")],
+    group: Annotated[
+        list[str] | None, typer.Option(help="Approval group; repeat for several")
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from stdin")
+    ] = False,
+) -> None:
+    """Create a staff member; prints the TOTP provisioning URI once."""
+    from walletsvc.keys.kek import load_kek
+    from walletsvc.services.runtime import open_database
+    from walletsvc.services.staff import create_staff
+
+    s = Settings()
+    password = _read_password(password_stdin)
+    try:
+        created = create_staff(
+            open_database(s),
+            load_kek(s.kek_path),
+            username=name,
+            password=password,
+            role=role,
+            groups=group or [],
+            actor=CLI_ACTOR,
+        )
+    except DomainError as exc:
+        _fail(exc.message)
+        return
+    typer.echo(f"staff {created.username} ({created.role}; groups: {','.join(created.groups)})")
+    typer.echo("Add this to the authenticator app now; it is shown once and never again:")
+    typer.echo(created.otpauth_uri)
+
+
+@staff_app.command("list")
+def list_() -> None:
+    """Staff members with role, groups and state (no secrets)."""
+    from walletsvc.services.runtime import open_database
+    from walletsvc.services.staff import list_staff
+
+    db = open_database(Settings())
+    with db.read() as session:
+        for row in list_staff(session):
+            state = "disabled" if row.disabled_at else "active"
+            typer.echo(f"{row.username:24} {row.role:9} {state:8} {','.join(row.groups)}")
+
+
+@staff_app.command("disable")
+def disable(name: str) -> None:
+    """Disable a staff member at once; their sessions end now."""
+    from walletsvc.keys.kek import load_kek
+    from walletsvc.services.runtime import open_database
+    from walletsvc.services.staff import disable_staff
+
+    s = Settings()
+    try:
+        disable_staff(open_database(s), load_kek(s.kek_path), username=name, actor=CLI_ACTOR)
+    except DomainError as exc:
+        _fail(exc.message)
+    typer.echo(f"disabled {name}")

@@ -1,0 +1,8 @@
+"""Every governed action that goes through the approval mechanism, registered on import.
+
+To add a kind (unfreeze, key rotation, cold-destination change ...): write a class with
+``name``, ``content``, ``on_approved``, ``on_rejected``, ``on_expired`` in its service module,
+call ``approvals.register_kind`` there, and import the module here.
+"""
+
+from walletsvc.services import allowlist, policy_changes, withdrawals  # noqa: F401
