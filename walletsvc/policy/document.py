@@ -282,11 +282,15 @@ class PolicyDocument(_Model):
     def _check_consistency(self) -> PolicyDocument:
         # PolicyError is not a ValueError, so pydantic lets it through unwrapped, with the
         # exact path we give it (pydantic would only say "the whole document").
-        _check_velocity(self.velocity)
-        _check_tiers(self.approval_tiers)
-        _check_allowlist(self.allowlist, self.approval_tiers)
-        _check_hot(self.hot)
-        _check_risk(self.risk)
+        try:
+            _check_velocity(self.velocity)
+            _check_tiers(self.approval_tiers)
+            _check_allowlist(self.allowlist, self.approval_tiers)
+            _check_hot(self.hot)
+            _check_risk(self.risk)
+        except PolicyError as exc:
+            # Same message shape as the structural errors: "path: what is wrong".
+            raise PolicyError(f"{exc.field}: {exc.message}", field=exc.field) from None
         return self
 
     # Conveniences for the engine and the caller.
