@@ -237,11 +237,18 @@ def _allowlist(old: PolicyDocument, new: PolicyDocument) -> list[Change]:
     # A longer cooling-off keeps a new (possibly attacker-proposed) entry unusable for longer.
     changes += _higher_is_tighter("allowlist.cooling_off", o.cooling_off, n.cooling_off, "duration")
     changes += _trust_ramp(o, n)
-    changes += _quorum_change(
-        "allowlist.approval", _effective_allowlist_quorum(old), _effective_allowlist_quorum(new)
-    )
     changes += _denylist(o, n)
     return changes
+
+
+def _allowlist_quorum(old: PolicyDocument, new: PolicyDocument) -> list[Change]:
+    # Separate from _allowlist: with no explicit allowlist.approval the quorum follows the
+    # highest approval tier, so it can change while the allowlist section does not.
+    if old.allowlist is None or new.allowlist is None:
+        return []
+    return _quorum_change(
+        "allowlist.approval", _effective_allowlist_quorum(old), _effective_allowlist_quorum(new)
+    )
 
 
 def _effective_allowlist_quorum(doc: PolicyDocument) -> Quorum | None:
@@ -382,6 +389,7 @@ _CHECKS: tuple[Callable[[PolicyDocument, PolicyDocument], list[Change]], ...] = 
     _max_per_payout,
     _velocity,
     _allowlist,
+    _allowlist_quorum,
     _approval_tiers,
     _approval_expiry,
     _governance,
