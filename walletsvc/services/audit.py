@@ -12,6 +12,7 @@ from walletsvc.db.database import GENESIS_HASH, audit_digest, audit_fields
 from walletsvc.db.models import AuditEvent, AuditHead, PolicyVersion, Withdrawal
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.keys.kek import Kek
+from walletsvc.policy.document import PolicyError, parse_policy, policy_hash
 from walletsvc.services.policies import ROW_MAC, policy_mac_message
 from walletsvc.services.withdrawals import authorization_message
 
@@ -69,6 +70,9 @@ def _verify_rows(session: Session, kek: Kek, report: VerifyReport) -> None:
         report.rows_checked += 1
         if not kek.verify_mac(ROW_MAC, policy_mac_message(policy), policy.mac):
             report.problems.append(f"policy version {policy.version} fails its integrity tag")
+        elif not _document_matches(policy):
+            # The tag covers the document's hash, not the document: check that link too.
+            report.problems.append(f"policy version {policy.version} does not match its hash")
     for w in session.scalars(
         select(Withdrawal).where(Withdrawal.status == WithdrawalStatus.APPROVED.value)
     ):
@@ -77,3 +81,10 @@ def _verify_rows(session: Session, kek: Kek, report: VerifyReport) -> None:
             ROW_MAC, authorization_message(w), w.authorization_mac
         ):
             report.problems.append(f"approved withdrawal {w.id} fails its integrity tag")
+
+
+def _document_matches(policy: PolicyVersion) -> bool:
+    try:
+        return policy_hash(parse_policy(policy.document)) == policy.sha256
+    except PolicyError:
+        return False
