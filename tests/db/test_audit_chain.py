@@ -1,0 +1,240 @@
+"""The audit log and the integrity tags: every state change leaves its event, the hash chain
+verifies, and edits made directly in the database (SQL, bypassing the service) are caught —
+by `audit verify`, and by the payout worker, which refuses to sign an altered payout."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from tests.conftest import WALLET, Tokens, auth
+from tests.helpers import (
+    audit_events,
+    count_rows,
+    embedded,
+    external_destination,
+    request_payout,
+    show_withdrawal,
+    verify_audit,
+)
+from walletsvc.db.models import AuditEvent, ChainTransaction, PolicyVersion, Withdrawal
+from walletsvc.services.runtime import Runtime
+
+DEST, DEST_SCRIPT = external_destination("audited miner")
+THIEF, THIEF_SCRIPT = external_destination("thief")
+FORGED_ID = "00000000-0000-4000-8000-000000000001"
+
+
+def _events_for(runtime: Runtime, subject_id: str) -> list[str]:
+    return [e.action for e in audit_events(runtime.db) if e.subject_id == subject_id]
+
+
+def _sql(runtime: Runtime, statement: Any) -> None:
+    """A direct edit, as an intruder with database access would make it (no audit, no lock)."""
+    with runtime.db.engine.begin() as conn:
+        conn.execute(statement)
+
+
+def test_every_state_change_is_audited_and_the_chain_verifies(
+    client: TestClient, funded: Runtime, tokens: Tokens
+) -> None:
+    chain = embedded(funded)
+    actions = [e.action for e in audit_events(funded.db)]
+    assert actions[0] == "policy.activated"
+    for action in ("wallet.created", "address.issued", "token.created", "deposit.seen"):
+        assert action in actions, action
+
+    issued = client.post(
+        f"/v1/wallets/{WALLET}/deposit-addresses", headers=auth(tokens.all), json={"label": "b"}
+    )
+    assert issued.status_code == 201
+    last = audit_events(funded.db)[-1]
+    assert (last.action, last.data["address"]) == ("address.issued", issued.json()["address"])
+
+    created = request_payout(client, tokens.all, key="audit-1", destination=DEST)
+    withdrawal_id = created.json()["id"]
+    assert _events_for(funded, withdrawal_id) == ["withdrawal.requested"]
+    requested = audit_events(funded.db, "withdrawal.requested")[-1]
+    assert requested.actor == "token:engine"
+    assert requested.data["amount_sat"] == created.json()["amount_sat"]
+    assert requested.data["decision"] == created.json()["decision"]
+
+    funded.tick()
+    chain.mine(1)
+    funded.tick()
+    view = show_withdrawal(client, tokens.all, withdrawal_id)
+    assert view["status"] == "confirmed"
+    with funded.db.read() as session:
+        tx_id = session.scalars(select(ChainTransaction.id)).one()
+    assert _events_for(funded, tx_id) == [
+        "transaction.signed",
+        "transaction.broadcast",
+        "transaction.confirmed",
+    ]
+    signed = audit_events(funded.db, "transaction.signed")[-1]
+    assert signed.data["txid"] == view["txid"]
+    assert signed.data["withdrawals"] == [withdrawal_id]
+    assert signed.data["fee_sat"] == view["transaction_fee_sat"]
+    confirmed = audit_events(funded.db, "transaction.confirmed")[-1]
+    assert confirmed.data["withdrawals"] == [withdrawal_id]
+
+    # The chain is gap-free and every event links to its predecessor.
+    events = audit_events(funded.db)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
+    report = verify_audit(funded)
+    assert report.ok, report.problems
+    assert report.events_checked == len(events)
+
+
+@pytest.mark.parametrize("tamper", ["edit data", "edit actor", "delete middle", "delete last"])
+def test_tampering_with_the_audit_log_is_detected(
+    client: TestClient, runtime: Runtime, tokens: Tokens, tamper: str
+) -> None:
+    request_payout(client, tokens.all, key="t-1", destination=DEST)
+    request_payout(client, tokens.all, key="t-2", destination=DEST, amount_sat=200_000)
+    assert verify_audit(runtime).ok
+    requested = audit_events(runtime.db, "withdrawal.requested")
+    target = requested[0]
+    if tamper == "edit data":
+        doctored = {**target.data, "amount_sat": 1}
+        _sql(runtime, update(AuditEvent).where(AuditEvent.seq == target.seq).values(data=doctored))
+    elif tamper == "edit actor":
+        _sql(
+            runtime,
+            update(AuditEvent).where(AuditEvent.seq == target.seq).values(actor="token:someone"),
+        )
+    elif tamper == "delete middle":
+        _sql(runtime, delete(AuditEvent).where(AuditEvent.seq == target.seq))
+    else:
+        with runtime.db.read() as session:
+            last = session.scalar(select(func.max(AuditEvent.seq)))
+        _sql(runtime, delete(AuditEvent).where(AuditEvent.seq == last))
+    report = verify_audit(runtime)
+    assert not report.ok
+    expected = {
+        "edit data": f"audit event {target.seq} was altered",
+        "edit actor": f"audit event {target.seq} was altered",
+        "delete middle": f"audit event {target.seq} is missing",
+        "delete last": "the audit head does not match the last event (events removed?)",
+    }[tamper]
+    assert expected in report.problems, report.problems
+
+
+def test_editing_an_approved_withdrawal_is_detected_by_verify(
+    client: TestClient, runtime: Runtime, tokens: Tokens
+) -> None:
+    created = request_payout(client, tokens.all, key="v-1", destination=DEST)
+    assert created.json()["status"] == "approved"
+    assert verify_audit(runtime).ok
+    _sql(
+        runtime,
+        update(Withdrawal)
+        .where(Withdrawal.id == created.json()["id"])
+        .values(amount_sat=9_999_999),
+    )
+    report = verify_audit(runtime)
+    assert f"approved withdrawal {created.json()['id']} fails its integrity tag" in (
+        report.problems
+    )
+
+
+def test_editing_the_active_policy_is_detected_and_fails_closed(
+    client: TestClient, runtime: Runtime, tokens: Tokens
+) -> None:
+    with runtime.db.read() as session:
+        policy = session.scalars(select(PolicyVersion)).one()
+    loosened = {**policy.document, "max_per_payout_sat": 2_100_000_000_000_000}
+    _sql(
+        runtime,
+        update(PolicyVersion).where(PolicyVersion.id == policy.id).values(document=loosened),
+    )
+    report = verify_audit(runtime)
+    assert f"policy version {policy.version} does not match its hash" in report.problems
+    before = count_rows(runtime.db)
+    response = request_payout(client, tokens.all, key="p-1", destination=DEST)
+    # Fail closed: a server-side integrity failure (500 by design), in the contract's shape.
+    assert response.status_code == 500, response.text
+    assert response.json() == {
+        "error": {
+            "code": "integrity_failure",
+            "message": f"policy version {policy.version} does not match its hash",
+            "field": None,
+        }
+    }
+    assert count_rows(runtime.db) == before
+
+
+@pytest.mark.parametrize("edit", ["amount", "script", "mac removed"])
+def test_payout_altered_after_approval_is_never_signed(
+    client: TestClient, funded: Runtime, tokens: Tokens, edit: str
+) -> None:
+    chain = embedded(funded)
+    victim = request_payout(client, tokens.all, key="x-1", destination=DEST).json()
+    honest_dest, honest_script = external_destination("honest miner")
+    honest = request_payout(client, tokens.all, key="x-2", destination=honest_dest).json()
+    values: dict[str, Any] = {
+        "amount": {"amount_sat": 40_000_000},
+        "script": {"script_pubkey": THIEF_SCRIPT.hex(), "destination": THIEF},
+        "mac removed": {"authorization_mac": None},
+    }[edit]
+    _sql(funded, update(Withdrawal).where(Withdrawal.id == victim["id"]).values(**values))
+
+    report = funded.worker.run_once()
+    assert len(report.signed_txids) == 1  # the untouched payout still goes out
+
+    failed = show_withdrawal(client, tokens.all, victim["id"])
+    assert failed["status"] == "failed"
+    assert failed["failure_reason"].startswith("integrity check failed")
+    assert failed["txid"] is None and failed["raw_tx"] is None
+    (event,) = audit_events(funded.db, "integrity.failure")
+    assert event.subject_id == victim["id"]
+
+    sent = show_withdrawal(client, tokens.all, honest["id"])
+    assert sent["status"] == "broadcast"
+    mempool = chain.mempool_entries()
+    assert [e.txid for e in mempool] == [sent["txid"]]
+    raw = mempool[0].raw.hex()
+    assert honest_script.hex() in raw
+    assert THIEF_SCRIPT.hex() not in raw and DEST_SCRIPT.hex() not in raw
+    assert count_rows(funded.db, ChainTransaction) == {"chain_transactions": 1}
+
+    # Further passes never pick it up again.
+    assert funded.worker.run_once().signed_txids == []
+    assert show_withdrawal(client, tokens.all, victim["id"])["status"] == "failed"
+
+
+def test_direct_insert_of_an_approved_payout_is_never_signed(
+    funded: Runtime, client: TestClient, tokens: Tokens
+) -> None:
+    """A row written straight into the table (no policy decision, no tag) is refused."""
+    template = request_payout(client, tokens.all, key="tpl", destination=DEST).json()
+    _sql(funded, update(Withdrawal).values(status="cancelled", authorization_mac=None))
+    with funded.db.read() as session:
+        row = session.get(Withdrawal, template["id"])
+        assert row is not None
+        wallet_id, policy_hash = row.wallet_id, row.policy_hash
+    with Session(funded.db.engine) as session, session.begin():
+        session.add(
+            Withdrawal(
+                id=FORGED_ID,
+                wallet_id=wallet_id,
+                destination=THIEF,
+                script_pubkey=THIEF_SCRIPT.hex(),
+                amount_sat=5_000_000,
+                status="approved",
+                decision={"outcome": "allow", "rules": [], "required": None},
+                policy_hash=policy_hash,
+            )
+        )
+    report = funded.worker.run_once()
+    assert report.signed_txids == []
+    assert embedded(funded).mempool_txids() == set()
+    forged = show_withdrawal(client, tokens.all, FORGED_ID)
+    assert forged["status"] == "failed"
+    assert forged["failure_reason"].startswith("integrity check failed")
