@@ -1,0 +1,136 @@
+"""The approval flow over real HTTP: login, what waits for me, approve, payout signed."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tests.conftest import WALLET, Tokens, auth
+from tests.governance import DEST, PASSWORD, Team
+from walletsvc.db.models import AuditEvent
+from walletsvc.db.models_governance import Staff
+from walletsvc.services.runtime import Runtime
+
+
+def login(client: TestClient, team: Team, name: str) -> dict[str, str]:
+    member = team.members[name]
+    response = client.post(
+        "/v1/sessions",
+        json={"username": name, "password": PASSWORD, "totp": member.live_code()},
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["token"].startswith("wsst_")
+    assert body["staff"] == {"username": name, "role": "approver", "groups": ["treasury"]}
+    return {"Authorization": f"Bearer {body['token']}"}
+
+
+def test_two_approvers_release_a_payout_that_is_then_signed(
+    client: TestClient, funded: Runtime, tokens: Tokens
+) -> None:
+    team = Team(funded)
+    for name in ("alice", "bob"):
+        team.add(name)
+    created = client.post(
+        "/v1/withdrawals",
+        json={"wallet": WALLET, "destination": DEST, "amount_sat": 20_000_000},
+        headers=auth(tokens.all, "big-http"),
+    )
+    assert created.status_code == 201, created.text
+    payout = created.json()
+    assert payout["status"] == "pending_approval"
+    assert payout["decision"]["required"] == {"group": "treasury", "m": 2}
+    request_id = payout["approval_request_id"]
+
+    alice, bob = login(client, team, "alice"), login(client, team, "bob")
+    waiting = client.get("/v1/approvals?pending=true", headers=alice).json()["approvals"]
+    assert [r["id"] for r in waiting] == [request_id]
+    assert waiting[0]["content"]["amount_sat"] == 20_000_000
+
+    decided = client.post(
+        f"/v1/approvals/{request_id}",
+        json={"decision": "approve", "totp": team.members["alice"].live_code(), "comment": "ok"},
+        headers=alice,
+    )
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["approvals_counted"] == 1
+    # Nothing waits for alice any more; it still waits for bob.
+    assert client.get("/v1/approvals?pending=true", headers=alice).json()["approvals"] == []
+    assert len(client.get("/v1/approvals?pending=true", headers=bob).json()["approvals"]) == 1
+
+    shown = client.get(f"/v1/withdrawals/{payout['id']}", headers=auth(tokens.read_only)).json()
+    assert shown["status"] == "pending_approval"
+    assert [(a["staff"], a["decision"], a["counts"]) for a in shown["approvals"]] == [
+        ("alice", "approve", True)
+    ]
+
+    decided = client.post(
+        f"/v1/approvals/{request_id}",
+        json={"decision": "approve", "totp": team.members["bob"].live_code()},
+        headers=bob,
+    )
+    assert decided.json()["status"] == "approved"
+    funded.tick()
+    shown = client.get(f"/v1/withdrawals/{payout['id']}", headers=auth(tokens.read_only)).json()
+    assert shown["status"] in ("signed", "broadcast")
+    assert shown["txid"]
+    assert sorted(a["staff"] for a in shown["approvals"]) == ["alice", "bob"]
+
+
+def test_login_failures_are_vague_counted_and_never_leak_secrets(
+    client: TestClient, runtime: Runtime
+) -> None:
+    team = Team(runtime)
+    alice = team.add("alice")
+    wrong_password = client.post(
+        "/v1/sessions",
+        json={"username": "alice", "password": "not the password", "totp": alice.live_code()},
+    )
+    unknown_user = client.post(
+        "/v1/sessions", json={"username": "mallory", "password": PASSWORD, "totp": "123456"}
+    )
+    for response in (wrong_password, unknown_user):
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_credentials"
+    assert wrong_password.json() == unknown_user.json()  # no username oracle
+
+    with runtime.db.read() as session:
+        row = session.scalar(select(Staff).where(Staff.username == "alice"))
+        assert row is not None and row.failed_attempts == 1
+        assert alice.secret not in row.totp_secret_enc  # stored as ciphertext only
+        assert PASSWORD not in row.password_hash and row.password_hash.startswith("$argon2id$")
+        events = json.dumps([e.data for e in session.scalars(select(AuditEvent))], default=str)
+    for secret in (alice.secret, PASSWORD, "not the password"):
+        assert secret not in events
+
+
+def test_a_decision_needs_a_staff_session_with_step_up(
+    client: TestClient, runtime: Runtime, tokens: Tokens
+) -> None:
+    team = Team(runtime)
+    team.add("alice")
+    payout = client.post(
+        "/v1/withdrawals",
+        json={"wallet": WALLET, "destination": DEST, "amount_sat": 20_000_000},
+        headers=auth(tokens.all, "big-http-2"),
+    ).json()
+    alice = login(client, team, "alice")
+    wrong = client.post(
+        f"/v1/approvals/{payout['approval_request_id']}",
+        json={"decision": "approve", "totp": "12345"},
+        headers=alice,
+    )
+    assert wrong.status_code == 403
+    assert wrong.json()["error"] == {
+        "code": "invalid_totp",
+        "message": "wrong TOTP code",
+        "field": "totp",
+    }
+    token = client.post(
+        f"/v1/approvals/{payout['approval_request_id']}",
+        json={"decision": "approve", "totp": "123456"},
+        headers=auth(tokens.all),
+    )
+    assert token.status_code == 403

@@ -1,0 +1,221 @@
+"""Policy changes: the ratchet decides the flow; tightening at once, loosening after quorum
+and the time lock, a veto stops it; the audit log shows who proposed and who approved."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tests.conftest import Tokens, auth
+from tests.governance import Member, Team, aligned_now, default_document, later, principal
+from walletsvc.db.models import AuditEvent
+from walletsvc.services import approvals, policy_changes
+from walletsvc.services.runtime import Runtime
+
+
+@pytest.fixture
+def team(runtime: Runtime) -> Team:
+    team = Team(runtime)
+    for name in ("alice", "bob", "carol", "dave"):
+        team.add(name)
+    team.login(team.members["alice"])
+    return team
+
+
+def propose(client: TestClient, team: Team, document: Any) -> dict[str, Any]:
+    response = client.post(
+        "/v1/policy/proposals", json={"document": document}, headers=team.members["alice"].headers()
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def approve(runtime: Runtime, member: Member, request_id: str, moment: datetime) -> str:
+    return approvals.decide(
+        runtime.db,
+        runtime.kek,
+        runtime.settings,
+        request_id=request_id,
+        staff=principal(runtime, member),
+        decision="approve",
+        totp=member.code_at(moment),
+        comment=None,
+        now=moment,
+    )
+
+
+def active_sha(client: TestClient, tokens: Tokens) -> str:
+    sha: str = client.get("/v1/policy", headers=auth(tokens.read_only)).json()["sha256"]
+    return sha
+
+
+def proposal(client: TestClient, tokens: Tokens, proposal_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = client.get(
+        f"/v1/policy/proposals/{proposal_id}", headers=auth(tokens.read_only)
+    ).json()
+    return body
+
+
+def audit(runtime: Runtime) -> list[tuple[str, str, dict[str, Any]]]:
+    with runtime.db.read() as session:
+        return [(e.actor, e.action, e.data) for e in session.scalars(select(AuditEvent))]
+
+
+def test_get_policy_shows_the_active_document(client: TestClient, tokens: Tokens) -> None:
+    body = client.get("/v1/policy", headers=auth(tokens.read_only)).json()
+    assert body["version"] == 1 and len(body["sha256"]) == 64
+    assert body["rules"]["max_per_payout_sat"] == 50_000_000
+    assert body["rules"]["governance"]["policy_change_timelock"] == 48 * 3600
+
+
+def test_a_tightening_applies_at_once_on_one_approvers_word(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens
+) -> None:
+    before = active_sha(client, tokens)
+    # As YAML text, the way it is kept in policies/.
+    text = yaml.safe_dump(default_document(max_per_payout_sat=40_000_000))
+    p = propose(client, team, text)
+    assert p["direction"] == "tighten" and p["required"] == {"group": "treasury", "m": 1}
+    assert p["assessment"]["changes"][0]["path"] == "max_per_payout_sat"
+    assert active_sha(client, tokens) == before  # nothing until an approver says so
+
+    # The proposer cannot approve it alone.
+    with pytest.raises(Exception, match="own request"):
+        approve(runtime, team.members["alice"], p["approval_request_id"], aligned_now())
+    assert approve(runtime, team.members["bob"], p["approval_request_id"], aligned_now()) == (
+        "approved"
+    )
+    assert active_sha(client, tokens) == p["sha256"] != before
+    assert proposal(client, tokens, p["id"])["status"] == "applied"
+    events = audit(runtime)
+    assert ("staff:alice", "policy.proposed") in [(a, b) for a, b, _ in events]
+    applied = [d for _, action, d in events if action == "policy.proposal_applied"]
+    assert applied == [
+        {
+            "sha256": p["sha256"],
+            "direction": "tighten",
+            "proposed_by": "staff:alice",
+            "approved_by": ["bob"],
+        }
+    ]
+
+
+def test_a_loosening_needs_the_quorum_then_the_time_lock(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens
+) -> None:
+    before = active_sha(client, tokens)
+    p = propose(client, team, default_document(max_per_payout_sat=60_000_000))
+    assert p["direction"] == "loosen" and p["required"] == {"group": "treasury", "m": 2}
+    assert p["timelock_s"] == 48 * 3600
+    t0 = aligned_now()
+
+    # Without quorum nothing changes, however long we wait (until the request expires).
+    assert approve(runtime, team.members["bob"], p["approval_request_id"], t0) == "pending"
+    runtime.governance_tick(now=t0 + timedelta(hours=1))
+    assert active_sha(client, tokens) == before
+    assert proposal(client, tokens, p["id"])["status"] == "pending_approval"
+
+    assert approve(runtime, team.members["carol"], p["approval_request_id"], t0) == "approved"
+    shown = proposal(client, tokens, p["id"])
+    assert shown["status"] == "time_locked"
+    assert datetime.fromisoformat(shown["effective_at"]) == t0 + timedelta(hours=48)
+    runtime.governance_tick(now=t0 + timedelta(hours=47, minutes=59))
+    assert active_sha(client, tokens) == before
+
+    runtime.governance_tick(now=t0 + timedelta(hours=48, seconds=1))
+    assert active_sha(client, tokens) == p["sha256"]
+    assert proposal(client, tokens, p["id"])["status"] == "applied"
+    applied = [(a, d) for a, action, d in audit(runtime) if action == "policy.proposal_applied"]
+    assert applied == [
+        (
+            "system:policy-timelock",
+            {
+                "sha256": p["sha256"],
+                "direction": "loosen",
+                "proposed_by": "staff:alice",
+                "approved_by": ["bob", "carol"],
+            },
+        )
+    ]
+
+
+def test_a_single_veto_cancels_a_time_locked_loosening(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens
+) -> None:
+    before = active_sha(client, tokens)
+    p = propose(client, team, default_document(max_per_payout_sat=60_000_000))
+    t0 = aligned_now()
+    approve(runtime, team.members["bob"], p["approval_request_id"], t0)
+    approve(runtime, team.members["carol"], p["approval_request_id"], t0)
+    dave = team.members["dave"]
+    policy_changes.veto(
+        runtime.db,
+        runtime.kek,
+        runtime.settings,
+        proposal_id=p["id"],
+        staff=principal(runtime, dave),
+        totp=dave.code_at(later(t0, 5)),
+        comment="why now?",
+        now=later(t0, 5),
+    )
+    runtime.governance_tick(now=t0 + timedelta(days=3))
+    assert active_sha(client, tokens) == before
+    shown = proposal(client, tokens, p["id"])
+    assert (shown["status"], shown["vetoed_by"]) == ("vetoed", "staff:dave")
+    assert ("staff:dave", "policy.vetoed") in [(a, b) for a, b, _ in audit(runtime)]
+
+
+def test_a_veto_over_http_needs_a_fresh_code(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens
+) -> None:
+    p = propose(client, team, default_document(max_per_payout_sat=60_000_000))
+    t0 = aligned_now()
+    approve(runtime, team.members["bob"], p["approval_request_id"], t0)
+    approve(runtime, team.members["carol"], p["approval_request_id"], t0)
+    dave = team.login(team.members["dave"])
+    refused = client.post(
+        f"/v1/policy/proposals/{p['id']}/veto", json={"totp": "000000"}, headers=dave.headers()
+    )
+    assert refused.status_code == 403
+    vetoed = client.post(
+        f"/v1/policy/proposals/{p['id']}/veto",
+        json={"totp": dave.live_code(), "comment": "no"},
+        headers=dave.headers(),
+    )
+    assert vetoed.status_code == 200, vetoed.text
+    assert vetoed.json()["status"] == "vetoed"
+
+
+def test_a_loosening_is_superseded_if_the_policy_changed_meanwhile(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens
+) -> None:
+    loosen = propose(client, team, default_document(max_per_payout_sat=60_000_000))
+    t0 = aligned_now()
+    approve(runtime, team.members["bob"], loosen["approval_request_id"], t0)
+    approve(runtime, team.members["carol"], loosen["approval_request_id"], t0)
+    tighten = propose(client, team, default_document(approval_expiry="12h"))
+    approve(runtime, team.members["dave"], tighten["approval_request_id"], t0)
+    assert active_sha(client, tokens) == tighten["sha256"]
+    runtime.governance_tick(now=t0 + timedelta(hours=49))
+    assert active_sha(client, tokens) == tighten["sha256"]
+    assert proposal(client, tokens, loosen["id"])["status"] == "superseded"
+
+
+def test_bad_and_unchanged_documents_are_refused(client: TestClient, team: Team) -> None:
+    headers = team.members["alice"].headers()
+    bad = default_document(max_per_payout_sat=-5)
+    response = client.post("/v1/policy/proposals", json={"document": bad}, headers=headers)
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "max_per_payout_sat"
+    same = client.post(
+        "/v1/policy/proposals", json={"document": default_document()}, headers=headers
+    )
+    assert same.status_code == 409
+    listed = client.get("/v1/policy/proposals", headers=headers).json()["proposals"]
+    assert listed == []
