@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import ChainTransaction, IdempotencyKey, ScannedBlock, Wallet, Withdrawal
+from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
 from walletsvc.domain.money import require_payable
@@ -24,13 +25,18 @@ from walletsvc.domain.withdrawal import (
 )
 from walletsvc.keys.kek import Kek
 from walletsvc.policy.engine import (
+    AllowlistEntry,
     Decision,
     HeldPayout,
     HistorySnapshot,
     PayoutRequest,
+    approval_deadline,
     evaluate,
     history_horizon,
 )
+from walletsvc.services import approvals
+from walletsvc.services.allowlist import entry_for_destination
+from walletsvc.services.approvals import KindContext, register_kind
 from walletsvc.services.policies import ROW_MAC, active_policy
 from walletsvc.services.wallets import get_wallet
 
@@ -93,85 +99,132 @@ def request_withdrawal(
         )
     digest = request_hash(body)
     with db.write() as uow:
-        replay = _replay(uow, token_id, idempotency_key, digest)
-        if replay is not None:
-            return replay
-        wallet = get_wallet(uow.session, body.wallet)
-        destination = decode_address(body.destination, Network(wallet.network), field="destination")
-        moment = now or datetime.now(UTC)
-        policy = active_policy(uow.session, kek, wallet)
-        decision = evaluate(
-            PayoutRequest(
-                wallet=wallet.name,
-                destination=destination.address,
-                amount_sat=amount,
-                token_id=token_id,
-            ),
-            _history(uow.session, wallet, moment - history_horizon(policy.document)),
-            policy.document,
-            moment,
-        )
-        if decision.outcome == "deny":
-            uow.audit(
-                actor,
-                "withdrawal.denied",
-                "wallet",
-                wallet.id,
-                {
-                    "destination": destination.address,
-                    "amount_sat": amount,
-                    "decision": decision.to_dict(),
-                },
-            )
-            raise PolicyDenied(
-                _deny_message(decision), decision=decision, field=_deny_field(decision)
-            )
-        status = (
-            WithdrawalStatus.APPROVED
-            if decision.outcome == "allow"
-            else WithdrawalStatus.PENDING_APPROVAL
-        )
-        withdrawal = Withdrawal(
-            wallet_id=wallet.id,
+        outcome = _decide_and_record(
+            uow,
+            kek,
+            body=body,
+            amount=amount,
+            digest=digest,
+            idempotency_key=idempotency_key,
             token_id=token_id,
+            actor=actor,
+            now=now,
+        )
+    # A denial is raised only after the transaction holding its audit event has committed.
+    if isinstance(outcome, PolicyDenied):
+        raise outcome
+    return outcome
+
+
+def _decide_and_record(
+    uow: UnitOfWork,
+    kek: Kek,
+    *,
+    body: WithdrawalInput,
+    amount: int,
+    digest: str,
+    idempotency_key: str,
+    token_id: str,
+    actor: str,
+    now: datetime | None,
+) -> WithdrawalResult | PolicyDenied:
+    """Idempotency, policy and the new withdrawal, inside the caller's locked transaction."""
+    replay = _replay(uow, token_id, idempotency_key, digest)
+    if replay is not None:
+        return replay
+    wallet = get_wallet(uow.session, body.wallet)
+    destination = decode_address(body.destination, Network(wallet.network), field="destination")
+    moment = now or datetime.now(UTC)
+    policy = active_policy(uow.session, kek, wallet)
+    decision = evaluate(
+        PayoutRequest(
+            wallet=wallet.name,
             destination=destination.address,
-            script_pubkey=destination.script_pubkey.hex(),
             amount_sat=amount,
-            reference=body.reference,
-            status=status.value,
-            decision=decision.to_dict(),
-            policy_hash=policy.sha256,
-            created_at=moment,
-            updated_at=moment,
-        )
-        uow.session.add(withdrawal)
-        uow.session.flush()
-        if status is WithdrawalStatus.APPROVED:
-            withdrawal.authorization_mac = kek.mac(ROW_MAC, authorization_message(withdrawal))
-        uow.session.add(
-            IdempotencyKey(
-                token_id=token_id,
-                key=idempotency_key,
-                request_hash=digest,
-                withdrawal_id=withdrawal.id,
-            )
-        )
+            token_id=token_id,
+        ),
+        _history(
+            uow.session,
+            wallet,
+            moment - history_horizon(policy.document),
+            entry_for_destination(uow.session, kek, wallet.id, destination.address),
+        ),
+        policy.document,
+        moment,
+    )
+    if decision.outcome == "deny":
         uow.audit(
             actor,
-            "withdrawal.requested",
-            "withdrawal",
-            withdrawal.id,
+            "withdrawal.denied",
+            "wallet",
+            wallet.id,
             {
-                "wallet": wallet.name,
                 "destination": destination.address,
                 "amount_sat": amount,
-                "reference": body.reference,
-                "status": status.value,
                 "decision": decision.to_dict(),
-                "policy_sha256": policy.sha256,
             },
         )
-        return WithdrawalResult(withdrawal.id, created=True)
+        return PolicyDenied(_deny_message(decision), decision=decision, field=_deny_field(decision))
+    status = (
+        WithdrawalStatus.APPROVED
+        if decision.outcome == "allow"
+        else WithdrawalStatus.PENDING_APPROVAL
+    )
+    withdrawal = Withdrawal(
+        wallet_id=wallet.id,
+        token_id=token_id,
+        destination=destination.address,
+        script_pubkey=destination.script_pubkey.hex(),
+        amount_sat=amount,
+        reference=body.reference,
+        status=status.value,
+        decision=decision.to_dict(),
+        policy_hash=policy.sha256,
+        created_at=moment,
+        updated_at=moment,
+    )
+    uow.session.add(withdrawal)
+    uow.session.flush()
+    if status is WithdrawalStatus.APPROVED:
+        withdrawal.authorization_mac = kek.mac(ROW_MAC, authorization_message(withdrawal))
+    uow.session.add(
+        IdempotencyKey(
+            token_id=token_id,
+            key=idempotency_key,
+            request_hash=digest,
+            withdrawal_id=withdrawal.id,
+        )
+    )
+    uow.audit(
+        actor,
+        "withdrawal.requested",
+        "withdrawal",
+        withdrawal.id,
+        {
+            "wallet": wallet.name,
+            "destination": destination.address,
+            "amount_sat": amount,
+            "reference": body.reference,
+            "status": status.value,
+            "decision": decision.to_dict(),
+            "policy_sha256": policy.sha256,
+        },
+    )
+    if decision.required is not None and status is WithdrawalStatus.PENDING_APPROVAL:
+        # Same transaction: a payout never waits without its approval request.
+        approvals.open_request(
+            uow,
+            kek,
+            kind=KIND,
+            subject_id=withdrawal.id,
+            group=decision.required.group,
+            m=decision.required.m,
+            expires_at=approval_deadline(policy.document, moment),
+            requester=actor,
+            requester_staff_id=None,
+            now=moment,
+        )
+    return WithdrawalResult(withdrawal.id, created=True)
 
 
 def _replay(uow: UnitOfWork, token_id: str, key: str, digest: str) -> WithdrawalResult | None:
@@ -188,7 +241,9 @@ def _replay(uow: UnitOfWork, token_id: str, key: str, digest: str) -> Withdrawal
     return WithdrawalResult(existing.withdrawal_id, created=False)
 
 
-def _history(session: Session, wallet: Wallet, since: datetime) -> HistorySnapshot:
+def _history(
+    session: Session, wallet: Wallet, since: datetime, entry: AllowlistEntry | None
+) -> HistorySnapshot:
     rows = session.execute(
         select(
             Withdrawal.amount_sat,
@@ -204,7 +259,8 @@ def _history(session: Session, wallet: Wallet, since: datetime) -> HistorySnapsh
     return HistorySnapshot(
         payouts=tuple(
             HeldPayout(amount_sat=a, destination=d, token_id=t, created_at=c) for a, d, t, c in rows
-        )
+        ),
+        allowlist_entry=entry,
     )
 
 
@@ -239,6 +295,10 @@ def cancel_withdrawal(db: Database, withdrawal_id: str, *, actor: str) -> None:
         row.status = transition(row.status, WithdrawalStatus.CANCELLED).value
         row.authorization_mac = None
         row.updated_at = datetime.now(UTC)
+        # Its approval request (if any) can no longer be decided.
+        approvals.cancel_for_subject(
+            uow, actor=actor, now=row.updated_at, kind=KIND, subject_id=row.id
+        )
         uow.audit(actor, "withdrawal.cancelled", "withdrawal", row.id, {})
 
 
@@ -248,6 +308,7 @@ def chain_tip_height(session: Session) -> int | None:
 
 def withdrawal_view(session: Session, row: Withdrawal) -> dict[str, Any]:
     wallet = session.get(Wallet, row.wallet_id)
+    request = approvals.request_for_subject(session, KIND, row.id)
     tx = session.get(ChainTransaction, row.transaction_id) if row.transaction_id else None
     confirmations = 0
     if tx is not None and tx.block_height is not None:
@@ -261,7 +322,8 @@ def withdrawal_view(session: Session, row: Withdrawal) -> dict[str, Any]:
         "reference": row.reference,
         "status": row.status,
         "decision": row.decision,
-        "approvals": [],
+        "approval_request_id": request.id if request else None,
+        "approvals": approvals.decisions_view(session, request) if request else [],
         "txid": tx.txid if tx else None,
         "raw_tx": tx.raw_tx if tx else None,
         "fee_sat": row.fee_share_sat,
@@ -309,3 +371,60 @@ def list_withdrawals(
         last = rows[-1]
         next_cursor = f"{last.created_at.isoformat()}_{last.id}"
     return rows, next_cursor
+
+
+# --- Approvals -------------------------------------------------------------------------------
+
+KIND = "withdrawal"
+
+
+def approval_content(w: Withdrawal) -> dict[str, Any]:
+    """What approvers of a payout approve: exactly who gets how much from which wallet."""
+    return {
+        "kind": KIND,
+        "withdrawal_id": w.id,
+        "wallet_id": w.wallet_id,
+        "destination": w.destination,
+        "script_pubkey": w.script_pubkey,
+        "amount_sat": w.amount_sat,
+        "reference": w.reference,
+    }
+
+
+class WithdrawalApprovals:
+    """A payout above an approval tier (or off the allowlist) waiting for its quorum."""
+
+    name = KIND
+
+    def content(self, session: Session, subject_id: str) -> dict[str, Any]:
+        return approval_content(get_withdrawal(session, subject_id))
+
+    def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
+        # Quorum reached: approved and MAC-authorised for the signer, in the transaction that
+        # records the final approval and its audit event.
+        w = self._move(ctx, request, WithdrawalStatus.APPROVED)
+        w.authorization_mac = ctx.kek.mac(ROW_MAC, authorization_message(w))
+
+    def on_rejected(self, ctx: KindContext, request: ApprovalRequest) -> None:
+        self._move(ctx, request, WithdrawalStatus.REJECTED)
+
+    def on_expired(self, ctx: KindContext, request: ApprovalRequest) -> None:
+        self._move(ctx, request, WithdrawalStatus.EXPIRED)
+
+    def _move(
+        self, ctx: KindContext, request: ApprovalRequest, target: WithdrawalStatus
+    ) -> Withdrawal:
+        w = get_withdrawal(ctx.uow.session, request.subject_id)
+        w.status = transition(w.status, target).value
+        w.updated_at = ctx.now
+        ctx.uow.audit(
+            ctx.actor,
+            f"withdrawal.{target.value}",
+            "withdrawal",
+            w.id,
+            {"approval_request_id": request.id, "amount_sat": w.amount_sat},
+        )
+        return w
+
+
+register_kind(WithdrawalApprovals())
