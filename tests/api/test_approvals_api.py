@@ -134,3 +134,14 @@ def test_a_decision_needs_a_staff_session_with_step_up(
         headers=auth(tokens.all),
     )
     assert token.status_code == 403
+
+
+def test_audit_pages_by_sequence(client: TestClient, runtime: Runtime, tokens: Tokens) -> None:
+    first = client.get("/v1/audit?after=0&limit=2", headers=auth(tokens.read_only)).json()
+    assert [e["seq"] for e in first["events"]] == [1, 2]
+    assert first["next_after"] == 2
+    rest = client.get("/v1/audit?after=2&limit=1000", headers=auth(tokens.read_only)).json()
+    assert (
+        rest["events"][0]["seq"] == 3
+        and rest["events"][0]["prev_hash"] == first["events"][1]["hash"]
+    )

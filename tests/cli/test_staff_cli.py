@@ -1,0 +1,165 @@
+"""`walletsvc staff add|list|disable` against a real database and KEK, plus the staff service."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs, urlparse
+
+import pyotp
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from tests.governance import PASSWORD, aligned_now, later
+from walletsvc.cli.main import app
+from walletsvc.db.models import AuditEvent
+from walletsvc.db.models_governance import Staff, StaffSession
+from walletsvc.domain.errors import Conflict, InvalidCredentials, InvalidInput
+from walletsvc.services.runtime import Runtime
+from walletsvc.services.sessions import login
+from walletsvc.services.staff import create_staff, decrypt_totp_secret
+
+
+@pytest.fixture
+def cli_env(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Runtime:
+    s = runtime.settings
+    monkeypatch.setenv("WALLETSVC_DATA_DIR", str(s.data_dir))
+    monkeypatch.setenv("WALLETSVC_DATABASE_URL", s.database_url)
+    monkeypatch.setenv("WALLETSVC_KEK_FILE", str(s.kek_path))
+    return runtime
+
+
+def test_add_prints_the_uri_once_and_stores_only_ciphertext(cli_env: Runtime) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "staff",
+            "add",
+            "alice",
+            "--role",
+            "approver",
+            "--group",
+            "treasury",
+            "--group",
+            "ops",
+            "--password-stdin",
+        ],
+        input=PASSWORD + "\n",
+    )
+    assert result.exit_code == 0, result.output
+    uri = next(line for line in result.output.splitlines() if line.startswith("otpauth://"))
+    parsed = urlparse(uri)
+    query = parse_qs(parsed.query)
+    assert parsed.netloc == "totp" and query["issuer"] == ["walletsvc"]
+    secret = query["secret"][0]
+
+    with cli_env.db.read() as session:
+        row = session.scalar(select(Staff).where(Staff.username == "alice"))
+        assert row is not None
+        assert (row.role, row.groups) == ("approver", ["ops", "treasury"])
+        assert secret not in row.totp_secret_enc
+        assert decrypt_totp_secret(cli_env.kek, row.id, row.totp_secret_enc) == secret
+        audit = json.dumps([e.data for e in session.scalars(select(AuditEvent))], default=str)
+    assert secret not in audit and PASSWORD not in audit
+
+    # The printed secret works: a real code logs in.
+    t0 = aligned_now()
+    created = login(
+        cli_env.db,
+        cli_env.kek,
+        cli_env.settings,
+        username="alice",
+        password=PASSWORD,
+        totp=pyotp.TOTP(secret).at(t0),
+        now=t0,
+    )
+    assert created.principal.groups == frozenset({"ops", "treasury"})
+
+    listed = runner.invoke(app, ["staff", "list"])
+    assert "alice" in listed.output and secret not in listed.output
+    assert "otpauth" not in listed.output
+
+
+def test_disable_revokes_at_once(cli_env: Runtime) -> None:
+    created = create_staff(
+        cli_env.db,
+        cli_env.kek,
+        username="bob",
+        password=PASSWORD,
+        role="approver",
+        groups=["treasury"],
+        actor="test",
+    )
+    t0 = aligned_now()
+    login(
+        cli_env.db,
+        cli_env.kek,
+        cli_env.settings,
+        username="bob",
+        password=PASSWORD,
+        totp=pyotp.TOTP(created.totp_secret).at(t0),
+        now=t0,
+    )
+    result = CliRunner().invoke(app, ["staff", "disable", "bob"])
+    assert result.exit_code == 0, result.output
+    with cli_env.db.read() as session:
+        sessions = list(session.scalars(select(StaffSession)))
+        assert sessions and all(s.revoked_at is not None for s in sessions)
+    with pytest.raises(InvalidCredentials):
+        login(
+            cli_env.db,
+            cli_env.kek,
+            cli_env.settings,
+            username="bob",
+            password=PASSWORD,
+            totp=pyotp.TOTP(created.totp_secret).at(later(t0, 2)),
+            now=later(t0, 2),
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"username": "Bad Name"}, "username"),
+        ({"role": "root"}, "role"),
+        ({"groups": ["Treasury!"]}, "group"),
+        ({"password": "short"}, "password"),
+    ],
+)
+def test_bad_staff_input_is_refused(
+    runtime: Runtime, kwargs: dict[str, object], field: str
+) -> None:
+    args: dict[str, object] = {
+        "username": "carol",
+        "password": PASSWORD,
+        "role": "approver",
+        "groups": ["treasury"],
+        **kwargs,
+    }
+    with pytest.raises(InvalidInput) as caught:
+        create_staff(runtime.db, runtime.kek, actor="test", **args)  # type: ignore[arg-type]
+    assert caught.value.field == field
+    assert PASSWORD not in caught.value.message
+
+
+def test_usernames_are_unique(runtime: Runtime) -> None:
+    create_staff(
+        runtime.db,
+        runtime.kek,
+        username="dan",
+        password=PASSWORD,
+        role="auditor",
+        groups=[],
+        actor="test",
+    )
+    with pytest.raises(Conflict):
+        create_staff(
+            runtime.db,
+            runtime.kek,
+            username="dan",
+            password=PASSWORD,
+            role="auditor",
+            groups=[],
+            actor="test",
+        )
