@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     # Rejections by approvers that reject an approval request (1: any single approver's no).
     approval_rejections_to_reject: int = Field(default=1, ge=1, le=100)
 
+    # Treasury (docs/treasury.md). Payouts wait up to this long for a fuller batch (a batch of
+    # max_batch_outputs goes at once); 0 sends whatever is approved on every pass.
+    batch_max_wait_s: float = Field(default=0.0, ge=0.0, le=86_400.0)
+    # A payout batch still unconfirmed this many blocks after signing is fee-bumped (BIP125);
+    # 0 disables bumping.
+    rbf_after_blocks: int = Field(default=6, ge=0, le=1_000)
+    # Sweeps and refill alerts run after each scan for wallets with a cold destination.
+    auto_sweep: bool = True
+    # Refill alerts are also POSTed here as JSON (empty: log, metric and audit event only).
+    refill_webhook_url: str = ""
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:

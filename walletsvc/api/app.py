@@ -15,6 +15,7 @@ from walletsvc.api.routes import (
     freeze,
     policy,
     sessions,
+    sweeps,
     system,
     wallets,
     withdrawals,
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_error_handlers(app)
     for router in (system.router, wallets.router, withdrawals.router, freeze.router):
         app.include_router(router, prefix="/v1")
-    governance = (sessions, approvals, allowlist, policy, audit)
+    governance = (sessions, approvals, allowlist, policy, audit, sweeps)
     for module in governance:
         app.include_router(module.router, prefix="/v1")
     return app

@@ -63,16 +63,34 @@ def migrate() -> None:
 def init(
     wallet: Annotated[str, typer.Option(help="Name of the hot wallet to create")] = "pool-hot",
     policy: Annotated[Path | None, typer.Option(help="First policy document (YAML)")] = None,
+    cold_xpub: Annotated[
+        str | None, typer.Option(help="Cold storage: account xpub/zpub (tpub/vpub on test nets)")
+    ] = None,
+    cold_descriptor: Annotated[
+        str | None,
+        typer.Option(help="Cold storage: wsh(sortedmulti(M,KEY/0/*,...)) or wpkh(KEY/0/*)"),
+    ] = None,
 ) -> None:
     """Create the data directory, keys and first policy; print the xpub and what to back up."""
     from walletsvc.services.setup import initialise
 
+    if cold_xpub and cold_descriptor:
+        fail("give --cold-xpub or --cold-descriptor, not both")
     s = settings()
     try:
-        result = initialise(s, wallet=wallet, policy_file=policy or s.policy_file, actor=CLI_ACTOR)
+        result = initialise(
+            s,
+            wallet=wallet,
+            policy_file=policy or s.policy_file,
+            actor=CLI_ACTOR,
+            cold_destination=cold_xpub or cold_descriptor,
+        )
     except DomainError as exc:
         fail(f"init failed: {exc.message}")
         return
+    if result.cold is not None:
+        typer.echo(f"cold destination:    {result.cold.kind.value}  {result.cold.descriptor}")
+        typer.echo(f"cold fingerprint:    {result.cold.fingerprint}  (compare with your devices)")
     if result.kek_created:
         typer.secho(
             "WARNING: created a DEVELOPMENT key-encryption key at "
@@ -94,6 +112,33 @@ def init(
     typer.echo(f"  recovery words (key epoch 1): {' '.join(w.mnemonic.reveal())}")
     typer.echo(f"  key-encryption key file:      {s.kek_path}")
     typer.echo("These words are shown once; the database holds only their ciphertext.")
+
+
+@app.command()
+def sweep(
+    wallet: Annotated[
+        str, typer.Option(help="Wallet to sweep down to its hot target")
+    ] = "pool-hot",
+) -> None:
+    """Force one sweep to the next cold address now (the service must not hold the chain)."""
+    from walletsvc.services.runtime import Runtime
+    from walletsvc.services.sweeps import sweep_view
+
+    runtime = Runtime.open(settings())
+    try:
+        runtime.scanner.sync()
+        row = runtime.sweeper.force(wallet, actor=CLI_ACTOR)
+        runtime.worker.broadcast_signed()
+        with runtime.db.read() as session:
+            from walletsvc.db.models import ChainTransaction
+
+            tx = session.get(ChainTransaction, row.transaction_id)
+            assert tx is not None
+            typer.echo(json.dumps(sweep_view(row, tx), indent=2))
+    except DomainError as exc:
+        fail(f"sweep failed: {exc.message}")
+    finally:
+        runtime.close()
 
 
 @app.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import UTC
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -85,6 +86,8 @@ class PayoutWorker:
                 )
             )
         for wallet_id in wallet_ids:
+            if not self._batch_ready(wallet_id):
+                continue
             try:
                 txid = self.sign_approved(wallet_id)
             except DomainError as exc:
@@ -97,6 +100,25 @@ class PayoutWorker:
                     os._exit(86)
         report.broadcast_txids.extend(self.broadcast_signed(report))
         return report
+
+    def _batch_ready(self, wallet_id: str) -> bool:
+        """Send a batch when it is full or its oldest payout has waited batch_max_wait_s."""
+        wait = self.settings.batch_max_wait_s
+        if wait <= 0:
+            return True
+        with self.db.read() as session:
+            count, oldest = session.execute(
+                select(func.count(Withdrawal.id), func.min(Withdrawal.updated_at)).where(
+                    Withdrawal.wallet_id == wallet_id,
+                    Withdrawal.status == WithdrawalStatus.APPROVED.value,
+                    Withdrawal.transaction_id.is_(None),
+                )
+            ).one()
+        if count >= self.settings.max_batch_outputs or oldest is None:
+            return True
+        if oldest.tzinfo is None:  # SQLite hands back naive UTC from aggregates
+            oldest = oldest.replace(tzinfo=UTC)
+        return (utcnow() - oldest).total_seconds() >= wait
 
     # -- signing -------------------------------------------------------------------------
 

@@ -19,8 +19,10 @@ from walletsvc.domain.ports import ChainBackend
 from walletsvc.keys.kek import Kek, load_kek
 from walletsvc.keys.signer import HotSigner
 from walletsvc.services import approvals, policy_changes
+from walletsvc.services.fees import FeeBumper
 from walletsvc.services.payouts import PayoutWorker
 from walletsvc.services.scanner import Scanner
+from walletsvc.services.sweeps import SweepService
 
 log = logging.getLogger(__name__)
 AUDIT_CHAIN = "audit-chain"
@@ -35,6 +37,8 @@ class Runtime:
     signer: HotSigner
     worker: PayoutWorker
     scanner: Scanner
+    sweeper: SweepService
+    fee_bumper: FeeBumper
     # Completed background passes: lets tests wait for "N more passes" instead of sleeping.
     passes: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -54,14 +58,19 @@ class Runtime:
             signer=signer,
             worker=PayoutWorker(db, kek, chain, signer, settings),
             scanner=Scanner(db, chain, start_height=settings.scan_start_height),
+            sweeper=SweepService(db, kek, chain, signer, settings),
+            fee_bumper=FeeBumper(db, kek, chain, signer, settings),
         )
 
     def tick(self) -> None:
-        """One pass of the background work: follow the chain, then sign and broadcast."""
+        """One pass: follow the chain, bump stuck batches, sign and broadcast, then sweep."""
         self.governance_tick()
         self.scanner.sync()
+        self.fee_bumper.bump_stuck()  # stored here, broadcast by the worker's pass below
         self.worker.run_once()
         self.scanner.sync()
+        if self.settings.auto_sweep and self.sweeper.after_scan():
+            self.worker.broadcast_signed()
 
     def governance_tick(self, now: datetime | None = None) -> None:
         """Expire approval requests past their deadline (and their withdrawals), then apply

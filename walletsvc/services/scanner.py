@@ -244,6 +244,11 @@ class Scanner:
         tx = s.scalar(select(ChainTransaction).where(ChainTransaction.txid == txid))
         if tx is None or tx.block_height is not None:
             return
+        if tx.status == "replaced":
+            # A fee-bumped original confirmed after all: its replacements can never confirm.
+            from walletsvc.services.fees import revive_original
+
+            revive_original(uow, tx)
         tx.status = "confirmed"
         tx.block_height = height
         tx.block_hash = block_hash

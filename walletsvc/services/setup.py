@@ -17,8 +17,10 @@ from walletsvc.db.models import Wallet
 from walletsvc.domain.address import p2wpkh_script, script_to_address
 from walletsvc.domain.errors import DomainError, InvalidInput
 from walletsvc.domain.network import Network
+from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.kek import create_dev_kek, load_kek
 from walletsvc.policy.document import load_policy_yaml
+from walletsvc.services.cold import cold_view, set_initial_cold_destination
 from walletsvc.services.policies import install_policy
 from walletsvc.services.runtime import Runtime, open_database
 from walletsvc.services.tokens import SCOPES, authenticate_token, create_token
@@ -32,9 +34,18 @@ DEV_FUNDING_BLOCKS = 110  # 10 mature coinbase outputs once the chain is 100 blo
 class InitResult:
     kek_created: bool
     wallet: NewWallet | None
+    cold: ColdDestination | None = None
 
 
-def initialise(settings: Settings, *, wallet: str, policy_file: Path, actor: str) -> InitResult:
+def initialise(
+    settings: Settings,
+    *,
+    wallet: str,
+    policy_file: Path,
+    actor: str,
+    cold_destination: str | None = None,
+) -> InitResult:
+    """``cold_destination``: an account xpub/zpub or a wpkh/wsh(sortedmulti) descriptor."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     kek_created = False
     if not settings.kek_path.exists():
@@ -57,9 +68,22 @@ def initialise(settings: Settings, *, wallet: str, policy_file: Path, actor: str
             if exists
             else create_wallet(db, kek, name=wallet, network=settings.network, actor=actor)
         )
+        cold = _set_cold(db, kek, wallet, cold_destination, actor) if cold_destination else None
     finally:
         db.dispose()
-    return InitResult(kek_created, new)
+    return InitResult(kek_created, new, cold)
+
+
+def _set_cold(db: Any, kek: Any, wallet: str, text: str, actor: str) -> ColdDestination:
+    """Set the wallet's first cold destination; re-running init with the same one is a no-op."""
+    with db.read() as session:
+        w = get_wallet(session, wallet)
+        current = cold_view(session, w)
+    if current is not None:
+        parsed = parse_cold_destination(text, Network(w.network))
+        if parsed.fingerprint == current["fingerprint"]:
+            return parsed
+    return set_initial_cold_destination(db, kek, wallet=wallet, text=text, actor=actor)
 
 
 def _install_first_policy(db: Any, kek: Any, policy_file: Path, actor: str) -> None:

@@ -21,6 +21,7 @@ SCOPES = frozenset(
         "addresses:read",
         "allowlist:propose",
         "freeze",
+        "sweeps:write",
         "read",
     }
 )

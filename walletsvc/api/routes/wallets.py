@@ -10,6 +10,7 @@ from walletsvc.api.deps import RuntimeDep, SessionDep, require_scope
 from walletsvc.api.schemas import DepositAddressCreate
 from walletsvc.db.models import Address, Wallet
 from walletsvc.services.balances import wallet_balances
+from walletsvc.services.cold import treasury_view
 from walletsvc.services.freeze import active_freezes, freeze_view, require_deposits_open
 from walletsvc.services.tokens import TokenPrincipal
 from walletsvc.services.wallets import (
@@ -50,6 +51,7 @@ def wallet_view(runtime: RuntimeDep, session: SessionDep, wallet: Wallet) -> dic
         ).as_dict(),
         "created_at": wallet.created_at.isoformat(),
         "freezes": [freeze_view(session, f) for f in active_freezes(session, wallet.id)],
+        **treasury_view(session, runtime.kek, wallet),
     }
 
 

@@ -1,0 +1,85 @@
+"""Sweeps to cold storage and the (governed) cold destination of a wallet."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from walletsvc.api.deps import Principal, RuntimeDep, SessionDep, require_access, require_scope
+from walletsvc.db.models import ChainTransaction
+from walletsvc.db.models_treasury import ColdDestinationChange
+from walletsvc.services.cold import change_view, cold_view, request_cold_destination_change
+from walletsvc.services.staff import StaffPrincipal
+from walletsvc.services.sweeps import list_sweeps, sweep_view
+from walletsvc.services.wallets import get_wallet
+
+router = APIRouter(tags=["sweeps"])
+SweepReader = Annotated[Principal, Depends(require_scope("sweeps:read"))]
+# Forcing a sweep only moves hot funds to the approved cold destination: an operator may do
+# it, and so may a token holding the dedicated scope (automation, the on-call runbook).
+SweepWriter = Annotated[
+    Principal, Depends(require_access(scopes=("sweeps:write",), roles=("operator",)))
+]
+# Proposing a new cold destination opens an approval request; only staff may propose.
+ColdProposer = Annotated[Principal, Depends(require_access(roles=("operator", "approver")))]
+
+
+class ColdDestinationProposal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    descriptor: str = Field(min_length=1, max_length=4000)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+@router.get("/sweeps")
+def sweeps(
+    session: SessionDep,
+    _: SweepReader,
+    wallet: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    if wallet is not None:
+        get_wallet(session, wallet)  # 404 for an unknown wallet, not an empty list
+    return {"sweeps": list_sweeps(session, wallet=wallet, limit=limit)}
+
+
+@router.post("/wallets/{wallet}/sweeps", status_code=201)
+def force_sweep(wallet: str, runtime: RuntimeDep, principal: SweepWriter) -> dict[str, Any]:
+    row = runtime.sweeper.force(wallet, actor=principal.actor)
+    runtime.worker.broadcast_signed()  # only after the signed sweep is committed
+    with runtime.db.read() as session:
+        tx = session.get(ChainTransaction, row.transaction_id)
+        assert tx is not None
+        return {**sweep_view(row, tx), "wallet": wallet}
+
+
+@router.get("/wallets/{wallet}/cold-destination")
+def show_cold_destination(wallet: str, session: SessionDep, _: SweepReader) -> dict[str, Any]:
+    row = get_wallet(session, wallet)
+    changes = session.scalars(
+        select(ColdDestinationChange)
+        .where(ColdDestinationChange.wallet_id == row.id)
+        .order_by(ColdDestinationChange.created_at.desc())
+        .limit(20)
+    )
+    return {"current": cold_view(session, row), "changes": [change_view(c) for c in changes]}
+
+
+@router.post("/wallets/{wallet}/cold-destination", status_code=202)
+def propose_cold_destination(
+    wallet: str, body: ColdDestinationProposal, runtime: RuntimeDep, principal: ColdProposer
+) -> dict[str, Any]:
+    staff_id = principal.staff_id if isinstance(principal, StaffPrincipal) else None
+    change = request_cold_destination_change(
+        runtime.db,
+        runtime.kek,
+        wallet=wallet,
+        text=body.descriptor,
+        reason=body.reason,
+        requester=principal.actor,
+        requester_staff_id=staff_id,
+    )
+    return change_view(change)
