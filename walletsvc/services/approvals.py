@@ -420,15 +420,24 @@ def cancel_for_subject(
         _close(uow, actor, now, request, "cancelled", {})
 
 
+def _due(moment: datetime) -> tuple[Any, ...]:
+    return (ApprovalRequest.status == PENDING, ApprovalRequest.expires_at <= moment)
+
+
 def expire_due(db: Database, kek: Kek, *, now: datetime | None = None, batch: int = 200) -> int:
     """Expire pending requests past their deadline (Runtime.tick). Returns how many."""
     moment = now_utc(now)
+    # A cheap read first: the background pass runs every second, and most passes have
+    # nothing to expire, so they should not take the global write lock.
+    with db.read() as session:
+        if session.scalar(select(ApprovalRequest.id).where(*_due(moment)).limit(1)) is None:
+            return 0
     with db.write() as uow:
         ctx = KindContext(uow, kek, "system", moment)
         due = list(
             uow.session.scalars(
                 select(ApprovalRequest)
-                .where(ApprovalRequest.status == PENDING, ApprovalRequest.expires_at <= moment)
+                .where(*_due(moment))
                 .order_by(ApprovalRequest.expires_at)
                 .limit(batch)
             )

@@ -257,15 +257,14 @@ def apply_due(db: Database, kek: Kek, *, now: datetime | None = None) -> int:
     """Apply time-locked proposals whose lock has run out (Runtime.tick). Returns how many."""
     moment = now_utc(now)
     applied = 0
+    due_filter = (PolicyProposal.status == "time_locked", PolicyProposal.effective_at <= moment)
+    with db.read() as session:  # most passes have nothing due: skip the write lock then
+        if session.scalar(select(PolicyProposal.id).where(*due_filter).limit(1)) is None:
+            return 0
     with db.write() as uow:
         due = list(
             uow.session.scalars(
-                select(PolicyProposal)
-                .where(
-                    PolicyProposal.status == "time_locked",
-                    PolicyProposal.effective_at <= moment,
-                )
-                .order_by(PolicyProposal.effective_at)
+                select(PolicyProposal).where(*due_filter).order_by(PolicyProposal.effective_at)
             )
         )
         for p in due:
