@@ -141,3 +141,62 @@ def fund_wallet(runtime: Runtime, *, blocks: int = 110) -> None:
 def funded(runtime: Runtime) -> Runtime:
     fund_wallet(runtime)
     return runtime
+
+
+# -- one app per module and backend ----------------------------------------------------------
+# For tables of requests that must write nothing (bad input): the cases run one after another
+# against one initialised service instead of paying for a fresh database each.
+
+
+@dataclass(frozen=True)
+class SharedApp:
+    runtime: Runtime
+    client: TestClient
+    tokens: Tokens
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared_app(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SharedApp]:
+    tmp = tmp_path_factory.mktemp("shared")
+    admin: sa.Engine | None = None
+    name = ""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        shutil.copyfile(template, tmp / "walletsvc.db")
+        url = f"sqlite:///{tmp / 'walletsvc.db'}"
+    else:
+        template_name: str = request.getfixturevalue("postgres_template")
+        name = f"walletsvc_m_{uuid.uuid4().hex[:12]}"
+        admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"')
+        url = _with_database(POSTGRES_URL, name)
+    shared = Settings(
+        data_dir=tmp / "data",
+        database_url=url,
+        kek_file=tmp / "data" / "kek.bin",
+        policy_file=REPO / "policies" / "default.yaml",
+        run_worker=False,
+    )
+    initialise(shared, wallet=WALLET, policy_file=shared.policy_file, actor="test")
+    rt = Runtime.open(shared)
+    try:
+
+        def make(token_name: str, scopes: set[str]) -> str:
+            return create_token(rt.db, name=token_name, scopes=sorted(scopes), actor="test").secret
+
+        tokens = Tokens(
+            all=make("engine", set(SCOPES)),
+            read_only=make("dashboard", {"read"}),
+            create_only=make("creator", {"withdrawals:create"}),
+        )
+        with TestClient(create_app(shared, runtime=rt)) as test_client:
+            yield SharedApp(rt, test_client, tokens)
+    finally:
+        rt.close()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.dispose()

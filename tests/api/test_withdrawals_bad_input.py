@@ -4,15 +4,15 @@ written (no withdrawal, no idempotency key, no transaction, no audit event but a
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from bip_utils import Base58Encoder, SegwitBech32Encoder
 from fastapi.testclient import TestClient
 
-from tests.conftest import WALLET, Tokens, auth
-from tests.helpers import audit_actions, count_rows
+from tests.conftest import WALLET, SharedApp, auth
+from tests.helpers import audit_actions, count_rows, external_destination
 from walletsvc.db.models import AuditEvent, ChainTransaction, IdempotencyKey, Withdrawal
 from walletsvc.services.runtime import Runtime
 
@@ -25,6 +25,7 @@ MAINNET_P2SH = str(Base58Encoder.CheckEncode(b"\x05" + _HASH))
 BAD_CHECKSUM = GOOD[:-1] + ("q" if GOOD[-1] != "q" else "p")
 MIXED_CASE = GOOD[:10].upper() + GOOD[10:]
 SUPPLY_SAT = 21_000_000 * 100_000_000
+AUTO_KEY = "<auto>"
 
 
 def body(**overrides: Any) -> dict[str, Any]:
@@ -43,12 +44,12 @@ class Case:
     field: str | None
     json: Any = None
     raw: bytes | None = None  # sent as-is with Content-Type: application/json
-    key: str | None = "bad-input-key"
+    key: str | None = AUTO_KEY  # AUTO_KEY: a key of this case's own
     code: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    # A known bug (owned elsewhere): expected to fail, on one backend or on both.
-    bug: str | None = None
-    bug_backend: str | None = None
+
+    @property
+    def idempotency_key(self) -> str | None:
+        return f"key-{self.id}" if self.key == AUTO_KEY else self.key
 
 
 CASES = [
@@ -108,7 +109,7 @@ OVER_MAXIMUM = Case(
 
 
 def _post(client: TestClient, token: str, case: Case) -> Any:
-    headers = auth(token, case.key)
+    headers = auth(token, case.idempotency_key)
     if case.raw is not None:
         headers["Content-Type"] = "application/json"
         return client.post("/v1/withdrawals", headers=headers, content=case.raw)
@@ -132,31 +133,31 @@ def _assert_error_shape(payload: Any, case: Case) -> dict[str, Any]:
     return error
 
 
+def _good_request(app: SharedApp, case: Case) -> Any:
+    """The same token and key, with a valid body: must be accepted (nothing was reserved)."""
+    destination, _ = external_destination(f"bad input follow-up {case.id}")
+    return app.client.post(
+        "/v1/withdrawals",
+        headers=auth(app.tokens.all, f"key-{case.id}"),
+        json=body(destination=destination),
+    )
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_request_is_refused_and_writes_nothing(
-    request: pytest.FixtureRequest,
-    client: TestClient,
-    runtime: Runtime,
-    tokens: Tokens,
-    case: Case,
-) -> None:
-    if case.bug and case.bug_backend in (None, request.node.callspec.params["database_url"]):
-        request.applymarker(pytest.mark.xfail(reason=case.bug, strict=True))
-    before = _written(runtime)
-    response = _post(client, tokens.all, case)
+def test_bad_request_is_refused_and_writes_nothing(shared_app: SharedApp, case: Case) -> None:
+    before = _written(shared_app.runtime)
+    response = _post(shared_app.client, shared_app.tokens.all, case)
     assert response.status_code == case.status, response.text
     _assert_error_shape(response.json(), case)
-    assert _written(runtime) == before
-    # The same token and key still work for a good request afterwards: nothing was reserved.
-    good = client.post("/v1/withdrawals", headers=auth(tokens.all, "bad-input-key"), json=body())
+    assert _written(shared_app.runtime) == before
+    good = _good_request(shared_app, case)
     assert good.status_code == 201, good.text
 
 
-def test_over_the_policy_maximum_is_denied_with_its_decision(
-    client: TestClient, runtime: Runtime, tokens: Tokens
-) -> None:
+def test_over_the_policy_maximum_is_denied_with_its_decision(shared_app: SharedApp) -> None:
+    runtime = shared_app.runtime
     before = count_rows(runtime.db)
-    response = _post(client, tokens.all, OVER_MAXIMUM)
+    response = _post(shared_app.client, shared_app.tokens.all, OVER_MAXIMUM)
     assert response.status_code == 422, response.text
     error = _assert_error_shape({"error": _without_decision(response.json())}, OVER_MAXIMUM)
     decision = response.json()["error"]["decision"]
@@ -167,17 +168,15 @@ def test_over_the_policy_maximum_is_denied_with_its_decision(
     assert "max_per_payout" in error["message"]
     assert count_rows(runtime.db) == before
     # A denied request does not burn its idempotency key.
-    ok = client.post("/v1/withdrawals", headers=auth(tokens.all, "bad-input-key"), json=body())
-    assert ok.status_code == 201
+    assert _good_request(shared_app, OVER_MAXIMUM).status_code == 201
 
 
-def test_policy_denial_leaves_its_audit_event(
-    client: TestClient, runtime: Runtime, tokens: Tokens
-) -> None:
-    before = audit_actions(runtime.db)
-    response = _post(client, tokens.all, OVER_MAXIMUM)
+def test_policy_denial_leaves_its_audit_event(shared_app: SharedApp) -> None:
+    before = audit_actions(shared_app.runtime.db)
+    denied = Case("denied again", 422, "amount_sat", body(amount_sat=50_000_001))
+    response = _post(shared_app.client, shared_app.tokens.all, denied)
     assert response.status_code == 422
-    assert audit_actions(runtime.db) == [*before, "withdrawal.denied"]
+    assert audit_actions(shared_app.runtime.db) == [*before, "withdrawal.denied"]
 
 
 def _without_decision(payload: dict[str, Any]) -> dict[str, Any]:
@@ -198,18 +197,14 @@ def _without_decision(payload: dict[str, Any]) -> dict[str, Any]:
     ids=["no token", "bad token", "empty bearer", "basic auth", "lacks scope"],
 )
 def test_unauthenticated_or_unauthorised_writes_nothing(
-    client: TestClient,
-    runtime: Runtime,
-    tokens: Tokens,
-    headers: dict[str, str] | str,
-    status: int,
-    code: str,
+    shared_app: SharedApp, headers: dict[str, str] | str, status: int, code: str
 ) -> None:
+    runtime = shared_app.runtime
     if headers == "read_only":
-        headers = auth(tokens.read_only)
+        headers = auth(shared_app.tokens.read_only)
     assert isinstance(headers, dict)
     before = _written(runtime)
-    response = client.post(
+    response = shared_app.client.post(
         "/v1/withdrawals", headers={**headers, "Idempotency-Key": "k"}, json=body()
     )
     assert response.status_code == status, response.text
