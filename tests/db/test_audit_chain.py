@@ -170,55 +170,31 @@ def test_editing_the_active_policy_is_detected_and_fails_closed(
     assert count_rows(runtime.db) == before
 
 
-@pytest.mark.parametrize("edit", ["amount", "script", "mac removed"])
-def test_payout_altered_after_approval_is_never_signed(
-    client: TestClient, funded: Runtime, tokens: Tokens, edit: str
+EDITS: dict[str, dict[str, Any]] = {
+    "amount": {"amount_sat": 40_000_000},
+    "script": {"script_pubkey": THIEF_SCRIPT.hex(), "destination": THIEF},
+    "mac removed": {"authorization_mac": None},
+}
+
+
+def test_payouts_altered_after_approval_are_never_signed(
+    client: TestClient, funded: Runtime, tokens: Tokens
 ) -> None:
+    """Rows edited in SQL after approval, and one inserted straight into the table (no
+    policy decision, no tag), all fail; the untouched payout beside them still goes out."""
     chain = embedded(funded)
-    victim = request_payout(client, tokens.all, key="x-1", destination=DEST).json()
+    victims: dict[str, str] = {}
+    for n, (edit, values) in enumerate(EDITS.items()):
+        victim = request_payout(client, tokens.all, key=f"x-{n}", destination=DEST).json()
+        assert victim["status"] == "approved"
+        _sql(funded, update(Withdrawal).where(Withdrawal.id == victim["id"]).values(**values))
+        victims[edit] = victim["id"]
     honest_dest, honest_script = external_destination("honest miner")
-    honest = request_payout(client, tokens.all, key="x-2", destination=honest_dest).json()
-    values: dict[str, Any] = {
-        "amount": {"amount_sat": 40_000_000},
-        "script": {"script_pubkey": THIEF_SCRIPT.hex(), "destination": THIEF},
-        "mac removed": {"authorization_mac": None},
-    }[edit]
-    _sql(funded, update(Withdrawal).where(Withdrawal.id == victim["id"]).values(**values))
-
-    report = funded.worker.run_once()
-    assert len(report.signed_txids) == 1  # the untouched payout still goes out
-
-    failed = show_withdrawal(client, tokens.all, victim["id"])
-    assert failed["status"] == "failed"
-    assert failed["failure_reason"].startswith("integrity check failed")
-    assert failed["txid"] is None and failed["raw_tx"] is None
-    (event,) = audit_events(funded.db, "integrity.failure")
-    assert event.subject_id == victim["id"]
-
-    sent = show_withdrawal(client, tokens.all, honest["id"])
-    assert sent["status"] == "broadcast"
-    mempool = chain.mempool_entries()
-    assert [e.txid for e in mempool] == [sent["txid"]]
-    raw = mempool[0].raw.hex()
-    assert honest_script.hex() in raw
-    assert THIEF_SCRIPT.hex() not in raw and DEST_SCRIPT.hex() not in raw
-    assert count_rows(funded.db, ChainTransaction) == {"chain_transactions": 1}
-
-    # Further passes never pick it up again.
-    assert funded.worker.run_once().signed_txids == []
-    assert show_withdrawal(client, tokens.all, victim["id"])["status"] == "failed"
-
-
-def test_direct_insert_of_an_approved_payout_is_never_signed(
-    funded: Runtime, client: TestClient, tokens: Tokens
-) -> None:
-    """A row written straight into the table (no policy decision, no tag) is refused."""
-    template = request_payout(client, tokens.all, key="tpl", destination=DEST).json()
-    _sql(funded, update(Withdrawal).values(status="cancelled", authorization_mac=None))
+    honest = request_payout(client, tokens.all, key="x-honest", destination=honest_dest).json()
     with funded.db.read() as session:
-        row = session.get(Withdrawal, template["id"])
-        assert row is not None
-        wallet_id, policy_hash = row.wallet_id, row.policy_hash
+        template = session.get(Withdrawal, honest["id"])
+        assert template is not None
+        wallet_id, policy_hash = template.wallet_id, template.policy_hash
     with Session(funded.db.engine) as session, session.begin():
         session.add(
             Withdrawal(
@@ -232,9 +208,30 @@ def test_direct_insert_of_an_approved_payout_is_never_signed(
                 policy_hash=policy_hash,
             )
         )
+    victims["inserted"] = FORGED_ID
+
     report = funded.worker.run_once()
-    assert report.signed_txids == []
-    assert embedded(funded).mempool_txids() == set()
-    forged = show_withdrawal(client, tokens.all, FORGED_ID)
-    assert forged["status"] == "failed"
-    assert forged["failure_reason"].startswith("integrity check failed")
+    assert len(report.signed_txids) == 1
+
+    for edit, victim_id in victims.items():
+        failed = show_withdrawal(client, tokens.all, victim_id)
+        assert failed["status"] == "failed", edit
+        assert failed["failure_reason"].startswith("integrity check failed"), edit
+        assert failed["txid"] is None and failed["raw_tx"] is None
+    failures = audit_events(funded.db, "integrity.failure")
+    assert sorted(e.subject_id or "" for e in failures) == sorted(victims.values())
+
+    sent = show_withdrawal(client, tokens.all, honest["id"])
+    assert sent["status"] == "broadcast"
+    mempool = chain.mempool_entries()
+    assert [e.txid for e in mempool] == [sent["txid"]]
+    raw = mempool[0].raw.hex()
+    assert honest_script.hex() in raw
+    assert THIEF_SCRIPT.hex() not in raw and DEST_SCRIPT.hex() not in raw
+    assert count_rows(funded.db, ChainTransaction) == {"chain_transactions": 1}
+
+    # Further passes never pick them up again.
+    assert funded.worker.run_once().signed_txids == []
+    assert all(
+        show_withdrawal(client, tokens.all, v)["status"] == "failed" for v in victims.values()
+    )
