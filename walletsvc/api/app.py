@@ -17,6 +17,7 @@ from walletsvc.api.routes import (
     sessions,
     sweeps,
     system,
+    unfreeze,
     wallets,
     withdrawals,
 )
@@ -51,7 +52,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for router in (system.router, wallets.router, withdrawals.router, freeze.router):
         app.include_router(router, prefix="/v1")
     governance = (sessions, approvals, allowlist, policy, audit, sweeps)
-    for module in governance:
+    incident = (unfreeze,)  # issue 5: governed unfreeze and key rotation
+    for module in (*governance, *incident):
         app.include_router(module.router, prefix="/v1")
     return app
 

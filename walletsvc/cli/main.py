@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,6 +15,11 @@ from walletsvc.cli.staff import staff_app
 from walletsvc.config import Settings
 from walletsvc.domain.errors import DomainError
 from walletsvc.domain.network import Network
+
+if TYPE_CHECKING:
+    from walletsvc.db.database import Database
+    from walletsvc.keys.kek import Kek
+    from walletsvc.services.staff import StaffPrincipal
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for machine clients.")
@@ -225,6 +230,112 @@ def freeze_command(
     target = f"wallet {wallet}" if wallet else "every wallet"
     typer.secho(f"FROZEN ({scope}) for {target}: freeze {row.id}", fg=typer.colors.RED)
     typer.echo("Nothing more is signed or broadcast. Lifting it needs an approval quorum.")
+
+
+@app.command("unfreeze")
+def unfreeze_command(
+    reason: Annotated[str, typer.Option(help="Why it is safe to resume: goes into the audit")],
+    freeze_id: Annotated[str | None, typer.Option(help="One freeze (default: --wallet)")] = None,
+    wallet: Annotated[
+        str | None, typer.Option(help="Every freeze of this wallet (default: every freeze)")
+    ] = None,
+) -> None:
+    """Ask to lift freezes: opens an approval request (works with the API down)."""
+    from walletsvc.keys.kek import load_kek
+    from walletsvc.services.runtime import open_database
+    from walletsvc.services.unfreeze import Requester, Target, propose
+
+    if freeze_id and wallet:
+        fail("give --freeze-id or --wallet, not both")
+    s = settings()
+    try:
+        row = propose(
+            open_database(s),
+            load_kek(s.kek_path),
+            target=Target(freeze_id=freeze_id, wallet=wallet),
+            reason=reason,
+            requester=Requester(CLI_ACTOR, None),
+        )
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    typer.echo(f"unfreeze request {row.id} for freezes {', '.join(row.freeze_ids)}")
+    typer.echo(f"approval request: {row.approval_request_id}")
+    typer.echo("The freezes lift when the governance.unfreeze quorum approves it.")
+
+
+@app.command("approve")
+def approve_command(
+    request_id: Annotated[str, typer.Argument(help="The approval request id")],
+    user: Annotated[str, typer.Option("--as", help="Your staff username")],
+    totp: Annotated[str, typer.Option(help="A fresh code from your authenticator")],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve")] = False,
+    comment: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Decide an approval request as a staff approver (password on stdin, then a TOTP code).
+
+    For incidents with the API down. It asks for the same factors as the API (password, then
+    a step-up code); whoever runs it holds the KEK already, so it opens no new way in.
+    """
+    from walletsvc.keys.kek import load_kek
+    from walletsvc.services import approvals
+    from walletsvc.services.runtime import open_database
+
+    s = settings()
+    db, kek = open_database(s), load_kek(s.kek_path)
+    password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        principal = _staff_by_password(db, kek, s, user, password)
+        status = approvals.decide(
+            db,
+            kek,
+            s,
+            request_id=request_id,
+            staff=principal,
+            decision="reject" if reject else "approve",
+            totp=totp,
+            comment=comment,
+        )
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    typer.echo(f"request {request_id}: {status}")
+
+
+def _staff_by_password(
+    db: Database, kek: Kek, s: Settings, username: str, password: str
+) -> StaffPrincipal:
+    """A staff principal from username and password; a wrong password counts toward the
+    account's lockout exactly as a failed API login does."""
+    from sqlalchemy import select
+
+    from walletsvc.db.models_governance import Staff
+    from walletsvc.domain.errors import InvalidCredentials
+    from walletsvc.services.staff import (
+        ensure_not_locked,
+        now_utc,
+        principal_for,
+        record_failure,
+        verify_password,
+    )
+
+    with db.read() as session:
+        row = session.scalar(select(Staff).where(Staff.username == username))
+        password_ok = verify_password(row, password)
+    if row is None or row.disabled_at is not None:
+        raise InvalidCredentials("invalid username, password or code")
+    ensure_not_locked(row, now_utc(None))
+    if not password_ok:
+        with db.write() as uow:
+            locked = uow.session.get(Staff, row.id)
+            assert locked is not None
+            error = record_failure(uow, s, locked, now_utc(None), "password_wrong")
+        raise (
+            error
+            if error.code == "account_locked"
+            else InvalidCredentials("invalid username, password or code")
+        )
+    return principal_for(kek, row, None)
 
 
 @audit_app.command("verify")

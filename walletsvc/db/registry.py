@@ -7,6 +7,7 @@ from walletsvc.db import (
     models,  # noqa: F401
     models_governance,  # noqa: F401
     models_incident,  # noqa: F401
+    models_risk,  # noqa: F401
     models_treasury,  # noqa: F401
 )
 from walletsvc.db.models import Base

@@ -6,3 +6,4 @@ call ``approvals.register_kind`` there, and import the module here.
 """
 
 from walletsvc.services import allowlist, policy_changes, withdrawals  # noqa: F401
+from walletsvc.services import unfreeze  # noqa: F401  (issue 5)

@@ -6,15 +6,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 
-from walletsvc.api.deps import RuntimeDep, SessionDep, require_scope
+from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, SessionDep, require_access
 from walletsvc.api.schemas import StrictModel
 from walletsvc.domain.errors import InvalidInput
 from walletsvc.services.freeze import freeze, freeze_state, freeze_view
-from walletsvc.services.tokens import TokenPrincipal
 
 router = APIRouter(tags=["incident response"])
-Freezer = Annotated[TokenPrincipal, Depends(require_scope("freeze"))]
-Reader = Annotated[TokenPrincipal, Depends(require_scope("read"))]
+# Freezing must never wait for permission: any staff member (every role) or a token with the
+# `freeze` scope. Lifting is governed (walletsvc.api.routes.unfreeze).
+Freezer = Annotated[Principal, Depends(require_access(scopes=("freeze",), roles=ALL_ROLES))]
+Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL_ROLES))]
 
 
 class FreezeRequest(StrictModel):
