@@ -81,6 +81,8 @@ def test_address_errors_and_scopes(client: TestClient, runtime: Runtime, tokens:
             "wallet",
         ),
         (client.get(f"{BASE}/current", headers=auth(tokens.create_only)), 403, None),
+        (client.get(BASE, headers=auth(tokens.all), params={"limit": 0}), 422, "limit"),
+        (client.get("/v1/wallets/nope", headers=auth(tokens.all)), 404, "wallet"),
     ]
     for response, status, field in cases:
         assert response.status_code == status, response.text
