@@ -56,6 +56,10 @@ NET = Network.REGTEST
 SIZES = (10, 100, 500, 1000, 2000)
 REPORTED = (10, 100, 1000, 2000)
 REPEATS = 3
+# Wall-clock time on a shared 2-core machine also counts other processes; the CPU time of this
+# process (time.process_time) is what our code costs. Both are printed; targets use CPU time
+# when the machine is loaded (see docs/performance.md).
+clock = time.process_time
 
 
 @dataclass
@@ -115,7 +119,7 @@ def build_plan(wallet: Wallet, n: int) -> tuple[TransactionPlan, list[ApprovedPa
 
 def fast_path(wallet: Wallet, signer: HotSigner, n: int) -> float:
     """Build the plan, sign (every check of the HotSigner) and kernel-verify; seconds."""
-    start = time.perf_counter()
+    start = clock()
     plan, approved = build_plan(wallet, n)
     signer.sign(
         wallet="bench",
@@ -125,13 +129,19 @@ def fast_path(wallet: Wallet, signer: HotSigner, n: int) -> float:
         approved=approved,
         max_fee_sat=10**8,
     )
+    return clock() - start
+
+
+def fast_path_wall(wallet: Wallet, signer: HotSigner, n: int) -> float:
+    start = time.perf_counter()
+    fast_path(wallet, signer, n)
     return time.perf_counter() - start
 
 
 def naive_path(wallet: Wallet, kernel: KernelScriptVerifier, n: int) -> float:
     """python-bitcoinlib: SignatureHash per input (BIP143 hashes recomputed each time) and
     CKey.sign (OpenSSL), then the same kernel verification; seconds."""
-    start = time.perf_counter()
+    start = clock()
     plan, _ = build_plan(wallet, n)
     vin = [CTxIn(COutPoint(lx(c.txid), c.vout), nSequence=plan.sequence) for c in plan.inputs]
     vout = [CTxOut(o.amount_sat, CScript(o.script_pubkey)) for o in plan.outputs]
@@ -151,7 +161,7 @@ def naive_path(wallet: Wallet, kernel: KernelScriptVerifier, n: int) -> float:
     kernel.verify_transaction(
         raw, [SpentOutput(c.script_pubkey, c.amount_sat) for c in plan.inputs]
     )
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def kernel_only(wallet: Wallet, n: int) -> float:
@@ -165,9 +175,9 @@ def kernel_only(wallet: Wallet, n: int) -> float:
         max_fee_sat=10**8,
     )
     spent = [SpentOutput(c.script_pubkey, c.amount_sat) for c in plan.inputs]
-    start = time.perf_counter()
+    start = clock()
     KernelScriptVerifier().verify_transaction(signed.raw, spent)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 class _NoVerify:
@@ -189,10 +199,10 @@ def exponent(points: dict[int, float]) -> float:
 
 
 def addresses_per_second(xpub: AccountXpub, n: int = 20_000) -> float:
-    start = time.perf_counter()
+    start = clock()
     for i in range(n):
         xpub.address(i % 2, i)
-    return n / (time.perf_counter() - start)
+    return n / (clock() - start)
 
 
 def main() -> None:
@@ -205,13 +215,14 @@ def main() -> None:
     kernel = KernelScriptVerifier()
     fast_path(wallet, signer, 10)  # warm up (imports, kernel context)
 
+    wall_1000 = fast_path_wall(wallet, signer, 1000)
     fast = {n: best_of(lambda n=n: fast_path(wallet, signer, n)) for n in SIZES}
     verify = {n: best_of(lambda n=n: kernel_only(wallet, n)) for n in REPORTED}
     naive = {n: naive_path(wallet, kernel, n) for n in REPORTED}
 
     print()
     print(
-        "P2WPKH n inputs x n outputs: build + sign + libbitcoinkernel verify (best of "
+        "P2WPKH n inputs x n outputs: build + sign + libbitcoinkernel verify, CPU time (best of "
         f"{REPEATS} for walletsvc, one run for the naive path)"
     )
     print(f"{'n x n':>12} {'walletsvc':>12} {'of which kernel':>16} {'naive':>12} {'ratio':>8}")
@@ -223,7 +234,10 @@ def main() -> None:
     scaling = {n: fast[n] for n in (500, 1000, 2000)}
     print()
     print(f"scaling exponent 500..2000 (log-log slope): {exponent(scaling):.3f}  (target <= 1.15)")
-    print(f"1000x1000 total: {fast[1000] * 1e3:.1f} ms  (target <= 150 ms)")
+    print(
+        f"1000x1000 total: {fast[1000] * 1e3:.1f} ms CPU  (target <= 150 ms); one wall-clock "
+        f"run: {wall_1000 * 1e3:.1f} ms, load average {os.getloadavg()[0]:.2f}"
+    )
     rate = max(addresses_per_second(wallet.xpub) for _ in range(REPEATS))
     print(f"addresses derived per second from an xpub: {rate:,.0f}  (target >= 10,000)")
 
