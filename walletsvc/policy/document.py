@@ -139,9 +139,23 @@ GOVERNED_ACTIONS: tuple[GovernedAction, ...] = (
     "cold_destination_change",
 )
 
-# Risk rule kinds this engine can evaluate. None yet: the section is an extension point, and
-# a document naming a kind this build does not know is refused rather than silently ignored.
-KNOWN_RISK_KINDS: frozenset[str] = frozenset()
+# Risk rule kinds this build knows: the stream rules of walletsvc.policy.risk (evaluated over
+# the request stream, the signer and the chain; the per-request engine skips them). A document
+# naming a kind this build does not know is refused rather than silently ignored.
+KNOWN_RISK_KINDS: frozenset[str] = frozenset(
+    {
+        "denied_burst",
+        "velocity_fraction",
+        "new_destination_large",
+        "request_rate",
+        "signer_failure",
+        "duplicate_payment",
+        "foreign_spend",
+    }
+)
+# What a rule does when it fires: stream rules alert or freeze; deny and require_approval are
+# kept for per-request kinds.
+RiskAction = Literal["deny", "require_approval", "alert", "freeze"]
 
 _BECH32_PREFIXES = ("bc1", "tb1", "bcrt1")
 
@@ -247,15 +261,12 @@ RiskParam = Annotated[
 
 
 class RiskRule(_Model):
-    """Extension point for later risk rules (e.g. first-seen destination, odd hours).
-
-    The shape is fixed now so that adding a kind later breaks no existing document: each rule
-    has an id, a kind, what happens when it fires, and typed scalar parameters.
-    """
+    """A risk rule: an id, a kind (walletsvc.policy.risk), what happens when it fires
+    (``alert`` or ``freeze`` for stream rules), and typed scalar parameters."""
 
     id: Name
     kind: Name
-    action: OnMissing = "deny"
+    action: RiskAction = "deny"
     approval: Quorum | None = None
     params: dict[Annotated[str, Strict()], RiskParam] = Field(default_factory=dict)
 
@@ -386,6 +397,17 @@ def _check_risk(risk: Risk | None) -> None:
                 f"unknown risk rule kind {rule.kind!r} (this build knows: {known})",
                 field=f"risk.rules[{i}].kind",
             )
+        problem = check_risk_params(rule)
+        if problem is not None:
+            where, _, what = problem.partition(": ")
+            raise PolicyError(what, field=f"risk.rules[{i}].{where}")
+
+
+def check_risk_params(rule: RiskRule) -> str | None:
+    # Imported here: walletsvc.policy.risk builds on this module's models.
+    from walletsvc.policy.risk import check_params
+
+    return check_params(rule)
 
 
 # --- Parsing --------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from walletsvc.domain.money import MAX_MONEY, require_satoshis
+from walletsvc.policy.risk import STREAM_KINDS
 
 from .document import (
     MAX_DURATION_SECONDS,
@@ -184,7 +185,7 @@ def _rules(policy: PolicyDocument) -> list[tuple[str, _Rule]]:
     risk_rules = policy.risk.rules if policy.risk is not None else ()
     if risk_rules:
         for risk_rule in sorted(risk_rules, key=lambda r: r.id):
-            rules.append((f"risk.{risk_rule.id}", _unknown_risk_rule(risk_rule.kind)))
+            rules.append((f"risk.{risk_rule.id}", _risk_rule(risk_rule.id, risk_rule.kind)))
     else:
         rules.append(("risk", lambda ctx: _skip("risk", "no risk rules")))
     return rules
@@ -415,6 +416,14 @@ def _check_approval_tier(ctx: _Ctx) -> _Verdict:
         Required(tier.group, tier.m),
         from_tier=True,
     )
+
+
+def _risk_rule(rule_id: str, kind: str) -> _Rule:
+    if kind in STREAM_KINDS:
+        # Judged over the stream of requests and blocks (walletsvc.services.risk), not here:
+        # one request alone shows no burst, and a stream rule must not deny every payout.
+        return lambda ctx: _skip(f"risk.{rule_id}", f"{kind}: a stream rule (risk monitor)")
+    return _unknown_risk_rule(kind)
 
 
 def _unknown_risk_rule(kind: str) -> _Rule:
