@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     # Refill alerts are also POSTed here as JSON (empty: log, metric and audit event only).
     refill_webhook_url: str = ""
 
+    # Incident response (docs/runbook.md). After a key rotation, old-epoch coins go to cold at
+    # a high priority: the fee estimate for this confirmation target, at least this rate.
+    rotation_sweep_target_blocks: int = Field(default=1, ge=1, le=1_008)
+    rotation_sweep_min_fee_rate: int = Field(default=10, ge=1, le=10_000)
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:

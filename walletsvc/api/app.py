@@ -14,6 +14,7 @@ from walletsvc.api.routes import (
     audit,
     freeze,
     policy,
+    rotation,
     sessions,
     sweeps,
     system,
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for router in (system.router, wallets.router, withdrawals.router, freeze.router):
         app.include_router(router, prefix="/v1")
     governance = (sessions, approvals, allowlist, policy, audit, sweeps)
-    incident = (unfreeze,)  # issue 5: governed unfreeze and key rotation
+    incident = (unfreeze, rotation)  # issue 5: governed unfreeze and key rotation
     for module in (*governance, *incident):
         app.include_router(module.router, prefix="/v1")
     return app

@@ -264,6 +264,63 @@ def unfreeze_command(
     typer.echo("The freezes lift when the governance.unfreeze quorum approves it.")
 
 
+@app.command("rotate")
+def rotate_command(
+    wallet: Annotated[str, typer.Option(help="The wallet whose keys to replace")] = "pool-hot",
+    reason: Annotated[str | None, typer.Option(help="Why: opens a key-rotation request")] = None,
+    sweep: Annotated[
+        bool, typer.Option("--sweep", help="Run the post-rotation pass now (sweep, re-sign)")
+    ] = False,
+    status: Annotated[bool, typer.Option("--status", help="Show the rotation state")] = False,
+) -> None:
+    """Key rotation: --reason opens the governed request; --sweep and --status follow it up.
+
+    Works with the API down. --sweep must not run beside a service holding the embedded chain.
+    """
+    from walletsvc.keys.kek import load_kek
+    from walletsvc.services.rotation import propose, rotation_status
+    from walletsvc.services.runtime import open_database
+    from walletsvc.services.unfreeze import Requester
+    from walletsvc.services.wallets import get_wallet
+
+    if sum((reason is not None, sweep, status)) != 1:
+        fail("give exactly one of --reason, --sweep, --status")
+    s = settings()
+    try:
+        if reason is not None:
+            row = propose(
+                open_database(s),
+                load_kek(s.kek_path),
+                wallet=wallet,
+                reason=reason,
+                requester=Requester(CLI_ACTOR, None),
+            )
+            typer.echo(f"key rotation {row.id} of {wallet} (epoch {row.from_epoch})")
+            typer.echo(f"approval request: {row.approval_request_id}")
+            typer.echo("The rotation happens when the governance.key_rotation quorum approves.")
+            return
+        if sweep:
+            _rotation_pass(s, wallet)
+        db = open_database(s)
+        with db.read() as session:
+            typer.echo(json.dumps(rotation_status(session, get_wallet(session, wallet)), indent=2))
+    except DomainError as exc:
+        fail(exc.message)
+
+
+def _rotation_pass(s: Settings, wallet: str) -> None:
+    from walletsvc.services.runtime import Runtime
+
+    runtime = Runtime.open(s)
+    try:
+        runtime.scanner.sync()
+        for txid in runtime.rotation.run(wallet):
+            typer.echo(f"signed {txid}")
+        runtime.worker.broadcast_signed()
+    finally:
+        runtime.close()
+
+
 @app.command("approve")
 def approve_command(
     request_id: Annotated[str, typer.Argument(help="The approval request id")],

@@ -5,5 +5,10 @@ To add a kind (unfreeze, key rotation, cold-destination change ...): write a cla
 call ``approvals.register_kind`` there, and import the module here.
 """
 
-from walletsvc.services import allowlist, policy_changes, withdrawals  # noqa: F401
-from walletsvc.services import unfreeze  # noqa: F401  (issue 5)
+from walletsvc.services import (  # noqa: F401
+    allowlist,
+    policy_changes,
+    rotation,
+    unfreeze,
+    withdrawals,
+)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 
@@ -29,7 +30,13 @@ from walletsvc.db.models import (
     Withdrawal,
     utcnow,
 )
-from walletsvc.domain.errors import ChainRejected, DependencyUnavailable, DomainError
+from walletsvc.domain.errors import (
+    ChainRejected,
+    DependencyUnavailable,
+    DomainError,
+    SigningRefused,
+    VerificationFailed,
+)
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import ApprovedPayout, Coin, KeyPath, TransactionPlan
@@ -71,6 +78,8 @@ class PayoutWorker:
         self.chain = chain
         self.signer = signer
         self.settings = settings
+        # The risk monitor's hook (Runtime.open): the signer refusing its own work freezes.
+        self.on_signer_failure: Callable[[str, DomainError], None] | None = None
 
     def run_once(self) -> WorkerReport:
         report = WorkerReport()
@@ -90,6 +99,12 @@ class PayoutWorker:
                 continue
             try:
                 txid = self.sign_approved(wallet_id)
+            except (SigningRefused, VerificationFailed) as exc:
+                log.error("wallet %s: the signer refused its own work: %s", wallet_id, exc.code)
+                report.errors.append(exc.message)
+                if self.on_signer_failure is not None:
+                    self.on_signer_failure(wallet_id, exc)
+                continue
             except DomainError as exc:
                 log.warning("wallet %s: cannot sign payouts yet: %s", wallet_id, exc.message)
                 report.errors.append(exc.message)
@@ -334,6 +349,9 @@ def _spendable_coins(s: Session, wallet: Wallet, tip: int) -> list[Coin]:
         .join(Address, Address.id == Utxo.address_id)
         .where(
             Utxo.wallet_id == wallet.id,
+            # Coins of retired key epochs are never spent to a payee: after a rotation they
+            # go to cold storage only (walletsvc.services.rotation).
+            Address.epoch == wallet.current_epoch,
             Utxo.spent_by_txid.is_(None),
             Utxo.reserved_by.is_(None),
             Utxo.block_height.is_not(None),

@@ -21,6 +21,8 @@ from walletsvc.keys.signer import HotSigner
 from walletsvc.services import approvals, policy_changes
 from walletsvc.services.fees import FeeBumper
 from walletsvc.services.payouts import PayoutWorker
+from walletsvc.services.risk import RiskMonitor
+from walletsvc.services.rotation import RotationService
 from walletsvc.services.scanner import Scanner
 from walletsvc.services.sweeps import SweepService
 
@@ -39,6 +41,8 @@ class Runtime:
     scanner: Scanner
     sweeper: SweepService
     fee_bumper: FeeBumper
+    risk: RiskMonitor
+    rotation: RotationService
     # Completed background passes: lets tests wait for "N more passes" instead of sleeping.
     passes: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -50,25 +54,34 @@ class Runtime:
         db = Database(settings.database_url, audit_key=kek.subkey(AUDIT_CHAIN))
         chain = chain or open_chain(settings)
         signer = HotSigner(kek, KernelScriptVerifier())
+        risk = RiskMonitor(db, kek)
+        scanner = Scanner(db, chain, start_height=settings.scan_start_height)
+        scanner.block_watchers.append(risk.on_block)
+        worker = PayoutWorker(db, kek, chain, signer, settings)
+        worker.on_signer_failure = risk.signer_failed
         return cls(
             settings=settings,
             kek=kek,
             db=db,
             chain=chain,
             signer=signer,
-            worker=PayoutWorker(db, kek, chain, signer, settings),
-            scanner=Scanner(db, chain, start_height=settings.scan_start_height),
+            worker=worker,
+            scanner=scanner,
             sweeper=SweepService(db, kek, chain, signer, settings),
             fee_bumper=FeeBumper(db, kek, chain, signer, settings),
+            risk=risk,
+            rotation=RotationService(db, kek, chain, signer, settings),
         )
 
     def tick(self) -> None:
         """One pass: follow the chain, bump stuck batches, sign and broadcast, then sweep."""
         self.governance_tick()
         self.scanner.sync()
+        self.risk.evaluate()  # a risk freeze lands before the worker's claim below
         self.fee_bumper.bump_stuck()  # stored here, broadcast by the worker's pass below
         self.worker.run_once()
         self.scanner.sync()
+        self.rotation.run()  # after a key rotation: old epochs to cold, held payouts re-signed
         if self.settings.auto_sweep and self.sweeper.after_scan():
             self.worker.broadcast_signed()
 

@@ -8,7 +8,7 @@ undo everything above it in one transaction, then scan forward again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +42,18 @@ class ScanReport:
     rolled_back_to: int | None
 
 
+# Called inside each scanned block's write transaction with (uow, height, our coins spent by
+# transactions that are not ours as (spending txid, coin), the txids of our own transactions
+# in the block): the risk monitor's chain watcher (walletsvc.services.risk).
+BlockWatcher = Callable[[UnitOfWork, int, list[tuple[str, Utxo]], list[str]], None]
+
+
 class Scanner:
     def __init__(self, db: Database, chain: ChainBackend, *, start_height: int = 0) -> None:
         self.db = db
         self.chain = chain
         self.start_height = start_height
+        self.block_watchers: list[BlockWatcher] = []
 
     def sync(self, *, max_blocks: int = 2_000) -> ScanReport:
         tip = self.chain.tip()
@@ -161,16 +168,21 @@ class Scanner:
             # mainnet block has thousands of each.
             our_coins = _coins_spent_in(s, block.vtx[1:])
             own_txids = _own_transactions_among(s, txids)
+            foreign: list[tuple[str, Utxo]] = []
             for position, (tx, txid) in enumerate(zip(block.vtx, txids, strict=True)):
                 for txin in tx.vin if position > 0 else ():
                     coin = our_coins.get((b2lx(txin.prevout.hash), txin.prevout.n))
                     if coin is not None:
                         coin.spent_by_txid = txid
                         coin.spent_height = height
+                        if txid not in own_txids:
+                            foreign.append((txid, coin))  # we never signed this spend
                 self._record_outputs(uow, tx, txid, height, block_hash, position == 0, watched)
                 if txid in own_txids:
                     self._confirm_own(uow, txid, height, block_hash)
             s.add(ScannedBlock(height=height, hash=block_hash))
+            for watcher in self.block_watchers:
+                watcher(uow, height, foreign, sorted(own_txids))
         return True
 
     def _record_outputs(
@@ -209,6 +221,23 @@ class Scanner:
             )
             if self._extend_lookahead(s, address):
                 watched.update(_watched_scripts(s))
+            if _is_retired(s, address):
+                # After a key rotation: someone still pays an old address. Flag it; the
+                # rotation pass sweeps it to cold (walletsvc.services.rotation).
+                uow.audit(
+                    ACTOR,
+                    "deposit.to_retired_address",
+                    "address",
+                    address.id,
+                    {
+                        "txid": txid,
+                        "vout": vout,
+                        "amount_sat": int(txout.nValue),
+                        "address": address.address,
+                        "epoch": address.epoch,
+                    },
+                )
+                log.warning("deposit to retired address %s (%s)", address.address, txid)
             if address.chain == 0:
                 uow.audit(
                     ACTOR,
@@ -275,6 +304,13 @@ class Scanner:
             tx.id,
             {"txid": txid, "height": height, "withdrawals": ids},
         )
+
+
+def _is_retired(s: Session, address: Address) -> bool:
+    if address.retired_at is not None:
+        return True
+    wallet = s.get(Wallet, address.wallet_id)  # the identity map makes this cheap
+    return wallet is not None and address.epoch < wallet.current_epoch
 
 
 _IN_CHUNK = 500  # stays under every backend's bound-parameter limit
