@@ -329,7 +329,7 @@ def approve_command(
     reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approve")] = False,
     comment: Annotated[str | None, typer.Option()] = None,
 ) -> None:
-    """Decide an approval request as a staff approver (password on stdin, then a TOTP code).
+    """Decide an approval request as a staff approver (asks the password; then the TOTP code).
 
     For incidents with the API down. It asks for the same factors as the API (password, then
     a step-up code); whoever runs it holds the KEK already, so it opens no new way in.
@@ -340,7 +340,10 @@ def approve_command(
 
     s = settings()
     db, kek = open_database(s), load_kek(s.kek_path)
-    password = sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():
+        password: str = typer.prompt("Password", hide_input=True)
+    else:  # scripts and tests pipe it in; never on the command line (shell history)
+        password = sys.stdin.readline().rstrip("\r\n")
     try:
         principal = _staff_by_password(db, kek, s, user, password)
         status = approvals.decide(
