@@ -25,6 +25,7 @@ Then ``RotationService.run`` (every background pass, or ``walletsvc rotate --swe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -320,6 +321,8 @@ class RotationService:
     # -- sweeping ----------------------------------------------------------------------
 
     def _sweep_old_epochs(self, wallet_id: str) -> str | None:
+        if not self._has(wallet_id, lambda s, w: bool(_old_epoch_coins(s, w))):
+            return None
         with self.db.write() as uow:
             s = uow.session
             wallet = s.get(Wallet, wallet_id)
@@ -444,7 +447,16 @@ class RotationService:
 
     # -- re-signing held payouts -------------------------------------------------------
 
+    def _has(self, wallet_id: str, check: Callable[[Session, Wallet], bool]) -> bool:
+        """A read first: after a rotation every pass looks, and most find nothing to do, so
+        they should not take the global write lock."""
+        with self.db.read() as s:
+            wallet = s.get(Wallet, wallet_id)
+            return wallet is not None and check(s, wallet)
+
     def _resign_held(self, wallet_id: str) -> str | None:
+        if not self._has(wallet_id, lambda s, w: _dead_voided(s, w) is not None):
+            return None
         with self.db.write() as uow:
             s = uow.session
             wallet = s.get(Wallet, wallet_id)
