@@ -55,11 +55,12 @@ from walletsvc.keys.sighash import p2wpkh_script_code
 NET = Network.REGTEST
 SIZES = (10, 100, 500, 1000, 2000)
 REPORTED = (10, 100, 1000, 2000)
-REPEATS = 3
-# Wall-clock time on a shared 2-core machine also counts other processes; the CPU time of this
-# process (time.process_time) is what our code costs. Both are printed; targets use CPU time
-# when the machine is loaded (see docs/performance.md).
-clock = time.process_time
+REPEATS = 5
+# The targets are latencies (how long a payout waits for its signatures), so the headline is
+# wall-clock time, best of REPEATS: the minimum filters out other processes on a shared
+# machine. CPU time of this process (all threads) is printed beside it; the kernel check runs
+# on a thread pool, so CPU time can exceed wall-clock time.
+clock = time.perf_counter
 
 
 @dataclass
@@ -132,10 +133,10 @@ def fast_path(wallet: Wallet, signer: HotSigner, n: int) -> float:
     return clock() - start
 
 
-def fast_path_wall(wallet: Wallet, signer: HotSigner, n: int) -> float:
-    start = time.perf_counter()
+def fast_path_cpu(wallet: Wallet, signer: HotSigner, n: int) -> float:
+    start = time.process_time()
     fast_path(wallet, signer, n)
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def naive_path(wallet: Wallet, kernel: KernelScriptVerifier, n: int) -> float:
@@ -215,28 +216,31 @@ def main() -> None:
     kernel = KernelScriptVerifier()
     fast_path(wallet, signer, 10)  # warm up (imports, kernel context)
 
-    wall_1000 = fast_path_wall(wallet, signer, 1000)
     fast = {n: best_of(lambda n=n: fast_path(wallet, signer, n)) for n in SIZES}
+    cpu = {n: best_of(lambda n=n: fast_path_cpu(wallet, signer, n)) for n in REPORTED}
     verify = {n: best_of(lambda n=n: kernel_only(wallet, n)) for n in REPORTED}
     naive = {n: naive_path(wallet, kernel, n) for n in REPORTED}
 
     print()
     print(
-        "P2WPKH n inputs x n outputs: build + sign + libbitcoinkernel verify, CPU time (best of "
-        f"{REPEATS} for walletsvc, one run for the naive path)"
+        "P2WPKH n inputs x n outputs: build + sign + libbitcoinkernel verify, wall-clock (best "
+        f"of {REPEATS} for walletsvc, one run for the naive path); CPU time of all threads"
     )
-    print(f"{'n x n':>12} {'walletsvc':>12} {'of which kernel':>16} {'naive':>12} {'ratio':>8}")
+    print(
+        f"{'n x n':>12} {'walletsvc':>12} {'of which kernel':>16} {'naive':>12} {'ratio':>8}"
+        f" {'walletsvc CPU':>14}"
+    )
     for n in REPORTED:
         print(
             f"{f'{n}x{n}':>12} {fast[n] * 1e3:>9.1f} ms {verify[n] * 1e3:>13.1f} ms "
-            f"{naive[n] * 1e3:>9.1f} ms {naive[n] / fast[n]:>7.1f}x"
+            f"{naive[n] * 1e3:>9.1f} ms {naive[n] / fast[n]:>7.1f}x {cpu[n] * 1e3:>11.1f} ms"
         )
     scaling = {n: fast[n] for n in (500, 1000, 2000)}
     print()
     print(f"scaling exponent 500..2000 (log-log slope): {exponent(scaling):.3f}  (target <= 1.15)")
     print(
-        f"1000x1000 total: {fast[1000] * 1e3:.1f} ms CPU  (target <= 150 ms); one wall-clock "
-        f"run: {wall_1000 * 1e3:.1f} ms, load average {os.getloadavg()[0]:.2f}"
+        f"1000x1000 total: {fast[1000] * 1e3:.1f} ms  (target <= 150 ms); "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
     rate = max(addresses_per_second(wallet.xpub) for _ in range(REPEATS))
     print(f"addresses derived per second from an xpub: {rate:,.0f}  (target >= 10,000)")

@@ -577,3 +577,30 @@ def test_refuses_swapped_or_foreign_seeds(signer: HotSigner, wallet: KeysWallet)
 
 def test_signer_repr_shows_no_key(signer: HotSigner, wallet: KeysWallet) -> None:
     assert repr(signer) == f"HotSigner(kek=Kek(id={wallet.kek.key_id}))"
+
+
+@pytest.mark.parametrize("bad_input", [0, 77, 149])
+def test_parallel_kernel_check_catches_any_corrupted_input(
+    signer: HotSigner, wallet: KeysWallet, kernel: KernelScriptVerifier, bad_input: int
+) -> None:
+    """Above PARALLEL_FROM_INPUTS the kernel checks run on a pool: every chunk must count."""
+    n = 150
+    assert n >= KernelScriptVerifier.PARALLEL_FROM_INPUTS
+    plan, approved = build(
+        wallet.xpubs,
+        PlanSpec(
+            inputs=[(1, 0, i, 10_000) for i in range(n)],
+            sweeps=[(foreign_script(7, "p2wsh"), n * 10_000 - 20_000)],
+        ),
+    )
+    signed = _sign(
+        signer, wallet, plan, approved, sweep_scripts=frozenset({plan.outputs[0].script_pubkey})
+    )
+    spent = [SpentOutput(c.script_pubkey, c.amount_sat) for c in plan.inputs]
+    kernel.verify_transaction(signed.raw, spent)
+    tx = CTransaction.deserialize(signed.raw)
+    sig = tx.wit.vtxinwit[bad_input].scriptWitness.stack[0]
+    corrupted = bytearray(signed.raw)
+    corrupted[signed.raw.index(sig) + 10] ^= 0x01
+    with pytest.raises(VerificationFailed, match=f"input {bad_input} "):
+        kernel.verify_transaction(bytes(corrupted), spent)
