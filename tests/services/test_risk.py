@@ -21,8 +21,8 @@ from walletsvc.domain.errors import PolicyDenied, VerificationFailed
 from walletsvc.domain.network import Network
 from walletsvc.domain.txplan import plan_sweep
 from walletsvc.services.freeze import active_freezes
-from walletsvc.services.payouts import _seeds_for, _spendable_coins, _tip_height
 from walletsvc.services.runtime import Runtime
+from walletsvc.services.signing import seeds_for, spendable_coins
 from walletsvc.services.wallets import next_change_path
 from walletsvc.services.withdrawals import WithdrawalInput, request_withdrawal
 
@@ -150,7 +150,7 @@ def test_a_spend_we_never_signed_freezes_everything(guarded: Runtime) -> None:
         s = uow.session
         wallet = s.scalars(select(Wallet)).one()
         change_path, change_script = next_change_path(uow, wallet)
-        coins = _spendable_coins(s, wallet, _tip_height(s))[:2]
+        coins = spendable_coins(s, wallet)[:2]
         plan = plan_sweep(
             coins,
             destination_script=thief_script,
@@ -164,7 +164,7 @@ def test_a_spend_we_never_signed_freezes_everything(guarded: Runtime) -> None:
         signed = rt.signer.sign(
             wallet=WALLET,
             network=Network.REGTEST,
-            seeds=_seeds_for(s, wallet, plan),
+            seeds=seeds_for(s, wallet, plan),
             plan=plan,
             approved=[],
             sweep_scripts=frozenset({thief_script}),

@@ -27,7 +27,6 @@ from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import Address, ChainTransaction, Utxo, Wallet, Withdrawal, utcnow
 from walletsvc.db.models_treasury import TransactionWatch
 from walletsvc.domain.errors import DomainError, SigningRefused
-from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import (
     ApprovedPayout,
@@ -42,14 +41,17 @@ from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.keys.kek import Kek
 from walletsvc.keys.signer import HotSigner
 from walletsvc.services.freeze import withdrawals_freeze
-from walletsvc.services.payouts import (
-    _reserve_inputs,
-    _seeds_for,
-    _spendable_coins,
-    _tip_height,
-    split_fee,
-)
+from walletsvc.services.payouts import split_fee
 from walletsvc.services.policies import ROW_MAC
+from walletsvc.services.signing import (
+    coins_query,
+    fee_rate,
+    reserve_inputs,
+    sign_and_store,
+    spendable_coins,
+    tip_height,
+    to_coins,
+)
 from walletsvc.services.wallets import next_change_path
 from walletsvc.services.withdrawals import authorization_message
 
@@ -61,12 +63,6 @@ IN_FLIGHT = ("signed", "broadcast")
 BUMP_FACTOR_NUM, BUMP_FACTOR_DEN = 5, 4
 
 FEE_BUMPS = MetricCounter("walletsvc_fee_bumps_total", "BIP125 fee bumps signed", ["wallet"])
-
-
-def fee_rate(chain: ChainBackend, settings: Settings) -> int:
-    """The chain's estimate, clamped to the configured floor and ceiling."""
-    estimate = chain.fee_rate_sat_per_vb(settings.confirmation_target_blocks)
-    return max(settings.fee_floor_sat_per_vb, min(estimate, settings.fee_ceiling_sat_per_vb))
 
 
 def bumped_rate(old_rate: int, market_rate: int, ceiling: int) -> int | None:
@@ -82,7 +78,7 @@ def bumped_rate(old_rate: int, market_rate: int, ceiling: int) -> int | None:
 
 def watch(uow: UnitOfWork, tx: ChainTransaction) -> None:
     """Remember the height at which we signed ``tx`` (the clock of the RBF rule)."""
-    uow.session.add(TransactionWatch(transaction_id=tx.id, signed_height=_tip_height(uow.session)))
+    uow.session.add(TransactionWatch(transaction_id=tx.id, signed_height=tip_height(uow.session)))
 
 
 @dataclass(frozen=True)
@@ -109,7 +105,7 @@ class FeeBumper:
         if self.settings.rbf_after_blocks <= 0:
             return []
         with self.db.read() as s:
-            tip = _tip_height(s)
+            tip = tip_height(s)
             rows = s.execute(
                 select(ChainTransaction, TransactionWatch.signed_height)
                 .outerjoin(TransactionWatch, TransactionWatch.transaction_id == ChainTransaction.id)
@@ -155,46 +151,35 @@ class FeeBumper:
                 return None
             payouts = _payouts_of(s, old)
             original = _reconstruct(s, wallet, old, payouts)
-            tip = _tip_height(s)
             change_path, change_script = _change_for_bump(uow, wallet, original)
             plan = plan_replacement(
                 original,
                 new_fee_rate_sat_per_vb=new_rate,
                 max_fee_sat=self.settings.max_fee_sat,
-                extra_coins=_spendable_coins(s, wallet, tip),
+                extra_coins=spendable_coins(s, wallet),
                 min_confirmations=self.settings.min_confirmations,
                 change_script=change_script,
                 change_path=change_path,
                 original_vsize=old.vsize,
             )
             approved = [_approved(self.kek, w) for w in payouts]
-            signed = self.signer.sign(
-                wallet=wallet.name,
-                network=Network(wallet.network),
-                seeds=_seeds_for(s, wallet, plan),
+            new = sign_and_store(
+                uow,
+                self.signer,
+                wallet=wallet,
                 plan=plan,
-                approved=approved,
-                max_fee_sat=self.settings.max_fee_sat,
-            )
-            new = ChainTransaction(
-                wallet_id=wallet.id,
                 kind=old.kind,
-                status="signed",
-                txid=signed.txid,
-                raw_tx=signed.raw.hex(),
-                fee_sat=signed.fee_sat,
-                vsize=signed.vsize,
-                fee_rate_sat_per_vb=new_rate,
+                rate=new_rate,
+                max_fee_sat=self.settings.max_fee_sat,
+                approved=approved,
                 replaces_id=old.id,
             )
-            s.add(new)
-            s.flush()
             old.status = "replaced"
             # The original's coins move to the replacement; added coins are reserved fresh.
             for utxo in s.scalars(select(Utxo).where(Utxo.reserved_by == old.id)):
                 utxo.reserved_by = new.id
-            _reserve_inputs(s, _only_unreserved(s, plan), new.id)
-            for w, share in zip(payouts, split_fee(signed.fee_sat, len(payouts)), strict=True):
+            reserve_inputs(s, _only_unreserved(s, plan), new.id)
+            for w, share in zip(payouts, split_fee(new.fee_sat, len(payouts)), strict=True):
                 w.transaction_id = new.id
                 w.fee_share_sat = share
                 w.updated_at = utcnow()
@@ -206,10 +191,10 @@ class FeeBumper:
                 "chain_transaction",
                 new.id,
                 {
-                    "txid": signed.txid,
+                    "txid": new.txid,
                     "replaces_txid": old.txid,
                     "old_fee_sat": old.fee_sat,
-                    "new_fee_sat": signed.fee_sat,
+                    "new_fee_sat": new.fee_sat,
                     "old_rate": old.fee_rate_sat_per_vb,
                     "new_rate": new_rate,
                     "withdrawals": [w.id for w in payouts],
@@ -220,10 +205,10 @@ class FeeBumper:
                 "fee bump: %s (%d sat) replaced by %s (%d sat)",
                 old.txid,
                 old.fee_sat,
-                signed.txid,
-                signed.fee_sat,
+                new.txid,
+                new.fee_sat,
             )
-            return Bump(old.txid, signed.txid, old.fee_sat, signed.fee_sat, new_rate)
+            return Bump(old.txid, new.txid, old.fee_sat, new.fee_sat, new_rate)
 
 
 def _signed_height(tx: ChainTransaction, watched: int | None) -> int:
@@ -303,24 +288,8 @@ def _reconstruct(
 
 
 def _reserved_coins(s: Session, tx: ChainTransaction) -> list[Coin]:
-    rows = s.execute(
-        select(Utxo, Address)
-        .join(Address, Address.id == Utxo.address_id)
-        .where(Utxo.reserved_by == tx.id)
-    ).all()
-    tip = _tip_height(s)
-    return [
-        Coin(
-            txid=u.txid,
-            vout=u.vout,
-            amount_sat=u.amount_sat,
-            script_pubkey=bytes.fromhex(u.script_pubkey),
-            key_path=KeyPath(a.epoch, a.chain, a.index),
-            confirmations=0 if u.block_height is None else tip - u.block_height + 1,
-            is_coinbase=u.is_coinbase,
-        )
-        for u, a in rows
-    ]
+    rows = s.execute(coins_query().where(Utxo.reserved_by == tx.id)).all()
+    return to_coins(s, rows)
 
 
 def _change_for_bump(

@@ -16,16 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import (
-    Address,
     ChainTransaction,
-    KeyEpoch,
-    ScannedBlock,
-    Utxo,
     Wallet,
     Withdrawal,
     utcnow,
@@ -37,16 +32,21 @@ from walletsvc.domain.errors import (
     SigningRefused,
     VerificationFailed,
 )
-from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
-from walletsvc.domain.transaction import ApprovedPayout, Coin, KeyPath, TransactionPlan
+from walletsvc.domain.transaction import ApprovedPayout, TransactionPlan
 from walletsvc.domain.txplan import plan_payouts
 from walletsvc.domain.withdrawal import WithdrawalStatus, transition
 from walletsvc.keys.kek import Kek
-from walletsvc.keys.keystore import EncryptedSeed
 from walletsvc.keys.signer import HotSigner
 from walletsvc.services.freeze import withdrawals_freeze
 from walletsvc.services.policies import ROW_MAC
+from walletsvc.services.signing import (
+    fee_rate,
+    reserve_inputs,
+    sign_and_store,
+    spendable_coins,
+    tip_height,
+)
 from walletsvc.services.wallets import next_change_path
 from walletsvc.services.withdrawals import authorization_message
 
@@ -149,67 +149,23 @@ class PayoutWorker:
             payouts = self._authorised_payouts(uow, wallet)
             if not payouts:
                 return None
-            network = Network(wallet.network)
-            tip = _tip_height(s)
-            change_path, change_script = next_change_path(uow, wallet)
-            fee_rate = self._fee_rate()
-            plan = plan_payouts(
-                _spendable_coins(s, wallet, tip),
-                [
-                    ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat)
-                    for w in payouts
-                ],
-                change_script=change_script,
-                change_path=change_path,
-                fee_rate_sat_per_vb=fee_rate,
-                max_fee_sat=self.settings.max_fee_sat,
-                min_confirmations=self.settings.min_confirmations,
-                locktime=max(tip, 0),
+            tx, plan = sign_payout_batch(
+                uow, self.signer, self.chain, self.settings, wallet, payouts
             )
-            signed = self.signer.sign(
-                wallet=wallet.name,
-                network=network,
-                seeds=_seeds_for(s, wallet, plan),
-                plan=plan,
-                approved=[
-                    ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat)
-                    for w in payouts
-                ],
-                max_fee_sat=self.settings.max_fee_sat,
-            )
-            tx = ChainTransaction(
-                wallet_id=wallet.id,
-                kind="payout",
-                status="signed",
-                txid=signed.txid,
-                raw_tx=signed.raw.hex(),
-                fee_sat=signed.fee_sat,
-                vsize=signed.vsize,
-                fee_rate_sat_per_vb=fee_rate,
-            )
-            s.add(tx)
-            s.flush()
-            _reserve_inputs(s, plan, tx.id)
-            shares = split_fee(signed.fee_sat, len(payouts))
-            for withdrawal, share in zip(payouts, shares, strict=True):
-                withdrawal.status = transition(withdrawal.status, WithdrawalStatus.SIGNED).value
-                withdrawal.transaction_id = tx.id
-                withdrawal.fee_share_sat = share
-                withdrawal.updated_at = utcnow()
             uow.audit(
                 ACTOR,
                 "transaction.signed",
                 "chain_transaction",
                 tx.id,
                 {
-                    "txid": signed.txid,
-                    "fee_sat": signed.fee_sat,
-                    "vsize": signed.vsize,
+                    "txid": tx.txid,
+                    "fee_sat": tx.fee_sat,
+                    "vsize": tx.vsize,
                     "withdrawals": [w.id for w in payouts],
                     "inputs": [f"{c.txid}:{c.vout}" for c in plan.inputs],
                 },
             )
-            return signed.txid
+            return tx.txid
 
     def _authorised_payouts(self, uow: UnitOfWork, wallet: Wallet) -> list[Withdrawal]:
         """Approved payouts whose authorisation tag verifies; tampered rows fail loudly."""
@@ -248,12 +204,6 @@ class PayoutWorker:
             )
             log.error("withdrawal %s failed its integrity check; not signing it", row.id)
         return good
-
-    def _fee_rate(self) -> int:
-        estimate = self.chain.fee_rate_sat_per_vb(self.settings.confirmation_target_blocks)
-        return max(
-            self.settings.fee_floor_sat_per_vb, min(estimate, self.settings.fee_ceiling_sat_per_vb)
-        )
 
     # -- broadcasting --------------------------------------------------------------------
 
@@ -333,54 +283,53 @@ class PayoutWorker:
             )
 
 
+def sign_payout_batch(
+    uow: UnitOfWork,
+    signer: HotSigner,
+    chain: ChainBackend,
+    settings: Settings,
+    wallet: Wallet,
+    payouts: list[Withdrawal],
+    *,
+    replaces_id: str | None = None,
+) -> tuple[ChainTransaction, TransactionPlan]:
+    """Plan, sign and store one transaction paying ``payouts``; mark them signed."""
+    s = uow.session
+    tip = tip_height(s)
+    change_path, change_script = next_change_path(uow, wallet)
+    rate = fee_rate(chain, settings)
+    approved = [ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat) for w in payouts]
+    plan = plan_payouts(
+        spendable_coins(s, wallet),
+        approved,
+        change_script=change_script,
+        change_path=change_path,
+        fee_rate_sat_per_vb=rate,
+        max_fee_sat=settings.max_fee_sat,
+        min_confirmations=settings.min_confirmations,
+        locktime=max(tip, 0),
+    )
+    tx = sign_and_store(
+        uow,
+        signer,
+        wallet=wallet,
+        plan=plan,
+        kind="payout",
+        rate=rate,
+        max_fee_sat=settings.max_fee_sat,
+        approved=approved,
+        replaces_id=replaces_id,
+    )
+    reserve_inputs(s, plan, tx.id)
+    for withdrawal, share in zip(payouts, split_fee(tx.fee_sat, len(payouts)), strict=True):
+        withdrawal.status = transition(withdrawal.status, WithdrawalStatus.SIGNED).value
+        withdrawal.transaction_id = tx.id
+        withdrawal.fee_share_sat = share
+        withdrawal.updated_at = utcnow()
+    return tx, plan
+
+
 def split_fee(fee_sat: int, parts: int) -> list[int]:
     """Each payout's share of a batch fee, to the satoshi (the remainder goes to the first)."""
     base, remainder = divmod(fee_sat, parts)
     return [base + (remainder if i == 0 else 0) for i in range(parts)]
-
-
-def _tip_height(s: Session) -> int:
-    return s.scalar(select(func.max(ScannedBlock.height))) or 0
-
-
-def _spendable_coins(s: Session, wallet: Wallet, tip: int) -> list[Coin]:
-    rows = s.execute(
-        select(Utxo, Address)
-        .join(Address, Address.id == Utxo.address_id)
-        .where(
-            Utxo.wallet_id == wallet.id,
-            # Coins of retired key epochs are never spent to a payee: after a rotation they
-            # go to cold storage only (walletsvc.services.rotation).
-            Address.epoch == wallet.current_epoch,
-            Utxo.spent_by_txid.is_(None),
-            Utxo.reserved_by.is_(None),
-            Utxo.block_height.is_not(None),
-        )
-    ).all()
-    return [
-        Coin(
-            txid=u.txid,
-            vout=u.vout,
-            amount_sat=u.amount_sat,
-            script_pubkey=bytes.fromhex(u.script_pubkey),
-            key_path=KeyPath(a.epoch, a.chain, a.index),
-            confirmations=tip - (u.block_height or tip) + 1,
-            is_coinbase=u.is_coinbase,
-        )
-        for u, a in rows
-    ]
-
-
-def _seeds_for(s: Session, wallet: Wallet, plan: TransactionPlan) -> dict[int, EncryptedSeed]:
-    epochs = {c.key_path.epoch for c in plan.inputs} | {wallet.current_epoch}
-    rows = s.scalars(
-        select(KeyEpoch).where(KeyEpoch.wallet_id == wallet.id, KeyEpoch.epoch.in_(epochs))
-    )
-    return {row.epoch: EncryptedSeed.from_string(row.encrypted_seed) for row in rows}
-
-
-def _reserve_inputs(s: Session, plan: TransactionPlan, tx_id: str) -> None:
-    for coin in plan.inputs:
-        utxo = s.scalar(select(Utxo).where(Utxo.txid == coin.txid, Utxo.vout == coin.vout))
-        assert utxo is not None and utxo.reserved_by is None
-        utxo.reserved_by = tx_id

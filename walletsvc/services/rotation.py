@@ -42,7 +42,6 @@ from walletsvc.db.models import (
     Utxo,
     Wallet,
     Withdrawal,
-    utcnow,
 )
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.models_risk import KeyRotation
@@ -57,29 +56,26 @@ from walletsvc.domain.errors import (
 )
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
-from walletsvc.domain.transaction import ApprovedPayout, Coin, KeyPath
-from walletsvc.domain.txplan import plan_payouts, plan_sweep
-from walletsvc.domain.withdrawal import WithdrawalStatus, transition
+from walletsvc.domain.transaction import Coin
+from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.keys.kek import Kek
 from walletsvc.keys.keystore import generate_seed
 from walletsvc.keys.signer import HotSigner
 from walletsvc.policy.engine import approval_deadline
 from walletsvc.services import approvals
 from walletsvc.services.approvals import KindContext, register_kind
-from walletsvc.services.cold import reserve_cold_address
 from walletsvc.services.freeze import MAX_REASON_LENGTH, withdrawals_freeze
-from walletsvc.services.payouts import (
-    PayoutWorker,
-    _reserve_inputs,
-    _seeds_for,
-    _spendable_coins,
-    _tip_height,
-    split_fee,
-)
+from walletsvc.services.payouts import PayoutWorker, sign_payout_batch
 from walletsvc.services.policies import ROW_MAC, active_policy
+from walletsvc.services.signing import (
+    coins_query,
+    fee_rate,
+    to_coins,
+)
 from walletsvc.services.staff import now_utc
+from walletsvc.services.sweeps import sign_sweep_to_cold
 from walletsvc.services.unfreeze import Requester
-from walletsvc.services.wallets import current_address, get_wallet, issue_address, next_change_path
+from walletsvc.services.wallets import current_address, get_wallet, issue_address
 from walletsvc.services.withdrawals import authorization_message
 
 log = logging.getLogger(__name__)
@@ -333,89 +329,30 @@ class RotationService:
             return self._sign_sweep(uow, wallet, coins)
 
     def _sign_sweep(self, uow: UnitOfWork, wallet: Wallet, coins: list[Coin]) -> str:
-        s = uow.session
-        tip = _tip_height(s)
-        cold = reserve_cold_address(uow, self.kek, wallet)
-        change_path, change_script = next_change_path(uow, wallet)
-        rate = self._fee_rate()
-        plan = plan_sweep(
+        tx, row = sign_sweep_to_cold(
+            uow,
+            self.signer,
+            self.kek,
+            self.settings,
+            wallet,
             coins,
-            destination_script=cold.script_pubkey,
             keep_sat=None,
-            fee_rate_sat_per_vb=rate,
-            max_fee_sat=self.settings.max_fee_sat,
-            change_script=change_script,
-            change_path=change_path,
-            min_confirmations=self.settings.min_confirmations,
-            locktime=max(tip, 0),
-        )
-        signed = self.signer.sign(
-            wallet=wallet.name,
-            network=Network(wallet.network),
-            seeds=_seeds_for(s, wallet, plan),
-            plan=plan,
-            approved=[],
-            sweep_scripts=frozenset({cold.script_pubkey}),
-            max_fee_sat=self.settings.max_fee_sat,
-        )
-        tx = ChainTransaction(
-            wallet_id=wallet.id,
-            kind="sweep",
-            status="signed",
-            txid=signed.txid,
-            raw_tx=signed.raw.hex(),
-            fee_sat=signed.fee_sat,
-            vsize=signed.vsize,
-            fee_rate_sat_per_vb=rate,
-        )
-        s.add(tx)
-        s.flush()
-        for coin in plan.inputs:  # take over coins that voided transactions had reserved
-            s.execute(
-                update(Utxo)
-                .where(Utxo.txid == coin.txid, Utxo.vout == coin.vout)
-                .values(reserved_by=tx.id)
-            )
-        amount = sum(o.amount_sat for o in plan.outputs if o.script_pubkey == cold.script_pubkey)
-        sweep = Sweep(
-            wallet_id=wallet.id,
-            transaction_id=tx.id,
-            cold_destination_id=cold.destination_id,
-            cold_index=cold.index,
-            address=cold.address,
-            script_pubkey=cold.script_pubkey.hex(),
-            amount_sat=amount,
-            kept_sat=0,
-            fee_sat=signed.fee_sat,
+            rate=self._fee_rate(),
             trigger=SWEEP_TRIGGER,
-            requested_by=ACTOR,
+            actor=ACTOR,
+            take_over_reserved=True,
         )
-        s.add(sweep)
-        s.flush()
-        uow.audit(
-            ACTOR,
-            "sweep.signed",
-            "sweep",
-            sweep.id,
-            {
-                "txid": signed.txid,
-                "trigger": SWEEP_TRIGGER,
-                "address": cold.address,
-                "cold_index": cold.index,
-                "amount_sat": amount,
-                "fee_sat": signed.fee_sat,
-                "fee_rate_sat_per_vb": rate,
-                "inputs": [f"{c.txid}:{c.vout}" for c in plan.inputs],
-            },
-        )
-        log.warning("rotation sweep %s: %d sat of old-epoch coins to cold", signed.txid, amount)
-        return signed.txid
+        log.warning("rotation sweep %s: %d sat of old-epoch coins to cold", tx.txid, row.amount_sat)
+        return tx.txid
 
     def _fee_rate(self) -> int:
         # High priority: the old keys may be in someone else's hands; outbid them.
-        estimate = self.chain.fee_rate_sat_per_vb(self.settings.rotation_sweep_target_blocks)
-        floor = max(self.settings.fee_floor_sat_per_vb, self.settings.rotation_sweep_min_fee_rate)
-        return max(floor, min(estimate, self.settings.fee_ceiling_sat_per_vb))
+        return fee_rate(
+            self.chain,
+            self.settings,
+            target_blocks=self.settings.rotation_sweep_target_blocks,
+            floor=self.settings.rotation_sweep_min_fee_rate,
+        )
 
     def broadcast_sweeps(self) -> list[str]:
         """Broadcast stored rotation sweeps, under the write lock, whatever the freeze."""
@@ -487,66 +424,23 @@ class RotationService:
     def _resign(
         self, uow: UnitOfWork, wallet: Wallet, voided: ChainTransaction, held: list[Withdrawal]
     ) -> str:
-        s = uow.session
-        tip = _tip_height(s)
-        change_path, change_script = next_change_path(uow, wallet)
-        rate = max(
-            self.settings.fee_floor_sat_per_vb,
-            min(
-                self.chain.fee_rate_sat_per_vb(self.settings.confirmation_target_blocks),
-                self.settings.fee_ceiling_sat_per_vb,
-            ),
+        tx, plan = sign_payout_batch(
+            uow, self.signer, self.chain, self.settings, wallet, held, replaces_id=voided.id
         )
-        payouts = [ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat) for w in held]
-        plan = plan_payouts(
-            _spendable_coins(s, wallet, tip),
-            payouts,
-            change_script=change_script,
-            change_path=change_path,
-            fee_rate_sat_per_vb=rate,
-            max_fee_sat=self.settings.max_fee_sat,
-            min_confirmations=self.settings.min_confirmations,
-            locktime=max(tip, 0),
-        )
-        signed = self.signer.sign(
-            wallet=wallet.name,
-            network=Network(wallet.network),
-            seeds=_seeds_for(s, wallet, plan),
-            plan=plan,
-            approved=payouts,
-            max_fee_sat=self.settings.max_fee_sat,
-        )
-        tx = ChainTransaction(
-            wallet_id=wallet.id,
-            kind="payout",
-            status="signed",
-            txid=signed.txid,
-            raw_tx=signed.raw.hex(),
-            fee_sat=signed.fee_sat,
-            vsize=signed.vsize,
-            fee_rate_sat_per_vb=rate,
-            replaces_id=voided.id,
-        )
-        s.add(tx)
-        s.flush()
-        _reserve_inputs(s, plan, tx.id)
-        for w, share in zip(held, split_fee(signed.fee_sat, len(held)), strict=True):
-            w.status = transition(w.status, WithdrawalStatus.SIGNED).value
-            w.transaction_id, w.fee_share_sat, w.updated_at = tx.id, share, utcnow()
         uow.audit(
             ACTOR,
             "transaction.resigned",
             "chain_transaction",
             tx.id,
             {
-                "txid": signed.txid,
+                "txid": tx.txid,
                 "replaces_voided_txid": voided.txid,
                 "withdrawals": [w.id for w in held],
                 "inputs": [f"{c.txid}:{c.vout}" for c in plan.inputs],
                 "epoch": wallet.current_epoch,
             },
         )
-        return signed.txid
+        return tx.txid
 
 
 def _old_epoch_coins(s: Session, wallet: Wallet) -> list[Coin]:
@@ -554,11 +448,8 @@ def _old_epoch_coins(s: Session, wallet: Wallet) -> list[Coin]:
     voided_ids = select(ChainTransaction.id).where(
         ChainTransaction.wallet_id == wallet.id, ChainTransaction.status == VOIDED
     )
-    tip = _tip_height(s)
     rows = s.execute(
-        select(Utxo, Address)
-        .join(Address, Address.id == Utxo.address_id)
-        .where(
+        coins_query().where(
             Utxo.wallet_id == wallet.id,
             Address.epoch < wallet.current_epoch,
             Utxo.spent_by_txid.is_(None),
@@ -566,18 +457,7 @@ def _old_epoch_coins(s: Session, wallet: Wallet) -> list[Coin]:
             or_(Utxo.reserved_by.is_(None), Utxo.reserved_by.in_(voided_ids)),
         )
     ).all()
-    coins = [
-        Coin(
-            txid=u.txid,
-            vout=u.vout,
-            amount_sat=u.amount_sat,
-            script_pubkey=bytes.fromhex(u.script_pubkey),
-            key_path=KeyPath(a.epoch, a.chain, a.index),
-            confirmations=tip - (u.block_height or tip) + 1,
-            is_coinbase=u.is_coinbase,
-        )
-        for u, a in rows
-    ]
+    coins = to_coins(s, rows)
     # Only what plan_sweep will actually take (mature, confirmed): otherwise every pass
     # would sign an empty plan for an immature coinbase and log it.
     return [c for c in coins if c.confirmations >= _needed_confirmations(c)]

@@ -22,26 +22,32 @@ from typing import Any
 import httpx
 from bitcoin.core import CTransaction
 from prometheus_client import Counter, Gauge
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import Address, ChainTransaction, Wallet, utcnow
+from walletsvc.db.models import Address, ChainTransaction, Utxo, Wallet, utcnow
 from walletsvc.db.models_treasury import HotAlert, Sweep
 from walletsvc.domain.errors import Conflict, DomainError, InsufficientFunds
-from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
+from walletsvc.domain.transaction import Coin
 from walletsvc.domain.txplan import plan_sweep
 from walletsvc.keys.kek import Kek
 from walletsvc.keys.signer import HotSigner
 from walletsvc.policy.document import HotThresholds
 from walletsvc.services.balances import wallet_balances
 from walletsvc.services.cold import cold_view, reserve_cold_address
-from walletsvc.services.fees import fee_rate, watch
+from walletsvc.services.fees import watch
 from walletsvc.services.freeze import withdrawals_freeze
-from walletsvc.services.payouts import _reserve_inputs, _seeds_for, _spendable_coins, _tip_height
 from walletsvc.services.policies import active_policy
+from walletsvc.services.signing import (
+    fee_rate,
+    reserve_inputs,
+    sign_and_store,
+    spendable_coins,
+    tip_height,
+)
 from walletsvc.services.wallets import get_wallet, next_change_path
 
 log = logging.getLogger(__name__)
@@ -205,75 +211,24 @@ class SweepService:
                 f"nothing to sweep: {position.confirmed_sat} sat confirmed, {keep} sat to keep "
                 f"(target {hot.target_sat} + {position.needed_sat} for pending payouts)"
             )
-        tip = _tip_height(s)
-        cold = reserve_cold_address(uow, self.kek, wallet)
-        change_path, change_script = next_change_path(uow, wallet)
-        rate = fee_rate(self.chain, self.settings)
-        plan = plan_sweep(
-            _spendable_coins(s, wallet, tip),
-            destination_script=cold.script_pubkey,
+        tx, row = sign_sweep_to_cold(
+            uow,
+            self.signer,
+            self.kek,
+            self.settings,
+            wallet,
+            spendable_coins(s, wallet),
             keep_sat=keep,
-            fee_rate_sat_per_vb=rate,
-            max_fee_sat=self.settings.max_fee_sat,
-            change_script=change_script,
-            change_path=change_path,
-            min_confirmations=self.settings.min_confirmations,
-            locktime=max(tip, 0),
-        )
-        signed = self.signer.sign(
-            wallet=wallet.name,
-            network=Network(wallet.network),
-            seeds=_seeds_for(s, wallet, plan),
-            plan=plan,
-            approved=[],
-            sweep_scripts=frozenset({cold.script_pubkey}),
-            max_fee_sat=self.settings.max_fee_sat,
-        )
-        tx = ChainTransaction(
-            wallet_id=wallet.id,
-            kind="sweep",
-            status="signed",
-            txid=signed.txid,
-            raw_tx=signed.raw.hex(),
-            fee_sat=signed.fee_sat,
-            vsize=signed.vsize,
-            fee_rate_sat_per_vb=rate,
-        )
-        s.add(tx)
-        s.flush()
-        _reserve_inputs(s, plan, tx.id)
-        watch(uow, tx)
-        swept = sum(o.amount_sat for o in plan.outputs if o.script_pubkey == cold.script_pubkey)
-        row = Sweep(
-            wallet_id=wallet.id,
-            transaction_id=tx.id,
-            cold_destination_id=cold.destination_id,
-            cold_index=cold.index,
-            address=cold.address,
-            script_pubkey=cold.script_pubkey.hex(),
-            amount_sat=swept,
-            kept_sat=plan.output_total - swept,
-            fee_sat=signed.fee_sat,
+            rate=fee_rate(self.chain, self.settings),
             trigger=trigger,
-            requested_by=actor,
-        )
-        s.add(row)
-        s.flush()
-        SWEEPS.labels(wallet=wallet.name, trigger=trigger).inc()
-        uow.audit(
-            actor,
-            "sweep.signed",
-            "sweep",
-            row.id,
-            {
-                **sweep_view(row, tx),
-                "inputs": [f"{c.txid}:{c.vout}" for c in plan.inputs],
+            actor=actor,
+            audit_extra={
                 "thresholds": hot.model_dump(),
                 "needed_by_payouts_sat": position.needed_sat,
             },
         )
-        log.info("sweep %s: %d sat to cold address #%d", signed.txid, swept, cold.index)
-        return signed.txid
+        log.info("sweep %s: %d sat to cold address #%d", tx.txid, row.amount_sat, row.cold_index)
+        return tx.txid
 
     # -- refill alerts -------------------------------------------------------------------
 
@@ -336,6 +291,93 @@ class SweepService:
                 hook(alert)
             except Exception:  # a broken hook must not stop the worker
                 log.exception("refill alert hook failed")
+
+
+def sign_sweep_to_cold(
+    uow: UnitOfWork,
+    signer: HotSigner,
+    kek: Kek,
+    settings: Settings,
+    wallet: Wallet,
+    coins: list[Coin],
+    *,
+    keep_sat: int | None,
+    rate: int,
+    trigger: str,
+    actor: str,
+    take_over_reserved: bool = False,
+    audit_extra: dict[str, Any] | None = None,
+) -> tuple[ChainTransaction, Sweep]:
+    """Sign and store one sweep of ``coins`` to the next cold address, keeping ``keep_sat``.
+
+    ``take_over_reserved``: the coins may still be reserved by transactions that were voided
+    (never broadcast) by a key rotation; the sweep takes them over.
+    """
+    s = uow.session
+    tip = tip_height(s)
+    cold = reserve_cold_address(uow, kek, wallet)
+    change_path, change_script = next_change_path(uow, wallet)
+    plan = plan_sweep(
+        coins,
+        destination_script=cold.script_pubkey,
+        keep_sat=keep_sat,
+        fee_rate_sat_per_vb=rate,
+        max_fee_sat=settings.max_fee_sat,
+        change_script=change_script,
+        change_path=change_path,
+        min_confirmations=settings.min_confirmations,
+        locktime=max(tip, 0),
+    )
+    tx = sign_and_store(
+        uow,
+        signer,
+        wallet=wallet,
+        plan=plan,
+        kind="sweep",
+        rate=rate,
+        max_fee_sat=settings.max_fee_sat,
+        sweep_scripts=frozenset({cold.script_pubkey}),
+    )
+    if take_over_reserved:
+        for coin in plan.inputs:
+            s.execute(
+                update(Utxo)
+                .where(Utxo.txid == coin.txid, Utxo.vout == coin.vout)
+                .values(reserved_by=tx.id)
+            )
+    else:
+        reserve_inputs(s, plan, tx.id)
+    watch(uow, tx)
+    swept = sum(o.amount_sat for o in plan.outputs if o.script_pubkey == cold.script_pubkey)
+    row = Sweep(
+        wallet_id=wallet.id,
+        transaction_id=tx.id,
+        cold_destination_id=cold.destination_id,
+        cold_index=cold.index,
+        address=cold.address,
+        script_pubkey=cold.script_pubkey.hex(),
+        amount_sat=swept,
+        kept_sat=plan.output_total - swept,
+        fee_sat=tx.fee_sat,
+        trigger=trigger,
+        requested_by=actor,
+    )
+    s.add(row)
+    s.flush()
+    SWEEPS.labels(wallet=wallet.name, trigger=trigger).inc()
+    uow.audit(
+        actor,
+        "sweep.signed",
+        "sweep",
+        row.id,
+        {
+            **sweep_view(row, tx),
+            "fee_rate_sat_per_vb": rate,
+            "inputs": [f"{c.txid}:{c.vout}" for c in plan.inputs],
+            **(audit_extra or {}),
+        },
+    )
+    return tx, row
 
 
 def _thresholds(s: Session, kek: Kek, wallet: Wallet) -> HotThresholds | None:
