@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from bitcoin.core import b2lx
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.conftest import Tokens
 from tests.helpers import (
@@ -25,8 +25,9 @@ from tests.helpers import (
 )
 from walletsvc.chain import blocks
 from walletsvc.chain.embedded import EmbeddedChain
-from walletsvc.db.models import ChainTransaction
+from walletsvc.db.models import ChainTransaction, Withdrawal
 from walletsvc.domain.errors import ChainRejected
+from walletsvc.services.freeze import active_freezes
 from walletsvc.services.payouts import split_fee
 from walletsvc.services.runtime import Runtime
 
@@ -153,3 +154,29 @@ def test_original_confirming_after_the_bump_kills_the_replacement(
     dead = audit_events(funded.db, "transaction.replacement_dead")
     assert len(dead) == 1 and dead[0].data["dead_txids"] == [new.txid]
     assert verify_audit(funded).ok
+
+
+def test_a_bump_of_an_altered_payout_is_refused_and_freezes_the_wallet(
+    client: TestClient, funded: Runtime, tokens: Tokens
+) -> None:
+    """The fee bumper re-checks each payout's authorisation tag; an edited row is an integrity
+    alarm, and the risk monitor freezes the wallet (as for the payout worker)."""
+    funded.settings.rbf_after_blocks = STUCK_AFTER
+    address, _ = external_destination("rbf tampered miner")
+    created = request_payout(client, tokens.all, key="rbf-tamper", destination=address)
+    assert created.status_code == 201
+    assert len(funded.worker.run_once().broadcast_txids) == 1
+    with funded.db.write() as uow:  # an attacker with SQL access raises the amount
+        uow.session.execute(
+            update(Withdrawal)
+            .where(Withdrawal.id == created.json()["id"])
+            .values(amount_sat=Withdrawal.amount_sat + 1_000_000)
+        )
+    chain = embedded(funded)
+    mine_empty(chain, STUCK_AFTER)
+    funded.scanner.sync()
+    assert funded.fee_bumper.bump_stuck() == []
+    with funded.db.read() as s:
+        assert [t.status for t in s.scalars(select(ChainTransaction))] == ["broadcast"]
+        freezes = active_freezes(s)
+    assert [f.source for f in freezes] == ["risk"]

@@ -44,8 +44,10 @@ from walletsvc.services.freeze import withdrawals_freeze
 from walletsvc.services.payouts import split_fee
 from walletsvc.services.policies import ROW_MAC
 from walletsvc.services.signing import (
+    SignerFailureHook,
     coins_query,
     fee_rate,
+    report_signer_failure,
     reserve_inputs,
     sign_and_store,
     spendable_coins,
@@ -99,6 +101,7 @@ class FeeBumper:
         self.chain = chain
         self.signer = signer
         self.settings = settings
+        self.on_signer_failure: SignerFailureHook | None = None  # wired by Runtime.open
 
     def stuck(self) -> list[str]:
         """Ids of broadcast payout batches unconfirmed for ``rbf_after_blocks`` blocks."""
@@ -125,6 +128,12 @@ class FeeBumper:
                 bump = self.bump(tx_id)
             except DomainError as exc:
                 log.warning("cannot bump the fee of transaction %s: %s", tx_id, exc.message)
+                with self.db.read() as s:
+                    wallet_id = s.scalar(
+                        select(ChainTransaction.wallet_id).where(ChainTransaction.id == tx_id)
+                    )
+                if wallet_id is not None:
+                    report_signer_failure(self.on_signer_failure, wallet_id, exc)
                 continue
             if bump is not None:
                 bumps.append(bump)

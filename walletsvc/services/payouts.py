@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 
@@ -41,7 +40,9 @@ from walletsvc.keys.signer import HotSigner
 from walletsvc.services.freeze import withdrawals_freeze
 from walletsvc.services.policies import ROW_MAC
 from walletsvc.services.signing import (
+    SignerFailureHook,
     fee_rate,
+    report_signer_failure,
     reserve_inputs,
     sign_and_store,
     spendable_coins,
@@ -79,7 +80,7 @@ class PayoutWorker:
         self.signer = signer
         self.settings = settings
         # The risk monitor's hook (Runtime.open): the signer refusing its own work freezes.
-        self.on_signer_failure: Callable[[str, DomainError], None] | None = None
+        self.on_signer_failure: SignerFailureHook | None = None
 
     def run_once(self) -> WorkerReport:
         report = WorkerReport()
@@ -102,8 +103,7 @@ class PayoutWorker:
             except (SigningRefused, VerificationFailed) as exc:
                 log.error("wallet %s: the signer refused its own work: %s", wallet_id, exc.code)
                 report.errors.append(exc.message)
-                if self.on_signer_failure is not None:
-                    self.on_signer_failure(wallet_id, exc)
+                report_signer_failure(self.on_signer_failure, wallet_id, exc)
                 continue
             except DomainError as exc:
                 log.warning("wallet %s: cannot sign payouts yet: %s", wallet_id, exc.message)

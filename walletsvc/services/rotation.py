@@ -68,8 +68,10 @@ from walletsvc.services.freeze import MAX_REASON_LENGTH, withdrawals_freeze
 from walletsvc.services.payouts import PayoutWorker, sign_payout_batch
 from walletsvc.services.policies import ROW_MAC, active_policy
 from walletsvc.services.signing import (
+    SignerFailureHook,
     coins_query,
     fee_rate,
+    report_signer_failure,
     to_coins,
 )
 from walletsvc.services.staff import now_utc
@@ -290,6 +292,7 @@ class RotationService:
         self.chain = chain
         self.signer = signer
         self.settings = settings
+        self.on_signer_failure: SignerFailureHook | None = None  # wired by Runtime.open
 
     def run(self, wallet: str | None = None) -> list[str]:
         """Sweep old-epoch coins, broadcast rotation sweeps, re-sign what may be re-signed.
@@ -307,6 +310,7 @@ class RotationService:
                     txid = step(wallet_id)
                 except DomainError as exc:
                     log.warning("wallet %s: rotation step waits: %s", wallet_id, exc.message)
+                    report_signer_failure(self.on_signer_failure, wallet_id, exc)
                     continue
                 if txid is not None:
                     signed.append(txid)

@@ -58,7 +58,11 @@ class Runtime:
         scanner = Scanner(db, chain, start_height=settings.scan_start_height)
         scanner.block_watchers.append(risk.on_block)
         worker = PayoutWorker(db, kek, chain, signer, settings)
-        worker.on_signer_failure = risk.signer_failed
+        sweeper = SweepService(db, kek, chain, signer, settings)
+        fee_bumper = FeeBumper(db, kek, chain, signer, settings)
+        rotation = RotationService(db, kek, chain, signer, settings)
+        for signing_service in (worker, sweeper, fee_bumper, rotation):
+            signing_service.on_signer_failure = risk.signer_failed
         return cls(
             settings=settings,
             kek=kek,
@@ -67,10 +71,10 @@ class Runtime:
             signer=signer,
             worker=worker,
             scanner=scanner,
-            sweeper=SweepService(db, kek, chain, signer, settings),
-            fee_bumper=FeeBumper(db, kek, chain, signer, settings),
+            sweeper=sweeper,
+            fee_bumper=fee_bumper,
             risk=risk,
-            rotation=RotationService(db, kek, chain, signer, settings),
+            rotation=rotation,
         )
 
     def tick(self) -> None:

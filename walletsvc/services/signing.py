@@ -8,7 +8,7 @@ leaves either nothing or the exact bytes to re-broadcast.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session
@@ -23,11 +23,22 @@ from walletsvc.db.models import (
     Utxo,
     Wallet,
 )
+from walletsvc.domain.errors import DomainError, SigningRefused, VerificationFailed
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import ApprovedPayout, Coin, KeyPath, TransactionPlan
 from walletsvc.keys.keystore import EncryptedSeed
 from walletsvc.keys.signer import HotSigner
+
+# Called (outside the failed transaction) when the signer refuses its own work or the kernel
+# refuses a signature: the risk monitor freezes the wallet (Runtime.open wires it).
+SignerFailureHook = Callable[[str, DomainError], None]
+
+
+def report_signer_failure(hook: SignerFailureHook | None, wallet_id: str, exc: DomainError) -> None:
+    """Pass SigningRefused/VerificationFailed to ``hook``; other errors are not integrity alarms."""
+    if hook is not None and isinstance(exc, SigningRefused | VerificationFailed):
+        hook(wallet_id, exc)
 
 
 def tip_height(s: Session) -> int:

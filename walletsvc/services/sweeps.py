@@ -42,7 +42,9 @@ from walletsvc.services.fees import watch
 from walletsvc.services.freeze import withdrawals_freeze
 from walletsvc.services.policies import active_policy
 from walletsvc.services.signing import (
+    SignerFailureHook,
     fee_rate,
+    report_signer_failure,
     reserve_inputs,
     sign_and_store,
     spendable_coins,
@@ -127,6 +129,7 @@ class SweepService:
         self.signer = signer
         self.settings = settings
         self.alert_hooks: list[AlertHook] = list(alert_hooks or [])
+        self.on_signer_failure: SignerFailureHook | None = None  # wired by Runtime.open
         if settings.refill_webhook_url:
             self.alert_hooks.append(webhook_hook(settings.refill_webhook_url))
 
@@ -142,6 +145,7 @@ class SweepService:
                 txid = self._evaluate(wallet_id)
             except DomainError as exc:
                 log.warning("wallet %s: no sweep this pass: %s", wallet_id, exc.message)
+                report_signer_failure(self.on_signer_failure, wallet_id, exc)
                 continue
             if txid is not None:
                 txids.append(txid)
