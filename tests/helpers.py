@@ -7,10 +7,14 @@ loopback, the database through the runtime's engine, the chain through the embed
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -210,3 +214,34 @@ def live_server(app: FastAPI) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a separate `walletsvc` process acting on ``settings``' data."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WALLETSVC_")},
+        "WALLETSVC_DATA_DIR": str(settings.data_dir),
+        "WALLETSVC_DATABASE_URL": settings.database_url,
+        "WALLETSVC_KEK_FILE": str(settings.kek_path),
+        "WALLETSVC_POLICY_FILE": str(settings.policy_file),
+        **extra,
+    }
+
+
+def run_cli(
+    settings: Settings, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `walletsvc ARGS` in its own process, as an operator would (no API involved)."""
+    return subprocess.run(
+        [sys.executable, "-m", "walletsvc.cli.main", *args],
+        env=service_env(settings),
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

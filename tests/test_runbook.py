@@ -10,18 +10,15 @@ mines a block on the embedded chain: the confirmation an operator waits for.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import select
 
 from tests.conftest import WALLET, fund_wallet
 from tests.governance import PASSWORD, Team
-from tests.helpers import external_destination
+from tests.helpers import external_destination, run_cli
 from tests.services.test_sweep import with_cold
 from walletsvc.db.models import ChainTransaction, Utxo
 from walletsvc.db.models_risk import KeyRotation
@@ -46,15 +43,7 @@ class Operator:
     """Runs runbook lines like a person at the terminal, filling the placeholders."""
 
     def __init__(self, runtime: Runtime, team: Team) -> None:
-        s = runtime.settings
         self.runtime, self.team = runtime, team
-        self.env = {
-            **os.environ,
-            "WALLETSVC_DATA_DIR": str(s.data_dir),
-            "WALLETSVC_DATABASE_URL": s.database_url,
-            "WALLETSVC_KEK_FILE": str(s.kek_path),
-            "WALLETSVC_POLICY_FILE": str(s.policy_file),
-        }
         self.freeze_id = ""
         self.request_id = ""
         self.ran: list[str] = []
@@ -78,16 +67,7 @@ class Operator:
             stdin = PASSWORD + "\n"
         assert "<" not in filled, f"unfilled placeholder in {filled}"
         args = shlex.split(filled)
-        result = subprocess.run(
-            [sys.executable, "-m", "walletsvc.cli.main", *args[1:]],
-            env=self.env,
-            cwd=REPO,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        result = run_cli(self.runtime.settings, *args[1:], stdin=stdin)
         assert result.returncode == 0, f"{filled}\n{result.stdout}\n{result.stderr}"
         self._remember(result.stdout)
         self.ran.append(filled)

@@ -7,7 +7,6 @@ restarted in this process must broadcast the very same bytes and never sign agai
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -23,6 +22,7 @@ from tests.helpers import (
     initialised,
     opened,
     request_payout,
+    service_env,
     show_withdrawal,
 )
 from walletsvc.api.app import create_app
@@ -43,15 +43,7 @@ runtime.close()
 
 
 def run_worker_process(settings: Settings, *, failpoint: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("WALLETSVC_")},
-        "WALLETSVC_DATA_DIR": str(settings.data_dir),
-        "WALLETSVC_DATABASE_URL": settings.database_url,
-        "WALLETSVC_KEK_FILE": str(settings.kek_path),
-        "WALLETSVC_POLICY_FILE": str(settings.policy_file),
-        "WALLETSVC_RUN_WORKER": "false",
-        "WALLETSVC_FAILPOINT": failpoint,
-    }
+    env = service_env(settings, WALLETSVC_RUN_WORKER="false", WALLETSVC_FAILPOINT=failpoint)
     return subprocess.run(
         [sys.executable, "-c", WORKER],
         cwd=REPO,

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from tests.conftest import WALLET, Tokens, auth, fund_wallet
+from tests.helpers import run_cli
 from walletsvc.db.models import AuditEvent, ChainTransaction, Withdrawal
 from walletsvc.domain.address import p2wpkh_script, script_to_address
 from walletsvc.services.freeze import active_freezes
@@ -164,22 +162,7 @@ def test_freeze_needs_the_freeze_scope(client: TestClient, tokens: Tokens) -> No
 
 def test_cli_freeze_works_without_the_api(runtime: Runtime) -> None:
     """`walletsvc freeze` writes straight to the database: no API process is running here."""
-    s = runtime.settings
-    env = {
-        **os.environ,
-        "WALLETSVC_DATA_DIR": str(s.data_dir),
-        "WALLETSVC_DATABASE_URL": s.database_url,
-        "WALLETSVC_KEK_FILE": str(s.kek_path),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "walletsvc.cli.main", "freeze", "--reason", "pager: drain seen"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_cli(runtime.settings, "freeze", "--reason", "pager: drain seen")
     assert result.returncode == 0, result.stderr
     assert "FROZEN" in result.stdout
     with runtime.db.read() as session:

@@ -7,9 +7,6 @@ and the payouts proceed. Approvals carry real RFC 6238 codes at injected (aligne
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import Tokens, auth, fund_wallet
 from tests.governance import Member, Team, aligned_now, later, principal
+from tests.helpers import run_cli
 from tests.services.test_freeze import _queue_payouts, _snapshot, _wait_for
 from walletsvc.db.models import AuditEvent, Withdrawal
 from walletsvc.db.models_incident import Freeze
@@ -162,22 +160,7 @@ def test_requester_never_approves_and_later_freezes_stay(runtime: Runtime, team:
 
 def test_cli_unfreeze_opens_a_request_without_the_api(runtime: Runtime, team: Team) -> None:
     frozen = freeze(runtime.db, scope="all", wallet=None, reason="pager", actor="test")
-    s = runtime.settings
-    env = {
-        **os.environ,
-        "WALLETSVC_DATA_DIR": str(s.data_dir),
-        "WALLETSVC_DATABASE_URL": s.database_url,
-        "WALLETSVC_KEK_FILE": str(s.kek_path),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "walletsvc.cli.main", "unfreeze", "--reason", "false alarm"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_cli(runtime.settings, "unfreeze", "--reason", "false alarm")
     assert result.returncode == 0, result.stderr
     assert frozen.id in result.stdout
     with runtime.db.read() as session:
