@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from walletsvc.db.models import ChainTransaction, ScannedBlock, Utxo, Wallet, Withdrawal
+from walletsvc.db.models import ChainTransaction, Utxo, Wallet, Withdrawal
 from walletsvc.domain.withdrawal import WithdrawalStatus
+from walletsvc.services.signing import tip_height
 
 COINBASE_MATURITY = 100
 
@@ -27,7 +28,7 @@ class Balances:
 
 
 def wallet_balances(s: Session, wallet: Wallet, *, min_confirmations: int) -> Balances:
-    tip = s.scalar(select(func.max(ScannedBlock.height))) or 0
+    tip = tip_height(s)
     confirmed = immature = unconfirmed = in_flight = 0
     for amount, height, coinbase, reserved in s.execute(
         select(Utxo.amount_sat, Utxo.block_height, Utxo.is_coinbase, Utxo.reserved_by).where(

@@ -256,16 +256,15 @@ class Scanner:
     @staticmethod
     def _extend_lookahead(s: Session, address: Address) -> bool:
         """Keep LOOKAHEAD unused addresses past ``address``; True if new ones were derived."""
-        before = s.scalar(select(func.count(Address.id)))
         wallet = s.get(Wallet, address.wallet_id)
         epoch = s.scalar(
             select(KeyEpoch).where(
                 KeyEpoch.wallet_id == address.wallet_id, KeyEpoch.epoch == address.epoch
             )
         )
-        if wallet is not None and epoch is not None:
-            ensure_derived(s, wallet, epoch, address.chain, address.index + LOOKAHEAD)
-        return s.scalar(select(func.count(Address.id))) != before
+        if wallet is None or epoch is None:
+            return False
+        return ensure_derived(s, wallet, epoch, address.chain, address.index + LOOKAHEAD) > 0
 
     @staticmethod
     def _confirm_own(uow: UnitOfWork, txid: str, height: int, block_hash: str) -> None:

@@ -126,8 +126,11 @@ def next_change_path(uow: UnitOfWork, wallet: Wallet) -> tuple[KeyPath, bytes]:
 
 def ensure_derived(
     session: Session, wallet: Wallet, epoch: KeyEpoch, chain: int, up_to_index: int
-) -> None:
-    """Make sure addresses 0..up_to_index of (epoch, chain) exist as watched rows."""
+) -> int:
+    """Make sure addresses 0..up_to_index of (epoch, chain) exist as watched rows.
+
+    Returns how many were derived now (0 when the window already reached ``up_to_index``).
+    """
     highest = session.scalar(
         select(func.max(Address.index)).where(
             Address.wallet_id == wallet.id, Address.epoch == epoch.epoch, Address.chain == chain
@@ -135,7 +138,7 @@ def ensure_derived(
     )
     start = 0 if highest is None else highest + 1
     if start > up_to_index:
-        return
+        return 0
     xpub = AccountXpub.parse(epoch.account_xpub, Network(wallet.network))
     for index in range(start, up_to_index + 1):
         script = xpub.script_pubkey(chain, index)
@@ -150,6 +153,7 @@ def ensure_derived(
             )
         )
     session.flush()
+    return up_to_index + 1 - start
 
 
 def current_address(session: Session, wallet: Wallet) -> Address:

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import ChainTransaction, IdempotencyKey, ScannedBlock, Wallet, Withdrawal
+from walletsvc.db.models import ChainTransaction, IdempotencyKey, Wallet, Withdrawal
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
@@ -38,6 +38,7 @@ from walletsvc.services import approvals
 from walletsvc.services.allowlist import entry_for_destination
 from walletsvc.services.approvals import KindContext, register_kind
 from walletsvc.services.policies import ROW_MAC, active_policy
+from walletsvc.services.signing import tip_height
 from walletsvc.services.wallets import get_wallet
 
 MAX_REFERENCE_LENGTH = 200
@@ -302,18 +303,13 @@ def cancel_withdrawal(db: Database, withdrawal_id: str, *, actor: str) -> None:
         uow.audit(actor, "withdrawal.cancelled", "withdrawal", row.id, {})
 
 
-def chain_tip_height(session: Session) -> int | None:
-    return session.scalar(select(func.max(ScannedBlock.height)))
-
-
 def withdrawal_view(session: Session, row: Withdrawal) -> dict[str, Any]:
     wallet = session.get(Wallet, row.wallet_id)
     request = approvals.request_for_subject(session, KIND, row.id)
     tx = session.get(ChainTransaction, row.transaction_id) if row.transaction_id else None
     confirmations = 0
     if tx is not None and tx.block_height is not None:
-        tip = chain_tip_height(session)
-        confirmations = 0 if tip is None else max(0, tip - tx.block_height + 1)
+        confirmations = max(0, tip_height(session) - tx.block_height + 1)
     return {
         "id": row.id,
         "wallet": wallet.name if wallet else None,
