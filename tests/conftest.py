@@ -19,12 +19,12 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from walletsvc.api.app import create_app
+from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.bootstrap.setup import initialise
 from walletsvc.config import Settings
 from walletsvc.db.migrate import upgrade
-from walletsvc.services.runtime import Runtime
-from walletsvc.services.setup import initialise
-from walletsvc.services.tokens import SCOPES, create_token
-from walletsvc.services.wallets import current_address, get_wallet
+from walletsvc.governance.tokens import SCOPES, create_token
+from walletsvc.wallets.service import current_address, get_wallet
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("WALLETSVC_TEST_POSTGRES_URL", "")

@@ -26,6 +26,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import DeclarativeBase
 
 from tests.conftest import WALLET, auth
+from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.bootstrap.setup import initialise
 from walletsvc.chain.embedded import EmbeddedChain
 from walletsvc.config import Settings
 from walletsvc.db.database import Database
@@ -39,10 +41,8 @@ from walletsvc.db.models import (
 from walletsvc.domain.address import p2wpkh_script, script_to_address
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
-from walletsvc.services.audit import VerifyReport, verify
-from walletsvc.services.runtime import Runtime
-from walletsvc.services.setup import initialise
-from walletsvc.services.tokens import SCOPES, create_token
+from walletsvc.governance.audit import VerifyReport, verify
+from walletsvc.governance.tokens import SCOPES, create_token
 
 # The default policy sends anything above 0.1 BTC to staff approval: stay below it.
 PAYOUT_SAT = 1_234_567

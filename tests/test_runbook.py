@@ -17,14 +17,14 @@ from pathlib import Path
 from sqlalchemy import select
 
 from tests.conftest import WALLET, fund_wallet
-from tests.governance import PASSWORD, Team
+from tests.governance_helpers import PASSWORD, Team
 from tests.helpers import external_destination, run_cli
 from tests.services.test_sweep import with_cold
+from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import ChainTransaction, Utxo
 from walletsvc.db.models_risk import KeyRotation
-from walletsvc.services.freeze import active_freezes
-from walletsvc.services.runtime import Runtime
-from walletsvc.services.wallets import current_address, get_wallet
+from walletsvc.incident.freeze import active_freezes
+from walletsvc.wallets.service import current_address, get_wallet
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Incident: hot key compromise"

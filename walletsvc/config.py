@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     max_batch_outputs: int = Field(default=100, ge=1, le=2_000)
     # Where the scanner starts on a fresh database (a production wallet's birth height).
     scan_start_height: int = Field(default=0, ge=0)
-    # Test-only fault injection (see walletsvc.services.payouts); empty in production.
+    # Test-only fault injection (see walletsvc.payouts.worker); empty in production.
     failpoint: str = ""
 
     # Staff step-up (TOTP, RFC 6238). Codes of this many time steps either side of now are

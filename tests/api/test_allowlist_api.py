@@ -11,12 +11,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import WALLET, Tokens, auth
-from tests.governance import DEST, Team, aligned_now, default_document, install, principal
+from tests.governance_helpers import DEST, Team, aligned_now, default_document, install, principal
+from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent
 from walletsvc.db.models_governance import AllowlistEntryRow
-from walletsvc.services import approvals
-from walletsvc.services.runtime import Runtime
-from walletsvc.services.withdrawals import WithdrawalInput, request_withdrawal
+from walletsvc.governance import approvals
+from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
 
 
 def propose(client: TestClient, headers: dict[str, str], label: str = "x") -> Any:

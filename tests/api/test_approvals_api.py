@@ -8,10 +8,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import WALLET, Tokens, auth
-from tests.governance import DEST, PASSWORD, Team
+from tests.governance_helpers import DEST, PASSWORD, Team
+from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent
 from walletsvc.db.models_governance import Staff
-from walletsvc.services.runtime import Runtime
 
 
 def login(client: TestClient, team: Team, name: str) -> dict[str, str]:

@@ -15,9 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import WALLET
-from tests.governance import DEST, Team
-from walletsvc.services.runtime import Runtime
-from walletsvc.services.tokens import SCOPES, create_token
+from tests.governance_helpers import DEST, Team
+from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.governance.tokens import SCOPES, create_token
 
 ROLES = ("approver", "operator", "auditor")
 ALL_STAFF = frozenset(f"role:{r}" for r in ROLES)
@@ -149,7 +149,7 @@ def test_authorisation_matrix(client: TestClient, principals: dict[str, str], ro
 def test_disabled_staff_and_ended_sessions_are_refused_at_once(
     client: TestClient, runtime: Runtime
 ) -> None:
-    from walletsvc.services.staff import disable_staff
+    from walletsvc.governance.staff import disable_staff
 
     team = Team(runtime)
     alice = team.login(team.add("alice"))

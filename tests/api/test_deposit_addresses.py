@@ -8,13 +8,13 @@ from sqlalchemy import select
 
 from tests.conftest import WALLET, Tokens, auth
 from tests.helpers import audit_events, count_rows, embedded, wallet_balances
+from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import Address, Utxo
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.network import Network
 from walletsvc.domain.transaction import RECEIVE_CHAIN
 from walletsvc.keys.hd import AccountXpub
-from walletsvc.services.runtime import Runtime
-from walletsvc.services.wallets import LOOKAHEAD
+from walletsvc.wallets.service import LOOKAHEAD
 
 BASE = f"/v1/wallets/{WALLET}/deposit-addresses"
 SUBSIDY = 50 * 100_000_000

@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import Tokens, auth
-from tests.governance import Member, Team, aligned_now, default_document, later, principal
+from tests.governance_helpers import Member, Team, aligned_now, default_document, later, principal
+from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent
-from walletsvc.services import approvals, policy_changes
-from walletsvc.services.runtime import Runtime
+from walletsvc.governance import approvals, policy_changes
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ import pytest
 import uvicorn
 
 from tests.conftest import WALLET, Tokens
-from tests.governance import DEST, default_document, install
+from tests.governance_helpers import DEST, default_document, install
 from walletsvc.api.app import create_app
-from walletsvc.services.runtime import Runtime
+from walletsvc.bootstrap.runtime import Runtime
 
 REQUESTS = 200
 AMOUNT = 25_000

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import WALLET, SharedApp, auth
 from tests.helpers import audit_actions, count_rows, external_destination
+from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent, ChainTransaction, IdempotencyKey, Withdrawal
-from walletsvc.services.runtime import Runtime
 
 _HASH = hashlib.new("ripemd160", hashlib.sha256(b"bad input miner").digest()).digest()
 GOOD = str(SegwitBech32Encoder.Encode("bcrt", 0, _HASH))

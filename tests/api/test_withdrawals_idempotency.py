@@ -17,7 +17,7 @@ from tests.helpers import (
     request_payout,
 )
 from walletsvc.api.app import create_app
-from walletsvc.services.runtime import Runtime
+from walletsvc.bootstrap.runtime import Runtime
 
 DEST, _ = external_destination("idempotent miner")
 OTHER_DEST, _ = external_destination("another miner")

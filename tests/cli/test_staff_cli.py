@@ -10,14 +10,14 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from tests.governance import PASSWORD, aligned_now, later
+from tests.governance_helpers import PASSWORD, aligned_now, later
+from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.cli.main import app
 from walletsvc.db.models import AuditEvent
 from walletsvc.db.models_governance import Staff, StaffSession
 from walletsvc.domain.errors import Conflict, InvalidCredentials, InvalidInput
-from walletsvc.services.runtime import Runtime
-from walletsvc.services.sessions import login
-from walletsvc.services.staff import create_staff, decrypt_totp_secret
+from walletsvc.governance.sessions import login
+from walletsvc.governance.staff import create_staff, decrypt_totp_secret
 
 
 @pytest.fixture

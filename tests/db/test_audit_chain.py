@@ -22,8 +22,8 @@ from tests.helpers import (
     show_withdrawal,
     verify_audit,
 )
+from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent, ChainTransaction, PolicyVersion, Withdrawal
-from walletsvc.services.runtime import Runtime
 
 DEST, DEST_SCRIPT = external_destination("audited miner")
 THIEF, THIEF_SCRIPT = external_destination("thief")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.governance import default_document
+from tests.governance_helpers import default_document
 from walletsvc.policy.document import PolicyError, RiskRule, parse_policy
 from walletsvc.policy.engine import HistorySnapshot, PayoutRequest, evaluate
 from walletsvc.policy.risk import (

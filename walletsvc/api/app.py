@@ -22,8 +22,8 @@ from walletsvc.api.routes import (
     wallets,
     withdrawals,
 )
+from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.config import Settings
-from walletsvc.services.runtime import Runtime
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:

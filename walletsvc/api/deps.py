@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.domain.errors import Forbidden, Unauthenticated
-from walletsvc.services.runtime import Runtime
-from walletsvc.services.sessions import authenticate_session, is_session_token
-from walletsvc.services.staff import ROLES, StaffPrincipal
-from walletsvc.services.tokens import TokenPrincipal, authenticate_token
+from walletsvc.governance.sessions import authenticate_session, is_session_token
+from walletsvc.governance.staff import ROLES, StaffPrincipal
+from walletsvc.governance.tokens import TokenPrincipal, authenticate_token
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from walletsvc.domain import errors as e
-from walletsvc.services.policies import IntegrityFailure
+from walletsvc.governance.policies import IntegrityFailure
 
 log = logging.getLogger(__name__)
 

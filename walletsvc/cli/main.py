@@ -18,8 +18,8 @@ from walletsvc.domain.network import Network
 
 if TYPE_CHECKING:
     from walletsvc.db.database import Database
+    from walletsvc.governance.staff import StaffPrincipal
     from walletsvc.keys.kek import Kek
-    from walletsvc.services.staff import StaffPrincipal
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for machine clients.")
@@ -77,7 +77,7 @@ def init(
     ] = None,
 ) -> None:
     """Create the data directory, keys and first policy; print the xpub and what to back up."""
-    from walletsvc.services.setup import initialise
+    from walletsvc.bootstrap.setup import initialise
 
     if cold_xpub and cold_descriptor:
         fail("give --cold-xpub or --cold-descriptor, not both")
@@ -126,8 +126,8 @@ def sweep(
     ] = "pool-hot",
 ) -> None:
     """Force one sweep to the next cold address now (the service must not hold the chain)."""
-    from walletsvc.services.runtime import Runtime
-    from walletsvc.services.sweeps import sweep_view
+    from walletsvc.bootstrap.runtime import Runtime
+    from walletsvc.treasury.sweeps import sweep_view
 
     runtime = Runtime.open(settings())
     try:
@@ -173,8 +173,8 @@ def token_create(
     scope: Annotated[list[str], typer.Option(help="Repeat for each scope")],
 ) -> None:
     """Create an API token; it is printed once and stored only as a hash."""
-    from walletsvc.services.runtime import open_database
-    from walletsvc.services.tokens import create_token
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.governance.tokens import create_token
 
     db = open_database(settings())
     try:
@@ -188,8 +188,8 @@ def token_create(
 
 @token_app.command("list")
 def token_list() -> None:
-    from walletsvc.services.runtime import open_database
-    from walletsvc.services.tokens import list_tokens
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.governance.tokens import list_tokens
 
     db = open_database(settings())
     with db.read() as session:
@@ -200,8 +200,8 @@ def token_list() -> None:
 
 @token_app.command("revoke")
 def token_revoke(token_id: str) -> None:
-    from walletsvc.services.runtime import open_database
-    from walletsvc.services.tokens import revoke_token
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.governance.tokens import revoke_token
 
     try:
         revoke_token(open_database(settings()), token_id=token_id, actor=CLI_ACTOR)
@@ -217,8 +217,8 @@ def freeze_command(
     wallet: Annotated[str | None, typer.Option(help="One wallet (default: all)")] = None,
 ) -> None:
     """Freeze now, straight in the database: works when the API is down or overloaded."""
-    from walletsvc.services.freeze import freeze
-    from walletsvc.services.runtime import open_database
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.incident.freeze import freeze
 
     try:
         row = freeze(
@@ -241,9 +241,9 @@ def unfreeze_command(
     ] = None,
 ) -> None:
     """Ask to lift freezes: opens an approval request (works with the API down)."""
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.incident.unfreeze import Requester, Target, propose
     from walletsvc.keys.kek import load_kek
-    from walletsvc.services.runtime import open_database
-    from walletsvc.services.unfreeze import Requester, Target, propose
 
     if freeze_id and wallet:
         fail("give --freeze-id or --wallet, not both")
@@ -277,11 +277,11 @@ def rotate_command(
 
     Works with the API down. --sweep must not run beside a service holding the embedded chain.
     """
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.incident.rotation import propose, rotation_status
+    from walletsvc.incident.unfreeze import Requester
     from walletsvc.keys.kek import load_kek
-    from walletsvc.services.rotation import propose, rotation_status
-    from walletsvc.services.runtime import open_database
-    from walletsvc.services.unfreeze import Requester
-    from walletsvc.services.wallets import get_wallet
+    from walletsvc.wallets.service import get_wallet
 
     if sum((reason is not None, sweep, status)) != 1:
         fail("give exactly one of --reason, --sweep, --status")
@@ -309,7 +309,7 @@ def rotate_command(
 
 
 def _rotation_pass(s: Settings, wallet: str) -> None:
-    from walletsvc.services.runtime import Runtime
+    from walletsvc.bootstrap.runtime import Runtime
 
     runtime = Runtime.open(s)
     try:
@@ -334,9 +334,9 @@ def approve_command(
     For incidents with the API down. It asks for the same factors as the API (password, then
     a step-up code); whoever runs it holds the KEK already, so it opens no new way in.
     """
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.governance import approvals
     from walletsvc.keys.kek import load_kek
-    from walletsvc.services import approvals
-    from walletsvc.services.runtime import open_database
 
     s = settings()
     db, kek = open_database(s), load_kek(s.kek_path)
@@ -371,7 +371,7 @@ def _staff_by_password(
 
     from walletsvc.db.models_governance import Staff
     from walletsvc.domain.errors import InvalidCredentials
-    from walletsvc.services.staff import (
+    from walletsvc.governance.staff import (
         ensure_not_locked,
         now_utc,
         principal_for,
@@ -401,9 +401,9 @@ def _staff_by_password(
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the audit hash chain and the integrity tags of governed rows."""
+    from walletsvc.bootstrap.runtime import AUDIT_CHAIN, open_database
+    from walletsvc.governance import audit
     from walletsvc.keys.kek import load_kek
-    from walletsvc.services import audit
-    from walletsvc.services.runtime import AUDIT_CHAIN, open_database
 
     s = settings()
     kek = load_kek(s.kek_path)
@@ -424,7 +424,7 @@ def devchain_mine(
     to: Annotated[str | None, typer.Option("--to", help="Coinbase address")] = None,
 ) -> None:
     """Mine blocks on the embedded chain (through the running service if it holds the chain)."""
-    from walletsvc.services.devchain import mine
+    from walletsvc.devchain.commands import mine
 
     try:
         hashes = mine(settings(), blocks, to)
@@ -436,7 +436,7 @@ def devchain_mine(
 
 @devchain_app.command("status")
 def devchain_status() -> None:
-    from walletsvc.services.devchain import status
+    from walletsvc.devchain.commands import status
 
     typer.echo(json.dumps(status(settings()), indent=2))
 
@@ -446,7 +446,7 @@ def dev_bootstrap(
     wallet: Annotated[str, typer.Option()] = "pool-hot",
 ) -> None:
     """Idempotent dev set-up for `make run`: init, fund with mined coins, a token, credentials."""
-    from walletsvc.services.setup import dev_bootstrap as bootstrap
+    from walletsvc.bootstrap.setup import dev_bootstrap as bootstrap
 
     s = settings()
     if s.network is not Network.REGTEST or s.chain_backend != "embedded":

@@ -47,9 +47,9 @@ def add(
     ] = False,
 ) -> None:
     """Create a staff member; prints the TOTP provisioning URI once."""
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.governance.staff import create_staff
     from walletsvc.keys.kek import load_kek
-    from walletsvc.services.runtime import open_database
-    from walletsvc.services.staff import create_staff
 
     s = Settings()
     password = _read_password(password_stdin)
@@ -74,8 +74,8 @@ def add(
 @staff_app.command("list")
 def list_() -> None:
     """Staff members with role, groups and state (no secrets)."""
-    from walletsvc.services.runtime import open_database
-    from walletsvc.services.staff import list_staff
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.governance.staff import list_staff
 
     db = open_database(Settings())
     with db.read() as session:
@@ -87,9 +87,9 @@ def list_() -> None:
 @staff_app.command("disable")
 def disable(name: str) -> None:
     """Disable a staff member at once; their sessions end now."""
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.governance.staff import disable_staff
     from walletsvc.keys.kek import load_kek
-    from walletsvc.services.runtime import open_database
-    from walletsvc.services.staff import disable_staff
 
     s = Settings()
     try:

@@ -1,7 +1,7 @@
 """Incident-response tables of issue 5: governed unfreezes, key rotations and risk events.
 
 (The freezes themselves live in models_incident.) Each governed row here is the subject of an
-approval request (walletsvc.services.approvals): the request's digest covers its content, so
+approval request (walletsvc.governance.approvals): the request's digest covers its content, so
 an edited row stops counting earlier approvals.
 """
 

@@ -420,7 +420,7 @@ def _check_approval_tier(ctx: _Ctx) -> _Verdict:
 
 def _risk_rule(rule_id: str, kind: str) -> _Rule:
     if kind in STREAM_KINDS:
-        # Judged over the stream of requests and blocks (walletsvc.services.risk), not here:
+        # Judged over the stream of requests and blocks (walletsvc.incident.risk), not here:
         # one request alone shows no burst, and a stream rule must not deny every payout.
         return lambda ctx: _skip(f"risk.{rule_id}", f"{kind}: a stream rule (risk monitor)")
     return _unknown_risk_rule(kind)

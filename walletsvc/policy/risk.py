@@ -2,7 +2,7 @@
 
 The decision engine (engine.py) judges one payout request; these rules judge the STREAM
 (bursts, rates, crossings, the chain), so the engine skips them and
-walletsvc.services.risk evaluates them after the fact, on every background pass and in the
+walletsvc.incident.risk evaluates them after the fact, on every background pass and in the
 scanner's block pass. Each finding names its rule, its evidence, and a ``fingerprint`` that
 identifies the evidence: the caller reports one fingerprint once, however often a later pass
 sees the same evidence again.
@@ -22,7 +22,7 @@ from typing import Any
 
 from .document import PolicyDocument, RiskRule, VelocityLimit, normalize_address, parse_duration
 
-# Kinds evaluated over the request stream (walletsvc.services.risk, each background pass).
+# Kinds evaluated over the request stream (walletsvc.incident.risk, each background pass).
 REQUEST_KINDS = frozenset(
     {"denied_burst", "velocity_fraction", "new_destination_large", "request_rate"}
 )

@@ -10,8 +10,8 @@ from pydantic import StrictStr
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access
 from walletsvc.api.schemas import StrictModel
 from walletsvc.db.models import Wallet
-from walletsvc.services import allowlist
-from walletsvc.services.staff import StaffPrincipal
+from walletsvc.governance import allowlist
+from walletsvc.governance.staff import StaffPrincipal
 
 router = APIRouter(tags=["allowlist"])
 Reader = Annotated[

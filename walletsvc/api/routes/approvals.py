@@ -9,8 +9,8 @@ from pydantic import StrictStr
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
 from walletsvc.api.schemas import StrictModel
-from walletsvc.services import approvals
-from walletsvc.services.staff import StaffPrincipal
+from walletsvc.governance import approvals
+from walletsvc.governance.staff import StaffPrincipal
 
 router = APIRouter(tags=["approvals"])
 Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL_ROLES))]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from walletsvc.api.deps import Principal, SessionDep, require_access
-from walletsvc.services.audit import events_after
+from walletsvc.governance.audit import events_after
 
 router = APIRouter(tags=["audit"])
 Reader = Annotated[

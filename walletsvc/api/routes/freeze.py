@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, SessionDep, require_access
 from walletsvc.api.schemas import StrictModel
 from walletsvc.domain.errors import InvalidInput
-from walletsvc.services.freeze import freeze, freeze_state, freeze_view
+from walletsvc.incident.freeze import freeze, freeze_state, freeze_view
 
 router = APIRouter(tags=["incident response"])
 # Freezing must never wait for permission: any staff member (every role) or a token with the

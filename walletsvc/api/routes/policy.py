@@ -10,11 +10,11 @@ from pydantic import StrictStr
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
 from walletsvc.api.schemas import StrictModel
 from walletsvc.db.models import Wallet
+from walletsvc.governance import policy_changes
+from walletsvc.governance.policies import active_policy
+from walletsvc.governance.staff import StaffPrincipal
 from walletsvc.policy.document import canonical_dict
-from walletsvc.services import policy_changes
-from walletsvc.services.policies import active_policy
-from walletsvc.services.staff import StaffPrincipal
-from walletsvc.services.wallets import get_wallet
+from walletsvc.wallets.service import get_wallet
 
 router = APIRouter(tags=["policy"])
 Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL_ROLES))]

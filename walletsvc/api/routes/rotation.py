@@ -11,11 +11,11 @@ from sqlalchemy import select
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
 from walletsvc.api.schemas import StrictModel
 from walletsvc.db.models_risk import KeyRotation
-from walletsvc.services import approvals
-from walletsvc.services.rotation import get_rotation, propose, rotation_status, rotation_view
-from walletsvc.services.staff import StaffPrincipal
-from walletsvc.services.unfreeze import Requester
-from walletsvc.services.wallets import get_wallet
+from walletsvc.governance import approvals
+from walletsvc.governance.staff import StaffPrincipal
+from walletsvc.incident.rotation import get_rotation, propose, rotation_status, rotation_view
+from walletsvc.incident.unfreeze import Requester
+from walletsvc.wallets.service import get_wallet
 
 router = APIRouter(tags=["incident response"])
 # Staff only: a rotation replaces the wallet's keys; approvers decide it at quorum.

@@ -9,8 +9,8 @@ from pydantic import StrictStr
 
 from walletsvc.api.deps import RuntimeDep, require_staff
 from walletsvc.api.schemas import StrictModel
-from walletsvc.services.sessions import end_session, login
-from walletsvc.services.staff import StaffPrincipal
+from walletsvc.governance.sessions import end_session, login
+from walletsvc.governance.staff import StaffPrincipal
 
 router = APIRouter(tags=["sessions"])
 AnyStaff = Annotated[StaffPrincipal, Depends(require_staff())]

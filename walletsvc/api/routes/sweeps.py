@@ -11,10 +11,10 @@ from sqlalchemy import select
 from walletsvc.api.deps import Principal, RuntimeDep, SessionDep, require_access, require_scope
 from walletsvc.db.models import ChainTransaction
 from walletsvc.db.models_treasury import ColdDestinationChange
-from walletsvc.services.cold import change_view, cold_view, request_cold_destination_change
-from walletsvc.services.staff import StaffPrincipal
-from walletsvc.services.sweeps import list_sweeps, sweep_view
-from walletsvc.services.wallets import get_wallet
+from walletsvc.governance.staff import StaffPrincipal
+from walletsvc.treasury.cold import change_view, cold_view, request_cold_destination_change
+from walletsvc.treasury.sweeps import list_sweeps, sweep_view
+from walletsvc.wallets.service import get_wallet
 
 router = APIRouter(tags=["sweeps"])
 SweepReader = Annotated[Principal, Depends(require_scope("sweeps:read"))]

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from walletsvc.api.deps import RuntimeDep
-from walletsvc.services.freeze import freeze_state
+from walletsvc.incident.freeze import freeze_state
 
 router = APIRouter(tags=["system"])
 

@@ -10,9 +10,9 @@ from pydantic import StrictStr
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access
 from walletsvc.api.schemas import StrictModel
 from walletsvc.domain.errors import InvalidInput
-from walletsvc.services import approvals
-from walletsvc.services.staff import StaffPrincipal
-from walletsvc.services.unfreeze import (
+from walletsvc.governance import approvals
+from walletsvc.governance.staff import StaffPrincipal
+from walletsvc.incident.unfreeze import (
     Requester,
     Target,
     get_unfreeze_request,

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Query
 from walletsvc.api.deps import RuntimeDep, SessionDep, require_scope
 from walletsvc.api.schemas import DepositAddressCreate
 from walletsvc.db.models import Address, Wallet
-from walletsvc.services.balances import wallet_balances
-from walletsvc.services.cold import treasury_view
-from walletsvc.services.freeze import active_freezes, freeze_view, require_deposits_open
-from walletsvc.services.tokens import TokenPrincipal
-from walletsvc.services.wallets import (
+from walletsvc.governance.tokens import TokenPrincipal
+from walletsvc.incident.freeze import active_freezes, freeze_view, require_deposits_open
+from walletsvc.treasury.cold import treasury_view
+from walletsvc.wallets.balances import wallet_balances
+from walletsvc.wallets.service import (
     current_address,
     current_epoch,
     get_wallet,

@@ -11,8 +11,8 @@ from walletsvc.api.deps import RuntimeDep, SessionDep, require_scope
 from walletsvc.api.schemas import WithdrawalCreate
 from walletsvc.domain.errors import InvalidInput
 from walletsvc.domain.withdrawal import WithdrawalStatus
-from walletsvc.services.tokens import TokenPrincipal
-from walletsvc.services.withdrawals import (
+from walletsvc.governance.tokens import TokenPrincipal
+from walletsvc.payouts.intake import (
     WithdrawalInput,
     cancel_withdrawal,
     get_withdrawal,

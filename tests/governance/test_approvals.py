@@ -1,0 +1,337 @@
+"""The approval mechanism at the service layer, on both databases, with injected time.
+
+Codes are real RFC 6238 codes computed by pyotp from the secret the staff service returned;
+time is injected (``now``) instead of sleeping through 30-second steps.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from tests.governance_helpers import Member, Team, aligned_now, big_withdrawal, later, principal
+from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.db.models import AuditEvent, Withdrawal
+from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, Staff
+from walletsvc.domain.errors import AccountLocked, Conflict, Forbidden, StepUpFailed
+from walletsvc.governance import approvals
+from walletsvc.governance.policies import ROW_MAC
+from walletsvc.governance.sessions import login
+from walletsvc.payouts.intake import authorization_message
+
+
+@pytest.fixture
+def team(runtime: Runtime) -> Team:
+    team = Team(runtime)
+    for name in ("alice", "bob", "carol"):
+        team.add(name)
+    team.add("otto", role="operator")
+    team.add("eve", groups=("ops",))  # an approver, but not in treasury
+    return team
+
+
+def request_of(runtime: Runtime, withdrawal_id: str) -> ApprovalRequest:
+    with runtime.db.read() as session:
+        request = approvals.request_for_subject(session, "withdrawal", withdrawal_id)
+        assert request is not None
+        return request
+
+
+def decide(runtime: Runtime, member: Member, request_id: str, moment: Any, **kw: Any) -> str:
+    return approvals.decide(
+        runtime.db,
+        runtime.kek,
+        runtime.settings,
+        request_id=request_id,
+        staff=principal(runtime, member),
+        decision=kw.pop("decision", "approve"),
+        totp=kw.pop("totp", None) or member.code_at(moment),
+        comment=kw.pop("comment", None),
+        now=moment,
+    )
+
+
+def withdrawal(runtime: Runtime, withdrawal_id: str) -> Withdrawal:
+    with runtime.db.read() as session:
+        row = session.get(Withdrawal, withdrawal_id)
+        assert row is not None
+        return row
+
+
+def actions(runtime: Runtime, since: int = 0) -> list[str]:
+    with runtime.db.read() as session:
+        return list(
+            session.scalars(
+                select(AuditEvent.action).where(AuditEvent.seq > since).order_by(AuditEvent.seq)
+            )
+        )
+
+
+def test_quorum_reached_approves_and_authorises_in_one_transaction(
+    runtime: Runtime, team: Team
+) -> None:
+    t0 = aligned_now()
+    wid = big_withdrawal(runtime, now=t0)
+    request = request_of(runtime, wid)
+    assert withdrawal(runtime, wid).status == "pending_approval"
+    assert (request.required_group, request.m, request.requester) == ("treasury", 2, "token:engine")
+    assert request.expires_at == t0 + timedelta(hours=24)
+
+    assert decide(runtime, team.members["alice"], request.id, t0) == "pending"
+    assert withdrawal(runtime, wid).authorization_mac is None
+    with runtime.db.read() as session:
+        seq = session.scalar(select(AuditEvent.seq).order_by(AuditEvent.seq.desc()).limit(1))
+    assert decide(runtime, team.members["bob"], request.id, t0) == "approved"
+
+    row = withdrawal(runtime, wid)
+    assert row.status == "approved"
+    assert row.authorization_mac is not None
+    assert runtime.kek.verify_mac(ROW_MAC, authorization_message(row), row.authorization_mac)
+    # The final approval, the quorum and the status change are consecutive events of one
+    # transaction.
+    assert actions(runtime, seq or 0) == [
+        "approval.approved",
+        "approval.request_approved",
+        "withdrawal.approved",
+    ]
+    with runtime.db.read() as session:
+        view = approvals.request_view(session, runtime.kek, request_of(runtime, wid))
+    assert view["approvals_counted"] == 2
+    assert sorted(d["staff"] for d in view["decisions"]) == ["alice", "bob"]
+
+
+def test_a_staff_member_never_approves_their_own_request(runtime: Runtime, team: Team) -> None:
+    from walletsvc.governance.allowlist import Proposer, propose_entry
+
+    t0 = aligned_now()
+    alice = team.members["alice"]
+    entry_id = propose_entry(
+        runtime.db,
+        runtime.kek,
+        wallet="pool-hot",
+        address="bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
+        label="exchange",
+        proposer=Proposer("staff:alice", alice.staff_id),
+        now=t0,
+    )
+    with runtime.db.read() as session:
+        request = approvals.request_for_subject(session, "allowlist_add", entry_id)
+        assert request is not None
+    with pytest.raises(Forbidden, match="own request"):
+        decide(runtime, alice, request.id, t0)
+    # Refused before the code was looked at: the step is not spent, nothing recorded.
+    with runtime.db.read() as session:
+        assert session.scalar(select(ApprovalDecision.id)) is None
+
+
+def test_one_person_counts_once(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    request = request_of(runtime, big_withdrawal(runtime, now=t0))
+    alice = team.members["alice"]
+    decide(runtime, alice, request.id, t0)
+    with pytest.raises(Conflict, match="already decided"):
+        decide(runtime, alice, request.id, later(t0, 1))
+    with runtime.db.read() as session:
+        assert approvals.tally(session, runtime.kek, request).approvers == ("alice",)
+    assert request_of(runtime, request.subject_id).status == "pending"
+
+
+def test_a_replayed_code_is_refused_even_inside_its_window(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    alice = team.members["alice"]
+    code = alice.code_at(t0)
+    login(
+        runtime.db,
+        runtime.kek,
+        runtime.settings,
+        username="alice",
+        password="correct horse battery staple",
+        totp=code,
+        now=t0,
+    )
+    request = request_of(runtime, big_withdrawal(runtime, now=t0))
+    for moment in (t0, t0 + timedelta(seconds=10), t0 + timedelta(seconds=29)):
+        with pytest.raises(StepUpFailed, match="already used"):
+            decide(runtime, alice, request.id, moment, totp=code)
+    # An older (still in-window) code is refused too: steps only move forward.
+    with pytest.raises(StepUpFailed):
+        decide(runtime, alice, request.id, t0, totp=alice.code_at(later(t0, -1)))
+    # The next step's code is fresh.
+    assert decide(runtime, alice, request.id, later(t0, 1)) == "pending"
+
+
+def test_wrong_codes_lock_the_account_and_the_lock_is_audited(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    request = request_of(runtime, big_withdrawal(runtime, now=t0))
+    alice = team.members["alice"]
+    wrong = "000000" if alice.code_at(t0) != "000000" else "111111"
+    for _ in range(4):
+        with pytest.raises(StepUpFailed, match="wrong TOTP code"):
+            decide(runtime, alice, request.id, t0, totp=wrong)
+    with pytest.raises(AccountLocked):
+        decide(runtime, alice, request.id, t0, totp=wrong)
+    assert "staff.locked" in actions(runtime)
+    with runtime.db.read() as session:
+        row = session.get(Staff, alice.staff_id)
+        assert row is not None and row.locked_until == t0 + timedelta(minutes=15)
+    # While locked even a right code is refused, and login too.
+    with pytest.raises(AccountLocked):
+        decide(runtime, alice, request.id, later(t0, 2))
+    with pytest.raises(AccountLocked):
+        login(
+            runtime.db,
+            runtime.kek,
+            runtime.settings,
+            username="alice",
+            password="correct horse battery staple",
+            totp=alice.code_at(later(t0, 3)),
+            now=later(t0, 3),
+        )
+    after = t0 + timedelta(minutes=15, seconds=30)
+    assert decide(runtime, alice, request.id, after) == "pending"
+
+
+def test_a_changed_digest_voids_earlier_approvals(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    wid = big_withdrawal(runtime, now=t0)
+    request = request_of(runtime, wid)
+    decide(runtime, team.members["alice"], request.id, t0)
+    # The payout changes after alice approved it (here: an edit of its amount).
+    with runtime.db.write() as uow:
+        row = uow.session.get(Withdrawal, wid)
+        assert row is not None
+        row.amount_sat = 30_000_000
+    assert decide(runtime, team.members["bob"], request.id, t0) == "pending"
+    rebound = request_of(runtime, wid)
+    assert rebound.digest != request.digest
+    assert rebound.content["amount_sat"] == 30_000_000
+    assert "approval.digest_changed" in actions(runtime)
+    with runtime.db.read() as session:
+        assert approvals.tally(session, runtime.kek, rebound).approvers == ("bob",)
+        view = approvals.request_view(session, runtime.kek, rebound)
+    assert sorted((d["staff"], d["counts"]) for d in view["decisions"]) == [
+        ("alice", False),
+        ("bob", True),
+    ]
+    # alice approves the new content: now it counts, and the MAC covers the new amount.
+    assert decide(runtime, team.members["alice"], request.id, later(t0, 1)) == "approved"
+    row = withdrawal(runtime, wid)
+    assert row.amount_sat == 30_000_000
+    assert runtime.kek.verify_mac(ROW_MAC, authorization_message(row), row.authorization_mac or "")
+
+
+def test_expiry_expires_the_withdrawal(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    wid = big_withdrawal(runtime, now=t0)
+    request = request_of(runtime, wid)
+    decide(runtime, team.members["alice"], request.id, t0)
+    runtime.governance_tick(now=t0 + timedelta(hours=23))
+    assert withdrawal(runtime, wid).status == "pending_approval"
+    runtime.governance_tick(now=t0 + timedelta(hours=24, seconds=1))
+    assert withdrawal(runtime, wid).status == "expired"
+    assert request_of(runtime, wid).status == "expired"
+    with pytest.raises(Conflict, match="expired"):
+        decide(runtime, team.members["bob"], request.id, t0 + timedelta(hours=25))
+    assert {"approval.request_expired", "withdrawal.expired"} <= set(actions(runtime))
+
+
+def test_a_late_decision_expires_the_request_itself(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    wid = big_withdrawal(runtime, now=t0)
+    request = request_of(runtime, wid)
+    late = t0 + timedelta(hours=24, minutes=1)
+    with pytest.raises(Conflict, match="expired"):
+        decide(runtime, team.members["alice"], request.id, late)
+    assert withdrawal(runtime, wid).status == "expired"
+
+
+def test_a_single_rejection_rejects(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    wid = big_withdrawal(runtime, now=t0)
+    request = request_of(runtime, wid)
+    decide(runtime, team.members["alice"], request.id, t0)
+    status = decide(
+        runtime, team.members["bob"], request.id, t0, decision="reject", comment="unknown payee"
+    )
+    assert status == "rejected"
+    assert withdrawal(runtime, wid).status == "rejected"
+    with pytest.raises(Conflict):
+        decide(runtime, team.members["carol"], request.id, t0)
+
+
+def test_rejections_needed_is_configurable(runtime: Runtime, team: Team) -> None:
+    runtime.settings.approval_rejections_to_reject = 2
+    t0 = aligned_now()
+    wid = big_withdrawal(runtime, now=t0)
+    request = request_of(runtime, wid)
+    assert decide(runtime, team.members["alice"], request.id, t0, decision="reject") == "pending"
+    assert decide(runtime, team.members["bob"], request.id, t0, decision="reject") == "rejected"
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("otto", "only approvers"), ("eve", "group 'treasury'")],
+)
+def test_only_approvers_of_the_required_group_decide(
+    runtime: Runtime, team: Team, name: str, reason: str
+) -> None:
+    t0 = aligned_now()
+    request = request_of(runtime, big_withdrawal(runtime, now=t0))
+    member = team.members[name]
+    with pytest.raises(Forbidden, match=reason):
+        approvals.decide(
+            runtime.db,
+            runtime.kek,
+            runtime.settings,
+            request_id=request.id,
+            staff=principal(runtime, member),
+            decision="approve",
+            totp=member.code_at(t0),
+            comment=None,
+            now=t0,
+        )
+
+
+def test_a_decision_forged_in_the_database_does_not_count(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    wid = big_withdrawal(runtime, now=t0)
+    request = request_of(runtime, wid)
+    decide(runtime, team.members["alice"], request.id, t0)
+    with runtime.db.write() as uow:  # someone with SQL access adds bob's "approval"
+        uow.session.add(
+            ApprovalDecision(
+                request_id=request.id,
+                staff_id=team.members["bob"].staff_id,
+                decision="approve",
+                digest=request.digest,
+                totp_step=1,
+                mac="0" * 64,
+            )
+        )
+    with runtime.db.read() as session:
+        assert approvals.tally(session, runtime.kek, request).approvers == ("alice",)
+    # ... nor does lowering the quorum in the row (the request's tag no longer verifies).
+    with runtime.db.write() as uow:
+        row = uow.session.get(ApprovalRequest, request.id)
+        assert row is not None
+        row.m = 1
+    from walletsvc.governance.policies import IntegrityFailure
+
+    with pytest.raises(IntegrityFailure):
+        decide(runtime, team.members["carol"], request.id, t0)
+    assert withdrawal(runtime, wid).status == "pending_approval"
+
+
+def test_a_disabled_approver_no_longer_counts(runtime: Runtime, team: Team) -> None:
+    from walletsvc.governance.staff import disable_staff
+
+    t0 = aligned_now()
+    wid = big_withdrawal(runtime, now=t0)
+    request = request_of(runtime, wid)
+    decide(runtime, team.members["alice"], request.id, t0)
+    disable_staff(runtime.db, runtime.kek, username="alice", actor="test")
+    assert decide(runtime, team.members["bob"], request.id, t0) == "pending"
+    assert decide(runtime, team.members["carol"], request.id, t0) == "approved"

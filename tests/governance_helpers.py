@@ -1,0 +1,134 @@
+"""Helpers for the governance tests: staff with real TOTP devices, clocks, policies."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyotp
+import yaml
+
+from tests.conftest import REPO, WALLET
+from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.governance.policies import install_policy
+from walletsvc.governance.sessions import login
+from walletsvc.governance.staff import TOTP_PERIOD_S, create_staff, time_step
+from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
+from walletsvc.policy.document import PolicyDocument, parse_policy
+
+PASSWORD = "correct horse battery staple"
+# A regtest address that is not ours (the spine's demo destination style).
+DEST = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+
+
+def aligned_now() -> datetime:
+    """A moment at the start of a TOTP step, a little in the future, so injected times do not
+    collide with the current real step."""
+    step = time_step(datetime.now(UTC)) + 10
+    return datetime.fromtimestamp(step * TOTP_PERIOD_S, UTC)
+
+
+@dataclass
+class Member:
+    username: str
+    staff_id: str
+    secret: str
+    role: str
+    last_step: int = -1
+    token: str | None = None
+
+    def code_at(self, moment: datetime) -> str:
+        return pyotp.TOTP(self.secret).at(moment)
+
+    def live_code(self) -> str:
+        """A code the server will accept now (window +-1 step), never a step used before.
+
+        Waits out the last two seconds of a step, so the server sees the same step we did."""
+        while time.time() % TOTP_PERIOD_S > TOTP_PERIOD_S - 2:
+            time.sleep(0.2)
+        current = int(time.time()) // TOTP_PERIOD_S
+        step = max(self.last_step + 1, current - 1)
+        while step > current + 1:
+            time.sleep(1)
+            current = int(time.time()) // TOTP_PERIOD_S
+        self.last_step = step
+        return pyotp.TOTP(self.secret).at(step * TOTP_PERIOD_S)
+
+    def headers(self) -> dict[str, str]:
+        assert self.token is not None, "log in first"
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@dataclass
+class Team:
+    runtime: Runtime
+    members: dict[str, Member] = field(default_factory=dict)
+
+    def add(
+        self, name: str, role: str = "approver", groups: tuple[str, ...] = ("treasury",)
+    ) -> Member:
+        created = create_staff(
+            self.runtime.db,
+            self.runtime.kek,
+            username=name,
+            password=PASSWORD,
+            role=role,
+            groups=list(groups),
+            actor="test",
+        )
+        member = Member(name, created.staff_id, created.totp_secret, role)
+        self.members[name] = member
+        return member
+
+    def login(self, member: Member) -> Member:
+        """A session through the service, with a live code (real HTTP uses the token)."""
+        session = login(
+            self.runtime.db,
+            self.runtime.kek,
+            self.runtime.settings,
+            username=member.username,
+            password=PASSWORD,
+            totp=member.live_code(),
+        )
+        member.token = session.token
+        return member
+
+
+def principal(runtime: Runtime, member: Member) -> Any:
+    from walletsvc.governance.staff import StaffPrincipal
+
+    return StaffPrincipal(member.staff_id, member.username, member.role, frozenset(["treasury"]))
+
+
+def default_document(**changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((REPO / "policies" / "default.yaml").read_text())
+    data.update(changes)
+    return data
+
+
+def install(runtime: Runtime, data: dict[str, Any]) -> PolicyDocument:
+    doc = parse_policy(data)
+    with runtime.db.write() as uow:
+        install_policy(uow, runtime.kek, doc, wallet_id=None, actor="test")
+    return doc
+
+
+def big_withdrawal(
+    runtime: Runtime, *, amount: int = 20_000_000, key: str = "big-1", now: datetime | None = None
+) -> str:
+    """A payout above the 0.1 BTC tier: 2 of treasury must approve."""
+    return request_withdrawal(
+        runtime.db,
+        runtime.kek,
+        body=WithdrawalInput(WALLET, DEST, amount, "test"),
+        idempotency_key=key,
+        token_id="token-under-test",
+        actor="token:engine",
+        now=now,
+    ).withdrawal_id
+
+
+def later(moment: datetime, steps: int) -> datetime:
+    return moment + timedelta(seconds=steps * TOTP_PERIOD_S)

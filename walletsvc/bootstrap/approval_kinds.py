@@ -1,0 +1,34 @@
+"""Every governed action that goes through the approval mechanism, registered explicitly.
+
+The approval mechanism (walletsvc.governance.approvals) knows kinds only by name; each feature
+package defines its handler. The composition root calls :func:`register_approval_kinds` once
+before anything opens or decides a request, so no module registers anything on import and the
+approval mechanism imports none of the features that use it.
+"""
+
+from __future__ import annotations
+
+from walletsvc.governance.allowlist import AllowlistApprovals
+from walletsvc.governance.approvals import ApprovalKind, register_kind
+from walletsvc.governance.policy_changes import PolicyChangeApprovals
+from walletsvc.incident.rotation import KeyRotationApprovals
+from walletsvc.incident.unfreeze import UnfreezeApprovals
+from walletsvc.payouts.intake import WithdrawalApprovals
+from walletsvc.treasury.cold import ColdDestinationApprovals
+
+
+def approval_kinds() -> tuple[ApprovalKind, ...]:
+    return (
+        WithdrawalApprovals(),
+        AllowlistApprovals(),
+        PolicyChangeApprovals(),
+        UnfreezeApprovals(),
+        KeyRotationApprovals(),
+        ColdDestinationApprovals(),
+    )
+
+
+def register_approval_kinds() -> None:
+    """Idempotent: registering the same kinds again replaces them with equal handlers."""
+    for kind in approval_kinds():
+        register_kind(kind)

@@ -1,0 +1,128 @@
+"""The composition root: settings -> database, KEK, chain backend, signer, worker, scanner.
+
+The HTTP app, the CLI and the tests all build their parts here, so there is one wiring.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from walletsvc.bootstrap.approval_kinds import register_approval_kinds
+from walletsvc.chain.embedded import EmbeddedChain
+from walletsvc.chain.factory import open_chain
+from walletsvc.chain.kernel import KernelScriptVerifier
+from walletsvc.chainsync.scanner import Scanner
+from walletsvc.config import Settings
+from walletsvc.db.database import Database
+from walletsvc.domain.ports import ChainBackend
+from walletsvc.governance import approvals, policy_changes
+from walletsvc.incident.risk import RiskMonitor
+from walletsvc.incident.rotation import RotationService
+from walletsvc.keys.kek import Kek, load_kek
+from walletsvc.keys.signer import HotSigner
+from walletsvc.payouts.worker import PayoutWorker
+from walletsvc.treasury.fee_bumps import FeeBumper
+from walletsvc.treasury.sweeps import SweepService
+
+log = logging.getLogger(__name__)
+AUDIT_CHAIN = "audit-chain"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    kek: Kek
+    db: Database
+    chain: ChainBackend
+    signer: HotSigner
+    worker: PayoutWorker
+    scanner: Scanner
+    sweeper: SweepService
+    fee_bumper: FeeBumper
+    risk: RiskMonitor
+    rotation: RotationService
+    # Completed background passes: lets tests wait for "N more passes" instead of sleeping.
+    passes: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, settings: Settings, *, chain: ChainBackend | None = None) -> Runtime:
+        register_approval_kinds()
+        kek = load_kek(settings.kek_path)
+        db = Database(settings.database_url, audit_key=kek.subkey(AUDIT_CHAIN))
+        chain = chain or open_chain(settings)
+        signer = HotSigner(kek, KernelScriptVerifier())
+        risk = RiskMonitor(db, kek)
+        scanner = Scanner(db, chain, start_height=settings.scan_start_height)
+        scanner.block_watchers.append(risk.on_block)
+        worker = PayoutWorker(db, kek, chain, signer, settings)
+        sweeper = SweepService(db, kek, chain, signer, settings)
+        fee_bumper = FeeBumper(db, kek, chain, signer, settings)
+        rotation = RotationService(db, kek, chain, signer, settings)
+        for signing_service in (worker, sweeper, fee_bumper, rotation):
+            signing_service.on_signer_failure = risk.signer_failed
+        return cls(
+            settings=settings,
+            kek=kek,
+            db=db,
+            chain=chain,
+            signer=signer,
+            worker=worker,
+            scanner=scanner,
+            sweeper=sweeper,
+            fee_bumper=fee_bumper,
+            risk=risk,
+            rotation=rotation,
+        )
+
+    def tick(self) -> None:
+        """One pass: follow the chain, bump stuck batches, sign and broadcast, then sweep."""
+        self.governance_tick()
+        self.scanner.sync()
+        self.risk.evaluate()  # a risk freeze lands before the worker's claim below
+        self.fee_bumper.bump_stuck()  # stored here, broadcast by the worker's pass below
+        self.worker.run_once()
+        self.scanner.sync()
+        self.rotation.run()  # after a key rotation: old epochs to cold, held payouts re-signed
+        if self.settings.auto_sweep and self.sweeper.after_scan():
+            self.worker.broadcast_signed()
+
+    def governance_tick(self, now: datetime | None = None) -> None:
+        """Expire approval requests past their deadline (and their withdrawals), then apply
+        policy changes whose time lock has run out."""
+        approvals.expire_due(self.db, self.kek, now=now)
+        policy_changes.apply_due(self.db, self.kek, now=now)
+
+    def start_background(self) -> None:
+        thread = threading.Thread(target=self._loop, name="walletsvc-worker", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        if self.settings.devchain_mine_interval_s > 0 and isinstance(self.chain, EmbeddedChain):
+            self.chain.start_auto_mining(self.settings.devchain_mine_interval_s)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:  # the loop must survive anything; each failure is logged
+                log.exception("background pass failed")
+            self.passes += 1
+            self._stop.wait(self.settings.worker_interval_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.chain.close()
+        self.db.dispose()
+
+
+def open_database(settings: Settings) -> Database:
+    """The database alone (CLI commands that need no chain), with the audit key from the KEK."""
+    register_approval_kinds()
+    kek = load_kek(settings.kek_path)
+    return Database(settings.database_url, audit_key=kek.subkey(AUDIT_CHAIN))

@@ -1,0 +1,153 @@
+"""`walletsvc init` and the idempotent dev bootstrap behind `make run`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from walletsvc.bootstrap.runtime import Runtime, open_database
+from walletsvc.config import Settings
+from walletsvc.db.migrate import upgrade
+from walletsvc.db.models import Wallet
+from walletsvc.domain.address import p2wpkh_script, script_to_address
+from walletsvc.domain.errors import DomainError, InvalidInput
+from walletsvc.domain.network import Network
+from walletsvc.governance.policies import install_policy
+from walletsvc.governance.tokens import SCOPES, authenticate_token, create_token
+from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
+from walletsvc.keys.kek import create_dev_kek, load_kek
+from walletsvc.policy.document import load_policy_yaml
+from walletsvc.treasury.cold import cold_view, set_initial_cold_destination
+from walletsvc.wallets.service import NewWallet, create_wallet, current_address, get_wallet
+
+DEV_TOKEN_SCOPES = sorted(SCOPES - {"allowlist:propose"})
+DEV_FUNDING_BLOCKS = 110  # 10 mature coinbase outputs once the chain is 100 blocks deeper
+
+
+@dataclass(frozen=True)
+class InitResult:
+    kek_created: bool
+    wallet: NewWallet | None
+    cold: ColdDestination | None = None
+
+
+def initialise(
+    settings: Settings,
+    *,
+    wallet: str,
+    policy_file: Path,
+    actor: str,
+    cold_destination: str | None = None,
+) -> InitResult:
+    """``cold_destination``: an account xpub/zpub or a wpkh/wsh(sortedmulti) descriptor."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    kek_created = False
+    if not settings.kek_path.exists():
+        if settings.network is not Network.REGTEST:
+            raise DomainError(
+                f"no key-encryption key at {settings.kek_path}: provision 32 random bytes there "
+                "(mode 0600) before init on a real network"
+            )
+        create_dev_kek(settings.kek_path)
+        kek_created = True
+    kek = load_kek(settings.kek_path)
+    upgrade(settings.database_url)
+    db = open_database(settings)
+    try:
+        _install_first_policy(db, kek, policy_file, actor)
+        with db.read() as session:
+            exists = session.scalar(select(Wallet).where(Wallet.name == wallet)) is not None
+        new = (
+            None
+            if exists
+            else create_wallet(db, kek, name=wallet, network=settings.network, actor=actor)
+        )
+        cold = _set_cold(db, kek, wallet, cold_destination, actor) if cold_destination else None
+    finally:
+        db.dispose()
+    return InitResult(kek_created, new, cold)
+
+
+def _set_cold(db: Any, kek: Any, wallet: str, text: str, actor: str) -> ColdDestination:
+    """Set the wallet's first cold destination; re-running init with the same one is a no-op."""
+    with db.read() as session:
+        w = get_wallet(session, wallet)
+        current = cold_view(session, w)
+    if current is not None:
+        parsed = parse_cold_destination(text, Network(w.network))
+        if parsed.fingerprint == current["fingerprint"]:
+            return parsed
+    return set_initial_cold_destination(db, kek, wallet=wallet, text=text, actor=actor)
+
+
+def _install_first_policy(db: Any, kek: Any, policy_file: Path, actor: str) -> None:
+    from walletsvc.db.models import PolicyVersion
+
+    with db.read() as session:
+        if session.scalar(select(PolicyVersion).limit(1)) is not None:
+            return
+    try:
+        document = load_policy_yaml(policy_file.read_text())
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"policy file {policy_file} not found", field="policy") from exc
+    with db.write() as uow:
+        install_policy(uow, kek, document, wallet_id=None, actor=actor)
+
+
+def demo_destination(network: Network) -> str:
+    """A stand-in miner address for the newcomer's first payout (not ours; regtest only)."""
+    key_hash = hashlib.new("ripemd160", hashlib.sha256(b"walletsvc demo miner").digest()).digest()
+    return script_to_address(p2wpkh_script(key_hash), network)
+
+
+def dev_bootstrap(settings: Settings, *, wallet: str, actor: str) -> dict[str, Any]:
+    initialise(settings, wallet=wallet, policy_file=settings.policy_file, actor=actor)
+    runtime = Runtime.open(settings)
+    try:
+        with runtime.db.read() as session:
+            address = current_address(session, get_wallet(session, wallet))
+        if runtime.chain.tip().height < DEV_FUNDING_BLOCKS:
+            runtime.chain.mine(  # type: ignore[attr-defined]
+                DEV_FUNDING_BLOCKS, bytes.fromhex(address.script_pubkey)
+            )
+        runtime.scanner.sync()
+        creds = _dev_credentials(settings, runtime, wallet)
+    finally:
+        runtime.close()
+    return creds
+
+
+def _dev_credentials(settings: Settings, runtime: Runtime, wallet: str) -> dict[str, Any]:
+    path = settings.data_dir / "dev-credentials.json"
+    base_url = f"http://{settings.host}:{settings.port}"
+    if path.exists():
+        creds: dict[str, Any] = json.loads(path.read_text())
+        try:
+            with runtime.db.read() as session:
+                authenticate_token(session, creds["api_token"])
+            creds["base_url"] = base_url
+            _write_private(path, creds)
+            return creds
+        except (DomainError, KeyError):
+            pass
+    token = create_token(runtime.db, name="dev-payout-engine", scopes=DEV_TOKEN_SCOPES, actor="dev")
+    creds = {
+        "api_token": token.secret,
+        "wallet": wallet,
+        "base_url": base_url,
+        "demo_destination": demo_destination(settings.network),
+    }
+    _write_private(path, creds)
+    return creds
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)

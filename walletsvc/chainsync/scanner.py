@@ -1,0 +1,342 @@
+"""Follows the chain tip and keeps our view of coins, confirmations and spends true.
+
+Reorganisations: each scanned block's hash is stored; on every pass we walk back from our
+highest scanned block until our hash matches the backend's at that height (the fork point),
+undo everything above it in one transaction, then scan forward again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bitcoin.core import CBlock, b2lx
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.models import (
+    Address,
+    ChainTransaction,
+    KeyEpoch,
+    ScannedBlock,
+    Utxo,
+    Wallet,
+    Withdrawal,
+    utcnow,
+)
+from walletsvc.domain.ports import ChainBackend
+from walletsvc.domain.withdrawal import WithdrawalStatus
+from walletsvc.wallets.service import LOOKAHEAD, ensure_derived
+
+log = logging.getLogger(__name__)
+ACTOR = "system:scanner"
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    tip_height: int
+    blocks_scanned: int
+    rolled_back_to: int | None
+
+
+# Called inside each scanned block's write transaction with (uow, height, our coins spent by
+# transactions that are not ours as (spending txid, coin), the txids of our own transactions
+# in the block): the risk monitor's chain watcher (walletsvc.incident.risk).
+BlockWatcher = Callable[[UnitOfWork, int, list[tuple[str, Utxo]], list[str]], None]
+
+
+class Scanner:
+    def __init__(self, db: Database, chain: ChainBackend, *, start_height: int = 0) -> None:
+        self.db = db
+        self.chain = chain
+        self.start_height = start_height
+        self.block_watchers: list[BlockWatcher] = []
+
+    def sync(self, *, max_blocks: int = 2_000) -> ScanReport:
+        tip = self.chain.tip()
+        fork = self._find_fork()
+        rolled_back_to = None
+        if fork is not None:
+            self._roll_back(fork)
+            rolled_back_to = fork
+        with self.db.read() as session:
+            last = session.scalar(select(func.max(ScannedBlock.height)))
+        height = self.start_height if last is None else last + 1
+        scanned = 0
+        with self.db.read() as session:
+            watched = _watched_scripts(session)
+        while height <= tip.height and scanned < max_blocks:
+            block_hash = self.chain.block_hash(height)
+            if block_hash is None:
+                break
+            raw = self.chain.block_bytes(block_hash)
+            if not self._scan_block(height, block_hash, raw, watched):
+                break  # the tip moved under us (a reorg mid-scan): the next pass handles it
+            height += 1
+            scanned += 1
+        return ScanReport(tip.height, scanned, rolled_back_to)
+
+    def _find_fork(self) -> int | None:
+        """The highest height where our record agrees with the chain, if anything disagrees."""
+        below: int | None = None
+        first = True
+        while True:
+            with self.db.read() as session:
+                query = select(ScannedBlock.height, ScannedBlock.hash)
+                if below is not None:
+                    query = query.where(ScannedBlock.height < below)
+                page = session.execute(query.order_by(ScannedBlock.height.desc()).limit(100)).all()
+            if not page:
+                return None if first else self.start_height - 1
+            for height, block_hash in page:
+                if self.chain.block_hash(height) == block_hash:
+                    return None if first else height
+                first = False
+            below = page[-1][0]
+
+    def _roll_back(self, fork_height: int) -> None:
+        with self.db.write() as uow:
+            s = uow.session
+            # A coinbase exists only in its own block: one on the abandoned branch can never
+            # confirm again, so its outputs go (an identical coinbase on the new branch is
+            # recorded afresh by the rescan).
+            dropped = [
+                f"{u.txid}:{u.vout}"
+                for u in s.scalars(
+                    select(Utxo).where(Utxo.block_height > fork_height, Utxo.is_coinbase)
+                )
+            ]
+            s.execute(delete(Utxo).where(Utxo.block_height > fork_height, Utxo.is_coinbase))
+            # Other outputs created above the fork become unconfirmed; the rescan re-confirms
+            # them if their transaction made it into the new branch.
+            s.execute(
+                update(Utxo)
+                .where(Utxo.block_height > fork_height)
+                .values(block_height=None, block_hash=None)
+            )
+            s.execute(
+                update(Utxo)
+                .where(Utxo.spent_height > fork_height)
+                .values(spent_by_txid=None, spent_height=None)
+            )
+            reverted = list(
+                s.scalars(
+                    select(ChainTransaction).where(ChainTransaction.block_height > fork_height)
+                )
+            )
+            for tx in reverted:
+                tx.status = "broadcast"
+                tx.block_height = None
+                tx.block_hash = None
+                tx.confirmed_at = None
+                s.execute(
+                    update(Withdrawal)
+                    .where(
+                        Withdrawal.transaction_id == tx.id,
+                        Withdrawal.status == WithdrawalStatus.CONFIRMED.value,
+                    )
+                    .values(status=WithdrawalStatus.BROADCAST.value, updated_at=utcnow())
+                )
+            s.execute(delete(ScannedBlock).where(ScannedBlock.height > fork_height))
+            uow.audit(
+                ACTOR,
+                "chain.reorg",
+                "chain",
+                None,
+                {
+                    "fork_height": fork_height,
+                    "unconfirmed_txids": [t.txid for t in reverted],
+                    "dropped_coinbase_outputs": dropped,
+                },
+            )
+            log.warning("reorganisation: rolled back to height %d", fork_height)
+
+    def _scan_block(
+        self, height: int, block_hash: str, raw: bytes, watched: dict[str, Address]
+    ) -> bool:
+        block = CBlock.deserialize(raw)
+        txids = [b2lx(tx.GetTxid()) for tx in block.vtx]
+        with self.db.write() as uow:
+            s = uow.session
+            previous = s.get(ScannedBlock, height - 1)
+            if previous is not None and b2lx(block.hashPrevBlock) != previous.hash:
+                return False
+            # Two indexed lookups per block instead of one query per input and per tx: a
+            # mainnet block has thousands of each.
+            our_coins = _coins_spent_in(s, block.vtx[1:])
+            own_txids = _own_transactions_among(s, txids)
+            foreign: list[tuple[str, Utxo]] = []
+            for position, (tx, txid) in enumerate(zip(block.vtx, txids, strict=True)):
+                for txin in tx.vin if position > 0 else ():
+                    coin = our_coins.get((b2lx(txin.prevout.hash), txin.prevout.n))
+                    if coin is not None:
+                        coin.spent_by_txid = txid
+                        coin.spent_height = height
+                        if txid not in own_txids:
+                            foreign.append((txid, coin))  # we never signed this spend
+                self._record_outputs(uow, tx, txid, height, block_hash, position == 0, watched)
+                if txid in own_txids:
+                    self._confirm_own(uow, txid, height, block_hash)
+            s.add(ScannedBlock(height=height, hash=block_hash))
+            for watcher in self.block_watchers:
+                watcher(uow, height, foreign, sorted(own_txids))
+        return True
+
+    def _record_outputs(
+        self,
+        uow: UnitOfWork,
+        tx: object,
+        txid: str,
+        height: int,
+        block_hash: str,
+        is_coinbase: bool,
+        watched: dict[str, Address],
+    ) -> None:
+        s = uow.session
+        for vout, txout in enumerate(tx.vout):  # type: ignore[attr-defined]
+            script_hex = bytes(txout.scriptPubKey).hex()
+            address = watched.get(script_hex)
+            if address is None:
+                continue
+            existing = s.scalar(select(Utxo).where(Utxo.txid == txid, Utxo.vout == vout))
+            if existing is not None:
+                existing.block_height = height
+                existing.block_hash = block_hash
+                continue
+            s.add(
+                Utxo(
+                    wallet_id=address.wallet_id,
+                    address_id=address.id,
+                    txid=txid,
+                    vout=vout,
+                    amount_sat=int(txout.nValue),
+                    script_pubkey=script_hex,
+                    is_coinbase=is_coinbase,
+                    block_height=height,
+                    block_hash=block_hash,
+                )
+            )
+            if self._extend_lookahead(s, address):
+                watched.update(_watched_scripts(s))
+            if _is_retired(s, address):
+                # After a key rotation: someone still pays an old address. Flag it; the
+                # rotation pass sweeps it to cold (walletsvc.incident.rotation).
+                uow.audit(
+                    ACTOR,
+                    "deposit.to_retired_address",
+                    "address",
+                    address.id,
+                    {
+                        "txid": txid,
+                        "vout": vout,
+                        "amount_sat": int(txout.nValue),
+                        "address": address.address,
+                        "epoch": address.epoch,
+                    },
+                )
+                log.warning("deposit to retired address %s (%s)", address.address, txid)
+            if address.chain == 0:
+                uow.audit(
+                    ACTOR,
+                    "deposit.seen",
+                    "address",
+                    address.id,
+                    {
+                        "txid": txid,
+                        "vout": vout,
+                        "amount_sat": int(txout.nValue),
+                        "height": height,
+                        "address": address.address,
+                    },
+                )
+
+    @staticmethod
+    def _extend_lookahead(s: Session, address: Address) -> bool:
+        """Keep LOOKAHEAD unused addresses past ``address``; True if new ones were derived."""
+        wallet = s.get(Wallet, address.wallet_id)
+        epoch = s.scalar(
+            select(KeyEpoch).where(
+                KeyEpoch.wallet_id == address.wallet_id, KeyEpoch.epoch == address.epoch
+            )
+        )
+        if wallet is None or epoch is None:
+            return False
+        return ensure_derived(s, wallet, epoch, address.chain, address.index + LOOKAHEAD) > 0
+
+    @staticmethod
+    def _confirm_own(uow: UnitOfWork, txid: str, height: int, block_hash: str) -> None:
+        s = uow.session
+        tx = s.scalar(select(ChainTransaction).where(ChainTransaction.txid == txid))
+        if tx is None or tx.block_height is not None:
+            return
+        if tx.status == "replaced":
+            # A fee-bumped original confirmed after all: its replacements can never confirm.
+            from walletsvc.treasury.fee_bumps import revive_original
+
+            revive_original(uow, tx)
+        tx.status = "confirmed"
+        tx.block_height = height
+        tx.block_hash = block_hash
+        tx.confirmed_at = utcnow()
+        ids = list(
+            s.scalars(
+                select(Withdrawal.id).where(
+                    Withdrawal.transaction_id == tx.id,
+                    Withdrawal.status.in_(
+                        [WithdrawalStatus.BROADCAST.value, WithdrawalStatus.SIGNED.value]
+                    ),
+                )
+            )
+        )
+        s.execute(
+            update(Withdrawal)
+            .where(Withdrawal.id.in_(ids))
+            .values(status=WithdrawalStatus.CONFIRMED.value, updated_at=utcnow())
+        )
+        uow.audit(
+            ACTOR,
+            "transaction.confirmed",
+            "chain_transaction",
+            tx.id,
+            {"txid": txid, "height": height, "withdrawals": ids},
+        )
+
+
+def _is_retired(s: Session, address: Address) -> bool:
+    if address.retired_at is not None:
+        return True
+    wallet = s.get(Wallet, address.wallet_id)  # the identity map makes this cheap
+    return wallet is not None and address.epoch < wallet.current_epoch
+
+
+_IN_CHUNK = 500  # stays under every backend's bound-parameter limit
+
+
+def _chunks(items: list[str]) -> list[list[str]]:
+    return [items[i : i + _IN_CHUNK] for i in range(0, len(items), _IN_CHUNK)]
+
+
+def _coins_spent_in(s: Session, txs: Sequence[Any]) -> dict[tuple[str, int], Utxo]:
+    """Our unspent coins that some input of ``txs`` spends, by outpoint."""
+    prevout_txids = sorted({b2lx(txin.prevout.hash) for tx in txs for txin in tx.vin})
+    found: dict[tuple[str, int], Utxo] = {}
+    for chunk in _chunks(prevout_txids):
+        for coin in s.scalars(
+            select(Utxo).where(Utxo.txid.in_(chunk), Utxo.spent_by_txid.is_(None))
+        ):
+            found[(coin.txid, coin.vout)] = coin
+    return found
+
+
+def _own_transactions_among(s: Session, txids: list[str]) -> set[str]:
+    own: set[str] = set()
+    for chunk in _chunks(txids):
+        own.update(s.scalars(select(ChainTransaction.txid).where(ChainTransaction.txid.in_(chunk))))
+    return own
+
+
+def _watched_scripts(s: Session) -> dict[str, Address]:
+    return {a.script_pubkey: a for a in s.scalars(select(Address))}

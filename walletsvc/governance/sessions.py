@@ -1,0 +1,142 @@
+"""Staff login sessions: username + password + TOTP -> a short-lived random bearer token.
+
+The token is 256 bits from the OS RNG and stored only as SHA-256 (no brute force against a
+256-bit secret, so a fast hash suffices). It carries its own prefix so that the API knows at a
+glance whether a bearer credential is a staff session or a machine token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from walletsvc.config import Settings
+from walletsvc.db.database import Database
+from walletsvc.db.models_governance import Staff, StaffSession
+from walletsvc.domain.errors import DomainError, InvalidCredentials, Unauthenticated
+from walletsvc.governance.staff import (
+    StaffPrincipal,
+    check_totp,
+    ensure_not_locked,
+    now_utc,
+    principal_for,
+    record_failure,
+    staff_is_genuine,
+    verify_password,
+)
+from walletsvc.keys.kek import Kek
+
+SESSION_PREFIX = "wsst_"
+_BAD_LOGIN = "invalid username, password or TOTP code"
+
+
+@dataclass(frozen=True)
+class CreatedSession:
+    token: str  # one-time output: returned to the client, stored only as a hash
+    expires_at: datetime
+    principal: StaffPrincipal
+
+
+def hash_session_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def is_session_token(secret: str) -> bool:
+    return secret.startswith(SESSION_PREFIX)
+
+
+def login(
+    db: Database,
+    kek: Kek,
+    settings: Settings,
+    *,
+    username: str,
+    password: str,
+    totp: str,
+    now: datetime | None = None,
+) -> CreatedSession:
+    moment = now_utc(now)
+    # argon2 is slow on purpose; verify before taking the global write lock.
+    with db.read() as session:
+        found = session.scalar(select(Staff).where(Staff.username == username))
+        password_ok = verify_password(found, password)
+    if found is None:
+        raise InvalidCredentials(_BAD_LOGIN)
+    error: DomainError | None = None
+    with db.write() as uow:
+        row = uow.session.get(Staff, found.id)
+        if row is None or row.disabled_at is not None or not staff_is_genuine(kek, row):
+            raise InvalidCredentials(_BAD_LOGIN)
+        ensure_not_locked(row, moment)
+        if not password_ok:
+            error = _as_login_error(record_failure(uow, settings, row, moment, "password_wrong"))
+        else:
+            _step, totp_error = check_totp(uow, kek, settings, row, totp, moment)
+            error = _as_login_error(totp_error) if totp_error else None
+        if error is None:
+            created = _open_session(uow.session, kek, settings, row, moment)
+            uow.audit(
+                created.principal.actor,
+                "session.created",
+                "staff",
+                row.id,
+                {"session_id": created.principal.session_id, "expires_at": created.expires_at},
+            )
+    if error is not None:
+        raise error  # after the commit: the failed attempt (and any lock) is recorded
+    return created
+
+
+def _as_login_error(error: DomainError) -> DomainError:
+    # A lock is worth telling; anything else is one vague message (no username oracle).
+    return error if error.code == "account_locked" else InvalidCredentials(_BAD_LOGIN)
+
+
+def _open_session(
+    session: Session, kek: Kek, settings: Settings, row: Staff, now: datetime
+) -> CreatedSession:
+    token = SESSION_PREFIX + secrets.token_urlsafe(32)
+    record = StaffSession(
+        staff_id=row.id,
+        token_hash=hash_session_token(token),
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.session_ttl_s),
+    )
+    session.add(record)
+    session.flush()
+    return CreatedSession(token, record.expires_at, principal_for(kek, row, record.id))
+
+
+def authenticate_session(
+    db: Database, kek: Kek, token: str, *, now: datetime | None = None
+) -> StaffPrincipal:
+    moment = now_utc(now)
+    with db.read() as session:
+        record = session.scalar(
+            select(StaffSession).where(StaffSession.token_hash == hash_session_token(token))
+        )
+        if record is None or record.revoked_at is not None or record.expires_at <= moment:
+            raise Unauthenticated("invalid, expired or ended staff session")
+        row = session.get(Staff, record.staff_id)
+        if row is None or row.disabled_at is not None:
+            raise Unauthenticated("invalid, expired or ended staff session")
+        return principal_for(kek, row, record.id)
+
+
+def end_session(db: Database, principal: StaffPrincipal, *, now: datetime | None = None) -> None:
+    with db.write() as uow:
+        record = uow.session.get(StaffSession, principal.session_id)
+        if record is not None and record.revoked_at is None:
+            record.revoked_at = now_utc(now)
+            uow.audit(
+                principal.actor,
+                "session.ended",
+                "staff",
+                principal.staff_id,
+                {"session_id": record.id},
+            )

@@ -1,0 +1,319 @@
+"""Treasury staff: accounts, argon2 passwords, encrypted TOTP secrets and the step-up check.
+
+Secrets handled here never reach logs, audit data or exception messages: the password is
+hashed with argon2id at once; the TOTP secret is returned once (for the otpauth:// URI) and
+stored only as AES-256-GCM ciphertext under a KEK subkey, bound to the staff id.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from walletsvc.config import Settings
+from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.models import utcnow
+from walletsvc.db.models_governance import Staff, StaffSession
+from walletsvc.domain.errors import (
+    AccountLocked,
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StepUpFailed,
+)
+from walletsvc.governance.policies import ROW_MAC, IntegrityFailure
+from walletsvc.keys.kek import Kek
+
+ROLES = ("approver", "operator", "auditor")
+TOTP_SUBKEY = "staff-totp"
+TOTP_PERIOD_S = 30
+TOTP_DIGITS = 6
+ISSUER = "walletsvc"
+MIN_PASSWORD_LENGTH = 12
+USERNAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+GROUP_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+# argon2id with the library's RFC 9106 "low memory" defaults (64 MiB, t=3, p=4).
+_hasher = PasswordHasher()
+# Verified against when the username is unknown, so a miss costs as much as a hit.
+_DUMMY_HASH = _hasher.hash("walletsvc-no-such-user")
+
+
+@dataclass(frozen=True)
+class StaffPrincipal:
+    """A logged-in staff member, as the API sees them."""
+
+    staff_id: str
+    username: str
+    role: str
+    groups: frozenset[str]
+    session_id: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return f"staff:{self.username}"
+
+
+@dataclass(frozen=True)
+class CreatedStaff:
+    staff_id: str
+    username: str
+    role: str
+    groups: list[str]
+    totp_secret: str  # one-time output: shown to the new staff member, never stored in clear
+    otpauth_uri: str
+
+
+# --- Integrity tags and secret storage -------------------------------------------------------
+
+
+def staff_mac_message(row: Staff) -> bytes:
+    groups = ",".join(sorted(row.groups))
+    disabled = "disabled" if row.disabled_at is not None else "enabled"
+    return f"staff|{row.id}|{row.username}|{row.role}|{groups}|{disabled}".encode()
+
+
+def tag_staff(kek: Kek, row: Staff) -> None:
+    row.mac = kek.mac(ROW_MAC, staff_mac_message(row))
+
+
+def staff_is_genuine(kek: Kek, row: Staff) -> bool:
+    return kek.verify_mac(ROW_MAC, staff_mac_message(row), row.mac)
+
+
+def _aad(staff_id: str) -> bytes:
+    # Binding the ciphertext to the row id: a secret copied onto another row does not decrypt.
+    return f"walletsvc/staff-totp/v1|{staff_id}".encode()
+
+
+def encrypt_totp_secret(kek: Kek, staff_id: str, secret: str) -> str:
+    nonce = os.urandom(12)
+    sealed = AESGCM(kek.subkey(TOTP_SUBKEY)).encrypt(nonce, secret.encode(), _aad(staff_id))
+    return base64.b64encode(nonce + sealed).decode()
+
+
+def decrypt_totp_secret(kek: Kek, staff_id: str, blob: str) -> str:
+    try:
+        raw = base64.b64decode(blob, validate=True)
+        plain = AESGCM(kek.subkey(TOTP_SUBKEY)).decrypt(raw[:12], raw[12:], _aad(staff_id))
+    except (InvalidTag, ValueError):
+        raise IntegrityFailure("a staff TOTP secret fails its integrity check") from None
+    return plain.decode()
+
+
+# --- Accounts --------------------------------------------------------------------------------
+
+
+def _check_new_staff(username: str, password: str, role: str, groups: list[str]) -> None:
+    if not USERNAME_RE.match(username):
+        raise InvalidInput(
+            "username: lower-case letters, digits, '.', '_', '-'; 1-64 characters",
+            field="username",
+        )
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
+    bad = [g for g in groups if not GROUP_RE.match(g)]
+    if bad:
+        raise InvalidInput(f"invalid group name(s): {', '.join(bad)}", field="group")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(
+            f"the password must have at least {MIN_PASSWORD_LENGTH} characters", field="password"
+        )
+
+
+def create_staff(
+    db: Database,
+    kek: Kek,
+    *,
+    username: str,
+    password: str,
+    role: str,
+    groups: list[str],
+    actor: str,
+) -> CreatedStaff:
+    _check_new_staff(username, password, role, groups)
+    secret = pyotp.random_base32()
+    password_hash = _hasher.hash(password)  # slow by design: outside the write lock
+    with db.write() as uow:
+        if uow.session.scalar(select(Staff.id).where(Staff.username == username)):
+            raise Conflict(f"staff member {username!r} exists already", field="username")
+        row = Staff(
+            username=username,
+            role=role,
+            groups=sorted(set(groups)),
+            password_hash=password_hash,
+            totp_secret_enc="",
+            failed_attempts=0,
+            mac="",
+        )
+        uow.session.add(row)
+        uow.session.flush()
+        row.totp_secret_enc = encrypt_totp_secret(kek, row.id, secret)
+        tag_staff(kek, row)
+        uow.audit(
+            actor,
+            "staff.created",
+            "staff",
+            row.id,
+            {"username": username, "role": role, "groups": row.groups},
+        )
+    uri = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD_S).provisioning_uri(
+        name=username, issuer_name=ISSUER
+    )
+    return CreatedStaff(row.id, username, role, list(row.groups), secret, uri)
+
+
+def list_staff(session: Session) -> list[Staff]:
+    return list(session.scalars(select(Staff).order_by(Staff.username)))
+
+
+def get_staff_by_name(session: Session, username: str) -> Staff:
+    row = session.scalar(select(Staff).where(Staff.username == username))
+    if row is None:
+        raise NotFound(f"no staff member {username!r}", field="username")
+    return row
+
+
+def disable_staff(db: Database, kek: Kek, *, username: str, actor: str) -> None:
+    """Disable at once: the account can no longer log in, and its sessions end now."""
+    with db.write() as uow:
+        row = get_staff_by_name(uow.session, username)
+        now = utcnow()
+        if row.disabled_at is None:
+            row.disabled_at = now
+            tag_staff(kek, row)
+        revoked = uow.session.execute(
+            update(StaffSession)
+            .where(StaffSession.staff_id == row.id, StaffSession.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        uow.audit(
+            actor,
+            "staff.disabled",
+            "staff",
+            row.id,
+            {"username": username, "sessions_revoked": revoked.rowcount},  # type: ignore[attr-defined]
+        )
+
+
+def principal_for(kek: Kek, row: Staff, session_id: str | None) -> StaffPrincipal:
+    if not staff_is_genuine(kek, row):
+        raise IntegrityFailure(f"staff member {row.username!r} fails its integrity check")
+    return StaffPrincipal(row.id, row.username, row.role, frozenset(row.groups), session_id)
+
+
+def verify_password(row: Staff | None, password: str) -> bool:
+    """Constant-ish time: an unknown user costs one argon2 verification too."""
+    try:
+        return _hasher.verify(row.password_hash if row else _DUMMY_HASH, password) and bool(row)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+# --- TOTP step-up ----------------------------------------------------------------------------
+
+
+def time_step(now: datetime) -> int:
+    return int(now.timestamp()) // TOTP_PERIOD_S
+
+
+def ensure_not_locked(row: Staff, now: datetime) -> None:
+    if row.locked_until is not None and row.locked_until > now:
+        raise AccountLocked(
+            f"too many failed attempts; the account is locked until {row.locked_until.isoformat()}"
+        )
+
+
+def _matching_step(secret: str, code: str, now: datetime, window: int) -> int | None:
+    if not (isinstance(code, str) and len(code) == TOTP_DIGITS and code.isdigit()):
+        return None
+    totp = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD_S)
+    current = time_step(now)
+    # Newest first, so the highest matching step is the one recorded as used.
+    for step in range(current + window, current - window - 1, -1):
+        if hmac.compare_digest(totp.at(step * TOTP_PERIOD_S), code):
+            return step
+    return None
+
+
+def record_failure(
+    uow: UnitOfWork, settings: Settings, row: Staff, now: datetime, reason: str
+) -> DomainError:
+    """Count a failed attempt (audited); lock the account at the limit. Returns the error."""
+    row.failed_attempts += 1
+    uow.audit(
+        f"staff:{row.username}",
+        "staff.auth_failed",
+        "staff",
+        row.id,
+        {"reason": reason, "failed_attempts": row.failed_attempts},
+    )
+    if row.failed_attempts >= settings.totp_max_failures:
+        row.locked_until = now + timedelta(seconds=settings.totp_lockout_s)
+        row.failed_attempts = 0
+        uow.audit(
+            "system",
+            "staff.locked",
+            "staff",
+            row.id,
+            {
+                "username": row.username,
+                "locked_until": row.locked_until.isoformat(),
+                "after_failures": settings.totp_max_failures,
+            },
+        )
+        return AccountLocked(
+            f"too many failed attempts; the account is locked until {row.locked_until.isoformat()}"
+        )
+    if reason == "totp_replayed":
+        return StepUpFailed("this TOTP code was already used; wait for the next one", field="totp")
+    return StepUpFailed("wrong TOTP code", field="totp")
+
+
+def check_totp(
+    uow: UnitOfWork, kek: Kek, settings: Settings, row: Staff, code: str, now: datetime
+) -> tuple[int | None, DomainError | None]:
+    """Verify a step-up code inside the caller's write transaction.
+
+    Returns (accepted step, None) or (None, error). On failure the attempt is recorded in this
+    transaction, so the caller must let it commit and raise the error afterwards.
+    Why a per-account last step: RFC 6238 section 5.2 says a verifier must not accept the
+    second attempt of the same OTP; storing the step makes that hold across the whole window.
+    """
+    ensure_not_locked(row, now)
+    secret = decrypt_totp_secret(kek, row.id, row.totp_secret_enc)
+    step = _matching_step(secret, code, now, settings.totp_valid_window)
+    if step is None:
+        return None, record_failure(uow, settings, row, now, "totp_wrong")
+    if row.totp_last_step is not None and step <= row.totp_last_step:
+        return None, record_failure(uow, settings, row, now, "totp_replayed")
+    row.totp_last_step = step
+    row.failed_attempts = 0
+    return step, None
+
+
+def load_active_staff(uow: UnitOfWork, kek: Kek, staff_id: str) -> Staff:
+    row = uow.session.get(Staff, staff_id)
+    if row is None or row.disabled_at is not None:
+        raise Forbidden("this staff account is disabled")
+    if not staff_is_genuine(kek, row):
+        raise IntegrityFailure(f"staff member {row.username!r} fails its integrity check")
+    return row
+
+
+def now_utc(now: datetime | None) -> datetime:
+    return now or datetime.now(UTC)

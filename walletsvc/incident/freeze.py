@@ -1,0 +1,158 @@
+"""Emergency freeze: one call stops all signing and broadcasting (or deposits) at once.
+
+Why a freeze is immediate: it is an ordinary locked write transaction, and the worker checks
+for a freeze inside the locked transaction in which it claims work (signing) or broadcasts.
+Writers are serialised (walletsvc.db.database), so once `freeze()` has committed, no later
+claim can miss it, and no broadcast that started before it can still be running.
+Lifting a freeze is governed (an approval quorum); see walletsvc.incident.unfreeze.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.models import Wallet, utcnow
+from walletsvc.db.models_incident import Freeze
+from walletsvc.domain.errors import Frozen, InvalidInput, NotFound
+from walletsvc.wallets.service import get_wallet
+
+FREEZE_SCOPES = ("all", "withdrawals", "deposits")
+MAX_REASON_LENGTH = 1_000
+
+
+def freeze(
+    db: Database,
+    *,
+    scope: str,
+    wallet: str | None,
+    reason: str,
+    actor: str,
+    source: str = "manual",
+    evidence: dict[str, Any] | None = None,
+) -> Freeze:
+    with db.write() as uow:
+        return apply_freeze(
+            uow,
+            scope=scope,
+            wallet=wallet,
+            reason=reason,
+            actor=actor,
+            source=source,
+            evidence=evidence,
+        )
+
+
+def apply_freeze(
+    uow: UnitOfWork,
+    *,
+    scope: str,
+    wallet: str | None,
+    reason: str,
+    actor: str,
+    source: str = "manual",
+    evidence: dict[str, Any] | None = None,
+) -> Freeze:
+    """Record a freeze inside the caller's transaction (risk rules freeze this way)."""
+    if scope not in FREEZE_SCOPES:
+        raise InvalidInput(f"scope must be one of {', '.join(FREEZE_SCOPES)}", field="scope")
+    reason = (reason or "").strip()
+    if not reason or len(reason) > MAX_REASON_LENGTH:
+        raise InvalidInput(
+            f"a reason (1-{MAX_REASON_LENGTH} characters) is required", field="reason"
+        )
+    wallet_row = get_wallet(uow.session, wallet) if wallet else None
+    row = Freeze(
+        scope=scope,
+        wallet_id=wallet_row.id if wallet_row else None,
+        reason=reason,
+        source=source,
+        evidence=evidence or {},
+        created_by=actor,
+    )
+    uow.session.add(row)
+    uow.session.flush()
+    uow.audit(
+        actor,
+        "freeze.applied",
+        "freeze",
+        row.id,
+        {
+            "scope": scope,
+            "wallet": wallet,
+            "reason": reason,
+            "source": source,
+            "evidence": evidence or {},
+        },
+    )
+    return row
+
+
+def active_freezes(session: Session, wallet_id: str | None = None) -> list[Freeze]:
+    """Active freezes that apply to ``wallet_id`` (global ones always apply)."""
+    query = select(Freeze).where(Freeze.lifted_at.is_(None))
+    if wallet_id is not None:
+        query = query.where(or_(Freeze.wallet_id.is_(None), Freeze.wallet_id == wallet_id))
+    return list(session.scalars(query.order_by(Freeze.created_at)))
+
+
+def withdrawals_freeze(session: Session, wallet_id: str) -> Freeze | None:
+    return next(
+        (f for f in active_freezes(session, wallet_id) if f.scope in ("all", "withdrawals")),
+        None,
+    )
+
+
+def deposits_freeze(session: Session, wallet_id: str) -> Freeze | None:
+    return next(
+        (f for f in active_freezes(session, wallet_id) if f.scope in ("all", "deposits")), None
+    )
+
+
+def require_deposits_open(session: Session, wallet: Wallet) -> None:
+    active = deposits_freeze(session, wallet.id)
+    if active is not None:
+        raise Frozen(
+            f"deposits are frozen ({active.reason}); do not use old deposit addresses",
+            field="wallet",
+        )
+
+
+def require_withdrawals_open(session: Session, wallet: Wallet) -> None:
+    active = withdrawals_freeze(session, wallet.id)
+    if active is not None:
+        raise Frozen(f"withdrawals are frozen ({active.reason})", field="wallet")
+
+
+def lift(uow: UnitOfWork, freeze_id: str, *, lifted_by: str) -> Freeze:
+    row = uow.session.get(Freeze, freeze_id)
+    if row is None:
+        raise NotFound("no such freeze", field="freeze_id")
+    if row.lifted_at is None:
+        row.lifted_at = utcnow()
+        row.lifted_by = lifted_by
+        uow.audit(lifted_by, "freeze.lifted", "freeze", row.id, {"scope": row.scope})
+    return row
+
+
+def freeze_view(session: Session, row: Freeze) -> dict[str, Any]:
+    wallet = session.get(Wallet, row.wallet_id) if row.wallet_id else None
+    return {
+        "id": row.id,
+        "scope": row.scope,
+        "wallet": wallet.name if wallet else None,
+        "reason": row.reason,
+        "source": row.source,
+        "evidence": row.evidence,
+        "created_by": row.created_by,
+        "created_at": row.created_at.isoformat(),
+        "lifted_at": row.lifted_at.isoformat() if row.lifted_at else None,
+    }
+
+
+def freeze_state(session: Session) -> dict[str, Any]:
+    rows = active_freezes(session)
+    return {"frozen": bool(rows), "freezes": [freeze_view(session, r) for r in rows]}

@@ -1,0 +1,230 @@
+"""Lifting a freeze: a governed action (kind ``unfreeze``, quorum ``governance.unfreeze``).
+
+Freezing is instant and open to anyone on call; unfreezing is the opposite. ``propose`` fixes
+WHICH freezes a request lifts when it is opened (their ids are part of the approved content),
+so a freeze applied after the request, e.g. by a risk rule during the review, is never lifted
+by approvals given before it existed. The freezes lift in the approval's own transaction, so
+the worker's next locked claim sees them gone, never half of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.models import Wallet
+from walletsvc.db.models_governance import ApprovalRequest
+from walletsvc.db.models_incident import Freeze
+from walletsvc.db.models_risk import UnfreezeRequest
+from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
+from walletsvc.governance import approvals
+from walletsvc.governance.approvals import KindContext
+from walletsvc.governance.policies import active_policy
+from walletsvc.governance.staff import now_utc
+from walletsvc.incident.freeze import FREEZE_SCOPES, MAX_REASON_LENGTH, active_freezes, lift
+from walletsvc.keys.kek import Kek
+from walletsvc.policy.document import Quorum
+from walletsvc.policy.engine import approval_deadline
+from walletsvc.wallets.service import get_wallet
+
+KIND = "unfreeze"
+PENDING = "pending_approval"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which freezes to lift: one by id, all of a (scope, wallet), or every active one."""
+
+    freeze_id: str | None = None
+    scope: str | None = None
+    wallet: str | None = None
+
+
+@dataclass(frozen=True)
+class Requester:
+    actor: str
+    staff_id: str | None  # a staff member never approves their own request
+
+
+def propose(
+    db: Database,
+    kek: Kek,
+    *,
+    target: Target,
+    reason: str,
+    requester: Requester,
+    now: datetime | None = None,
+) -> UnfreezeRequest:
+    """Open an unfreeze request for the freezes ``target`` names (none lifts yet)."""
+    reason = _check_reason(reason)
+    moment = now_utc(now)
+    with db.write() as uow:
+        freezes = _select_freezes(uow.session, target)
+        quorum, deadline = _quorum(uow.session, kek, freezes, moment)
+        row = UnfreezeRequest(
+            freeze_ids=sorted(f.id for f in freezes),
+            reason=reason,
+            status=PENDING,
+            requested_by=requester.actor,
+            created_at=moment,
+        )
+        uow.session.add(row)
+        uow.session.flush()
+        request = approvals.open_request(
+            uow,
+            kek,
+            kind=KIND,
+            subject_id=row.id,
+            group=quorum.group,
+            m=quorum.m,
+            expires_at=deadline,
+            requester=requester.actor,
+            requester_staff_id=requester.staff_id,
+            now=moment,
+        )
+        row.approval_request_id = request.id
+        uow.audit(
+            requester.actor,
+            "unfreeze.proposed",
+            "unfreeze_request",
+            row.id,
+            {
+                "freeze_ids": row.freeze_ids,
+                "reason": reason,
+                "approval_request_id": request.id,
+                "required": {"group": quorum.group, "m": quorum.m},
+            },
+        )
+        return row
+
+
+def _check_reason(reason: str) -> str:
+    text = (reason or "").strip()
+    if not text or len(text) > MAX_REASON_LENGTH:
+        raise InvalidInput(
+            f"a reason (1-{MAX_REASON_LENGTH} characters) is required", field="reason"
+        )
+    return text
+
+
+def _select_freezes(session: Session, target: Target) -> list[Freeze]:
+    if target.freeze_id is not None:
+        row = session.get(Freeze, target.freeze_id)
+        if row is None:
+            raise NotFound("no such freeze", field="freeze_id")
+        if row.lifted_at is not None:
+            raise Conflict("this freeze has been lifted already", field="freeze_id")
+        return [row]
+    if target.scope is not None and target.scope not in FREEZE_SCOPES:
+        raise InvalidInput(f"scope must be one of {', '.join(FREEZE_SCOPES)}", field="scope")
+    wallet_id = get_wallet(session, target.wallet).id if target.wallet else None
+    rows = [
+        f
+        for f in active_freezes(session)
+        if (target.scope is None or f.scope == target.scope)
+        and ((target.wallet is None and target.scope is None) or f.wallet_id == wallet_id)
+    ]
+    if not rows:
+        raise Conflict("no active freeze matches", field="freeze_id")
+    return rows
+
+
+def _quorum(
+    session: Session, kek: Kek, freezes: list[Freeze], now: datetime
+) -> tuple[Quorum, datetime]:
+    """The strictest governance.unfreeze quorum among the policies of the frozen wallets."""
+    best: tuple[Quorum, datetime] | None = None
+    for wallet_id in sorted({f.wallet_id or "" for f in freezes}):
+        wallet = session.get(Wallet, wallet_id) if wallet_id else None
+        document = active_policy(session, kek, wallet).document
+        quorum = document.quorum_for("unfreeze")
+        if best is None or quorum.m > best[0].m:
+            best = (quorum, approval_deadline(document, now))
+    assert best is not None
+    return best
+
+
+def get_unfreeze_request(session: Session, request_id: str) -> UnfreezeRequest:
+    row = session.get(UnfreezeRequest, request_id)
+    if row is None:
+        raise NotFound("no such unfreeze request", field="id")
+    return row
+
+
+def _content(session: Session, row: UnfreezeRequest) -> dict[str, Any]:
+    # Approvers approve lifting exactly these freezes, for this reason.
+    freezes = [session.get(Freeze, fid) for fid in row.freeze_ids]
+    return {
+        "kind": KIND,
+        "unfreeze_request_id": row.id,
+        "reason": row.reason,
+        "freezes": [
+            {"id": f.id, "scope": f.scope, "wallet_id": f.wallet_id, "reason": f.reason}
+            for f in freezes
+            if f is not None
+        ],
+    }
+
+
+class UnfreezeApprovals:
+    name = KIND
+
+    def content(self, session: Session, subject_id: str) -> dict[str, Any]:
+        return _content(session, get_unfreeze_request(session, subject_id))
+
+    def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
+        row = get_unfreeze_request(ctx.uow.session, request.subject_id)
+        counted = approvals.require_quorum(ctx.uow.session, ctx.kek, request)
+        who = f"{row.requested_by}; approved by {', '.join(counted.approvers)}"
+        for freeze_id in row.freeze_ids:
+            lift(ctx.uow, freeze_id, lifted_by=who[:400])
+        row.status, row.decided_at = "applied", ctx.now
+        ctx.uow.audit(
+            ctx.actor,
+            "unfreeze.applied",
+            "unfreeze_request",
+            row.id,
+            {
+                "freeze_ids": row.freeze_ids,
+                "reason": row.reason,
+                "requested_by": row.requested_by,
+                "approved_by": list(counted.approvers),
+            },
+        )
+
+    def on_rejected(self, ctx: KindContext, request: ApprovalRequest) -> None:
+        _close(ctx.uow, request, "rejected", ctx.now)
+
+    def on_expired(self, ctx: KindContext, request: ApprovalRequest) -> None:
+        _close(ctx.uow, request, "expired", ctx.now)
+
+
+def _close(uow: UnitOfWork, request: ApprovalRequest, status: str, now: datetime) -> None:
+    row = get_unfreeze_request(uow.session, request.subject_id)
+    row.status, row.decided_at = status, now
+
+
+def unfreeze_view(session: Session, row: UnfreezeRequest) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "status": row.status,
+        "freeze_ids": row.freeze_ids,
+        "reason": row.reason,
+        "requested_by": row.requested_by,
+        "approval_request_id": row.approval_request_id,
+        "created_at": row.created_at.isoformat(),
+        "decided_at": row.decided_at.isoformat() if row.decided_at else None,
+    }
+
+
+def list_unfreeze_requests(session: Session, *, limit: int = 50) -> list[UnfreezeRequest]:
+    return list(
+        session.scalars(
+            select(UnfreezeRequest).order_by(UnfreezeRequest.created_at.desc()).limit(limit)
+        )
+    )

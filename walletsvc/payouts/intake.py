@@ -1,0 +1,423 @@
+"""Payout requests: validate, decide by policy, record. Idempotent per (token, key)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.models import ChainTransaction, IdempotencyKey, Wallet, Withdrawal
+from walletsvc.db.models_governance import ApprovalRequest
+from walletsvc.domain.address import decode_address
+from walletsvc.domain.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
+from walletsvc.domain.money import require_payable
+from walletsvc.domain.network import Network
+from walletsvc.domain.withdrawal import (
+    HOLDING_STATUSES,
+    WithdrawalStatus,
+    transition,
+)
+from walletsvc.governance import approvals
+from walletsvc.governance.allowlist import entry_for_destination
+from walletsvc.governance.approvals import KindContext
+from walletsvc.governance.policies import ROW_MAC, active_policy
+from walletsvc.keys.kek import Kek
+from walletsvc.payouts.signing import tip_height
+from walletsvc.policy.engine import (
+    AllowlistEntry,
+    Decision,
+    HeldPayout,
+    HistorySnapshot,
+    PayoutRequest,
+    approval_deadline,
+    evaluate,
+    history_horizon,
+)
+from walletsvc.wallets.service import get_wallet
+
+MAX_REFERENCE_LENGTH = 200
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class WithdrawalInput:
+    wallet: str
+    destination: str
+    amount_sat: int
+    reference: str | None
+
+
+@dataclass(frozen=True)
+class WithdrawalResult:
+    withdrawal_id: str
+    created: bool  # False: an idempotent replay of an earlier request
+
+
+def request_hash(body: WithdrawalInput) -> str:
+    canonical = json.dumps(
+        {
+            "wallet": body.wallet,
+            "destination": body.destination,
+            "amount_sat": body.amount_sat,
+            "reference": body.reference,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def authorization_message(w: Withdrawal) -> bytes:
+    """What an approval binds to: the exact payee and amount of this payout."""
+    return f"withdrawal|{w.id}|{w.wallet_id}|{w.script_pubkey}|{w.amount_sat}|approved".encode()
+
+
+def request_withdrawal(
+    db: Database,
+    kek: Kek,
+    *,
+    body: WithdrawalInput,
+    idempotency_key: str,
+    token_id: str,
+    actor: str,
+    now: datetime | None = None,
+) -> WithdrawalResult:
+    if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidInput(
+            f"Idempotency-Key header is required (1-{MAX_IDEMPOTENCY_KEY_LENGTH} characters)",
+            field="Idempotency-Key",
+        )
+    amount = require_payable(body.amount_sat, field="amount_sat")
+    if body.reference is not None and len(body.reference) > MAX_REFERENCE_LENGTH:
+        raise InvalidInput(
+            f"reference is longer than {MAX_REFERENCE_LENGTH} characters", field="reference"
+        )
+    digest = request_hash(body)
+    with db.write() as uow:
+        outcome = _decide_and_record(
+            uow,
+            kek,
+            body=body,
+            amount=amount,
+            digest=digest,
+            idempotency_key=idempotency_key,
+            token_id=token_id,
+            actor=actor,
+            now=now,
+        )
+    # A denial is raised only after the transaction holding its audit event has committed.
+    if isinstance(outcome, PolicyDenied):
+        raise outcome
+    return outcome
+
+
+def _decide_and_record(
+    uow: UnitOfWork,
+    kek: Kek,
+    *,
+    body: WithdrawalInput,
+    amount: int,
+    digest: str,
+    idempotency_key: str,
+    token_id: str,
+    actor: str,
+    now: datetime | None,
+) -> WithdrawalResult | PolicyDenied:
+    """Idempotency, policy and the new withdrawal, inside the caller's locked transaction."""
+    replay = _replay(uow, token_id, idempotency_key, digest)
+    if replay is not None:
+        return replay
+    wallet = get_wallet(uow.session, body.wallet)
+    destination = decode_address(body.destination, Network(wallet.network), field="destination")
+    moment = now or datetime.now(UTC)
+    policy = active_policy(uow.session, kek, wallet)
+    decision = evaluate(
+        PayoutRequest(
+            wallet=wallet.name,
+            destination=destination.address,
+            amount_sat=amount,
+            token_id=token_id,
+        ),
+        _history(
+            uow.session,
+            wallet,
+            moment - history_horizon(policy.document),
+            entry_for_destination(uow.session, kek, wallet.id, destination.address),
+        ),
+        policy.document,
+        moment,
+    )
+    if decision.outcome == "deny":
+        uow.audit(
+            actor,
+            "withdrawal.denied",
+            "wallet",
+            wallet.id,
+            {
+                "destination": destination.address,
+                "amount_sat": amount,
+                "decision": decision.to_dict(),
+            },
+        )
+        return PolicyDenied(_deny_message(decision), decision=decision, field=_deny_field(decision))
+    status = (
+        WithdrawalStatus.APPROVED
+        if decision.outcome == "allow"
+        else WithdrawalStatus.PENDING_APPROVAL
+    )
+    withdrawal = Withdrawal(
+        wallet_id=wallet.id,
+        token_id=token_id,
+        destination=destination.address,
+        script_pubkey=destination.script_pubkey.hex(),
+        amount_sat=amount,
+        reference=body.reference,
+        status=status.value,
+        decision=decision.to_dict(),
+        policy_hash=policy.sha256,
+        created_at=moment,
+        updated_at=moment,
+    )
+    uow.session.add(withdrawal)
+    uow.session.flush()
+    if status is WithdrawalStatus.APPROVED:
+        withdrawal.authorization_mac = kek.mac(ROW_MAC, authorization_message(withdrawal))
+    uow.session.add(
+        IdempotencyKey(
+            token_id=token_id,
+            key=idempotency_key,
+            request_hash=digest,
+            withdrawal_id=withdrawal.id,
+        )
+    )
+    uow.audit(
+        actor,
+        "withdrawal.requested",
+        "withdrawal",
+        withdrawal.id,
+        {
+            "wallet": wallet.name,
+            "destination": destination.address,
+            "amount_sat": amount,
+            "reference": body.reference,
+            "status": status.value,
+            "decision": decision.to_dict(),
+            "policy_sha256": policy.sha256,
+        },
+    )
+    if decision.required is not None and status is WithdrawalStatus.PENDING_APPROVAL:
+        # Same transaction: a payout never waits without its approval request.
+        approvals.open_request(
+            uow,
+            kek,
+            kind=KIND,
+            subject_id=withdrawal.id,
+            group=decision.required.group,
+            m=decision.required.m,
+            expires_at=approval_deadline(policy.document, moment),
+            requester=actor,
+            requester_staff_id=None,
+            now=moment,
+        )
+    return WithdrawalResult(withdrawal.id, created=True)
+
+
+def _replay(uow: UnitOfWork, token_id: str, key: str, digest: str) -> WithdrawalResult | None:
+    existing = uow.session.scalar(
+        select(IdempotencyKey).where(IdempotencyKey.token_id == token_id, IdempotencyKey.key == key)
+    )
+    if existing is None:
+        return None
+    if existing.request_hash != digest:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used with a different request body",
+            field="Idempotency-Key",
+        )
+    return WithdrawalResult(existing.withdrawal_id, created=False)
+
+
+def _history(
+    session: Session, wallet: Wallet, since: datetime, entry: AllowlistEntry | None
+) -> HistorySnapshot:
+    rows = session.execute(
+        select(
+            Withdrawal.amount_sat,
+            Withdrawal.destination,
+            Withdrawal.token_id,
+            Withdrawal.created_at,
+        ).where(
+            Withdrawal.wallet_id == wallet.id,
+            Withdrawal.created_at >= since,
+            Withdrawal.status.in_([s.value for s in HOLDING_STATUSES]),
+        )
+    ).all()
+    return HistorySnapshot(
+        payouts=tuple(
+            HeldPayout(amount_sat=a, destination=d, token_id=t, created_at=c) for a, d, t, c in rows
+        ),
+        allowlist_entry=entry,
+    )
+
+
+def _failed_rules(decision: Decision) -> list[Any]:
+    return [r for r in decision.rules if r.result in ("fail", "error")]
+
+
+def _deny_message(decision: Decision) -> str:
+    failed = _failed_rules(decision)
+    if not failed:
+        return "the policy denies this payout"
+    return "the policy denies this payout: " + "; ".join(f"{r.rule}: {r.detail}" for r in failed)
+
+
+def _deny_field(decision: Decision) -> str | None:
+    for rule in _failed_rules(decision):
+        if rule.rule in ("allowlist", "denylist", "trust_ramp") or ".destination" in rule.rule:
+            return "destination"
+    return "amount_sat"
+
+
+def get_withdrawal(session: Session, withdrawal_id: str) -> Withdrawal:
+    row = session.get(Withdrawal, withdrawal_id)
+    if row is None:
+        raise NotFound("no such withdrawal", field="id")
+    return row
+
+
+def cancel_withdrawal(db: Database, withdrawal_id: str, *, actor: str) -> None:
+    with db.write() as uow:
+        row = get_withdrawal(uow.session, withdrawal_id)
+        row.status = transition(row.status, WithdrawalStatus.CANCELLED).value
+        row.authorization_mac = None
+        row.updated_at = datetime.now(UTC)
+        # Its approval request (if any) can no longer be decided.
+        approvals.cancel_for_subject(
+            uow, actor=actor, now=row.updated_at, kind=KIND, subject_id=row.id
+        )
+        uow.audit(actor, "withdrawal.cancelled", "withdrawal", row.id, {})
+
+
+def withdrawal_view(session: Session, row: Withdrawal) -> dict[str, Any]:
+    wallet = session.get(Wallet, row.wallet_id)
+    request = approvals.request_for_subject(session, KIND, row.id)
+    tx = session.get(ChainTransaction, row.transaction_id) if row.transaction_id else None
+    confirmations = 0
+    if tx is not None and tx.block_height is not None:
+        confirmations = max(0, tip_height(session) - tx.block_height + 1)
+    return {
+        "id": row.id,
+        "wallet": wallet.name if wallet else None,
+        "destination": row.destination,
+        "amount_sat": row.amount_sat,
+        "reference": row.reference,
+        "status": row.status,
+        "decision": row.decision,
+        "approval_request_id": request.id if request else None,
+        "approvals": approvals.decisions_view(session, request) if request else [],
+        "txid": tx.txid if tx else None,
+        "raw_tx": tx.raw_tx if tx else None,
+        "fee_sat": row.fee_share_sat,
+        "transaction_fee_sat": tx.fee_sat if tx else None,
+        "confirmations": confirmations,
+        "failure_reason": row.failure_reason,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+def list_withdrawals(
+    session: Session,
+    *,
+    status: str | None,
+    wallet: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Withdrawal], str | None]:
+    """Newest first; the cursor is the (created_at, id) of the last row of the previous page."""
+    query = select(Withdrawal)
+    if status is not None:
+        WithdrawalStatus(status)
+        query = query.where(Withdrawal.status == status)
+    if wallet is not None:
+        query = query.where(Withdrawal.wallet_id == get_wallet(session, wallet).id)
+    if cursor:
+        try:
+            stamp, last_id = cursor.split("_", 1)
+            after = datetime.fromisoformat(stamp)
+        except ValueError as exc:
+            raise InvalidInput("malformed cursor", field="cursor") from exc
+        query = query.where(
+            (Withdrawal.created_at < after)
+            | ((Withdrawal.created_at == after) & (Withdrawal.id < last_id))
+        )
+    rows = list(
+        session.scalars(
+            query.order_by(Withdrawal.created_at.desc(), Withdrawal.id.desc()).limit(limit + 1)
+        )
+    )
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = f"{last.created_at.isoformat()}_{last.id}"
+    return rows, next_cursor
+
+
+# --- Approvals -------------------------------------------------------------------------------
+
+KIND = "withdrawal"
+
+
+def approval_content(w: Withdrawal) -> dict[str, Any]:
+    """What approvers of a payout approve: exactly who gets how much from which wallet."""
+    return {
+        "kind": KIND,
+        "withdrawal_id": w.id,
+        "wallet_id": w.wallet_id,
+        "destination": w.destination,
+        "script_pubkey": w.script_pubkey,
+        "amount_sat": w.amount_sat,
+        "reference": w.reference,
+    }
+
+
+class WithdrawalApprovals:
+    """A payout above an approval tier (or off the allowlist) waiting for its quorum."""
+
+    name = KIND
+
+    def content(self, session: Session, subject_id: str) -> dict[str, Any]:
+        return approval_content(get_withdrawal(session, subject_id))
+
+    def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
+        # Quorum reached: approved and MAC-authorised for the signer, in the transaction that
+        # records the final approval and its audit event.
+        w = self._move(ctx, request, WithdrawalStatus.APPROVED)
+        w.authorization_mac = ctx.kek.mac(ROW_MAC, authorization_message(w))
+
+    def on_rejected(self, ctx: KindContext, request: ApprovalRequest) -> None:
+        self._move(ctx, request, WithdrawalStatus.REJECTED)
+
+    def on_expired(self, ctx: KindContext, request: ApprovalRequest) -> None:
+        self._move(ctx, request, WithdrawalStatus.EXPIRED)
+
+    def _move(
+        self, ctx: KindContext, request: ApprovalRequest, target: WithdrawalStatus
+    ) -> Withdrawal:
+        w = get_withdrawal(ctx.uow.session, request.subject_id)
+        w.status = transition(w.status, target).value
+        w.updated_at = ctx.now
+        ctx.uow.audit(
+            ctx.actor,
+            f"withdrawal.{target.value}",
+            "withdrawal",
+            w.id,
+            {"approval_request_id": request.id, "amount_sat": w.amount_sat},
+        )
+        return w

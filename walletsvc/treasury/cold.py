@@ -1,0 +1,330 @@
+"""Cold destinations: where sweeps go, set at init and changed only through an approval quorum.
+
+The row holding a wallet's active destination is MAC-tagged with a key derived from the KEK
+(outside the database) and re-parsed before every use, so neither a database edit nor a bug
+elsewhere can make a sweep pay an address the treasury did not approve. A change is a request
+(``ColdDestinationChange``) governed by the policy's ``cold_destination_change`` quorum through
+the one approval mechanism (walletsvc.governance.approvals); ``apply_cold_destination_change``
+is what runs when the quorum is met.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.models import Wallet, utcnow
+from walletsvc.db.models_treasury import ColdDestinationChange, ColdDestinationRow
+from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
+from walletsvc.domain.network import Network
+from walletsvc.governance import approvals
+from walletsvc.governance.approvals import KindContext
+from walletsvc.governance.policies import ROW_MAC, IntegrityFailure, active_policy
+from walletsvc.governance.staff import now_utc
+from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
+from walletsvc.keys.kek import Kek
+from walletsvc.policy.engine import approval_deadline
+from walletsvc.wallets.service import get_wallet
+
+KIND: Final = "cold_destination_change"
+ACTIVE = "active"
+PENDING = "pending_approval"
+MAX_REASON_LENGTH = 500
+
+
+class NoColdDestination(Conflict):
+    """The wallet has no cold destination, so nothing can be swept."""
+
+    code = "no_cold_destination"
+
+
+@dataclass(frozen=True)
+class ColdAddress:
+    destination_id: str
+    fingerprint: str
+    index: int
+    script_pubkey: bytes
+    address: str
+
+
+def cold_mac_message(row: ColdDestinationRow) -> bytes:
+    digest = hashlib.sha256(row.descriptor.encode()).hexdigest()
+    return (
+        f"cold-destination|{row.id}|{row.wallet_id}|{row.kind}|{row.fingerprint}|{row.status}"
+        f"|{digest}"
+    ).encode()
+
+
+def _tag(kek: Kek, row: ColdDestinationRow) -> None:
+    row.mac = kek.mac(ROW_MAC, cold_mac_message(row))
+
+
+def _parse(text: str, wallet: Wallet) -> ColdDestination:
+    return parse_cold_destination(text, Network(wallet.network))
+
+
+def _active_row(session: Session, wallet_id: str) -> ColdDestinationRow | None:
+    return session.scalar(
+        select(ColdDestinationRow).where(
+            ColdDestinationRow.wallet_id == wallet_id, ColdDestinationRow.status == ACTIVE
+        )
+    )
+
+
+def _install(
+    uow: UnitOfWork, kek: Kek, wallet: Wallet, parsed: ColdDestination, *, actor: str, why: str
+) -> ColdDestinationRow:
+    """Retire the active destination (if any) and make ``parsed`` the active one."""
+    old = _active_row(uow.session, wallet.id)
+    if old is not None:
+        old.status, old.retired_at = "retired", utcnow()
+        _tag(kek, old)
+    row = ColdDestinationRow(
+        wallet_id=wallet.id,
+        kind=parsed.kind.value,
+        descriptor=parsed.descriptor,
+        fingerprint=parsed.fingerprint,
+        next_index=0,
+        status=ACTIVE,
+        mac="",
+    )
+    uow.session.add(row)
+    uow.session.flush()
+    _tag(kek, row)
+    uow.audit(
+        actor,
+        "cold_destination.set",
+        "wallet",
+        wallet.id,
+        {
+            "wallet": wallet.name,
+            "kind": row.kind,
+            "fingerprint": row.fingerprint,
+            "descriptor": row.descriptor,  # public keys only: staff verify it against devices
+            "previous_fingerprint": old.fingerprint if old is not None else None,
+            "why": why,
+        },
+    )
+    return row
+
+
+def set_initial_cold_destination(
+    db: Database, kek: Kek, *, wallet: str, text: str, actor: str
+) -> ColdDestination:
+    """At ``walletsvc init`` only: a wallet with a destination changes it through a quorum."""
+    with db.write() as uow:
+        row = get_wallet(uow.session, wallet)
+        parsed = _parse(text, row)
+        if _active_row(uow.session, row.id) is not None:
+            raise Conflict(
+                "this wallet has a cold destination already; changing it needs approvals",
+                field="cold_destination",
+            )
+        _install(uow, kek, row, parsed, actor=actor, why="init")
+        return parsed
+
+
+def active_cold_destination(
+    session: Session, kek: Kek, wallet: Wallet
+) -> tuple[ColdDestinationRow, ColdDestination] | None:
+    """The verified active destination, or None if the wallet has none."""
+    row = _active_row(session, wallet.id)
+    if row is None:
+        return None
+    if not kek.verify_mac(ROW_MAC, cold_mac_message(row), row.mac):
+        raise IntegrityFailure(f"the cold destination of wallet {wallet.name!r} was altered")
+    parsed = _parse(row.descriptor, wallet)
+    if parsed.descriptor != row.descriptor or parsed.fingerprint != row.fingerprint:
+        raise IntegrityFailure(
+            f"the cold destination of wallet {wallet.name!r} does not parse back"
+        )
+    return row, parsed
+
+
+def reserve_cold_address(uow: UnitOfWork, kek: Kek, wallet: Wallet) -> ColdAddress:
+    """The next unused cold address; the index advances in the caller's transaction."""
+    found = active_cold_destination(uow.session, kek, wallet)
+    if found is None:
+        raise NoColdDestination(
+            f"wallet {wallet.name!r} has no cold destination (set one at `walletsvc init`)",
+            field="wallet",
+        )
+    row, parsed = found
+    index = row.next_index
+    row.next_index = index + 1
+    return ColdAddress(
+        row.id, row.fingerprint, index, parsed.script_pubkey(index), parsed.address(index)
+    )
+
+
+def treasury_view(session: Session, kek: Kek, wallet: Wallet) -> dict[str, Any]:
+    """The wallet view's treasury fields: cold destination fingerprint and hot thresholds."""
+    try:
+        hot = active_policy(session, kek, wallet).document.hot
+    except IntegrityFailure:
+        hot = None  # the policy endpoints report the integrity failure; the view stays up
+    return {
+        "cold_destination": cold_view(session, wallet),
+        "hot_thresholds": hot.model_dump() if hot is not None else None,
+    }
+
+
+def cold_view(session: Session, wallet: Wallet) -> dict[str, Any] | None:
+    row = _active_row(session, wallet.id)
+    if row is None:
+        return None
+    return {"kind": row.kind, "fingerprint": row.fingerprint, "next_index": row.next_index}
+
+
+# --- governed change ------------------------------------------------------------------------
+
+
+def get_change(session: Session, change_id: str) -> ColdDestinationChange:
+    row = session.get(ColdDestinationChange, change_id)
+    if row is None:
+        raise NotFound("no such cold destination change", field="id")
+    return row
+
+
+def _change_content(session: Session, change: ColdDestinationChange) -> dict[str, Any]:
+    wallet = session.get(Wallet, change.wallet_id)
+    current = _active_row(session, change.wallet_id)
+    return {
+        "kind": KIND,
+        "change_id": change.id,
+        "wallet": wallet.name if wallet is not None else change.wallet_id,
+        "destination_kind": change.kind,
+        "descriptor": change.descriptor,
+        "fingerprint": change.fingerprint,
+        "replaces_fingerprint": current.fingerprint if current is not None else None,
+        "reason": change.reason,
+    }
+
+
+def request_cold_destination_change(
+    db: Database,
+    kek: Kek,
+    *,
+    wallet: str,
+    text: str,
+    reason: str | None,
+    requester: str,
+    requester_staff_id: str | None,
+    now: datetime | None = None,
+) -> ColdDestinationChange:
+    """Open a change request and its approval request (quorum ``cold_destination_change``)."""
+    if reason is not None and len(reason) > MAX_REASON_LENGTH:
+        raise InvalidInput(f"reason is longer than {MAX_REASON_LENGTH} characters", field="reason")
+    moment = now_utc(now)
+    with db.write() as uow:
+        w = get_wallet(uow.session, wallet)
+        parsed = _parse(text, w)
+        current = _active_row(uow.session, w.id)
+        if current is not None and current.fingerprint == parsed.fingerprint:
+            raise Conflict("this is the current cold destination already", field="descriptor")
+        change = ColdDestinationChange(
+            wallet_id=w.id,
+            kind=parsed.kind.value,
+            descriptor=parsed.descriptor,
+            fingerprint=parsed.fingerprint,
+            reason=reason,
+            status=PENDING,
+            requested_by=requester,
+            created_at=moment,
+        )
+        uow.session.add(change)
+        uow.session.flush()
+        policy = active_policy(uow.session, kek, w).document
+        quorum = policy.quorum_for(KIND)
+        request = approvals.open_request(
+            uow,
+            kek,
+            kind=KIND,
+            subject_id=change.id,
+            group=quorum.group,
+            m=quorum.m,
+            expires_at=approval_deadline(policy, moment),
+            requester=requester,
+            requester_staff_id=requester_staff_id,
+            now=moment,
+        )
+        change.approval_request_id = request.id
+        uow.audit(
+            requester,
+            "cold_destination.change_requested",
+            "cold_destination_change",
+            change.id,
+            _change_content(uow.session, change),
+        )
+        return change
+
+
+def apply_cold_destination_change(
+    uow: UnitOfWork, kek: Kek, change: ColdDestinationChange, *, actor: str
+) -> ColdDestinationRow:
+    """Make an approved change the wallet's active destination (the quorum's hook)."""
+    if change.status != PENDING:
+        raise Conflict(f"this change is {change.status}", field="id")
+    wallet = uow.session.get(Wallet, change.wallet_id)
+    assert wallet is not None
+    parsed = _parse(change.descriptor, wallet)
+    if parsed.fingerprint != change.fingerprint:
+        raise IntegrityFailure(f"cold destination change {change.id} does not parse back")
+    row = _install(uow, kek, wallet, parsed, actor=actor, why=f"change {change.id}")
+    change.status, change.decided_at = "applied", utcnow()
+    return row
+
+
+def change_view(change: ColdDestinationChange) -> dict[str, Any]:
+    return {
+        "id": change.id,
+        "kind": change.kind,
+        "fingerprint": change.fingerprint,
+        "descriptor": change.descriptor,
+        "reason": change.reason,
+        "status": change.status,
+        "requested_by": change.requested_by,
+        "approval_request_id": change.approval_request_id,
+        "created_at": change.created_at.isoformat(),
+        "decided_at": change.decided_at.isoformat() if change.decided_at else None,
+    }
+
+
+class ColdDestinationApprovals:
+    """The approval kind: content to approve, and what each outcome does."""
+
+    name = KIND
+
+    def content(self, session: Session, subject_id: str) -> dict[str, Any]:
+        return _change_content(session, get_change(session, subject_id))
+
+    def on_approved(self, ctx: KindContext, request: Any) -> None:
+        change = get_change(ctx.uow.session, request.subject_id)
+        if change.status == PENDING:
+            apply_cold_destination_change(ctx.uow, ctx.kek, change, actor=ctx.actor)
+
+    def on_rejected(self, ctx: KindContext, request: Any) -> None:
+        self._close(ctx, request, "rejected")
+
+    def on_expired(self, ctx: KindContext, request: Any) -> None:
+        self._close(ctx, request, "expired")
+
+    @staticmethod
+    def _close(ctx: KindContext, request: Any, status: str) -> None:
+        change = get_change(ctx.uow.session, request.subject_id)
+        if change.status != PENDING:
+            return
+        change.status, change.decided_at = status, ctx.now
+        ctx.uow.audit(
+            ctx.actor,
+            f"cold_destination.change_{status}",
+            "cold_destination_change",
+            change.id,
+            {"fingerprint": change.fingerprint},
+        )
