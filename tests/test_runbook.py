@@ -19,7 +19,7 @@ from sqlalchemy import select
 from tests.conftest import WALLET, fund_wallet
 from tests.governance_helpers import PASSWORD, Team
 from tests.helpers import external_destination, run_cli
-from tests.services.test_sweep import with_cold
+from tests.treasury.test_sweeps import with_cold
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import ChainTransaction, Utxo
 from walletsvc.db.models_risk import KeyRotation

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from tests.conftest import WALLET, Tokens, auth, fund_wallet
 from tests.governance_helpers import Team, aligned_now, later
 from tests.helpers import audit_events, decode_tx, embedded, external_destination
-from tests.services.test_sweep import cold_address, with_cold
-from tests.services.test_unfreeze import approve
+from tests.incident.test_unfreeze import approve
+from tests.treasury.test_sweeps import cold_address, with_cold
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import Address, ChainTransaction, Utxo, Wallet, Withdrawal
 from walletsvc.db.models_risk import KeyRotation

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from tests.conftest import Tokens, auth, fund_wallet
 from tests.governance_helpers import Member, Team, aligned_now, later, principal
 from tests.helpers import run_cli
-from tests.services.test_freeze import _queue_payouts, _snapshot, _wait_for
+from tests.incident.test_freeze import _queue_payouts, _snapshot, _wait_for
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent, Withdrawal
 from walletsvc.db.models_incident import Freeze
