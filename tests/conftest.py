@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, settings
 
 from walletsvc.api.app import create_app
 from walletsvc.bootstrap.runtime import Runtime
@@ -30,6 +31,13 @@ REPO = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("WALLETSVC_TEST_POSTGRES_URL", "")
 WALLET = "pool-hot"
 BACKENDS = ["sqlite", "postgresql"]
+
+# Property tests judge outcomes, never speed: CI's 2 cores are often loaded, so no example may
+# fail for taking long (hypothesis' default 200 ms deadline) or for slow data generation.
+settings.register_profile(
+    "walletsvc", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("walletsvc")
 
 
 @pytest.fixture(scope="session")

@@ -142,17 +142,19 @@ GOVERNED_ACTIONS: tuple[GovernedAction, ...] = (
 # Risk rule kinds this build knows: the stream rules of walletsvc.policy.risk (evaluated over
 # the request stream, the signer and the chain; the per-request engine skips them). A document
 # naming a kind this build does not know is refused rather than silently ignored.
-KNOWN_RISK_KINDS: frozenset[str] = frozenset(
-    {
-        "denied_burst",
-        "velocity_fraction",
-        "new_destination_large",
-        "request_rate",
-        "signer_failure",
-        "duplicate_payment",
-        "foreign_spend",
-    }
+# Kinds evaluated over the request stream (walletsvc.incident.risk, each background pass).
+REQUEST_KINDS = frozenset(
+    {"denied_burst", "velocity_fraction", "new_destination_large", "request_rate"}
 )
+# Kinds evaluated on signer failures and on each scanned block.
+SIGNER_KINDS = frozenset({"signer_failure"})
+CHAIN_KINDS = frozenset({"duplicate_payment", "foreign_spend"})
+STREAM_KINDS = REQUEST_KINDS | SIGNER_KINDS | CHAIN_KINDS
+# These always freeze, configured or not: a signer refusing its own work or our coins moved by
+# a transaction we never signed means the keys or the database are no longer ours alone.
+ALWAYS_FREEZE = frozenset({"signer_failure", "foreign_spend"})
+KNOWN_RISK_KINDS: frozenset[str] = STREAM_KINDS
+
 # What a rule does when it fires: stream rules alert or freeze; deny and require_approval are
 # kept for per-request kinds.
 RiskAction = Literal["deny", "require_approval", "alert", "freeze"]
@@ -403,11 +405,44 @@ def _check_risk(risk: Risk | None) -> None:
             raise PolicyError(what, field=f"risk.rules[{i}].{where}")
 
 
-def check_risk_params(rule: RiskRule) -> str | None:
-    # Imported here: walletsvc.policy.risk builds on this module's models.
-    from walletsvc.policy.risk import check_params
+# kind -> {param: type}; every listed param is required.
+RISK_PARAMS: dict[str, dict[str, str]] = {
+    "denied_burst": {"count": "count", "window": "duration"},
+    "request_rate": {"max_count": "count", "window": "duration"},
+    "velocity_fraction": {"fraction_pct": "percent"},
+    "new_destination_large": {"min_amount_sat": "count"},
+    "duplicate_payment": {"window": "duration"},
+    "signer_failure": {},
+    "foreign_spend": {},
+}
 
-    return check_params(rule)
+
+def check_risk_params(rule: RiskRule) -> str | None:
+    """Why ``rule``'s params are unusable (a message naming the param), or None if fine."""
+    spec = RISK_PARAMS.get(rule.kind, {})
+    for name in rule.params:
+        if name not in spec:
+            return f"params.{name}: not a parameter of {rule.kind}"
+    for name, kind in spec.items():
+        if name not in rule.params:
+            return f"params.{name}: required for {rule.kind}"
+        value = rule.params[name]
+        if kind == "duration":
+            try:
+                seconds = parse_duration(value)
+            except ValueError as exc:
+                return f"params.{name}: {exc}"
+            if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds < 1:
+                return f"params.{name}: a positive duration is required"
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"params.{name}: a positive integer is required"
+        elif kind == "percent" and value > 100:
+            return f"params.{name}: a percentage is at most 100"
+    if rule.kind in STREAM_KINDS and rule.action not in ("alert", "freeze"):
+        return f"action: {rule.kind} rules alert or freeze"
+    if rule.kind in ALWAYS_FREEZE and rule.action != "freeze":
+        return f"action: {rule.kind} always freezes"
+    return None
 
 
 # --- Parsing --------------------------------------------------------------------------------
