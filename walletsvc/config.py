@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from walletsvc.domain.network import Network
+from walletsvc.shipped import development_policy_file
 
 
 class Settings(BaseSettings):
@@ -38,7 +39,9 @@ class Settings(BaseSettings):
     confirmation_target_blocks: int = 6
     min_confirmations: int = 1
 
-    policy_file: Path = Path("policies/default.yaml")
+    # The first policy `init` installs. Default: the regtest development policy shipped with
+    # walletsvc (policies/default.yaml), which is refused on a real network.
+    policy_file: Path = Field(default_factory=development_policy_file)
 
     host: str = "127.0.0.1"
     port: int = 8000
