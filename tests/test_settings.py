@@ -160,10 +160,10 @@ def test_the_cli_refuses_to_start_with_development_settings_on_mainnet(tmp_path:
     env.update(
         WALLETSVC_NETWORK="mainnet",
         WALLETSVC_CHAIN_BACKEND="rpc",
-        WALLETSVC_RPC_COOKIE_FILE=str(tmp_path / ".cookie"),
         WALLETSVC_DATA_DIR=str(tmp_path / "data"),
         WALLETSVC_DATABASE_URL=f"sqlite:///{tmp_path / 'data' / 'walletsvc.db'}",
         WALLETSVC_POLICY_FILE=str(tmp_path / "policy.yaml"),
+        WALLETSVC_RPC_PASSWORD="not-for-the-terminal",  # no user: refused, and never echoed
     )
     result = subprocess.run(
         [sys.executable, "-m", "walletsvc.cli.main", "migrate"],
@@ -174,6 +174,9 @@ def test_the_cli_refuses_to_start_with_development_settings_on_mainnet(tmp_path:
         timeout=300,
         check=False,
     )
-    assert result.returncode != 0
+    assert result.returncode == 1
     assert "WALLETSVC_KEK_FILE" in result.stderr
+    assert "RPC backend has no credentials" in result.stderr
+    assert "not-for-the-terminal" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "data" / "walletsvc.db").exists()

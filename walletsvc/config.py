@@ -14,7 +14,10 @@ from walletsvc.shipped import development_policy_file
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WALLETSVC_", extra="ignore")
+    # Errors never echo the input: it holds the RPC password.
+    model_config = SettingsConfigDict(
+        env_prefix="WALLETSVC_", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Path(".walletsvc")
     # Default: SQLite in the data directory. Production: postgresql+psycopg://...
@@ -108,7 +111,8 @@ class Settings(BaseSettings):
         problems = _production_problems(self)
         if problems:
             raise ValueError(
-                f"refusing development settings on {self.network.value}: " + "; ".join(problems)
+                f"refusing development settings on {self.network.value}:\n- "
+                + "\n- ".join(problems)
             )
         return self
 
