@@ -7,16 +7,23 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
 
 from walletsvc.domain.network import Network
+from walletsvc.shipped import development_policy_file
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WALLETSVC_", extra="ignore")
+    # Errors never echo the input: it holds the RPC password.
+    model_config = SettingsConfigDict(
+        env_prefix="WALLETSVC_", extra="ignore", hide_input_in_errors=True
+    )
 
     data_dir: Path = Path(".walletsvc")
     # Default: SQLite in the data directory. Production: postgresql+psycopg://...
     database_url: str = ""
+    # Off regtest SQLite is refused unless this says it was chosen (a small test deployment).
+    allow_sqlite: bool = False
     # 32 random bytes that encrypt every seed; keep it outside the database and its backups.
     kek_file: Path | None = None
     network: Network = Network.REGTEST
@@ -38,7 +45,9 @@ class Settings(BaseSettings):
     confirmation_target_blocks: int = 6
     min_confirmations: int = 1
 
-    policy_file: Path = Path("policies/default.yaml")
+    # The first policy `init` installs. Default: the regtest development policy shipped with
+    # walletsvc (policies/default.yaml), which is refused on a real network.
+    policy_file: Path = Field(default_factory=development_policy_file)
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -89,6 +98,24 @@ class Settings(BaseSettings):
             raise ValueError("the embedded chain is regtest only; use chain_backend=rpc")
         return self
 
+    @model_validator(mode="after")
+    def _refuse_development_defaults_off_regtest(self) -> Settings:
+        """What makes `make run` work in one step would lose coins on a real network.
+
+        After the full-stack FastAPI template's ``_enforce_non_default_secrets``: every network
+        but regtest refuses to start on such a default and names the setting to change
+        (docs/runbook.md, "Production settings").
+        """
+        if self.network is Network.REGTEST:
+            return self
+        problems = _production_problems(self)
+        if problems:
+            raise ValueError(
+                f"refusing development settings on {self.network.value}:\n- "
+                + "\n- ".join(problems)
+            )
+        return self
+
     @property
     def chain_dir(self) -> Path:
         return self.data_dir / "chain"
@@ -97,3 +124,48 @@ class Settings(BaseSettings):
     def kek_path(self) -> Path:
         assert self.kek_file is not None
         return self.kek_file
+
+
+def _production_problems(settings: Settings) -> list[str]:
+    problems: list[str] = []
+    kek = settings.kek_path.resolve()
+    if kek.is_relative_to(settings.data_dir.resolve()):
+        problems.append(
+            f"WALLETSVC_KEK_FILE ({kek}) is inside WALLETSVC_DATA_DIR: keep the key-encryption "
+            "key apart from the data directory, the database and their backups"
+        )
+    database = make_url(settings.database_url)
+    sqlite_file = _sqlite_file(database)
+    if sqlite_file is not None and kek.is_relative_to(sqlite_file.parent):
+        problems.append(
+            f"WALLETSVC_KEK_FILE ({kek}) is in the directory of the SQLite database: a backup of "
+            "one would carry the other"
+        )
+    if database.get_backend_name() == "sqlite" and not settings.allow_sqlite:
+        problems.append(
+            "WALLETSVC_DATABASE_URL is SQLite: use PostgreSQL, or set WALLETSVC_ALLOW_SQLITE=true "
+            "if this deployment really is meant to run on SQLite"
+        )
+    if settings.chain_backend == "rpc" and not _has_rpc_credentials(settings):
+        problems.append(
+            "the RPC backend has no credentials: set WALLETSVC_RPC_COOKIE_FILE, or "
+            "WALLETSVC_RPC_USER and WALLETSVC_RPC_PASSWORD"
+        )
+    if settings.policy_file.resolve() == development_policy_file().resolve():
+        problems.append(
+            "WALLETSVC_POLICY_FILE is the regtest development policy: write your own "
+            "(docs/policy.md) and point WALLETSVC_POLICY_FILE at it"
+        )
+    return problems
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The database file of a SQLite URL; None for another database or an in-memory one."""
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).resolve()
+
+
+def _has_rpc_credentials(settings: Settings) -> bool:
+    password = settings.rpc_password.get_secret_value()
+    return settings.rpc_cookie_file is not None or bool(settings.rpc_user and password)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from pydantic import ValidationError
 
 from walletsvc.cli.staff import staff_app
 from walletsvc.config import Settings
@@ -36,7 +37,13 @@ CLI_ACTOR = "cli:" + (os.environ.get("USER") or "operator")
 
 
 def settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        # Settings keeps input values out of its errors, so the messages are safe to print.
+        messages = (e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        typer.secho("invalid settings: " + "\n".join(messages), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from walletsvc.shipped import migrations_dir
 
 
 def alembic_config(url: str) -> Config:
-    cfg = Config(toml_file=str(PROJECT_ROOT / "pyproject.toml"))
-    cfg.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    # No alembic.ini and no pyproject.toml: an installed walletsvc has neither, and upgrading or
+    # checking needs nothing from them (the [tool.alembic] section serves `alembic revision`).
+    cfg = Config()
+    # ConfigParser interpolation: a literal % in the path must be doubled.
+    cfg.set_main_option("script_location", str(migrations_dir()).replace("%", "%%"))
     cfg.attributes["url"] = url
     return cfg
 
