@@ -56,7 +56,7 @@ def sweeps(
 @router.post(
     "/wallets/{wallet}/sweeps",
     status_code=201,
-    responses=error_responses(404, 422, 409, 423, 502, 503),
+    responses=error_responses(404, 409, 422, 502, 503),
 )
 def force_sweep(wallet: str, runtime: RuntimeDep, principal: SweepWriter) -> SweepView:
     row = runtime.sweeper.force(wallet, actor=principal.actor)
