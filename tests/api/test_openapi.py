@@ -239,5 +239,9 @@ def test_real_responses_match_their_declared_schemas(
     bad = {**payout, "amount_sat": 1.5}
     error = check(client.post("/v1/withdrawals", json=bad, headers=auth(tokens.all, "b")), 422)
     assert error["error"]["field"] == "amount_sat"
+    too_big = {**payout, "amount_sat": 60_000_000}  # above the default policy's max_per_payout
+    denied = check(client.post("/v1/withdrawals", json=too_big, headers=auth(tokens.all, "d")), 422)
+    assert denied["error"]["code"] == "policy_denied"
+    assert denied["error"]["decision"]["outcome"] == "deny"
     conflict = check(client.post(f"/v1/withdrawals/{created['id']}/cancel", headers=token), 409)
     assert set(conflict["error"]) == {"code", "message", "field"}

@@ -74,7 +74,7 @@ def show(entry_id: str, runtime: RuntimeDep, _: Reader) -> AllowlistEntryView:
     return _show(runtime, entry_id)
 
 
-@router.delete("/allowlist/{entry_id}", status_code=204, responses=error_responses(404, 422, 409))
+@router.delete("/allowlist/{entry_id}", status_code=204, responses=error_responses(404, 409, 422))
 def remove(entry_id: str, runtime: RuntimeDep, principal: Writer) -> Response:
     allowlist.remove_entry(runtime.db, runtime.kek, entry_id=entry_id, actor=principal.actor)
     return Response(status_code=204)

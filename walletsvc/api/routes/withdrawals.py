@@ -86,7 +86,7 @@ def index_withdrawals(
     )
 
 
-@router.post("/withdrawals/{withdrawal_id}/cancel", responses=error_responses(404, 422, 409))
+@router.post("/withdrawals/{withdrawal_id}/cancel", responses=error_responses(404, 409, 422))
 def cancel(withdrawal_id: str, runtime: RuntimeDep, principal: Creator) -> WithdrawalView:
     cancel_withdrawal(runtime.db, withdrawal_id, actor=principal.actor)
     with runtime.db.read() as session:
