@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from walletsvc.api.errors import install_error_handlers
+from walletsvc.api.errors import error_responses, install_error_handlers
 from walletsvc.api.routes import (
     allowlist,
     approvals,
@@ -50,12 +50,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Any operation may fail unexpectedly; even then the answer is the error body.
+    unexpected = error_responses(500)
     for router in (system.router, wallets.router, withdrawals.router, freeze.router):
-        app.include_router(router, prefix="/v1")
+        app.include_router(router, prefix="/v1", responses=unexpected)
     governance = (sessions, approvals, allowlist, policy, audit, sweeps)
     incident = (unfreeze, rotation)  # issue 5: governed unfreeze and key rotation
     for module in (*governance, *incident):
-        app.include_router(module.router, prefix="/v1")
+        app.include_router(module.router, prefix="/v1", responses=unexpected)
     return app
 
 

@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from walletsvc.api.schemas.withdrawals import PolicyDecision
 from walletsvc.domain import errors as e
 from walletsvc.governance.policies import IntegrityFailure
 
@@ -33,6 +35,46 @@ STATUS_BY_ERROR: list[tuple[type[e.DomainError], int]] = [
     # to act until an operator looks; nothing the client can fix.
     (IntegrityFailure, 500),
 ]
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    code: str = Field(description="Stable and machine-readable: `not_found`, `frozen`, …")
+    message: str = Field(description="For people; never carries secrets or a stack trace.")
+    field: str | None = Field(description="The input to fix (`amount_sat`, `Idempotency-Key`, …).")
+    decision: PolicyDecision | None = Field(
+        default=None, description="Only with `policy_denied`: the decision that denied it."
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every error the service answers, whatever its status."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    error: ErrorDetail
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    401: "No, unknown or revoked credentials",
+    403: "Authenticated but not allowed (or a wrong step-up TOTP code)",
+    404: "No such resource",
+    409: "A conflict with the current state, or an idempotency key reused with another body",
+    422: "Bad input (type, amount, address, missing header) or a policy denial",
+    423: "Frozen",
+    429: "Rate limited, or the staff account is locked",
+    500: "Internal error, or a governed row fails its integrity check",
+    502: "The chain rejected the transaction",
+    503: "A dependency is down",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, all with the one error body. Declaring
+    422 also replaces FastAPI's default validation error schema, which this service never
+    sends (payload validation errors are rendered as ErrorBody below)."""
+    return {s: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[s]} for s in statuses}
 
 
 def status_for(exc: e.DomainError) -> int:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import StrictStr
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access
+from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas.governance import AllowlistEntryList, AllowlistEntryView
 from walletsvc.db.models import Wallet
 from walletsvc.governance import allowlist
 from walletsvc.governance.staff import StaffPrincipal
 
-router = APIRouter(tags=["allowlist"])
+router = APIRouter(tags=["allowlist"], responses=error_responses(401, 403))
 Reader = Annotated[
     Principal, Depends(require_access(scopes=("read", "allowlist:propose"), roles=ALL_ROLES))
 ]
@@ -29,16 +31,18 @@ class AllowlistCreate(StrictModel):
     label: StrictStr | None = None
 
 
-def _show(runtime: RuntimeDep, entry_id: str) -> dict[str, Any]:
+def _show(runtime: RuntimeDep, entry_id: str) -> AllowlistEntryView:
     with runtime.db.read() as session:
         entry = allowlist.get_entry(session, entry_id)
         wallet = session.get(Wallet, entry.wallet_id)
         name = wallet.name if wallet else ""
-        return allowlist.entry_view(session, runtime.kek, entry, name)
+        return AllowlistEntryView.model_validate(
+            allowlist.entry_view(session, runtime.kek, entry, name)
+        )
 
 
-@router.post("/allowlist", status_code=201)
-def propose(body: AllowlistCreate, runtime: RuntimeDep, principal: Writer) -> dict[str, Any]:
+@router.post("/allowlist", status_code=201, responses=error_responses(404, 409, 422))
+def propose(body: AllowlistCreate, runtime: RuntimeDep, principal: Writer) -> AllowlistEntryView:
     staff_id = principal.staff_id if isinstance(principal, StaffPrincipal) else None
     entry_id = allowlist.propose_entry(
         runtime.db,
@@ -51,24 +55,26 @@ def propose(body: AllowlistCreate, runtime: RuntimeDep, principal: Writer) -> di
     return _show(runtime, entry_id)
 
 
-@router.get("/allowlist")
+@router.get("/allowlist", responses=error_responses(404, 422))
 def index(
     runtime: RuntimeDep,
     _: Reader,
     wallet: str | None = None,
     include_removed: bool = False,
-) -> dict[str, Any]:
+) -> AllowlistEntryList:
     with runtime.db.read() as session:
         rows = allowlist.list_entries(session, wallet=wallet, include_removed=include_removed)
-        return {"entries": [allowlist.entry_view(session, runtime.kek, e, n) for e, n in rows]}
+        return AllowlistEntryList.model_validate(
+            {"entries": [allowlist.entry_view(session, runtime.kek, e, n) for e, n in rows]}
+        )
 
 
-@router.get("/allowlist/{entry_id}")
-def show(entry_id: str, runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
+@router.get("/allowlist/{entry_id}", responses=error_responses(404, 422))
+def show(entry_id: str, runtime: RuntimeDep, _: Reader) -> AllowlistEntryView:
     return _show(runtime, entry_id)
 
 
-@router.delete("/allowlist/{entry_id}", status_code=204)
+@router.delete("/allowlist/{entry_id}", status_code=204, responses=error_responses(404, 409, 422))
 def remove(entry_id: str, runtime: RuntimeDep, principal: Writer) -> Response:
     allowlist.remove_entry(runtime.db, runtime.kek, entry_id=entry_id, actor=principal.actor)
     return Response(status_code=204)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import StrictStr
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
+from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas.governance import ApprovalRequestList, ApprovalRequestView
 from walletsvc.governance import approvals
 from walletsvc.governance.staff import StaffPrincipal
 
-router = APIRouter(tags=["approvals"])
+router = APIRouter(tags=["approvals"], responses=error_responses(401, 403))
 Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL_ROLES))]
 Approver = Annotated[StaffPrincipal, Depends(require_staff("approver"))]
 
@@ -23,14 +25,14 @@ class DecisionBody(StrictModel):
     comment: StrictStr | None = None
 
 
-@router.get("/approvals")
+@router.get("/approvals", responses=error_responses(422))
 def index_approvals(
     runtime: RuntimeDep,
     principal: Reader,
     pending: bool = False,
     kind: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> dict[str, Any]:
+) -> ApprovalRequestList:
     # For an approver, pending=true means "what waits for me"; for others, all pending.
     waiting_for = (
         principal
@@ -41,20 +43,24 @@ def index_approvals(
         rows = approvals.list_requests(
             session, pending=pending, kind=kind, limit=limit, waiting_for=waiting_for
         )
-        return {"approvals": [approvals.request_view(session, runtime.kek, r) for r in rows]}
+        return ApprovalRequestList.model_validate(
+            {"approvals": [approvals.request_view(session, runtime.kek, r) for r in rows]}
+        )
 
 
-@router.get("/approvals/{request_id}")
-def show_approval(request_id: str, runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
+@router.get("/approvals/{request_id}", responses=error_responses(404, 422))
+def show_approval(request_id: str, runtime: RuntimeDep, _: Reader) -> ApprovalRequestView:
     with runtime.db.read() as session:
         request = approvals.get_request(session, request_id)
-        return approvals.request_view(session, runtime.kek, request)
+        return ApprovalRequestView.model_validate(
+            approvals.request_view(session, runtime.kek, request)
+        )
 
 
-@router.post("/approvals/{request_id}")
+@router.post("/approvals/{request_id}", responses=error_responses(404, 409, 422, 429))
 def decide(
     request_id: str, body: DecisionBody, runtime: RuntimeDep, staff: Approver
-) -> dict[str, Any]:
+) -> ApprovalRequestView:
     approvals.decide(
         runtime.db,
         runtime.kek,
@@ -67,4 +73,6 @@ def decide(
     )
     with runtime.db.read() as session:
         request = approvals.get_request(session, request_id)
-        return approvals.request_view(session, runtime.kek, request)
+        return ApprovalRequestView.model_validate(
+            approvals.request_view(session, runtime.kek, request)
+        )

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from walletsvc.api.deps import Principal, SessionDep, require_access
+from walletsvc.api.errors import error_responses
+from walletsvc.api.schemas.governance import AuditPage
 from walletsvc.governance.audit import events_after
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], responses=error_responses(401, 403))
 Reader = Annotated[
     Principal, Depends(require_access(scopes=("read",), roles=("auditor", "operator")))
 ]
 
 
-@router.get("/audit")
+@router.get("/audit", responses=error_responses(422))
 def index(
     session: SessionDep,
     _: Reader,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
+) -> AuditPage:
     events = events_after(session, after, limit)
-    return {"events": events, "next_after": events[-1]["seq"] if events else after}
+    return AuditPage.model_validate(
+        {"events": events, "next_after": events[-1]["seq"] if events else after}
+    )

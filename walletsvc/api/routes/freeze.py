@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, SessionDep, require_access
+from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas.incident import FreezeState, FreezeView
 from walletsvc.domain.errors import InvalidInput
 from walletsvc.incident.freeze import freeze, freeze_state, freeze_view
 
-router = APIRouter(tags=["incident response"])
+router = APIRouter(tags=["incident response"], responses=error_responses(401, 403))
 # Freezing must never wait for permission: any staff member (every role) or a token with the
 # `freeze` scope. Lifting is governed (walletsvc.api.routes.unfreeze).
 Freezer = Annotated[Principal, Depends(require_access(scopes=("freeze",), roles=ALL_ROLES))]
@@ -26,8 +28,8 @@ class FreezeRequest(StrictModel):
     wallet: str | None = None
 
 
-@router.post("/freeze", status_code=201)
-def post_freeze(body: FreezeRequest, runtime: RuntimeDep, principal: Freezer) -> dict[str, Any]:
+@router.post("/freeze", status_code=201, responses=error_responses(404, 422))
+def post_freeze(body: FreezeRequest, runtime: RuntimeDep, principal: Freezer) -> FreezeView:
     if body.scope == "wallet" and not body.wallet:
         raise InvalidInput("scope 'wallet' needs the wallet to freeze", field="wallet")
     scope = "all" if body.scope == "wallet" else body.scope
@@ -35,9 +37,9 @@ def post_freeze(body: FreezeRequest, runtime: RuntimeDep, principal: Freezer) ->
         runtime.db, scope=scope, wallet=body.wallet, reason=body.reason, actor=principal.actor
     )
     with runtime.db.read() as session:
-        return freeze_view(session, row)
+        return FreezeView.model_validate(freeze_view(session, row))
 
 
 @router.get("/freeze")
-def get_freeze(session: SessionDep, _: Reader) -> dict[str, Any]:
-    return freeze_state(session)
+def get_freeze(session: SessionDep, _: Reader) -> FreezeState:
+    return FreezeState.model_validate(freeze_state(session))

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import StrictStr
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
+from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas.governance import ActivePolicy, PolicyProposalList, PolicyProposalView
 from walletsvc.db.models import Wallet
 from walletsvc.governance import policy_changes
 from walletsvc.governance.policies import active_policy
@@ -16,7 +18,7 @@ from walletsvc.governance.staff import StaffPrincipal
 from walletsvc.policy.document import canonical_dict
 from walletsvc.wallets.service import get_wallet
 
-router = APIRouter(tags=["policy"])
+router = APIRouter(tags=["policy"], responses=error_responses(401, 403))
 Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL_ROLES))]
 Proposer = Annotated[StaffPrincipal, Depends(require_staff("approver", "operator"))]
 Approver = Annotated[StaffPrincipal, Depends(require_staff("approver"))]
@@ -33,46 +35,52 @@ class VetoBody(StrictModel):
     comment: StrictStr | None = None
 
 
-@router.get("/policy")
-def show_policy(runtime: RuntimeDep, _: Reader, wallet: str | None = None) -> dict[str, Any]:
+@router.get("/policy", responses=error_responses(404, 422))
+def show_policy(runtime: RuntimeDep, _: Reader, wallet: str | None = None) -> ActivePolicy:
     with runtime.db.read() as session:
         w: Wallet | None = get_wallet(session, wallet) if wallet is not None else None
         active = active_policy(session, runtime.kek, w)
-        return {
-            "version": active.version,
-            "sha256": active.sha256,
-            "wallet_scoped": active.wallet_scoped,
-            "rules": canonical_dict(active.document),
-        }
+        return ActivePolicy.model_validate(
+            {
+                "version": active.version,
+                "sha256": active.sha256,
+                "wallet_scoped": active.wallet_scoped,
+                "rules": canonical_dict(active.document),
+            }
+        )
 
 
-@router.post("/policy/proposals", status_code=201)
-def propose(body: ProposalCreate, runtime: RuntimeDep, staff: Proposer) -> dict[str, Any]:
+@router.post("/policy/proposals", status_code=201, responses=error_responses(404, 409, 422))
+def propose(body: ProposalCreate, runtime: RuntimeDep, staff: Proposer) -> PolicyProposalView:
     proposal_id = policy_changes.propose(
         runtime.db, runtime.kek, document=body.document, proposer=staff
     )
     return _show(runtime, proposal_id)
 
 
-@router.get("/policy/proposals")
+@router.get("/policy/proposals", responses=error_responses(422))
 def index_proposals(
     runtime: RuntimeDep,
     _: Reader,
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
+) -> PolicyProposalList:
     with runtime.db.read() as session:
         rows = policy_changes.list_proposals(session, status=status, limit=limit)
-        return {"proposals": [policy_changes.proposal_view(session, p) for p in rows]}
+        return PolicyProposalList.model_validate(
+            {"proposals": [policy_changes.proposal_view(session, p) for p in rows]}
+        )
 
 
-@router.get("/policy/proposals/{proposal_id}")
-def show_proposal(proposal_id: str, runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
+@router.get("/policy/proposals/{proposal_id}", responses=error_responses(404, 422))
+def show_proposal(proposal_id: str, runtime: RuntimeDep, _: Reader) -> PolicyProposalView:
     return _show(runtime, proposal_id)
 
 
-@router.post("/policy/proposals/{proposal_id}/veto")
-def veto(proposal_id: str, body: VetoBody, runtime: RuntimeDep, staff: Approver) -> dict[str, Any]:
+@router.post("/policy/proposals/{proposal_id}/veto", responses=error_responses(404, 409, 422, 429))
+def veto(
+    proposal_id: str, body: VetoBody, runtime: RuntimeDep, staff: Approver
+) -> PolicyProposalView:
     policy_changes.veto(
         runtime.db,
         runtime.kek,
@@ -85,8 +93,8 @@ def veto(proposal_id: str, body: VetoBody, runtime: RuntimeDep, staff: Approver)
     return _show(runtime, proposal_id)
 
 
-def _show(runtime: RuntimeDep, proposal_id: str) -> dict[str, Any]:
+def _show(runtime: RuntimeDep, proposal_id: str) -> PolicyProposalView:
     with runtime.db.read() as session:
-        return policy_changes.proposal_view(
-            session, policy_changes.get_proposal(session, proposal_id)
+        return PolicyProposalView.model_validate(
+            policy_changes.proposal_view(session, policy_changes.get_proposal(session, proposal_id))
         )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import StrictStr
 
 from walletsvc.api.deps import RuntimeDep, require_staff
+from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas.governance import SessionCreated
 from walletsvc.governance.sessions import end_session, login
 from walletsvc.governance.staff import StaffPrincipal
 
@@ -22,8 +24,8 @@ class SessionCreate(StrictModel):
     totp: StrictStr
 
 
-@router.post("/sessions", status_code=201)
-def create_session(body: SessionCreate, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post("/sessions", status_code=201, responses=error_responses(401, 403, 422, 429))
+def create_session(body: SessionCreate, runtime: RuntimeDep) -> SessionCreated:
     created = login(
         runtime.db,
         runtime.kek,
@@ -33,14 +35,20 @@ def create_session(body: SessionCreate, runtime: RuntimeDep) -> dict[str, Any]:
         totp=body.totp,
     )
     staff = created.principal
-    return {
-        "token": created.token,  # the one time it is shown
-        "expires_at": created.expires_at.isoformat(),
-        "staff": {"username": staff.username, "role": staff.role, "groups": sorted(staff.groups)},
-    }
+    return SessionCreated.model_validate(
+        {
+            "token": created.token,  # the one time it is shown
+            "expires_at": created.expires_at.isoformat(),
+            "staff": {
+                "username": staff.username,
+                "role": staff.role,
+                "groups": sorted(staff.groups),
+            },
+        }
+    )
 
 
-@router.delete("/sessions/current", status_code=204)
+@router.delete("/sessions/current", status_code=204, responses=error_responses(401, 403))
 def delete_session(runtime: RuntimeDep, staff: AnyStaff) -> Response:
     end_session(runtime.db, staff)
     return Response(status_code=204)

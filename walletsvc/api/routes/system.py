@@ -10,17 +10,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from walletsvc.api.deps import RuntimeDep
+from walletsvc.api.schemas.system import Health, Readiness
 from walletsvc.incident.freeze import freeze_state
 
 router = APIRouter(tags=["system"])
 
 
 @router.get("/health")
-def health() -> dict[str, str]:
-    return {"status": "ok"}
+def health() -> Health:
+    return Health(status="ok")
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready: a dependency is down"}},
+)
 def ready(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, Any] = {}
     try:
@@ -40,9 +45,21 @@ def ready(runtime: RuntimeDep) -> JSONResponse:
     if checks["database"] == "ok":
         with runtime.db.read() as session:
             body["freeze"] = freeze_state(session)
-    return JSONResponse(body, status_code=200 if ok else 503)
+    # exclude_unset: an unavailable chain has no height or hash, and says so by their absence.
+    view = Readiness.model_validate(body).model_dump(mode="json", exclude_unset=True)
+    return JSONResponse(view, status_code=200 if ok else 503)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    # A plain Response: the body is Prometheus text, described below, never JSON.
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text format",
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import StrictStr
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access
+from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas.incident import UnfreezeRequestDetail, UnfreezeRequestList
 from walletsvc.domain.errors import InvalidInput
 from walletsvc.governance import approvals
 from walletsvc.governance.staff import StaffPrincipal
@@ -21,7 +23,7 @@ from walletsvc.incident.unfreeze import (
     unfreeze_view,
 )
 
-router = APIRouter(tags=["incident response"])
+router = APIRouter(tags=["incident response"], responses=error_responses(401, 403))
 # Whoever may freeze may ask for the lift; the quorum of approvers decides. Auditors read.
 Proposer = Annotated[
     Principal, Depends(require_access(scopes=("freeze",), roles=("approver", "operator")))
@@ -36,8 +38,15 @@ class UnfreezeBody(StrictModel):
     wallet: StrictStr | None = None
 
 
-@router.post("/unfreeze", status_code=201)
-def post_unfreeze(body: UnfreezeBody, runtime: RuntimeDep, principal: Proposer) -> dict[str, Any]:
+@router.post(
+    "/unfreeze",
+    status_code=201,
+    response_model_exclude_unset=True,
+    responses=error_responses(404, 409, 422),
+)
+def post_unfreeze(
+    body: UnfreezeBody, runtime: RuntimeDep, principal: Proposer
+) -> UnfreezeRequestDetail:
     if body.freeze_id is not None and (body.scope is not None or body.wallet is not None):
         raise InvalidInput("give freeze_id, or scope and wallet, not both", field="freeze_id")
     if body.scope == "wallet" and not body.wallet:
@@ -55,22 +64,26 @@ def post_unfreeze(body: UnfreezeBody, runtime: RuntimeDep, principal: Proposer) 
 
 
 @router.get("/unfreeze")
-def index_unfreeze(runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
+def index_unfreeze(runtime: RuntimeDep, _: Reader) -> UnfreezeRequestList:
     with runtime.db.read() as session:
         rows = list_unfreeze_requests(session)
-        return {"unfreeze_requests": [unfreeze_view(session, r) for r in rows]}
+        return UnfreezeRequestList.model_validate(
+            {"unfreeze_requests": [unfreeze_view(session, r) for r in rows]}
+        )
 
 
-@router.get("/unfreeze/{request_id}")
-def show_unfreeze(request_id: str, runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
+@router.get(
+    "/unfreeze/{request_id}", response_model_exclude_unset=True, responses=error_responses(404, 422)
+)
+def show_unfreeze(request_id: str, runtime: RuntimeDep, _: Reader) -> UnfreezeRequestDetail:
     return _show(runtime, request_id)
 
 
-def _show(runtime: RuntimeDep, request_id: str) -> dict[str, Any]:
+def _show(runtime: RuntimeDep, request_id: str) -> UnfreezeRequestDetail:
     with runtime.db.read() as session:
         row = get_unfreeze_request(session, request_id)
         view = unfreeze_view(session, row)
         if row.approval_request_id:
             request = approvals.get_request(session, row.approval_request_id)
             view["approval"] = approvals.request_view(session, runtime.kek, request)
-        return view
+        return UnfreezeRequestDetail.model_validate(view)

@@ -7,7 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from walletsvc.api.deps import RuntimeDep, SessionDep, require_scope
+from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import DepositAddressCreate
+from walletsvc.api.schemas.wallets import (
+    DepositAddress,
+    DepositAddressList,
+    WalletList,
+    WalletView,
+)
 from walletsvc.db.models import Address, Wallet
 from walletsvc.governance.tokens import TokenPrincipal
 from walletsvc.incident.freeze import active_freezes, freeze_view, require_deposits_open
@@ -21,7 +28,7 @@ from walletsvc.wallets.service import (
     list_addresses,
 )
 
-router = APIRouter(tags=["wallets"])
+router = APIRouter(tags=["wallets"], responses=error_responses(401, 403))
 ReadPrincipal = Annotated[TokenPrincipal, Depends(require_scope("read"))]
 AddressReader = Annotated[TokenPrincipal, Depends(require_scope("addresses:read"))]
 AddressWriter = Annotated[TokenPrincipal, Depends(require_scope("addresses:write"))]
@@ -56,54 +63,61 @@ def wallet_view(runtime: RuntimeDep, session: SessionDep, wallet: Wallet) -> dic
 
 
 @router.get("/wallets")
-def list_wallets(
-    runtime: RuntimeDep, session: SessionDep, _: ReadPrincipal
-) -> dict[str, list[dict[str, Any]]]:
+def list_wallets(runtime: RuntimeDep, session: SessionDep, _: ReadPrincipal) -> WalletList:
     from sqlalchemy import select
 
     wallets = session.scalars(select(Wallet).order_by(Wallet.name))
-    return {"wallets": [wallet_view(runtime, session, w) for w in wallets]}
+    return WalletList.model_validate(
+        {"wallets": [wallet_view(runtime, session, w) for w in wallets]}
+    )
 
 
-@router.get("/wallets/{wallet}")
+@router.get("/wallets/{wallet}", responses=error_responses(404, 422))
 def show_wallet(
     wallet: str, runtime: RuntimeDep, session: SessionDep, _: ReadPrincipal
-) -> dict[str, Any]:
-    return wallet_view(runtime, session, get_wallet(session, wallet))
+) -> WalletView:
+    return WalletView.model_validate(wallet_view(runtime, session, get_wallet(session, wallet)))
 
 
-@router.post("/wallets/{wallet}/deposit-addresses", status_code=201)
+@router.post(
+    "/wallets/{wallet}/deposit-addresses",
+    status_code=201,
+    responses=error_responses(404, 422, 423),
+)
 def new_deposit_address(
     wallet: str,
     body: DepositAddressCreate,
     runtime: RuntimeDep,
     principal: AddressWriter,
-) -> dict[str, Any]:
+) -> DepositAddress:
     with runtime.db.write() as uow:
         row = get_wallet(uow.session, wallet)
         require_deposits_open(uow.session, row)
         address = issue_address(uow, row, label=body.label, actor=principal.actor)
-        return address_view(address, row)
+        return DepositAddress.model_validate(address_view(address, row))
 
 
-@router.get("/wallets/{wallet}/deposit-addresses/current")
-def current_deposit_address(wallet: str, session: SessionDep, _: AddressReader) -> dict[str, Any]:
+@router.get("/wallets/{wallet}/deposit-addresses/current", responses=error_responses(404, 422, 423))
+def current_deposit_address(wallet: str, session: SessionDep, _: AddressReader) -> DepositAddress:
     row = get_wallet(session, wallet)
     require_deposits_open(session, row)
-    return address_view(current_address(session, row), row)
+    return DepositAddress.model_validate(address_view(current_address(session, row), row))
 
 
-@router.get("/wallets/{wallet}/deposit-addresses")
+@router.get("/wallets/{wallet}/deposit-addresses", responses=error_responses(404, 422))
 def deposit_addresses(
     wallet: str,
     session: SessionDep,
     _: AddressReader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
+) -> DepositAddressList:
     row = get_wallet(session, wallet)
-    return {
-        "addresses": [
-            address_view(a, row) for a in list_addresses(session, row, limit=limit, offset=offset)
-        ]
-    }
+    return DepositAddressList.model_validate(
+        {
+            "addresses": [
+                address_view(a, row)
+                for a in list_addresses(session, row, limit=limit, offset=offset)
+            ]
+        }
+    )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
 from walletsvc.api.deps import RuntimeDep, SessionDep, require_scope
+from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import WithdrawalCreate
+from walletsvc.api.schemas.withdrawals import WithdrawalPage, WithdrawalView
 from walletsvc.domain.errors import InvalidInput
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.governance.tokens import TokenPrincipal
@@ -21,12 +23,20 @@ from walletsvc.payouts.intake import (
     withdrawal_view,
 )
 
-router = APIRouter(tags=["withdrawals"])
+router = APIRouter(tags=["withdrawals"], responses=error_responses(401, 403))
 Creator = Annotated[TokenPrincipal, Depends(require_scope("withdrawals:create"))]
 Reader = Annotated[TokenPrincipal, Depends(require_scope("withdrawals:read"))]
 
 
-@router.post("/withdrawals", status_code=201)
+@router.post(
+    "/withdrawals",
+    status_code=201,
+    response_model=WithdrawalView,
+    responses={
+        200: {"model": WithdrawalView, "description": "The same key and body again: a replay"},
+        **error_responses(404, 409, 422),
+    },
+)
 def create_withdrawal(
     body: WithdrawalCreate,
     runtime: RuntimeDep,
@@ -43,15 +53,21 @@ def create_withdrawal(
     )
     with runtime.db.read() as session:
         view = withdrawal_view(session, get_withdrawal(session, result.withdrawal_id))
-    return JSONResponse(view, status_code=201 if result.created else 200)
+    # A response of its own for the 201/200 choice, so the model is applied here.
+    return JSONResponse(
+        WithdrawalView.model_validate(view).model_dump(mode="json"),
+        status_code=201 if result.created else 200,
+    )
 
 
-@router.get("/withdrawals/{withdrawal_id}")
-def show_withdrawal(withdrawal_id: str, session: SessionDep, _: Reader) -> dict[str, Any]:
-    return withdrawal_view(session, get_withdrawal(session, withdrawal_id))
+@router.get("/withdrawals/{withdrawal_id}", responses=error_responses(404, 422))
+def show_withdrawal(withdrawal_id: str, session: SessionDep, _: Reader) -> WithdrawalView:
+    return WithdrawalView.model_validate(
+        withdrawal_view(session, get_withdrawal(session, withdrawal_id))
+    )
 
 
-@router.get("/withdrawals")
+@router.get("/withdrawals", responses=error_responses(404, 422))
 def index_withdrawals(
     session: SessionDep,
     _: Reader,
@@ -59,20 +75,21 @@ def index_withdrawals(
     wallet: str | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
+) -> WithdrawalPage:
     if status is not None and status not in {s.value for s in WithdrawalStatus}:
         raise InvalidInput(f"unknown status {status!r}", field="status")
     rows, next_cursor = list_withdrawals(
         session, status=status, wallet=wallet, cursor=cursor, limit=limit
     )
-    return {
-        "withdrawals": [withdrawal_view(session, r) for r in rows],
-        "next_cursor": next_cursor,
-    }
+    return WithdrawalPage.model_validate(
+        {"withdrawals": [withdrawal_view(session, r) for r in rows], "next_cursor": next_cursor}
+    )
 
 
-@router.post("/withdrawals/{withdrawal_id}/cancel")
-def cancel(withdrawal_id: str, runtime: RuntimeDep, principal: Creator) -> dict[str, Any]:
+@router.post("/withdrawals/{withdrawal_id}/cancel", responses=error_responses(404, 409, 422))
+def cancel(withdrawal_id: str, runtime: RuntimeDep, principal: Creator) -> WithdrawalView:
     cancel_withdrawal(runtime.db, withdrawal_id, actor=principal.actor)
     with runtime.db.read() as session:
-        return withdrawal_view(session, get_withdrawal(session, withdrawal_id))
+        return WithdrawalView.model_validate(
+            withdrawal_view(session, get_withdrawal(session, withdrawal_id))
+        )

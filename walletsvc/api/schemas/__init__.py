@@ -1,4 +1,7 @@
-"""Request bodies. Strict types: a float or a string is never silently turned into money."""
+"""Request bodies (here) and response bodies (the modules of this package, one per area).
+
+Request bodies use strict types: a float or a string is never silently turned into money.
+"""
 
 from __future__ import annotations
 
