@@ -37,6 +37,7 @@ from bitcoin.core.script import (
 from bitcoin.wallet import CKey
 
 from walletsvc.chain.kernel import KernelScriptVerifier
+from walletsvc.domain.hashes import hash160
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import SpentOutput
 from walletsvc.domain.transaction import (
@@ -151,9 +152,7 @@ def naive_path(wallet: Wallet, kernel: KernelScriptVerifier, n: int) -> float:
     for i, coin in enumerate(plan.inputs):
         key = CKey(wallet.secrets[coin.key_path.index], compressed=True)
         pub = bytes(key.pub)
-        code = CScript(
-            p2wpkh_script_code(hashlib.new("ripemd160", hashlib.sha256(pub).digest()).digest())
-        )
+        code = CScript(p2wpkh_script_code(hash160(pub)))
         digest = SignatureHash(code, tx, i, SIGHASH_ALL, coin.amount_sat, SIGVERSION_WITNESS_V0)
         sig = key.sign(digest) + bytes([SIGHASH_ALL])
         witnesses.append(CTxInWitness(CScriptWitness([sig, pub])))

@@ -16,7 +16,6 @@ them with ``wipe()`` and never put them in reprs or exception messages.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from coincurve import PrivateKey, PublicKey
 from coincurve.context import GLOBAL_CONTEXT
 
 from walletsvc.domain.address import p2wpkh_script
+from walletsvc.domain.hashes import hash160
 from walletsvc.domain.network import Network
 from walletsvc.domain.transaction import CHANGE_CHAIN, RECEIVE_CHAIN, KeyPath
 
@@ -39,11 +39,6 @@ BIP84_PURPOSE = 84
 ACCOUNT = 0
 ACCOUNT_DEPTH = 3
 _XPUB_PAYLOAD_SIZE = 78
-
-
-def hash160(data: bytes) -> bytes:
-    """RIPEMD160(SHA256(data)); OpenSSL here still provides ripemd160."""
-    return hashlib.new("ripemd160", hashlib.sha256(data).digest()).digest()
 
 
 def p2wpkh_script_for_pubkey(pubkey: bytes) -> bytes:

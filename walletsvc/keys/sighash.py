@@ -8,20 +8,17 @@ double-SHA256 of a ~200-byte preimage.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Sequence
 from typing import Protocol
+
+from walletsvc.domain.hashes import sha256d
 
 SIGHASH_ALL = 0x01
 SIGHASH_NONE = 0x02
 SIGHASH_SINGLE = 0x03
 SIGHASH_ANYONECANPAY = 0x80
 _ZERO32 = bytes(32)
-
-
-def dsha256(data: bytes) -> bytes:
-    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
 
 
 def compact_size(n: int) -> bytes:
@@ -94,9 +91,9 @@ class SegwitV0Sighasher:
         self._tx = tx
         self._version = struct.pack("<i", tx.nVersion)
         self._locktime = struct.pack("<I", tx.nLockTime)
-        self._hash_prevouts = dsha256(b"".join(_ser_outpoint(i) for i in tx.vin))
-        self._hash_sequence = dsha256(b"".join(struct.pack("<I", i.nSequence) for i in tx.vin))
-        self._hash_outputs = dsha256(b"".join(_ser_output(o) for o in tx.vout))
+        self._hash_prevouts = sha256d(b"".join(_ser_outpoint(i) for i in tx.vin))
+        self._hash_sequence = sha256d(b"".join(struct.pack("<I", i.nSequence) for i in tx.vin))
+        self._hash_outputs = sha256d(b"".join(_ser_output(o) for o in tx.vout))
 
     def sighash(self, index: int, script_code: bytes, amount_sat: int, hash_type: int) -> bytes:
         """The BIP143 digest for input ``index`` (``script_code`` without its length prefix)."""
@@ -114,7 +111,7 @@ class SegwitV0Sighasher:
         if base not in (SIGHASH_SINGLE, SIGHASH_NONE):
             hash_outputs = self._hash_outputs
         elif base == SIGHASH_SINGLE and index < len(tx.vout):
-            hash_outputs = dsha256(_ser_output(tx.vout[index]))
+            hash_outputs = sha256d(_ser_output(tx.vout[index]))
         else:
             hash_outputs = _ZERO32
         txin = tx.vin[index]
@@ -133,7 +130,7 @@ class SegwitV0Sighasher:
                 struct.pack("<I", hash_type & 0xFFFF_FFFF),
             )
         )
-        return dsha256(preimage)
+        return sha256d(preimage)
 
     def sighash_all(self, index: int, script_code: bytes, amount_sat: int) -> bytes:
         """SIGHASH_ALL digest: the only type the hot signer produces."""

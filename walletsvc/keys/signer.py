@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 from walletsvc.domain.address import script_to_address
 from walletsvc.domain.errors import SigningRefused
+from walletsvc.domain.hashes import hash160, sha256d
 from walletsvc.domain.money import MAX_MONEY
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ScriptVerifier, SpentOutput
@@ -30,10 +31,10 @@ from walletsvc.domain.transaction import (
 )
 
 from .errors import SeedDecryptionError
-from .hd import HARDENED, AccountKeys, DerivedKey, hash160
+from .hd import HARDENED, AccountKeys, DerivedKey
 from .kek import Kek
 from .keystore import EncryptedSeed, decrypt_seed
-from .sighash import SIGHASH_ALL, SegwitV0Sighasher, compact_size, dsha256, p2wpkh_script_code
+from .sighash import SIGHASH_ALL, SegwitV0Sighasher, compact_size, p2wpkh_script_code
 
 _TXID_RE = re.compile(r"[0-9a-fA-F]{64}")
 _UINT32_MAX = 0xFFFF_FFFF
@@ -154,7 +155,7 @@ class HotSigner:
 
         raw, base = tx.serialize()
         weight = 3 * len(base) + len(raw)
-        txid = dsha256(base)[::-1].hex()
+        txid = sha256d(base)[::-1].hex()
 
         spent = [SpentOutput(c.script_pubkey, c.amount_sat) for c in plan.inputs]
         self._verifier.verify_transaction(raw, spent)
