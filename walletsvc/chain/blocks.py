@@ -24,8 +24,8 @@ from bitcoin.core import (
 from bitcoin.core.script import CScript, CScriptWitness
 
 from walletsvc.domain.hashes import sha256d
+from walletsvc.domain.money import COIN
 
-COIN = 100_000_000
 REGTEST_BITS = 0x207FFFFF
 REGTEST_HALVING_INTERVAL = 150
 COINBASE_MATURITY = 100
