@@ -13,7 +13,7 @@ from enum import StrEnum
 from bip_utils import Base58Decoder, SegwitBech32Decoder, SegwitBech32Encoder
 
 from .errors import InvalidAddress
-from .network import Network
+from .network import SEGWIT_HRPS, Network
 
 MAX_ADDRESS_LENGTH = 90
 
@@ -68,7 +68,7 @@ def p2wpkh_script(pubkey_hash: bytes) -> bytes:
 
 def _looks_like_segwit(address: str) -> bool:
     lowered = address.lower()
-    return any(lowered.startswith(p + "1") for p in ("bc", "tb", "bcrt"))
+    return any(lowered.startswith(hrp + "1") for hrp in SEGWIT_HRPS)
 
 
 def _decode_segwit(address: str, hrp: str, field: str) -> Destination:
