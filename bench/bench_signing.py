@@ -37,6 +37,7 @@ from bitcoin.core.script import (
 from bitcoin.wallet import CKey
 
 from walletsvc.chain.kernel import KernelScriptVerifier
+from walletsvc.domain.address import p2wpkh_script
 from walletsvc.domain.hashes import hash160
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import SpentOutput
@@ -106,7 +107,7 @@ def build_plan(wallet: Wallet, n: int) -> tuple[TransactionPlan, list[ApprovedPa
     )
     outputs, approved = [], []
     for j in range(n - 1):
-        script = b"\x00\x14" + hashlib.sha256(b"dest%d" % j).digest()[:20]
+        script = p2wpkh_script(hashlib.sha256(b"dest%d" % j).digest()[:20])
         outputs.append(PlannedOutput(script, 50_000 + j, OutputPurpose.PAYOUT, f"w{j}"))
         approved.append(ApprovedPayout(f"w{j}", script, 50_000 + j))
     fee = 200 * n

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from walletsvc.domain.hashes import hash160, sha256d
+from walletsvc.domain.serialize import compact_size
 from walletsvc.keys.sighash import (
     SIGHASH_ALL,
     SegwitV0Sighasher,
-    compact_size,
     p2wpkh_script_code,
 )
 

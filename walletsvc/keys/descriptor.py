@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from walletsvc.domain.address import p2wsh_script
 from walletsvc.domain.network import Network
 
 from .bech32 import encode_segwit_address
@@ -250,7 +251,7 @@ class ColdDestination:
     def script_pubkey(self, index: int) -> bytes:
         if self.kind is ColdKind.SINGLE_SIG:
             return p2wpkh_script_for_pubkey(self._keys[0].pubkey(_check_index(index)))
-        return b"\x00\x20" + hashlib.sha256(self.witness_script(index)).digest()
+        return p2wsh_script(self.witness_script(index))
 
     def address(self, index: int) -> str:
         script = self.script_pubkey(index)

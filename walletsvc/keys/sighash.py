@@ -12,7 +12,9 @@ import struct
 from collections.abc import Sequence
 from typing import Protocol
 
+from walletsvc.domain.address import p2pkh_script
 from walletsvc.domain.hashes import sha256d
+from walletsvc.domain.serialize import compact_size
 
 SIGHASH_ALL = 0x01
 SIGHASH_NONE = 0x02
@@ -21,22 +23,11 @@ SIGHASH_ANYONECANPAY = 0x80
 _ZERO32 = bytes(32)
 
 
-def compact_size(n: int) -> bytes:
-    """Bitcoin's CompactSize length prefix."""
-    if n < 0xFD:
-        return bytes([n])
-    if n <= 0xFFFF:
-        return b"\xfd" + struct.pack("<H", n)
-    if n <= 0xFFFF_FFFF:
-        return b"\xfe" + struct.pack("<I", n)
-    return b"\xff" + struct.pack("<Q", n)
-
-
 def p2wpkh_script_code(pubkey_hash: bytes) -> bytes:
     """BIP143 scriptCode of a P2WPKH input: the P2PKH script of the same key hash."""
     if len(pubkey_hash) != 20:
         raise ValueError("a P2WPKH key hash is 20 bytes")
-    return b"\x76\xa9\x14" + pubkey_hash + b"\x88\xac"
+    return p2pkh_script(pubkey_hash)
 
 
 # Structural types for the parts of python-bitcoinlib's CTransaction that BIP143 reads, so

@@ -20,6 +20,7 @@ from walletsvc.domain.hashes import hash160, sha256d
 from walletsvc.domain.money import MAX_MONEY
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ScriptVerifier, SpentOutput
+from walletsvc.domain.serialize import compact_size
 from walletsvc.domain.transaction import (
     CHANGE_CHAIN,
     RBF_SEQUENCE,
@@ -31,10 +32,10 @@ from walletsvc.domain.transaction import (
 )
 
 from .errors import SeedDecryptionError
-from .hd import HARDENED, AccountKeys, DerivedKey
+from .hd import HARDENED, AccountKeys, DerivedKey, p2wpkh_script_for_pubkey
 from .kek import Kek
 from .keystore import EncryptedSeed, decrypt_seed
-from .sighash import SIGHASH_ALL, SegwitV0Sighasher, compact_size, p2wpkh_script_code
+from .sighash import SIGHASH_ALL, SegwitV0Sighasher, p2wpkh_script_code
 
 _TXID_RE = re.compile(r"[0-9a-fA-F]{64}")
 _UINT32_MAX = 0xFFFF_FFFF
@@ -93,7 +94,7 @@ class _KeySession:
         cached = self._keys.get(path)
         if cached is None:
             key = self._account(path.epoch).key(path.chain, path.index)
-            cached = (key, b"\x00\x14" + hash160(key.public_key))
+            cached = (key, p2wpkh_script_for_pubkey(key.public_key))
             self._keys[path] = cached
         return cached
 
