@@ -58,9 +58,18 @@ def script_to_address(script_pubkey: bytes, network: Network) -> str:
         version = script_pubkey[0]
         witness_version = 0 if version == 0 else version - 0x50
         if 0 <= witness_version <= 16:
-            hrp = network.params.bech32_hrp
-            return str(SegwitBech32Encoder.Encode(hrp, witness_version, script_pubkey[2:]))
+            return witness_address(witness_version, script_pubkey[2:], network)
     raise ValueError("not a segwit output script")
+
+
+def witness_address(witness_version: int, program: bytes, network: Network) -> str:
+    """The bech32 (v0) or bech32m (v1+) address of a witness program: our only encoder.
+
+    bip-utils' encoder is fast enough for the derivation target (docs/performance.md), so no
+    hand-written one is kept.
+    """
+    hrp = network.params.bech32_hrp
+    return str(SegwitBech32Encoder.Encode(hrp, witness_version, program))
 
 
 # --- output script templates: the only place each is written --------------------------------

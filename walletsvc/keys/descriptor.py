@@ -25,10 +25,9 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from walletsvc.domain.address import p2wsh_script
+from walletsvc.domain.address import p2wsh_script, script_to_address
 from walletsvc.domain.network import Network
 
-from .bech32 import encode_segwit_address
 from .errors import InvalidXpub
 from .hd import (
     HARDENED,
@@ -254,8 +253,7 @@ class ColdDestination:
         return p2wsh_script(self.witness_script(index))
 
     def address(self, index: int) -> str:
-        script = self.script_pubkey(index)
-        return encode_segwit_address(self.network.params.bech32_hrp, 0, script[2:])
+        return script_to_address(self.script_pubkey(index), self.network)
 
     def __repr__(self) -> str:
         return f"ColdDestination({self.kind.value}, fingerprint={self.fingerprint})"

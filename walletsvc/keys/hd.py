@@ -4,7 +4,8 @@ private derivation from a seed.
 Public side: ``AccountXpub`` derives receive/change P2WPKH scripts and addresses without any
 secret. BIP32 CKDpub is implemented here with hmac + coincurve (libsecp256k1) and the two
 chain-level nodes (m/84'/c'/0'/0 and /1) are cached, so one address costs one HMAC-SHA512, one
-point tweak and one hash160: well over 10,000 addresses per second.
+point tweak, one hash160 and one bech32 encoding (bip-utils'): well over 10,000 addresses per
+second (docs/performance.md).
 
 Private side: ``AccountKeys`` (used only by walletsvc.keys.signer) derives the hardened
 account node from a BIP39 seed once and caches chain nodes, so signing many inputs costs one
@@ -25,12 +26,11 @@ from bip_utils import Base58Decoder, Base58Encoder
 from coincurve import PrivateKey, PublicKey
 from coincurve.context import GLOBAL_CONTEXT
 
-from walletsvc.domain.address import p2wpkh_script
+from walletsvc.domain.address import p2wpkh_script, witness_address
 from walletsvc.domain.hashes import hash160
 from walletsvc.domain.network import EXTENDED_PRIVATE_KEY_VERSIONS, Network
 from walletsvc.domain.transaction import CHANGE_CHAIN, RECEIVE_CHAIN, KeyPath
 
-from .bech32 import encode_segwit_address
 from .errors import InvalidXpub
 
 HARDENED = 0x8000_0000
@@ -209,8 +209,7 @@ class AccountXpub:
 
     def address(self, chain: int, index: int) -> str:
         """Bech32 P2WPKH address at m/84'/c'/0'/chain/index."""
-        key_hash = hash160(self.pubkey(chain, index))
-        return encode_segwit_address(self.network.params.bech32_hrp, 0, key_hash)
+        return witness_address(0, hash160(self.pubkey(chain, index)), self.network)
 
 
 # --- the extended public key parser -------------------------------------------------------
