@@ -1,4 +1,4 @@
-"""Bitcoin's variable-length integer, written once for the signer and the size estimates."""
+"""Bitcoin's wire encodings shared by the signer, the BIP143 sighasher and the size estimates."""
 
 from __future__ import annotations
 
@@ -16,3 +16,8 @@ def compact_size(n: int) -> bytes:
     if n <= 0xFFFF_FFFF:
         return b"\xfe" + struct.pack("<I", n)
     return b"\xff" + struct.pack("<Q", n)
+
+
+def serialize_output(amount_sat: int, script_pubkey: bytes) -> bytes:
+    """One transaction output: 8-byte little-endian amount, then the length-prefixed script."""
+    return struct.pack("<q", amount_sat) + compact_size(len(script_pubkey)) + script_pubkey

@@ -35,6 +35,7 @@ from .hd import (
     ExtendedPublicKey,
     _ckd_pub,
     _PubNode,
+    check_unhardened_index,
     p2wpkh_script_for_pubkey,
     parse_xpub,
 )
@@ -260,9 +261,7 @@ class ColdDestination:
 
 
 def _check_index(index: int) -> int:
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < HARDENED:
-        raise ValueError(f"cold address index must be in [0, {HARDENED})")
-    return index
+    return check_unhardened_index(index, what="cold address index")
 
 
 def parse_cold_destination(text: str, network: Network) -> ColdDestination:

@@ -64,8 +64,14 @@ def check_chain_index(chain: int, index: int) -> None:
     """Only the BIP84 receive/change chains and non-hardened indexes are ours."""
     if isinstance(chain, bool) or chain not in (RECEIVE_CHAIN, CHANGE_CHAIN):
         raise ValueError(f"chain must be {RECEIVE_CHAIN} (receive) or {CHANGE_CHAIN} (change)")
+    check_unhardened_index(index)
+
+
+def check_unhardened_index(index: int, *, what: str = "address index") -> int:
+    """A non-hardened BIP32 child index: the only kind public derivation can reach."""
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < HARDENED:
-        raise ValueError(f"address index must be an integer in [0, {HARDENED})")
+        raise ValueError(f"{what} must be an integer in [0, {HARDENED})")
+    return index
 
 
 def _ser32(i: int) -> bytes:

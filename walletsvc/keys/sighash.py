@@ -14,7 +14,7 @@ from typing import Protocol
 
 from walletsvc.domain.address import p2pkh_script
 from walletsvc.domain.hashes import sha256d
-from walletsvc.domain.serialize import compact_size
+from walletsvc.domain.serialize import compact_size, serialize_output
 
 SIGHASH_ALL = 0x01
 SIGHASH_NONE = 0x02
@@ -59,8 +59,7 @@ def _ser_outpoint(txin: _TxIn) -> bytes:
 
 
 def _ser_output(txout: _TxOut) -> bytes:
-    script = bytes(txout.scriptPubKey)
-    return struct.pack("<q", txout.nValue) + compact_size(len(script)) + script
+    return serialize_output(txout.nValue, bytes(txout.scriptPubKey))
 
 
 class SegwitV0Sighasher:

@@ -20,7 +20,7 @@ from walletsvc.domain.hashes import hash160, sha256d
 from walletsvc.domain.money import MAX_MONEY
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ScriptVerifier, SpentOutput
-from walletsvc.domain.serialize import compact_size
+from walletsvc.domain.serialize import compact_size, serialize_output
 from walletsvc.domain.transaction import (
     CHANGE_CHAIN,
     RBF_SEQUENCE,
@@ -392,8 +392,7 @@ class _RawTx:
             parts.append(txin.prevout.hash + struct.pack("<IBI", txin.prevout.n, 0, txin.nSequence))
         parts.append(compact_size(len(self.vout)))
         for txout in self.vout:
-            script = txout.scriptPubKey
-            parts.append(struct.pack("<q", txout.nValue) + compact_size(len(script)) + script)
+            parts.append(serialize_output(txout.nValue, txout.scriptPubKey))
         return parts
 
     def serialize(self) -> tuple[bytes, bytes]:
