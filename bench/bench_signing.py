@@ -37,6 +37,8 @@ from bitcoin.core.script import (
 from bitcoin.wallet import CKey
 
 from walletsvc.chain.kernel import KernelScriptVerifier
+from walletsvc.domain.address import p2wpkh_script
+from walletsvc.domain.hashes import hash160
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import SpentOutput
 from walletsvc.domain.transaction import (
@@ -105,7 +107,7 @@ def build_plan(wallet: Wallet, n: int) -> tuple[TransactionPlan, list[ApprovedPa
     )
     outputs, approved = [], []
     for j in range(n - 1):
-        script = b"\x00\x14" + hashlib.sha256(b"dest%d" % j).digest()[:20]
+        script = p2wpkh_script(hashlib.sha256(b"dest%d" % j).digest()[:20])
         outputs.append(PlannedOutput(script, 50_000 + j, OutputPurpose.PAYOUT, f"w{j}"))
         approved.append(ApprovedPayout(f"w{j}", script, 50_000 + j))
     fee = 200 * n
@@ -151,9 +153,7 @@ def naive_path(wallet: Wallet, kernel: KernelScriptVerifier, n: int) -> float:
     for i, coin in enumerate(plan.inputs):
         key = CKey(wallet.secrets[coin.key_path.index], compressed=True)
         pub = bytes(key.pub)
-        code = CScript(
-            p2wpkh_script_code(hashlib.new("ripemd160", hashlib.sha256(pub).digest()).digest())
-        )
+        code = CScript(p2wpkh_script_code(hash160(pub)))
         digest = SignatureHash(code, tx, i, SIGHASH_ALL, coin.amount_sat, SIGVERSION_WITNESS_V0)
         sig = key.sign(digest) + bytes([SIGHASH_ALL])
         witnesses.append(CTxInWitness(CScriptWitness([sig, pub])))

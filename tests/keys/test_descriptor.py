@@ -143,3 +143,11 @@ def test_fingerprint_is_a_short_hash_of_the_normalised_form() -> None:
     cold = parse_cold_destination(text.replace("'", "h"), Network.REGTEST)
     assert cold.fingerprint == hashlib.sha256(cold.descriptor.encode()).hexdigest()[:16]
     assert cold.fingerprint == parse_cold_destination(text, Network.REGTEST).fingerprint
+
+
+@pytest.mark.parametrize("index", [-1, 2**31, True, 1.0])
+def test_cold_addresses_take_only_unhardened_indexes(index: object) -> None:
+    for text in (_multisig_text(2, ["alice", "bob"]), _account("alice", "m/84h/1h/0h")[1]):
+        cold = parse_cold_destination(text, Network.REGTEST)
+        with pytest.raises(ValueError, match="cold address index"):
+            cold.address(index)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from walletsvc.domain.address import decode_address
+from walletsvc.domain.hashes import hash160
 from walletsvc.domain.network import Network
 from walletsvc.domain.transaction import KeyPath
 from walletsvc.keys.errors import InvalidXpub
@@ -26,7 +27,6 @@ from walletsvc.keys.hd import (
     _pub_of,
     _PubNode,
     derive_private_key,
-    hash160,
 )
 
 SEED = bytes.fromhex("a1" * 32 + "5c" * 32)

@@ -13,12 +13,11 @@ from coincurve import PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from walletsvc.keys.hd import hash160
+from walletsvc.domain.hashes import hash160, sha256d
+from walletsvc.domain.serialize import compact_size
 from walletsvc.keys.sighash import (
     SIGHASH_ALL,
     SegwitV0Sighasher,
-    compact_size,
-    dsha256,
     p2wpkh_script_code,
 )
 
@@ -43,7 +42,7 @@ def test_bip143_vectors(vector: dict[str, Any]) -> None:
     )
     assert digest.hex() == vector["sighash"]
     if "preimage" in vector:
-        assert dsha256(bytes.fromhex(vector["preimage"])).hex() == vector["sighash"]
+        assert sha256d(bytes.fromhex(vector["preimage"])).hex() == vector["sighash"]
     if vector["hash_type"] == SIGHASH_ALL:
         if "hash_prevouts" in vector:
             assert hasher._hash_prevouts.hex() == vector["hash_prevouts"]

@@ -23,7 +23,9 @@ from bitcoin.core import (
 )
 from bitcoin.core.script import CScript, CScriptWitness
 
-COIN = 100_000_000
+from walletsvc.domain.hashes import sha256d
+from walletsvc.domain.money import COIN
+
 REGTEST_BITS = 0x207FFFFF
 REGTEST_HALVING_INTERVAL = 150
 COINBASE_MATURITY = 100
@@ -35,10 +37,6 @@ WITNESS_RESERVED_VALUE = b"\x00" * 32
 WITNESS_COMMITMENT_HEADER = bytes.fromhex("aa21a9ed")
 # Default coinbase destination: P2WPKH of a constant hash nobody holds a key for.
 BURN_SCRIPT_PUBKEY = b"\x00\x14" + hashlib.sha256(b"walletsvc regtest burn").digest()[:20]
-
-
-def sha256d(data: bytes) -> bytes:
-    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
 
 
 def block_subsidy(height: int) -> int:

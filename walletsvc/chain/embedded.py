@@ -38,15 +38,15 @@ from walletsvc.domain.errors import (
     NotFound,
     VerificationFailed,
 )
+from walletsvc.domain.money import MAX_MONEY
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import AcceptResult, BlockRef, SpentOutput
+from walletsvc.domain.sizes import MAX_STANDARD_TX_WEIGHT
 
 log = logging.getLogger(__name__)
 
 Outpoint = tuple[str, int]
 
-MAX_MONEY = 21_000_000 * blocks.COIN
-MAX_STANDARD_TX_WEIGHT = 400_000
 MIN_RELAY_SAT_PER_VB = 1
 # BIP125: a transaction opts in when any input's nSequence is below this.
 RBF_SEQUENCE_LIMIT = 0xFFFFFFFE

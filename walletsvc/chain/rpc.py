@@ -16,6 +16,7 @@ from bitcoin.core import CTransaction
 
 from walletsvc.chain.blocks import txid_hex
 from walletsvc.domain.errors import ChainRejected, DependencyUnavailable, NotFound
+from walletsvc.domain.money import COIN
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import AcceptResult, BlockRef
 
@@ -40,7 +41,7 @@ ALREADY_KNOWN_MESSAGES = (
     "transaction already in block chain",
     "transaction outputs already in utxo set",
 )
-_SAT_PER_VB_PER_BTC_PER_KVB = Decimal(100_000)  # 1e8 sat/BTC / 1000 vB/kvB
+_SAT_PER_VB_PER_BTC_PER_KVB = Decimal(COIN) / 1000  # sat/BTC over vB/kvB
 
 
 class RpcError(ChainRejected):

@@ -43,6 +43,7 @@ from walletsvc.domain.errors import (
     InvalidAddress,
     NotFound,
 )
+from walletsvc.domain.money import COIN
 from walletsvc.domain.network import Network
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ RPC_TRANSACTION_REJECTED = -26
 RPC_TRANSACTION_ALREADY_IN_CHAIN = -27
 
 DEFAULT_MAX_FEERATE_BTC_PER_KVB = Decimal("0.10")
-_SATS_PER_BTC = Decimal(100_000_000)
+_SATS_PER_BTC = Decimal(COIN)
 
 
 class RpcError(Exception):

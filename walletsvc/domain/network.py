@@ -1,4 +1,7 @@
-"""Bitcoin networks. The network is always explicit and scoped to a wallet, never global state."""
+"""Bitcoin networks. The network is always explicit and scoped to a wallet, never global state.
+
+Every network constant (address versions, bech32 HRPs, BIP32/SLIP-132 version bytes) lives here.
+"""
 
 from __future__ import annotations
 
@@ -52,3 +55,21 @@ _PARAMS: dict[Network, NetworkParams] = {
     Network.SIGNET: NetworkParams(bech32_hrp="tb", **_TEST_PARAMS),  # type: ignore[arg-type]
     Network.REGTEST: NetworkParams(bech32_hrp="bcrt", **_TEST_PARAMS),  # type: ignore[arg-type]
 }
+
+# Every HRP we know, to tell "an address of another network" from "not an address".
+SEGWIT_HRPS = frozenset(params.bech32_hrp for params in _PARAMS.values())
+
+# Extended PRIVATE key versions (BIP32 xprv/tprv, SLIP-132 yprv/uprv and zprv/vprv), on every
+# network. We never accept one: they are known only to refuse them with a message that says
+# what the text is without echoing it.
+EXTENDED_PRIVATE_KEY_VERSIONS = frozenset(
+    bytes.fromhex(version)
+    for version in (
+        "0488ade4",  # xprv
+        "04358394",  # tprv
+        "049d7878",  # yprv
+        "044a4e28",  # uprv
+        "04b2430c",  # zprv
+        "045f18bc",  # vprv
+    )
+)

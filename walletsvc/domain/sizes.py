@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .serialize import compact_size
+
 WITNESS_SCALE_FACTOR = 4
 # Bitcoin Core's standardness limit (MAX_STANDARD_TX_WEIGHT); heavier transactions do not relay.
 MAX_STANDARD_TX_WEIGHT = 400_000
@@ -46,15 +48,7 @@ P2WPKH_SCRIPT_SIZE = 22
 
 def varint_size(n: int) -> int:
     """Length of Bitcoin's CompactSize encoding of ``n``."""
-    if n < 0:
-        raise ValueError("a CompactSize cannot be negative")
-    if n < 0xFD:
-        return 1
-    if n <= 0xFFFF:
-        return 3
-    if n <= 0xFFFF_FFFF:
-        return 5
-    return 9
+    return len(compact_size(n))
 
 
 def output_size(script: bytes) -> int:

@@ -11,7 +11,7 @@ from .errors import (
     KeyMaterialError,
     SeedDecryptionError,
 )
-from .hd import AccountXpub, account_path_str, hash160, p2wpkh_script_for_pubkey
+from .hd import AccountXpub, account_path_str, p2wpkh_script_for_pubkey
 from .kek import Kek, create_dev_kek, load_kek
 from .keystore import (
     EncryptedSeed,
@@ -41,7 +41,6 @@ __all__ = [
     "create_dev_kek",
     "decrypt_seed",
     "generate_seed",
-    "hash160",
     "import_mnemonic",
     "load_kek",
     "p2wpkh_script_for_pubkey",

@@ -25,14 +25,20 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bip_utils import Base58Decoder, Base58Encoder
-from coincurve import PublicKey
-
+from walletsvc.domain.address import p2wsh_script, script_to_address
 from walletsvc.domain.network import Network
 
-from .bech32 import encode_segwit_address
 from .errors import InvalidXpub
-from .hd import HARDENED, AccountXpub, _ckd_pub, _PubNode, p2wpkh_script_for_pubkey
+from .hd import (
+    HARDENED,
+    AccountXpub,
+    ExtendedPublicKey,
+    _ckd_pub,
+    _PubNode,
+    check_unhardened_index,
+    p2wpkh_script_for_pubkey,
+    parse_xpub,
+)
 
 _INPUT_CHARSET = (
     "0123456789()[],'/*abcdefgh@:$%{}"
@@ -45,11 +51,6 @@ _DESCSUM_GEN = (0xF5DEE51989, 0xA9FDCA3312, 0x1BAB10E32D, 0x3706B1677A, 0x644D62
 MAX_MULTISIG_KEYS = 20
 FINGERPRINT_HEX_CHARS = 16
 MAX_DESCRIPTOR_LENGTH = 4_000
-_XPUB_PAYLOAD_SIZE = 78
-_PRIVATE_VERSIONS = frozenset(
-    bytes.fromhex(v)
-    for v in ("0488ade4", "04358394", "049d7878", "044a4e28", "04b2430c", "045f18bc")
-)
 _FINGERPRINT_RE = re.compile(r"[0-9a-fA-F]{8}")
 _STEP_RE = re.compile(r"([0-9]+)(['hH]?)")
 
@@ -166,25 +167,12 @@ def _parse_origin(text: str) -> tuple[str, str]:
     return "[" + "/".join([fingerprint.lower(), *steps]) + "]", rest
 
 
-def _decode_xpub(text: str, network: Network) -> tuple[bytes, bytes]:
-    """Version-checked (chain code, public key) of a base58 extended public key."""
-    if not text.isascii() or not 100 <= len(text) <= 120:
-        raise InvalidDescriptor("a key is not an extended public key")
+def _decode_xpub(text: str, network: Network) -> ExtendedPublicKey:
+    """A descriptor key: an xpub/tpub of ``network`` (descriptors have no zpub/vpub form)."""
     try:
-        payload = bytes(Base58Decoder.CheckDecode(text))
-    except Exception:  # bip-utils raises several types for bad base58/checksums
-        raise InvalidDescriptor("an extended key has a bad base58 checksum") from None
-    if len(payload) != _XPUB_PAYLOAD_SIZE:
-        raise InvalidDescriptor("an extended key has the wrong length")
-    version = payload[:4]
-    if version in _PRIVATE_VERSIONS:
-        raise InvalidDescriptor("the descriptor holds a PRIVATE key; cold storage must stay cold")
-    if version != network.params.xpub_version:
-        raise InvalidDescriptor(
-            f"an extended key is not a {'xpub' if network is Network.MAINNET else 'tpub'} "
-            f"of {network.value}"
-        )
-    return payload[13:45], payload[45:78]
+        return parse_xpub(text, network, slip132=False)
+    except InvalidXpub as exc:
+        raise InvalidDescriptor(f"a key in the descriptor: {exc.message}") from None
 
 
 def _parse_key(text: str, network: Network) -> _ExtendedKey:
@@ -199,16 +187,12 @@ def _parse_key(text: str, network: Network) -> _ExtendedKey:
                 "a key's derivation after the xpub must be non-hardened indexes (watch-only)"
             )
         steps.append(int(step))
-    chain_code, key = _decode_xpub(encoded, network)
-    try:
-        node = _PubNode(PublicKey(key), key, chain_code)
-    except ValueError:
-        raise InvalidDescriptor("an extended key holds an invalid point") from None
+    key = _decode_xpub(encoded, network)
+    node = _PubNode(key.point, key.public_key, key.chain_code)
     for index in steps:
         child, code = _ckd_pub(node, index)
         node = _PubNode(child, bytes(child.format(compressed=True)), code)
-    normalised = str(Base58Encoder.CheckEncode(Base58Decoder.CheckDecode(encoded)))
-    return _ExtendedKey(origin, normalised, tuple(steps), node)
+    return _ExtendedKey(origin, key.xpub, tuple(steps), node)
 
 
 # --- destinations -------------------------------------------------------------------------
@@ -267,20 +251,17 @@ class ColdDestination:
     def script_pubkey(self, index: int) -> bytes:
         if self.kind is ColdKind.SINGLE_SIG:
             return p2wpkh_script_for_pubkey(self._keys[0].pubkey(_check_index(index)))
-        return b"\x00\x20" + hashlib.sha256(self.witness_script(index)).digest()
+        return p2wsh_script(self.witness_script(index))
 
     def address(self, index: int) -> str:
-        script = self.script_pubkey(index)
-        return encode_segwit_address(self.network.params.bech32_hrp, 0, script[2:])
+        return script_to_address(self.script_pubkey(index), self.network)
 
     def __repr__(self) -> str:
         return f"ColdDestination({self.kind.value}, fingerprint={self.fingerprint})"
 
 
 def _check_index(index: int) -> int:
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < HARDENED:
-        raise ValueError(f"cold address index must be in [0, {HARDENED})")
-    return index
+    return check_unhardened_index(index, what="cold address index")
 
 
 def parse_cold_destination(text: str, network: Network) -> ColdDestination:

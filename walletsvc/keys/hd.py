@@ -4,7 +4,8 @@ private derivation from a seed.
 Public side: ``AccountXpub`` derives receive/change P2WPKH scripts and addresses without any
 secret. BIP32 CKDpub is implemented here with hmac + coincurve (libsecp256k1) and the two
 chain-level nodes (m/84'/c'/0'/0 and /1) are cached, so one address costs one HMAC-SHA512, one
-point tweak and one hash160: well over 10,000 addresses per second.
+point tweak, one hash160 and one bech32 encoding (bip-utils'): well over 10,000 addresses per
+second (docs/performance.md).
 
 Private side: ``AccountKeys`` (used only by walletsvc.keys.signer) derives the hardened
 account node from a BIP39 seed once and caches chain nodes, so signing many inputs costs one
@@ -16,7 +17,6 @@ them with ``wipe()`` and never put them in reprs or exception messages.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
@@ -26,11 +26,11 @@ from bip_utils import Base58Decoder, Base58Encoder
 from coincurve import PrivateKey, PublicKey
 from coincurve.context import GLOBAL_CONTEXT
 
-from walletsvc.domain.address import p2wpkh_script
-from walletsvc.domain.network import Network
+from walletsvc.domain.address import p2wpkh_script, witness_address
+from walletsvc.domain.hashes import hash160
+from walletsvc.domain.network import EXTENDED_PRIVATE_KEY_VERSIONS, Network
 from walletsvc.domain.transaction import CHANGE_CHAIN, RECEIVE_CHAIN, KeyPath
 
-from .bech32 import encode_segwit_address
 from .errors import InvalidXpub
 
 HARDENED = 0x8000_0000
@@ -39,11 +39,6 @@ BIP84_PURPOSE = 84
 ACCOUNT = 0
 ACCOUNT_DEPTH = 3
 _XPUB_PAYLOAD_SIZE = 78
-
-
-def hash160(data: bytes) -> bytes:
-    """RIPEMD160(SHA256(data)); OpenSSL here still provides ripemd160."""
-    return hashlib.new("ripemd160", hashlib.sha256(data).digest()).digest()
 
 
 def p2wpkh_script_for_pubkey(pubkey: bytes) -> bytes:
@@ -69,8 +64,14 @@ def check_chain_index(chain: int, index: int) -> None:
     """Only the BIP84 receive/change chains and non-hardened indexes are ours."""
     if isinstance(chain, bool) or chain not in (RECEIVE_CHAIN, CHANGE_CHAIN):
         raise ValueError(f"chain must be {RECEIVE_CHAIN} (receive) or {CHANGE_CHAIN} (change)")
+    check_unhardened_index(index)
+
+
+def check_unhardened_index(index: int, *, what: str = "address index") -> int:
+    """A non-hardened BIP32 child index: the only kind public derivation can reach."""
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < HARDENED:
-        raise ValueError(f"address index must be an integer in [0, {HARDENED})")
+        raise ValueError(f"{what} must be an integer in [0, {HARDENED})")
+    return index
 
 
 def _ser32(i: int) -> bytes:
@@ -152,66 +153,34 @@ class AccountXpub:
     @classmethod
     def parse(cls, text: str, network: Network) -> AccountXpub:
         """Parse an account xpub/tpub/zpub/vpub of ``network``; refuse anything else."""
-        if not isinstance(text, str) or not text.isascii() or not 100 <= len(text) <= 120:
-            raise InvalidXpub("not an extended public key", field="xpub")
-        try:
-            payload = bytes(Base58Decoder.CheckDecode(text))
-        except Exception:  # bip-utils raises several types for bad base58/checksums
-            raise InvalidXpub(
-                "extended public key has a bad base58 checksum", field="xpub"
-            ) from None
-        if len(payload) != _XPUB_PAYLOAD_SIZE:
-            raise InvalidXpub("extended public key has the wrong length", field="xpub")
-        version = payload[0:4]
-        params = network.params
-        if version not in (params.xpub_version, params.zpub_version):
-            for other in Network:
-                if version in (other.params.xpub_version, other.params.zpub_version):
-                    owner = "mainnet" if other is Network.MAINNET else "a test network"
-                    raise InvalidXpub(
-                        f"extended public key belongs to {owner}, "
-                        f"but this wallet is on {network.value}",
-                        field="xpub",
-                    )
-            if version in _PRIVATE_VERSIONS:
-                # Never echo the text back: it is a private key.
-                raise InvalidXpub(
-                    "this is an extended PRIVATE key; supply the account xpub", field="xpub"
-                )
-            raise InvalidXpub(
-                f"unsupported extended key version {version.hex()} (BIP84 account xpub expected)",
-                field="xpub",
-            )
-        depth = payload[4]
-        child_number = int.from_bytes(payload[9:13], "big")
-        if depth != ACCOUNT_DEPTH or not child_number & HARDENED:
+        key = parse_xpub(text, network, slip132=True)
+        if key.depth != ACCOUNT_DEPTH or not key.child_number & HARDENED:
             raise InvalidXpub(
                 f"expected a BIP84 account key (depth {ACCOUNT_DEPTH}, hardened), "
-                f"got depth {depth}",
+                f"got depth {key.depth}",
                 field="xpub",
             )
         return cls(
             network=network,
-            public_key=payload[45:78],
-            chain_code=payload[13:45],
-            parent_fingerprint=payload[5:9],
-            child_number=child_number,
-            depth=depth,
+            public_key=key.public_key,
+            chain_code=key.chain_code,
+            parent_fingerprint=key.parent_fingerprint,
+            child_number=key.child_number,
+            depth=key.depth,
         )
 
     def to_string(self, *, slip132: bool = False) -> str:
         """Base58Check serialisation: xpub/tpub by default, zpub/vpub with ``slip132``."""
         params = self.network.params
         version = params.zpub_version if slip132 else params.xpub_version
-        payload = (
-            version
-            + bytes([self.depth])
-            + self.parent_fingerprint
-            + _ser32(self.child_number)
-            + self.chain_code
-            + self.public_key
+        return _serialise_xpub(
+            version,
+            self.depth,
+            self.parent_fingerprint,
+            self.child_number,
+            self.chain_code,
+            self.public_key,
         )
-        return str(Base58Encoder.CheckEncode(payload))
 
     @property
     def xpub(self) -> str:
@@ -246,15 +215,112 @@ class AccountXpub:
 
     def address(self, chain: int, index: int) -> str:
         """Bech32 P2WPKH address at m/84'/c'/0'/chain/index."""
-        key_hash = hash160(self.pubkey(chain, index))
-        return encode_segwit_address(self.network.params.bech32_hrp, 0, key_hash)
+        return witness_address(0, hash160(self.pubkey(chain, index)), self.network)
 
 
-# xprv/tprv, yprv/uprv, zprv/vprv: recognised only to refuse them with a clear message.
-_PRIVATE_VERSIONS = frozenset(
-    bytes.fromhex(v)
-    for v in ("0488ade4", "04358394", "049d7878", "044a4e28", "04b2430c", "045f18bc")
-)
+# --- the extended public key parser -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExtendedPublicKey:
+    """A decoded BIP32 extended public key (the 78-byte serialisation) of one network."""
+
+    network: Network
+    depth: int
+    parent_fingerprint: bytes
+    child_number: int
+    chain_code: bytes
+    public_key: bytes  # compressed
+    point: PublicKey  # ``public_key``, checked to be on the curve
+
+    @property
+    def xpub(self) -> str:
+        """The BIP32 form (xpub on mainnet, tpub on test networks), whatever form was parsed."""
+        return _serialise_xpub(
+            self.network.params.xpub_version,
+            self.depth,
+            self.parent_fingerprint,
+            self.child_number,
+            self.chain_code,
+            self.public_key,
+        )
+
+
+def parse_xpub(text: object, network: Network, *, slip132: bool) -> ExtendedPublicKey:
+    """Decode an extended public key of ``network``: the one parser for every xpub we take.
+
+    Accepts the network's BIP32 version (xpub/tpub) and, with ``slip132``, its SLIP-132 BIP84
+    version too (zpub/vpub; descriptors allow only the BIP32 form, as in Bitcoin Core). Refuses
+    private keys, keys of another network, other versions and malformed text; messages never
+    repeat the text, which may be a private key.
+    """
+    if not isinstance(text, str) or not text.isascii() or not 100 <= len(text) <= 120:
+        raise InvalidXpub("not an extended public key", field="xpub")
+    try:
+        payload = bytes(Base58Decoder.CheckDecode(text))
+    except Exception:  # bip-utils raises several types for bad base58/checksums
+        raise InvalidXpub("extended public key has a bad base58 checksum", field="xpub") from None
+    if len(payload) != _XPUB_PAYLOAD_SIZE:
+        raise InvalidXpub("extended public key has the wrong length", field="xpub")
+    _check_version(payload[0:4], network, slip132=slip132)
+    public_key = payload[45:78]
+    try:
+        point = PublicKey(public_key)
+    except ValueError:
+        raise InvalidXpub("extended public key holds an invalid point", field="xpub") from None
+    return ExtendedPublicKey(
+        network=network,
+        depth=payload[4],
+        parent_fingerprint=payload[5:9],
+        child_number=int.from_bytes(payload[9:13], "big"),
+        chain_code=payload[13:45],
+        public_key=public_key,
+        point=point,
+    )
+
+
+def _check_version(version: bytes, network: Network, *, slip132: bool) -> None:
+    params = network.params
+    if version == params.xpub_version or (slip132 and version == params.zpub_version):
+        return
+    if version == params.zpub_version:
+        raise InvalidXpub(
+            "this is a SLIP-132 (zpub/vpub) key; write it in its BIP32 form (xpub/tpub) here",
+            field="xpub",
+        )
+    for other in Network:
+        if version in (other.params.xpub_version, other.params.zpub_version):
+            owner = "mainnet" if other is Network.MAINNET else "a test network"
+            raise InvalidXpub(
+                f"extended public key belongs to {owner}, but this wallet is on {network.value}",
+                field="xpub",
+            )
+    if version in EXTENDED_PRIVATE_KEY_VERSIONS:
+        # Never echo the text back: it is a private key.
+        raise InvalidXpub("this is an extended PRIVATE key; supply the xpub", field="xpub")
+    raise InvalidXpub(
+        f"unsupported extended key version {version.hex()} (an xpub/tpub expected)",
+        field="xpub",
+    )
+
+
+def _serialise_xpub(
+    version: bytes,
+    depth: int,
+    parent_fingerprint: bytes,
+    child_number: int,
+    chain_code: bytes,
+    public_key: bytes,
+) -> str:
+    payload = (
+        version
+        + bytes([depth])
+        + parent_fingerprint
+        + _ser32(child_number)
+        + chain_code
+        + public_key
+    )
+    return str(Base58Encoder.CheckEncode(payload))
 
 
 # --- private side (signer only) -----------------------------------------------------------

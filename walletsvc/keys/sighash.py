@@ -8,10 +8,13 @@ double-SHA256 of a ~200-byte preimage.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Sequence
 from typing import Protocol
+
+from walletsvc.domain.address import p2pkh_script
+from walletsvc.domain.hashes import sha256d
+from walletsvc.domain.serialize import compact_size, serialize_output
 
 SIGHASH_ALL = 0x01
 SIGHASH_NONE = 0x02
@@ -20,26 +23,11 @@ SIGHASH_ANYONECANPAY = 0x80
 _ZERO32 = bytes(32)
 
 
-def dsha256(data: bytes) -> bytes:
-    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
-
-
-def compact_size(n: int) -> bytes:
-    """Bitcoin's CompactSize length prefix."""
-    if n < 0xFD:
-        return bytes([n])
-    if n <= 0xFFFF:
-        return b"\xfd" + struct.pack("<H", n)
-    if n <= 0xFFFF_FFFF:
-        return b"\xfe" + struct.pack("<I", n)
-    return b"\xff" + struct.pack("<Q", n)
-
-
 def p2wpkh_script_code(pubkey_hash: bytes) -> bytes:
     """BIP143 scriptCode of a P2WPKH input: the P2PKH script of the same key hash."""
     if len(pubkey_hash) != 20:
         raise ValueError("a P2WPKH key hash is 20 bytes")
-    return b"\x76\xa9\x14" + pubkey_hash + b"\x88\xac"
+    return p2pkh_script(pubkey_hash)
 
 
 # Structural types for the parts of python-bitcoinlib's CTransaction that BIP143 reads, so
@@ -71,8 +59,7 @@ def _ser_outpoint(txin: _TxIn) -> bytes:
 
 
 def _ser_output(txout: _TxOut) -> bytes:
-    script = bytes(txout.scriptPubKey)
-    return struct.pack("<q", txout.nValue) + compact_size(len(script)) + script
+    return serialize_output(txout.nValue, bytes(txout.scriptPubKey))
 
 
 class SegwitV0Sighasher:
@@ -94,9 +81,9 @@ class SegwitV0Sighasher:
         self._tx = tx
         self._version = struct.pack("<i", tx.nVersion)
         self._locktime = struct.pack("<I", tx.nLockTime)
-        self._hash_prevouts = dsha256(b"".join(_ser_outpoint(i) for i in tx.vin))
-        self._hash_sequence = dsha256(b"".join(struct.pack("<I", i.nSequence) for i in tx.vin))
-        self._hash_outputs = dsha256(b"".join(_ser_output(o) for o in tx.vout))
+        self._hash_prevouts = sha256d(b"".join(_ser_outpoint(i) for i in tx.vin))
+        self._hash_sequence = sha256d(b"".join(struct.pack("<I", i.nSequence) for i in tx.vin))
+        self._hash_outputs = sha256d(b"".join(_ser_output(o) for o in tx.vout))
 
     def sighash(self, index: int, script_code: bytes, amount_sat: int, hash_type: int) -> bytes:
         """The BIP143 digest for input ``index`` (``script_code`` without its length prefix)."""
@@ -114,7 +101,7 @@ class SegwitV0Sighasher:
         if base not in (SIGHASH_SINGLE, SIGHASH_NONE):
             hash_outputs = self._hash_outputs
         elif base == SIGHASH_SINGLE and index < len(tx.vout):
-            hash_outputs = dsha256(_ser_output(tx.vout[index]))
+            hash_outputs = sha256d(_ser_output(tx.vout[index]))
         else:
             hash_outputs = _ZERO32
         txin = tx.vin[index]
@@ -133,7 +120,7 @@ class SegwitV0Sighasher:
                 struct.pack("<I", hash_type & 0xFFFF_FFFF),
             )
         )
-        return dsha256(preimage)
+        return sha256d(preimage)
 
     def sighash_all(self, index: int, script_code: bytes, amount_sat: int) -> bytes:
         """SIGHASH_ALL digest: the only type the hot signer produces."""

@@ -16,9 +16,11 @@ from collections.abc import Mapping, Sequence
 
 from walletsvc.domain.address import script_to_address
 from walletsvc.domain.errors import SigningRefused
+from walletsvc.domain.hashes import hash160, sha256d
 from walletsvc.domain.money import MAX_MONEY
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ScriptVerifier, SpentOutput
+from walletsvc.domain.serialize import compact_size, serialize_output
 from walletsvc.domain.transaction import (
     CHANGE_CHAIN,
     RBF_SEQUENCE,
@@ -30,10 +32,10 @@ from walletsvc.domain.transaction import (
 )
 
 from .errors import SeedDecryptionError
-from .hd import HARDENED, AccountKeys, DerivedKey, hash160
+from .hd import HARDENED, AccountKeys, DerivedKey, p2wpkh_script_for_pubkey
 from .kek import Kek
 from .keystore import EncryptedSeed, decrypt_seed
-from .sighash import SIGHASH_ALL, SegwitV0Sighasher, compact_size, dsha256, p2wpkh_script_code
+from .sighash import SIGHASH_ALL, SegwitV0Sighasher, p2wpkh_script_code
 
 _TXID_RE = re.compile(r"[0-9a-fA-F]{64}")
 _UINT32_MAX = 0xFFFF_FFFF
@@ -92,7 +94,7 @@ class _KeySession:
         cached = self._keys.get(path)
         if cached is None:
             key = self._account(path.epoch).key(path.chain, path.index)
-            cached = (key, b"\x00\x14" + hash160(key.public_key))
+            cached = (key, p2wpkh_script_for_pubkey(key.public_key))
             self._keys[path] = cached
         return cached
 
@@ -154,7 +156,7 @@ class HotSigner:
 
         raw, base = tx.serialize()
         weight = 3 * len(base) + len(raw)
-        txid = dsha256(base)[::-1].hex()
+        txid = sha256d(base)[::-1].hex()
 
         spent = [SpentOutput(c.script_pubkey, c.amount_sat) for c in plan.inputs]
         self._verifier.verify_transaction(raw, spent)
@@ -390,8 +392,7 @@ class _RawTx:
             parts.append(txin.prevout.hash + struct.pack("<IBI", txin.prevout.n, 0, txin.nSequence))
         parts.append(compact_size(len(self.vout)))
         for txout in self.vout:
-            script = txout.scriptPubKey
-            parts.append(struct.pack("<q", txout.nValue) + compact_size(len(script)) + script)
+            parts.append(serialize_output(txout.nValue, txout.scriptPubKey))
         return parts
 
     def serialize(self) -> tuple[bytes, bytes]:

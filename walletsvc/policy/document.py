@@ -36,6 +36,7 @@ from pydantic import (
 
 from walletsvc.domain.errors import InvalidInput
 from walletsvc.domain.money import MAX_MONEY
+from walletsvc.domain.network import SEGWIT_HRPS
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 
@@ -159,7 +160,7 @@ KNOWN_RISK_KINDS: frozenset[str] = STREAM_KINDS
 # kept for per-request kinds.
 RiskAction = Literal["deny", "require_approval", "alert", "freeze"]
 
-_BECH32_PREFIXES = ("bc1", "tb1", "bcrt1")
+_BECH32_PREFIXES = tuple(hrp + "1" for hrp in SEGWIT_HRPS)
 
 
 def normalize_address(address: str) -> str:
