@@ -34,7 +34,7 @@ def _show(runtime: RuntimeDep, entry_id: str) -> dict[str, Any]:
         entry = allowlist.get_entry(session, entry_id)
         wallet = session.get(Wallet, entry.wallet_id)
         name = wallet.name if wallet else ""
-        return allowlist.entry_view(session, runtime.kek, entry, name)
+        return allowlist.entry_view(session, runtime.tags, entry, name)
 
 
 @router.post("/allowlist", status_code=201)
@@ -42,7 +42,7 @@ def propose(body: AllowlistCreate, runtime: RuntimeDep, principal: Writer) -> di
     staff_id = principal.staff_id if isinstance(principal, StaffPrincipal) else None
     entry_id = allowlist.propose_entry(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         wallet=body.wallet,
         address=body.address,
         label=body.label,
@@ -60,7 +60,7 @@ def index(
 ) -> dict[str, Any]:
     with runtime.db.read() as session:
         rows = allowlist.list_entries(session, wallet=wallet, include_removed=include_removed)
-        return {"entries": [allowlist.entry_view(session, runtime.kek, e, n) for e, n in rows]}
+        return {"entries": [allowlist.entry_view(session, runtime.tags, e, n) for e, n in rows]}
 
 
 @router.get("/allowlist/{entry_id}")
@@ -70,5 +70,5 @@ def show(entry_id: str, runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
 
 @router.delete("/allowlist/{entry_id}", status_code=204)
 def remove(entry_id: str, runtime: RuntimeDep, principal: Writer) -> Response:
-    allowlist.remove_entry(runtime.db, runtime.kek, entry_id=entry_id, actor=principal.actor)
+    allowlist.remove_entry(runtime.db, runtime.tags, entry_id=entry_id, actor=principal.actor)
     return Response(status_code=204)

@@ -41,14 +41,14 @@ def index_approvals(
         rows = approvals.list_requests(
             session, pending=pending, kind=kind, limit=limit, waiting_for=waiting_for
         )
-        return {"approvals": [approvals.request_view(session, runtime.kek, r) for r in rows]}
+        return {"approvals": [approvals.request_view(session, runtime.tags, r) for r in rows]}
 
 
 @router.get("/approvals/{request_id}")
 def show_approval(request_id: str, runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
     with runtime.db.read() as session:
         request = approvals.get_request(session, request_id)
-        return approvals.request_view(session, runtime.kek, request)
+        return approvals.request_view(session, runtime.tags, request)
 
 
 @router.post("/approvals/{request_id}")
@@ -57,7 +57,8 @@ def decide(
 ) -> dict[str, Any]:
     approvals.decide(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         runtime.settings,
         request_id=request_id,
         staff=staff,
@@ -67,4 +68,4 @@ def decide(
     )
     with runtime.db.read() as session:
         request = approvals.get_request(session, request_id)
-        return approvals.request_view(session, runtime.kek, request)
+        return approvals.request_view(session, runtime.tags, request)

@@ -37,7 +37,7 @@ class VetoBody(StrictModel):
 def show_policy(runtime: RuntimeDep, _: Reader, wallet: str | None = None) -> dict[str, Any]:
     with runtime.db.read() as session:
         w: Wallet | None = get_wallet(session, wallet) if wallet is not None else None
-        active = active_policy(session, runtime.kek, w)
+        active = active_policy(session, runtime.tags, w)
         return {
             "version": active.version,
             "sha256": active.sha256,
@@ -49,7 +49,7 @@ def show_policy(runtime: RuntimeDep, _: Reader, wallet: str | None = None) -> di
 @router.post("/policy/proposals", status_code=201)
 def propose(body: ProposalCreate, runtime: RuntimeDep, staff: Proposer) -> dict[str, Any]:
     proposal_id = policy_changes.propose(
-        runtime.db, runtime.kek, document=body.document, proposer=staff
+        runtime.db, runtime.tags, document=body.document, proposer=staff
     )
     return _show(runtime, proposal_id)
 
@@ -75,7 +75,8 @@ def show_proposal(proposal_id: str, runtime: RuntimeDep, _: Reader) -> dict[str,
 def veto(proposal_id: str, body: VetoBody, runtime: RuntimeDep, staff: Approver) -> dict[str, Any]:
     policy_changes.veto(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         runtime.settings,
         proposal_id=proposal_id,
         staff=staff,

@@ -33,7 +33,7 @@ def post_rotate(
 ) -> dict[str, Any]:
     row = propose(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         wallet=wallet,
         reason=body.reason,
         requester=Requester(staff.actor, staff.staff_id),
@@ -65,5 +65,5 @@ def _show(runtime: RuntimeDep, rotation_id: str) -> dict[str, Any]:
         view = rotation_view(session, row)
         if row.approval_request_id:
             request = approvals.get_request(session, row.approval_request_id)
-            view["approval"] = approvals.request_view(session, runtime.kek, request)
+            view["approval"] = approvals.request_view(session, runtime.tags, request)
         return view

@@ -26,7 +26,8 @@ class SessionCreate(StrictModel):
 def create_session(body: SessionCreate, runtime: RuntimeDep) -> dict[str, Any]:
     created = login(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         runtime.settings,
         username=body.username,
         password=body.password,
