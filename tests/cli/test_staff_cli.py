@@ -16,7 +16,7 @@ from walletsvc.cli.main import app
 from walletsvc.db.models import AuditEvent
 from walletsvc.db.models_governance import Staff, StaffSession
 from walletsvc.domain.errors import Conflict, InvalidCredentials, InvalidInput
-from walletsvc.governance.sessions import login
+from walletsvc.governance.sessions import check_password, login
 from walletsvc.governance.staff import create_staff, decrypt_totp_secret
 
 
@@ -168,4 +168,45 @@ def test_usernames_are_unique(runtime: Runtime) -> None:
             role="auditor",
             groups=[],
             actor="test",
+        )
+
+
+def test_the_cli_checks_passwords_with_the_login_check(cli_env: Runtime) -> None:
+    """`walletsvc approve` asks for the password through governance.sessions.check_password:
+    a wrong one is refused and counts toward the lockout exactly as a failed API login."""
+    created = create_staff(
+        cli_env.db,
+        cli_env.tags,
+        cli_env.totp_secrets,
+        username="carol",
+        password=PASSWORD,
+        role="approver",
+        groups=["treasury"],
+        actor="test",
+    )
+    principal = check_password(
+        cli_env.db, cli_env.tags, cli_env.settings, username="carol", password=PASSWORD
+    )
+    assert (principal.staff_id, principal.role, principal.session_id) == (
+        created.staff_id,
+        "approver",
+        None,
+    )
+    result = CliRunner().invoke(
+        app,
+        ["approve", "no-such-request", "--as", "carol", "--totp", "000000"],
+        input="not the password\n",
+    )
+    assert result.exit_code != 0
+    assert "invalid username, password or TOTP code" in result.output
+    with cli_env.db.read() as session:
+        row = session.get(Staff, created.staff_id)
+        assert row is not None and row.failed_attempts == 1
+        failed = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "staff.auth_failed")
+        ).all()
+    assert [e.data["reason"] for e in failed] == ["password_wrong"]
+    with pytest.raises(InvalidCredentials):
+        check_password(
+            cli_env.db, cli_env.tags, cli_env.settings, username="nobody", password=PASSWORD
         )
