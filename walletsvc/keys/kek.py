@@ -4,6 +4,10 @@ A stolen or edited database holds only ciphertexts, xpubs and MAC tags; without 
 can neither decrypt a seed nor forge a tag. Every use of the KEK goes through a subkey derived
 with HKDF-SHA256 under a distinct label, so the seed-encryption key, the row-MAC key and the
 audit-chain key are independent even though one file backs them all.
+
+Only the composition root and the CLI's key-file commands hold a Kek. They pass on the narrow
+object each use needs: :meth:`Kek.row_tagger` and :meth:`Kek.audit_key` (the service side),
+:meth:`Kek.seed_vault` and :meth:`Kek.totp_sealer` (the signer side).
 """
 
 from __future__ import annotations
