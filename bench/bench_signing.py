@@ -76,10 +76,12 @@ class Wallet:
 
 def make_wallet(n_keys: int) -> Wallet:
     kek = Kek(os.urandom(32))
-    new = generate_seed(kek, wallet="bench", epoch=1, network=NET)
+    new = generate_seed(kek.seed_vault(), wallet="bench", epoch=1, network=NET)
     new.mnemonic.reveal()
     xpub = AccountXpub.parse(new.account_xpub, NET)
-    with decrypt_seed(kek, new.encrypted, wallet="bench", epoch=1, network=NET) as secret:
+    with decrypt_seed(
+        kek.seed_vault(), new.encrypted, wallet="bench", epoch=1, network=NET
+    ) as secret:
         account = AccountKeys(secret.seed, NET)
     keys = [account.key(0, i) for i in range(n_keys)]
     account.wipe()
@@ -167,7 +169,7 @@ def naive_path(wallet: Wallet, kernel: KernelScriptVerifier, n: int) -> float:
 
 def kernel_only(wallet: Wallet, n: int) -> float:
     plan, approved = build_plan(wallet, n)
-    signed = HotSigner(wallet.kek, _NoVerify()).sign(
+    signed = HotSigner(wallet.kek.seed_vault(), _NoVerify()).sign(
         wallet="bench",
         network=NET,
         seeds=wallet.seeds,  # type: ignore[arg-type]
@@ -212,7 +214,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
     wallet = make_wallet(max(SIZES))
-    signer = HotSigner(wallet.kek, KernelScriptVerifier())
+    signer = HotSigner(wallet.kek.seed_vault(), KernelScriptVerifier())
     kernel = KernelScriptVerifier()
     fast_path(wallet, signer, 10)  # warm up (imports, kernel context)
 

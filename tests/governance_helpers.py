@@ -71,7 +71,8 @@ class Team:
     ) -> Member:
         created = create_staff(
             self.runtime.db,
-            self.runtime.kek,
+            self.runtime.tags,
+            self.runtime.totp_secrets,
             username=name,
             password=PASSWORD,
             role=role,
@@ -86,7 +87,8 @@ class Team:
         """A session through the service, with a live code (real HTTP uses the token)."""
         session = login(
             self.runtime.db,
-            self.runtime.kek,
+            self.runtime.tags,
+            self.runtime.totp_secrets,
             self.runtime.settings,
             username=member.username,
             password=PASSWORD,
@@ -111,7 +113,7 @@ def default_document(**changes: Any) -> dict[str, Any]:
 def install(runtime: Runtime, data: dict[str, Any]) -> PolicyDocument:
     doc = parse_policy(data)
     with runtime.db.write() as uow:
-        install_policy(uow, runtime.kek, doc, wallet_id=None, actor="test")
+        install_policy(uow, runtime.tags, doc, wallet_id=None, actor="test")
     return doc
 
 
@@ -121,7 +123,7 @@ def big_withdrawal(
     """A payout above the 0.1 BTC tier: 2 of treasury must approve."""
     return request_withdrawal(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         body=WithdrawalInput(WALLET, DEST, amount, "test"),
         idempotency_key=key,
         token_id="token-under-test",

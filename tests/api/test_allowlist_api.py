@@ -41,7 +41,8 @@ def test_a_staff_entry_needs_the_quorum_then_cools_off(
     for member, expected in ((bob, "pending"), (carol, "approved")):
         status = approvals.decide(
             runtime.db,
-            runtime.kek,
+            runtime.tags,
+            runtime.totp_secrets,
             runtime.settings,
             request_id=request_id,
             staff=principal(runtime, member),
@@ -124,7 +125,7 @@ def test_the_engine_sees_the_entry_of_the_destination(
             return (
                 request_withdrawal(
                     runtime.db,
-                    runtime.kek,
+                    runtime.tags,
                     body=WithdrawalInput(WALLET, DEST, amount, None),
                     idempotency_key=key,
                     token_id="t",

@@ -39,7 +39,8 @@ def propose(client: TestClient, team: Team, document: Any) -> dict[str, Any]:
 def approve(runtime: Runtime, member: Member, request_id: str, moment: datetime) -> str:
     return approvals.decide(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         runtime.settings,
         request_id=request_id,
         staff=principal(runtime, member),
@@ -156,7 +157,8 @@ def test_a_single_veto_cancels_a_time_locked_loosening(
     dave = team.members["dave"]
     policy_changes.veto(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         runtime.settings,
         proposal_id=p["id"],
         staff=principal(runtime, dave),

@@ -16,7 +16,7 @@ from walletsvc.cli.main import app
 from walletsvc.db.models import AuditEvent
 from walletsvc.db.models_governance import Staff, StaffSession
 from walletsvc.domain.errors import Conflict, InvalidCredentials, InvalidInput
-from walletsvc.governance.sessions import login
+from walletsvc.governance.sessions import check_password, login
 from walletsvc.governance.staff import create_staff, decrypt_totp_secret
 
 
@@ -59,7 +59,7 @@ def test_add_prints_the_uri_once_and_stores_only_ciphertext(cli_env: Runtime) ->
         assert row is not None
         assert (row.role, row.groups) == ("approver", ["ops", "treasury"])
         assert secret not in row.totp_secret_enc
-        assert decrypt_totp_secret(cli_env.kek, row.id, row.totp_secret_enc) == secret
+        assert decrypt_totp_secret(cli_env.totp_secrets, row.id, row.totp_secret_enc) == secret
         audit = json.dumps([e.data for e in session.scalars(select(AuditEvent))], default=str)
     assert secret not in audit and PASSWORD not in audit
 
@@ -67,7 +67,8 @@ def test_add_prints_the_uri_once_and_stores_only_ciphertext(cli_env: Runtime) ->
     t0 = aligned_now()
     created = login(
         cli_env.db,
-        cli_env.kek,
+        cli_env.tags,
+        cli_env.totp_secrets,
         cli_env.settings,
         username="alice",
         password=PASSWORD,
@@ -84,7 +85,8 @@ def test_add_prints_the_uri_once_and_stores_only_ciphertext(cli_env: Runtime) ->
 def test_disable_revokes_at_once(cli_env: Runtime) -> None:
     created = create_staff(
         cli_env.db,
-        cli_env.kek,
+        cli_env.tags,
+        cli_env.totp_secrets,
         username="bob",
         password=PASSWORD,
         role="approver",
@@ -94,7 +96,8 @@ def test_disable_revokes_at_once(cli_env: Runtime) -> None:
     t0 = aligned_now()
     login(
         cli_env.db,
-        cli_env.kek,
+        cli_env.tags,
+        cli_env.totp_secrets,
         cli_env.settings,
         username="bob",
         password=PASSWORD,
@@ -109,7 +112,8 @@ def test_disable_revokes_at_once(cli_env: Runtime) -> None:
     with pytest.raises(InvalidCredentials):
         login(
             cli_env.db,
-            cli_env.kek,
+            cli_env.tags,
+            cli_env.totp_secrets,
             cli_env.settings,
             username="bob",
             password=PASSWORD,
@@ -138,7 +142,7 @@ def test_bad_staff_input_is_refused(
         **kwargs,
     }
     with pytest.raises(InvalidInput) as caught:
-        create_staff(runtime.db, runtime.kek, actor="test", **args)  # type: ignore[arg-type]
+        create_staff(runtime.db, runtime.tags, runtime.totp_secrets, actor="test", **args)  # type: ignore[arg-type]
     assert caught.value.field == field
     assert PASSWORD not in caught.value.message
 
@@ -146,7 +150,8 @@ def test_bad_staff_input_is_refused(
 def test_usernames_are_unique(runtime: Runtime) -> None:
     create_staff(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         username="dan",
         password=PASSWORD,
         role="auditor",
@@ -156,10 +161,52 @@ def test_usernames_are_unique(runtime: Runtime) -> None:
     with pytest.raises(Conflict):
         create_staff(
             runtime.db,
-            runtime.kek,
+            runtime.tags,
+            runtime.totp_secrets,
             username="dan",
             password=PASSWORD,
             role="auditor",
             groups=[],
             actor="test",
+        )
+
+
+def test_the_cli_checks_passwords_with_the_login_check(cli_env: Runtime) -> None:
+    """`walletsvc approve` asks for the password through governance.sessions.check_password:
+    a wrong one is refused and counts toward the lockout exactly as a failed API login."""
+    created = create_staff(
+        cli_env.db,
+        cli_env.tags,
+        cli_env.totp_secrets,
+        username="carol",
+        password=PASSWORD,
+        role="approver",
+        groups=["treasury"],
+        actor="test",
+    )
+    principal = check_password(
+        cli_env.db, cli_env.tags, cli_env.settings, username="carol", password=PASSWORD
+    )
+    assert (principal.staff_id, principal.role, principal.session_id) == (
+        created.staff_id,
+        "approver",
+        None,
+    )
+    result = CliRunner().invoke(
+        app,
+        ["approve", "no-such-request", "--as", "carol", "--totp", "000000"],
+        input="not the password\n",
+    )
+    assert result.exit_code != 0
+    assert "invalid username, password or TOTP code" in result.output
+    with cli_env.db.read() as session:
+        row = session.get(Staff, created.staff_id)
+        assert row is not None and row.failed_attempts == 1
+        failed = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "staff.auth_failed")
+        ).all()
+    assert [e.data["reason"] for e in failed] == ["password_wrong"]
+    with pytest.raises(InvalidCredentials):
+        check_password(
+            cli_env.db, cli_env.tags, cli_env.settings, username="nobody", password=PASSWORD
         )

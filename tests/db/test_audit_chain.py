@@ -5,9 +5,12 @@ by `audit verify`, and by the payout worker, which refuses to sign an altered pa
 from __future__ import annotations
 
 import itertools
+import os
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from embit.networks import NETWORKS
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -24,6 +27,15 @@ from tests.helpers import (
 )
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent, ChainTransaction, PolicyVersion, Withdrawal
+from walletsvc.db.models_governance import (
+    AllowlistEntryRow,
+    ApprovalDecision,
+    ApprovalRequest,
+    Staff,
+)
+from walletsvc.db.models_treasury import ColdDestinationRow
+from walletsvc.db.tags import GOVERNED_ROW_KINDS
+from walletsvc.keys.integrity import HmacRowTagger
 
 DEST, DEST_SCRIPT = external_destination("audited miner")
 THIEF, THIEF_SCRIPT = external_destination("thief")
@@ -235,3 +247,227 @@ def test_payouts_altered_after_approval_are_never_signed(
     assert all(
         show_withdrawal(client, tokens.all, v)["status"] == "failed" for v in victims.values()
     )
+
+
+# --- Row tags of every governed row kind --------------------------------------------------------
+
+_T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+_T1 = _T0 + timedelta(seconds=1)
+
+
+def _governed_rows() -> dict[str, tuple[Any, dict[str, Any]]]:
+    """One row of each governed kind with every covered field set, and an edit per field."""
+    return {
+        "policy": (
+            PolicyVersion(
+                id="p1", wallet_id=None, version=1, status="active", sha256="aa" * 32, mac=""
+            ),
+            {"wallet_id": "", "version": 2, "status": "superseded", "sha256": "ab" * 32},
+        ),
+        "withdrawal": (
+            Withdrawal(
+                id="w1", wallet_id="wal1", script_pubkey="0014" + "11" * 20, amount_sat=50_000
+            ),
+            {
+                "id": "w2",
+                "wallet_id": "wal2",
+                "script_pubkey": "0014" + "22" * 20,
+                "amount_sat": 50_001,
+            },
+        ),
+        "staff": (
+            Staff(id="s1", username="alice", role="approver", groups=["ops", "treasury"], mac=""),
+            {
+                "id": "s2",
+                "username": "alicf",
+                "role": "operator",
+                "groups": ["ops,treasury"],  # one group: the old comma-joined message collided
+                "disabled_at": _T0,
+            },
+        ),
+        "approval request": (
+            ApprovalRequest(
+                id="r1",
+                kind="withdrawal",
+                subject_id="w1",
+                required_group="treasury",
+                m=2,
+                digest="cc" * 32,
+                requester="token:engine",
+                requester_staff_id=None,
+                expires_at=_T0,
+                mac="",
+            ),
+            {
+                "id": "r2",
+                "kind": "allowlist_add",
+                "subject_id": "w2",
+                "required_group": "ops",
+                "m": 1,
+                "digest": "cd" * 32,
+                "requester": "staff:alice",
+                "requester_staff_id": "",
+                "expires_at": _T1,
+            },
+        ),
+        "approval decision": (
+            ApprovalDecision(
+                request_id="r1",
+                staff_id="s1",
+                decision="approve",
+                digest="cc" * 32,
+                totp_step=100,
+                mac="",
+            ),
+            {
+                "request_id": "r2",
+                "staff_id": "s2",
+                "decision": "reject",
+                "digest": "cd" * 32,
+                "totp_step": 101,
+            },
+        ),
+        "allowlist entry": (
+            AllowlistEntryRow(
+                id="e1",
+                wallet_id="wal1",
+                address=DEST,
+                source="staff",
+                status="pending",
+                active_since=None,
+                mac="",
+            ),
+            {
+                "id": "e2",
+                "wallet_id": "wal2",
+                "address": THIEF,
+                "source": "import",
+                "status": "active",
+                "active_since": _T0,
+            },
+        ),
+        "cold destination": (
+            ColdDestinationRow(
+                id="c1",
+                wallet_id="wal1",
+                kind="wpkh",
+                descriptor="wpkh(tpubA/0/*)",
+                fingerprint="01020304",
+                status="active",
+                mac="",
+            ),
+            {
+                "id": "c2",
+                "wallet_id": "wal2",
+                "kind": "wsh-sortedmulti",
+                "descriptor": "wpkh(tpubB/0/*)",
+                "fingerprint": "01020305",
+                "status": "retired",
+            },
+        ),
+    }
+
+
+def test_every_governed_row_kind_has_a_message_in_db_tags() -> None:
+    kinds = {kind.model for kind in GOVERNED_ROW_KINDS}
+    assert kinds == {type(row) for row, _ in _governed_rows().values()}
+
+
+@pytest.mark.parametrize("name", list(_governed_rows()))
+def test_a_row_tag_fails_when_any_covered_field_is_edited(name: str) -> None:
+    row, edits = _governed_rows()[name]
+    (kind,) = [k for k in GOVERNED_ROW_KINDS if k.model is type(row)]
+    tagger = HmacRowTagger(os.urandom(32))
+    tag = tagger.tag(kind.message(row))
+    assert tagger.verify(kind.message(row), tag)
+    for field_name, value in edits.items():
+        original = getattr(row, field_name)
+        setattr(row, field_name, value)
+        assert not tagger.verify(kind.message(row), tag), field_name
+        setattr(row, field_name, original)
+        assert tagger.verify(kind.message(row), tag), field_name
+
+
+def _governed_runtime(runtime: Runtime) -> dict[str, str]:
+    """A runtime holding at least one tagged row of every governed kind; returns their ids."""
+    from tests.governance_helpers import Team, aligned_now, big_withdrawal, principal
+    from tests.treasury.test_sweeps import cold_account
+    from walletsvc.governance import approvals
+    from walletsvc.governance.allowlist import Proposer, propose_entry
+    from walletsvc.treasury.cold import set_initial_cold_destination
+
+    team = Team(runtime)
+    alice, bob = team.add("alice"), team.add("bob")
+    t0 = aligned_now()
+    withdrawal_id = big_withdrawal(runtime, now=t0)
+    with runtime.db.read() as session:
+        request = approvals.request_for_subject(session, "withdrawal", withdrawal_id)
+        assert request is not None
+    for member in (alice, bob):
+        approvals.decide(
+            runtime.db,
+            runtime.tags,
+            runtime.totp_secrets,
+            runtime.settings,
+            request_id=request.id,
+            staff=principal(runtime, member),
+            decision="approve",
+            totp=member.code_at(t0),
+            comment=None,
+            now=t0,
+        )
+    entry_id = propose_entry(
+        runtime.db,
+        runtime.tags,
+        wallet=WALLET,
+        address=DEST,
+        label="miner",
+        proposer=Proposer("staff:alice", alice.staff_id),
+        now=t0,
+    )
+    tpub = cold_account().to_base58(NETWORKS["regtest"]["xpub"])
+    cold = set_initial_cold_destination(
+        runtime.db, runtime.tags, wallet=WALLET, text=tpub, actor="test"
+    )
+    with runtime.db.read() as session:
+        decision_id = session.scalars(select(ApprovalDecision.id)).first()
+        cold_id = session.scalars(select(ColdDestinationRow.id)).one()
+        assert cold.fingerprint
+    return {
+        "withdrawal": withdrawal_id,
+        "staff": alice.staff_id,
+        "request": request.id,
+        "decision": str(decision_id),
+        "entry": entry_id,
+        "cold": cold_id,
+    }
+
+
+def test_audit_verify_checks_every_governed_row_kind(runtime: Runtime) -> None:
+    ids = _governed_runtime(runtime)
+    report = verify_audit(runtime)
+    assert report.ok, report.problems
+    with runtime.db.read() as session:
+        policy = session.scalars(select(PolicyVersion)).one()
+    edits: list[tuple[Any, str, str, dict[str, Any]]] = [
+        (PolicyVersion, policy.id, f"policy version {policy.version}", {"status": "superseded"}),
+        (Withdrawal, ids["withdrawal"], f"approved withdrawal {ids['withdrawal']}",
+         {"script_pubkey": THIEF_SCRIPT.hex()}),
+        (Staff, ids["staff"], f"staff member {ids['staff']}", {"groups": ["treasury", "ops"]}),
+        (ApprovalRequest, ids["request"], f"approval request {ids['request']}", {"m": 1}),
+        (ApprovalDecision, ids["decision"], f"approval decision {ids['decision']}",
+         {"decision": "reject"}),
+        (AllowlistEntryRow, ids["entry"], f"allowlist entry {ids['entry']}",
+         {"address": THIEF}),
+        (ColdDestinationRow, ids["cold"], f"cold destination {ids['cold']}",
+         {"fingerprint": "deadbeef"}),
+    ]  # fmt: skip
+    for model, row_id, label, values in edits:
+        with runtime.db.read() as session:
+            row = session.get(model, row_id)
+            before = {name: getattr(row, name) for name in values}
+        _sql(runtime, update(model).where(model.id == row_id).values(**values))
+        report = verify_audit(runtime)
+        assert report.problems == [f"{label} fails its integrity tag"], label
+        _sql(runtime, update(model).where(model.id == row_id).values(**before))
+    assert verify_audit(runtime).ok

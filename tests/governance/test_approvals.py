@@ -16,11 +16,10 @@ from tests.governance_helpers import Member, Team, aligned_now, big_withdrawal, 
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent, Withdrawal
 from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, Staff
+from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.errors import AccountLocked, Conflict, Forbidden, StepUpFailed
 from walletsvc.governance import approvals
-from walletsvc.governance.policies import ROW_MAC
 from walletsvc.governance.sessions import login
-from walletsvc.payouts.intake import authorization_message
 
 
 @pytest.fixture
@@ -43,7 +42,8 @@ def request_of(runtime: Runtime, withdrawal_id: str) -> ApprovalRequest:
 def decide(runtime: Runtime, member: Member, request_id: str, moment: Any, **kw: Any) -> str:
     return approvals.decide(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         runtime.settings,
         request_id=request_id,
         staff=principal(runtime, member),
@@ -89,7 +89,7 @@ def test_quorum_reached_approves_and_authorises_in_one_transaction(
     row = withdrawal(runtime, wid)
     assert row.status == "approved"
     assert row.authorization_mac is not None
-    assert runtime.kek.verify_mac(ROW_MAC, authorization_message(row), row.authorization_mac)
+    assert runtime.tags.verify(withdrawal_authorization_message(row), row.authorization_mac)
     # The final approval, the quorum and the status change are consecutive events of one
     # transaction.
     assert actions(runtime, seq or 0) == [
@@ -98,7 +98,7 @@ def test_quorum_reached_approves_and_authorises_in_one_transaction(
         "withdrawal.approved",
     ]
     with runtime.db.read() as session:
-        view = approvals.request_view(session, runtime.kek, request_of(runtime, wid))
+        view = approvals.request_view(session, runtime.tags, request_of(runtime, wid))
     assert view["approvals_counted"] == 2
     assert sorted(d["staff"] for d in view["decisions"]) == ["alice", "bob"]
 
@@ -110,7 +110,7 @@ def test_a_staff_member_never_approves_their_own_request(runtime: Runtime, team:
     alice = team.members["alice"]
     entry_id = propose_entry(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         wallet="pool-hot",
         address="bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
         label="exchange",
@@ -135,7 +135,7 @@ def test_one_person_counts_once(runtime: Runtime, team: Team) -> None:
     with pytest.raises(Conflict, match="already decided"):
         decide(runtime, alice, request.id, later(t0, 1))
     with runtime.db.read() as session:
-        assert approvals.tally(session, runtime.kek, request).approvers == ("alice",)
+        assert approvals.tally(session, runtime.tags, request).approvers == ("alice",)
     assert request_of(runtime, request.subject_id).status == "pending"
 
 
@@ -145,7 +145,8 @@ def test_a_replayed_code_is_refused_even_inside_its_window(runtime: Runtime, tea
     code = alice.code_at(t0)
     login(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         runtime.settings,
         username="alice",
         password="correct horse battery staple",
@@ -183,7 +184,8 @@ def test_wrong_codes_lock_the_account_and_the_lock_is_audited(runtime: Runtime, 
     with pytest.raises(AccountLocked):
         login(
             runtime.db,
-            runtime.kek,
+            runtime.tags,
+            runtime.totp_secrets,
             runtime.settings,
             username="alice",
             password="correct horse battery staple",
@@ -210,8 +212,8 @@ def test_a_changed_digest_voids_earlier_approvals(runtime: Runtime, team: Team) 
     assert rebound.content["amount_sat"] == 30_000_000
     assert "approval.digest_changed" in actions(runtime)
     with runtime.db.read() as session:
-        assert approvals.tally(session, runtime.kek, rebound).approvers == ("bob",)
-        view = approvals.request_view(session, runtime.kek, rebound)
+        assert approvals.tally(session, runtime.tags, rebound).approvers == ("bob",)
+        view = approvals.request_view(session, runtime.tags, rebound)
     assert sorted((d["staff"], d["counts"]) for d in view["decisions"]) == [
         ("alice", False),
         ("bob", True),
@@ -220,7 +222,7 @@ def test_a_changed_digest_voids_earlier_approvals(runtime: Runtime, team: Team) 
     assert decide(runtime, team.members["alice"], request.id, later(t0, 1)) == "approved"
     row = withdrawal(runtime, wid)
     assert row.amount_sat == 30_000_000
-    assert runtime.kek.verify_mac(ROW_MAC, authorization_message(row), row.authorization_mac or "")
+    assert runtime.tags.verify(withdrawal_authorization_message(row), row.authorization_mac or "")
 
 
 def test_expiry_expires_the_withdrawal(runtime: Runtime, team: Team) -> None:
@@ -284,7 +286,8 @@ def test_only_approvers_of_the_required_group_decide(
     with pytest.raises(Forbidden, match=reason):
         approvals.decide(
             runtime.db,
-            runtime.kek,
+            runtime.tags,
+            runtime.totp_secrets,
             runtime.settings,
             request_id=request.id,
             staff=principal(runtime, member),
@@ -312,7 +315,7 @@ def test_a_decision_forged_in_the_database_does_not_count(runtime: Runtime, team
             )
         )
     with runtime.db.read() as session:
-        assert approvals.tally(session, runtime.kek, request).approvers == ("alice",)
+        assert approvals.tally(session, runtime.tags, request).approvers == ("alice",)
     # ... nor does lowering the quorum in the row (the request's tag no longer verifies).
     with runtime.db.write() as uow:
         row = uow.session.get(ApprovalRequest, request.id)
@@ -332,6 +335,6 @@ def test_a_disabled_approver_no_longer_counts(runtime: Runtime, team: Team) -> N
     wid = big_withdrawal(runtime, now=t0)
     request = request_of(runtime, wid)
     decide(runtime, team.members["alice"], request.id, t0)
-    disable_staff(runtime.db, runtime.kek, username="alice", actor="test")
+    disable_staff(runtime.db, runtime.tags, username="alice", actor="test")
     assert decide(runtime, team.members["bob"], request.id, t0) == "pending"
     assert decide(runtime, team.members["carol"], request.id, t0) == "approved"

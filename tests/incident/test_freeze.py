@@ -31,7 +31,7 @@ def _queue_payouts(runtime: Runtime, count: int) -> None:
     for i in range(count):
         request_withdrawal(
             runtime.db,
-            runtime.kek,
+            runtime.tags,
             body=WithdrawalInput(WALLET, miner_address(runtime, i), 10_000 + i, f"queued-{i}"),
             idempotency_key=f"freeze-race-{i}",
             token_id="payout-engine",

@@ -50,7 +50,7 @@ def ask(runtime: Runtime, n: int, *, amount: int, dest: str | None = None, token
     destination = dest or external_destination(f"miner {n}")[0]
     return request_withdrawal(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         body=WithdrawalInput(WALLET, destination, amount, f"r{n}"),
         idempotency_key=f"k{n}",
         token_id=token,

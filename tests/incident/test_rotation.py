@@ -45,7 +45,7 @@ def team(runtime: Runtime) -> Team:
 def pay(runtime: Runtime, key: str, amount: int = 1_000_000) -> str:
     return request_withdrawal(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         body=WithdrawalInput(WALLET, external_destination(key)[0], amount, key),
         idempotency_key=key,
         token_id="engine",

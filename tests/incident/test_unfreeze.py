@@ -42,7 +42,8 @@ def team(runtime: Runtime) -> Team:
 def approve(runtime: Runtime, member: Member, request_id: str, moment: datetime) -> str:
     return approvals.decide(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         runtime.settings,
         request_id=request_id,
         staff=principal(runtime, member),
@@ -139,7 +140,7 @@ def test_requester_never_approves_and_later_freezes_stay(runtime: Runtime, team:
     alice = team.members["alice"]
     row = propose(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         target=Target(),
         reason="all clear",
         requester=Requester("staff:alice", alice.staff_id),

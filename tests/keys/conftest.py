@@ -38,7 +38,7 @@ def make_wallet(network: Network, kek: Kek | None = None) -> KeysWallet:
     xpubs: dict[int, AccountXpub] = {}
     mnemonics = {1: MNEMONIC_EPOCH_1, 2: MNEMONIC_EPOCH_2}
     for epoch, words in mnemonics.items():
-        new = import_mnemonic(kek, words, wallet=WALLET, epoch=epoch, network=network)
+        new = import_mnemonic(kek.seed_vault(), words, wallet=WALLET, epoch=epoch, network=network)
         seeds[epoch] = new.encrypted
         xpubs[epoch] = AccountXpub.parse(new.account_xpub, network)
     return KeysWallet(kek, network, seeds, xpubs, mnemonics)
@@ -61,4 +61,4 @@ def kernel() -> KernelScriptVerifier:
 
 @pytest.fixture(scope="session")
 def signer(wallet: KeysWallet, kernel: KernelScriptVerifier) -> HotSigner:
-    return HotSigner(wallet.kek, kernel)
+    return HotSigner(wallet.kek.seed_vault(), kernel)

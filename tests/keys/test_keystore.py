@@ -31,6 +31,7 @@ from walletsvc.keys.keystore import (
     generate_seed,
     import_mnemonic,
 )
+from walletsvc.keys.sealing import SeedVault
 
 from .conftest import MNEMONIC_EPOCH_1
 
@@ -55,13 +56,13 @@ def _assert_clean(text: str, words: tuple[str, ...] | list[str]) -> None:
 
 
 @pytest.fixture
-def kek() -> Kek:
-    return Kek(os.urandom(32))
+def vault() -> SeedVault:
+    return Kek(os.urandom(32)).seed_vault()
 
 
 @pytest.fixture
-def new_seed(kek: Kek) -> NewSeed:
-    return generate_seed(kek, wallet=WALLET, epoch=1, network=Network.REGTEST)
+def new_seed(vault: SeedVault) -> NewSeed:
+    return generate_seed(vault, wallet=WALLET, epoch=1, network=Network.REGTEST)
 
 
 def test_generate_returns_24_valid_words_once(new_seed: NewSeed) -> None:
@@ -74,19 +75,21 @@ def test_generate_returns_24_valid_words_once(new_seed: NewSeed) -> None:
         new_seed.mnemonic.reveal()
 
 
-def test_generated_seeds_differ(kek: Kek) -> None:
-    a = generate_seed(kek, wallet=WALLET, epoch=1, network=Network.REGTEST)
-    b = generate_seed(kek, wallet=WALLET, epoch=1, network=Network.REGTEST)
+def test_generated_seeds_differ(vault: SeedVault) -> None:
+    a = generate_seed(vault, wallet=WALLET, epoch=1, network=Network.REGTEST)
+    b = generate_seed(vault, wallet=WALLET, epoch=1, network=Network.REGTEST)
     assert a.account_xpub != b.account_xpub
     assert a.encrypted.nonce != b.encrypted.nonce
 
 
-def test_round_trip_decrypts_to_the_seed_behind_the_xpub(kek: Kek, new_seed: NewSeed) -> None:
+def test_round_trip_decrypts_to_the_seed_behind_the_xpub(
+    vault: SeedVault, new_seed: NewSeed
+) -> None:
     words = new_seed.mnemonic.reveal()
     stored = EncryptedSeed.from_string(new_seed.encrypted.to_string())
     assert stored == new_seed.encrypted
     assert EncryptedSeed.from_bytes(new_seed.encrypted.to_bytes()) == new_seed.encrypted
-    with decrypt_seed(kek, stored, wallet=WALLET, epoch=1, network=Network.REGTEST) as secret:
+    with decrypt_seed(vault, stored, wallet=WALLET, epoch=1, network=Network.REGTEST) as secret:
         assert bytes(secret.seed) == bytes(Bip39SeedGenerator(" ".join(words)).Generate())
         keys = AccountKeys(secret.seed, Network.REGTEST)
         assert keys.account_xpub().xpub == new_seed.account_xpub
@@ -97,7 +100,7 @@ def test_round_trip_decrypts_to_the_seed_behind_the_xpub(kek: Kek, new_seed: New
         _ = secret.seed
 
 
-def test_new_seed_metadata_matches_bip_utils(kek: Kek, new_seed: NewSeed) -> None:
+def test_new_seed_metadata_matches_bip_utils(vault: SeedVault, new_seed: NewSeed) -> None:
     words = new_seed.mnemonic.reveal()
     seed = Bip39SeedGenerator(" ".join(words)).Generate()
     account = Bip84.FromSeed(seed, Bip84Coins.BITCOIN_REGTEST).Purpose().Coin().Account(0)
@@ -113,17 +116,21 @@ def test_new_seed_metadata_matches_bip_utils(kek: Kek, new_seed: NewSeed) -> Non
     )
 
 
-def test_mainnet_paths_and_versions(kek: Kek) -> None:
-    new = generate_seed(kek, wallet=WALLET, epoch=3, network=Network.MAINNET)
+def test_mainnet_paths_and_versions(vault: SeedVault) -> None:
+    new = generate_seed(vault, wallet=WALLET, epoch=3, network=Network.MAINNET)
     assert new.account_path == "m/84'/0'/0'"
     assert new.account_xpub.startswith("xpub")
     assert new.account_xpub_slip132.startswith("zpub")
 
 
-def test_import_reproduces_generate(kek: Kek, new_seed: NewSeed) -> None:
+def test_import_reproduces_generate(vault: SeedVault, new_seed: NewSeed) -> None:
     words = new_seed.mnemonic.reveal()
     restored = import_mnemonic(
-        kek, "  " + "  ".join(words).upper() + "\n", wallet=WALLET, epoch=1, network=Network.REGTEST
+        vault,
+        "  " + "  ".join(words).upper() + "\n",
+        wallet=WALLET,
+        epoch=1,
+        network=Network.REGTEST,
     )
     assert restored.account_xpub == new_seed.account_xpub
     assert restored.master_fingerprint == new_seed.master_fingerprint
@@ -132,10 +139,10 @@ def test_import_reproduces_generate(kek: Kek, new_seed: NewSeed) -> None:
     assert restored.encrypted.nonce != new_seed.encrypted.nonce
 
 
-def test_import_bip84_reference_mnemonic(kek: Kek) -> None:
+def test_import_bip84_reference_mnemonic(vault: SeedVault) -> None:
     # BIP84 "Test vectors": 12-word mnemonic, mainnet account zpub.
     new = import_mnemonic(
-        kek,
+        vault,
         "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon "
         "abandon about",
         wallet=WALLET,
@@ -166,21 +173,23 @@ def test_bip39_seed_matches_bip_utils_and_embit() -> None:
         "",
     ],
 )
-def test_import_refuses_invalid_mnemonics_without_echoing_them(kek: Kek, phrase: str) -> None:
+def test_import_refuses_invalid_mnemonics_without_echoing_them(
+    vault: SeedVault, phrase: str
+) -> None:
     with pytest.raises(InvalidMnemonic) as info:
-        import_mnemonic(kek, phrase, wallet=WALLET, epoch=1, network=Network.REGTEST)
+        import_mnemonic(vault, phrase, wallet=WALLET, epoch=1, network=Network.REGTEST)
     assert "abandon" not in str(info.value) and "zzzzz" not in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
 def test_wrong_kek_is_named_by_id(new_seed: NewSeed) -> None:
-    other = Kek(os.urandom(32))
+    other = Kek(os.urandom(32)).seed_vault()
     with pytest.raises(SeedDecryptionError, match=f"loaded KEK is {other.key_id}"):
         decrypt_seed(other, new_seed.encrypted, wallet=WALLET, epoch=1, network=Network.REGTEST)
 
 
 def test_wrong_kek_with_forged_id_fails_authentication(new_seed: NewSeed) -> None:
-    other = Kek(os.urandom(32))
+    other = Kek(os.urandom(32)).seed_vault()
     forged = replace(new_seed.encrypted, kek_id=other.key_id)
     with pytest.raises(SeedDecryptionError, match="does not authenticate"):
         decrypt_seed(other, forged, wallet=WALLET, epoch=1, network=Network.REGTEST)
@@ -197,28 +206,28 @@ def test_wrong_kek_with_forged_id_fails_authentication(new_seed: NewSeed) -> Non
     ],
 )
 def test_ciphertext_is_bound_to_wallet_epoch_and_network(
-    kek: Kek, new_seed: NewSeed, wallet: str, epoch: int, network: Network
+    vault: SeedVault, new_seed: NewSeed, wallet: str, epoch: int, network: Network
 ) -> None:
     with pytest.raises(SeedDecryptionError, match="does not authenticate"):
-        decrypt_seed(kek, new_seed.encrypted, wallet=wallet, epoch=epoch, network=network)
+        decrypt_seed(vault, new_seed.encrypted, wallet=wallet, epoch=epoch, network=network)
 
 
-def test_swapped_epoch_rows_are_refused(kek: Kek) -> None:
-    e1 = generate_seed(kek, wallet=WALLET, epoch=1, network=Network.REGTEST)
-    e2 = generate_seed(kek, wallet=WALLET, epoch=2, network=Network.REGTEST)
+def test_swapped_epoch_rows_are_refused(vault: SeedVault) -> None:
+    e1 = generate_seed(vault, wallet=WALLET, epoch=1, network=Network.REGTEST)
+    e2 = generate_seed(vault, wallet=WALLET, epoch=2, network=Network.REGTEST)
     for enc, epoch in ((e1.encrypted, 2), (e2.encrypted, 1)):
         with pytest.raises(SeedDecryptionError):
-            decrypt_seed(kek, enc, wallet=WALLET, epoch=epoch, network=Network.REGTEST)
+            decrypt_seed(vault, enc, wallet=WALLET, epoch=epoch, network=Network.REGTEST)
 
 
-def test_any_flipped_bit_is_detected(kek: Kek, new_seed: NewSeed) -> None:
+def test_any_flipped_bit_is_detected(vault: SeedVault, new_seed: NewSeed) -> None:
     enc = new_seed.encrypted
     for i in range(len(enc.nonce)):
         nonce = bytearray(enc.nonce)
         nonce[i] ^= 0x01
         with pytest.raises(SeedDecryptionError):
             decrypt_seed(
-                kek,
+                vault,
                 replace(enc, nonce=bytes(nonce)),
                 wallet=WALLET,
                 epoch=1,
@@ -229,7 +238,7 @@ def test_any_flipped_bit_is_detected(kek: Kek, new_seed: NewSeed) -> None:
         ct[i] ^= 0x80
         with pytest.raises(SeedDecryptionError):
             decrypt_seed(
-                kek,
+                vault,
                 replace(enc, ciphertext=bytes(ct)),
                 wallet=WALLET,
                 epoch=1,
@@ -263,16 +272,16 @@ def test_truncated_ciphertext_is_refused(new_seed: NewSeed) -> None:
         EncryptedSeed.from_bytes(b"\xff" + text.encode())
 
 
-def test_no_secret_in_reprs_strings_or_errors(kek: Kek) -> None:
-    new = generate_seed(kek, wallet=WALLET, epoch=1, network=Network.REGTEST)
+def test_no_secret_in_reprs_strings_or_errors(vault: SeedVault) -> None:
+    new = generate_seed(vault, wallet=WALLET, epoch=1, network=Network.REGTEST)
     texts = [repr(new), str(new), repr(new.mnemonic), str(new.mnemonic), repr(new.encrypted)]
     words = new.mnemonic.reveal()
     texts += [repr(new), str(new.mnemonic)]
-    with decrypt_seed(kek, new.encrypted, wallet=WALLET, epoch=1, network=Network.REGTEST) as s:
+    with decrypt_seed(vault, new.encrypted, wallet=WALLET, epoch=1, network=Network.REGTEST) as s:
         texts += [repr(s), str(s)]
         keys = AccountKeys(s.seed, Network.REGTEST)
         texts += [repr(keys), repr(keys.key(0, 0)), repr(keys.account_xpub())]
-    for key, name in ((Kek(os.urandom(32)), WALLET), (kek, "x")):
+    for key, name in ((Kek(os.urandom(32)).seed_vault(), WALLET), (vault, "x")):
         with pytest.raises(SeedDecryptionError) as info:
             decrypt_seed(key, new.encrypted, wallet=name, epoch=1, network=Network.REGTEST)
         texts.append(str(info.value))
@@ -281,13 +290,13 @@ def test_no_secret_in_reprs_strings_or_errors(kek: Kek) -> None:
         _assert_clean(text, words)
 
 
-def test_secrets_cannot_be_pickled(kek: Kek, new_seed: NewSeed) -> None:
+def test_secrets_cannot_be_pickled(vault: SeedVault, new_seed: NewSeed) -> None:
     with pytest.raises(TypeError):
         pickle.dumps(new_seed.mnemonic)
     with pytest.raises(TypeError):
         copy.deepcopy(new_seed)
     with decrypt_seed(
-        kek, new_seed.encrypted, wallet=WALLET, epoch=1, network=Network.REGTEST
+        vault, new_seed.encrypted, wallet=WALLET, epoch=1, network=Network.REGTEST
     ) as s:
         with pytest.raises(TypeError):
             pickle.dumps(s)
@@ -299,6 +308,6 @@ def test_secrets_cannot_be_pickled(kek: Kek, new_seed: NewSeed) -> None:
 
 
 @pytest.mark.parametrize(("wallet", "epoch"), [("", 1), (WALLET, -1), (WALLET, True)])
-def test_binding_values_are_checked(kek: Kek, wallet: str, epoch: int) -> None:
+def test_binding_values_are_checked(vault: SeedVault, wallet: str, epoch: int) -> None:
     with pytest.raises(ValueError):
-        generate_seed(kek, wallet=wallet, epoch=epoch, network=Network.REGTEST)
+        generate_seed(vault, wallet=wallet, epoch=epoch, network=Network.REGTEST)

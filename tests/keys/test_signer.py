@@ -135,7 +135,7 @@ def test_signing_is_deterministic(signer: HotSigner, wallet: KeysWallet) -> None
     second = _sign(signer, wallet, plan, approved)
     assert first == second
     # A signer with a freshly loaded copy of the KEK gives byte-identical output too.
-    again = HotSigner(Kek(bytes(range(32))), KernelScriptVerifier())
+    again = HotSigner(Kek(bytes(range(32))).seed_vault(), KernelScriptVerifier())
     assert _sign(again, wallet, plan, approved).raw == first.raw
 
 
@@ -161,7 +161,7 @@ def test_mainnet_wallet_signs_with_coin_type_0(kernel: KernelScriptVerifier) -> 
         ),
     )
     assert main.xpubs[1].xpub.startswith("xpub")
-    signed = HotSigner(main.kek, kernel).sign(
+    signed = HotSigner(main.kek.seed_vault(), kernel).sign(
         wallet=WALLET,
         network=Network.MAINNET,
         seeds=main.seeds,
@@ -257,7 +257,7 @@ class _TamperingKernel:
 def test_signer_raises_when_the_kernel_refuses(wallet: KeysWallet) -> None:
     plan, approved = _standard(wallet)
     with pytest.raises(VerificationFailed):
-        _sign(HotSigner(wallet.kek, _TamperingKernel()), wallet, plan, approved)
+        _sign(HotSigner(wallet.kek.seed_vault(), _TamperingKernel()), wallet, plan, approved)
 
 
 # --- refusals --------------------------------------------------------------------------------

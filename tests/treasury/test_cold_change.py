@@ -37,7 +37,8 @@ def tpub(tag: str) -> bip32.HDKey:
 def staff(runtime: Runtime, name: str, role: str) -> tuple[StaffPrincipal, str]:
     created = create_staff(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         username=name,
         password=PASSWORD,
         role=role,
@@ -58,7 +59,8 @@ def approve(
     principal, secret = who
     return approvals.decide(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         runtime.settings,
         request_id=request_id,
         staff=principal,
@@ -81,7 +83,7 @@ def test_change_needs_the_quorum_and_then_sweeps_use_the_new_destination(
     old_key, new_key = tpub("cold A"), tpub("cold B")
     old = set_initial_cold_destination(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         wallet=WALLET,
         text=old_key.to_base58(REGTEST["xpub"]),
         actor="test",
@@ -99,7 +101,7 @@ def test_change_needs_the_quorum_and_then_sweeps_use_the_new_destination(
 
     change = request_cold_destination_change(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         wallet=WALLET,
         text=new_key.to_base58(REGTEST["zpub"]),  # vpub form: normalised to the same key
         reason="new hardware wallets",
@@ -155,7 +157,7 @@ def test_change_needs_the_quorum_and_then_sweeps_use_the_new_destination(
 def test_rejected_change_leaves_the_destination_alone(runtime: Runtime, now: datetime) -> None:
     old = set_initial_cold_destination(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         wallet=WALLET,
         text=tpub("cold A").to_base58(REGTEST["xpub"]),
         actor="test",
@@ -164,7 +166,7 @@ def test_rejected_change_leaves_the_destination_alone(runtime: Runtime, now: dat
     bob = staff(runtime, "bob", "approver")
     change = request_cold_destination_change(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         wallet=WALLET,
         text=tpub("attacker").to_base58(REGTEST["xpub"]),
         reason=None,

@@ -47,7 +47,7 @@ def cold_address(index: int) -> str:
 
 def with_cold(runtime: Runtime) -> None:
     tpub = cold_account().to_base58(REGTEST["xpub"])
-    set_initial_cold_destination(runtime.db, runtime.kek, wallet=WALLET, text=tpub, actor="test")
+    set_initial_cold_destination(runtime.db, runtime.tags, wallet=WALLET, text=tpub, actor="test")
 
 
 def sweep_outputs(raw_hex: str) -> tuple[int, dict[str, int]]:

@@ -49,7 +49,7 @@ def authenticate(request: Request, runtime: Runtime) -> Principal:
     """A staff session (prefix ``wsst_``) or an API token; 401 if neither is valid."""
     secret = bearer_secret(request)
     if is_session_token(secret):
-        return authenticate_session(runtime.db, runtime.kek, secret)
+        return authenticate_session(runtime.db, runtime.tags, secret)
     with runtime.db.read() as session:
         return authenticate_token(session, secret)
 

@@ -13,22 +13,24 @@ from walletsvc.governance.approvals import ApprovalKind, register_kind
 from walletsvc.governance.policy_changes import PolicyChangeApprovals
 from walletsvc.incident.rotation import KeyRotationApprovals
 from walletsvc.incident.unfreeze import UnfreezeApprovals
+from walletsvc.keys.sealing import SeedVault
 from walletsvc.payouts.intake import WithdrawalApprovals
 from walletsvc.treasury.cold import ColdDestinationApprovals
 
 
-def approval_kinds() -> tuple[ApprovalKind, ...]:
+def approval_kinds(vault: SeedVault) -> tuple[ApprovalKind, ...]:
+    """Every kind; ``vault`` makes the new seed when a key rotation reaches its quorum."""
     return (
         WithdrawalApprovals(),
         AllowlistApprovals(),
         PolicyChangeApprovals(),
         UnfreezeApprovals(),
-        KeyRotationApprovals(),
+        KeyRotationApprovals(vault),
         ColdDestinationApprovals(),
     )
 
 
-def register_approval_kinds() -> None:
+def register_approval_kinds(vault: SeedVault) -> None:
     """Idempotent: registering the same kinds again replaces them with equal handlers."""
-    for kind in approval_kinds():
+    for kind in approval_kinds(vault):
         register_kind(kind)

@@ -21,20 +21,25 @@ from walletsvc.domain.ports import ChainBackend
 from walletsvc.governance import approvals, policy_changes
 from walletsvc.incident.risk import RiskMonitor
 from walletsvc.incident.rotation import RotationService
-from walletsvc.keys.kek import Kek, load_kek
+from walletsvc.keys.integrity import RowTagger
+from walletsvc.keys.kek import load_kek
+from walletsvc.keys.sealing import TotpSealer
 from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.worker import PayoutWorker
 from walletsvc.treasury.fee_bumps import FeeBumper
 from walletsvc.treasury.sweeps import SweepService
 
 log = logging.getLogger(__name__)
-AUDIT_CHAIN = "audit-chain"
 
 
 @dataclass
 class Runtime:
     settings: Settings
-    kek: Kek
+    # The KEK itself stays here, in the composition root: the service side gets the row tagger
+    # (and the database the audit key); the signer side the seed vault (inside ``signer``) and
+    # the TOTP sealer.
+    tags: RowTagger
+    totp_secrets: TotpSealer
     db: Database
     chain: ChainBackend
     signer: HotSigner
@@ -51,23 +56,25 @@ class Runtime:
 
     @classmethod
     def open(cls, settings: Settings, *, chain: ChainBackend | None = None) -> Runtime:
-        register_approval_kinds()
         kek = load_kek(settings.kek_path)
-        db = Database(settings.database_url, audit_key=kek.subkey(AUDIT_CHAIN))
+        vault, tags = kek.seed_vault(), kek.row_tagger()
+        register_approval_kinds(vault)
+        db = Database(settings.database_url, audit_key=kek.audit_key())
         chain = chain or open_chain(settings)
-        signer = HotSigner(kek, KernelScriptVerifier())
-        risk = RiskMonitor(db, kek)
+        signer = HotSigner(vault, KernelScriptVerifier())
+        risk = RiskMonitor(db, tags)
         scanner = Scanner(db, chain, start_height=settings.scan_start_height)
         scanner.block_watchers.append(risk.on_block)
-        worker = PayoutWorker(db, kek, chain, signer, settings)
-        sweeper = SweepService(db, kek, chain, signer, settings)
-        fee_bumper = FeeBumper(db, kek, chain, signer, settings)
-        rotation = RotationService(db, kek, chain, signer, settings)
+        worker = PayoutWorker(db, tags, chain, signer, settings)
+        sweeper = SweepService(db, tags, chain, signer, settings)
+        fee_bumper = FeeBumper(db, tags, chain, signer, settings)
+        rotation = RotationService(db, tags, chain, signer, settings)
         for signing_service in (worker, sweeper, fee_bumper, rotation):
             signing_service.on_signer_failure = risk.signer_failed
         return cls(
             settings=settings,
-            kek=kek,
+            tags=tags,
+            totp_secrets=kek.totp_sealer(),
             db=db,
             chain=chain,
             signer=signer,
@@ -94,8 +101,8 @@ class Runtime:
     def governance_tick(self, now: datetime | None = None) -> None:
         """Expire approval requests past their deadline (and their withdrawals), then apply
         policy changes whose time lock has run out."""
-        approvals.expire_due(self.db, self.kek, now=now)
-        policy_changes.apply_due(self.db, self.kek, now=now)
+        approvals.expire_due(self.db, self.tags, now=now)
+        policy_changes.apply_due(self.db, self.tags, now=now)
 
     def start_background(self) -> None:
         thread = threading.Thread(target=self._loop, name="walletsvc-worker", daemon=True)
@@ -123,6 +130,6 @@ class Runtime:
 
 def open_database(settings: Settings) -> Database:
     """The database alone (CLI commands that need no chain), with the audit key from the KEK."""
-    register_approval_kinds()
     kek = load_kek(settings.kek_path)
-    return Database(settings.database_url, audit_key=kek.subkey(AUDIT_CHAIN))
+    register_approval_kinds(kek.seed_vault())
+    return Database(settings.database_url, audit_key=kek.audit_key())

@@ -21,6 +21,7 @@ from walletsvc.domain.network import Network
 from walletsvc.governance.policies import install_policy
 from walletsvc.governance.tokens import SCOPES, authenticate_token, create_token
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
+from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import create_dev_kek, load_kek
 from walletsvc.policy.document import load_policy_yaml
 from walletsvc.treasury.cold import cold_view, set_initial_cold_destination
@@ -59,22 +60,25 @@ def initialise(
     kek = load_kek(settings.kek_path)
     upgrade(settings.database_url)
     db = open_database(settings)
+    tags = kek.row_tagger()
     try:
-        _install_first_policy(db, kek, policy_file, actor)
+        _install_first_policy(db, tags, policy_file, actor)
         with db.read() as session:
             exists = session.scalar(select(Wallet).where(Wallet.name == wallet)) is not None
         new = (
             None
             if exists
-            else create_wallet(db, kek, name=wallet, network=settings.network, actor=actor)
+            else create_wallet(
+                db, kek.seed_vault(), name=wallet, network=settings.network, actor=actor
+            )
         )
-        cold = _set_cold(db, kek, wallet, cold_destination, actor) if cold_destination else None
+        cold = _set_cold(db, tags, wallet, cold_destination, actor) if cold_destination else None
     finally:
         db.dispose()
     return InitResult(kek_created, new, cold)
 
 
-def _set_cold(db: Any, kek: Any, wallet: str, text: str, actor: str) -> ColdDestination:
+def _set_cold(db: Any, tags: RowTagger, wallet: str, text: str, actor: str) -> ColdDestination:
     """Set the wallet's first cold destination; re-running init with the same one is a no-op."""
     with db.read() as session:
         w = get_wallet(session, wallet)
@@ -83,10 +87,10 @@ def _set_cold(db: Any, kek: Any, wallet: str, text: str, actor: str) -> ColdDest
         parsed = parse_cold_destination(text, Network(w.network))
         if parsed.fingerprint == current["fingerprint"]:
             return parsed
-    return set_initial_cold_destination(db, kek, wallet=wallet, text=text, actor=actor)
+    return set_initial_cold_destination(db, tags, wallet=wallet, text=text, actor=actor)
 
 
-def _install_first_policy(db: Any, kek: Any, policy_file: Path, actor: str) -> None:
+def _install_first_policy(db: Any, tags: RowTagger, policy_file: Path, actor: str) -> None:
     from walletsvc.db.models import PolicyVersion
 
     with db.read() as session:
@@ -97,7 +101,7 @@ def _install_first_policy(db: Any, kek: Any, policy_file: Path, actor: str) -> N
     except FileNotFoundError as exc:
         raise InvalidInput(f"policy file {policy_file} not found", field="policy") from exc
     with db.write() as uow:
-        install_policy(uow, kek, document, wallet_id=None, actor=actor)
+        install_policy(uow, tags, document, wallet_id=None, actor=actor)
 
 
 def demo_destination(network: Network) -> str:

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -16,11 +16,6 @@ from walletsvc.cli.staff import staff_app
 from walletsvc.config import Settings
 from walletsvc.domain.errors import DomainError
 from walletsvc.domain.network import Network
-
-if TYPE_CHECKING:
-    from walletsvc.db.database import Database
-    from walletsvc.governance.staff import StaffPrincipal
-    from walletsvc.keys.kek import Kek
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for machine clients.")
@@ -258,7 +253,7 @@ def unfreeze_command(
     try:
         row = propose(
             open_database(s),
-            load_kek(s.kek_path),
+            load_kek(s.kek_path).row_tagger(),
             target=Target(freeze_id=freeze_id, wallet=wallet),
             reason=reason,
             requester=Requester(CLI_ACTOR, None),
@@ -297,7 +292,7 @@ def rotate_command(
         if reason is not None:
             row = propose(
                 open_database(s),
-                load_kek(s.kek_path),
+                load_kek(s.kek_path).row_tagger(),
                 wallet=wallet,
                 reason=reason,
                 requester=Requester(CLI_ACTOR, None),
@@ -343,19 +338,22 @@ def approve_command(
     """
     from walletsvc.bootstrap.runtime import open_database
     from walletsvc.governance import approvals
+    from walletsvc.governance.sessions import check_password
     from walletsvc.keys.kek import load_kek
 
     s = settings()
     db, kek = open_database(s), load_kek(s.kek_path)
+    tags = kek.row_tagger()
     if sys.stdin.isatty():
         password: str = typer.prompt("Password", hide_input=True)
     else:  # scripts and tests pipe it in; never on the command line (shell history)
         password = sys.stdin.readline().rstrip("\r\n")
     try:
-        principal = _staff_by_password(db, kek, s, user, password)
+        principal = check_password(db, tags, s, username=user, password=password)
         status = approvals.decide(
             db,
-            kek,
+            tags,
+            kek.totp_sealer(),
             s,
             request_id=request_id,
             staff=principal,
@@ -369,46 +367,10 @@ def approve_command(
     typer.echo(f"request {request_id}: {status}")
 
 
-def _staff_by_password(
-    db: Database, kek: Kek, s: Settings, username: str, password: str
-) -> StaffPrincipal:
-    """A staff principal from username and password; a wrong password counts toward the
-    account's lockout exactly as a failed API login does."""
-    from sqlalchemy import select
-
-    from walletsvc.db.models_governance import Staff
-    from walletsvc.domain.errors import InvalidCredentials
-    from walletsvc.governance.staff import (
-        ensure_not_locked,
-        now_utc,
-        principal_for,
-        record_failure,
-        verify_password,
-    )
-
-    with db.read() as session:
-        row = session.scalar(select(Staff).where(Staff.username == username))
-        password_ok = verify_password(row, password)
-    if row is None or row.disabled_at is not None:
-        raise InvalidCredentials("invalid username, password or code")
-    ensure_not_locked(row, now_utc(None))
-    if not password_ok:
-        with db.write() as uow:
-            locked = uow.session.get(Staff, row.id)
-            assert locked is not None
-            error = record_failure(uow, s, locked, now_utc(None), "password_wrong")
-        raise (
-            error
-            if error.code == "account_locked"
-            else InvalidCredentials("invalid username, password or code")
-        )
-    return principal_for(kek, row, None)
-
-
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the audit hash chain and the integrity tags of governed rows."""
-    from walletsvc.bootstrap.runtime import AUDIT_CHAIN, open_database
+    from walletsvc.bootstrap.runtime import open_database
     from walletsvc.governance import audit
     from walletsvc.keys.kek import load_kek
 
@@ -416,7 +378,7 @@ def audit_verify() -> None:
     kek = load_kek(s.kek_path)
     db = open_database(s)
     with db.read() as session:
-        report = audit.verify(session, kek, kek.subkey(AUDIT_CHAIN))
+        report = audit.verify(session, kek.row_tagger(), kek.audit_key())
     typer.echo(f"{report.events_checked} events, {report.rows_checked} governed rows checked")
     if not report.ok:
         for problem in report.problems:

@@ -53,10 +53,12 @@ def add(
 
     s = Settings()
     password = _read_password(password_stdin)
+    kek = load_kek(s.kek_path)
     try:
         created = create_staff(
             open_database(s),
-            load_kek(s.kek_path),
+            kek.row_tagger(),
+            kek.totp_sealer(),
             username=name,
             password=password,
             role=role,
@@ -93,7 +95,9 @@ def disable(name: str) -> None:
 
     s = Settings()
     try:
-        disable_staff(open_database(s), load_kek(s.kek_path), username=name, actor=CLI_ACTOR)
+        disable_staff(
+            open_database(s), load_kek(s.kek_path).row_tagger(), username=name, actor=CLI_ACTOR
+        )
     except DomainError as exc:
         _fail(exc.message)
     typer.echo(f"disabled {name}")

@@ -29,6 +29,8 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from walletsvc.keys.integrity import canonical_json
+
 from .models import AuditEvent, AuditHead, utcnow
 
 GENESIS_HASH = "0" * 64
@@ -71,8 +73,8 @@ class AuditRecord:
 
 
 def audit_digest(key: bytes, prev_hash: str, event_fields: dict[str, Any]) -> str:
-    body = json.dumps(event_fields, sort_keys=True, separators=(",", ":"), default=str)
-    return hmac.new(key, (prev_hash + body).encode(), hashlib.sha256).hexdigest()
+    body = canonical_json(event_fields)
+    return hmac.new(key, prev_hash.encode() + body, hashlib.sha256).hexdigest()
 
 
 def audit_fields(ev: AuditEvent) -> dict[str, Any]:

@@ -23,14 +23,15 @@ from sqlalchemy.orm import Session
 from walletsvc.db.database import Database
 from walletsvc.db.models import Wallet
 from walletsvc.db.models_governance import AllowlistEntryRow
+from walletsvc.db.tags import allowlist_entry_message
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.network import Network
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import KindContext
-from walletsvc.governance.policies import ROW_MAC, IntegrityFailure, active_policy
+from walletsvc.governance.policies import IntegrityFailure, active_policy
 from walletsvc.governance.staff import now_utc
-from walletsvc.keys.kek import Kek
+from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.engine import AllowlistEntry, approval_deadline
 from walletsvc.wallets.service import get_wallet
 
@@ -45,23 +46,18 @@ class Proposer:
     staff_id: str | None  # None: an API token (the payout engine)
 
 
-def entry_mac_message(e: AllowlistEntryRow) -> bytes:
-    since = e.active_since.isoformat() if e.active_since else "-"
-    return f"allowlist|{e.id}|{e.wallet_id}|{e.address}|{e.source}|{e.status}|{since}".encode()
+def _tag(tags: RowTagger, e: AllowlistEntryRow) -> None:
+    e.mac = tags.tag(allowlist_entry_message(e))
 
 
-def _tag(kek: Kek, e: AllowlistEntryRow) -> None:
-    e.mac = kek.mac(ROW_MAC, entry_mac_message(e))
-
-
-def _verify(kek: Kek, e: AllowlistEntryRow) -> None:
-    if not kek.verify_mac(ROW_MAC, entry_mac_message(e), e.mac):
+def _verify(tags: RowTagger, e: AllowlistEntryRow) -> None:
+    if not tags.verify(allowlist_entry_message(e), e.mac):
         raise IntegrityFailure(f"allowlist entry {e.id} fails its integrity check")
 
 
 def propose_entry(
     db: Database,
-    kek: Kek,
+    tags: RowTagger,
     *,
     wallet: str,
     address: str,
@@ -77,7 +73,7 @@ def propose_entry(
         destination = decode_address(address, Network(w.network), field="address")
         if _live_entry(uow.session, w.id, destination.address) is not None:
             raise Conflict("this address is on the allowlist already", field="address")
-        policy = active_policy(uow.session, kek, w).document
+        policy = active_policy(uow.session, tags, w).document
         entry = AllowlistEntryRow(
             wallet_id=w.id,
             address=destination.address,
@@ -97,7 +93,7 @@ def propose_entry(
             quorum = policy.quorum_for("allowlist_add")
             approvals.open_request(
                 uow,
-                kek,
+                tags,
                 kind=KIND,
                 subject_id=entry.id,
                 group=quorum.group,
@@ -109,7 +105,7 @@ def propose_entry(
             )
         else:
             entry.status, entry.active_since = "active", moment
-        _tag(kek, entry)
+        _tag(tags, entry)
         uow.audit(
             proposer.actor,
             "allowlist.proposed",
@@ -121,7 +117,7 @@ def propose_entry(
 
 
 def remove_entry(
-    db: Database, kek: Kek, *, entry_id: str, actor: str, now: datetime | None = None
+    db: Database, tags: RowTagger, *, entry_id: str, actor: str, now: datetime | None = None
 ) -> None:
     moment = now_utc(now)
     with db.write() as uow:
@@ -130,7 +126,7 @@ def remove_entry(
             return
         approvals.cancel_for_subject(uow, actor=actor, now=moment, kind=KIND, subject_id=entry.id)
         entry.status, entry.removed_at = "removed", moment
-        _tag(kek, entry)
+        _tag(tags, entry)
         uow.audit(actor, "allowlist.removed", "allowlist_entry", entry.id, _content(entry))
 
 
@@ -155,14 +151,14 @@ def _live_entry(session: Session, wallet_id: str, address: str) -> AllowlistEntr
 
 
 def entry_for_destination(
-    session: Session, kek: Kek, wallet_id: str, address: str
+    session: Session, tags: RowTagger, wallet_id: str, address: str
 ) -> AllowlistEntry | None:
     """The policy engine's view of one destination (None: not on the list). Fails closed on a
     row whose tag does not verify."""
     row = _live_entry(session, wallet_id, address)
     if row is None:
         return None
-    _verify(kek, row)
+    _verify(tags, row)
     status: Any = "active" if row.status == "active" else "pending"
     return AllowlistEntry(address=row.address, active_since=row.active_since, status=status)
 
@@ -179,10 +175,10 @@ def list_entries(session: Session, *, wallet: str | None, include_removed: bool)
 
 
 def entry_view(
-    session: Session, kek: Kek, entry: AllowlistEntryRow, wallet_name: str
+    session: Session, tags: RowTagger, entry: AllowlistEntryRow, wallet_name: str
 ) -> dict[str, Any]:
     request = approvals.request_for_subject(session, KIND, entry.id)
-    policy = active_policy(session, kek, session.get(Wallet, entry.wallet_id)).document
+    policy = active_policy(session, tags, session.get(Wallet, entry.wallet_id)).document
     usable_from = None
     if entry.status == "active" and entry.active_since is not None:
         cooling = policy.allowlist.cooling_off if policy.allowlist is not None else 0
@@ -200,7 +196,7 @@ def entry_view(
         "usable_from": usable_from,
         "removed_at": entry.removed_at.isoformat() if entry.removed_at else None,
         "approval_request_id": request.id if request else None,
-        "integrity_ok": kek.verify_mac(ROW_MAC, entry_mac_message(entry), entry.mac),
+        "integrity_ok": tags.verify(allowlist_entry_message(entry), entry.mac),
     }
 
 
@@ -234,13 +230,13 @@ class AllowlistApprovals:
 
     def _settle(self, ctx: KindContext, request: Any, status: str) -> None:
         entry = get_entry(ctx.uow.session, request.subject_id)
-        _verify(ctx.kek, entry)
+        _verify(ctx.tags, entry)
         if entry.status != "pending":
             return
         entry.status = status
         if status == "active":
             entry.active_since = ctx.now  # the cooling-off starts now
-        _tag(ctx.kek, entry)
+        _tag(ctx.tags, entry)
         ctx.uow.audit(
             ctx.actor, f"allowlist.{status}", "allowlist_entry", entry.id, _content(entry)
         )

@@ -17,8 +17,6 @@ Counting is strict and repeated from the rows every time (never from a cached co
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -29,8 +27,9 @@ from sqlalchemy.orm import Session
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, Staff
+from walletsvc.db.tags import approval_decision_message, approval_request_message
 from walletsvc.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
-from walletsvc.governance.policies import ROW_MAC, IntegrityFailure
+from walletsvc.governance.policies import IntegrityFailure
 from walletsvc.governance.staff import (
     StaffPrincipal,
     check_totp,
@@ -38,7 +37,8 @@ from walletsvc.governance.staff import (
     now_utc,
     staff_is_genuine,
 )
-from walletsvc.keys.kek import Kek
+from walletsvc.keys.integrity import RowTagger, content_digest
+from walletsvc.keys.sealing import TotpSealer
 
 Decision = Literal["approve", "reject"]
 MAX_COMMENT_LENGTH = 500
@@ -47,10 +47,10 @@ PENDING = "pending"
 
 @dataclass
 class KindContext:
-    """What a handler gets: the open write transaction, the KEK, who acted, and when."""
+    """What a handler gets: the open write transaction, the row tagger, who acted, and when."""
 
     uow: UnitOfWork
-    kek: Kek
+    tags: RowTagger
     actor: str
     now: datetime
 
@@ -88,30 +88,12 @@ def get_kind(name: str) -> ApprovalKind:
 # --- Digests and tags ------------------------------------------------------------------------
 
 
-def content_digest(content: dict[str, Any]) -> str:
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def _tag_request(tags: RowTagger, r: ApprovalRequest) -> None:
+    r.mac = tags.tag(approval_request_message(r))
 
 
-def request_mac_message(r: ApprovalRequest) -> bytes:
-    return (
-        f"approval-request|{r.id}|{r.kind}|{r.subject_id}|{r.required_group}|{r.m}|{r.digest}"
-        f"|{r.requester}|{r.requester_staff_id or '-'}|{r.expires_at.isoformat()}"
-    ).encode()
-
-
-def decision_mac_message(d: ApprovalDecision) -> bytes:
-    return (
-        f"approval-decision|{d.request_id}|{d.staff_id}|{d.decision}|{d.digest}|{d.totp_step}"
-    ).encode()
-
-
-def _tag_request(kek: Kek, r: ApprovalRequest) -> None:
-    r.mac = kek.mac(ROW_MAC, request_mac_message(r))
-
-
-def verify_request(kek: Kek, r: ApprovalRequest) -> None:
-    if not kek.verify_mac(ROW_MAC, request_mac_message(r), r.mac):
+def verify_request(tags: RowTagger, r: ApprovalRequest) -> None:
+    if not tags.verify(approval_request_message(r), r.mac):
         raise IntegrityFailure(f"approval request {r.id} fails its integrity check")
 
 
@@ -120,7 +102,7 @@ def verify_request(kek: Kek, r: ApprovalRequest) -> None:
 
 def open_request(
     uow: UnitOfWork,
-    kek: Kek,
+    tags: RowTagger,
     *,
     kind: str,
     subject_id: str,
@@ -149,7 +131,7 @@ def open_request(
     )
     uow.session.add(request)
     uow.session.flush()
-    _tag_request(kek, request)
+    _tag_request(tags, request)
     uow.audit(
         requester,
         "approval.requested",
@@ -175,19 +157,19 @@ class Tally:
     rejecters: tuple[str, ...]
 
 
-def _eligible(kek: Kek, request: ApprovalRequest, staff: Staff | None) -> bool:
+def _eligible(tags: RowTagger, request: ApprovalRequest, staff: Staff | None) -> bool:
     return (
         staff is not None
         and staff.disabled_at is None
-        and staff_is_genuine(kek, staff)
+        and staff_is_genuine(tags, staff)
         and staff.role == "approver"
         and request.required_group in staff.groups
         and staff.id != request.requester_staff_id
     )
 
 
-def tally(session: Session, kek: Kek, request: ApprovalRequest) -> Tally:
-    verify_request(kek, request)
+def tally(session: Session, tags: RowTagger, request: ApprovalRequest) -> Tally:
+    verify_request(tags, request)
     approvers: dict[str, str] = {}
     rejecters: dict[str, str] = {}
     for d in session.scalars(
@@ -196,19 +178,19 @@ def tally(session: Session, kek: Kek, request: ApprovalRequest) -> Tally:
             ApprovalDecision.digest == request.digest,
         )
     ):
-        if not kek.verify_mac(ROW_MAC, decision_mac_message(d), d.mac):
+        if not tags.verify(approval_decision_message(d), d.mac):
             continue  # a forged or edited decision never counts
         staff = session.get(Staff, d.staff_id)
-        if not _eligible(kek, request, staff):
+        if not _eligible(tags, request, staff):
             continue
         assert staff is not None
         (approvers if d.decision == "approve" else rejecters)[staff.id] = staff.username
     return Tally(tuple(sorted(approvers.values())), tuple(sorted(rejecters.values())))
 
 
-def require_quorum(session: Session, kek: Kek, request: ApprovalRequest) -> Tally:
+def require_quorum(session: Session, tags: RowTagger, request: ApprovalRequest) -> Tally:
     """Re-count before acting on an approved request later (time-locked policy changes)."""
-    counted = tally(session, kek, request)
+    counted = tally(session, tags, request)
     current = content_digest(get_kind(request.kind).content(session, request.subject_id))
     if current != request.digest or len(counted.approvers) < request.m:
         raise IntegrityFailure(f"approval request {request.id} no longer holds its quorum")
@@ -243,7 +225,7 @@ def _rebind_if_changed(ctx: KindContext, request: ApprovalRequest) -> None:
         return
     old = request.digest
     request.digest, request.content = digest, content
-    _tag_request(ctx.kek, request)
+    _tag_request(ctx.tags, request)
     ctx.uow.audit(
         "system",
         "approval.digest_changed",
@@ -255,7 +237,8 @@ def _rebind_if_changed(ctx: KindContext, request: ApprovalRequest) -> None:
 
 def decide(
     db: Database,
-    kek: Kek,
+    tags: RowTagger,
+    totp_secrets: TotpSealer,
     settings: Settings,
     *,
     request_id: str,
@@ -276,10 +259,10 @@ def decide(
     moment = now_utc(now)
     error: DomainError | None = None
     with db.write() as uow:
-        ctx = KindContext(uow, kek, staff.actor, moment)
+        ctx = KindContext(uow, tags, staff.actor, moment)
         request = get_request(uow.session, request_id)
-        verify_request(kek, request)
-        row = load_active_staff(uow, kek, staff.staff_id)
+        verify_request(tags, request)
+        row = load_active_staff(uow, tags, staff.staff_id)
         check_may_decide(request, row)
         if request.status != PENDING:
             raise Conflict(f"this approval request is {request.status}", field="id")
@@ -288,7 +271,7 @@ def decide(
             error = Conflict("this approval request has expired", field="id")
         else:
             _rebind_if_changed(ctx, request)
-            error = _record(ctx, settings, request, row, decision, totp, comment)
+            error = _record(ctx, totp_secrets, settings, request, row, decision, totp, comment)
             if error is None:
                 settle(ctx, settings, request)
         status = request.status
@@ -299,6 +282,7 @@ def decide(
 
 def _record(
     ctx: KindContext,
+    totp_secrets: TotpSealer,
     settings: Settings,
     request: ApprovalRequest,
     staff: Staff,
@@ -316,7 +300,7 @@ def _record(
     )
     if already is not None:
         return Conflict("you have already decided this request", field="id")
-    step, error = check_totp(ctx.uow, ctx.kek, settings, staff, totp, ctx.now)
+    step, error = check_totp(ctx.uow, totp_secrets, settings, staff, totp, ctx.now)
     if error is not None or step is None:
         return error
     row = ApprovalDecision(
@@ -329,7 +313,7 @@ def _record(
         created_at=ctx.now,
         mac="",
     )
-    row.mac = ctx.kek.mac(ROW_MAC, decision_mac_message(row))
+    row.mac = ctx.tags.tag(approval_decision_message(row))
     session.add(row)
     session.flush()
     action = "approval.approved" if decision == "approve" else "approval.rejected"
@@ -350,7 +334,7 @@ def _record(
 
 def settle(ctx: KindContext, settings: Settings, request: ApprovalRequest) -> None:
     """Reject or approve the request if its valid decisions say so (same transaction)."""
-    counted = tally(ctx.uow.session, ctx.kek, request)
+    counted = tally(ctx.uow.session, ctx.tags, request)
     kind = get_kind(request.kind)
     if len(counted.rejecters) >= settings.approval_rejections_to_reject:
         _close(
@@ -423,7 +407,9 @@ def _due(moment: datetime) -> tuple[Any, ...]:
     return (ApprovalRequest.status == PENDING, ApprovalRequest.expires_at <= moment)
 
 
-def expire_due(db: Database, kek: Kek, *, now: datetime | None = None, batch: int = 200) -> int:
+def expire_due(
+    db: Database, tags: RowTagger, *, now: datetime | None = None, batch: int = 200
+) -> int:
     """Expire pending requests past their deadline (Runtime.tick). Returns how many."""
     moment = now_utc(now)
     # A cheap read first: the background pass runs every second, and most passes have
@@ -432,7 +418,7 @@ def expire_due(db: Database, kek: Kek, *, now: datetime | None = None, batch: in
         if session.scalar(select(ApprovalRequest.id).where(*_due(moment)).limit(1)) is None:
             return 0
     with db.write() as uow:
-        ctx = KindContext(uow, kek, "system", moment)
+        ctx = KindContext(uow, tags, "system", moment)
         due = list(
             uow.session.scalars(
                 select(ApprovalRequest)
@@ -450,13 +436,13 @@ def expire_due(db: Database, kek: Kek, *, now: datetime | None = None, batch: in
 
 
 def decisions_view(
-    session: Session, request: ApprovalRequest, kek: Kek | None = None
+    session: Session, request: ApprovalRequest, tags: RowTagger | None = None
 ) -> list[dict[str, Any]]:
     """The decisions on a request. With the KEK, ``counts`` is the verified tally's verdict;
     without it (views that hold no KEK), it says only whether the digest still matches."""
     counting: set[str] | None = None
-    if kek is not None:
-        counted = tally(session, kek, request)
+    if tags is not None:
+        counted = tally(session, tags, request)
         counting = set(counted.approvers) | set(counted.rejecters)
     rows = session.execute(
         select(ApprovalDecision, Staff.username)
@@ -477,8 +463,8 @@ def decisions_view(
     ]
 
 
-def request_view(session: Session, kek: Kek, request: ApprovalRequest) -> dict[str, Any]:
-    counted = tally(session, kek, request)
+def request_view(session: Session, tags: RowTagger, request: ApprovalRequest) -> dict[str, Any]:
+    counted = tally(session, tags, request)
     return {
         "id": request.id,
         "kind": request.kind,
@@ -492,7 +478,7 @@ def request_view(session: Session, kek: Kek, request: ApprovalRequest) -> dict[s
         "created_at": request.created_at.isoformat(),
         "expires_at": request.expires_at.isoformat(),
         "decided_at": request.decided_at.isoformat() if request.decided_at else None,
-        "decisions": decisions_view(session, request, kek),
+        "decisions": decisions_view(session, request, tags),
     }
 
 

@@ -9,11 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from walletsvc.db.database import GENESIS_HASH, audit_digest, audit_fields
-from walletsvc.db.models import AuditEvent, AuditHead, PolicyVersion, Withdrawal
-from walletsvc.domain.withdrawal import WithdrawalStatus
-from walletsvc.governance.policies import ROW_MAC, policy_mac_message
-from walletsvc.keys.kek import Kek
-from walletsvc.payouts.intake import authorization_message
+from walletsvc.db.models import AuditEvent, AuditHead, PolicyVersion
+from walletsvc.db.tags import GOVERNED_ROW_KINDS
+from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.document import PolicyError, parse_policy, policy_hash
 
 
@@ -35,7 +33,9 @@ def events_after(session: Session, after: int, limit: int) -> list[dict[str, Any
     return [{**audit_fields(ev), "prev_hash": ev.prev_hash, "hash": ev.hash} for ev in rows]
 
 
-def verify(session: Session, kek: Kek, audit_key: bytes, *, batch: int = 5_000) -> VerifyReport:
+def verify(
+    session: Session, tags: RowTagger, audit_key: bytes, *, batch: int = 5_000
+) -> VerifyReport:
     report = VerifyReport()
     prev_hash, expected_seq, last_seq = GENESIS_HASH, 1, 0
     while True:
@@ -61,26 +61,23 @@ def verify(session: Session, kek: Kek, audit_key: bytes, *, batch: int = 5_000) 
     head = session.get(AuditHead, 1)
     if head is None or head.last_seq != last_seq or head.last_hash != prev_hash:
         report.problems.append("the audit head does not match the last event (events removed?)")
-    _verify_rows(session, kek, report)
+    _verify_rows(session, tags, report)
     return report
 
 
-def _verify_rows(session: Session, kek: Kek, report: VerifyReport) -> None:
-    for policy in session.scalars(select(PolicyVersion)):
-        report.rows_checked += 1
-        if not kek.verify_mac(ROW_MAC, policy_mac_message(policy), policy.mac):
-            report.problems.append(f"policy version {policy.version} fails its integrity tag")
-        elif not _document_matches(policy):
-            # The tag covers the document's hash, not the document: check that link too.
-            report.problems.append(f"policy version {policy.version} does not match its hash")
-    for w in session.scalars(
-        select(Withdrawal).where(Withdrawal.status == WithdrawalStatus.APPROVED.value)
-    ):
-        report.rows_checked += 1
-        if not w.authorization_mac or not kek.verify_mac(
-            ROW_MAC, authorization_message(w), w.authorization_mac
-        ):
-            report.problems.append(f"approved withdrawal {w.id} fails its integrity tag")
+def _verify_rows(session: Session, tags: RowTagger, report: VerifyReport) -> None:
+    """Every governed row kind's tag, with the message the tagging code uses (db/tags.py)."""
+    for kind in GOVERNED_ROW_KINDS:
+        query = select(kind.model)
+        if kind.only is not None:
+            query = query.where(kind.only)
+        for row in session.scalars(query):
+            report.rows_checked += 1
+            if not tags.verify(kind.message(row), kind.tag_of(row)):
+                report.problems.append(f"{kind.noun} {kind.name_of(row)} fails its integrity tag")
+            elif isinstance(row, PolicyVersion) and not _document_matches(row):
+                # The tag covers the document's hash, not the document: check that link too.
+                report.problems.append(f"policy version {row.version} does not match its hash")
 
 
 def _document_matches(policy: PolicyVersion) -> bool:

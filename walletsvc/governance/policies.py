@@ -14,11 +14,10 @@ from sqlalchemy.orm import Session
 
 from walletsvc.db.database import UnitOfWork
 from walletsvc.db.models import PolicyVersion, Wallet, utcnow
+from walletsvc.db.tags import policy_message
 from walletsvc.domain.errors import DomainError
-from walletsvc.keys.kek import Kek
+from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.document import PolicyDocument, canonical_json, parse_policy, policy_hash
-
-ROW_MAC = "row-mac"
 
 
 class IntegrityFailure(DomainError):
@@ -35,13 +34,8 @@ class ActivePolicy:
     wallet_scoped: bool
 
 
-def policy_mac_message(row: PolicyVersion) -> bytes:
-    scope = row.wallet_id or "default"
-    return f"policy|{scope}|{row.version}|{row.status}|{row.sha256}".encode()
-
-
 def install_policy(
-    uow: UnitOfWork, kek: Kek, document: PolicyDocument, *, wallet_id: str | None, actor: str
+    uow: UnitOfWork, tags: RowTagger, document: PolicyDocument, *, wallet_id: str | None, actor: str
 ) -> PolicyVersion:
     """Make ``document`` the active policy (of a wallet, or the default), superseding the old."""
     session = uow.session
@@ -52,7 +46,7 @@ def install_policy(
         select(PolicyVersion).where(_scope(wallet_id), PolicyVersion.status == "active")
     ):
         old.status = "superseded"
-        old.mac = kek.mac(ROW_MAC, policy_mac_message(old))
+        old.mac = tags.tag(policy_message(old))
     digest = policy_hash(document)
     row = PolicyVersion(
         wallet_id=wallet_id,
@@ -63,7 +57,7 @@ def install_policy(
         activated_at=utcnow(),
         mac="",
     )
-    row.mac = kek.mac(ROW_MAC, policy_mac_message(row))
+    row.mac = tags.tag(policy_message(row))
     session.add(row)
     session.flush()
     uow.audit(
@@ -76,7 +70,7 @@ def install_policy(
     return row
 
 
-def active_policy(session: Session, kek: Kek, wallet: Wallet | None) -> ActivePolicy:
+def active_policy(session: Session, tags: RowTagger, wallet: Wallet | None) -> ActivePolicy:
     row = None
     if wallet is not None:
         row = _active_row(session, wallet.id)
@@ -85,7 +79,7 @@ def active_policy(session: Session, kek: Kek, wallet: Wallet | None) -> ActivePo
         row = _active_row(session, None)
     if row is None:
         raise IntegrityFailure("no active policy: run `walletsvc init`")
-    if not kek.verify_mac(ROW_MAC, policy_mac_message(row), row.mac):
+    if not tags.verify(policy_message(row), row.mac):
         raise IntegrityFailure(f"policy version {row.version} fails its integrity check")
     document = parse_policy(row.document)
     if policy_hash(document) != row.sha256:

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,7 +30,8 @@ from walletsvc.governance import approvals
 from walletsvc.governance.approvals import KindContext
 from walletsvc.governance.policies import IntegrityFailure, active_policy, install_policy
 from walletsvc.governance.staff import StaffPrincipal, check_totp, load_active_staff, now_utc
-from walletsvc.keys.kek import Kek
+from walletsvc.keys.integrity import RowTagger, canonical_json
+from walletsvc.keys.sealing import TotpSealer
 from walletsvc.policy.document import (
     PolicyDocument,
     canonical_dict,
@@ -60,7 +60,7 @@ def parse_document(document: object) -> PolicyDocument:
 
 def propose(
     db: Database,
-    kek: Kek,
+    tags: RowTagger,
     *,
     document: object,
     proposer: StaffPrincipal,
@@ -70,7 +70,7 @@ def propose(
     moment = now_utc(now)
     with db.write() as uow:
         wallet = get_wallet(uow.session, new.wallet) if new.wallet is not None else None
-        active = active_policy(uow.session, kek, wallet)
+        active = active_policy(uow.session, tags, wallet)
         assessment = compare(active.document, new)
         if assessment.direction == "unchanged":
             raise Conflict("the proposed document equals the active policy", field="document")
@@ -93,7 +93,7 @@ def propose(
         uow.session.flush()
         request = approvals.open_request(
             uow,
-            kek,
+            tags,
             kind=KIND,
             subject_id=proposal.id,
             group=quorum.group,
@@ -148,14 +148,14 @@ def _document_hash(p: PolicyProposal) -> str:
     try:
         return policy_hash(parse_policy(p.document))
     except DomainError:
-        return "invalid:" + json.dumps(p.document, sort_keys=True, default=str)[:64]
+        return "invalid:" + canonical_json(p.document).decode()[:64]
 
 
 def _apply(ctx: KindContext, p: PolicyProposal, request: ApprovalRequest) -> None:
     """Install the proposal's document if its base is still the active policy."""
     session = ctx.uow.session
     wallet = session.get(Wallet, p.wallet_id) if p.wallet_id else None
-    active = active_policy(session, ctx.kek, wallet)
+    active = active_policy(session, ctx.tags, wallet)
     if active.sha256 != p.base_sha256:
         p.status = "superseded"
         ctx.uow.audit(
@@ -166,11 +166,11 @@ def _apply(ctx: KindContext, p: PolicyProposal, request: ApprovalRequest) -> Non
             {"base_sha256": p.base_sha256, "active_sha256": active.sha256},
         )
         return
-    counted = approvals.require_quorum(session, ctx.kek, request)
+    counted = approvals.require_quorum(session, ctx.tags, request)
     document = parse_policy(p.document)
     if policy_hash(document) != p.sha256:
         raise IntegrityFailure(f"policy proposal {p.id} does not match its hash")
-    install_policy(ctx.uow, ctx.kek, document, wallet_id=p.wallet_id, actor=ctx.actor)
+    install_policy(ctx.uow, ctx.tags, document, wallet_id=p.wallet_id, actor=ctx.actor)
     p.status, p.applied_at = "applied", ctx.now
     ctx.uow.audit(
         ctx.actor,
@@ -216,7 +216,8 @@ class PolicyChangeApprovals:
 
 def veto(
     db: Database,
-    kek: Kek,
+    tags: RowTagger,
+    totp_secrets: TotpSealer,
     settings: Settings,
     *,
     proposal_id: str,
@@ -231,12 +232,12 @@ def veto(
     with db.write() as uow:
         p = get_proposal(uow.session, proposal_id)
         request = approvals.get_request(uow.session, p.approval_request_id or "")
-        row = load_active_staff(uow, kek, staff.staff_id)
+        row = load_active_staff(uow, tags, staff.staff_id)
         if row.role != "approver" or request.required_group not in row.groups:
             raise Forbidden(f"only approvers of group {request.required_group!r} can veto")
         if p.status != "time_locked":
             raise Conflict(f"only a time-locked proposal can be vetoed; this one is {p.status}")
-        _step, error = check_totp(uow, kek, settings, row, totp, moment)
+        _step, error = check_totp(uow, totp_secrets, settings, row, totp, moment)
         if error is None:
             p.status, p.vetoed_by = "vetoed", staff.actor
             uow.audit(
@@ -250,7 +251,7 @@ def veto(
         raise error
 
 
-def apply_due(db: Database, kek: Kek, *, now: datetime | None = None) -> int:
+def apply_due(db: Database, tags: RowTagger, *, now: datetime | None = None) -> int:
     """Apply time-locked proposals whose lock has run out (Runtime.tick). Returns how many."""
     moment = now_utc(now)
     applied = 0
@@ -265,12 +266,12 @@ def apply_due(db: Database, kek: Kek, *, now: datetime | None = None) -> int:
             )
         )
         for p in due:
-            applied += _apply_one(uow, kek, p, moment)
+            applied += _apply_one(uow, tags, p, moment)
     return applied
 
 
-def _apply_one(uow: UnitOfWork, kek: Kek, p: PolicyProposal, now: datetime) -> int:
-    ctx = KindContext(uow, kek, "system:policy-timelock", now)
+def _apply_one(uow: UnitOfWork, tags: RowTagger, p: PolicyProposal, now: datetime) -> int:
+    ctx = KindContext(uow, tags, "system:policy-timelock", now)
     request = approvals.get_request(uow.session, p.approval_request_id or "")
     try:
         _apply(ctx, p, request)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from walletsvc.config import Settings
-from walletsvc.db.database import Database
+from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models_governance import Staff, StaffSession
 from walletsvc.domain.errors import DomainError, InvalidCredentials, Unauthenticated
 from walletsvc.governance.staff import (
@@ -29,7 +29,8 @@ from walletsvc.governance.staff import (
     staff_is_genuine,
     verify_password,
 )
-from walletsvc.keys.kek import Kek
+from walletsvc.keys.integrity import RowTagger
+from walletsvc.keys.sealing import TotpSealer
 
 SESSION_PREFIX = "wsst_"
 _BAD_LOGIN = "invalid username, password or TOTP code"
@@ -52,7 +53,8 @@ def is_session_token(secret: str) -> bool:
 
 def login(
     db: Database,
-    kek: Kek,
+    tags: RowTagger,
+    totp_secrets: TotpSealer,
     settings: Settings,
     *,
     username: str,
@@ -61,25 +63,14 @@ def login(
     now: datetime | None = None,
 ) -> CreatedSession:
     moment = now_utc(now)
-    # argon2 is slow on purpose; verify before taking the global write lock.
-    with db.read() as session:
-        found = session.scalar(select(Staff).where(Staff.username == username))
-        password_ok = verify_password(found, password)
-    if found is None:
-        raise InvalidCredentials(_BAD_LOGIN)
-    error: DomainError | None = None
+    found_id, password_ok = _find_and_check_password(db, username, password)
     with db.write() as uow:
-        row = uow.session.get(Staff, found.id)
-        if row is None or row.disabled_at is not None or not staff_is_genuine(kek, row):
-            raise InvalidCredentials(_BAD_LOGIN)
-        ensure_not_locked(row, moment)
-        if not password_ok:
-            error = _as_login_error(record_failure(uow, settings, row, moment, "password_wrong"))
-        else:
-            _step, totp_error = check_totp(uow, kek, settings, row, totp, moment)
+        row, error = _first_factor(uow, tags, settings, found_id, password_ok, moment)
+        if error is None:
+            _step, totp_error = check_totp(uow, totp_secrets, settings, row, totp, moment)
             error = _as_login_error(totp_error) if totp_error else None
         if error is None:
-            created = _open_session(uow.session, kek, settings, row, moment)
+            created = _open_session(uow.session, tags, settings, row, moment)
             uow.audit(
                 created.principal.actor,
                 "session.created",
@@ -92,13 +83,64 @@ def login(
     return created
 
 
+def check_password(
+    db: Database,
+    tags: RowTagger,
+    settings: Settings,
+    *,
+    username: str,
+    password: str,
+    now: datetime | None = None,
+) -> StaffPrincipal:
+    """The login's first factor alone, for the CLI (whose commands ask the TOTP code later).
+
+    A wrong password counts toward the account's lockout exactly as a failed login does.
+    """
+    moment = now_utc(now)
+    found_id, password_ok = _find_and_check_password(db, username, password)
+    with db.write() as uow:
+        row, error = _first_factor(uow, tags, settings, found_id, password_ok, moment)
+        principal = principal_for(tags, row, None) if error is None else None
+    if error is not None or principal is None:
+        raise error or InvalidCredentials(_BAD_LOGIN)  # after the commit, as in login
+    return principal
+
+
+def _find_and_check_password(db: Database, username: str, password: str) -> tuple[str, bool]:
+    # argon2 is slow on purpose; verify before taking the global write lock.
+    with db.read() as session:
+        found = session.scalar(select(Staff).where(Staff.username == username))
+        password_ok = verify_password(found, password)
+    if found is None:
+        raise InvalidCredentials(_BAD_LOGIN)
+    return found.id, password_ok
+
+
+def _first_factor(
+    uow: UnitOfWork,
+    tags: RowTagger,
+    settings: Settings,
+    staff_id: str,
+    password_ok: bool,
+    now: datetime,
+) -> tuple[Staff, DomainError | None]:
+    """The staff row if it may log in; a wrong password is recorded and returned as the error."""
+    row = uow.session.get(Staff, staff_id)
+    if row is None or row.disabled_at is not None or not staff_is_genuine(tags, row):
+        raise InvalidCredentials(_BAD_LOGIN)
+    ensure_not_locked(row, now)
+    if not password_ok:
+        return row, _as_login_error(record_failure(uow, settings, row, now, "password_wrong"))
+    return row, None
+
+
 def _as_login_error(error: DomainError) -> DomainError:
     # A lock is worth telling; anything else is one vague message (no username oracle).
     return error if error.code == "account_locked" else InvalidCredentials(_BAD_LOGIN)
 
 
 def _open_session(
-    session: Session, kek: Kek, settings: Settings, row: Staff, now: datetime
+    session: Session, tags: RowTagger, settings: Settings, row: Staff, now: datetime
 ) -> CreatedSession:
     token = SESSION_PREFIX + secrets.token_urlsafe(32)
     record = StaffSession(
@@ -109,11 +151,11 @@ def _open_session(
     )
     session.add(record)
     session.flush()
-    return CreatedSession(token, record.expires_at, principal_for(kek, row, record.id))
+    return CreatedSession(token, record.expires_at, principal_for(tags, row, record.id))
 
 
 def authenticate_session(
-    db: Database, kek: Kek, token: str, *, now: datetime | None = None
+    db: Database, tags: RowTagger, token: str, *, now: datetime | None = None
 ) -> StaffPrincipal:
     moment = now_utc(now)
     with db.read() as session:
@@ -125,7 +167,7 @@ def authenticate_session(
         row = session.get(Staff, record.staff_id)
         if row is None or row.disabled_at is not None:
             raise Unauthenticated("invalid, expired or ended staff session")
-        return principal_for(kek, row, record.id)
+        return principal_for(tags, row, record.id)
 
 
 def end_session(db: Database, principal: StaffPrincipal, *, now: datetime | None = None) -> None:

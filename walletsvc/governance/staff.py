@@ -2,14 +2,12 @@
 
 Secrets handled here never reach logs, audit data or exception messages: the password is
 hashed with argon2id at once; the TOTP secret is returned once (for the otpauth:// URI) and
-stored only as AES-256-GCM ciphertext under a KEK subkey, bound to the staff id.
+stored only sealed by a TotpSealer (walletsvc.keys.sealing), bound to the staff id.
 """
 
 from __future__ import annotations
 
-import base64
 import hmac
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,8 +15,6 @@ from datetime import UTC, datetime, timedelta
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -26,6 +22,7 @@ from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import utcnow
 from walletsvc.db.models_governance import Staff, StaffSession
+from walletsvc.db.tags import staff_message
 from walletsvc.domain.errors import (
     AccountLocked,
     Conflict,
@@ -35,11 +32,12 @@ from walletsvc.domain.errors import (
     NotFound,
     StepUpFailed,
 )
-from walletsvc.governance.policies import ROW_MAC, IntegrityFailure
-from walletsvc.keys.kek import Kek
+from walletsvc.governance.policies import IntegrityFailure
+from walletsvc.keys.errors import SealedSecretError
+from walletsvc.keys.integrity import RowTagger
+from walletsvc.keys.sealing import TotpSealer
 
 ROLES = ("approver", "operator", "auditor")
-TOTP_SUBKEY = "staff-totp"
 TOTP_PERIOD_S = 30
 TOTP_DIGITS = 6
 ISSUER = "walletsvc"
@@ -81,38 +79,19 @@ class CreatedStaff:
 # --- Integrity tags and secret storage -------------------------------------------------------
 
 
-def staff_mac_message(row: Staff) -> bytes:
-    groups = ",".join(sorted(row.groups))
-    disabled = "disabled" if row.disabled_at is not None else "enabled"
-    return f"staff|{row.id}|{row.username}|{row.role}|{groups}|{disabled}".encode()
+def tag_staff(tags: RowTagger, row: Staff) -> None:
+    row.mac = tags.tag(staff_message(row))
 
 
-def tag_staff(kek: Kek, row: Staff) -> None:
-    row.mac = kek.mac(ROW_MAC, staff_mac_message(row))
+def staff_is_genuine(tags: RowTagger, row: Staff) -> bool:
+    return tags.verify(staff_message(row), row.mac)
 
 
-def staff_is_genuine(kek: Kek, row: Staff) -> bool:
-    return kek.verify_mac(ROW_MAC, staff_mac_message(row), row.mac)
-
-
-def _aad(staff_id: str) -> bytes:
-    # Binding the ciphertext to the row id: a secret copied onto another row does not decrypt.
-    return f"walletsvc/staff-totp/v1|{staff_id}".encode()
-
-
-def encrypt_totp_secret(kek: Kek, staff_id: str, secret: str) -> str:
-    nonce = os.urandom(12)
-    sealed = AESGCM(kek.subkey(TOTP_SUBKEY)).encrypt(nonce, secret.encode(), _aad(staff_id))
-    return base64.b64encode(nonce + sealed).decode()
-
-
-def decrypt_totp_secret(kek: Kek, staff_id: str, blob: str) -> str:
+def decrypt_totp_secret(totp_secrets: TotpSealer, staff_id: str, sealed: str) -> str:
     try:
-        raw = base64.b64decode(blob, validate=True)
-        plain = AESGCM(kek.subkey(TOTP_SUBKEY)).decrypt(raw[:12], raw[12:], _aad(staff_id))
-    except (InvalidTag, ValueError):
-        raise IntegrityFailure("a staff TOTP secret fails its integrity check") from None
-    return plain.decode()
+        return totp_secrets.unseal(staff_id, sealed)
+    except SealedSecretError as exc:
+        raise IntegrityFailure(str(exc)) from None
 
 
 # --- Accounts --------------------------------------------------------------------------------
@@ -137,7 +116,8 @@ def _check_new_staff(username: str, password: str, role: str, groups: list[str])
 
 def create_staff(
     db: Database,
-    kek: Kek,
+    tags: RowTagger,
+    totp_secrets: TotpSealer,
     *,
     username: str,
     password: str,
@@ -162,8 +142,8 @@ def create_staff(
         )
         uow.session.add(row)
         uow.session.flush()
-        row.totp_secret_enc = encrypt_totp_secret(kek, row.id, secret)
-        tag_staff(kek, row)
+        row.totp_secret_enc = totp_secrets.seal(row.id, secret)
+        tag_staff(tags, row)
         uow.audit(
             actor,
             "staff.created",
@@ -188,14 +168,14 @@ def get_staff_by_name(session: Session, username: str) -> Staff:
     return row
 
 
-def disable_staff(db: Database, kek: Kek, *, username: str, actor: str) -> None:
+def disable_staff(db: Database, tags: RowTagger, *, username: str, actor: str) -> None:
     """Disable at once: the account can no longer log in, and its sessions end now."""
     with db.write() as uow:
         row = get_staff_by_name(uow.session, username)
         now = utcnow()
         if row.disabled_at is None:
             row.disabled_at = now
-            tag_staff(kek, row)
+            tag_staff(tags, row)
         revoked = uow.session.execute(
             update(StaffSession)
             .where(StaffSession.staff_id == row.id, StaffSession.revoked_at.is_(None))
@@ -210,8 +190,8 @@ def disable_staff(db: Database, kek: Kek, *, username: str, actor: str) -> None:
         )
 
 
-def principal_for(kek: Kek, row: Staff, session_id: str | None) -> StaffPrincipal:
-    if not staff_is_genuine(kek, row):
+def principal_for(tags: RowTagger, row: Staff, session_id: str | None) -> StaffPrincipal:
+    if not staff_is_genuine(tags, row):
         raise IntegrityFailure(f"staff member {row.username!r} fails its integrity check")
     return StaffPrincipal(row.id, row.username, row.role, frozenset(row.groups), session_id)
 
@@ -285,7 +265,12 @@ def record_failure(
 
 
 def check_totp(
-    uow: UnitOfWork, kek: Kek, settings: Settings, row: Staff, code: str, now: datetime
+    uow: UnitOfWork,
+    totp_secrets: TotpSealer,
+    settings: Settings,
+    row: Staff,
+    code: str,
+    now: datetime,
 ) -> tuple[int | None, DomainError | None]:
     """Verify a step-up code inside the caller's write transaction.
 
@@ -295,7 +280,7 @@ def check_totp(
     second attempt of the same OTP; storing the step makes that hold across the whole window.
     """
     ensure_not_locked(row, now)
-    secret = decrypt_totp_secret(kek, row.id, row.totp_secret_enc)
+    secret = decrypt_totp_secret(totp_secrets, row.id, row.totp_secret_enc)
     step = _matching_step(secret, code, now, settings.totp_valid_window)
     if step is None:
         return None, record_failure(uow, settings, row, now, "totp_wrong")
@@ -306,11 +291,11 @@ def check_totp(
     return step, None
 
 
-def load_active_staff(uow: UnitOfWork, kek: Kek, staff_id: str) -> Staff:
+def load_active_staff(uow: UnitOfWork, tags: RowTagger, staff_id: str) -> Staff:
     row = uow.session.get(Staff, staff_id)
     if row is None or row.disabled_at is not None:
         raise Forbidden("this staff account is disabled")
-    if not staff_is_genuine(kek, row):
+    if not staff_is_genuine(tags, row):
         raise IntegrityFailure(f"staff member {row.username!r} fails its integrity check")
     return row
 

@@ -39,7 +39,7 @@ from walletsvc.domain.errors import DomainError
 from walletsvc.domain.withdrawal import HOLDING_STATUSES
 from walletsvc.governance.policies import active_policy
 from walletsvc.incident.freeze import apply_freeze
-from walletsvc.keys.kek import Kek
+from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.document import PolicyDocument, RiskRule, parse_duration
 from walletsvc.policy.risk import (
     CHAIN_KINDS,
@@ -119,9 +119,9 @@ def _wallet_id(session: Session, name: str | None) -> str | None:
 
 
 class RiskMonitor:
-    def __init__(self, db: Database, kek: Kek) -> None:
+    def __init__(self, db: Database, tags: RowTagger) -> None:
         self.db = db
-        self.kek = kek
+        self.tags = tags
         self._integrity_seq = 0  # integrity.failure events up to here were looked at
 
     # -- each background pass ----------------------------------------------------------
@@ -139,7 +139,7 @@ class RiskMonitor:
     def _evaluate_wallet(self, wallet: Wallet, now: datetime) -> list[Finding]:
         with self.db.read() as s:
             try:
-                policy = active_policy(s, self.kek, wallet).document
+                policy = active_policy(s, self.tags, wallet).document
             except DomainError:
                 return []  # the policy endpoints and the worker report this loudly
             rules = stream_rules(policy, REQUEST_KINDS)
@@ -191,7 +191,7 @@ class RiskMonitor:
     def _integrity_finding(self, s: Session, ev: AuditEvent) -> Finding:
         withdrawal = s.get(Withdrawal, ev.subject_id) if ev.subject_id else None
         wallet = s.get(Wallet, withdrawal.wallet_id) if withdrawal else None
-        rule = _signer_rule(s, self.kek, wallet)
+        rule = _signer_rule(s, self.tags, wallet)
         return signer_failure(
             rule,
             wallet.name if wallet else None,
@@ -206,7 +206,7 @@ class RiskMonitor:
         """Freeze the wallet at once: SigningRefused or VerificationFailed in the worker."""
         with self.db.write() as uow:
             wallet = uow.session.get(Wallet, wallet_id)
-            rule = _signer_rule(uow.session, self.kek, wallet)
+            rule = _signer_rule(uow.session, self.tags, wallet)
             finding = signer_failure(
                 rule,
                 wallet.name if wallet else None,
@@ -248,7 +248,7 @@ class RiskMonitor:
             return
         s = uow.session
         findings: list[Finding] = []
-        for rule in _chain_rules(s, self.kek, wallet):
+        for rule in _chain_rules(s, self.tags, wallet):
             if rule.kind == "foreign_spend" and stolen:
                 findings += foreign_spends(rule, stolen)
             elif rule.kind == "duplicate_payment" and mine:
@@ -258,19 +258,19 @@ class RiskMonitor:
             record(uow, finding, wallet.id)
 
 
-def _signer_rule(s: Session, kek: Kek, wallet: Wallet | None) -> RiskRule:
-    return _rules_or_builtin(s, kek, wallet, SIGNER_KINDS)[0]
+def _signer_rule(s: Session, tags: RowTagger, wallet: Wallet | None) -> RiskRule:
+    return _rules_or_builtin(s, tags, wallet, SIGNER_KINDS)[0]
 
 
-def _chain_rules(s: Session, kek: Kek, wallet: Wallet) -> list[RiskRule]:
-    return _rules_or_builtin(s, kek, wallet, CHAIN_KINDS)
+def _chain_rules(s: Session, tags: RowTagger, wallet: Wallet) -> list[RiskRule]:
+    return _rules_or_builtin(s, tags, wallet, CHAIN_KINDS)
 
 
 def _rules_or_builtin(
-    s: Session, kek: Kek, wallet: Wallet | None, kinds: frozenset[str]
+    s: Session, tags: RowTagger, wallet: Wallet | None, kinds: frozenset[str]
 ) -> list[RiskRule]:
     try:
-        policy = active_policy(s, kek, wallet).document
+        policy = active_policy(s, tags, wallet).document
     except DomainError:
         # A policy that fails its integrity check must not switch the always-on rules off.
         from walletsvc.policy.risk import BUILTIN_RULES

@@ -46,6 +46,7 @@ from walletsvc.db.models import (
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.models_risk import KeyRotation
 from walletsvc.db.models_treasury import Sweep
+from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.errors import (
     ChainRejected,
     Conflict,
@@ -60,14 +61,14 @@ from walletsvc.domain.transaction import Coin
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import KindContext
-from walletsvc.governance.policies import ROW_MAC, active_policy
+from walletsvc.governance.policies import active_policy
 from walletsvc.governance.staff import now_utc
 from walletsvc.incident.freeze import MAX_REASON_LENGTH, withdrawals_freeze
 from walletsvc.incident.unfreeze import Requester
-from walletsvc.keys.kek import Kek
+from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.keystore import generate_seed
+from walletsvc.keys.sealing import SeedVault
 from walletsvc.keys.signer import HotSigner
-from walletsvc.payouts.intake import authorization_message
 from walletsvc.payouts.signing import (
     SignerFailureHook,
     coins_query,
@@ -93,7 +94,7 @@ SWEEP_TRIGGER = "rotation"
 
 def propose(
     db: Database,
-    kek: Kek,
+    tags: RowTagger,
     *,
     wallet: str,
     reason: str,
@@ -110,7 +111,7 @@ def propose(
         row_wallet = get_wallet(uow.session, wallet)
         if _pending(uow.session, row_wallet.id) is not None:
             raise Conflict("a rotation of this wallet is already waiting for approval")
-        document = active_policy(uow.session, kek, row_wallet).document
+        document = active_policy(uow.session, tags, row_wallet).document
         quorum = document.quorum_for("key_rotation")
         row = KeyRotation(
             wallet_id=row_wallet.id,
@@ -124,7 +125,7 @@ def propose(
         uow.session.flush()
         request = approvals.open_request(
             uow,
-            kek,
+            tags,
             kind=KIND,
             subject_id=row.id,
             group=quorum.group,
@@ -161,14 +162,14 @@ def get_rotation(session: Session, rotation_id: str) -> KeyRotation:
 # --- At quorum -------------------------------------------------------------------------------
 
 
-def rotate(ctx: KindContext, row: KeyRotation, approved_by: list[str]) -> None:
+def rotate(ctx: KindContext, vault: SeedVault, row: KeyRotation, approved_by: list[str]) -> None:
     """The new epoch, retired addresses, the new current address, voided unbroadcast txs."""
     uow, s = ctx.uow, ctx.uow.session
     wallet = s.get(Wallet, row.wallet_id)
     assert wallet is not None
     new_epoch = wallet.current_epoch + 1
     network = Network(wallet.network)
-    seed = generate_seed(ctx.kek, wallet=wallet.name, epoch=new_epoch, network=network)
+    seed = generate_seed(vault, wallet=wallet.name, epoch=new_epoch, network=network)
     s.add(
         KeyEpoch(
             wallet_id=wallet.id,
@@ -255,15 +256,20 @@ def _content(session: Session, row: KeyRotation) -> dict[str, Any]:
 
 
 class KeyRotationApprovals:
+    """At quorum a new seed is made: the handler holds the seed vault (the signer side)."""
+
     name = KIND
+
+    def __init__(self, vault: SeedVault) -> None:
+        self.vault = vault
 
     def content(self, session: Session, subject_id: str) -> dict[str, Any]:
         return _content(session, get_rotation(session, subject_id))
 
     def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
         row = get_rotation(ctx.uow.session, request.subject_id)
-        counted = approvals.require_quorum(ctx.uow.session, ctx.kek, request)
-        rotate(ctx, row, list(counted.approvers))
+        counted = approvals.require_quorum(ctx.uow.session, ctx.tags, request)
+        rotate(ctx, self.vault, row, list(counted.approvers))
 
     def on_rejected(self, ctx: KindContext, request: ApprovalRequest) -> None:
         get_rotation(ctx.uow.session, request.subject_id).status = "rejected"
@@ -279,13 +285,13 @@ class RotationService:
     def __init__(
         self,
         db: Database,
-        kek: Kek,
+        tags: RowTagger,
         chain: ChainBackend,
         signer: HotSigner,
         settings: Settings,
     ) -> None:
         self.db = db
-        self.kek = kek
+        self.tags = tags
         self.chain = chain
         self.signer = signer
         self.settings = settings
@@ -333,7 +339,7 @@ class RotationService:
         tx, row = sign_sweep_to_cold(
             uow,
             self.signer,
-            self.kek,
+            self.tags,
             self.settings,
             wallet,
             coins,
@@ -417,7 +423,7 @@ class RotationService:
             for w in held:
                 if not (
                     w.authorization_mac
-                    and self.kek.verify_mac(ROW_MAC, authorization_message(w), w.authorization_mac)
+                    and self.tags.verify(withdrawal_authorization_message(w), w.authorization_mac)
                 ):
                     raise Conflict(f"withdrawal {w.id} fails its integrity check; not re-signing")
             return self._resign(uow, wallet, voided, held)

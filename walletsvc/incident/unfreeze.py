@@ -27,7 +27,7 @@ from walletsvc.governance.approvals import KindContext
 from walletsvc.governance.policies import active_policy
 from walletsvc.governance.staff import now_utc
 from walletsvc.incident.freeze import FREEZE_SCOPES, MAX_REASON_LENGTH, active_freezes, lift
-from walletsvc.keys.kek import Kek
+from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.document import Quorum
 from walletsvc.policy.engine import approval_deadline
 from walletsvc.wallets.service import get_wallet
@@ -53,7 +53,7 @@ class Requester:
 
 def propose(
     db: Database,
-    kek: Kek,
+    tags: RowTagger,
     *,
     target: Target,
     reason: str,
@@ -65,7 +65,7 @@ def propose(
     moment = now_utc(now)
     with db.write() as uow:
         freezes = _select_freezes(uow.session, target)
-        quorum, deadline = _quorum(uow.session, kek, freezes, moment)
+        quorum, deadline = _quorum(uow.session, tags, freezes, moment)
         row = UnfreezeRequest(
             freeze_ids=sorted(f.id for f in freezes),
             reason=reason,
@@ -77,7 +77,7 @@ def propose(
         uow.session.flush()
         request = approvals.open_request(
             uow,
-            kek,
+            tags,
             kind=KIND,
             subject_id=row.id,
             group=quorum.group,
@@ -135,13 +135,13 @@ def _select_freezes(session: Session, target: Target) -> list[Freeze]:
 
 
 def _quorum(
-    session: Session, kek: Kek, freezes: list[Freeze], now: datetime
+    session: Session, tags: RowTagger, freezes: list[Freeze], now: datetime
 ) -> tuple[Quorum, datetime]:
     """The strictest governance.unfreeze quorum among the policies of the frozen wallets."""
     best: tuple[Quorum, datetime] | None = None
     for wallet_id in sorted({f.wallet_id or "" for f in freezes}):
         wallet = session.get(Wallet, wallet_id) if wallet_id else None
-        document = active_policy(session, kek, wallet).document
+        document = active_policy(session, tags, wallet).document
         quorum = document.quorum_for("unfreeze")
         if best is None or quorum.m > best[0].m:
             best = (quorum, approval_deadline(document, now))
@@ -179,7 +179,7 @@ class UnfreezeApprovals:
 
     def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
         row = get_unfreeze_request(ctx.uow.session, request.subject_id)
-        counted = approvals.require_quorum(ctx.uow.session, ctx.kek, request)
+        counted = approvals.require_quorum(ctx.uow.session, ctx.tags, request)
         who = f"{row.requested_by}; approved by {', '.join(counted.approvers)}"
         for freeze_id in row.freeze_ids:
             lift(ctx.uow, freeze_id, lifted_by=who[:400])

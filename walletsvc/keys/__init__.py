@@ -1,7 +1,8 @@
 """Keys: the KEK, encrypted seeds, BIP32/BIP84 derivation, BIP143 sighashes and the hot signer.
 
 Only :mod:`walletsvc.keys.signer` turns a seed into private keys; everything else here handles
-ciphertexts and public keys.
+ciphertexts and public keys. The KEK hands out narrow objects (``RowTagger``, ``SeedVault``,
+``TotpSealer``, the audit key); services get those, never the KEK itself.
 """
 
 from .errors import (
@@ -12,6 +13,7 @@ from .errors import (
     SeedDecryptionError,
 )
 from .hd import AccountXpub, account_path_str, p2wpkh_script_for_pubkey
+from .integrity import RowTagger, canonical_json, content_digest, encode_message
 from .kek import Kek, create_dev_kek, load_kek
 from .keystore import (
     EncryptedSeed,
@@ -21,6 +23,7 @@ from .keystore import (
     generate_seed,
     import_mnemonic,
 )
+from .sealing import SeedVault, TotpSealer
 from .sighash import SegwitV0Sighasher
 from .signer import HotSigner
 
@@ -35,11 +38,17 @@ __all__ = [
     "KeyMaterialError",
     "MnemonicBackup",
     "NewSeed",
+    "RowTagger",
     "SeedDecryptionError",
+    "SeedVault",
     "SegwitV0Sighasher",
+    "TotpSealer",
     "account_path_str",
+    "canonical_json",
+    "content_digest",
     "create_dev_kek",
     "decrypt_seed",
+    "encode_message",
     "generate_seed",
     "import_mnemonic",
     "load_kek",

@@ -23,3 +23,7 @@ class InvalidXpub(InvalidInput):
 
 class InvalidMnemonic(InvalidInput):
     code = "invalid_mnemonic"
+
+
+class SealedSecretError(KeyMaterialError):
+    """A sealed secret does not open: wrong KEK, altered ciphertext or bound to another owner."""

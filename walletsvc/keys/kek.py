@@ -4,6 +4,10 @@ A stolen or edited database holds only ciphertexts, xpubs and MAC tags; without 
 can neither decrypt a seed nor forge a tag. Every use of the KEK goes through a subkey derived
 with HKDF-SHA256 under a distinct label, so the seed-encryption key, the row-MAC key and the
 audit-chain key are independent even though one file backs them all.
+
+Only the composition root and the CLI's key-file commands hold a Kek. They pass on the narrow
+object each use needs: :meth:`Kek.row_tagger` and :meth:`Kek.audit_key` (the service side),
+:meth:`Kek.seed_vault` and :meth:`Kek.totp_sealer` (the signer side).
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from pathlib import Path
 from typing import NoReturn
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import KekFileError
+from .integrity import HmacRowTagger, RowTagger
+from .sealing import AesGcmSeedVault, AesGcmTotpSealer, SeedVault, TotpSealer
 
 KEK_SIZE = 32
 MAX_PURPOSE_LENGTH = 64
@@ -29,6 +34,11 @@ MAX_PURPOSE_LENGTH = 64
 _SUBKEY_INFO_PREFIX = b"walletsvc/kek/subkey/v1/"
 _SEED_AEAD_INFO = b"walletsvc/kek/seed-aead/v1"
 _KEY_ID_INFO = b"walletsvc/kek/key-id/v1"
+
+# Purposes of the public subkeys: one key per use, so a tag made for one use is useless in another.
+ROW_MAC = "row-mac"
+AUDIT_CHAIN = "audit-chain"
+STAFF_TOTP = "staff-totp"
 
 
 def _hkdf(key: bytes | bytearray, info: bytes) -> bytes:
@@ -83,9 +93,24 @@ class Kek:
             return False
         return hmac.compare_digest(self.mac(purpose, message).encode("ascii"), given)
 
-    def _seed_aead(self) -> AESGCM:
-        """The AES-256-GCM cipher for seeds (walletsvc.keys.keystore only)."""
-        return AESGCM(_hkdf(self._key, _SEED_AEAD_INFO))
+    # The narrow interfaces handed out by the composition root. The service side gets the row
+    # tagger and the audit key; the signer side gets the seed vault and the TOTP sealer.
+
+    def row_tagger(self) -> RowTagger:
+        """Tags and checks governed rows (walletsvc.db.tags) under the row-MAC subkey."""
+        return HmacRowTagger(self.subkey(ROW_MAC))
+
+    def audit_key(self) -> bytes:
+        """The key of the database's HMAC-chained audit log."""
+        return self.subkey(AUDIT_CHAIN)
+
+    def seed_vault(self) -> SeedVault:
+        """Encrypts and decrypts hot-wallet seeds (walletsvc.keys.keystore)."""
+        return AesGcmSeedVault(_hkdf(self._key, _SEED_AEAD_INFO), self.key_id)
+
+    def totp_sealer(self) -> TotpSealer:
+        """Seals staff TOTP secrets under their own subkey."""
+        return AesGcmTotpSealer(self.subkey(STAFF_TOTP))
 
     def wipe(self) -> None:
         """Overwrite the key bytes we own; the Kek is unusable afterwards."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import os
 import unicodedata
 from dataclasses import dataclass, field
@@ -22,13 +21,13 @@ from types import TracebackType
 from typing import NoReturn
 
 from bip_utils import Bip39Languages, Bip39MnemonicDecoder, Bip39MnemonicEncoder
-from cryptography.exceptions import InvalidTag
 
 from walletsvc.domain.network import Network
 
 from .errors import InvalidMnemonic, SeedDecryptionError
 from .hd import AccountKeys, account_path_str
-from .kek import Kek
+from .integrity import canonical_json
+from .sealing import SeedVault
 
 FORMAT_VERSION = 1
 _PREFIX = "wsseed"
@@ -209,17 +208,16 @@ class SeedSecret:
 
 def _aad(wallet: str, epoch: int, network: Network) -> bytes:
     _check_binding(wallet, epoch, network)
-    # JSON with sorted keys is an unambiguous encoding (no "ab"+"c" == "a"+"bc" confusion).
-    return json.dumps(
+    # Canonical JSON is an unambiguous encoding (no "ab"+"c" == "a"+"bc" confusion). It is
+    # ASCII, and for these plain fields byte-identical to the format's original AAD.
+    return canonical_json(
         {
             "format": f"{_PREFIX}/v{FORMAT_VERSION}",
             "wallet": wallet,
             "epoch": epoch,
             "network": network.value,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    ).encode("utf-8")
+        }
+    )
 
 
 def _check_binding(wallet: str, epoch: int, network: Network) -> None:
@@ -245,17 +243,16 @@ def _bip39_seed(entropy: bytes | bytearray, passphrase: str = "") -> bytearray:
         _wipe(mnemonic)
 
 
-def _encrypt(kek: Kek, entropy: bytes | bytearray, aad: bytes) -> EncryptedSeed:
-    nonce = os.urandom(_NONCE_SIZE)  # random 96-bit nonce: one encryption per seed, no reuse risk
-    ciphertext = kek._seed_aead().encrypt(nonce, bytes(entropy), aad)
-    return EncryptedSeed(kek_id=kek.key_id, nonce=nonce, ciphertext=ciphertext)
+def _encrypt(vault: SeedVault, entropy: bytes | bytearray, aad: bytes) -> EncryptedSeed:
+    nonce, ciphertext = vault.encrypt(bytes(entropy), aad)
+    return EncryptedSeed(kek_id=vault.key_id, nonce=nonce, ciphertext=ciphertext)
 
 
 def _new_seed(
-    kek: Kek, entropy: bytearray, *, wallet: str, epoch: int, network: Network
+    vault: SeedVault, entropy: bytearray, *, wallet: str, epoch: int, network: Network
 ) -> NewSeed:
     aad = _aad(wallet, epoch, network)
-    encrypted = _encrypt(kek, entropy, aad)
+    encrypted = _encrypt(vault, entropy, aad)
     seed = _bip39_seed(entropy)
     keys = AccountKeys(seed, network)
     try:
@@ -277,18 +274,18 @@ def _new_seed(
     )
 
 
-def generate_seed(kek: Kek, *, wallet: str, epoch: int, network: Network) -> NewSeed:
-    """Create a fresh 24-word seed for ``wallet``/``epoch`` and encrypt it under ``kek``."""
+def generate_seed(vault: SeedVault, *, wallet: str, epoch: int, network: Network) -> NewSeed:
+    """Create a fresh 24-word seed for ``wallet``/``epoch`` and encrypt it in ``vault``."""
     _check_binding(wallet, epoch, network)
     entropy = bytearray(os.urandom(_ENTROPY_SIZE))
     try:
-        return _new_seed(kek, entropy, wallet=wallet, epoch=epoch, network=network)
+        return _new_seed(vault, entropy, wallet=wallet, epoch=epoch, network=network)
     finally:
         _wipe(entropy)
 
 
 def import_mnemonic(
-    kek: Kek, mnemonic: str, *, wallet: str, epoch: int, network: Network
+    vault: SeedVault, mnemonic: str, *, wallet: str, epoch: int, network: Network
 ) -> NewSeed:
     """Restore a seed from its BIP39 words (12-24, English, no passphrase) and encrypt it."""
     _check_binding(wallet, epoch, network)
@@ -306,13 +303,13 @@ def import_mnemonic(
         ) from None
     entropy = bytearray(decoded)
     try:
-        return _new_seed(kek, entropy, wallet=wallet, epoch=epoch, network=network)
+        return _new_seed(vault, entropy, wallet=wallet, epoch=epoch, network=network)
     finally:
         _wipe(entropy)
 
 
 def decrypt_seed(
-    kek: Kek, encrypted: EncryptedSeed, *, wallet: str, epoch: int, network: Network
+    vault: SeedVault, encrypted: EncryptedSeed, *, wallet: str, epoch: int, network: Network
 ) -> SeedSecret:
     """Decrypt a seed for signing (walletsvc.keys.signer only). Wipe it when done.
 
@@ -322,14 +319,14 @@ def decrypt_seed(
     aad = _aad(wallet, epoch, network)
     if encrypted.format_version != FORMAT_VERSION:
         raise SeedDecryptionError(f"unsupported encrypted-seed format v{encrypted.format_version}")
-    if encrypted.kek_id != kek.key_id:
+    if encrypted.kek_id != vault.key_id:
         raise SeedDecryptionError(
             f"seed of wallet {wallet!r} epoch {epoch} was encrypted under KEK {encrypted.kek_id}, "
-            f"but the loaded KEK is {kek.key_id}"
+            f"but the loaded KEK is {vault.key_id}"
         )
     try:
-        plaintext = kek._seed_aead().decrypt(encrypted.nonce, encrypted.ciphertext, aad)
-    except InvalidTag:
+        plaintext = vault.decrypt(encrypted.nonce, encrypted.ciphertext, aad)
+    except SeedDecryptionError:
         raise SeedDecryptionError(
             f"seed of wallet {wallet!r} epoch {epoch} on {network.value} does not authenticate: "
             "the ciphertext was altered or belongs to another wallet, epoch or network"

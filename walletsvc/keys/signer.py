@@ -33,8 +33,8 @@ from walletsvc.domain.transaction import (
 
 from .errors import SeedDecryptionError
 from .hd import HARDENED, AccountKeys, DerivedKey, p2wpkh_script_for_pubkey
-from .kek import Kek
 from .keystore import EncryptedSeed, decrypt_seed
+from .sealing import SeedVault
 from .sighash import SIGHASH_ALL, SegwitV0Sighasher, p2wpkh_script_code
 
 _TXID_RE = re.compile(r"[0-9a-fA-F]{64}")
@@ -59,12 +59,12 @@ def _path_str(path: KeyPath) -> str:
 class _KeySession:
     """Per-call key cache: one decrypted account per epoch, one derivation per KeyPath."""
 
-    __slots__ = ("_accounts", "_kek", "_keys", "_network", "_seeds", "_wallet")
+    __slots__ = ("_accounts", "_keys", "_network", "_seeds", "_vault", "_wallet")
 
     def __init__(
-        self, kek: Kek, wallet: str, network: Network, seeds: Mapping[int, EncryptedSeed]
+        self, vault: SeedVault, wallet: str, network: Network, seeds: Mapping[int, EncryptedSeed]
     ) -> None:
-        self._kek = kek
+        self._vault = vault
         self._wallet = wallet
         self._network = network
         self._seeds = seeds
@@ -76,7 +76,7 @@ class _KeySession:
         if account is None:
             try:
                 secret = decrypt_seed(
-                    self._kek,
+                    self._vault,
                     self._seeds[epoch],
                     wallet=self._wallet,
                     epoch=epoch,
@@ -113,14 +113,14 @@ class HotSigner:
     material.
     """
 
-    __slots__ = ("_kek", "_verifier")
+    __slots__ = ("_vault", "_verifier")
 
-    def __init__(self, kek: Kek, verifier: ScriptVerifier) -> None:
-        self._kek = kek
+    def __init__(self, vault: SeedVault, verifier: ScriptVerifier) -> None:
+        self._vault = vault
         self._verifier = verifier
 
     def __repr__(self) -> str:
-        return f"HotSigner(kek={self._kek!r})"
+        return f"HotSigner(kek=Kek(id={self._vault.key_id}))"
 
     def sign(
         self,
@@ -147,7 +147,7 @@ class HotSigner:
         if missing:
             raise SigningRefused(f"no seed for key epoch(s) {missing} of wallet {wallet!r}")
 
-        session = _KeySession(self._kek, wallet, network, seeds)
+        session = _KeySession(self._vault, wallet, network, seeds)
         try:
             _check_change(plan, session, network)
             tx = _sign_inputs(plan, session)

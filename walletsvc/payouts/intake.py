@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +12,7 @@ from sqlalchemy.orm import Session
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import ChainTransaction, IdempotencyKey, Wallet, Withdrawal
 from walletsvc.db.models_governance import ApprovalRequest
+from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
 from walletsvc.domain.money import require_payable
@@ -26,8 +25,8 @@ from walletsvc.domain.withdrawal import (
 from walletsvc.governance import approvals
 from walletsvc.governance.allowlist import entry_for_destination
 from walletsvc.governance.approvals import KindContext
-from walletsvc.governance.policies import ROW_MAC, active_policy
-from walletsvc.keys.kek import Kek
+from walletsvc.governance.policies import active_policy
+from walletsvc.keys.integrity import RowTagger, content_digest
 from walletsvc.payouts.signing import tip_height
 from walletsvc.policy.engine import (
     AllowlistEntry,
@@ -60,27 +59,19 @@ class WithdrawalResult:
 
 
 def request_hash(body: WithdrawalInput) -> str:
-    canonical = json.dumps(
+    return content_digest(
         {
             "wallet": body.wallet,
             "destination": body.destination,
             "amount_sat": body.amount_sat,
             "reference": body.reference,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
+        }
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def authorization_message(w: Withdrawal) -> bytes:
-    """What an approval binds to: the exact payee and amount of this payout."""
-    return f"withdrawal|{w.id}|{w.wallet_id}|{w.script_pubkey}|{w.amount_sat}|approved".encode()
 
 
 def request_withdrawal(
     db: Database,
-    kek: Kek,
+    tags: RowTagger,
     *,
     body: WithdrawalInput,
     idempotency_key: str,
@@ -102,7 +93,7 @@ def request_withdrawal(
     with db.write() as uow:
         outcome = _decide_and_record(
             uow,
-            kek,
+            tags,
             body=body,
             amount=amount,
             digest=digest,
@@ -119,7 +110,7 @@ def request_withdrawal(
 
 def _decide_and_record(
     uow: UnitOfWork,
-    kek: Kek,
+    tags: RowTagger,
     *,
     body: WithdrawalInput,
     amount: int,
@@ -136,7 +127,7 @@ def _decide_and_record(
     wallet = get_wallet(uow.session, body.wallet)
     destination = decode_address(body.destination, Network(wallet.network), field="destination")
     moment = now or datetime.now(UTC)
-    policy = active_policy(uow.session, kek, wallet)
+    policy = active_policy(uow.session, tags, wallet)
     decision = evaluate(
         PayoutRequest(
             wallet=wallet.name,
@@ -148,7 +139,7 @@ def _decide_and_record(
             uow.session,
             wallet,
             moment - history_horizon(policy.document),
-            entry_for_destination(uow.session, kek, wallet.id, destination.address),
+            entry_for_destination(uow.session, tags, wallet.id, destination.address),
         ),
         policy.document,
         moment,
@@ -187,7 +178,7 @@ def _decide_and_record(
     uow.session.add(withdrawal)
     uow.session.flush()
     if status is WithdrawalStatus.APPROVED:
-        withdrawal.authorization_mac = kek.mac(ROW_MAC, authorization_message(withdrawal))
+        withdrawal.authorization_mac = tags.tag(withdrawal_authorization_message(withdrawal))
     uow.session.add(
         IdempotencyKey(
             token_id=token_id,
@@ -215,7 +206,7 @@ def _decide_and_record(
         # Same transaction: a payout never waits without its approval request.
         approvals.open_request(
             uow,
-            kek,
+            tags,
             kind=KIND,
             subject_id=withdrawal.id,
             group=decision.required.group,
@@ -399,7 +390,7 @@ class WithdrawalApprovals:
         # Quorum reached: approved and MAC-authorised for the signer, in the transaction that
         # records the final approval and its audit event.
         w = self._move(ctx, request, WithdrawalStatus.APPROVED)
-        w.authorization_mac = ctx.kek.mac(ROW_MAC, authorization_message(w))
+        w.authorization_mac = ctx.tags.tag(withdrawal_authorization_message(w))
 
     def on_rejected(self, ctx: KindContext, request: ApprovalRequest) -> None:
         self._move(ctx, request, WithdrawalStatus.REJECTED)

@@ -24,6 +24,7 @@ from walletsvc.db.models import (
     Withdrawal,
     utcnow,
 )
+from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.errors import (
     ChainRejected,
     DependencyUnavailable,
@@ -35,11 +36,9 @@ from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import ApprovedPayout, TransactionPlan
 from walletsvc.domain.txplan import plan_payouts
 from walletsvc.domain.withdrawal import WithdrawalStatus, transition
-from walletsvc.governance.policies import ROW_MAC
 from walletsvc.incident.freeze import withdrawals_freeze
-from walletsvc.keys.kek import Kek
+from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.signer import HotSigner
-from walletsvc.payouts.intake import authorization_message
 from walletsvc.payouts.signing import (
     SignerFailureHook,
     fee_rate,
@@ -69,13 +68,13 @@ class PayoutWorker:
     def __init__(
         self,
         db: Database,
-        kek: Kek,
+        tags: RowTagger,
         chain: ChainBackend,
         signer: HotSigner,
         settings: Settings,
     ) -> None:
         self.db = db
-        self.kek = kek
+        self.tags = tags
         self.chain = chain
         self.signer = signer
         self.settings = settings
@@ -183,8 +182,8 @@ class PayoutWorker:
         )
         good = []
         for row in rows:
-            if row.authorization_mac and self.kek.verify_mac(
-                ROW_MAC, authorization_message(row), row.authorization_mac
+            if row.authorization_mac and self.tags.verify(
+                withdrawal_authorization_message(row), row.authorization_mac
             ):
                 good.append(row)
                 continue

@@ -13,7 +13,6 @@ same document and hash the same.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -34,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from walletsvc.domain import canonical
 from walletsvc.domain.errors import InvalidInput
 from walletsvc.domain.money import MAX_MONEY
 from walletsvc.domain.network import SEGWIT_HRPS
@@ -531,14 +531,12 @@ def canonical_dict(doc: PolicyDocument) -> dict[str, Any]:
 
 def canonical_json(doc: PolicyDocument) -> bytes:
     """Sorted keys, no whitespace, ASCII only: the bytes that are hashed and approved."""
-    return json.dumps(
-        canonical_dict(doc), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-    ).encode("ascii")
+    return canonical.canonical_json(canonical_dict(doc))
 
 
 def policy_hash(doc: PolicyDocument) -> str:
     """SHA-256 hex of the canonical JSON: the policy revision recorded with each decision."""
-    return hashlib.sha256(canonical_json(doc)).hexdigest()
+    return canonical.content_digest(canonical_dict(doc))
 
 
 def policy_json_schema() -> dict[str, Any]:

@@ -10,7 +10,6 @@ is what runs when the quorum is met.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -21,14 +20,15 @@ from sqlalchemy.orm import Session
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import Wallet, utcnow
 from walletsvc.db.models_treasury import ColdDestinationChange, ColdDestinationRow
+from walletsvc.db.tags import cold_destination_message
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.network import Network
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import KindContext
-from walletsvc.governance.policies import ROW_MAC, IntegrityFailure, active_policy
+from walletsvc.governance.policies import IntegrityFailure, active_policy
 from walletsvc.governance.staff import now_utc
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
-from walletsvc.keys.kek import Kek
+from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.engine import approval_deadline
 from walletsvc.wallets.service import get_wallet
 
@@ -53,16 +53,8 @@ class ColdAddress:
     address: str
 
 
-def cold_mac_message(row: ColdDestinationRow) -> bytes:
-    digest = hashlib.sha256(row.descriptor.encode()).hexdigest()
-    return (
-        f"cold-destination|{row.id}|{row.wallet_id}|{row.kind}|{row.fingerprint}|{row.status}"
-        f"|{digest}"
-    ).encode()
-
-
-def _tag(kek: Kek, row: ColdDestinationRow) -> None:
-    row.mac = kek.mac(ROW_MAC, cold_mac_message(row))
+def _tag(tags: RowTagger, row: ColdDestinationRow) -> None:
+    row.mac = tags.tag(cold_destination_message(row))
 
 
 def _parse(text: str, wallet: Wallet) -> ColdDestination:
@@ -78,13 +70,19 @@ def _active_row(session: Session, wallet_id: str) -> ColdDestinationRow | None:
 
 
 def _install(
-    uow: UnitOfWork, kek: Kek, wallet: Wallet, parsed: ColdDestination, *, actor: str, why: str
+    uow: UnitOfWork,
+    tags: RowTagger,
+    wallet: Wallet,
+    parsed: ColdDestination,
+    *,
+    actor: str,
+    why: str,
 ) -> ColdDestinationRow:
     """Retire the active destination (if any) and make ``parsed`` the active one."""
     old = _active_row(uow.session, wallet.id)
     if old is not None:
         old.status, old.retired_at = "retired", utcnow()
-        _tag(kek, old)
+        _tag(tags, old)
     row = ColdDestinationRow(
         wallet_id=wallet.id,
         kind=parsed.kind.value,
@@ -96,7 +94,7 @@ def _install(
     )
     uow.session.add(row)
     uow.session.flush()
-    _tag(kek, row)
+    _tag(tags, row)
     uow.audit(
         actor,
         "cold_destination.set",
@@ -115,7 +113,7 @@ def _install(
 
 
 def set_initial_cold_destination(
-    db: Database, kek: Kek, *, wallet: str, text: str, actor: str
+    db: Database, tags: RowTagger, *, wallet: str, text: str, actor: str
 ) -> ColdDestination:
     """At ``walletsvc init`` only: a wallet with a destination changes it through a quorum."""
     with db.write() as uow:
@@ -126,18 +124,18 @@ def set_initial_cold_destination(
                 "this wallet has a cold destination already; changing it needs approvals",
                 field="cold_destination",
             )
-        _install(uow, kek, row, parsed, actor=actor, why="init")
+        _install(uow, tags, row, parsed, actor=actor, why="init")
         return parsed
 
 
 def active_cold_destination(
-    session: Session, kek: Kek, wallet: Wallet
+    session: Session, tags: RowTagger, wallet: Wallet
 ) -> tuple[ColdDestinationRow, ColdDestination] | None:
     """The verified active destination, or None if the wallet has none."""
     row = _active_row(session, wallet.id)
     if row is None:
         return None
-    if not kek.verify_mac(ROW_MAC, cold_mac_message(row), row.mac):
+    if not tags.verify(cold_destination_message(row), row.mac):
         raise IntegrityFailure(f"the cold destination of wallet {wallet.name!r} was altered")
     parsed = _parse(row.descriptor, wallet)
     if parsed.descriptor != row.descriptor or parsed.fingerprint != row.fingerprint:
@@ -147,9 +145,9 @@ def active_cold_destination(
     return row, parsed
 
 
-def reserve_cold_address(uow: UnitOfWork, kek: Kek, wallet: Wallet) -> ColdAddress:
+def reserve_cold_address(uow: UnitOfWork, tags: RowTagger, wallet: Wallet) -> ColdAddress:
     """The next unused cold address; the index advances in the caller's transaction."""
-    found = active_cold_destination(uow.session, kek, wallet)
+    found = active_cold_destination(uow.session, tags, wallet)
     if found is None:
         raise NoColdDestination(
             f"wallet {wallet.name!r} has no cold destination (set one at `walletsvc init`)",
@@ -163,10 +161,10 @@ def reserve_cold_address(uow: UnitOfWork, kek: Kek, wallet: Wallet) -> ColdAddre
     )
 
 
-def treasury_view(session: Session, kek: Kek, wallet: Wallet) -> dict[str, Any]:
+def treasury_view(session: Session, tags: RowTagger, wallet: Wallet) -> dict[str, Any]:
     """The wallet view's treasury fields: cold destination fingerprint and hot thresholds."""
     try:
-        hot = active_policy(session, kek, wallet).document.hot
+        hot = active_policy(session, tags, wallet).document.hot
     except IntegrityFailure:
         hot = None  # the policy endpoints report the integrity failure; the view stays up
     return {
@@ -209,7 +207,7 @@ def _change_content(session: Session, change: ColdDestinationChange) -> dict[str
 
 def request_cold_destination_change(
     db: Database,
-    kek: Kek,
+    tags: RowTagger,
     *,
     wallet: str,
     text: str,
@@ -240,11 +238,11 @@ def request_cold_destination_change(
         )
         uow.session.add(change)
         uow.session.flush()
-        policy = active_policy(uow.session, kek, w).document
+        policy = active_policy(uow.session, tags, w).document
         quorum = policy.quorum_for(KIND)
         request = approvals.open_request(
             uow,
-            kek,
+            tags,
             kind=KIND,
             subject_id=change.id,
             group=quorum.group,
@@ -266,7 +264,7 @@ def request_cold_destination_change(
 
 
 def apply_cold_destination_change(
-    uow: UnitOfWork, kek: Kek, change: ColdDestinationChange, *, actor: str
+    uow: UnitOfWork, tags: RowTagger, change: ColdDestinationChange, *, actor: str
 ) -> ColdDestinationRow:
     """Make an approved change the wallet's active destination (the quorum's hook)."""
     if change.status != PENDING:
@@ -276,7 +274,7 @@ def apply_cold_destination_change(
     parsed = _parse(change.descriptor, wallet)
     if parsed.fingerprint != change.fingerprint:
         raise IntegrityFailure(f"cold destination change {change.id} does not parse back")
-    row = _install(uow, kek, wallet, parsed, actor=actor, why=f"change {change.id}")
+    row = _install(uow, tags, wallet, parsed, actor=actor, why=f"change {change.id}")
     change.status, change.decided_at = "applied", utcnow()
     return row
 
@@ -307,7 +305,7 @@ class ColdDestinationApprovals:
     def on_approved(self, ctx: KindContext, request: Any) -> None:
         change = get_change(ctx.uow.session, request.subject_id)
         if change.status == PENDING:
-            apply_cold_destination_change(ctx.uow, ctx.kek, change, actor=ctx.actor)
+            apply_cold_destination_change(ctx.uow, ctx.tags, change, actor=ctx.actor)
 
     def on_rejected(self, ctx: KindContext, request: Any) -> None:
         self._close(ctx, request, "rejected")

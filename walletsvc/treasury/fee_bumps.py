@@ -26,6 +26,7 @@ from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import Address, ChainTransaction, Utxo, Wallet, Withdrawal, utcnow
 from walletsvc.db.models_treasury import TransactionWatch
+from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.errors import DomainError, SigningRefused
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import (
@@ -38,11 +39,9 @@ from walletsvc.domain.transaction import (
 )
 from walletsvc.domain.txplan import INCREMENTAL_RELAY_FEE_SAT_PER_VB, plan_replacement
 from walletsvc.domain.withdrawal import WithdrawalStatus
-from walletsvc.governance.policies import ROW_MAC
 from walletsvc.incident.freeze import withdrawals_freeze
-from walletsvc.keys.kek import Kek
+from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.signer import HotSigner
-from walletsvc.payouts.intake import authorization_message
 from walletsvc.payouts.signing import (
     SignerFailureHook,
     coins_query,
@@ -94,10 +93,15 @@ class Bump:
 
 class FeeBumper:
     def __init__(
-        self, db: Database, kek: Kek, chain: ChainBackend, signer: HotSigner, settings: Settings
+        self,
+        db: Database,
+        tags: RowTagger,
+        chain: ChainBackend,
+        signer: HotSigner,
+        settings: Settings,
     ) -> None:
         self.db = db
-        self.kek = kek
+        self.tags = tags
         self.chain = chain
         self.signer = signer
         self.settings = settings
@@ -171,7 +175,7 @@ class FeeBumper:
                 change_path=change_path,
                 original_vsize=old.vsize,
             )
-            approved = [_approved(self.kek, w) for w in payouts]
+            approved = [_approved(self.tags, w) for w in payouts]
             new = sign_and_store(
                 uow,
                 self.signer,
@@ -243,10 +247,10 @@ def _payouts_of(s: Session, tx: ChainTransaction) -> list[Withdrawal]:
     )
 
 
-def _approved(kek: Kek, w: Withdrawal) -> ApprovedPayout:
+def _approved(tags: RowTagger, w: Withdrawal) -> ApprovedPayout:
     # The approval tag is re-checked: a replacement must not pay a row edited since signing.
-    if not w.authorization_mac or not kek.verify_mac(
-        ROW_MAC, authorization_message(w), w.authorization_mac
+    if not w.authorization_mac or not tags.verify(
+        withdrawal_authorization_message(w), w.authorization_mac
     ):
         raise SigningRefused(f"withdrawal {w.id} fails its integrity check; not re-signing it")
     return ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat)

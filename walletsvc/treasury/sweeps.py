@@ -35,7 +35,7 @@ from walletsvc.domain.transaction import Coin
 from walletsvc.domain.txplan import plan_sweep
 from walletsvc.governance.policies import active_policy
 from walletsvc.incident.freeze import withdrawals_freeze
-from walletsvc.keys.kek import Kek
+from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.signing import (
     SignerFailureHook,
@@ -116,7 +116,7 @@ class SweepService:
     def __init__(
         self,
         db: Database,
-        kek: Kek,
+        tags: RowTagger,
         chain: ChainBackend,
         signer: HotSigner,
         settings: Settings,
@@ -124,7 +124,7 @@ class SweepService:
         alert_hooks: list[AlertHook] | None = None,
     ) -> None:
         self.db = db
-        self.kek = kek
+        self.tags = tags
         self.chain = chain
         self.signer = signer
         self.settings = settings
@@ -155,7 +155,7 @@ class SweepService:
         with self.db.read() as s:
             wallet = s.get(Wallet, wallet_id)
             assert wallet is not None
-            hot = _thresholds(s, self.kek, wallet)
+            hot = _thresholds(s, self.tags, wallet)
             # Thresholds apply to wallets with cold storage: without one, nothing can be swept
             # and there is nowhere to refill from.
             if hot is None or cold_view(s, wallet) is None:
@@ -203,7 +203,7 @@ class SweepService:
         assert wallet is not None
         if withdrawals_freeze(s, wallet.id) is not None:
             raise Conflict("the wallet is frozen; no sweep until the freeze is lifted")
-        hot = _thresholds(s, self.kek, wallet)
+        hot = _thresholds(s, self.tags, wallet)
         if hot is None:
             raise Conflict("the active policy has no hot thresholds for this wallet")
         position = hot_position(s, wallet, min_confirmations=self.settings.min_confirmations)
@@ -218,7 +218,7 @@ class SweepService:
         tx, row = sign_sweep_to_cold(
             uow,
             self.signer,
-            self.kek,
+            self.tags,
             self.settings,
             wallet,
             spendable_coins(s, wallet),
@@ -300,7 +300,7 @@ class SweepService:
 def sign_sweep_to_cold(
     uow: UnitOfWork,
     signer: HotSigner,
-    kek: Kek,
+    tags: RowTagger,
     settings: Settings,
     wallet: Wallet,
     coins: list[Coin],
@@ -319,7 +319,7 @@ def sign_sweep_to_cold(
     """
     s = uow.session
     tip = tip_height(s)
-    cold = reserve_cold_address(uow, kek, wallet)
+    cold = reserve_cold_address(uow, tags, wallet)
     change_path, change_script = next_change_path(uow, wallet)
     plan = plan_sweep(
         coins,
@@ -384,8 +384,8 @@ def sign_sweep_to_cold(
     return tx, row
 
 
-def _thresholds(s: Session, kek: Kek, wallet: Wallet) -> HotThresholds | None:
-    return active_policy(s, kek, wallet).document.hot
+def _thresholds(s: Session, tags: RowTagger, wallet: Wallet) -> HotThresholds | None:
+    return active_policy(s, tags, wallet).document.hot
 
 
 def hot_position(s: Session, wallet: Wallet, *, min_confirmations: int) -> HotPosition:

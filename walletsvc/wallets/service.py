@@ -13,8 +13,8 @@ from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.network import Network
 from walletsvc.domain.transaction import CHANGE_CHAIN, RECEIVE_CHAIN, KeyPath
 from walletsvc.keys.hd import AccountXpub
-from walletsvc.keys.kek import Kek
 from walletsvc.keys.keystore import MnemonicBackup, generate_seed
+from walletsvc.keys.sealing import SeedVault
 
 # BIP44's gap limit: the scanner watches this many unused addresses past the last used one, so
 # a payer that skips ahead (or a restore) still finds its coins.
@@ -48,10 +48,12 @@ def current_epoch(session: Session, wallet: Wallet) -> KeyEpoch:
     ).one()
 
 
-def create_wallet(db: Database, kek: Kek, *, name: str, network: Network, actor: str) -> NewWallet:
+def create_wallet(
+    db: Database, vault: SeedVault, *, name: str, network: Network, actor: str
+) -> NewWallet:
     if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
         raise InvalidInput("wallet names are 1-64 letters, digits, '-' or '_'", field="name")
-    seed = generate_seed(kek, wallet=name, epoch=1, network=network)
+    seed = generate_seed(vault, wallet=name, epoch=1, network=network)
     with db.write() as uow:
         if uow.session.scalar(select(Wallet).where(Wallet.name == name)) is not None:
             raise Conflict(f"wallet {name!r} exists already", field="name")

@@ -37,7 +37,7 @@ def _show(runtime: RuntimeDep, entry_id: str) -> AllowlistEntryView:
         wallet = session.get(Wallet, entry.wallet_id)
         name = wallet.name if wallet else ""
         return AllowlistEntryView.model_validate(
-            allowlist.entry_view(session, runtime.kek, entry, name)
+            allowlist.entry_view(session, runtime.tags, entry, name)
         )
 
 
@@ -46,7 +46,7 @@ def propose(body: AllowlistCreate, runtime: RuntimeDep, principal: Writer) -> Al
     staff_id = principal.staff_id if isinstance(principal, StaffPrincipal) else None
     entry_id = allowlist.propose_entry(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         wallet=body.wallet,
         address=body.address,
         label=body.label,
@@ -65,7 +65,7 @@ def index(
     with runtime.db.read() as session:
         rows = allowlist.list_entries(session, wallet=wallet, include_removed=include_removed)
         return AllowlistEntryList.model_validate(
-            {"entries": [allowlist.entry_view(session, runtime.kek, e, n) for e, n in rows]}
+            {"entries": [allowlist.entry_view(session, runtime.tags, e, n) for e, n in rows]}
         )
 
 
@@ -76,5 +76,5 @@ def show(entry_id: str, runtime: RuntimeDep, _: Reader) -> AllowlistEntryView:
 
 @router.delete("/allowlist/{entry_id}", status_code=204, responses=error_responses(404, 409, 422))
 def remove(entry_id: str, runtime: RuntimeDep, principal: Writer) -> Response:
-    allowlist.remove_entry(runtime.db, runtime.kek, entry_id=entry_id, actor=principal.actor)
+    allowlist.remove_entry(runtime.db, runtime.tags, entry_id=entry_id, actor=principal.actor)
     return Response(status_code=204)

@@ -44,7 +44,7 @@ def index_approvals(
             session, pending=pending, kind=kind, limit=limit, waiting_for=waiting_for
         )
         return ApprovalRequestList.model_validate(
-            {"approvals": [approvals.request_view(session, runtime.kek, r) for r in rows]}
+            {"approvals": [approvals.request_view(session, runtime.tags, r) for r in rows]}
         )
 
 
@@ -53,7 +53,7 @@ def show_approval(request_id: str, runtime: RuntimeDep, _: Reader) -> ApprovalRe
     with runtime.db.read() as session:
         request = approvals.get_request(session, request_id)
         return ApprovalRequestView.model_validate(
-            approvals.request_view(session, runtime.kek, request)
+            approvals.request_view(session, runtime.tags, request)
         )
 
 
@@ -63,7 +63,8 @@ def decide(
 ) -> ApprovalRequestView:
     approvals.decide(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         runtime.settings,
         request_id=request_id,
         staff=staff,
@@ -74,5 +75,5 @@ def decide(
     with runtime.db.read() as session:
         request = approvals.get_request(session, request_id)
         return ApprovalRequestView.model_validate(
-            approvals.request_view(session, runtime.kek, request)
+            approvals.request_view(session, runtime.tags, request)
         )

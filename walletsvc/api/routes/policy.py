@@ -39,7 +39,7 @@ class VetoBody(StrictModel):
 def show_policy(runtime: RuntimeDep, _: Reader, wallet: str | None = None) -> ActivePolicy:
     with runtime.db.read() as session:
         w: Wallet | None = get_wallet(session, wallet) if wallet is not None else None
-        active = active_policy(session, runtime.kek, w)
+        active = active_policy(session, runtime.tags, w)
         return ActivePolicy.model_validate(
             {
                 "version": active.version,
@@ -53,7 +53,7 @@ def show_policy(runtime: RuntimeDep, _: Reader, wallet: str | None = None) -> Ac
 @router.post("/policy/proposals", status_code=201, responses=error_responses(404, 409, 422))
 def propose(body: ProposalCreate, runtime: RuntimeDep, staff: Proposer) -> PolicyProposalView:
     proposal_id = policy_changes.propose(
-        runtime.db, runtime.kek, document=body.document, proposer=staff
+        runtime.db, runtime.tags, document=body.document, proposer=staff
     )
     return _show(runtime, proposal_id)
 
@@ -83,7 +83,8 @@ def veto(
 ) -> PolicyProposalView:
     policy_changes.veto(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         runtime.settings,
         proposal_id=proposal_id,
         staff=staff,

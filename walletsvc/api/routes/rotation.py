@@ -40,7 +40,7 @@ def post_rotate(
 ) -> RotationDetail:
     row = propose(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         wallet=wallet,
         reason=body.reason,
         requester=Requester(staff.actor, staff.staff_id),
@@ -78,5 +78,5 @@ def _show(runtime: RuntimeDep, rotation_id: str) -> RotationDetail:
         view = rotation_view(session, row)
         if row.approval_request_id:
             request = approvals.get_request(session, row.approval_request_id)
-            view["approval"] = approvals.request_view(session, runtime.kek, request)
+            view["approval"] = approvals.request_view(session, runtime.tags, request)
         return RotationDetail.model_validate(view)

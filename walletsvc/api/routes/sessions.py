@@ -28,7 +28,8 @@ class SessionCreate(StrictModel):
 def create_session(body: SessionCreate, runtime: RuntimeDep) -> SessionCreated:
     created = login(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
+        runtime.totp_secrets,
         runtime.settings,
         username=body.username,
         password=body.password,

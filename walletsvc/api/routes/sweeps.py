@@ -92,7 +92,7 @@ def propose_cold_destination(
     staff_id = principal.staff_id if isinstance(principal, StaffPrincipal) else None
     change = request_cold_destination_change(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         wallet=wallet,
         text=body.descriptor,
         reason=body.reason,

@@ -39,7 +39,7 @@ def ready(runtime: RuntimeDep) -> JSONResponse:
         checks["chain"] = {"status": "ok", "height": tip.height, "hash": tip.hash}
     except Exception as exc:
         checks["chain"] = {"status": f"unavailable: {type(exc).__name__}"}
-    checks["signer"] = "ok" if runtime.kek is not None else "unavailable"
+    checks["signer"] = "ok" if runtime.signer is not None else "unavailable"
     ok = checks["database"] == "ok" and checks["chain"].get("status") == "ok"
     body: dict[str, Any] = {"ready": ok, "checks": checks, "freeze": None}
     if checks["database"] == "ok":

@@ -55,7 +55,7 @@ def post_unfreeze(
     staff_id = principal.staff_id if isinstance(principal, StaffPrincipal) else None
     row = propose(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         target=Target(freeze_id=body.freeze_id, scope=scope, wallet=body.wallet),
         reason=body.reason,
         requester=Requester(principal.actor, staff_id),
@@ -85,5 +85,5 @@ def _show(runtime: RuntimeDep, request_id: str) -> UnfreezeRequestDetail:
         view = unfreeze_view(session, row)
         if row.approval_request_id:
             request = approvals.get_request(session, row.approval_request_id)
-            view["approval"] = approvals.request_view(session, runtime.kek, request)
+            view["approval"] = approvals.request_view(session, runtime.tags, request)
         return UnfreezeRequestDetail.model_validate(view)

@@ -58,7 +58,7 @@ def wallet_view(runtime: RuntimeDep, session: SessionDep, wallet: Wallet) -> dic
         ).as_dict(),
         "created_at": wallet.created_at.isoformat(),
         "freezes": [freeze_view(session, f) for f in active_freezes(session, wallet.id)],
-        **treasury_view(session, runtime.kek, wallet),
+        **treasury_view(session, runtime.tags, wallet),
     }
 
 

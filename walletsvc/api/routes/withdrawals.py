@@ -45,7 +45,7 @@ def create_withdrawal(
 ) -> JSONResponse:
     result = request_withdrawal(
         runtime.db,
-        runtime.kek,
+        runtime.tags,
         body=WithdrawalInput(body.wallet, body.destination, body.amount_sat, body.reference),
         idempotency_key=idempotency_key or "",
         token_id=principal.token_id,

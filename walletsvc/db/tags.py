@@ -1,0 +1,131 @@
+"""The row-tag message of every governed row kind, in one place.
+
+A governed row (one that grants power or moves money) carries an HMAC tag over the fields
+listed here, encoded with :func:`walletsvc.keys.integrity.encode_message`. The code that tags a
+row, the code that checks it before using it and ``walletsvc audit verify`` all build the
+message here, so they cannot drift apart. Editing any listed field (in the database, without
+the KEK) makes the tag fail.
+
+Changing a message (its label or its fields) invalidates every stored tag of that kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement
+
+from walletsvc.domain.withdrawal import WithdrawalStatus
+from walletsvc.keys.integrity import encode_message
+
+from .models import PolicyVersion, Withdrawal
+from .models_governance import AllowlistEntryRow, ApprovalDecision, ApprovalRequest, Staff
+from .models_treasury import ColdDestinationRow
+
+
+def staff_message(row: Staff) -> bytes:
+    """Who a staff member is and what they may do (role, groups, enabled)."""
+    groups = tuple(sorted(str(g) for g in row.groups))
+    return encode_message(
+        "staff", row.id, row.username, row.role, groups, row.disabled_at is not None
+    )
+
+
+def policy_message(row: PolicyVersion) -> bytes:
+    """Which policy document (by hash) is in force for a wallet (None: the default policy)."""
+    return encode_message("policy", row.wallet_id, row.version, row.status, row.sha256)
+
+
+def allowlist_entry_message(row: AllowlistEntryRow) -> bytes:
+    """A destination a wallet may pay, and from when."""
+    return encode_message(
+        "allowlist-entry",
+        row.id,
+        row.wallet_id,
+        row.address,
+        row.source,
+        row.status,
+        row.active_since,
+    )
+
+
+def approval_request_message(row: ApprovalRequest) -> bytes:
+    """What is to be approved (by content digest), by whom and how many, until when."""
+    return encode_message(
+        "approval-request",
+        row.id,
+        row.kind,
+        row.subject_id,
+        row.required_group,
+        row.m,
+        row.digest,
+        row.requester,
+        row.requester_staff_id,
+        row.expires_at,
+    )
+
+
+def approval_decision_message(row: ApprovalDecision) -> bytes:
+    """One staff member's decision on one request's content, at one TOTP step."""
+    return encode_message(
+        "approval-decision", row.request_id, row.staff_id, row.decision, row.digest, row.totp_step
+    )
+
+
+def withdrawal_authorization_message(row: Withdrawal) -> bytes:
+    """What an approval binds to: the exact payee and amount of this payout."""
+    return encode_message(
+        "withdrawal-authorization", row.id, row.wallet_id, row.script_pubkey, row.amount_sat
+    )
+
+
+def cold_destination_message(row: ColdDestinationRow) -> bytes:
+    """Where sweeps may go: the cold wallet's descriptor, kind and fingerprint."""
+    return encode_message(
+        "cold-destination",
+        row.id,
+        row.wallet_id,
+        row.kind,
+        row.fingerprint,
+        row.status,
+        row.descriptor,
+    )
+
+
+@dataclass(frozen=True)
+class GovernedRowKind:
+    """One kind of tagged row, for checks that walk them all (``walletsvc audit verify``)."""
+
+    model: type[Any]
+    noun: str  # as in "<noun> <id> fails its integrity tag"
+    message: Callable[[Any], bytes]
+    tag_of: Callable[[Any], str | None]
+    name_of: Callable[[Any], str] = lambda row: str(row.id)
+    # Only rows matching this carry a tag that must hold (a withdrawal's authorization is
+    # tagged when it is approved and means nothing before).
+    only: ColumnElement[bool] | None = None
+
+
+GOVERNED_ROW_KINDS: tuple[GovernedRowKind, ...] = (
+    GovernedRowKind(
+        PolicyVersion, "policy version", policy_message, lambda r: r.mac, lambda r: str(r.version)
+    ),
+    GovernedRowKind(
+        Withdrawal,
+        "approved withdrawal",
+        withdrawal_authorization_message,
+        lambda r: r.authorization_mac,
+        only=Withdrawal.status == WithdrawalStatus.APPROVED.value,
+    ),
+    GovernedRowKind(Staff, "staff member", staff_message, lambda r: r.mac),
+    GovernedRowKind(ApprovalRequest, "approval request", approval_request_message, lambda r: r.mac),
+    GovernedRowKind(
+        ApprovalDecision, "approval decision", approval_decision_message, lambda r: r.mac
+    ),
+    GovernedRowKind(AllowlistEntryRow, "allowlist entry", allowlist_entry_message, lambda r: r.mac),
+    GovernedRowKind(
+        ColdDestinationRow, "cold destination", cold_destination_message, lambda r: r.mac
+    ),
+)
