@@ -11,8 +11,8 @@ larger budget over any interval or a larger trust-ramp allowance at any age of a
 Fields whose effect depends on one another (the cooling-off and the trust ramp, ``required``
 and the allowlist's quorum, the tiers and that quorum) are judged together, by outcome. Where
 that cannot be shown the change "loosens": a ratchet that guesses must guess towards the
-quorum. The reasoning is in docs/policy.md ("The ratchet"); tests/policy/
-test_ratchet_outcomes.py checks it against the engine.
+quorum. The reasoning is in docs/policy.md ("The ratchet"); the property tests in
+tests/policy/test_ratchet_outcomes.py check it against the engine.
 """
 
 from __future__ import annotations
@@ -425,24 +425,30 @@ def _larger_allowance_at(o: Allowlist, n: Allowlist) -> int | None:
     Both allowances are non-decreasing step functions of the age, so comparing them where
     both first apply and wherever the new one steps up covers every age.
     """
-    assert o.trust_ramp is not None and n.trust_ramp is not None
+    old_cap, new_cap = _allowance(o), _allowance(n)
     start = max(o.cooling_off, n.cooling_off)
-    period = n.trust_ramp.doubling_period
-    steps = [n.cooling_off + k * period for k in range(66)]
+    period = n.trust_ramp.doubling_period if n.trust_ramp is not None else 1
+    steps = [n.cooling_off + k * period for k in range(66)]  # 2^64: past the supply
     for age in [start, *(s for s in steps if s > start)]:
-        new_cap = _allowance(n, age)
-        if new_cap > _allowance(o, age):
+        allowed = new_cap(age)
+        if allowed > old_cap(age):
             return age
-        if new_cap >= MAX_MONEY:
+        if allowed >= MAX_MONEY:
             return None
     return None
 
 
-def _allowance(allowlist: Allowlist, age: int) -> int:
+def _allowance(allowlist: Allowlist) -> Callable[[int], int]:
+    """The ramp's allowance at an entry age (seconds since approval), as the engine sees it."""
     ramp = allowlist.trust_ramp
-    assert ramp is not None
-    elapsed = timedelta(seconds=age - allowlist.cooling_off)
-    return ramp_allowance(ramp.initial_max_sat, ramp.doubling_period, elapsed)
+
+    def at(age: int) -> int:
+        if ramp is None:
+            return MAX_MONEY
+        elapsed = timedelta(seconds=age - allowlist.cooling_off)
+        return ramp_allowance(ramp.initial_max_sat, ramp.doubling_period, elapsed)
+
+    return at
 
 
 def _allowlist_diffs(old: PolicyDocument, new: PolicyDocument) -> list[tuple[str, str]]:
