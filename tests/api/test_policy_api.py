@@ -316,3 +316,22 @@ def test_moving_payouts_to_another_group_needs_quorum_and_time_lock(
     p = _one_approval_does_not_apply(client, runtime, team, tokens, document)
     loosened = {c["path"] for c in p["assessment"]["changes"] if c["direction"] == "loosen"}
     assert "allowlist.required" in loosened
+
+
+def test_a_tier_that_moves_unlisted_payouts_to_ops_needs_quorum_and_time_lock(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens
+) -> None:
+    base = default_document()
+    base["allowlist"]["required"] = True
+    base["allowlist"]["approval"] = {"group": "security", "m": 3}
+    install(runtime, base)
+    # Every requirement taken alone rises, but unlisted payouts move from security to ops.
+    document = default_document(allowlist=base["allowlist"])
+    document["approval_tiers"] = [
+        {"above_sat": 0, "group": "ops", "m": 3},
+        {"above_sat": 10_000_000, "group": "treasury", "m": 3},
+        {"above_sat": 100_000_000, "group": "treasury", "m": 3},
+    ]
+    p = _one_approval_does_not_apply(client, runtime, team, tokens, document)
+    loosened = {c["path"] for c in p["assessment"]["changes"] if c["direction"] == "loosen"}
+    assert "approval_tiers[>0]" in loosened
