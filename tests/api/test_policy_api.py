@@ -12,7 +12,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import Tokens, auth
-from tests.governance_helpers import Member, Team, aligned_now, default_document, later, principal
+from tests.governance_helpers import (
+    Member,
+    Team,
+    aligned_now,
+    default_document,
+    install,
+    later,
+    principal,
+)
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent
 from walletsvc.governance import approvals, policy_changes
@@ -61,6 +69,12 @@ def proposal(client: TestClient, tokens: Tokens, proposal_id: str) -> dict[str, 
         f"/v1/policy/proposals/{proposal_id}", headers=auth(tokens.read_only)
     ).json()
     return body
+
+
+def mine(runtime: Runtime, blocks: int) -> None:
+    """Blocks for the time lock's chain count: mined, then seen by the scanner."""
+    runtime.chain.mine(blocks)  # type: ignore[attr-defined]
+    runtime.scanner.sync()
 
 
 def audit(runtime: Runtime) -> list[tuple[str, str, dict[str, Any]]]:
@@ -126,6 +140,8 @@ def test_a_loosening_needs_the_quorum_then_the_time_lock(
     shown = proposal(client, tokens, p["id"])
     assert shown["status"] == "time_locked"
     assert datetime.fromisoformat(shown["effective_at"]) == t0 + timedelta(hours=48)
+    assert shown["effective_height"] == 288  # and 48 h of blocks: 288 at ten minutes
+    mine(runtime, 288)
     runtime.governance_tick(now=t0 + timedelta(hours=47, minutes=59))
     assert active_sha(client, tokens) == before
 
@@ -204,6 +220,7 @@ def test_a_loosening_is_superseded_if_the_policy_changed_meanwhile(
     tighten = propose(client, team, default_document(approval_expiry="12h"))
     approve(runtime, team.members["dave"], tighten["approval_request_id"], t0)
     assert active_sha(client, tokens) == tighten["sha256"]
+    mine(runtime, 288)
     runtime.governance_tick(now=t0 + timedelta(hours=49))
     assert active_sha(client, tokens) == tighten["sha256"]
     assert proposal(client, tokens, loosen["id"])["status"] == "superseded"
@@ -221,3 +238,102 @@ def test_bad_and_unchanged_documents_are_refused(client: TestClient, team: Team)
     assert same.status_code == 409
     listed = client.get("/v1/policy/proposals", headers=headers).json()["proposals"]
     assert listed == []
+
+
+def test_the_time_lock_also_waits_for_the_chain(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens
+) -> None:
+    before = active_sha(client, tokens)
+    mine(runtime, 10)
+    p = propose(client, team, default_document(max_per_payout_sat=60_000_000))
+    t0 = aligned_now()
+    approve(runtime, team.members["bob"], p["approval_request_id"], t0)
+    approve(runtime, team.members["carol"], p["approval_request_id"], t0)
+    assert proposal(client, tokens, p["id"])["effective_height"] == 10 + 288
+    # A host clock moved a month ahead does not end the lock: the chain has not moved.
+    runtime.governance_tick(now=t0 + timedelta(days=30))
+    mine(runtime, 287)
+    runtime.governance_tick(now=t0 + timedelta(days=30))
+    assert active_sha(client, tokens) == before
+    assert proposal(client, tokens, p["id"])["status"] == "time_locked"
+    mine(runtime, 1)
+    runtime.governance_tick(now=t0 + timedelta(days=30))
+    assert active_sha(client, tokens) == p["sha256"]
+
+
+def test_a_policy_that_changed_and_changed_back_supersedes_a_loosening(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens
+) -> None:
+    original = active_sha(client, tokens)
+    loosen = propose(client, team, default_document(max_per_payout_sat=60_000_000))
+    t0 = aligned_now()
+    approve(runtime, team.members["bob"], loosen["approval_request_id"], t0)
+    approve(runtime, team.members["carol"], loosen["approval_request_id"], t0)
+    tighten = propose(client, team, default_document(approval_expiry="12h"))
+    approve(runtime, team.members["dave"], tighten["approval_request_id"], t0)
+    install(runtime, default_document())  # A -> B -> A: the same document, version 3
+    assert active_sha(client, tokens) == original
+    mine(runtime, 288)
+    runtime.governance_tick(now=t0 + timedelta(hours=49))
+    assert active_sha(client, tokens) == original
+    assert proposal(client, tokens, loosen["id"])["status"] == "superseded"
+    superseded = [d for _, a, d in audit(runtime) if a == "policy.proposal_superseded"]
+    assert superseded[-1]["base_version"] == "default/1"
+    assert superseded[-1]["active_version"] == "default/3"
+
+
+def _one_approval_does_not_apply(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens, document: Any
+) -> dict[str, Any]:
+    before = active_sha(client, tokens)
+    p = propose(client, team, document)
+    assert p["direction"] == "loosen", p["assessment"]
+    assert p["required"] == {"group": "treasury", "m": 2}
+    assert p["timelock_s"] == 48 * 3600
+    t0 = aligned_now()
+    assert approve(runtime, team.members["bob"], p["approval_request_id"], t0) == "pending"
+    assert active_sha(client, tokens) == before
+    return p
+
+
+def test_a_longer_cooling_off_that_drops_the_trust_ramp_needs_quorum_and_time_lock(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens
+) -> None:
+    # The allowlist is not required: an entry still cooling off skips the ramp entirely.
+    document = default_document()
+    document["allowlist"]["cooling_off"] = "48h"
+    p = _one_approval_does_not_apply(client, runtime, team, tokens, document)
+    assert {"path": "allowlist.cooling_off", "direction": "loosen"}.items() <= next(
+        c for c in p["assessment"]["changes"] if c["path"] == "allowlist.cooling_off"
+    ).items()
+
+
+def test_moving_payouts_to_another_group_needs_quorum_and_time_lock(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens
+) -> None:
+    # Unlisted addresses above 0.1 BTC: 2 of treasury before, 3 of security after.
+    document = default_document()
+    document["allowlist"]["required"] = True
+    document["allowlist"]["approval"] = {"group": "security", "m": 3}
+    p = _one_approval_does_not_apply(client, runtime, team, tokens, document)
+    loosened = {c["path"] for c in p["assessment"]["changes"] if c["direction"] == "loosen"}
+    assert "allowlist.required" in loosened
+
+
+def test_a_tier_that_moves_unlisted_payouts_to_ops_needs_quorum_and_time_lock(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens
+) -> None:
+    base = default_document()
+    base["allowlist"]["required"] = True
+    base["allowlist"]["approval"] = {"group": "security", "m": 3}
+    install(runtime, base)
+    # Every requirement taken alone rises, but unlisted payouts move from security to ops.
+    document = default_document(allowlist=base["allowlist"])
+    document["approval_tiers"] = [
+        {"above_sat": 0, "group": "ops", "m": 3},
+        {"above_sat": 10_000_000, "group": "treasury", "m": 3},
+        {"above_sat": 100_000_000, "group": "treasury", "m": 3},
+    ]
+    p = _one_approval_does_not_apply(client, runtime, team, tokens, document)
+    loosened = {c["path"] for c in p["assessment"]["changes"] if c["direction"] == "loosen"}
+    assert "approval_tiers[>0]" in loosened

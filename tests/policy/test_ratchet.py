@@ -24,7 +24,7 @@ from walletsvc.policy.document import VelocityLimit, canonical_dict
 from walletsvc.policy.engine import OUTCOME_ORDER
 from walletsvc.policy.ratchet import velocity_implies
 
-from .factories import NOW, WALLET, make_policy, policy_dict
+from .factories import NOW, WALLET, held, history, make_policy, policy_dict, request
 from .strategies import DESTS, TOKENS, WINDOWS, policies, snapshots
 from .test_document import DEFAULT_YAML, YAML_A, YAML_B
 
@@ -91,7 +91,15 @@ SINGLE_CHANGES: list[tuple[str, str, Any, str, str]] = [
     ("scope to wallet", "velocity.0.scope", "wallet", "tighten", "velocity.v.window"),
     ("scope to token", "velocity.0.scope", "token", "loosen", "velocity.v.window"),
     ("drop velocity", "velocity", [], "loosen", "velocity.v"),
-    ("add velocity", "velocity", [VEL, {**VEL, "id": "w"}], "tighten", "velocity.w"),
+    # (A second limit identical to the first adds nothing, and removing it takes nothing away:
+    # see test_velocity_limits_are_judged_by_what_they_deny.)
+    (
+        "add velocity",
+        "velocity",
+        [VEL, {**VEL, "id": "w", "window": "4h"}],
+        "tighten",
+        "velocity.w",
+    ),
     ("allowlist optional", "allowlist.required", False, "loosen", "allowlist.required"),
     (
         "missing asks approval",
@@ -244,12 +252,13 @@ def test_a_loosening_among_tightenings_loosens() -> None:
 @pytest.mark.parametrize(
     ("new_window", "new_amount", "direction"),
     [
-        ("1h", 100, "tighten"),  # ceil(2h / 1h) * 100 = 200 <= 200
-        ("1h", 101, "loosen"),
-        ("90m", 100, "tighten"),  # ceil(120 / 90) = 2
-        ("90m", 101, "loosen"),
-        ("40m", 66, "tighten"),  # ceil(120 / 40) = 3; 198 <= 200
-        ("40m", 67, "loosen"),
+        # A shorter window never implies a longer one, whatever its bound: payouts made under
+        # the old policy just outside the new window still count for the old one (see
+        # test_a_shorter_window_lets_the_old_windows_money_out_again).
+        ("1h", 100, "loosen"),
+        ("90m", 100, "loosen"),
+        ("40m", 66, "loosen"),
+        ("1h", 0, "tighten"),  # a bound of 0 denies every payout
         ("4h", 200, "tighten"),
         ("4h", 201, "loosen"),
     ],
@@ -260,6 +269,36 @@ def test_window_change_is_judged_with_the_new_bound(
     old = make_policy(velocity=[{"id": "v", "window": "2h", "max_amount_sat": 200}])
     new = make_policy(velocity=[{"id": "v", "window": new_window, "max_amount_sat": new_amount}])
     assert compare(old, new).direction == direction
+
+
+def test_a_shorter_window_lets_the_old_windows_money_out_again() -> None:
+    old = make_policy(velocity=[{"id": "v", "window": "2h", "max_amount_sat": 200}])
+    new = make_policy(velocity=[{"id": "v", "window": "1h", "max_amount_sat": 100}])
+    # 150 sat left 90 minutes ago, under the old policy; 60 more now is 210 in 2 hours.
+    snapshot = history(held(150, ago=timedelta(minutes=90)))
+    assert evaluate(request(60), snapshot, old, NOW).outcome == "deny"
+    assert evaluate(request(60), snapshot, new, NOW).outcome == "allow"
+    assert compare(old, new).direction == "loosen"
+
+
+def test_velocity_limits_are_judged_by_what_they_deny() -> None:
+    limit = {"id": "v", "window": "2h", "scope": "destination", "max_amount_sat": 200}
+    renamed = make_policy(velocity=[{**limit, "id": "w"}])
+    assert compare(make_policy(velocity=[limit]), renamed).direction == "tighten"
+    # A count bound moved to another, wider limit still bounds the same payouts.
+    split = [
+        {**limit, "max_count": 5},
+        {"id": "all", "window": "1d", "scope": "wallet", "max_count": 3},
+    ]
+    moved = [{**limit}, {"id": "all", "window": "1d", "scope": "wallet", "max_count": 3}]
+    assert compare(make_policy(velocity=split), make_policy(velocity=moved)).direction == "tighten"
+    # Split into two narrower limits: neither bounds the wallet's sum.
+    wallet = {"id": "v", "window": "2h", "scope": "wallet", "max_amount_sat": 200}
+    halves = [
+        {"id": "a", "window": "2h", "scope": "token", "max_amount_sat": 100},
+        {"id": "b", "window": "2h", "scope": "destination", "max_amount_sat": 100},
+    ]
+    assert compare(make_policy(velocity=[wallet]), make_policy(velocity=halves)).loosens
 
 
 def test_tier_and_allowlist_quorum_follow_the_highest_tier() -> None:
@@ -416,6 +455,7 @@ def test_a_tightening_never_lets_through_what_the_old_policy_stopped(
     )
     if before.required is not None and after.required is not None:
         assert after.required.m >= before.required.m
+        assert after.required.group == before.required.group
 
 
 SCOPES = ["wallet", "destination", "token"]

@@ -125,6 +125,10 @@ class PolicyProposal(Base):
     document: Mapped[dict[str, Any]] = mapped_column()
     sha256: Mapped[str] = mapped_column(String(64))
     base_sha256: Mapped[str] = mapped_column(String(64))
+    # The active policy version the ratchet assessed against ("default/3", "wallet/2"). The
+    # proposal applies only while that version is still active: a version, not a hash, so a
+    # policy that went A -> B -> A meanwhile is noticed. NULL (rows from before): refused.
+    base_version: Mapped[str | None] = mapped_column(String(64), default=None)
     direction: Mapped[str] = mapped_column(String(8))  # tighten | loosen
     assessment: Mapped[dict[str, Any]] = mapped_column()
     # pending_approval | time_locked | applied | vetoed | rejected | expired | superseded
@@ -135,5 +139,8 @@ class PolicyProposal(Base):
     approval_request_id: Mapped[str | None] = mapped_column(String(36), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     effective_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The time lock also counts blocks (the host's clock alone can be moved): the scanned
+    # chain height it ends at. It ends at whichever of effective_at and this comes later.
+    effective_height: Mapped[int | None] = mapped_column(Integer, default=None)
     applied_at: Mapped[datetime | None] = mapped_column(default=None)
     vetoed_by: Mapped[str | None] = mapped_column(String(120), default=None)

@@ -6,11 +6,14 @@
   applies it at once.
 * Loosening anything: the governance ``policy_change`` quorum of the ACTIVE policy, then the
   ACTIVE policy's ``policy_change_timelock``; during the lock any single approver of that
-  group can veto. ``Runtime.tick`` applies proposals whose lock has run out, re-counting
-  their approvals (MAC-verified) just before.
-* A proposal is assessed against one base policy. If the active policy changes before the
-  proposal applies, the assessment is stale: the proposal is marked ``superseded`` and must
-  be proposed again (otherwise a loosening could silently undo a tightening made since).
+  group can veto. The lock is counted twice, on the host's clock and in blocks the scanner
+  has seen (one per ten minutes: 48 h is 288 blocks), and ends when both have run out: a
+  host whose clock is moved forward still waits for the chain. ``Runtime.tick`` applies
+  proposals whose lock has run out, re-counting their approvals (MAC-verified) just before.
+* A proposal is assessed against one base policy VERSION. If another version became active
+  before the proposal applies (even one with the same document: A -> B -> A), the
+  assessment is stale: the proposal is marked ``superseded`` and must be proposed again
+  (otherwise a loosening could silently undo a tightening made since).
 """
 
 from __future__ import annotations
@@ -18,17 +21,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import Wallet
+from walletsvc.db.models import ScannedBlock, Wallet
 from walletsvc.db.models_governance import ApprovalRequest, PolicyProposal
 from walletsvc.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import KindContext
-from walletsvc.governance.policies import IntegrityFailure, active_policy, install_policy
+from walletsvc.governance.policies import (
+    ActivePolicy,
+    IntegrityFailure,
+    active_policy,
+    install_policy,
+)
 from walletsvc.governance.staff import StaffPrincipal, check_totp, load_active_staff, now_utc
 from walletsvc.keys.integrity import RowTagger, canonical_json
 from walletsvc.keys.sealing import TotpSealer
@@ -45,6 +53,23 @@ from walletsvc.wallets.service import get_wallet
 
 KIND = "policy_change"
 MAX_DOCUMENT_BYTES = 256 * 1024
+# The chain's target block interval: the time lock also waits ceil(lock / 10 min) blocks.
+BLOCK_INTERVAL_S = 600
+
+
+def timelock_blocks(timelock_s: int) -> int:
+    """Blocks the time lock waits besides its duration (48 h: 288)."""
+    return -(-timelock_s // BLOCK_INTERVAL_S)
+
+
+def version_key(active: ActivePolicy) -> str:
+    """Which stored version is active: per scope, versions only ever count up."""
+    return f"{'wallet' if active.wallet_scoped else 'default'}/{active.version}"
+
+
+def chain_height(session: Session) -> int:
+    """The highest block the scanner has recorded (as payouts.signing.tip_height)."""
+    return session.scalar(select(func.max(ScannedBlock.height))) or 0
 
 
 def parse_document(document: object) -> PolicyDocument:
@@ -81,6 +106,7 @@ def propose(
             document=canonical_dict(new),
             sha256=policy_hash(new),
             base_sha256=active.sha256,
+            base_version=version_key(active),
             direction=assessment.direction,
             assessment=assessment.to_dict(),
             status="pending_approval",
@@ -156,14 +182,19 @@ def _apply(ctx: KindContext, p: PolicyProposal, request: ApprovalRequest) -> Non
     session = ctx.uow.session
     wallet = session.get(Wallet, p.wallet_id) if p.wallet_id else None
     active = active_policy(session, ctx.tags, wallet)
-    if active.sha256 != p.base_sha256:
+    if version_key(active) != p.base_version or active.sha256 != p.base_sha256:
         p.status = "superseded"
         ctx.uow.audit(
             ctx.actor,
             "policy.proposal_superseded",
             "policy_proposal",
             p.id,
-            {"base_sha256": p.base_sha256, "active_sha256": active.sha256},
+            {
+                "base_sha256": p.base_sha256,
+                "active_sha256": active.sha256,
+                "base_version": p.base_version,
+                "active_version": version_key(active),
+            },
         )
         return
     counted = approvals.require_quorum(session, ctx.tags, request)
@@ -199,12 +230,17 @@ class PolicyChangeApprovals:
             return
         p.status = "time_locked"
         p.effective_at = ctx.now + timedelta(seconds=p.timelock_s)
+        p.effective_height = chain_height(ctx.uow.session) + timelock_blocks(p.timelock_s)
         ctx.uow.audit(
             ctx.actor,
             "policy.time_locked",
             "policy_proposal",
             p.id,
-            {"effective_at": p.effective_at, "sha256": p.sha256},
+            {
+                "effective_at": p.effective_at,
+                "effective_height": p.effective_height,
+                "sha256": p.sha256,
+            },
         )
 
     def on_rejected(self, ctx: KindContext, request: ApprovalRequest) -> None:
@@ -255,11 +291,13 @@ def apply_due(db: Database, tags: RowTagger, *, now: datetime | None = None) -> 
     """Apply time-locked proposals whose lock has run out (Runtime.tick). Returns how many."""
     moment = now_utc(now)
     applied = 0
-    due_filter = (PolicyProposal.status == "time_locked", PolicyProposal.effective_at <= moment)
     with db.read() as session:  # most passes have nothing due: skip the write lock then
+        due_filter = _due(moment, chain_height(session))
         if session.scalar(select(PolicyProposal.id).where(*due_filter).limit(1)) is None:
             return 0
     with db.write() as uow:
+        # Both locks must have run out; a proposal without a block height never is due.
+        due_filter = _due(moment, chain_height(uow.session))
         due = list(
             uow.session.scalars(
                 select(PolicyProposal).where(*due_filter).order_by(PolicyProposal.effective_at)
@@ -268,6 +306,14 @@ def apply_due(db: Database, tags: RowTagger, *, now: datetime | None = None) -> 
         for p in due:
             applied += _apply_one(uow, tags, p, moment)
     return applied
+
+
+def _due(moment: datetime, height: int) -> tuple[Any, ...]:
+    return (
+        PolicyProposal.status == "time_locked",
+        PolicyProposal.effective_at <= moment,
+        PolicyProposal.effective_height <= height,
+    )
 
 
 def _apply_one(uow: UnitOfWork, tags: RowTagger, p: PolicyProposal, now: datetime) -> int:
@@ -303,6 +349,7 @@ def proposal_view(session: Session, p: PolicyProposal) -> dict[str, Any]:
         "required": {"group": request.required_group, "m": request.m} if request else None,
         "created_at": p.created_at.isoformat(),
         "effective_at": p.effective_at.isoformat() if p.effective_at else None,
+        "effective_height": p.effective_height,
         "applied_at": p.applied_at.isoformat() if p.applied_at else None,
         "vetoed_by": p.vetoed_by,
         "document": p.document,

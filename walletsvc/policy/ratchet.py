@@ -1,20 +1,28 @@
 """The ratchet: does a proposed policy only tighten the active one?
 
 Tightening takes effect at once on one approver's word; loosening needs the governance quorum
-and then the time lock. The caller enforces that; this module only decides the direction, rule
-by rule, and lists every change as ``{path, direction, detail}``.
+and then the time lock. The caller enforces that; this module only decides the direction and
+lists every change as ``{path, direction, detail}``.
 
-A change "tightens" when every payout (or governed action) the new document allows, the old one
-allowed too, whatever the history. Where that cannot be shown, the change "loosens": a
-ratchet that guesses must guess towards the quorum. The reasoning for each rule is in
-docs/policy.md ("The ratchet").
+A change "tightens" only if, for every payout and every history, the new document decides at
+least as strictly as the old one (walletsvc.policy.engine.evaluate): it never allows what was
+denied, never asks a smaller quorum or a different group for the same payout, never allows a
+larger budget over any interval or a larger trust-ramp allowance at any age of an entry.
+Fields whose effect depends on one another (the cooling-off and the trust ramp, ``required``
+and the allowlist's quorum, the tiers and that quorum) are judged together, by outcome. Where
+that cannot be shown the change "loosens": a ratchet that guesses must guess towards the
+quorum. The reasoning is in docs/policy.md ("The ratchet"); the property tests in
+tests/policy/test_ratchet_outcomes.py check it against the engine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal, TypeVar
+
+from walletsvc.domain.money import MAX_MONEY
 
 from .document import (
     GOVERNED_ACTIONS,
@@ -27,6 +35,7 @@ from .document import (
     normalize_address,
     policy_hash,
 )
+from .engine import ramp_allowance
 
 Direction = Literal["tighten", "loosen"]
 Overall = Literal["tighten", "loosen", "unchanged"]
@@ -153,102 +162,334 @@ def _max_per_payout(old: PolicyDocument, new: PolicyDocument) -> list[Change]:
 
 
 def _velocity(old: PolicyDocument, new: PolicyDocument) -> list[Change]:
+    """Limits are judged by what they deny, not by their ids: an old limit still bounds every
+    payout if each of its bounds is implied by some new limit (a rename keeps it)."""
     olds, news = _by_key(old.velocity, lambda v: v.id), _by_key(new.velocity, lambda v: v.id)
     changes: list[Change] = []
     for vid in sorted(olds.keys() | news.keys()):
         path = f"velocity.{vid}"
-        if vid not in news:
-            changes.append(Change(path, "loosen", "limit removed"))
-        elif vid not in olds:
+        if vid not in olds:
             changes.append(Change(path, "tighten", "limit added"))
+            continue
+        before, after = olds[vid], news.get(vid)
+        if before == after:
+            continue
+        kept = _still_bounded(before, new.velocity)
+        if after is None:
+            detail = "limit removed" + ("; the new limits imply its bounds" if kept else "")
+            changes.append(Change(path, "tighten" if kept else "loosen", detail))
         else:
-            changes += _velocity_limit(path, olds[vid], news[vid])
+            changes += _velocity_limit(path, before, after, kept)
     return changes
 
 
-def _velocity_limit(path: str, old: VelocityLimit, new: VelocityLimit) -> list[Change]:
+def _velocity_limit(path: str, old: VelocityLimit, new: VelocityLimit, kept: bool) -> list[Change]:
     changes: list[Change] = []
     if old.window != new.window or old.scope != new.scope:
-        # Window and scope are judged together with the new bounds: a shorter window alone
-        # loosens (the same amount may then leave again sooner), but a shorter window with a
-        # small enough bound can be proven no weaker; see velocity_implies.
-        strong = velocity_implies(new, old)
         detail = (
             f"{format_duration(old.window)} per {old.scope} -> "
             f"{format_duration(new.window)} per {new.scope}"
         )
-        if not strong:
-            detail += ": the new limit does not imply the old one"
-        changes.append(Change(f"{path}.window", "tighten" if strong else "loosen", detail))
-    changes += _lower_is_tighter(
+        if not kept:
+            detail += ": the new limits do not imply the old one"
+        changes.append(Change(f"{path}.window", "tighten" if kept else "loosen", detail))
+    bounds = _lower_is_tighter(
         f"{path}.max_amount_sat", old.max_amount_sat, new.max_amount_sat, " sat"
+    ) + _lower_is_tighter(f"{path}.max_count", old.max_count, new.max_count)
+    if kept:
+        # Another limit still holds the old bound (e.g. a raised count another limit caps).
+        bounds = [
+            Change(c.path, "tighten", c.detail + " (implied by the new limits)") for c in bounds
+        ]
+    return changes + bounds
+
+
+def _still_bounded(old: VelocityLimit, news: Sequence[VelocityLimit]) -> bool:
+    return all(
+        any(_bound_implied(limit, old, bound) for limit in news)
+        for bound in ("max_amount_sat", "max_count")
     )
-    changes += _lower_is_tighter(f"{path}.max_count", old.max_count, new.max_count)
-    return changes
 
 
 def velocity_implies(new: VelocityLimit, old: VelocityLimit) -> bool:
-    """True if every history the new limit admits, the old one admits too.
+    """True if the new limit denies every request the old one denies, whatever the history.
 
-    Scope: a wallet-wide sum is at least any per-destination or per-token sum, so a wallet
-    scope implies the others; destination and token scopes imply only themselves.
-
-    Window: the engine checks, at each payout, the sum over [t - w, t]. That bounds every
-    closed interval of length w (take its last payout t*: the interval lies in [t* - w, t*]).
-    An interval of length W is covered by ceil(W / w) intervals of length w, so a bound B over
-    w implies a bound ceil(W / w) * B over W. With w >= W that factor is 1: a longer window
-    with a bound no higher is always at least as strict.
+    The engine checks, at each payout, the held sum in [t - w, t] plus the request. A limit
+    with a window at least as long and a scope at least as wide (a wallet-wide sum is at
+    least any per-destination or per-token sum) sees at least the same sum, so a bound no
+    higher denies at least as much. A shorter window never does: the old limit's history
+    may lie just outside it. That history exists at the moment the change applies (payouts
+    made under the old policy), so a 1h/100 limit does not replace a 2h/200 one even though
+    it bounds any 2 h of payouts made under it alone. A bound of 0 denies every request.
     """
-    if new.scope not in (old.scope, "wallet"):
+    return _bound_implied(new, old, "max_amount_sat") and _bound_implied(new, old, "max_count")
+
+
+def _bound_implied(new: VelocityLimit, old: VelocityLimit, bound: str) -> bool:
+    old_bound: int | None = getattr(old, bound)
+    new_bound: int | None = getattr(new, bound)
+    if old_bound is None:
+        return True
+    if new_bound is None:
         return False
-    factor = -(-old.window // new.window)  # ceil(old / new), 1 when new >= old
-    return _bound_implies(new.max_amount_sat, old.max_amount_sat, factor) and _bound_implies(
-        new.max_count, old.max_count, factor
-    )
+    if new_bound == 0:
+        return True  # the request alone (>= 1 sat, 1 payout) is over it
+    wider = new.scope in (old.scope, "wallet") and new.window >= old.window
+    return wider and new_bound <= old_bound
 
 
-def _bound_implies(new: int | None, old: int | None, factor: int) -> bool:
+def _denylist(old: PolicyDocument, new: PolicyDocument) -> list[Change]:
+    olds = {normalize_address(a) for a in (old.allowlist.denylist if old.allowlist else ())}
+    news = {normalize_address(a) for a in (new.allowlist.denylist if new.allowlist else ())}
+    added = [Change("allowlist.denylist", "tighten", f"{a} denied") for a in sorted(news - olds)]
+    removed = [
+        Change("allowlist.denylist", "loosen", f"{a} no longer denied") for a in sorted(olds - news)
+    ]
+    return added + removed
+
+
+# --- Who approves a payout, and may it leave at all: judged together --------------------------
+#
+# The allowlist's cooling-off, required/on_missing and quorum, the trust ramp and the approval
+# tiers all decide one thing together: for a payout of amount a to a destination whose
+# allowlist entry is of age A (or not usable), is it denied, and if not, which single quorum
+# (the largest m; on a tie the tier's) must approve it? The fields are listed as they changed;
+# each is a tightening unless one of the outcome checks below finds a payout decided more
+# loosely, and then that finding is reported under the field it is blamed on.
+
+GateKind = Literal["free", "ramp", "deny", "ask"]
+
+
+@dataclass(frozen=True)
+class _Gate:
+    """What the allowlist does to a payout to a destination of a given entry age."""
+
+    kind: GateKind
+    quorum: Quorum | None = None
+
+    def show(self) -> str:
+        return {
+            "free": "no allowlist condition",
+            "ramp": "the trust ramp",
+            "deny": "denied",
+            "ask": f"{_show_quorum(self.quorum)} must approve",
+        }[self.kind]
+
+
+def _gate(doc: PolicyDocument, age: int | None) -> _Gate:
+    """``age`` since the entry's approval in seconds; None for no usable entry at all."""
+    allowlist = doc.allowlist
+    if allowlist is None:
+        return _Gate("free")
+    if age is not None and age >= allowlist.cooling_off:
+        return _Gate("ramp" if allowlist.trust_ramp is not None else "free")
+    if not allowlist.required:
+        return _Gate("free")  # the engine skips the ramp for an entry not yet usable
+    if allowlist.on_missing == "deny":
+        return _Gate("deny")
+    return _Gate("ask", _effective_allowlist_quorum(doc))
+
+
+def _required(doc: PolicyDocument, gate: _Gate, amount: int) -> Quorum | None:
+    """The one quorum the engine asks for (engine._combine): largest m, a tie to the tier."""
+    tier = _tier_for(doc.approval_tiers, amount)
+    if gate.quorum is None:
+        return tier
+    if tier is None or gate.quorum.m > tier.m:
+        return gate.quorum
+    return tier
+
+
+def _at_least_as_strict(old: Quorum | None, new: Quorum | None) -> bool:
     if old is None:
         return True
-    if new is None:
-        return False
-    return factor * new <= old
+    return new is not None and new.group == old.group and new.m >= old.m
 
 
-def _allowlist(old: PolicyDocument, new: PolicyDocument) -> list[Change]:
-    if old.allowlist == new.allowlist:
-        return []
-    if new.allowlist is None:
-        return [Change("allowlist", "loosen", "allowlist rule removed")]
-    if old.allowlist is None:
-        # Every allowlist setting only adds conditions to a payout (require, ramp, deny), so
-        # adding the rule can only take payouts away.
-        return [Change("allowlist", "tighten", "allowlist rule added")]
-    o, n = old.allowlist, new.allowlist
+def _payout_approvals(old: PolicyDocument, new: PolicyDocument) -> list[Change]:
+    diffs = _allowlist_diffs(old, new) + _tier_diffs(old, new)
+    findings = _gate_findings(old, new) + _ramp_findings(old, new)
+    blamed: dict[str, str] = {}
+    for path, detail in findings:
+        blamed.setdefault(path, detail)
     changes: list[Change] = []
-    if o.required != n.required:
-        direction: Direction = "tighten" if n.required else "loosen"
-        changes.append(Change("allowlist.required", direction, f"{o.required} -> {n.required}"))
-    if o.on_missing != n.on_missing:
-        direction = "tighten" if n.on_missing == "deny" else "loosen"
-        changes.append(
-            Change("allowlist.on_missing", direction, f"{o.on_missing} -> {n.on_missing}")
-        )
-    # A longer cooling-off keeps a new (possibly attacker-proposed) entry unusable for longer.
-    changes += _higher_is_tighter("allowlist.cooling_off", o.cooling_off, n.cooling_off, "duration")
-    changes += _trust_ramp(o, n)
-    changes += _denylist(o, n)
+    for path, detail in diffs:
+        if path in blamed:
+            changes.append(Change(path, "loosen", f"{detail}: {blamed.pop(path)}"))
+        else:
+            changes.append(Change(path, "tighten", detail))
+    changes += [Change(path, "loosen", detail) for path, detail in blamed.items()]
     return changes
 
 
-def _allowlist_quorum(old: PolicyDocument, new: PolicyDocument) -> list[Change]:
-    # Separate from _allowlist: with no explicit allowlist.approval the quorum follows the
-    # highest approval tier, so it can change while the allowlist section does not.
-    if old.allowlist is None or new.allowlist is None:
+def _age_probes(old: PolicyDocument, new: PolicyDocument) -> list[int | None]:
+    """One entry age per range where both gates are constant: none, then each cooling-off."""
+    offs = {d.allowlist.cooling_off for d in (old, new) if d.allowlist is not None}
+    return [None, *sorted(offs)]
+
+
+def _amount_probes(old: PolicyDocument, new: PolicyDocument) -> list[int]:
+    """One amount per range where both tier requirements are constant."""
+    bounds = {t.above_sat + 1 for t in (*old.approval_tiers, *new.approval_tiers)}
+    return sorted(a for a in {1, *bounds} if a <= MAX_MONEY)
+
+
+def _where(ages: list[int | None], i: int) -> str:
+    age = ages[i]
+    if age is None:
+        return "to destinations without a usable allowlist entry"
+    if i + 1 < len(ages):
+        return (
+            f"to allowlist entries aged {format_duration(age)} to "
+            f"{format_duration(ages[i + 1] or 0)}"
+        )
+    return f"to allowlist entries aged {format_duration(age)} or more"
+
+
+def _gate_findings(old: PolicyDocument, new: PolicyDocument) -> list[tuple[str, str]]:
+    findings: list[tuple[str, str]] = []
+    ages = _age_probes(old, new)
+    amounts = _amount_probes(old, new)
+    for i, age in enumerate(ages):
+        before, after = _gate(old, age), _gate(new, age)
+        where = _where(ages, i)
+        if after.kind == "deny":
+            continue
+        if before.kind == "deny" or (before.kind == "ramp" and after.kind != "ramp"):
+            path = _gate_path(old, new, age)
+            findings.append((path, f"payouts {where}: {before.show()} -> {after.show()}"))
+            continue
+        for j, amount in enumerate(amounts):
+            was, now = _required(old, before, amount), _required(new, after, amount)
+            if _at_least_as_strict(was, now):
+                continue
+            upper = f"{amounts[j + 1] - 1}" if j + 1 < len(amounts) else "more"
+            path = (
+                f"approval_tiers[>{amount - 1}]"
+                if _tier_for(old.approval_tiers, amount) != _tier_for(new.approval_tiers, amount)
+                else _gate_path(old, new, age)
+            )
+            detail = (
+                f"payouts of {amount} to {upper} sat {where}: "
+                f"{_show_quorum(was)} -> {_show_quorum(now)}"
+            )
+            findings.append((path, detail))
+    return findings
+
+
+def _gate_path(old: PolicyDocument, new: PolicyDocument, age: int | None) -> str:
+    """The field a change of the allowlist's effect on entries of this age is blamed on."""
+    o, n = old.allowlist, new.allowlist
+    if o is None or n is None:
+        return "allowlist"
+    if (
+        age is not None
+        and o.cooling_off != n.cooling_off
+        and age < max(o.cooling_off, n.cooling_off)
+    ):
+        return "allowlist.cooling_off"
+    if age is not None and (o.trust_ramp is None) != (n.trust_ramp is None):
+        return "allowlist.trust_ramp"
+    if o.required != n.required:
+        return "allowlist.required"
+    if o.on_missing != n.on_missing:
+        return "allowlist.on_missing"
+    return "allowlist.approval"
+
+
+def _ramp_findings(old: PolicyDocument, new: PolicyDocument) -> list[tuple[str, str]]:
+    """Where both ramps apply (entries past both cooling-offs), the new allowance may be no
+    larger at any age, measured over a period no shorter."""
+    o, n = old.allowlist, new.allowlist
+    if o is None or n is None or o.trust_ramp is None or n.trust_ramp is None:
         return []
-    return _quorum_change(
-        "allowlist.approval", _effective_allowlist_quorum(old), _effective_allowlist_quorum(new)
-    )
+    path = "allowlist.trust_ramp"
+    if n.trust_ramp.doubling_period < o.trust_ramp.doubling_period:
+        detail = "the allowance is measured over a shorter period, so fewer payouts count"
+        return [(f"{path}.doubling_period", detail)]
+    age = _larger_allowance_at(o, n)
+    if age is None:
+        return []
+    if o.trust_ramp.initial_max_sat != n.trust_ramp.initial_max_sat:
+        blamed = f"{path}.initial_max_sat"
+    elif o.cooling_off != n.cooling_off:
+        blamed = "allowlist.cooling_off"
+    else:
+        blamed = f"{path}.doubling_period"
+    return [(blamed, f"a larger allowance for entries aged {format_duration(age)}")]
+
+
+def _larger_allowance_at(o: Allowlist, n: Allowlist) -> int | None:
+    """The first entry age at which the new ramp allows more than the old one, if any.
+
+    Both allowances are non-decreasing step functions of the age, so comparing them where
+    both first apply and wherever the new one steps up covers every age.
+    """
+    old_cap, new_cap = _allowance(o), _allowance(n)
+    start = max(o.cooling_off, n.cooling_off)
+    period = n.trust_ramp.doubling_period if n.trust_ramp is not None else 1
+    steps = [n.cooling_off + k * period for k in range(66)]  # 2^64: past the supply
+    for age in [start, *(s for s in steps if s > start)]:
+        allowed = new_cap(age)
+        if allowed > old_cap(age):
+            return age
+        if allowed >= MAX_MONEY:
+            return None
+    return None
+
+
+def _allowance(allowlist: Allowlist) -> Callable[[int], int]:
+    """The ramp's allowance at an entry age (seconds since approval), as the engine sees it."""
+    ramp = allowlist.trust_ramp
+
+    def at(age: int) -> int:
+        if ramp is None:
+            return MAX_MONEY
+        elapsed = timedelta(seconds=age - allowlist.cooling_off)
+        return ramp_allowance(ramp.initial_max_sat, ramp.doubling_period, elapsed)
+
+    return at
+
+
+def _allowlist_diffs(old: PolicyDocument, new: PolicyDocument) -> list[tuple[str, str]]:
+    o, n = old.allowlist, new.allowlist
+    if o is None and n is None:
+        return []
+    if o is None or n is None:
+        return [("allowlist", "allowlist rule added" if o is None else "allowlist rule removed")]
+    diffs: list[tuple[str, str]] = []
+    for name in ("required", "on_missing"):
+        if getattr(o, name) != getattr(n, name):
+            diffs.append((f"allowlist.{name}", f"{getattr(o, name)} -> {getattr(n, name)}"))
+    if o.cooling_off != n.cooling_off:
+        shown = f"{format_duration(o.cooling_off)} -> {format_duration(n.cooling_off)}"
+        diffs.append(("allowlist.cooling_off", shown))
+    diffs += _ramp_diffs(o, n)
+    # Without its own ``approval`` the quorum follows the highest tier, so it can change
+    # while the allowlist section does not.
+    before, after = _effective_allowlist_quorum(old), _effective_allowlist_quorum(new)
+    if before != after:
+        diffs.append(("allowlist.approval", f"{_show_quorum(before)} -> {_show_quorum(after)}"))
+    return diffs
+
+
+def _ramp_diffs(o: Allowlist, n: Allowlist) -> list[tuple[str, str]]:
+    path = "allowlist.trust_ramp"
+    if o.trust_ramp == n.trust_ramp:
+        return []
+    if o.trust_ramp is None or n.trust_ramp is None:
+        return [(path, "trust ramp added" if o.trust_ramp is None else "trust ramp removed")]
+    diffs: list[tuple[str, str]] = []
+    if o.trust_ramp.initial_max_sat != n.trust_ramp.initial_max_sat:
+        shown = f"{o.trust_ramp.initial_max_sat} -> {n.trust_ramp.initial_max_sat}"
+        diffs.append((f"{path}.initial_max_sat", shown))
+    if o.trust_ramp.doubling_period != n.trust_ramp.doubling_period:
+        shown = (
+            f"{format_duration(o.trust_ramp.doubling_period)} -> "
+            f"{format_duration(n.trust_ramp.doubling_period)}"
+        )
+        diffs.append((f"{path}.doubling_period", shown))
+    return diffs
 
 
 def _effective_allowlist_quorum(doc: PolicyDocument) -> Quorum | None:
@@ -260,56 +501,21 @@ def _effective_allowlist_quorum(doc: PolicyDocument) -> Quorum | None:
     return Quorum(group=top.group, m=top.m)
 
 
-def _trust_ramp(o: Allowlist, n: Allowlist) -> list[Change]:
-    if o.trust_ramp == n.trust_ramp:
-        return []
-    if n.trust_ramp is None:
-        return [Change("allowlist.trust_ramp", "loosen", "trust ramp removed")]
-    if o.trust_ramp is None:
-        return [Change("allowlist.trust_ramp", "tighten", "trust ramp added")]
-    path = "allowlist.trust_ramp"
-    return _lower_is_tighter(
-        f"{path}.initial_max_sat", o.trust_ramp.initial_max_sat, n.trust_ramp.initial_max_sat
-    ) + _higher_is_tighter(
-        # A longer period means slower doubling and a smaller allowance at every age; the
-        # allowance is also measured over that period, but a bound B over a longer window
-        # implies B over any shorter one, so both effects point the same way.
-        f"{path}.doubling_period",
-        o.trust_ramp.doubling_period,
-        n.trust_ramp.doubling_period,
-        "duration",
-    )
-
-
-def _denylist(o: Allowlist, n: Allowlist) -> list[Change]:
-    olds = {normalize_address(a) for a in o.denylist}
-    news = {normalize_address(a) for a in n.denylist}
-    added = [Change("allowlist.denylist", "tighten", f"{a} denied") for a in sorted(news - olds)]
-    removed = [
-        Change("allowlist.denylist", "loosen", f"{a} no longer denied") for a in sorted(olds - news)
-    ]
-    return added + removed
-
-
-def _approval_tiers(old: PolicyDocument, new: PolicyDocument) -> list[Change]:
-    """Compare the requirement as a function of the amount, range by range.
-
-    The requirement is constant between tier thresholds, so looking just above each threshold
-    of either document (and at 1 sat) sees every range.
-    """
-    bounds = sorted({t.above_sat for t in (*old.approval_tiers, *new.approval_tiers)})
-    probes = sorted({1, *(b + 1 for b in bounds)})
-    changes: list[Change] = []
-    for i, amount in enumerate(probes):
+def _tier_diffs(old: PolicyDocument, new: PolicyDocument) -> list[tuple[str, str]]:
+    """The tier requirement as a function of the amount, range by range (constant between
+    thresholds, so looking just above each threshold of either document sees every range)."""
+    amounts = _amount_probes(old, new)
+    diffs: list[tuple[str, str]] = []
+    for i, amount in enumerate(amounts):
         before = _tier_for(old.approval_tiers, amount)
         after = _tier_for(new.approval_tiers, amount)
-        if before == after:
-            continue
-        upper = f" to {probes[i + 1] - 1}" if i + 1 < len(probes) else " up"
-        for change in _quorum_change(f"approval_tiers[>{amount - 1}]", before, after):
-            detail = f"amounts from {amount}{upper} sat: {change.detail}"
-            changes.append(Change(change.path, change.direction, detail))
-    return changes
+        if before != after:
+            upper = f" to {amounts[i + 1] - 1}" if i + 1 < len(amounts) else " up"
+            shown = (
+                f"amounts from {amount}{upper} sat: {_show_quorum(before)} -> {_show_quorum(after)}"
+            )
+            diffs.append((f"approval_tiers[>{amount - 1}]", shown))
+    return diffs
 
 
 def _tier_for(tiers: Sequence[ApprovalTier], amount: int) -> Quorum | None:
@@ -388,9 +594,8 @@ _CHECKS: tuple[Callable[[PolicyDocument, PolicyDocument], list[Change]], ...] = 
     _wallet,
     _max_per_payout,
     _velocity,
-    _allowlist,
-    _allowlist_quorum,
-    _approval_tiers,
+    _denylist,
+    _payout_approvals,
     _approval_expiry,
     _governance,
     _hot,
