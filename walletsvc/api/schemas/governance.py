@@ -112,6 +112,10 @@ class PolicyProposalView(ResponseModel):
     required: RequiredApprovals | None
     created_at: Timestamp
     effective_at: Timestamp | None
+    effective_height: int | None = Field(
+        description="A loosening's time lock also waits for this block height (about one block "
+        "per 10 minutes of the lock, counted from the quorum); null until the quorum is met."
+    )
     applied_at: Timestamp | None
     vetoed_by: str | None
     document: dict[str, Any]
