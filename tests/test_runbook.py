@@ -87,7 +87,8 @@ def test_key_compromise_runbook_runs_as_written(runtime: Runtime) -> None:
     team = Team(runtime)
     for name in APPROVERS:
         team.add(name)
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         old_address = current_address(s, get_wallet(s, WALLET)).address
     runtime.chain.close()  # the CLI opens the embedded chain itself: one holder at a time
 
@@ -100,7 +101,8 @@ def test_key_compromise_runbook_runs_as_written(runtime: Runtime) -> None:
         operator.run_block(block)
 
     assert any(line.startswith("walletsvc approve") for line in operator.ran)
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         assert active_freezes(s) == []
         wallet = get_wallet(s, WALLET)
         assert wallet.current_epoch == 2

@@ -63,7 +63,8 @@ def proposal(client: TestClient, tokens: Tokens, proposal_id: str) -> dict[str, 
 
 
 def audit(runtime: Runtime) -> list[tuple[str, str, dict[str, Any]]]:
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         return [(e.actor, e.action, e.data) for e in session.scalars(select(AuditEvent))]
 
 

@@ -69,7 +69,8 @@ def test_every_state_change_is_audited_and_the_chain_verifies(
     funded.tick()
     view = show_withdrawal(client, tokens.all, withdrawal_id)
     assert view["status"] == "confirmed"
-    with funded.db.read() as session:
+    with funded.db.read() as uow:
+        session = uow.session
         tx_id = session.scalars(select(ChainTransaction.id)).one()
     assert _events_for(funded, tx_id) == [
         "transaction.signed",
@@ -112,7 +113,8 @@ def test_tampering_with_the_audit_log_is_detected(
     elif tamper == "delete middle":
         _sql(runtime, delete(AuditEvent).where(AuditEvent.seq == target.seq))
     else:
-        with runtime.db.read() as session:
+        with runtime.db.read() as uow:
+            session = uow.session
             last = session.scalar(select(func.max(AuditEvent.seq)))
         _sql(runtime, delete(AuditEvent).where(AuditEvent.seq == last))
     report = verify_audit(runtime)
@@ -147,7 +149,8 @@ def test_editing_an_approved_withdrawal_is_detected_by_verify(
 def test_editing_the_active_policy_is_detected_and_fails_closed(
     client: TestClient, runtime: Runtime, tokens: Tokens
 ) -> None:
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         policy = session.scalars(select(PolicyVersion)).one()
     loosened = {**policy.document, "max_per_payout_sat": 2_100_000_000_000_000}
     _sql(
@@ -191,7 +194,8 @@ def test_payouts_altered_after_approval_are_never_signed(
         victims[edit] = victim["id"]
     honest_dest, honest_script = external_destination("honest miner")
     honest = request_payout(client, tokens.all, key="x-honest", destination=honest_dest).json()
-    with funded.db.read() as session:
+    with funded.db.read() as uow:
+        session = uow.session
         template = session.get(Withdrawal, honest["id"])
         assert template is not None
         wallet_id, policy_hash = template.wallet_id, template.policy_hash

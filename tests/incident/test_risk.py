@@ -59,12 +59,14 @@ def ask(runtime: Runtime, n: int, *, amount: int, dest: str | None = None, token
 
 
 def risk_events(runtime: Runtime) -> list[RiskEvent]:
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         return list(s.scalars(select(RiskEvent).order_by(RiskEvent.created_at)))
 
 
 def freezes(runtime: Runtime) -> list[Freeze]:
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         return active_freezes(s)
 
 

@@ -54,7 +54,8 @@ def approve(runtime: Runtime, member: Member, request_id: str, moment: datetime)
 
 
 def _status_counts(runtime: Runtime) -> dict[str, int]:
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         rows = s.execute(select(Withdrawal.status, func.count()).group_by(Withdrawal.status))
         return {status: int(n) for status, n in rows}
 
@@ -94,14 +95,16 @@ def test_payouts_proceed_only_after_an_approved_unfreeze(
     passes = runtime.passes
     _wait_for(lambda: runtime.passes >= passes + 20, runtime)
     assert _snapshot(runtime) == at_freeze, "something was signed or broadcast without quorum"
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         assert len(active_freezes(s)) == 1
     waiting = _status_counts(runtime).get("approved", 0)
     assert waiting > 0
 
     # The quorum: the freeze lifts in the approval's transaction and the queue drains.
     assert approve(runtime, team.members["bob"], request_id, later(t0, 1)) == "approved"
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         assert active_freezes(s) == []
     _wait_for(lambda: _status_counts(runtime).get("approved", 0) == 0, runtime)
     _wait_for(lambda: _status_counts(runtime).get("signed", 0) == 0, runtime)
@@ -109,7 +112,8 @@ def test_payouts_proceed_only_after_an_approved_unfreeze(
 
     shown = client.get(f"/v1/unfreeze/{body['id']}", headers=auth(tokens.all)).json()
     assert shown["status"] == "applied"
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         lifted = s.get(Freeze, frozen.json()["id"])
         assert lifted is not None and lifted.lifted_by is not None
         assert "alice" in lifted.lifted_by and "bob" in lifted.lifted_by
@@ -154,7 +158,8 @@ def test_requester_never_approves_and_later_freezes_stay(runtime: Runtime, team:
     assert approve(runtime, team.members["carol"], row.approval_request_id or "", t0) == (
         "approved"
     )
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         assert [f.id for f in active_freezes(s)] == [second.id]
 
 
@@ -163,7 +168,8 @@ def test_cli_unfreeze_opens_a_request_without_the_api(runtime: Runtime, team: Te
     result = run_cli(runtime.settings, "unfreeze", "--reason", "false alarm")
     assert result.returncode == 0, result.stderr
     assert frozen.id in result.stdout
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         assert [f.id for f in active_freezes(session)] == [frozen.id]  # not lifted yet
         request = session.scalar(
             select(approvals.ApprovalRequest).where(approvals.ApprovalRequest.kind == "unfreeze")
@@ -172,7 +178,8 @@ def test_cli_unfreeze_opens_a_request_without_the_api(runtime: Runtime, team: Te
     t0 = aligned_now()
     approve(runtime, team.members["alice"], request.id, t0)
     approve(runtime, team.members["bob"], request.id, t0)
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         assert active_freezes(session) == []
 
 

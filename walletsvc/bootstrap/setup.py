@@ -61,7 +61,8 @@ def initialise(
     db = open_database(settings)
     try:
         _install_first_policy(db, kek, policy_file, actor)
-        with db.read() as session:
+        with db.read() as uow:
+            session = uow.session
             exists = session.scalar(select(Wallet).where(Wallet.name == wallet)) is not None
         new = (
             None
@@ -76,7 +77,8 @@ def initialise(
 
 def _set_cold(db: Any, kek: Any, wallet: str, text: str, actor: str) -> ColdDestination:
     """Set the wallet's first cold destination; re-running init with the same one is a no-op."""
-    with db.read() as session:
+    with db.read() as uow:
+        session = uow.session
         w = get_wallet(session, wallet)
         current = cold_view(session, w)
     if current is not None:
@@ -89,7 +91,8 @@ def _set_cold(db: Any, kek: Any, wallet: str, text: str, actor: str) -> ColdDest
 def _install_first_policy(db: Any, kek: Any, policy_file: Path, actor: str) -> None:
     from walletsvc.db.models import PolicyVersion
 
-    with db.read() as session:
+    with db.read() as uow:
+        session = uow.session
         if session.scalar(select(PolicyVersion).limit(1)) is not None:
             return
     try:
@@ -110,7 +113,8 @@ def dev_bootstrap(settings: Settings, *, wallet: str, actor: str) -> dict[str, A
     initialise(settings, wallet=wallet, policy_file=settings.policy_file, actor=actor)
     runtime = Runtime.open(settings)
     try:
-        with runtime.db.read() as session:
+        with runtime.db.read() as uow:
+            session = uow.session
             address = current_address(session, get_wallet(session, wallet))
         if runtime.chain.tip().height < DEV_FUNDING_BLOCKS:
             runtime.chain.mine(  # type: ignore[attr-defined]
@@ -129,7 +133,8 @@ def _dev_credentials(settings: Settings, runtime: Runtime, wallet: str) -> dict[
     if path.exists():
         creds: dict[str, Any] = json.loads(path.read_text())
         try:
-            with runtime.db.read() as session:
+            with runtime.db.read() as uow:
+                session = uow.session
                 authenticate_token(session, creds["api_token"])
             creds["base_url"] = base_url
             _write_private(path, creds)

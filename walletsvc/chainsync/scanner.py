@@ -62,11 +62,13 @@ class Scanner:
         if fork is not None:
             self._roll_back(fork)
             rolled_back_to = fork
-        with self.db.read() as session:
+        with self.db.read() as uow:
+            session = uow.session
             last = session.scalar(select(func.max(ScannedBlock.height)))
         height = self.start_height if last is None else last + 1
         scanned = 0
-        with self.db.read() as session:
+        with self.db.read() as uow:
+            session = uow.session
             watched = _watched_scripts(session)
         while height <= tip.height and scanned < max_blocks:
             block_hash = self.chain.block_hash(height)
@@ -84,7 +86,8 @@ class Scanner:
         below: int | None = None
         first = True
         while True:
-            with self.db.read() as session:
+            with self.db.read() as uow:
+                session = uow.session
                 query = select(ScannedBlock.height, ScannedBlock.hash)
                 if below is not None:
                     query = query.where(ScannedBlock.height < below)

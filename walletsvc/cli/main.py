@@ -134,7 +134,8 @@ def sweep(
         runtime.scanner.sync()
         row = runtime.sweeper.force(wallet, actor=CLI_ACTOR)
         runtime.worker.broadcast_signed()
-        with runtime.db.read() as session:
+        with runtime.db.read() as uow:
+            session = uow.session
             from walletsvc.db.models import ChainTransaction
 
             tx = session.get(ChainTransaction, row.transaction_id)
@@ -192,7 +193,8 @@ def token_list() -> None:
     from walletsvc.governance.tokens import list_tokens
 
     db = open_database(settings())
-    with db.read() as session:
+    with db.read() as uow:
+        session = uow.session
         for t in list_tokens(session):
             state = "revoked" if t.revoked_at else "active"
             typer.echo(f"{t.id}  {t.name:20}  {state:8} {','.join(t.scopes)}")
@@ -302,7 +304,8 @@ def rotate_command(
         if sweep:
             _rotation_pass(s, wallet)
         db = open_database(s)
-        with db.read() as session:
+        with db.read() as uow:
+            session = uow.session
             typer.echo(json.dumps(rotation_status(session, get_wallet(session, wallet)), indent=2))
     except DomainError as exc:
         fail(exc.message)
@@ -379,7 +382,8 @@ def _staff_by_password(
         verify_password,
     )
 
-    with db.read() as session:
+    with db.read() as uow:
+        session = uow.session
         row = session.scalar(select(Staff).where(Staff.username == username))
         password_ok = verify_password(row, password)
     if row is None or row.disabled_at is not None:
@@ -408,7 +412,8 @@ def audit_verify() -> None:
     s = settings()
     kek = load_kek(s.kek_path)
     db = open_database(s)
-    with db.read() as session:
+    with db.read() as uow:
+        session = uow.session
         report = audit.verify(session, kek, kek.subkey(AUDIT_CHAIN))
     typer.echo(f"{report.events_checked} events, {report.rows_checked} governed rows checked")
     if not report.ok:

@@ -244,3 +244,21 @@ class AllowlistApprovals:
         ctx.uow.audit(
             ctx.actor, f"allowlist.{status}", "allowlist_entry", entry.id, _content(entry)
         )
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_entry(db: Database, kek: Kek, entry_id: str) -> dict[str, Any]:
+    with db.read() as uow:
+        entry = get_entry(uow.session, entry_id)
+        wallet = uow.wallets.get(entry.wallet_id)
+        return entry_view(uow.session, kek, entry, wallet.name if wallet else "")
+
+
+def list_allowlist(
+    db: Database, kek: Kek, *, wallet: str | None, include_removed: bool
+) -> dict[str, Any]:
+    with db.read() as uow:
+        rows = list_entries(uow.session, wallet=wallet, include_removed=include_removed)
+        return {"entries": [entry_view(uow.session, kek, e, n) for e, n in rows]}

@@ -428,7 +428,8 @@ def expire_due(db: Database, kek: Kek, *, now: datetime | None = None, batch: in
     moment = now_utc(now)
     # A cheap read first: the background pass runs every second, and most passes have
     # nothing to expire, so they should not take the global write lock.
-    with db.read() as session:
+    with db.read() as uow:
+        session = uow.session
         if session.scalar(select(ApprovalRequest.id).where(*_due(moment)).limit(1)) is None:
             return 0
     with db.write() as uow:
@@ -538,3 +539,27 @@ def _waits_for(session: Session, request: ApprovalRequest, staff: StaffPrincipal
         )
     )
     return decided is None
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_request(db: Database, kek: Kek, request_id: str) -> dict[str, Any]:
+    with db.read() as uow:
+        return request_view(uow.session, kek, get_request(uow.session, request_id))
+
+
+def approvals_index(
+    db: Database,
+    kek: Kek,
+    *,
+    pending: bool,
+    kind: str | None,
+    limit: int,
+    waiting_for: StaffPrincipal | None,
+) -> dict[str, Any]:
+    with db.read() as uow:
+        rows = list_requests(
+            uow.session, pending=pending, kind=kind, limit=limit, waiting_for=waiting_for
+        )
+        return {"approvals": [request_view(uow.session, kek, r) for r in rows]}

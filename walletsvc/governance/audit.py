@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from walletsvc.db.database import GENESIS_HASH, audit_digest, audit_fields
+from walletsvc.db.database import GENESIS_HASH, Database, audit_digest, audit_fields
 from walletsvc.db.models import AuditEvent, AuditHead, PolicyVersion, Withdrawal
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.governance.policies import ROW_MAC, policy_mac_message
@@ -88,3 +88,10 @@ def _document_matches(policy: PolicyVersion) -> bool:
         return policy_hash(parse_policy(policy.document)) == policy.sha256
     except PolicyError:
         return False
+
+
+def audit_page(db: Database, *, after: int, limit: int) -> dict[str, Any]:
+    """Up to ``limit`` events after sequence number ``after``, and where the next page starts."""
+    with db.read() as uow:
+        events = events_after(uow.session, after, limit)
+    return {"events": events, "next_after": events[-1]["seq"] if events else after}

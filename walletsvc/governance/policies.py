@@ -8,15 +8,23 @@ every payout is refused (fail closed).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from walletsvc.db.database import UnitOfWork
+from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import PolicyVersion, Wallet, utcnow
 from walletsvc.domain.errors import DomainError
 from walletsvc.keys.kek import Kek
-from walletsvc.policy.document import PolicyDocument, canonical_json, parse_policy, policy_hash
+from walletsvc.policy.document import (
+    PolicyDocument,
+    canonical_dict,
+    canonical_json,
+    parse_policy,
+    policy_hash,
+)
+from walletsvc.wallets.service import get_wallet
 
 ROW_MAC = "row-mac"
 
@@ -110,3 +118,19 @@ def _as_json_obj(document: PolicyDocument) -> dict[str, object]:
 
     loaded: dict[str, object] = json.loads(canonical_json(document))
     return loaded
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def policy_view(db: Database, kek: Kek, wallet: str | None) -> dict[str, Any]:
+    """The policy in force (the wallet's own, or the global one) as the API shows it."""
+    with db.read() as uow:
+        scoped = get_wallet(uow.session, wallet) if wallet is not None else None
+        active = active_policy(uow.session, kek, scoped)
+        return {
+            "version": active.version,
+            "sha256": active.sha256,
+            "wallet_scoped": active.wallet_scoped,
+            "rules": canonical_dict(active.document),
+        }

@@ -255,7 +255,8 @@ def apply_due(db: Database, kek: Kek, *, now: datetime | None = None) -> int:
     moment = now_utc(now)
     applied = 0
     due_filter = (PolicyProposal.status == "time_locked", PolicyProposal.effective_at <= moment)
-    with db.read() as session:  # most passes have nothing due: skip the write lock then
+    with db.read() as uow:  # most passes have nothing due: skip the write lock then
+        session = uow.session
         if session.scalar(select(PolicyProposal.id).where(*due_filter).limit(1)) is None:
             return 0
     with db.write() as uow:
@@ -313,3 +314,17 @@ def list_proposals(session: Session, *, status: str | None, limit: int) -> list[
     if status is not None:
         query = query.where(PolicyProposal.status == status)
     return list(session.scalars(query.order_by(PolicyProposal.created_at.desc()).limit(limit)))
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_proposal(db: Database, proposal_id: str) -> dict[str, Any]:
+    with db.read() as uow:
+        return proposal_view(uow.session, get_proposal(uow.session, proposal_id))
+
+
+def proposals_index(db: Database, *, status: str | None, limit: int) -> dict[str, Any]:
+    with db.read() as uow:
+        rows = list_proposals(uow.session, status=status, limit=limit)
+        return {"proposals": [proposal_view(uow.session, p) for p in rows]}

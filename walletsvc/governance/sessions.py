@@ -62,7 +62,8 @@ def login(
 ) -> CreatedSession:
     moment = now_utc(now)
     # argon2 is slow on purpose; verify before taking the global write lock.
-    with db.read() as session:
+    with db.read() as uow:
+        session = uow.session
         found = session.scalar(select(Staff).where(Staff.username == username))
         password_ok = verify_password(found, password)
     if found is None:
@@ -116,7 +117,8 @@ def authenticate_session(
     db: Database, kek: Kek, token: str, *, now: datetime | None = None
 ) -> StaffPrincipal:
     moment = now_utc(now)
-    with db.read() as session:
+    with db.read() as uow:
+        session = uow.session
         record = session.scalar(
             select(StaffSession).where(StaffSession.token_hash == hash_session_token(token))
         )

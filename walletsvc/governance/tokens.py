@@ -91,3 +91,9 @@ def authenticate_token(session: Session, secret: str) -> TokenPrincipal:
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("invalid or revoked API token")
     return TokenPrincipal(row.id, row.name, frozenset(row.scopes))
+
+
+def authenticate_api_token(db: Database, secret: str) -> TokenPrincipal:
+    """The principal of a valid, unrevoked API token; 401 otherwise."""
+    with db.read() as uow:
+        return authenticate_token(uow.session, secret)

@@ -156,3 +156,17 @@ def freeze_view(session: Session, row: Freeze) -> dict[str, Any]:
 def freeze_state(session: Session) -> dict[str, Any]:
     rows = active_freezes(session)
     return {"frozen": bool(rows), "freezes": [freeze_view(session, r) for r in rows]}
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_freeze(db: Database, row: Freeze) -> dict[str, Any]:
+    with db.read() as uow:
+        return freeze_view(uow.session, row)
+
+
+def freeze_overview(db: Database) -> dict[str, Any]:
+    """Whether anything is frozen, and the active freezes (``GET /freeze``, readiness)."""
+    with db.read() as uow:
+        return freeze_state(uow.session)

@@ -130,14 +130,16 @@ class RiskMonitor:
         """Run the request-stream rules of every wallet and the integrity watch."""
         moment = now or utcnow()
         acted = self._integrity_failures()
-        with self.db.read() as s:
+        with self.db.read() as uow:
+            s = uow.session
             wallets = list(s.scalars(select(Wallet).order_by(Wallet.name)))
         for wallet in wallets:
             acted += self._evaluate_wallet(wallet, moment)
         return acted
 
     def _evaluate_wallet(self, wallet: Wallet, now: datetime) -> list[Finding]:
-        with self.db.read() as s:
+        with self.db.read() as uow:
+            s = uow.session
             try:
                 policy = active_policy(s, self.kek, wallet).document
             except DomainError:
@@ -152,7 +154,8 @@ class RiskMonitor:
     def _act(self, findings: Sequence[Finding]) -> list[Finding]:
         if not findings:
             return []
-        with self.db.read() as s:
+        with self.db.read() as uow:
+            s = uow.session
             known = set(
                 s.execute(
                     select(RiskEvent.rule_id, RiskEvent.fingerprint).where(
@@ -172,7 +175,8 @@ class RiskMonitor:
 
     def _integrity_failures(self) -> list[Finding]:
         """The worker's ``integrity.failure`` events: an approved row was altered."""
-        with self.db.read() as s:
+        with self.db.read() as uow:
+            s = uow.session
             events = list(
                 s.scalars(
                     select(AuditEvent)

@@ -294,7 +294,8 @@ class RotationService:
     def run(self, wallet: str | None = None) -> list[str]:
         """Sweep old-epoch coins, broadcast rotation sweeps, re-sign what may be re-signed.
         Returns the txids signed this pass."""
-        with self.db.read() as s:
+        with self.db.read() as uow:
+            s = uow.session
             # Cheap for the common case: no wallet was ever rotated.
             query = select(Wallet.id).where(Wallet.current_epoch > 1)
             if wallet is not None:
@@ -357,7 +358,8 @@ class RotationService:
 
     def broadcast_sweeps(self) -> list[str]:
         """Broadcast stored rotation sweeps, under the write lock, whatever the freeze."""
-        with self.db.read() as s:
+        with self.db.read() as uow:
+            s = uow.session
             ids = list(
                 s.scalars(
                     select(ChainTransaction.id)
@@ -388,7 +390,8 @@ class RotationService:
     def _has(self, wallet_id: str, check: Callable[[Session, Wallet], bool]) -> bool:
         """A read first: after a rotation every pass looks, and most find nothing to do, so
         they should not take the global write lock."""
-        with self.db.read() as s:
+        with self.db.read() as uow:
+            s = uow.session
             wallet = s.get(Wallet, wallet_id)
             return wallet is not None and check(s, wallet)
 
@@ -556,3 +559,26 @@ def rotation_status(session: Session, wallet: Wallet) -> dict[str, Any]:
         ],
         "rotations": [rotation_view(session, r) for r in rotations],
     }
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_rotation(db: Database, kek: Kek, rotation_id: str) -> dict[str, Any]:
+    """A rotation with its approval request, when it has one."""
+    with db.read() as uow:
+        row = get_rotation(uow.session, rotation_id)
+        view = rotation_view(uow.session, row)
+        if row.approval_request_id:
+            request = approvals.get_request(uow.session, row.approval_request_id)
+            view["approval"] = approvals.request_view(uow.session, kek, request)
+        return view
+
+
+def rotations_index(db: Database, wallet: str) -> dict[str, Any]:
+    """The wallet's rotation status and every rotation of it, newest first."""
+    with db.read() as uow:
+        row = get_wallet(uow.session, wallet)
+        status = rotation_status(uow.session, row)
+        rows = uow.rotations.newest_of_wallet(row.id)
+        return {**status, "rotations": [rotation_view(uow.session, r) for r in rows]}

@@ -228,3 +228,23 @@ def list_unfreeze_requests(session: Session, *, limit: int = 50) -> list[Unfreez
             select(UnfreezeRequest).order_by(UnfreezeRequest.created_at.desc()).limit(limit)
         )
     )
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_unfreeze(db: Database, kek: Kek, request_id: str) -> dict[str, Any]:
+    """An unfreeze request with its approval request, when it has one."""
+    with db.read() as uow:
+        row = get_unfreeze_request(uow.session, request_id)
+        view = unfreeze_view(uow.session, row)
+        if row.approval_request_id:
+            request = approvals.get_request(uow.session, row.approval_request_id)
+            view["approval"] = approvals.request_view(uow.session, kek, request)
+        return view
+
+
+def unfreeze_index(db: Database) -> dict[str, Any]:
+    with db.read() as uow:
+        rows = list_unfreeze_requests(uow.session)
+        return {"unfreeze_requests": [unfreeze_view(uow.session, r) for r in rows]}

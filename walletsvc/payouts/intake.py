@@ -421,3 +421,27 @@ class WithdrawalApprovals:
             {"approval_request_id": request.id, "amount_sat": w.amount_sat},
         )
         return w
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_withdrawal(db: Database, withdrawal_id: str) -> dict[str, Any]:
+    with db.read() as uow:
+        return withdrawal_view(uow.session, get_withdrawal(uow.session, withdrawal_id))
+
+
+def withdrawals_index(
+    db: Database, *, status: str | None, wallet: str | None, cursor: str | None, limit: int
+) -> dict[str, Any]:
+    """A page of withdrawals, newest first, and the cursor of the next page."""
+    if status is not None and status not in {s.value for s in WithdrawalStatus}:
+        raise InvalidInput(f"unknown status {status!r}", field="status")
+    with db.read() as uow:
+        rows, next_cursor = list_withdrawals(
+            uow.session, status=status, wallet=wallet, cursor=cursor, limit=limit
+        )
+        return {
+            "withdrawals": [withdrawal_view(uow.session, r) for r in rows],
+            "next_cursor": next_cursor,
+        }

@@ -84,7 +84,8 @@ class PayoutWorker:
 
     def run_once(self) -> WorkerReport:
         report = WorkerReport()
-        with self.db.read() as session:
+        with self.db.read() as uow:
+            session = uow.session
             wallet_ids = list(
                 session.scalars(
                     select(Withdrawal.wallet_id)
@@ -121,7 +122,8 @@ class PayoutWorker:
         wait = self.settings.batch_max_wait_s
         if wait <= 0:
             return True
-        with self.db.read() as session:
+        with self.db.read() as uow:
+            session = uow.session
             count, oldest = session.execute(
                 select(func.count(Withdrawal.id), func.min(Withdrawal.updated_at)).where(
                     Withdrawal.wallet_id == wallet_id,
@@ -208,7 +210,8 @@ class PayoutWorker:
     # -- broadcasting --------------------------------------------------------------------
 
     def broadcast_signed(self, report: WorkerReport | None = None) -> list[str]:
-        with self.db.read() as session:
+        with self.db.read() as uow:
+            session = uow.session
             pending = list(
                 session.scalars(
                     select(ChainTransaction.id)

@@ -328,3 +328,17 @@ class ColdDestinationApprovals:
             change.id,
             {"fingerprint": change.fingerprint},
         )
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def cold_destination_overview(db: Database, wallet: str) -> dict[str, Any]:
+    """The wallet's cold destination and its 20 latest proposed changes."""
+    with db.read() as uow:
+        row = get_wallet(uow.session, wallet)
+        changes = uow.cold_changes.newest_of_wallet(row.id, limit=20)
+        return {
+            "current": cold_view(uow.session, row),
+            "changes": [change_view(c) for c in changes],
+        }

@@ -107,7 +107,8 @@ class FeeBumper:
         """Ids of broadcast payout batches unconfirmed for ``rbf_after_blocks`` blocks."""
         if self.settings.rbf_after_blocks <= 0:
             return []
-        with self.db.read() as s:
+        with self.db.read() as uow:
+            s = uow.session
             tip = tip_height(s)
             rows = s.execute(
                 select(ChainTransaction, TransactionWatch.signed_height)
@@ -128,7 +129,8 @@ class FeeBumper:
                 bump = self.bump(tx_id)
             except DomainError as exc:
                 log.warning("cannot bump the fee of transaction %s: %s", tx_id, exc.message)
-                with self.db.read() as s:
+                with self.db.read() as uow:
+                    s = uow.session
                     wallet_id = s.scalar(
                         select(ChainTransaction.wallet_id).where(ChainTransaction.id == tx_id)
                     )

@@ -137,7 +137,8 @@ class SweepService:
 
     def after_scan(self) -> list[str]:
         """Sweep or alert for every wallet with thresholds; returns the sweep txids signed."""
-        with self.db.read() as s:
+        with self.db.read() as uow:
+            s = uow.session
             wallet_ids = list(s.scalars(select(Wallet.id).order_by(Wallet.name)))
         txids = []
         for wallet_id in wallet_ids:
@@ -152,7 +153,8 @@ class SweepService:
         return txids
 
     def _evaluate(self, wallet_id: str) -> str | None:
-        with self.db.read() as s:
+        with self.db.read() as uow:
+            s = uow.session
             wallet = s.get(Wallet, wallet_id)
             assert wallet is not None
             hot = _thresholds(s, self.kek, wallet)
@@ -172,10 +174,12 @@ class SweepService:
 
     def force(self, wallet: str, *, actor: str) -> Sweep:
         """An operator's sweep down to the target, whatever the ceiling says."""
-        with self.db.read() as s:
+        with self.db.read() as uow:
+            s = uow.session
             wallet_id = get_wallet(s, wallet).id
         txid = self.sweep(wallet_id, trigger="forced", actor=actor, raise_errors=True)
-        with self.db.read() as s:
+        with self.db.read() as uow:
+            s = uow.session
             row = s.scalar(
                 select(Sweep)
                 .join(ChainTransaction, ChainTransaction.id == Sweep.transaction_id)
@@ -443,3 +447,20 @@ def list_sweeps(s: Session, *, wallet: str | None = None, limit: int = 100) -> l
         query = query.where(Wallet.name == wallet)
     rows = s.execute(query.order_by(Sweep.created_at.desc(), Sweep.id).limit(limit)).all()
     return [{**sweep_view(row, tx), "wallet": name} for row, tx, name in rows]
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def sweeps_index(db: Database, *, wallet: str | None, limit: int) -> dict[str, Any]:
+    with db.read() as uow:
+        if wallet is not None:
+            get_wallet(uow.session, wallet)  # 404 for an unknown wallet, not an empty list
+        return {"sweeps": list_sweeps(uow.session, wallet=wallet, limit=limit)}
+
+
+def show_sweep(db: Database, row: Sweep, wallet: str) -> dict[str, Any]:
+    with db.read() as uow:
+        tx = uow.transactions.get(row.transaction_id)
+        assert tx is not None
+        return {**sweep_view(row, tx), "wallet": wallet}

@@ -9,7 +9,6 @@ from pydantic import StrictStr
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access
 from walletsvc.api.schemas import StrictModel
-from walletsvc.db.models import Wallet
 from walletsvc.governance import allowlist
 from walletsvc.governance.staff import StaffPrincipal
 
@@ -30,11 +29,7 @@ class AllowlistCreate(StrictModel):
 
 
 def _show(runtime: RuntimeDep, entry_id: str) -> dict[str, Any]:
-    with runtime.db.read() as session:
-        entry = allowlist.get_entry(session, entry_id)
-        wallet = session.get(Wallet, entry.wallet_id)
-        name = wallet.name if wallet else ""
-        return allowlist.entry_view(session, runtime.kek, entry, name)
+    return allowlist.show_entry(runtime.db, runtime.kek, entry_id)
 
 
 @router.post("/allowlist", status_code=201)
@@ -58,9 +53,9 @@ def index(
     wallet: str | None = None,
     include_removed: bool = False,
 ) -> dict[str, Any]:
-    with runtime.db.read() as session:
-        rows = allowlist.list_entries(session, wallet=wallet, include_removed=include_removed)
-        return {"entries": [allowlist.entry_view(session, runtime.kek, e, n) for e, n in rows]}
+    return allowlist.list_allowlist(
+        runtime.db, runtime.kek, wallet=wallet, include_removed=include_removed
+    )
 
 
 @router.get("/allowlist/{entry_id}")

@@ -37,18 +37,14 @@ def index_approvals(
         if pending and isinstance(principal, StaffPrincipal) and principal.role == "approver"
         else None
     )
-    with runtime.db.read() as session:
-        rows = approvals.list_requests(
-            session, pending=pending, kind=kind, limit=limit, waiting_for=waiting_for
-        )
-        return {"approvals": [approvals.request_view(session, runtime.kek, r) for r in rows]}
+    return approvals.approvals_index(
+        runtime.db, runtime.kek, pending=pending, kind=kind, limit=limit, waiting_for=waiting_for
+    )
 
 
 @router.get("/approvals/{request_id}")
 def show_approval(request_id: str, runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
-    with runtime.db.read() as session:
-        request = approvals.get_request(session, request_id)
-        return approvals.request_view(session, runtime.kek, request)
+    return approvals.show_request(runtime.db, runtime.kek, request_id)
 
 
 @router.post("/approvals/{request_id}")
@@ -65,6 +61,4 @@ def decide(
         totp=body.totp,
         comment=body.comment,
     )
-    with runtime.db.read() as session:
-        request = approvals.get_request(session, request_id)
-        return approvals.request_view(session, runtime.kek, request)
+    return approvals.show_request(runtime.db, runtime.kek, request_id)

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from walletsvc.api.deps import Principal, SessionDep, require_access
-from walletsvc.governance.audit import events_after
+from walletsvc.api.deps import Principal, RuntimeDep, require_access
+from walletsvc.governance.audit import audit_page
 
 router = APIRouter(tags=["audit"])
 Reader = Annotated[
@@ -17,10 +17,9 @@ Reader = Annotated[
 
 @router.get("/audit")
 def index(
-    session: SessionDep,
+    runtime: RuntimeDep,
     _: Reader,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    events = events_after(session, after, limit)
-    return {"events": events, "next_after": events[-1]["seq"] if events else after}
+    return audit_page(runtime.db, after=after, limit=limit)

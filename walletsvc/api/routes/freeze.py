@@ -6,10 +6,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends
 
-from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, SessionDep, require_access
+from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access
 from walletsvc.api.schemas import StrictModel
 from walletsvc.domain.errors import InvalidInput
-from walletsvc.incident.freeze import freeze, freeze_state, freeze_view
+from walletsvc.incident.freeze import freeze, freeze_overview, show_freeze
 
 router = APIRouter(tags=["incident response"])
 # Freezing must never wait for permission: any staff member (every role) or a token with the
@@ -34,10 +34,9 @@ def post_freeze(body: FreezeRequest, runtime: RuntimeDep, principal: Freezer) ->
     row = freeze(
         runtime.db, scope=scope, wallet=body.wallet, reason=body.reason, actor=principal.actor
     )
-    with runtime.db.read() as session:
-        return freeze_view(session, row)
+    return show_freeze(runtime.db, row)
 
 
 @router.get("/freeze")
-def get_freeze(session: SessionDep, _: Reader) -> dict[str, Any]:
-    return freeze_state(session)
+def get_freeze(runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
+    return freeze_overview(runtime.db)

@@ -9,12 +9,9 @@ from pydantic import StrictStr
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
 from walletsvc.api.schemas import StrictModel
-from walletsvc.db.models import Wallet
 from walletsvc.governance import policy_changes
-from walletsvc.governance.policies import active_policy
+from walletsvc.governance.policies import policy_view
 from walletsvc.governance.staff import StaffPrincipal
-from walletsvc.policy.document import canonical_dict
-from walletsvc.wallets.service import get_wallet
 
 router = APIRouter(tags=["policy"])
 Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL_ROLES))]
@@ -35,15 +32,7 @@ class VetoBody(StrictModel):
 
 @router.get("/policy")
 def show_policy(runtime: RuntimeDep, _: Reader, wallet: str | None = None) -> dict[str, Any]:
-    with runtime.db.read() as session:
-        w: Wallet | None = get_wallet(session, wallet) if wallet is not None else None
-        active = active_policy(session, runtime.kek, w)
-        return {
-            "version": active.version,
-            "sha256": active.sha256,
-            "wallet_scoped": active.wallet_scoped,
-            "rules": canonical_dict(active.document),
-        }
+    return policy_view(runtime.db, runtime.kek, wallet)
 
 
 @router.post("/policy/proposals", status_code=201)
@@ -61,9 +50,7 @@ def index_proposals(
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
-    with runtime.db.read() as session:
-        rows = policy_changes.list_proposals(session, status=status, limit=limit)
-        return {"proposals": [policy_changes.proposal_view(session, p) for p in rows]}
+    return policy_changes.proposals_index(runtime.db, status=status, limit=limit)
 
 
 @router.get("/policy/proposals/{proposal_id}")
@@ -86,7 +73,4 @@ def veto(proposal_id: str, body: VetoBody, runtime: RuntimeDep, staff: Approver)
 
 
 def _show(runtime: RuntimeDep, proposal_id: str) -> dict[str, Any]:
-    with runtime.db.read() as session:
-        return policy_changes.proposal_view(
-            session, policy_changes.get_proposal(session, proposal_id)
-        )
+    return policy_changes.show_proposal(runtime.db, proposal_id)

@@ -6,16 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from pydantic import StrictStr
-from sqlalchemy import select
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
 from walletsvc.api.schemas import StrictModel
-from walletsvc.db.models_risk import KeyRotation
-from walletsvc.governance import approvals
 from walletsvc.governance.staff import StaffPrincipal
-from walletsvc.incident.rotation import get_rotation, propose, rotation_status, rotation_view
+from walletsvc.incident import rotation
 from walletsvc.incident.unfreeze import Requester
-from walletsvc.wallets.service import get_wallet
 
 router = APIRouter(tags=["incident response"])
 # Staff only: a rotation replaces the wallet's keys; approvers decide it at quorum.
@@ -31,7 +27,7 @@ class RotateBody(StrictModel):
 def post_rotate(
     wallet: str, body: RotateBody, runtime: RuntimeDep, staff: Proposer
 ) -> dict[str, Any]:
-    row = propose(
+    row = rotation.propose(
         runtime.db,
         runtime.kek,
         wallet=wallet,
@@ -43,15 +39,7 @@ def post_rotate(
 
 @router.get("/wallets/{wallet}/rotations")
 def index_rotations(wallet: str, runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
-    with runtime.db.read() as session:
-        row = get_wallet(session, wallet)
-        status = rotation_status(session, row)
-        rows = session.scalars(
-            select(KeyRotation)
-            .where(KeyRotation.wallet_id == row.id)
-            .order_by(KeyRotation.created_at.desc())
-        )
-        return {**status, "rotations": [rotation_view(session, r) for r in rows]}
+    return rotation.rotations_index(runtime.db, wallet)
 
 
 @router.get("/rotations/{rotation_id}")
@@ -60,10 +48,4 @@ def show_rotation(rotation_id: str, runtime: RuntimeDep, _: Reader) -> dict[str,
 
 
 def _show(runtime: RuntimeDep, rotation_id: str) -> dict[str, Any]:
-    with runtime.db.read() as session:
-        row = get_rotation(session, rotation_id)
-        view = rotation_view(session, row)
-        if row.approval_request_id:
-            request = approvals.get_request(session, row.approval_request_id)
-            view["approval"] = approvals.request_view(session, runtime.kek, request)
-        return view
+    return rotation.show_rotation(runtime.db, runtime.kek, rotation_id)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from walletsvc.api.deps import RuntimeDep
-from walletsvc.incident.freeze import freeze_state
+from walletsvc.bootstrap.health import readiness
 
 router = APIRouter(tags=["system"])
 
@@ -22,24 +19,7 @@ def health() -> dict[str, str]:
 
 @router.get("/ready")
 def ready(runtime: RuntimeDep) -> JSONResponse:
-    checks: dict[str, Any] = {}
-    try:
-        with runtime.db.read() as session:
-            session.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"unavailable: {type(exc).__name__}"
-    try:
-        tip = runtime.chain.tip()
-        checks["chain"] = {"status": "ok", "height": tip.height, "hash": tip.hash}
-    except Exception as exc:
-        checks["chain"] = {"status": f"unavailable: {type(exc).__name__}"}
-    checks["signer"] = "ok" if runtime.kek is not None else "unavailable"
-    ok = checks["database"] == "ok" and checks["chain"].get("status") == "ok"
-    body: dict[str, Any] = {"ready": ok, "checks": checks, "freeze": None}
-    if checks["database"] == "ok":
-        with runtime.db.read() as session:
-            body["freeze"] = freeze_state(session)
+    ok, body = readiness(runtime)
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

@@ -10,15 +10,13 @@ from pydantic import StrictStr
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access
 from walletsvc.api.schemas import StrictModel
 from walletsvc.domain.errors import InvalidInput
-from walletsvc.governance import approvals
 from walletsvc.governance.staff import StaffPrincipal
+from walletsvc.incident import unfreeze
 from walletsvc.incident.unfreeze import (
     Requester,
     Target,
-    get_unfreeze_request,
-    list_unfreeze_requests,
     propose,
-    unfreeze_view,
+    unfreeze_index,
 )
 
 router = APIRouter(tags=["incident response"])
@@ -56,9 +54,7 @@ def post_unfreeze(body: UnfreezeBody, runtime: RuntimeDep, principal: Proposer) 
 
 @router.get("/unfreeze")
 def index_unfreeze(runtime: RuntimeDep, _: Reader) -> dict[str, Any]:
-    with runtime.db.read() as session:
-        rows = list_unfreeze_requests(session)
-        return {"unfreeze_requests": [unfreeze_view(session, r) for r in rows]}
+    return unfreeze_index(runtime.db)
 
 
 @router.get("/unfreeze/{request_id}")
@@ -67,10 +63,4 @@ def show_unfreeze(request_id: str, runtime: RuntimeDep, _: Reader) -> dict[str, 
 
 
 def _show(runtime: RuntimeDep, request_id: str) -> dict[str, Any]:
-    with runtime.db.read() as session:
-        row = get_unfreeze_request(session, request_id)
-        view = unfreeze_view(session, row)
-        if row.approval_request_id:
-            request = approvals.get_request(session, row.approval_request_id)
-            view["approval"] = approvals.request_view(session, runtime.kek, request)
-        return view
+    return unfreeze.show_unfreeze(runtime.db, runtime.kek, request_id)
