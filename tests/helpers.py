@@ -112,8 +112,7 @@ def audit_actions(db: Database) -> list[str]:
 
 def verify_audit(runtime: Runtime) -> VerifyReport:
     with runtime.db.read() as uow:
-        session = uow.session
-        return verify(session, runtime.kek, runtime.db.audit_key)
+        return verify(uow, runtime.kek, runtime.db.audit_key)
 
 
 def utxo_keys(db: Database) -> list[tuple[str, int]]:

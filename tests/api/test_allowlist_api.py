@@ -84,8 +84,7 @@ def test_a_payout_engine_entry_needs_the_quorum_when_the_allowlist_is_required(
     entry = propose(client, auth(tokens.all)).json()
     assert entry["status"] == "pending"
     with runtime.db.read() as uow:
-        session = uow.session
-        request = approvals.get_request(session, entry["approval_request_id"])
+        request = approvals.get_request(uow, entry["approval_request_id"])
         assert (request.required_group, request.m, request.requester_staff_id) == (
             "treasury",
             2,
@@ -105,7 +104,7 @@ def test_removal_is_immediate_and_audited(
     assert shown["status"] == "removed"
     with runtime.db.read() as uow:
         session = uow.session
-        request = approvals.get_request(session, entry["approval_request_id"])
+        request = approvals.get_request(uow, entry["approval_request_id"])
         assert request.status == "cancelled"
         removed = session.scalar(select(AuditEvent).where(AuditEvent.action == "allowlist.removed"))
         assert removed is not None and removed.actor == "staff:alice"

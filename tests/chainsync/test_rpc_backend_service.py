@@ -56,7 +56,7 @@ def test_payout_over_the_rpc_backend(settings: Settings) -> None:
             assert runtime.chain is backend
             with runtime.db.read() as uow:
                 session = uow.session
-                deposit = current_address(session, get_wallet(session, WALLET))
+                deposit = current_address(uow, get_wallet(uow, WALLET))
             node.mine(110, bytes.fromhex(deposit.script_pubkey))
             report = runtime.scanner.sync()  # every block fetched over JSON-RPC
             assert report.tip_height == 110 and report.blocks_scanned == 111

@@ -48,8 +48,7 @@ def _setup(runtime: Runtime) -> Funded:
         if u.height == height
     )
     with runtime.db.read() as uow:
-        session = uow.session
-        script = bytes.fromhex(current_address(session, get_wallet(session, WALLET)).script_pubkey)
+        script = bytes.fromhex(current_address(uow, get_wallet(uow, WALLET)).script_pubkey)
     return Funded(script, Prevout(txid, vout, utxo.amount_sat, alice))
 
 

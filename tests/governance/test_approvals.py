@@ -35,8 +35,7 @@ def team(runtime: Runtime) -> Team:
 
 def request_of(runtime: Runtime, withdrawal_id: str) -> ApprovalRequest:
     with runtime.db.read() as uow:
-        session = uow.session
-        request = approvals.request_for_subject(session, "withdrawal", withdrawal_id)
+        request = approvals.request_for_subject(uow, "withdrawal", withdrawal_id)
         assert request is not None
         return request
 
@@ -103,7 +102,7 @@ def test_quorum_reached_approves_and_authorises_in_one_transaction(
     ]
     with runtime.db.read() as uow:
         session = uow.session
-        view = approvals.request_view(session, runtime.kek, request_of(runtime, wid))
+        view = approvals.request_view(uow, runtime.kek, request_of(runtime, wid))
     assert view["approvals_counted"] == 2
     assert sorted(d["staff"] for d in view["decisions"]) == ["alice", "bob"]
 
@@ -124,7 +123,7 @@ def test_a_staff_member_never_approves_their_own_request(runtime: Runtime, team:
     )
     with runtime.db.read() as uow:
         session = uow.session
-        request = approvals.request_for_subject(session, "allowlist_add", entry_id)
+        request = approvals.request_for_subject(uow, "allowlist_add", entry_id)
         assert request is not None
     with pytest.raises(Forbidden, match="own request"):
         decide(runtime, alice, request.id, t0)
@@ -142,8 +141,7 @@ def test_one_person_counts_once(runtime: Runtime, team: Team) -> None:
     with pytest.raises(Conflict, match="already decided"):
         decide(runtime, alice, request.id, later(t0, 1))
     with runtime.db.read() as uow:
-        session = uow.session
-        assert approvals.tally(session, runtime.kek, request).approvers == ("alice",)
+        assert approvals.tally(uow, runtime.kek, request).approvers == ("alice",)
     assert request_of(runtime, request.subject_id).status == "pending"
 
 
@@ -219,9 +217,8 @@ def test_a_changed_digest_voids_earlier_approvals(runtime: Runtime, team: Team) 
     assert rebound.content["amount_sat"] == 30_000_000
     assert "approval.digest_changed" in actions(runtime)
     with runtime.db.read() as uow:
-        session = uow.session
-        assert approvals.tally(session, runtime.kek, rebound).approvers == ("bob",)
-        view = approvals.request_view(session, runtime.kek, rebound)
+        assert approvals.tally(uow, runtime.kek, rebound).approvers == ("bob",)
+        view = approvals.request_view(uow, runtime.kek, rebound)
     assert sorted((d["staff"], d["counts"]) for d in view["decisions"]) == [
         ("alice", False),
         ("bob", True),
@@ -322,8 +319,7 @@ def test_a_decision_forged_in_the_database_does_not_count(runtime: Runtime, team
             )
         )
     with runtime.db.read() as uow:
-        session = uow.session
-        assert approvals.tally(session, runtime.kek, request).approvers == ("alice",)
+        assert approvals.tally(uow, runtime.kek, request).approvers == ("alice",)
     # ... nor does lowering the quorum in the row (the request's tag no longer verifies).
     with runtime.db.write() as uow:
         row = uow.session.get(ApprovalRequest, request.id)

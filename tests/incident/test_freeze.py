@@ -153,8 +153,7 @@ def test_bad_freeze_requests_change_nothing(
     assert 400 <= answer.status_code < 500
     assert answer.json()["error"]["field"] == field
     with runtime.db.read() as uow:
-        s = uow.session
-        assert active_freezes(s) == []
+        assert active_freezes(uow) == []
 
 
 def test_freeze_needs_the_freeze_scope(client: TestClient, tokens: Tokens) -> None:
@@ -170,7 +169,7 @@ def test_cli_freeze_works_without_the_api(runtime: Runtime) -> None:
     assert "FROZEN" in result.stdout
     with runtime.db.read() as uow:
         session = uow.session
-        freezes = active_freezes(session)
+        freezes = active_freezes(uow)
         assert [f.reason for f in freezes] == ["pager: drain seen"]
         actions = list(session.scalars(select(AuditEvent.action)))
     assert "freeze.applied" in actions

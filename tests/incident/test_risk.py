@@ -66,8 +66,7 @@ def risk_events(runtime: Runtime) -> list[RiskEvent]:
 
 def freezes(runtime: Runtime) -> list[Freeze]:
     with runtime.db.read() as uow:
-        s = uow.session
-        return active_freezes(s)
+        return active_freezes(uow)
 
 
 def test_normal_traffic_fires_nothing(guarded: Runtime) -> None:
@@ -152,7 +151,7 @@ def test_a_spend_we_never_signed_freezes_everything(guarded: Runtime) -> None:
         s = uow.session
         wallet = s.scalars(select(Wallet)).one()
         change_path, change_script = next_change_path(uow, wallet)
-        coins = spendable_coins(s, wallet)[:2]
+        coins = spendable_coins(uow, wallet)[:2]
         plan = plan_sweep(
             coins,
             destination_script=thief_script,
@@ -166,7 +165,7 @@ def test_a_spend_we_never_signed_freezes_everything(guarded: Runtime) -> None:
         signed = rt.signer.sign(
             wallet=WALLET,
             network=Network.REGTEST,
-            seeds=seeds_for(s, wallet, plan),
+            seeds=seeds_for(uow, wallet, plan),
             plan=plan,
             approved=[],
             sweep_scripts=frozenset({thief_script}),

@@ -55,8 +55,7 @@ def pay(runtime: Runtime, key: str, amount: int = 1_000_000) -> str:
 
 def wallet_row(runtime: Runtime) -> Wallet:
     with runtime.db.read() as uow:
-        s = uow.session
-        return get_wallet(s, WALLET)
+        return get_wallet(uow, WALLET)
 
 
 def epoch_address(xpub: str, index: int) -> str:
@@ -112,7 +111,7 @@ def test_rotation_drill(client: TestClient, runtime: Runtime, tokens: Tokens, te
     old = wallet_row(runtime)
     with runtime.db.read() as uow:
         s = uow.session
-        old_current = current_address(s, old).address
+        old_current = current_address(uow, old).address
     # A payout signed just before the incident and never broadcast: it must be re-signed.
     held = pay(runtime, "held payout")
     assert runtime.worker.sign_approved(old.id) is not None
@@ -164,7 +163,7 @@ def test_rotation_drill(client: TestClient, runtime: Runtime, tokens: Tokens, te
     # 5. The new current address: not the old one, and derived from the new xpub.
     with runtime.db.read() as uow:
         s = uow.session
-        new_current = current_address(s, wallet_row(runtime))
+        new_current = current_address(uow, wallet_row(runtime))
     assert new_current.epoch == 2 and new_current.address != old_current
     assert new_current.address == epoch_address(new_xpub, new_current.index)
 
@@ -204,7 +203,7 @@ def test_deposit_to_retired_address_is_flagged_and_swept(
     fund_wallet(runtime, blocks=101)
     with runtime.db.read() as uow:
         s = uow.session
-        old = current_address(s, wallet_row(runtime))
+        old = current_address(uow, wallet_row(runtime))
     rotate_with_quorum(client, team, "scheduled rotation")
     runtime.tick()
     embedded(runtime).mine(1, external_destination("pool")[1])

@@ -97,7 +97,7 @@ def test_payouts_proceed_only_after_an_approved_unfreeze(
     assert _snapshot(runtime) == at_freeze, "something was signed or broadcast without quorum"
     with runtime.db.read() as uow:
         s = uow.session
-        assert len(active_freezes(s)) == 1
+        assert len(active_freezes(uow)) == 1
     waiting = _status_counts(runtime).get("approved", 0)
     assert waiting > 0
 
@@ -105,7 +105,7 @@ def test_payouts_proceed_only_after_an_approved_unfreeze(
     assert approve(runtime, team.members["bob"], request_id, later(t0, 1)) == "approved"
     with runtime.db.read() as uow:
         s = uow.session
-        assert active_freezes(s) == []
+        assert active_freezes(uow) == []
     _wait_for(lambda: _status_counts(runtime).get("approved", 0) == 0, runtime)
     _wait_for(lambda: _status_counts(runtime).get("signed", 0) == 0, runtime)
     assert len(_snapshot(runtime)[1]) > len(at_freeze[1])
@@ -159,8 +159,7 @@ def test_requester_never_approves_and_later_freezes_stay(runtime: Runtime, team:
         "approved"
     )
     with runtime.db.read() as uow:
-        s = uow.session
-        assert [f.id for f in active_freezes(s)] == [second.id]
+        assert [f.id for f in active_freezes(uow)] == [second.id]
 
 
 def test_cli_unfreeze_opens_a_request_without_the_api(runtime: Runtime, team: Team) -> None:
@@ -170,7 +169,7 @@ def test_cli_unfreeze_opens_a_request_without_the_api(runtime: Runtime, team: Te
     assert frozen.id in result.stdout
     with runtime.db.read() as uow:
         session = uow.session
-        assert [f.id for f in active_freezes(session)] == [frozen.id]  # not lifted yet
+        assert [f.id for f in active_freezes(uow)] == [frozen.id]  # not lifted yet
         request = session.scalar(
             select(approvals.ApprovalRequest).where(approvals.ApprovalRequest.kind == "unfreeze")
         )
@@ -180,7 +179,7 @@ def test_cli_unfreeze_opens_a_request_without_the_api(runtime: Runtime, team: Te
     approve(runtime, team.members["bob"], request.id, t0)
     with runtime.db.read() as uow:
         session = uow.session
-        assert active_freezes(session) == []
+        assert active_freezes(uow) == []
 
 
 def test_unfreeze_with_nothing_frozen_is_a_conflict(client: TestClient, tokens: Tokens) -> None:

@@ -181,5 +181,5 @@ def test_a_bump_of_an_altered_payout_is_refused_and_freezes_the_wallet(
     with funded.db.read() as uow:
         s = uow.session
         assert [t.status for t in s.scalars(select(ChainTransaction))] == ["broadcast"]
-        freezes = active_freezes(s)
+        freezes = active_freezes(uow)
     assert [f.source for f in freezes] == ["risk"]

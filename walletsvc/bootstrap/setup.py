@@ -9,17 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from walletsvc.bootstrap.runtime import Runtime, open_database
 from walletsvc.config import Settings
 from walletsvc.db.migrate import upgrade
-from walletsvc.db.models import Wallet
 from walletsvc.domain.address import p2wpkh_script, script_to_address
 from walletsvc.domain.errors import DomainError, InvalidInput
 from walletsvc.domain.network import Network
 from walletsvc.governance.policies import install_policy
-from walletsvc.governance.tokens import SCOPES, authenticate_token, create_token
+from walletsvc.governance.tokens import SCOPES, authenticate_api_token, create_token
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.kek import create_dev_kek, load_kek
 from walletsvc.policy.document import load_policy_yaml
@@ -62,8 +59,7 @@ def initialise(
     try:
         _install_first_policy(db, kek, policy_file, actor)
         with db.read() as uow:
-            session = uow.session
-            exists = session.scalar(select(Wallet).where(Wallet.name == wallet)) is not None
+            exists = uow.wallets.by_name(wallet) is not None
         new = (
             None
             if exists
@@ -78,9 +74,8 @@ def initialise(
 def _set_cold(db: Any, kek: Any, wallet: str, text: str, actor: str) -> ColdDestination:
     """Set the wallet's first cold destination; re-running init with the same one is a no-op."""
     with db.read() as uow:
-        session = uow.session
-        w = get_wallet(session, wallet)
-        current = cold_view(session, w)
+        w = get_wallet(uow, wallet)
+        current = cold_view(uow, w)
     if current is not None:
         parsed = parse_cold_destination(text, Network(w.network))
         if parsed.fingerprint == current["fingerprint"]:
@@ -89,11 +84,8 @@ def _set_cold(db: Any, kek: Any, wallet: str, text: str, actor: str) -> ColdDest
 
 
 def _install_first_policy(db: Any, kek: Any, policy_file: Path, actor: str) -> None:
-    from walletsvc.db.models import PolicyVersion
-
     with db.read() as uow:
-        session = uow.session
-        if session.scalar(select(PolicyVersion).limit(1)) is not None:
+        if uow.policies.any():
             return
     try:
         document = load_policy_yaml(policy_file.read_text())
@@ -114,8 +106,7 @@ def dev_bootstrap(settings: Settings, *, wallet: str, actor: str) -> dict[str, A
     runtime = Runtime.open(settings)
     try:
         with runtime.db.read() as uow:
-            session = uow.session
-            address = current_address(session, get_wallet(session, wallet))
+            address = current_address(uow, get_wallet(uow, wallet))
         if runtime.chain.tip().height < DEV_FUNDING_BLOCKS:
             runtime.chain.mine(  # type: ignore[attr-defined]
                 DEV_FUNDING_BLOCKS, bytes.fromhex(address.script_pubkey)
@@ -133,9 +124,7 @@ def _dev_credentials(settings: Settings, runtime: Runtime, wallet: str) -> dict[
     if path.exists():
         creds: dict[str, Any] = json.loads(path.read_text())
         try:
-            with runtime.db.read() as uow:
-                session = uow.session
-                authenticate_token(session, creds["api_token"])
+            authenticate_api_token(runtime.db, creds["api_token"])
             creds["base_url"] = base_url
             _write_private(path, creds)
             return creds

@@ -39,23 +39,22 @@ def address_view(address: Address, wallet: Wallet) -> dict[str, Any]:
 def _wallet_view(
     uow: ReadUnitOfWork, kek: Kek, wallet: Wallet, *, min_confirmations: int
 ) -> dict[str, Any]:
-    s = uow.session
-    epoch = current_epoch(s, wallet)
+    epoch = current_epoch(uow, wallet)
     return {
         "name": wallet.name,
         "network": wallet.network,
         "current_epoch": wallet.current_epoch,
         "account_xpub": epoch.account_xpub,
-        "balances": wallet_balances(s, wallet, min_confirmations=min_confirmations).as_dict(),
+        "balances": wallet_balances(uow, wallet, min_confirmations=min_confirmations).as_dict(),
         "created_at": wallet.created_at.isoformat(),
-        "freezes": [freeze_view(s, f) for f in active_freezes(s, wallet.id)],
-        **treasury_view(s, kek, wallet),
+        "freezes": [freeze_view(uow, f) for f in active_freezes(uow, wallet.id)],
+        **treasury_view(uow, kek, wallet),
     }
 
 
 def wallet_view(db: Database, kek: Kek, name: str, *, min_confirmations: int) -> dict[str, Any]:
     with db.read() as uow:
-        wallet = get_wallet(uow.session, name)
+        wallet = get_wallet(uow, name)
         return _wallet_view(uow, kek, wallet, min_confirmations=min_confirmations)
 
 
@@ -74,21 +73,21 @@ def new_deposit_address(
 ) -> dict[str, Any]:
     """Issue the wallet's next deposit address, unless deposits are frozen."""
     with db.write() as uow:
-        row = get_wallet(uow.session, wallet)
-        require_deposits_open(uow.session, row)
+        row = get_wallet(uow, wallet)
+        require_deposits_open(uow, row)
         address = issue_address(uow, row, label=label, actor=actor)
         return address_view(address, row)
 
 
 def current_deposit_address(db: Database, wallet: str) -> dict[str, Any]:
     with db.read() as uow:
-        row = get_wallet(uow.session, wallet)
-        require_deposits_open(uow.session, row)
-        return address_view(current_address(uow.session, row), row)
+        row = get_wallet(uow, wallet)
+        require_deposits_open(uow, row)
+        return address_view(current_address(uow, row), row)
 
 
 def deposit_addresses(db: Database, wallet: str, *, limit: int, offset: int) -> dict[str, Any]:
     with db.read() as uow:
-        row = get_wallet(uow.session, wallet)
-        addresses = list_addresses(uow.session, row, limit=limit, offset=offset)
+        row = get_wallet(uow, wallet)
+        addresses = list_addresses(uow, row, limit=limit, offset=offset)
         return {"addresses": [address_view(a, row) for a in addresses]}

@@ -135,10 +135,7 @@ def sweep(
         row = runtime.sweeper.force(wallet, actor=CLI_ACTOR)
         runtime.worker.broadcast_signed()
         with runtime.db.read() as uow:
-            session = uow.session
-            from walletsvc.db.models import ChainTransaction
-
-            tx = session.get(ChainTransaction, row.transaction_id)
+            tx = uow.transactions.get(row.transaction_id)
             assert tx is not None
             typer.echo(json.dumps(sweep_view(row, tx), indent=2))
     except DomainError as exc:
@@ -194,8 +191,7 @@ def token_list() -> None:
 
     db = open_database(settings())
     with db.read() as uow:
-        session = uow.session
-        for t in list_tokens(session):
+        for t in list_tokens(uow):
             state = "revoked" if t.revoked_at else "active"
             typer.echo(f"{t.id}  {t.name:20}  {state:8} {','.join(t.scopes)}")
 
@@ -305,8 +301,7 @@ def rotate_command(
             _rotation_pass(s, wallet)
         db = open_database(s)
         with db.read() as uow:
-            session = uow.session
-            typer.echo(json.dumps(rotation_status(session, get_wallet(session, wallet)), indent=2))
+            typer.echo(json.dumps(rotation_status(uow, get_wallet(uow, wallet)), indent=2))
     except DomainError as exc:
         fail(exc.message)
 
@@ -370,9 +365,7 @@ def _staff_by_password(
 ) -> StaffPrincipal:
     """A staff principal from username and password; a wrong password counts toward the
     account's lockout exactly as a failed API login does."""
-    from sqlalchemy import select
 
-    from walletsvc.db.models_governance import Staff
     from walletsvc.domain.errors import InvalidCredentials
     from walletsvc.governance.staff import (
         ensure_not_locked,
@@ -383,15 +376,14 @@ def _staff_by_password(
     )
 
     with db.read() as uow:
-        session = uow.session
-        row = session.scalar(select(Staff).where(Staff.username == username))
+        row = uow.staff.by_username(username)
         password_ok = verify_password(row, password)
     if row is None or row.disabled_at is not None:
         raise InvalidCredentials("invalid username, password or code")
     ensure_not_locked(row, now_utc(None))
     if not password_ok:
         with db.write() as uow:
-            locked = uow.session.get(Staff, row.id)
+            locked = uow.staff.get(row.id)
             assert locked is not None
             error = record_failure(uow, s, locked, now_utc(None), "password_wrong")
         raise (
@@ -413,8 +405,7 @@ def audit_verify() -> None:
     kek = load_kek(s.kek_path)
     db = open_database(s)
     with db.read() as uow:
-        session = uow.session
-        report = audit.verify(session, kek, kek.subkey(AUDIT_CHAIN))
+        report = audit.verify(uow, kek, kek.subkey(AUDIT_CHAIN))
     typer.echo(f"{report.events_checked} events, {report.rows_checked} governed rows checked")
     if not report.ok:
         for problem in report.problems:

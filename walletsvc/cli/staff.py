@@ -79,8 +79,7 @@ def list_() -> None:
 
     db = open_database(Settings())
     with db.read() as uow:
-        session = uow.session
-        for row in list_staff(session):
+        for row in list_staff(uow):
             state = "disabled" if row.disabled_at else "active"
             typer.echo(f"{row.username:24} {row.role:9} {state:8} {','.join(row.groups)}")
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from walletsvc.db.database import GENESIS_HASH, Database, audit_digest, audit_fields
-from walletsvc.db.models import AuditEvent, AuditHead, PolicyVersion, Withdrawal
+from walletsvc.db.models import PolicyVersion
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.governance.policies import ROW_MAC, policy_mac_message
 from walletsvc.keys.kek import Kek
@@ -28,25 +26,16 @@ class VerifyReport:
         return not self.problems
 
 
-def events_after(session: Session, after: int, limit: int) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(limit)
-    )
+def events_after(uow: ReadUnitOfWork, after: int, limit: int) -> list[dict[str, Any]]:
+    rows = uow.audit_events.after(after, limit=limit)
     return [{**audit_fields(ev), "prev_hash": ev.prev_hash, "hash": ev.hash} for ev in rows]
 
 
-def verify(session: Session, kek: Kek, audit_key: bytes, *, batch: int = 5_000) -> VerifyReport:
+def verify(uow: ReadUnitOfWork, kek: Kek, audit_key: bytes, *, batch: int = 5_000) -> VerifyReport:
     report = VerifyReport()
     prev_hash, expected_seq, last_seq = GENESIS_HASH, 1, 0
     while True:
-        rows = list(
-            session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.seq >= expected_seq)
-                .order_by(AuditEvent.seq)
-                .limit(batch)
-            )
-        )
+        rows = uow.audit_events.from_seq(expected_seq, limit=batch)
         if not rows:
             break
         for ev in rows:
@@ -58,24 +47,22 @@ def verify(session: Session, kek: Kek, audit_key: bytes, *, batch: int = 5_000) 
                 report.problems.append(f"audit event {ev.seq} was altered")
             prev_hash, expected_seq, last_seq = ev.hash, ev.seq + 1, ev.seq
             report.events_checked += 1
-    head = session.get(AuditHead, 1)
+    head = uow.audit_events.head()
     if head is None or head.last_seq != last_seq or head.last_hash != prev_hash:
         report.problems.append("the audit head does not match the last event (events removed?)")
-    _verify_rows(session, kek, report)
+    _verify_rows(uow, kek, report)
     return report
 
 
-def _verify_rows(session: Session, kek: Kek, report: VerifyReport) -> None:
-    for policy in session.scalars(select(PolicyVersion)):
+def _verify_rows(uow: ReadUnitOfWork, kek: Kek, report: VerifyReport) -> None:
+    for policy in uow.policies.all():
         report.rows_checked += 1
         if not kek.verify_mac(ROW_MAC, policy_mac_message(policy), policy.mac):
             report.problems.append(f"policy version {policy.version} fails its integrity tag")
         elif not _document_matches(policy):
             # The tag covers the document's hash, not the document: check that link too.
             report.problems.append(f"policy version {policy.version} does not match its hash")
-    for w in session.scalars(
-        select(Withdrawal).where(Withdrawal.status == WithdrawalStatus.APPROVED.value)
-    ):
+    for w in uow.withdrawals.with_status(WithdrawalStatus.APPROVED.value):
         report.rows_checked += 1
         if not w.authorization_mac or not kek.verify_mac(
             ROW_MAC, authorization_message(w), w.authorization_mac
@@ -93,5 +80,5 @@ def _document_matches(policy: PolicyVersion) -> bool:
 def audit_page(db: Database, *, after: int, limit: int) -> dict[str, Any]:
     """Up to ``limit`` events after sequence number ``after``, and where the next page starts."""
     with db.read() as uow:
-        events = events_after(uow.session, after, limit)
+        events = events_after(uow, after, limit)
     return {"events": events, "next_after": events[-1]["seq"] if events else after}

@@ -19,13 +19,10 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import Wallet
 from walletsvc.db.models_governance import ApprovalRequest, PolicyProposal
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import KindContext
@@ -69,8 +66,8 @@ def propose(
     new = parse_document(document)
     moment = now_utc(now)
     with db.write() as uow:
-        wallet = get_wallet(uow.session, new.wallet) if new.wallet is not None else None
-        active = active_policy(uow.session, kek, wallet)
+        wallet = get_wallet(uow, new.wallet) if new.wallet is not None else None
+        active = active_policy(uow, kek, wallet)
         assessment = compare(active.document, new)
         if assessment.direction == "unchanged":
             raise Conflict("the proposed document equals the active policy", field="document")
@@ -89,8 +86,7 @@ def propose(
             proposer_staff_id=proposer.staff_id,
             created_at=moment,
         )
-        uow.session.add(proposal)
-        uow.session.flush()
+        uow.policy_proposals.add(proposal, flush=True)
         request = approvals.open_request(
             uow,
             kek,
@@ -122,8 +118,8 @@ def propose(
         return proposal.id
 
 
-def get_proposal(session: Session, proposal_id: str) -> PolicyProposal:
-    row = session.get(PolicyProposal, proposal_id)
+def get_proposal(uow: ReadUnitOfWork, proposal_id: str) -> PolicyProposal:
+    row = uow.policy_proposals.get(proposal_id)
     if row is None:
         raise NotFound("no such policy proposal", field="id")
     return row
@@ -153,9 +149,8 @@ def _document_hash(p: PolicyProposal) -> str:
 
 def _apply(ctx: KindContext, p: PolicyProposal, request: ApprovalRequest) -> None:
     """Install the proposal's document if its base is still the active policy."""
-    session = ctx.uow.session
-    wallet = session.get(Wallet, p.wallet_id) if p.wallet_id else None
-    active = active_policy(session, ctx.kek, wallet)
+    wallet = ctx.uow.wallets.get(p.wallet_id) if p.wallet_id else None
+    active = active_policy(ctx.uow, ctx.kek, wallet)
     if active.sha256 != p.base_sha256:
         p.status = "superseded"
         ctx.uow.audit(
@@ -166,7 +161,7 @@ def _apply(ctx: KindContext, p: PolicyProposal, request: ApprovalRequest) -> Non
             {"base_sha256": p.base_sha256, "active_sha256": active.sha256},
         )
         return
-    counted = approvals.require_quorum(session, ctx.kek, request)
+    counted = approvals.require_quorum(ctx.uow, ctx.kek, request)
     document = parse_policy(p.document)
     if policy_hash(document) != p.sha256:
         raise IntegrityFailure(f"policy proposal {p.id} does not match its hash")
@@ -189,11 +184,11 @@ def _apply(ctx: KindContext, p: PolicyProposal, request: ApprovalRequest) -> Non
 class PolicyChangeApprovals:
     name = KIND
 
-    def content(self, session: Session, subject_id: str) -> dict[str, Any]:
-        return _content(get_proposal(session, subject_id))
+    def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
+        return _content(get_proposal(uow, subject_id))
 
     def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        p = get_proposal(ctx.uow.session, request.subject_id)
+        p = get_proposal(ctx.uow, request.subject_id)
         if p.direction == "tighten":
             _apply(ctx, p, request)
             return
@@ -208,10 +203,10 @@ class PolicyChangeApprovals:
         )
 
     def on_rejected(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        get_proposal(ctx.uow.session, request.subject_id).status = "rejected"
+        get_proposal(ctx.uow, request.subject_id).status = "rejected"
 
     def on_expired(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        get_proposal(ctx.uow.session, request.subject_id).status = "expired"
+        get_proposal(ctx.uow, request.subject_id).status = "expired"
 
 
 def veto(
@@ -229,8 +224,8 @@ def veto(
     moment = now_utc(now)
     error: DomainError | None = None
     with db.write() as uow:
-        p = get_proposal(uow.session, proposal_id)
-        request = approvals.get_request(uow.session, p.approval_request_id or "")
+        p = get_proposal(uow, proposal_id)
+        request = approvals.get_request(uow, p.approval_request_id or "")
         row = load_active_staff(uow, kek, staff.staff_id)
         if row.role != "approver" or request.required_group not in row.groups:
             raise Forbidden(f"only approvers of group {request.required_group!r} can veto")
@@ -254,17 +249,11 @@ def apply_due(db: Database, kek: Kek, *, now: datetime | None = None) -> int:
     """Apply time-locked proposals whose lock has run out (Runtime.tick). Returns how many."""
     moment = now_utc(now)
     applied = 0
-    due_filter = (PolicyProposal.status == "time_locked", PolicyProposal.effective_at <= moment)
     with db.read() as uow:  # most passes have nothing due: skip the write lock then
-        session = uow.session
-        if session.scalar(select(PolicyProposal.id).where(*due_filter).limit(1)) is None:
+        if not uow.policy_proposals.any_time_locked_due(moment):
             return 0
     with db.write() as uow:
-        due = list(
-            uow.session.scalars(
-                select(PolicyProposal).where(*due_filter).order_by(PolicyProposal.effective_at)
-            )
-        )
+        due = uow.policy_proposals.time_locked_due(moment)
         for p in due:
             applied += _apply_one(uow, kek, p, moment)
     return applied
@@ -272,7 +261,7 @@ def apply_due(db: Database, kek: Kek, *, now: datetime | None = None) -> int:
 
 def _apply_one(uow: UnitOfWork, kek: Kek, p: PolicyProposal, now: datetime) -> int:
     ctx = KindContext(uow, kek, "system:policy-timelock", now)
-    request = approvals.get_request(uow.session, p.approval_request_id or "")
+    request = approvals.get_request(uow, p.approval_request_id or "")
     try:
         _apply(ctx, p, request)
     except IntegrityFailure as exc:
@@ -285,9 +274,9 @@ def _apply_one(uow: UnitOfWork, kek: Kek, p: PolicyProposal, now: datetime) -> i
     return 1 if p.status == "applied" else 0
 
 
-def proposal_view(session: Session, p: PolicyProposal) -> dict[str, Any]:
-    request = session.get(ApprovalRequest, p.approval_request_id) if p.approval_request_id else None
-    wallet = session.get(Wallet, p.wallet_id) if p.wallet_id else None
+def proposal_view(uow: ReadUnitOfWork, p: PolicyProposal) -> dict[str, Any]:
+    request = uow.approval_requests.get(p.approval_request_id) if p.approval_request_id else None
+    wallet = uow.wallets.get(p.wallet_id) if p.wallet_id else None
     return {
         "id": p.id,
         "wallet": wallet.name if wallet else None,
@@ -309,11 +298,8 @@ def proposal_view(session: Session, p: PolicyProposal) -> dict[str, Any]:
     }
 
 
-def list_proposals(session: Session, *, status: str | None, limit: int) -> list[PolicyProposal]:
-    query = select(PolicyProposal)
-    if status is not None:
-        query = query.where(PolicyProposal.status == status)
-    return list(session.scalars(query.order_by(PolicyProposal.created_at.desc()).limit(limit)))
+def list_proposals(uow: ReadUnitOfWork, *, status: str | None, limit: int) -> list[PolicyProposal]:
+    return uow.policy_proposals.newest(status=status, limit=limit)
 
 
 # --- Read use cases --------------------------------------------------------------------------
@@ -321,10 +307,10 @@ def list_proposals(session: Session, *, status: str | None, limit: int) -> list[
 
 def show_proposal(db: Database, proposal_id: str) -> dict[str, Any]:
     with db.read() as uow:
-        return proposal_view(uow.session, get_proposal(uow.session, proposal_id))
+        return proposal_view(uow, get_proposal(uow, proposal_id))
 
 
 def proposals_index(db: Database, *, status: str | None, limit: int) -> dict[str, Any]:
     with db.read() as uow:
-        rows = list_proposals(uow.session, status=status, limit=limit)
-        return {"proposals": [proposal_view(uow.session, p) for p in rows]}
+        rows = list_proposals(uow, status=status, limit=limit)
+        return {"proposals": [proposal_view(uow, p) for p in rows]}

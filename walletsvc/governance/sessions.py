@@ -12,11 +12,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from walletsvc.config import Settings
-from walletsvc.db.database import Database
+from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models_governance import Staff, StaffSession
 from walletsvc.domain.errors import DomainError, InvalidCredentials, Unauthenticated
 from walletsvc.governance.staff import (
@@ -63,14 +60,13 @@ def login(
     moment = now_utc(now)
     # argon2 is slow on purpose; verify before taking the global write lock.
     with db.read() as uow:
-        session = uow.session
-        found = session.scalar(select(Staff).where(Staff.username == username))
+        found = uow.staff.by_username(username)
         password_ok = verify_password(found, password)
     if found is None:
         raise InvalidCredentials(_BAD_LOGIN)
     error: DomainError | None = None
     with db.write() as uow:
-        row = uow.session.get(Staff, found.id)
+        row = uow.staff.get(found.id)
         if row is None or row.disabled_at is not None or not staff_is_genuine(kek, row):
             raise InvalidCredentials(_BAD_LOGIN)
         ensure_not_locked(row, moment)
@@ -80,7 +76,7 @@ def login(
             _step, totp_error = check_totp(uow, kek, settings, row, totp, moment)
             error = _as_login_error(totp_error) if totp_error else None
         if error is None:
-            created = _open_session(uow.session, kek, settings, row, moment)
+            created = _open_session(uow, kek, settings, row, moment)
             uow.audit(
                 created.principal.actor,
                 "session.created",
@@ -99,7 +95,7 @@ def _as_login_error(error: DomainError) -> DomainError:
 
 
 def _open_session(
-    session: Session, kek: Kek, settings: Settings, row: Staff, now: datetime
+    uow: UnitOfWork, kek: Kek, settings: Settings, row: Staff, now: datetime
 ) -> CreatedSession:
     token = SESSION_PREFIX + secrets.token_urlsafe(32)
     record = StaffSession(
@@ -108,8 +104,7 @@ def _open_session(
         created_at=now,
         expires_at=now + timedelta(seconds=settings.session_ttl_s),
     )
-    session.add(record)
-    session.flush()
+    uow.staff_sessions.add(record, flush=True)
     return CreatedSession(token, record.expires_at, principal_for(kek, row, record.id))
 
 
@@ -118,13 +113,10 @@ def authenticate_session(
 ) -> StaffPrincipal:
     moment = now_utc(now)
     with db.read() as uow:
-        session = uow.session
-        record = session.scalar(
-            select(StaffSession).where(StaffSession.token_hash == hash_session_token(token))
-        )
+        record = uow.staff_sessions.by_token_hash(hash_session_token(token))
         if record is None or record.revoked_at is not None or record.expires_at <= moment:
             raise Unauthenticated("invalid, expired or ended staff session")
-        row = session.get(Staff, record.staff_id)
+        row = uow.staff.get(record.staff_id)
         if row is None or row.disabled_at is not None:
             raise Unauthenticated("invalid, expired or ended staff session")
         return principal_for(kek, row, record.id)
@@ -132,7 +124,7 @@ def authenticate_session(
 
 def end_session(db: Database, principal: StaffPrincipal, *, now: datetime | None = None) -> None:
     with db.write() as uow:
-        record = uow.session.get(StaffSession, principal.session_id)
+        record = uow.staff_sessions.get(principal.session_id)
         if record is not None and record.revoked_at is None:
             record.revoked_at = now_utc(now)
             uow.audit(

@@ -14,8 +14,6 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC
 
-from sqlalchemy import func, select
-
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import (
@@ -85,17 +83,7 @@ class PayoutWorker:
     def run_once(self) -> WorkerReport:
         report = WorkerReport()
         with self.db.read() as uow:
-            session = uow.session
-            wallet_ids = list(
-                session.scalars(
-                    select(Withdrawal.wallet_id)
-                    .where(
-                        Withdrawal.status == WithdrawalStatus.APPROVED.value,
-                        Withdrawal.transaction_id.is_(None),
-                    )
-                    .distinct()
-                )
-            )
+            wallet_ids = uow.withdrawals.wallets_with_unsigned_approved()
         for wallet_id in wallet_ids:
             if not self._batch_ready(wallet_id):
                 continue
@@ -123,14 +111,7 @@ class PayoutWorker:
         if wait <= 0:
             return True
         with self.db.read() as uow:
-            session = uow.session
-            count, oldest = session.execute(
-                select(func.count(Withdrawal.id), func.min(Withdrawal.updated_at)).where(
-                    Withdrawal.wallet_id == wallet_id,
-                    Withdrawal.status == WithdrawalStatus.APPROVED.value,
-                    Withdrawal.transaction_id.is_(None),
-                )
-            ).one()
+            count, oldest = uow.withdrawals.unsigned_approved_backlog(wallet_id)
         if count >= self.settings.max_batch_outputs or oldest is None:
             return True
         if oldest.tzinfo is None:  # SQLite hands back naive UTC from aggregates
@@ -142,11 +123,10 @@ class PayoutWorker:
     def sign_approved(self, wallet_id: str) -> str | None:
         """Sign one batch of the wallet's approved payouts; store it; return its txid."""
         with self.db.write() as uow:
-            s = uow.session
-            wallet = s.get(Wallet, wallet_id)
+            wallet = uow.wallets.get(wallet_id)
             assert wallet is not None
             # Checked inside the locked claim: a freeze committed before this point is seen.
-            if withdrawals_freeze(s, wallet.id) is not None:
+            if withdrawals_freeze(uow, wallet.id) is not None:
                 return None
             payouts = self._authorised_payouts(uow, wallet)
             if not payouts:
@@ -171,18 +151,7 @@ class PayoutWorker:
 
     def _authorised_payouts(self, uow: UnitOfWork, wallet: Wallet) -> list[Withdrawal]:
         """Approved payouts whose authorisation tag verifies; tampered rows fail loudly."""
-        rows = list(
-            uow.session.scalars(
-                select(Withdrawal)
-                .where(
-                    Withdrawal.wallet_id == wallet.id,
-                    Withdrawal.status == WithdrawalStatus.APPROVED.value,
-                    Withdrawal.transaction_id.is_(None),
-                )
-                .order_by(Withdrawal.created_at, Withdrawal.id)
-                .limit(self.settings.max_batch_outputs)
-            )
-        )
+        rows = uow.withdrawals.unsigned_approved(wallet.id, limit=self.settings.max_batch_outputs)
         good = []
         for row in rows:
             if row.authorization_mac and self.kek.verify_mac(
@@ -211,14 +180,7 @@ class PayoutWorker:
 
     def broadcast_signed(self, report: WorkerReport | None = None) -> list[str]:
         with self.db.read() as uow:
-            session = uow.session
-            pending = list(
-                session.scalars(
-                    select(ChainTransaction.id)
-                    .where(ChainTransaction.status == "signed")
-                    .order_by(ChainTransaction.created_at)
-                )
-            )
+            pending = uow.transactions.ids_with_status("signed")
         sent = []
         for tx_id in pending:
             try:
@@ -238,10 +200,10 @@ class PayoutWorker:
         rare (one per batch) and the backend call is bounded by its timeout.
         """
         with self.db.write() as uow:
-            tx = uow.session.get(ChainTransaction, tx_id)
+            tx = uow.transactions.get(tx_id)
             if tx is None or tx.status != "signed":
                 return None
-            if withdrawals_freeze(uow.session, tx.wallet_id) is not None:
+            if withdrawals_freeze(uow, tx.wallet_id) is not None:
                 return None  # held until the freeze is lifted
             try:
                 txid = self.chain.broadcast(bytes.fromhex(tx.raw_tx))
@@ -261,12 +223,7 @@ class PayoutWorker:
         tx.broadcast_at = utcnow()
         tx.broadcast_attempts += 1
         tx.last_error = None
-        for w in uow.session.scalars(
-            select(Withdrawal).where(
-                Withdrawal.transaction_id == tx.id,
-                Withdrawal.status == WithdrawalStatus.SIGNED.value,
-            )
-        ):
+        for w in uow.withdrawals.of_transaction(tx.id, status=WithdrawalStatus.SIGNED.value):
             w.status = transition(w.status, WithdrawalStatus.BROADCAST).value
             w.updated_at = utcnow()
         uow.audit(ACTOR, "transaction.broadcast", "chain_transaction", tx.id, {"txid": tx.txid})
@@ -297,13 +254,12 @@ def sign_payout_batch(
     replaces_id: str | None = None,
 ) -> tuple[ChainTransaction, TransactionPlan]:
     """Plan, sign and store one transaction paying ``payouts``; mark them signed."""
-    s = uow.session
-    tip = tip_height(s)
+    tip = tip_height(uow)
     change_path, change_script = next_change_path(uow, wallet)
     rate = fee_rate(chain, settings)
     approved = [ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat) for w in payouts]
     plan = plan_payouts(
-        spendable_coins(s, wallet),
+        spendable_coins(uow, wallet),
         approved,
         change_script=change_script,
         change_path=change_path,
@@ -323,7 +279,7 @@ def sign_payout_batch(
         approved=approved,
         replaces_id=replaces_id,
     )
-    reserve_inputs(s, plan, tx.id)
+    reserve_inputs(uow, plan, tx.id)
     for withdrawal, share in zip(payouts, split_fee(tx.fee_sat, len(payouts)), strict=True):
         withdrawal.status = transition(withdrawal.status, WithdrawalStatus.SIGNED).value
         withdrawal.transaction_id = tx.id

@@ -17,7 +17,7 @@ class AllowlistRepository(Repository[AllowlistEntryRow]):
     def newest_for_address(
         self, wallet_id: str, address: str, statuses: Sequence[str]
     ) -> AllowlistEntryRow | None:
-        return self.session.scalars(
+        return self.session.scalar(
             select(AllowlistEntryRow)
             .where(
                 AllowlistEntryRow.wallet_id == wallet_id,
@@ -25,7 +25,8 @@ class AllowlistRepository(Repository[AllowlistEntryRow]):
                 AllowlistEntryRow.status.in_(list(statuses)),
             )
             .order_by(AllowlistEntryRow.created_at.desc())
-        ).first()
+            .limit(1)
+        )
 
     def with_wallet_names(
         self, *, wallet_id: str | None, statuses: Sequence[str] | None

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 from sqlalchemy import select
 
-from walletsvc.db.models import AuditEvent
+from walletsvc.db.models import AuditEvent, AuditHead
 from walletsvc.db.repositories.base import Repository
 
 
@@ -22,5 +25,24 @@ class AuditEventRepository(Repository[AuditEvent]):
     def from_seq(self, seq: int, *, limit: int) -> list[AuditEvent]:
         return self.after(seq - 1, limit=limit)
 
-    def last_seq(self) -> int | None:
-        return self.session.scalar(select(AuditEvent.seq).order_by(AuditEvent.seq.desc()).limit(1))
+    def with_action_after(self, action: str, seq: int) -> list[AuditEvent]:
+        return list(
+            self.session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.action == action, AuditEvent.seq > seq)
+                .order_by(AuditEvent.seq)
+            )
+        )
+
+    def with_actions_since(self, actions: Sequence[str], since: datetime) -> list[AuditEvent]:
+        return list(
+            self.session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.action.in_(list(actions)), AuditEvent.created_at >= since)
+                .order_by(AuditEvent.seq)
+            )
+        )
+
+    def head(self) -> AuditHead | None:
+        """The chain's head row: the last sequence number and hash."""
+        return self.session.get(AuditHead, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import or_, select
 
 from walletsvc.db.models_incident import Freeze
@@ -54,3 +56,23 @@ class KeyRotationRepository(Repository[KeyRotation]):
 
 class RiskEventRepository(Repository[RiskEvent]):
     model = RiskEvent
+
+    def seen(self, rule_id: str, fingerprint: str) -> bool:
+        """Whether this evidence was reported before (each finding is acted on once)."""
+        return (
+            self.session.scalar(
+                select(RiskEvent.id).where(
+                    RiskEvent.rule_id == rule_id, RiskEvent.fingerprint == fingerprint
+                )
+            )
+            is not None
+        )
+
+    def known_among(self, fingerprints: Sequence[str]) -> set[tuple[str, str]]:
+        """(rule, fingerprint) of the events already recorded with any of ``fingerprints``."""
+        rows = self.session.execute(
+            select(RiskEvent.rule_id, RiskEvent.fingerprint).where(
+                RiskEvent.fingerprint.in_(list(fingerprints))
+            )
+        ).all()
+        return {(rule, fingerprint) for rule, fingerprint in rows}

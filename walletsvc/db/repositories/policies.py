@@ -30,5 +30,14 @@ class PolicyVersionRepository(Repository[PolicyVersion]):
             )
         )
 
+    def active_row(self, wallet_id: str | None) -> PolicyVersion | None:
+        return self.session.scalar(
+            select(PolicyVersion).where(_scope(wallet_id), PolicyVersion.status == "active")
+        )
+
+    def any(self) -> bool:
+        """Whether any policy was ever installed."""
+        return self.session.scalar(select(PolicyVersion.id).limit(1)) is not None
+
     def all(self) -> list[PolicyVersion]:
         return list(self.session.scalars(select(PolicyVersion)))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 
 from walletsvc.db.models_governance import PolicyProposal
 from walletsvc.db.repositories.base import Repository
@@ -13,15 +13,16 @@ from walletsvc.db.repositories.base import Repository
 class PolicyProposalRepository(Repository[PolicyProposal]):
     model = PolicyProposal
 
-    def any_matching(self, *conditions: Any) -> bool:
+    def any_time_locked_due(self, moment: datetime) -> bool:
         return (
-            self.session.scalar(select(PolicyProposal.id).where(*conditions).limit(1)) is not None
+            self.session.scalar(select(PolicyProposal.id).where(*_due(moment)).limit(1)) is not None
         )
 
-    def matching_by_effective_time(self, *conditions: Any) -> list[PolicyProposal]:
+    def time_locked_due(self, moment: datetime) -> list[PolicyProposal]:
+        """Time-locked proposals whose lock has run out by ``moment``, earliest first."""
         return list(
             self.session.scalars(
-                select(PolicyProposal).where(*conditions).order_by(PolicyProposal.effective_at)
+                select(PolicyProposal).where(*_due(moment)).order_by(PolicyProposal.effective_at)
             )
         )
 
@@ -32,3 +33,7 @@ class PolicyProposalRepository(Repository[PolicyProposal]):
         return list(
             self.session.scalars(query.order_by(PolicyProposal.created_at.desc()).limit(limit))
         )
+
+
+def _due(moment: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (PolicyProposal.status == "time_locked", PolicyProposal.effective_at <= moment)

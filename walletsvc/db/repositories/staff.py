@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import select, update
 
 from walletsvc.db.models_governance import Staff, StaffSession
 from walletsvc.db.repositories.base import Repository
@@ -25,3 +27,12 @@ class StaffSessionRepository(Repository[StaffSession]):
         return self.session.scalar(
             select(StaffSession).where(StaffSession.token_hash == token_hash)
         )
+
+    def revoke_all_of(self, staff_id: str, now: datetime) -> int:
+        """End every open session of a staff member; how many were open."""
+        result = self.session.execute(
+            update(StaffSession)
+            .where(StaffSession.staff_id == staff_id, StaffSession.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]

@@ -73,6 +73,25 @@ class SweepRepository(Repository[Sweep]):
         ).all()
         return [(sweep, tx) for sweep, tx in rows]
 
+    def by_txid(self, txid: str) -> Sweep | None:
+        """The sweep that the transaction ``txid`` carries."""
+        return self.session.scalar(
+            select(Sweep)
+            .join(ChainTransaction, ChainTransaction.id == Sweep.transaction_id)
+            .where(ChainTransaction.txid == txid)
+        )
+
+    def signed_transaction_ids(self, *, trigger: str) -> list[str]:
+        """Ids of signed, unbroadcast sweep transactions made for ``trigger``, oldest first."""
+        return list(
+            self.session.scalars(
+                select(ChainTransaction.id)
+                .join(Sweep, Sweep.transaction_id == ChainTransaction.id)
+                .where(ChainTransaction.status == "signed", Sweep.trigger == trigger)
+                .order_by(ChainTransaction.created_at)
+            )
+        )
+
 
 class TransactionWatchRepository(Repository[TransactionWatch]):
     model = TransactionWatch
@@ -80,3 +99,10 @@ class TransactionWatchRepository(Repository[TransactionWatch]):
 
 class HotAlertRepository(Repository[HotAlert]):
     model = HotAlert
+
+    def open_of_wallet(self, wallet_id: str, *, kind: str) -> HotAlert | None:
+        return self.session.scalar(
+            select(HotAlert).where(
+                HotAlert.wallet_id == wallet_id, HotAlert.kind == kind, HotAlert.status == "open"
+            )
+        )
