@@ -139,8 +139,8 @@ def auth(token: str, key: str | None = None) -> dict[str, str]:
 
 def fund_wallet(runtime: Runtime, *, blocks: int = 110) -> None:
     """Mine coinbases to the wallet's deposit address and let the scanner see them."""
-    with runtime.db.read() as session:
-        address = current_address(session, get_wallet(session, WALLET))
+    with runtime.db.read() as uow:
+        address = current_address(uow, get_wallet(uow, WALLET))
     runtime.chain.mine(blocks, bytes.fromhex(address.script_pubkey))  # type: ignore[attr-defined]
     runtime.scanner.sync()
 

@@ -89,7 +89,8 @@ GUARDED_TABLES: tuple[type[DeclarativeBase], ...] = (
 
 def count_rows(db: Database, *models: type[DeclarativeBase]) -> dict[str, int]:
     """Row counts per table name, read in one transaction."""
-    with db.read() as session:
+    with db.read() as uow:
+        session = uow.session
         return {
             m.__tablename__: int(session.scalar(select(func.count()).select_from(m)) or 0)
             for m in (models or GUARDED_TABLES)
@@ -97,7 +98,8 @@ def count_rows(db: Database, *models: type[DeclarativeBase]) -> dict[str, int]:
 
 
 def audit_events(db: Database, action: str | None = None) -> list[AuditEvent]:
-    with db.read() as session:
+    with db.read() as uow:
+        session = uow.session
         query = select(AuditEvent).order_by(AuditEvent.seq)
         if action is not None:
             query = query.where(AuditEvent.action == action)
@@ -109,17 +111,19 @@ def audit_actions(db: Database) -> list[str]:
 
 
 def verify_audit(runtime: Runtime) -> VerifyReport:
-    with runtime.db.read() as session:
-        return verify(session, runtime.tags, runtime.db.audit_key)
+    with runtime.db.read() as uow:
+        return verify(uow, runtime.tags, runtime.db.audit_key)
 
 
 def utxo_keys(db: Database) -> list[tuple[str, int]]:
-    with db.read() as session:
+    with db.read() as uow:
+        session = uow.session
         return sorted((u.txid, u.vout) for u in session.scalars(select(Utxo)))
 
 
 def chain_tx_for(db: Database, withdrawal_id: str) -> ChainTransaction | None:
-    with db.read() as session:
+    with db.read() as uow:
+        session = uow.session
         row = session.get(Withdrawal, withdrawal_id)
         assert row is not None
         return session.get(ChainTransaction, row.transaction_id) if row.transaction_id else None

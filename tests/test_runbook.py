@@ -87,8 +87,9 @@ def test_key_compromise_runbook_runs_as_written(runtime: Runtime) -> None:
     team = Team(runtime)
     for name in APPROVERS:
         team.add(name)
-    with runtime.db.read() as s:
-        old_address = current_address(s, get_wallet(s, WALLET)).address
+    with runtime.db.read() as uow:
+        s = uow.session
+        old_address = current_address(uow, get_wallet(uow, WALLET)).address
     runtime.chain.close()  # the CLI opens the embedded chain itself: one holder at a time
 
     blocks = runbook_commands()
@@ -100,11 +101,12 @@ def test_key_compromise_runbook_runs_as_written(runtime: Runtime) -> None:
         operator.run_block(block)
 
     assert any(line.startswith("walletsvc approve") for line in operator.ran)
-    with runtime.db.read() as s:
-        assert active_freezes(s) == []
-        wallet = get_wallet(s, WALLET)
+    with runtime.db.read() as uow:
+        s = uow.session
+        assert active_freezes(uow) == []
+        wallet = get_wallet(uow, WALLET)
         assert wallet.current_epoch == 2
-        assert current_address(s, wallet).address != old_address
+        assert current_address(uow, wallet).address != old_address
         rotation = s.scalar(select(KeyRotation))
         assert rotation is not None and rotation.status == "rotated"
         swept = s.scalars(

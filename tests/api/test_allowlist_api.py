@@ -84,8 +84,8 @@ def test_a_payout_engine_entry_needs_the_quorum_when_the_allowlist_is_required(
     install(runtime, document)
     entry = propose(client, auth(tokens.all)).json()
     assert entry["status"] == "pending"
-    with runtime.db.read() as session:
-        request = approvals.get_request(session, entry["approval_request_id"])
+    with runtime.db.read() as uow:
+        request = approvals.get_request(uow, entry["approval_request_id"])
         assert (request.required_group, request.m, request.requester_staff_id) == (
             "treasury",
             2,
@@ -103,8 +103,9 @@ def test_removal_is_immediate_and_audited(
     assert response.status_code == 204
     shown = client.get(f"/v1/allowlist/{entry['id']}", headers=auth(tokens.read_only)).json()
     assert shown["status"] == "removed"
-    with runtime.db.read() as session:
-        request = approvals.get_request(session, entry["approval_request_id"])
+    with runtime.db.read() as uow:
+        session = uow.session
+        request = approvals.get_request(uow, entry["approval_request_id"])
         assert request.status == "cancelled"
         removed = session.scalar(select(AuditEvent).where(AuditEvent.action == "allowlist.removed"))
         assert removed is not None and removed.actor == "staff:alice"

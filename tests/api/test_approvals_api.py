@@ -96,7 +96,8 @@ def test_login_failures_are_vague_counted_and_never_leak_secrets(
         assert response.json()["error"]["code"] == "invalid_credentials"
     assert wrong_password.json() == unknown_user.json()  # no username oracle
 
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         row = session.scalar(select(Staff).where(Staff.username == "alice"))
         assert row is not None and row.failed_attempts == 1
         assert alice.secret not in row.totp_secret_enc  # stored as ciphertext only

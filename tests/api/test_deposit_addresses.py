@@ -105,14 +105,16 @@ def test_scanner_finds_deposits_to_issued_and_look_ahead_addresses(
         "ahead": xpub.script_pubkey(RECEIVE_CHAIN, ahead),
         "beyond": xpub.script_pubkey(RECEIVE_CHAIN, beyond),
     }
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         watched = set(session.scalars(select(Address.script_pubkey)))
     assert scripts["ahead"].hex() in watched and scripts["beyond"].hex() not in watched
 
     mined = {name: chain.mine(1, script)[0] for name, script in scripts.items()}
     runtime.scanner.sync()
 
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         found = {u.script_pubkey: u for u in session.scalars(select(Utxo).where(Utxo.is_coinbase))}
     for name, script in scripts.items():
         coin = found.get(script.hex())
@@ -124,6 +126,7 @@ def test_scanner_finds_deposits_to_issued_and_look_ahead_addresses(
     balances = wallet_balances(client, tokens.all)
     assert balances["total_sat"] == 3 * SUBSIDY
     # Using an address extends the watched window past it.
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         highest = max(session.scalars(select(Address.index).where(Address.chain == RECEIVE_CHAIN)))
     assert highest >= beyond + LOOKAHEAD

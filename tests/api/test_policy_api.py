@@ -78,7 +78,8 @@ def mine(runtime: Runtime, blocks: int) -> None:
 
 
 def audit(runtime: Runtime) -> list[tuple[str, str, dict[str, Any]]]:
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         return [(e.actor, e.action, e.data) for e in session.scalars(select(AuditEvent))]
 
 

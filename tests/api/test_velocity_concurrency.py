@@ -82,7 +82,8 @@ def test_concurrent_payouts_never_exceed_the_velocity_limit(
     assert allowed * AMOUNT <= LIMIT
     # Serialised check-and-reserve fills the window exactly: equal amounts, no lost slot.
     assert allowed * AMOUNT == LIMIT
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         from sqlalchemy import func, select
 
         from walletsvc.db.models import Withdrawal

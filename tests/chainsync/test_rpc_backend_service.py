@@ -54,8 +54,9 @@ def test_payout_over_the_rpc_backend(settings: Settings) -> None:
         )
         with opened(settings, chain=backend) as runtime:
             assert runtime.chain is backend
-            with runtime.db.read() as session:
-                deposit = current_address(session, get_wallet(session, WALLET))
+            with runtime.db.read() as uow:
+                session = uow.session
+                deposit = current_address(uow, get_wallet(uow, WALLET))
             node.mine(110, bytes.fromhex(deposit.script_pubkey))
             report = runtime.scanner.sync()  # every block fetched over JSON-RPC
             assert report.tip_height == 110 and report.blocks_scanned == 111
@@ -72,7 +73,8 @@ def test_payout_over_the_rpc_backend(settings: Settings) -> None:
                 assert view["status"] == "broadcast"
                 assert node.mempool_txids() == {view["txid"]}
                 assert node.get_transaction(view["txid"]) == bytes.fromhex(view["raw_tx"])
-                with runtime.db.read() as session:
+                with runtime.db.read() as uow:
+                    session = uow.session
                     stored = session.scalars(select(ChainTransaction)).one()
                 # The fee rate came from estimatesmartfee (the node's estimate, 4 sat/vB).
                 assert stored.fee_rate_sat_per_vb == backend.fee_rate_sat_per_vb(6) == 4
@@ -82,7 +84,8 @@ def test_payout_over_the_rpc_backend(settings: Settings) -> None:
                 runtime.tick()
                 view = show_withdrawal(client, token, created.json()["id"])
                 assert view["status"] == "confirmed" and view["confirmations"] == 1
-                with runtime.db.read() as session:
+                with runtime.db.read() as uow:
+                    session = uow.session
                     stored = session.scalars(select(ChainTransaction)).one()
                 assert (stored.block_height, stored.block_hash) == (111, mined)
                 tx = decode_tx(view["raw_tx"])

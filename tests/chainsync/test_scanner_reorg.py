@@ -47,8 +47,8 @@ def _setup(runtime: Runtime) -> Funded:
         for op, u in chain.utxos_for_script(alice.script_pubkey).items()
         if u.height == height
     )
-    with runtime.db.read() as session:
-        script = bytes.fromhex(current_address(session, get_wallet(session, WALLET)).script_pubkey)
+    with runtime.db.read() as uow:
+        script = bytes.fromhex(current_address(uow, get_wallet(uow, WALLET)).script_pubkey)
     return Funded(script, Prevout(txid, vout, utxo.amount_sat, alice))
 
 
@@ -66,7 +66,8 @@ def _extend(chain: EmbeddedChain, parent: str, txs: list[bytes], blocks: int) ->
 
 
 def _utxo(runtime: Runtime, txid: str) -> Utxo | None:
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         return session.scalar(select(Utxo).where(Utxo.txid == txid))
 
 
@@ -117,7 +118,8 @@ def test_reorg_drops_deposit_and_payout_then_both_confirm_again_on_the_new_branc
     assert reorgs[0].data["unconfirmed_txids"] == [payout["txid"]]
     back = show_withdrawal(client, tokens.all, withdrawal_id)
     assert back["status"] == "broadcast" and back["confirmations"] == 0
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         tx = session.scalars(select(ChainTransaction)).one()
     assert (tx.status, tx.block_height, tx.block_hash) == ("broadcast", None, None)
     gone = _utxo(runtime, deposit_txid)
@@ -134,7 +136,8 @@ def test_reorg_drops_deposit_and_payout_then_both_confirm_again_on_the_new_branc
     runtime.scanner.sync()
     again = show_withdrawal(client, tokens.all, withdrawal_id)
     assert again["status"] == "confirmed" and again["confirmations"] == 1
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         tx = session.scalars(select(ChainTransaction)).one()
     assert (tx.status, tx.block_height, tx.block_hash) == ("confirmed", fork.height + 3, b3)
     redeposit = _utxo(runtime, deposit_txid)
@@ -176,7 +179,8 @@ def test_reorg_keeping_the_payout_records_the_new_block(
 
     view = show_withdrawal(client, tokens.all, withdrawal_id)
     assert view["status"] == "confirmed" and view["confirmations"] == 2
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         tx = session.scalars(select(ChainTransaction)).one()
         change = list(session.scalars(select(Utxo).where(Utxo.txid == tx.txid)))
     assert (tx.block_height, tx.block_hash) == (fork.height + 1, b1)

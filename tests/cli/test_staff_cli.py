@@ -54,7 +54,8 @@ def test_add_prints_the_uri_once_and_stores_only_ciphertext(cli_env: Runtime) ->
     assert parsed.netloc == "totp" and query["issuer"] == ["walletsvc"]
     secret = query["secret"][0]
 
-    with cli_env.db.read() as session:
+    with cli_env.db.read() as uow:
+        session = uow.session
         row = session.scalar(select(Staff).where(Staff.username == "alice"))
         assert row is not None
         assert (row.role, row.groups) == ("approver", ["ops", "treasury"])
@@ -106,7 +107,8 @@ def test_disable_revokes_at_once(cli_env: Runtime) -> None:
     )
     result = CliRunner().invoke(app, ["staff", "disable", "bob"])
     assert result.exit_code == 0, result.output
-    with cli_env.db.read() as session:
+    with cli_env.db.read() as uow:
+        session = uow.session
         sessions = list(session.scalars(select(StaffSession)))
         assert sessions and all(s.revoked_at is not None for s in sessions)
     with pytest.raises(InvalidCredentials):
@@ -199,7 +201,8 @@ def test_the_cli_checks_passwords_with_the_login_check(cli_env: Runtime) -> None
     )
     assert result.exit_code != 0
     assert "invalid username, password or TOTP code" in result.output
-    with cli_env.db.read() as session:
+    with cli_env.db.read() as uow:
+        session = uow.session
         row = session.get(Staff, created.staff_id)
         assert row is not None and row.failed_attempts == 1
         failed = session.scalars(

@@ -81,7 +81,8 @@ def test_every_state_change_is_audited_and_the_chain_verifies(
     funded.tick()
     view = show_withdrawal(client, tokens.all, withdrawal_id)
     assert view["status"] == "confirmed"
-    with funded.db.read() as session:
+    with funded.db.read() as uow:
+        session = uow.session
         tx_id = session.scalars(select(ChainTransaction.id)).one()
     assert _events_for(funded, tx_id) == [
         "transaction.signed",
@@ -124,7 +125,8 @@ def test_tampering_with_the_audit_log_is_detected(
     elif tamper == "delete middle":
         _sql(runtime, delete(AuditEvent).where(AuditEvent.seq == target.seq))
     else:
-        with runtime.db.read() as session:
+        with runtime.db.read() as uow:
+            session = uow.session
             last = session.scalar(select(func.max(AuditEvent.seq)))
         _sql(runtime, delete(AuditEvent).where(AuditEvent.seq == last))
     report = verify_audit(runtime)
@@ -159,7 +161,8 @@ def test_editing_an_approved_withdrawal_is_detected_by_verify(
 def test_editing_the_active_policy_is_detected_and_fails_closed(
     client: TestClient, runtime: Runtime, tokens: Tokens
 ) -> None:
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         policy = session.scalars(select(PolicyVersion)).one()
     loosened = {**policy.document, "max_per_payout_sat": 2_100_000_000_000_000}
     _sql(
@@ -203,7 +206,8 @@ def test_payouts_altered_after_approval_are_never_signed(
         victims[edit] = victim["id"]
     honest_dest, honest_script = external_destination("honest miner")
     honest = request_payout(client, tokens.all, key="x-honest", destination=honest_dest).json()
-    with funded.db.read() as session:
+    with funded.db.read() as uow:
+        session = uow.session
         template = session.get(Withdrawal, honest["id"])
         assert template is not None
         wallet_id, policy_hash = template.wallet_id, template.policy_hash
@@ -400,8 +404,8 @@ def _governed_runtime(runtime: Runtime) -> dict[str, str]:
     alice, bob = team.add("alice"), team.add("bob")
     t0 = aligned_now()
     withdrawal_id = big_withdrawal(runtime, now=t0)
-    with runtime.db.read() as session:
-        request = approvals.request_for_subject(session, "withdrawal", withdrawal_id)
+    with runtime.db.read() as uow:
+        request = approvals.request_for_subject(uow, "withdrawal", withdrawal_id)
         assert request is not None
     for member in (alice, bob):
         approvals.decide(
@@ -429,7 +433,8 @@ def _governed_runtime(runtime: Runtime) -> dict[str, str]:
     cold = set_initial_cold_destination(
         runtime.db, runtime.tags, wallet=WALLET, text=tpub, actor="test"
     )
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         decision_id = session.scalars(select(ApprovalDecision.id)).first()
         cold_id = session.scalars(select(ColdDestinationRow.id)).one()
         assert cold.fingerprint
@@ -447,8 +452,8 @@ def test_audit_verify_checks_every_governed_row_kind(runtime: Runtime) -> None:
     ids = _governed_runtime(runtime)
     report = verify_audit(runtime)
     assert report.ok, report.problems
-    with runtime.db.read() as session:
-        policy = session.scalars(select(PolicyVersion)).one()
+    with runtime.db.read() as uow:
+        policy = uow.session.scalars(select(PolicyVersion)).one()
     edits: list[tuple[Any, str, str, dict[str, Any]]] = [
         (PolicyVersion, policy.id, f"policy version {policy.version}", {"status": "superseded"}),
         (Withdrawal, ids["withdrawal"], f"approved withdrawal {ids['withdrawal']}",
@@ -463,8 +468,8 @@ def test_audit_verify_checks_every_governed_row_kind(runtime: Runtime) -> None:
          {"fingerprint": "deadbeef"}),
     ]  # fmt: skip
     for model, row_id, label, values in edits:
-        with runtime.db.read() as session:
-            row = session.get(model, row_id)
+        with runtime.db.read() as uow:
+            row = uow.session.get(model, row_id)
             before = {name: getattr(row, name) for name in values}
         _sql(runtime, update(model).where(model.id == row_id).values(**values))
         report = verify_audit(runtime)

@@ -33,8 +33,8 @@ def team(runtime: Runtime) -> Team:
 
 
 def request_of(runtime: Runtime, withdrawal_id: str) -> ApprovalRequest:
-    with runtime.db.read() as session:
-        request = approvals.request_for_subject(session, "withdrawal", withdrawal_id)
+    with runtime.db.read() as uow:
+        request = approvals.request_for_subject(uow, "withdrawal", withdrawal_id)
         assert request is not None
         return request
 
@@ -55,14 +55,16 @@ def decide(runtime: Runtime, member: Member, request_id: str, moment: Any, **kw:
 
 
 def withdrawal(runtime: Runtime, withdrawal_id: str) -> Withdrawal:
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         row = session.get(Withdrawal, withdrawal_id)
         assert row is not None
         return row
 
 
 def actions(runtime: Runtime, since: int = 0) -> list[str]:
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         return list(
             session.scalars(
                 select(AuditEvent.action).where(AuditEvent.seq > since).order_by(AuditEvent.seq)
@@ -82,7 +84,8 @@ def test_quorum_reached_approves_and_authorises_in_one_transaction(
 
     assert decide(runtime, team.members["alice"], request.id, t0) == "pending"
     assert withdrawal(runtime, wid).authorization_mac is None
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         seq = session.scalar(select(AuditEvent.seq).order_by(AuditEvent.seq.desc()).limit(1))
     assert decide(runtime, team.members["bob"], request.id, t0) == "approved"
 
@@ -97,8 +100,9 @@ def test_quorum_reached_approves_and_authorises_in_one_transaction(
         "approval.request_approved",
         "withdrawal.approved",
     ]
-    with runtime.db.read() as session:
-        view = approvals.request_view(session, runtime.tags, request_of(runtime, wid))
+    with runtime.db.read() as uow:
+        session = uow.session
+        view = approvals.request_view(uow, runtime.tags, request_of(runtime, wid))
     assert view["approvals_counted"] == 2
     assert sorted(d["staff"] for d in view["decisions"]) == ["alice", "bob"]
 
@@ -117,13 +121,15 @@ def test_a_staff_member_never_approves_their_own_request(runtime: Runtime, team:
         proposer=Proposer("staff:alice", alice.staff_id),
         now=t0,
     )
-    with runtime.db.read() as session:
-        request = approvals.request_for_subject(session, "allowlist_add", entry_id)
+    with runtime.db.read() as uow:
+        session = uow.session
+        request = approvals.request_for_subject(uow, "allowlist_add", entry_id)
         assert request is not None
     with pytest.raises(Forbidden, match="own request"):
         decide(runtime, alice, request.id, t0)
     # Refused before the code was looked at: the step is not spent, nothing recorded.
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         assert session.scalar(select(ApprovalDecision.id)) is None
 
 
@@ -134,8 +140,8 @@ def test_one_person_counts_once(runtime: Runtime, team: Team) -> None:
     decide(runtime, alice, request.id, t0)
     with pytest.raises(Conflict, match="already decided"):
         decide(runtime, alice, request.id, later(t0, 1))
-    with runtime.db.read() as session:
-        assert approvals.tally(session, runtime.tags, request).approvers == ("alice",)
+    with runtime.db.read() as uow:
+        assert approvals.tally(uow, runtime.tags, request).approvers == ("alice",)
     assert request_of(runtime, request.subject_id).status == "pending"
 
 
@@ -175,7 +181,8 @@ def test_wrong_codes_lock_the_account_and_the_lock_is_audited(runtime: Runtime, 
     with pytest.raises(AccountLocked):
         decide(runtime, alice, request.id, t0, totp=wrong)
     assert "staff.locked" in actions(runtime)
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         row = session.get(Staff, alice.staff_id)
         assert row is not None and row.locked_until == t0 + timedelta(minutes=15)
     # While locked even a right code is refused, and login too.
@@ -211,9 +218,9 @@ def test_a_changed_digest_voids_earlier_approvals(runtime: Runtime, team: Team) 
     assert rebound.digest != request.digest
     assert rebound.content["amount_sat"] == 30_000_000
     assert "approval.digest_changed" in actions(runtime)
-    with runtime.db.read() as session:
-        assert approvals.tally(session, runtime.tags, rebound).approvers == ("bob",)
-        view = approvals.request_view(session, runtime.tags, rebound)
+    with runtime.db.read() as uow:
+        assert approvals.tally(uow, runtime.tags, rebound).approvers == ("bob",)
+        view = approvals.request_view(uow, runtime.tags, rebound)
     assert sorted((d["staff"], d["counts"]) for d in view["decisions"]) == [
         ("alice", False),
         ("bob", True),
@@ -314,8 +321,8 @@ def test_a_decision_forged_in_the_database_does_not_count(runtime: Runtime, team
                 mac="0" * 64,
             )
         )
-    with runtime.db.read() as session:
-        assert approvals.tally(session, runtime.tags, request).approvers == ("alice",)
+    with runtime.db.read() as uow:
+        assert approvals.tally(uow, runtime.tags, request).approvers == ("alice",)
     # ... nor does lowering the quorum in the row (the request's tag no longer verifies).
     with runtime.db.write() as uow:
         row = uow.session.get(ApprovalRequest, request.id)

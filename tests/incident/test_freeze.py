@@ -47,7 +47,8 @@ def _wait_for(predicate, runtime: Runtime, *, max_passes: int = 2_000) -> None: 
 
 
 def _snapshot(runtime: Runtime) -> tuple[dict[str, str], set[str]]:
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         txs = {t.id: t.status for t in s.scalars(select(ChainTransaction))}
     return txs, runtime.chain.mempool_txids()
 
@@ -77,7 +78,8 @@ def test_freeze_race_stops_signing_and_broadcast(
     txs_after, mempool_after = _snapshot(runtime)
     assert txs_after == txs_at_freeze, "a transaction was signed or broadcast after the freeze"
     assert mempool_after == mempool_at_freeze
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         waiting = s.scalar(select(func.count(Withdrawal.id)).where(Withdrawal.status == "approved"))
     assert waiting and waiting > 0, "the test must leave payouts queued behind the freeze"
 
@@ -150,8 +152,8 @@ def test_bad_freeze_requests_change_nothing(
     answer = client.post("/v1/freeze", headers=auth(tokens.all), json=body)
     assert 400 <= answer.status_code < 500
     assert answer.json()["error"]["field"] == field
-    with runtime.db.read() as s:
-        assert active_freezes(s) == []
+    with runtime.db.read() as uow:
+        assert active_freezes(uow) == []
 
 
 def test_freeze_needs_the_freeze_scope(client: TestClient, tokens: Tokens) -> None:
@@ -165,8 +167,9 @@ def test_cli_freeze_works_without_the_api(runtime: Runtime) -> None:
     result = run_cli(runtime.settings, "freeze", "--reason", "pager: drain seen")
     assert result.returncode == 0, result.stderr
     assert "FROZEN" in result.stdout
-    with runtime.db.read() as session:
-        freezes = active_freezes(session)
+    with runtime.db.read() as uow:
+        session = uow.session
+        freezes = active_freezes(uow)
         assert [f.reason for f in freezes] == ["pager: drain seen"]
         actions = list(session.scalars(select(AuditEvent.action)))
     assert "freeze.applied" in actions

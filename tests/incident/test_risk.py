@@ -59,13 +59,14 @@ def ask(runtime: Runtime, n: int, *, amount: int, dest: str | None = None, token
 
 
 def risk_events(runtime: Runtime) -> list[RiskEvent]:
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         return list(s.scalars(select(RiskEvent).order_by(RiskEvent.created_at)))
 
 
 def freezes(runtime: Runtime) -> list[Freeze]:
-    with runtime.db.read() as s:
-        return active_freezes(s)
+    with runtime.db.read() as uow:
+        return active_freezes(uow)
 
 
 def test_normal_traffic_fires_nothing(guarded: Runtime) -> None:
@@ -150,7 +151,7 @@ def test_a_spend_we_never_signed_freezes_everything(guarded: Runtime) -> None:
         s = uow.session
         wallet = s.scalars(select(Wallet)).one()
         change_path, change_script = next_change_path(uow, wallet)
-        coins = spendable_coins(s, wallet)[:2]
+        coins = spendable_coins(uow, wallet)[:2]
         plan = plan_sweep(
             coins,
             destination_script=thief_script,
@@ -164,7 +165,7 @@ def test_a_spend_we_never_signed_freezes_everything(guarded: Runtime) -> None:
         signed = rt.signer.sign(
             wallet=WALLET,
             network=Network.REGTEST,
-            seeds=seeds_for(s, wallet, plan),
+            seeds=seeds_for(uow, wallet, plan),
             plan=plan,
             approved=[],
             sweep_scripts=frozenset({thief_script}),

@@ -54,8 +54,8 @@ def pay(runtime: Runtime, key: str, amount: int = 1_000_000) -> str:
 
 
 def wallet_row(runtime: Runtime) -> Wallet:
-    with runtime.db.read() as s:
-        return get_wallet(s, WALLET)
+    with runtime.db.read() as uow:
+        return get_wallet(uow, WALLET)
 
 
 def epoch_address(xpub: str, index: int) -> str:
@@ -66,7 +66,8 @@ def epoch_address(xpub: str, index: int) -> str:
 
 def input_epochs(runtime: Runtime, raw_hex: str) -> set[int]:
     tx = decode_tx(raw_hex)
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         return {
             s.execute(
                 select(Address.epoch)
@@ -108,8 +109,9 @@ def test_rotation_drill(client: TestClient, runtime: Runtime, tokens: Tokens, te
     with_cold(runtime)
     fund_wallet(runtime)  # 110 coinbases to epoch 1, 10 mature
     old = wallet_row(runtime)
-    with runtime.db.read() as s:
-        old_current = current_address(s, old).address
+    with runtime.db.read() as uow:
+        s = uow.session
+        old_current = current_address(uow, old).address
     # A payout signed just before the incident and never broadcast: it must be re-signed.
     held = pay(runtime, "held payout")
     assert runtime.worker.sign_approved(old.id) is not None
@@ -122,7 +124,8 @@ def test_rotation_drill(client: TestClient, runtime: Runtime, tokens: Tokens, te
 
     # 2-3. Rotate; approvals; the rotation happens in the approval's transaction.
     proposal = rotate_with_quorum(client, team, "hot seed may be exposed")
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         rotation = s.get(KeyRotation, proposal["id"])
         assert rotation is not None and rotation.status == "rotated"
         new_xpub = rotation.new_xpub or ""
@@ -148,7 +151,8 @@ def test_rotation_drill(client: TestClient, runtime: Runtime, tokens: Tokens, te
     voided_inputs = {(b2lx(i.prevout.hash), i.prevout.n) for i in decode_tx(voided.raw_tx).vin}
     assert voided_inputs <= spent, "the sweep must make the voided payout unspendable"
     assert input_epochs(runtime, sweep.serialize().hex()) == {1}
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         left = s.scalars(
             select(Utxo)
             .join(Address, Address.id == Utxo.address_id)
@@ -157,8 +161,9 @@ def test_rotation_drill(client: TestClient, runtime: Runtime, tokens: Tokens, te
         assert left == []  # every mature old coin went (immature coinbases follow later)
 
     # 5. The new current address: not the old one, and derived from the new xpub.
-    with runtime.db.read() as s:
-        new_current = current_address(s, wallet_row(runtime))
+    with runtime.db.read() as uow:
+        s = uow.session
+        new_current = current_address(uow, wallet_row(runtime))
     assert new_current.epoch == 2 and new_current.address != old_current
     assert new_current.address == epoch_address(new_xpub, new_current.index)
 
@@ -177,7 +182,8 @@ def test_rotation_drill(client: TestClient, runtime: Runtime, tokens: Tokens, te
     fresh = pay(runtime, "after rotation")
     runtime.tick()
     runtime.tick()
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         rows = [s.get(Withdrawal, w) for w in (held, fresh)]
         txs = [s.get(ChainTransaction, r.transaction_id) for r in rows if r is not None]
     assert all(r is not None and r.status == "broadcast" for r in rows)
@@ -195,8 +201,9 @@ def test_deposit_to_retired_address_is_flagged_and_swept(
     runtime.settings.auto_sweep = False
     with_cold(runtime)
     fund_wallet(runtime, blocks=101)
-    with runtime.db.read() as s:
-        old = current_address(s, wallet_row(runtime))
+    with runtime.db.read() as uow:
+        s = uow.session
+        old = current_address(uow, wallet_row(runtime))
     rotate_with_quorum(client, team, "scheduled rotation")
     runtime.tick()
     embedded(runtime).mine(1, external_destination("pool")[1])
@@ -210,7 +217,8 @@ def test_deposit_to_retired_address_is_flagged_and_swept(
     late_txid = flagged[0].data["txid"]
     chain.mine(100, external_destination("pool")[1])  # coinbase maturity
     runtime.tick()
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         coin = s.scalar(select(Utxo).where(Utxo.txid == late_txid))
         assert coin is not None and coin.reserved_by is not None
         sweep_tx = s.get(ChainTransaction, coin.reserved_by)

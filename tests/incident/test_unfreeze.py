@@ -55,7 +55,8 @@ def approve(runtime: Runtime, member: Member, request_id: str, moment: datetime)
 
 
 def _status_counts(runtime: Runtime) -> dict[str, int]:
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         rows = s.execute(select(Withdrawal.status, func.count()).group_by(Withdrawal.status))
         return {status: int(n) for status, n in rows}
 
@@ -95,22 +96,25 @@ def test_payouts_proceed_only_after_an_approved_unfreeze(
     passes = runtime.passes
     _wait_for(lambda: runtime.passes >= passes + 20, runtime)
     assert _snapshot(runtime) == at_freeze, "something was signed or broadcast without quorum"
-    with runtime.db.read() as s:
-        assert len(active_freezes(s)) == 1
+    with runtime.db.read() as uow:
+        s = uow.session
+        assert len(active_freezes(uow)) == 1
     waiting = _status_counts(runtime).get("approved", 0)
     assert waiting > 0
 
     # The quorum: the freeze lifts in the approval's transaction and the queue drains.
     assert approve(runtime, team.members["bob"], request_id, later(t0, 1)) == "approved"
-    with runtime.db.read() as s:
-        assert active_freezes(s) == []
+    with runtime.db.read() as uow:
+        s = uow.session
+        assert active_freezes(uow) == []
     _wait_for(lambda: _status_counts(runtime).get("approved", 0) == 0, runtime)
     _wait_for(lambda: _status_counts(runtime).get("signed", 0) == 0, runtime)
     assert len(_snapshot(runtime)[1]) > len(at_freeze[1])
 
     shown = client.get(f"/v1/unfreeze/{body['id']}", headers=auth(tokens.all)).json()
     assert shown["status"] == "applied"
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         lifted = s.get(Freeze, frozen.json()["id"])
         assert lifted is not None and lifted.lifted_by is not None
         assert "alice" in lifted.lifted_by and "bob" in lifted.lifted_by
@@ -155,8 +159,8 @@ def test_requester_never_approves_and_later_freezes_stay(runtime: Runtime, team:
     assert approve(runtime, team.members["carol"], row.approval_request_id or "", t0) == (
         "approved"
     )
-    with runtime.db.read() as s:
-        assert [f.id for f in active_freezes(s)] == [second.id]
+    with runtime.db.read() as uow:
+        assert [f.id for f in active_freezes(uow)] == [second.id]
 
 
 def test_cli_unfreeze_opens_a_request_without_the_api(runtime: Runtime, team: Team) -> None:
@@ -164,8 +168,9 @@ def test_cli_unfreeze_opens_a_request_without_the_api(runtime: Runtime, team: Te
     result = run_cli(runtime.settings, "unfreeze", "--reason", "false alarm")
     assert result.returncode == 0, result.stderr
     assert frozen.id in result.stdout
-    with runtime.db.read() as session:
-        assert [f.id for f in active_freezes(session)] == [frozen.id]  # not lifted yet
+    with runtime.db.read() as uow:
+        session = uow.session
+        assert [f.id for f in active_freezes(uow)] == [frozen.id]  # not lifted yet
         request = session.scalar(
             select(approvals.ApprovalRequest).where(approvals.ApprovalRequest.kind == "unfreeze")
         )
@@ -173,8 +178,9 @@ def test_cli_unfreeze_opens_a_request_without_the_api(runtime: Runtime, team: Te
     t0 = aligned_now()
     approve(runtime, team.members["alice"], request.id, t0)
     approve(runtime, team.members["bob"], request.id, t0)
-    with runtime.db.read() as session:
-        assert active_freezes(session) == []
+    with runtime.db.read() as uow:
+        session = uow.session
+        assert active_freezes(uow) == []
 
 
 def test_unfreeze_with_nothing_frozen_is_a_conflict(client: TestClient, tokens: Tokens) -> None:

@@ -56,7 +56,8 @@ def test_forty_payouts_share_one_transaction(
         assert outputs[(script, amount)] == 1  # each payout exactly once
     assert len(tx.vout) == len(payouts) + 1  # and the change
     assert all(int(o.nValue) >= DUST_LIMIT_SAT for o in tx.vout)
-    with funded.db.read() as s:
+    with funded.db.read() as uow:
+        s = uow.session
         stored = s.scalars(select(ChainTransaction)).one()
     assert stored.vsize * 4 <= MAX_STANDARD_TX_WEIGHT
     shares = [v["fee_sat"] for v in views]

@@ -74,7 +74,8 @@ def test_restarted_worker_broadcasts_the_same_transaction(settings: Settings) ->
     with opened(settings) as runtime:
         chain = embedded(runtime)
         assert chain.tip() == tip_before
-        with runtime.db.read() as session:
+        with runtime.db.read() as uow:
+            session = uow.session
             withdrawal = session.get(Withdrawal, withdrawal_id)
             assert withdrawal is not None
             stored = session.scalars(select(ChainTransaction)).one()
@@ -97,7 +98,8 @@ def test_restarted_worker_broadcasts_the_same_transaction(settings: Settings) ->
         again = runtime.worker.run_once()  # and another pass signs nothing either
         assert again.signed_txids == [] and again.broadcast_txids == []
         assert count_rows(runtime.db, ChainTransaction) == {"chain_transactions": 1}
-        with runtime.db.read() as session:
+        with runtime.db.read() as uow:
+            session = uow.session
             after = session.scalars(select(ChainTransaction)).one()
         assert (after.txid, after.raw_tx, after.status) == (txid, signed_raw, "broadcast")
         assert len(audit_events(runtime.db, "transaction.signed")) == 1
@@ -131,7 +133,8 @@ def test_worker_without_failpoint_signs_and_broadcasts_in_one_pass(settings: Set
     assert "survived" in finished.stdout
 
     with opened(settings) as runtime:
-        with runtime.db.read() as session:
+        with runtime.db.read() as uow:
+            session = uow.session
             stored = session.scalars(select(ChainTransaction)).one()
         assert stored.status == "broadcast"
         # The subprocess's broadcast reached the chain's persisted mempool.

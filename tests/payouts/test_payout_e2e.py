@@ -35,7 +35,8 @@ def _fund_via_deposit_address(client: TestClient, runtime: Runtime, token: str) 
     )
     assert response.status_code == 201, response.text
     address = response.json()["address"]
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         script = session.scalar(select(Address.script_pubkey).where(Address.address == address))
     assert script is not None
     chain = embedded(runtime)
@@ -117,7 +118,8 @@ def test_payout_confirms_and_adds_up_to_the_satoshi(
     assert after["in_flight_sat"] == 0 and after["reserved_sat"] == 0
     assert after["confirmed_sat"] == after["total_sat"]
 
-    with runtime.db.read() as session:
+    with runtime.db.read() as uow:
+        session = uow.session
         stored = session.scalars(select(ChainTransaction)).one()
     assert (stored.status, stored.txid, stored.raw_tx) == ("confirmed", txid, view["raw_tx"])
     actions = audit_actions(runtime.db)

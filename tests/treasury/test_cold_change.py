@@ -115,7 +115,8 @@ def test_change_needs_the_quorum_and_then_sweeps_use_the_new_destination(
     assert [(c["status"], c["fingerprint"]) for c in shown["changes"]] == [
         ("pending_approval", change.fingerprint)
     ]
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         request = s.get(ApprovalRequest, change.approval_request_id)
         assert request is not None
         assert (request.kind, request.required_group, request.m) == (
@@ -136,8 +137,9 @@ def test_change_needs_the_quorum_and_then_sweeps_use_the_new_destination(
     ]
 
     assert approve(runtime, change.approval_request_id, carol, now) == "approved"
-    with runtime.db.read() as s:
-        assert get_change(s, change.id).status == "applied"
+    with runtime.db.read() as uow:
+        s = uow.session
+        assert get_change(uow, change.id).status == "applied"
     view = client.get(f"/v1/wallets/{WALLET}", headers=auth(tokens.all)).json()
     assert view["cold_destination"]["fingerprint"] == change.fingerprint != old.fingerprint
     assert view["cold_destination"]["next_index"] == 0  # a fresh destination starts at 0
@@ -175,12 +177,12 @@ def test_rejected_change_leaves_the_destination_alone(runtime: Runtime, now: dat
         now=now,
     )
     assert approve(runtime, change.approval_request_id or "", bob, now, "reject") == "rejected"
-    with runtime.db.read() as s:
-        assert get_change(s, change.id).status == "rejected"
+    with runtime.db.read() as uow:
+        assert get_change(uow, change.id).status == "rejected"
     from walletsvc.treasury.cold import cold_view
     from walletsvc.wallets.service import get_wallet
 
-    with runtime.db.read() as s:
-        current = cold_view(s, get_wallet(s, WALLET))
+    with runtime.db.read() as uow:
+        current = cold_view(uow, get_wallet(uow, WALLET))
     assert current is not None and current["fingerprint"] == old.fingerprint
     assert len(audit_events(runtime.db, "cold_destination.change_rejected")) == 1

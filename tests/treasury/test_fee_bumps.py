@@ -58,7 +58,8 @@ def stuck_batch(
     before = wallet_balances(client, token)["total_sat"]
     report = runtime.worker.run_once()
     assert len(report.broadcast_txids) == 1
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         original = s.scalars(select(ChainTransaction)).one()
     chain = embedded(runtime)
     mine_empty(chain, STUCK_AFTER - 1)
@@ -70,7 +71,8 @@ def stuck_batch(
 
 
 def _transactions(runtime: Runtime) -> dict[str, ChainTransaction]:
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         return {t.txid: t for t in s.scalars(select(ChainTransaction))}
 
 
@@ -176,7 +178,8 @@ def test_a_bump_of_an_altered_payout_is_refused_and_freezes_the_wallet(
     mine_empty(chain, STUCK_AFTER)
     funded.scanner.sync()
     assert funded.fee_bumper.bump_stuck() == []
-    with funded.db.read() as s:
+    with funded.db.read() as uow:
+        s = uow.session
         assert [t.status for t in s.scalars(select(ChainTransaction))] == ["broadcast"]
-        freezes = active_freezes(s)
+        freezes = active_freezes(uow)
     assert [f.source for f in freezes] == ["risk"]

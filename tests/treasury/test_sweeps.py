@@ -63,7 +63,8 @@ def sweep_outputs(raw_hex: str) -> tuple[int, dict[str, int]]:
 
 
 def only_sweep(runtime: Runtime) -> tuple[Sweep, ChainTransaction]:
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         rows = s.execute(
             select(Sweep, ChainTransaction).join(
                 ChainTransaction, ChainTransaction.id == Sweep.transaction_id
@@ -110,7 +111,8 @@ def test_ceiling_sweep_keeps_target_plus_pending_payouts_exactly(
     # exactly the same amount hot.
     chain.mine(1)
     runtime.tick()
-    with runtime.db.read() as s:
+    with runtime.db.read() as uow:
+        s = uow.session
         first = s.get(ChainTransaction, tx.id)
         second = s.scalar(select(Sweep).where(Sweep.cold_index == 1))
         assert first is not None and first.status == "confirmed"
@@ -196,7 +198,8 @@ def test_no_cold_destination_means_no_sweep(
     client: TestClient, funded: Runtime, tokens: Tokens
 ) -> None:
     funded.tick()
-    with funded.db.read() as s:
+    with funded.db.read() as uow:
+        s = uow.session
         assert s.scalars(select(Sweep)).all() == []
     forced = client.post(f"/v1/wallets/{WALLET}/sweeps", headers=auth(tokens.all))
     assert forced.status_code == 409 and forced.json()["error"]["code"] == "no_cold_destination"

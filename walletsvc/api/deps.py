@@ -1,18 +1,17 @@
-"""Request dependencies: the runtime, the database session, the authenticated principal."""
+"""Request dependencies: the runtime and the authenticated principal."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
 
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.domain.errors import Forbidden, Unauthenticated
 from walletsvc.governance.sessions import authenticate_session, is_session_token
 from walletsvc.governance.staff import ROLES, StaffPrincipal
-from walletsvc.governance.tokens import TokenPrincipal, authenticate_token
+from walletsvc.governance.tokens import TokenPrincipal, authenticate_api_token
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -21,14 +20,6 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    with runtime.db.read() as session:
-        yield session
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def bearer_secret(request: Request) -> str:
@@ -50,8 +41,7 @@ def authenticate(request: Request, runtime: Runtime) -> Principal:
     secret = bearer_secret(request)
     if is_session_token(secret):
         return authenticate_session(runtime.db, runtime.tags, secret)
-    with runtime.db.read() as session:
-        return authenticate_token(session, secret)
+    return authenticate_api_token(runtime.db, secret)
 
 
 def authorize(principal: Principal, scopes: Iterable[str], roles: Iterable[str]) -> None:

@@ -9,17 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from walletsvc.bootstrap.runtime import Runtime, open_database
 from walletsvc.config import Settings
 from walletsvc.db.migrate import upgrade
-from walletsvc.db.models import Wallet
 from walletsvc.domain.address import p2wpkh_script, script_to_address
 from walletsvc.domain.errors import DomainError, InvalidInput
 from walletsvc.domain.network import Network
 from walletsvc.governance.policies import install_policy
-from walletsvc.governance.tokens import SCOPES, authenticate_token, create_token
+from walletsvc.governance.tokens import SCOPES, authenticate_api_token, create_token
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import create_dev_kek, load_kek
@@ -63,8 +60,8 @@ def initialise(
     tags = kek.row_tagger()
     try:
         _install_first_policy(db, tags, policy_file, actor)
-        with db.read() as session:
-            exists = session.scalar(select(Wallet).where(Wallet.name == wallet)) is not None
+        with db.read() as uow:
+            exists = uow.wallets.by_name(wallet) is not None
         new = (
             None
             if exists
@@ -80,9 +77,9 @@ def initialise(
 
 def _set_cold(db: Any, tags: RowTagger, wallet: str, text: str, actor: str) -> ColdDestination:
     """Set the wallet's first cold destination; re-running init with the same one is a no-op."""
-    with db.read() as session:
-        w = get_wallet(session, wallet)
-        current = cold_view(session, w)
+    with db.read() as uow:
+        w = get_wallet(uow, wallet)
+        current = cold_view(uow, w)
     if current is not None:
         parsed = parse_cold_destination(text, Network(w.network))
         if parsed.fingerprint == current["fingerprint"]:
@@ -91,10 +88,8 @@ def _set_cold(db: Any, tags: RowTagger, wallet: str, text: str, actor: str) -> C
 
 
 def _install_first_policy(db: Any, tags: RowTagger, policy_file: Path, actor: str) -> None:
-    from walletsvc.db.models import PolicyVersion
-
-    with db.read() as session:
-        if session.scalar(select(PolicyVersion).limit(1)) is not None:
+    with db.read() as uow:
+        if uow.policies.any():
             return
     try:
         document = load_policy_yaml(policy_file.read_text())
@@ -114,8 +109,8 @@ def dev_bootstrap(settings: Settings, *, wallet: str, actor: str) -> dict[str, A
     initialise(settings, wallet=wallet, policy_file=settings.policy_file, actor=actor)
     runtime = Runtime.open(settings)
     try:
-        with runtime.db.read() as session:
-            address = current_address(session, get_wallet(session, wallet))
+        with runtime.db.read() as uow:
+            address = current_address(uow, get_wallet(uow, wallet))
         if runtime.chain.tip().height < DEV_FUNDING_BLOCKS:
             runtime.chain.mine(  # type: ignore[attr-defined]
                 DEV_FUNDING_BLOCKS, bytes.fromhex(address.script_pubkey)
@@ -133,8 +128,7 @@ def _dev_credentials(settings: Settings, runtime: Runtime, wallet: str) -> dict[
     if path.exists():
         creds: dict[str, Any] = json.loads(path.read_text())
         try:
-            with runtime.db.read() as session:
-                authenticate_token(session, creds["api_token"])
+            authenticate_api_token(runtime.db, creds["api_token"])
             creds["base_url"] = base_url
             _write_private(path, creds)
             return creds

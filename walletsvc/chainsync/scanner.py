@@ -13,20 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from bitcoin.core import CBlock, b2lx
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
 
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import (
     Address,
-    ChainTransaction,
-    KeyEpoch,
     ScannedBlock,
     Utxo,
-    Wallet,
-    Withdrawal,
     utcnow,
 )
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.wallets.service import LOOKAHEAD, ensure_derived
@@ -62,12 +57,12 @@ class Scanner:
         if fork is not None:
             self._roll_back(fork)
             rolled_back_to = fork
-        with self.db.read() as session:
-            last = session.scalar(select(func.max(ScannedBlock.height)))
+        with self.db.read() as uow:
+            last = uow.scanned_blocks.highest()
         height = self.start_height if last is None else last + 1
         scanned = 0
-        with self.db.read() as session:
-            watched = _watched_scripts(session)
+        with self.db.read() as uow:
+            watched = _watched_scripts(uow)
         while height <= tip.height and scanned < max_blocks:
             block_hash = self.chain.block_hash(height)
             if block_hash is None:
@@ -84,11 +79,8 @@ class Scanner:
         below: int | None = None
         first = True
         while True:
-            with self.db.read() as session:
-                query = select(ScannedBlock.height, ScannedBlock.hash)
-                if below is not None:
-                    query = query.where(ScannedBlock.height < below)
-                page = session.execute(query.order_by(ScannedBlock.height.desc()).limit(100)).all()
+            with self.db.read() as uow:
+                page = uow.scanned_blocks.newest_below(below, limit=100)
             if not page:
                 return None if first else self.start_height - 1
             for height, block_hash in page:
@@ -99,48 +91,28 @@ class Scanner:
 
     def _roll_back(self, fork_height: int) -> None:
         with self.db.write() as uow:
-            s = uow.session
             # A coinbase exists only in its own block: one on the abandoned branch can never
             # confirm again, so its outputs go (an identical coinbase on the new branch is
             # recorded afresh by the rescan).
-            dropped = [
-                f"{u.txid}:{u.vout}"
-                for u in s.scalars(
-                    select(Utxo).where(Utxo.block_height > fork_height, Utxo.is_coinbase)
-                )
-            ]
-            s.execute(delete(Utxo).where(Utxo.block_height > fork_height, Utxo.is_coinbase))
+            dropped = [f"{u.txid}:{u.vout}" for u in uow.utxos.coinbase_above(fork_height)]
+            uow.utxos.delete_coinbase_above(fork_height)
             # Other outputs created above the fork become unconfirmed; the rescan re-confirms
             # them if their transaction made it into the new branch.
-            s.execute(
-                update(Utxo)
-                .where(Utxo.block_height > fork_height)
-                .values(block_height=None, block_hash=None)
-            )
-            s.execute(
-                update(Utxo)
-                .where(Utxo.spent_height > fork_height)
-                .values(spent_by_txid=None, spent_height=None)
-            )
-            reverted = list(
-                s.scalars(
-                    select(ChainTransaction).where(ChainTransaction.block_height > fork_height)
-                )
-            )
+            uow.utxos.unconfirm_above(fork_height)
+            uow.utxos.unspend_above(fork_height)
+            reverted = uow.transactions.confirmed_above(fork_height)
             for tx in reverted:
                 tx.status = "broadcast"
                 tx.block_height = None
                 tx.block_hash = None
                 tx.confirmed_at = None
-                s.execute(
-                    update(Withdrawal)
-                    .where(
-                        Withdrawal.transaction_id == tx.id,
-                        Withdrawal.status == WithdrawalStatus.CONFIRMED.value,
-                    )
-                    .values(status=WithdrawalStatus.BROADCAST.value, updated_at=utcnow())
+                uow.withdrawals.move_in_transaction(
+                    tx.id,
+                    WithdrawalStatus.CONFIRMED.value,
+                    WithdrawalStatus.BROADCAST.value,
+                    now=utcnow(),
                 )
-            s.execute(delete(ScannedBlock).where(ScannedBlock.height > fork_height))
+            uow.scanned_blocks.delete_above(fork_height)
             uow.audit(
                 ACTOR,
                 "chain.reorg",
@@ -160,14 +132,13 @@ class Scanner:
         block = CBlock.deserialize(raw)
         txids = [b2lx(tx.GetTxid()) for tx in block.vtx]
         with self.db.write() as uow:
-            s = uow.session
-            previous = s.get(ScannedBlock, height - 1)
+            previous = uow.scanned_blocks.get(height - 1)
             if previous is not None and b2lx(block.hashPrevBlock) != previous.hash:
                 return False
             # Two indexed lookups per block instead of one query per input and per tx: a
             # mainnet block has thousands of each.
-            our_coins = _coins_spent_in(s, block.vtx[1:])
-            own_txids = _own_transactions_among(s, txids)
+            our_coins = _coins_spent_in(uow, block.vtx[1:])
+            own_txids = _own_transactions_among(uow, txids)
             foreign: list[tuple[str, Utxo]] = []
             for position, (tx, txid) in enumerate(zip(block.vtx, txids, strict=True)):
                 for txin in tx.vin if position > 0 else ():
@@ -180,7 +151,7 @@ class Scanner:
                 self._record_outputs(uow, tx, txid, height, block_hash, position == 0, watched)
                 if txid in own_txids:
                     self._confirm_own(uow, txid, height, block_hash)
-            s.add(ScannedBlock(height=height, hash=block_hash))
+            uow.scanned_blocks.add(ScannedBlock(height=height, hash=block_hash))
             for watcher in self.block_watchers:
                 watcher(uow, height, foreign, sorted(own_txids))
         return True
@@ -195,18 +166,17 @@ class Scanner:
         is_coinbase: bool,
         watched: dict[str, Address],
     ) -> None:
-        s = uow.session
         for vout, txout in enumerate(tx.vout):  # type: ignore[attr-defined]
             script_hex = bytes(txout.scriptPubKey).hex()
             address = watched.get(script_hex)
             if address is None:
                 continue
-            existing = s.scalar(select(Utxo).where(Utxo.txid == txid, Utxo.vout == vout))
+            existing = uow.utxos.by_outpoint(txid, vout)
             if existing is not None:
                 existing.block_height = height
                 existing.block_hash = block_hash
                 continue
-            s.add(
+            uow.utxos.add(
                 Utxo(
                     wallet_id=address.wallet_id,
                     address_id=address.id,
@@ -219,9 +189,9 @@ class Scanner:
                     block_hash=block_hash,
                 )
             )
-            if self._extend_lookahead(s, address):
-                watched.update(_watched_scripts(s))
-            if _is_retired(s, address):
+            if self._extend_lookahead(uow, address):
+                watched.update(_watched_scripts(uow))
+            if _is_retired(uow, address):
                 # After a key rotation: someone still pays an old address. Flag it; the
                 # rotation pass sweeps it to cold (walletsvc.incident.rotation).
                 uow.audit(
@@ -254,22 +224,17 @@ class Scanner:
                 )
 
     @staticmethod
-    def _extend_lookahead(s: Session, address: Address) -> bool:
+    def _extend_lookahead(uow: ReadUnitOfWork, address: Address) -> bool:
         """Keep LOOKAHEAD unused addresses past ``address``; True if new ones were derived."""
-        wallet = s.get(Wallet, address.wallet_id)
-        epoch = s.scalar(
-            select(KeyEpoch).where(
-                KeyEpoch.wallet_id == address.wallet_id, KeyEpoch.epoch == address.epoch
-            )
-        )
+        wallet = uow.wallets.get(address.wallet_id)
+        epoch = uow.key_epochs.find(address.wallet_id, address.epoch)
         if wallet is None or epoch is None:
             return False
-        return ensure_derived(s, wallet, epoch, address.chain, address.index + LOOKAHEAD) > 0
+        return ensure_derived(uow, wallet, epoch, address.chain, address.index + LOOKAHEAD) > 0
 
     @staticmethod
     def _confirm_own(uow: UnitOfWork, txid: str, height: int, block_hash: str) -> None:
-        s = uow.session
-        tx = s.scalar(select(ChainTransaction).where(ChainTransaction.txid == txid))
+        tx = uow.transactions.by_txid(txid)
         if tx is None or tx.block_height is not None:
             return
         if tx.status == "replaced":
@@ -281,21 +246,10 @@ class Scanner:
         tx.block_height = height
         tx.block_hash = block_hash
         tx.confirmed_at = utcnow()
-        ids = list(
-            s.scalars(
-                select(Withdrawal.id).where(
-                    Withdrawal.transaction_id == tx.id,
-                    Withdrawal.status.in_(
-                        [WithdrawalStatus.BROADCAST.value, WithdrawalStatus.SIGNED.value]
-                    ),
-                )
-            )
+        ids = uow.withdrawals.ids_in_transaction(
+            tx.id, [WithdrawalStatus.BROADCAST.value, WithdrawalStatus.SIGNED.value]
         )
-        s.execute(
-            update(Withdrawal)
-            .where(Withdrawal.id.in_(ids))
-            .values(status=WithdrawalStatus.CONFIRMED.value, updated_at=utcnow())
-        )
+        uow.withdrawals.set_status(ids, WithdrawalStatus.CONFIRMED.value, now=utcnow())
         uow.audit(
             ACTOR,
             "transaction.confirmed",
@@ -305,38 +259,22 @@ class Scanner:
         )
 
 
-def _is_retired(s: Session, address: Address) -> bool:
+def _is_retired(uow: ReadUnitOfWork, address: Address) -> bool:
     if address.retired_at is not None:
         return True
-    wallet = s.get(Wallet, address.wallet_id)  # the identity map makes this cheap
+    wallet = uow.wallets.get(address.wallet_id)  # the identity map makes this cheap
     return wallet is not None and address.epoch < wallet.current_epoch
 
 
-_IN_CHUNK = 500  # stays under every backend's bound-parameter limit
-
-
-def _chunks(items: list[str]) -> list[list[str]]:
-    return [items[i : i + _IN_CHUNK] for i in range(0, len(items), _IN_CHUNK)]
-
-
-def _coins_spent_in(s: Session, txs: Sequence[Any]) -> dict[tuple[str, int], Utxo]:
+def _coins_spent_in(uow: ReadUnitOfWork, txs: Sequence[Any]) -> dict[tuple[str, int], Utxo]:
     """Our unspent coins that some input of ``txs`` spends, by outpoint."""
     prevout_txids = sorted({b2lx(txin.prevout.hash) for tx in txs for txin in tx.vin})
-    found: dict[tuple[str, int], Utxo] = {}
-    for chunk in _chunks(prevout_txids):
-        for coin in s.scalars(
-            select(Utxo).where(Utxo.txid.in_(chunk), Utxo.spent_by_txid.is_(None))
-        ):
-            found[(coin.txid, coin.vout)] = coin
-    return found
+    return {(coin.txid, coin.vout): coin for coin in uow.utxos.unspent_of_txids(prevout_txids)}
 
 
-def _own_transactions_among(s: Session, txids: list[str]) -> set[str]:
-    own: set[str] = set()
-    for chunk in _chunks(txids):
-        own.update(s.scalars(select(ChainTransaction.txid).where(ChainTransaction.txid.in_(chunk))))
-    return own
+def _own_transactions_among(uow: ReadUnitOfWork, txids: list[str]) -> set[str]:
+    return uow.transactions.txids_among(txids)
 
 
-def _watched_scripts(s: Session) -> dict[str, Address]:
-    return {a.script_pubkey: a for a in s.scalars(select(Address))}
+def _watched_scripts(uow: ReadUnitOfWork) -> dict[str, Address]:
+    return {a.script_pubkey: a for a in uow.addresses.all()}

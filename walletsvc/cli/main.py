@@ -136,10 +136,8 @@ def sweep(
         runtime.scanner.sync()
         row = runtime.sweeper.force(wallet, actor=CLI_ACTOR)
         runtime.worker.broadcast_signed()
-        with runtime.db.read() as session:
-            from walletsvc.db.models import ChainTransaction
-
-            tx = session.get(ChainTransaction, row.transaction_id)
+        with runtime.db.read() as uow:
+            tx = uow.transactions.get(row.transaction_id)
             assert tx is not None
             typer.echo(json.dumps(sweep_view(row, tx), indent=2))
     except DomainError as exc:
@@ -194,8 +192,8 @@ def token_list() -> None:
     from walletsvc.governance.tokens import list_tokens
 
     db = open_database(settings())
-    with db.read() as session:
-        for t in list_tokens(session):
+    with db.read() as uow:
+        for t in list_tokens(uow):
             state = "revoked" if t.revoked_at else "active"
             typer.echo(f"{t.id}  {t.name:20}  {state:8} {','.join(t.scopes)}")
 
@@ -304,8 +302,8 @@ def rotate_command(
         if sweep:
             _rotation_pass(s, wallet)
         db = open_database(s)
-        with db.read() as session:
-            typer.echo(json.dumps(rotation_status(session, get_wallet(session, wallet)), indent=2))
+        with db.read() as uow:
+            typer.echo(json.dumps(rotation_status(uow, get_wallet(uow, wallet)), indent=2))
     except DomainError as exc:
         fail(exc.message)
 
@@ -377,8 +375,8 @@ def audit_verify() -> None:
     s = settings()
     kek = load_kek(s.kek_path)
     db = open_database(s)
-    with db.read() as session:
-        report = audit.verify(session, kek.row_tagger(), kek.audit_key())
+    with db.read() as uow:
+        report = audit.verify(uow, kek.row_tagger(), kek.audit_key())
     typer.echo(f"{report.events_checked} events, {report.rows_checked} governed rows checked")
     if not report.ok:
         for problem in report.problems:

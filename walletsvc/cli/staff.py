@@ -80,8 +80,8 @@ def list_() -> None:
     from walletsvc.governance.staff import list_staff
 
     db = open_database(Settings())
-    with db.read() as session:
-        for row in list_staff(session):
+    with db.read() as uow:
+        for row in list_staff(uow):
             state = "disabled" if row.disabled_at else "active"
             typer.echo(f"{row.username:24} {row.role:9} {state:8} {','.join(row.groups)}")
 

@@ -32,6 +32,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from walletsvc.keys.integrity import canonical_json
 
 from .models import AuditEvent, AuditHead, utcnow
+from .repositories import ReadUnitOfWork
 
 GENESIS_HASH = "0" * 64
 
@@ -89,11 +90,12 @@ def audit_fields(ev: AuditEvent) -> dict[str, Any]:
     }
 
 
-class UnitOfWork:
-    """One write transaction: a session holding the write lock, and the audit log."""
+class UnitOfWork(ReadUnitOfWork):
+    """One write transaction: the repositories over a session holding the write lock, and
+    the audit log. Services never commit: ``Database.write()`` commits when the block ends."""
 
     def __init__(self, session: Session, audit_key: bytes) -> None:
-        self.session = session
+        super().__init__(session)
         self._audit_key = audit_key
         self._head: AuditHead | None = None
 
@@ -154,9 +156,15 @@ class Database:
             yield uow
 
     @contextmanager
-    def read(self) -> Iterator[Session]:
+    def read(self) -> Iterator[ReadUnitOfWork]:
+        """A read transaction (no write lock, no audit) with the same repositories."""
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            yield session
+            yield ReadUnitOfWork(session)
+
+    def ping(self) -> None:
+        """Raise if the database cannot run a statement (readiness probes)."""
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
 
     def dispose(self) -> None:
         self.engine.dispose()

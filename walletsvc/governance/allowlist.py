@@ -17,12 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from walletsvc.db.database import Database
-from walletsvc.db.models import Wallet
 from walletsvc.db.models_governance import AllowlistEntryRow
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import allowlist_entry_message
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
@@ -69,11 +66,11 @@ def propose_entry(
         raise InvalidInput(f"label is longer than {MAX_LABEL_LENGTH} characters", field="label")
     moment = now_utc(now)
     with db.write() as uow:
-        w = get_wallet(uow.session, wallet)
+        w = get_wallet(uow, wallet)
         destination = decode_address(address, Network(w.network), field="address")
-        if _live_entry(uow.session, w.id, destination.address) is not None:
+        if _live_entry(uow, w.id, destination.address) is not None:
             raise Conflict("this address is on the allowlist already", field="address")
-        policy = active_policy(uow.session, tags, w).document
+        policy = active_policy(uow, tags, w).document
         entry = AllowlistEntryRow(
             wallet_id=w.id,
             address=destination.address,
@@ -84,8 +81,7 @@ def propose_entry(
             created_at=moment,
             mac="",
         )
-        uow.session.add(entry)
-        uow.session.flush()
+        uow.allowlist.add(entry, flush=True)
         needs_quorum = proposer.staff_id is not None or (
             policy.allowlist is not None and policy.allowlist.required
         )
@@ -121,7 +117,7 @@ def remove_entry(
 ) -> None:
     moment = now_utc(now)
     with db.write() as uow:
-        entry = get_entry(uow.session, entry_id)
+        entry = get_entry(uow, entry_id)
         if entry.status == "removed":
             return
         approvals.cancel_for_subject(uow, actor=actor, now=moment, kind=KIND, subject_id=entry.id)
@@ -130,32 +126,23 @@ def remove_entry(
         uow.audit(actor, "allowlist.removed", "allowlist_entry", entry.id, _content(entry))
 
 
-def get_entry(session: Session, entry_id: str) -> AllowlistEntryRow:
-    row = session.get(AllowlistEntryRow, entry_id)
+def get_entry(uow: ReadUnitOfWork, entry_id: str) -> AllowlistEntryRow:
+    row = uow.allowlist.get(entry_id)
     if row is None:
         raise NotFound("no such allowlist entry", field="id")
     return row
 
 
-def _live_entry(session: Session, wallet_id: str, address: str) -> AllowlistEntryRow | None:
-    return session.scalar(
-        select(AllowlistEntryRow)
-        .where(
-            AllowlistEntryRow.wallet_id == wallet_id,
-            AllowlistEntryRow.address == address,
-            AllowlistEntryRow.status.in_(LIVE_STATUSES),
-        )
-        .order_by(AllowlistEntryRow.created_at.desc())
-        .limit(1)
-    )
+def _live_entry(uow: ReadUnitOfWork, wallet_id: str, address: str) -> AllowlistEntryRow | None:
+    return uow.allowlist.newest_for_address(wallet_id, address, LIVE_STATUSES)
 
 
 def entry_for_destination(
-    session: Session, tags: RowTagger, wallet_id: str, address: str
+    uow: ReadUnitOfWork, tags: RowTagger, wallet_id: str, address: str
 ) -> AllowlistEntry | None:
     """The policy engine's view of one destination (None: not on the list). Fails closed on a
     row whose tag does not verify."""
-    row = _live_entry(session, wallet_id, address)
+    row = _live_entry(uow, wallet_id, address)
     if row is None:
         return None
     _verify(tags, row)
@@ -163,22 +150,18 @@ def entry_for_destination(
     return AllowlistEntry(address=row.address, active_since=row.active_since, status=status)
 
 
-def list_entries(session: Session, *, wallet: str | None, include_removed: bool) -> list[Any]:
-    query = select(AllowlistEntryRow, Wallet.name).join(
-        Wallet, Wallet.id == AllowlistEntryRow.wallet_id
+def list_entries(uow: ReadUnitOfWork, *, wallet: str | None, include_removed: bool) -> list[Any]:
+    return uow.allowlist.with_wallet_names(
+        wallet_id=get_wallet(uow, wallet).id if wallet is not None else None,
+        statuses=None if include_removed else LIVE_STATUSES,
     )
-    if wallet is not None:
-        query = query.where(AllowlistEntryRow.wallet_id == get_wallet(session, wallet).id)
-    if not include_removed:
-        query = query.where(AllowlistEntryRow.status.in_(LIVE_STATUSES))
-    return list(session.execute(query.order_by(AllowlistEntryRow.created_at)).all())
 
 
 def entry_view(
-    session: Session, tags: RowTagger, entry: AllowlistEntryRow, wallet_name: str
+    uow: ReadUnitOfWork, tags: RowTagger, entry: AllowlistEntryRow, wallet_name: str
 ) -> dict[str, Any]:
-    request = approvals.request_for_subject(session, KIND, entry.id)
-    policy = active_policy(session, tags, session.get(Wallet, entry.wallet_id)).document
+    request = approvals.request_for_subject(uow, KIND, entry.id)
+    policy = active_policy(uow, tags, uow.wallets.get(entry.wallet_id)).document
     usable_from = None
     if entry.status == "active" and entry.active_since is not None:
         cooling = policy.allowlist.cooling_off if policy.allowlist is not None else 0
@@ -216,8 +199,8 @@ class AllowlistApprovals:
 
     name = KIND
 
-    def content(self, session: Session, subject_id: str) -> dict[str, Any]:
-        return _content(get_entry(session, subject_id))
+    def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
+        return _content(get_entry(uow, subject_id))
 
     def on_approved(self, ctx: KindContext, request: Any) -> None:
         self._settle(ctx, request, "active")
@@ -229,7 +212,7 @@ class AllowlistApprovals:
         self._settle(ctx, request, "expired")
 
     def _settle(self, ctx: KindContext, request: Any, status: str) -> None:
-        entry = get_entry(ctx.uow.session, request.subject_id)
+        entry = get_entry(ctx.uow, request.subject_id)
         _verify(ctx.tags, entry)
         if entry.status != "pending":
             return
@@ -240,3 +223,21 @@ class AllowlistApprovals:
         ctx.uow.audit(
             ctx.actor, f"allowlist.{status}", "allowlist_entry", entry.id, _content(entry)
         )
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_entry(db: Database, tags: RowTagger, entry_id: str) -> dict[str, Any]:
+    with db.read() as uow:
+        entry = get_entry(uow, entry_id)
+        wallet = uow.wallets.get(entry.wallet_id)
+        return entry_view(uow, tags, entry, wallet.name if wallet else "")
+
+
+def list_allowlist(
+    db: Database, tags: RowTagger, *, wallet: str | None, include_removed: bool
+) -> dict[str, Any]:
+    with db.read() as uow:
+        rows = list_entries(uow, wallet=wallet, include_removed=include_removed)
+        return {"entries": [entry_view(uow, tags, e, n) for e, n in rows]}

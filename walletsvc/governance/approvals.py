@@ -21,12 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, Staff
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import approval_decision_message, approval_request_message
 from walletsvc.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from walletsvc.governance.policies import IntegrityFailure
@@ -58,7 +56,7 @@ class KindContext:
 class ApprovalKind(Protocol):
     name: str
 
-    def content(self, session: Session, subject_id: str) -> dict[str, Any]:
+    def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
         """The exact content approvers approve; its canonical JSON is hashed into the digest."""
 
     def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None: ...
@@ -114,7 +112,7 @@ def open_request(
     now: datetime,
 ) -> ApprovalRequest:
     """Open a request inside the caller's transaction (the subject is created there too)."""
-    content = get_kind(kind).content(uow.session, subject_id)
+    content = get_kind(kind).content(uow, subject_id)
     request = ApprovalRequest(
         kind=kind,
         subject_id=subject_id,
@@ -129,8 +127,7 @@ def open_request(
         expires_at=expires_at,
         mac="",
     )
-    uow.session.add(request)
-    uow.session.flush()
+    uow.approval_requests.add(request, flush=True)
     _tag_request(tags, request)
     uow.audit(
         requester,
@@ -168,19 +165,14 @@ def _eligible(tags: RowTagger, request: ApprovalRequest, staff: Staff | None) ->
     )
 
 
-def tally(session: Session, tags: RowTagger, request: ApprovalRequest) -> Tally:
+def tally(uow: ReadUnitOfWork, tags: RowTagger, request: ApprovalRequest) -> Tally:
     verify_request(tags, request)
     approvers: dict[str, str] = {}
     rejecters: dict[str, str] = {}
-    for d in session.scalars(
-        select(ApprovalDecision).where(
-            ApprovalDecision.request_id == request.id,
-            ApprovalDecision.digest == request.digest,
-        )
-    ):
+    for d in uow.approval_decisions.on_content(request):
         if not tags.verify(approval_decision_message(d), d.mac):
             continue  # a forged or edited decision never counts
-        staff = session.get(Staff, d.staff_id)
+        staff = uow.staff.get(d.staff_id)
         if not _eligible(tags, request, staff):
             continue
         assert staff is not None
@@ -188,10 +180,10 @@ def tally(session: Session, tags: RowTagger, request: ApprovalRequest) -> Tally:
     return Tally(tuple(sorted(approvers.values())), tuple(sorted(rejecters.values())))
 
 
-def require_quorum(session: Session, tags: RowTagger, request: ApprovalRequest) -> Tally:
+def require_quorum(uow: ReadUnitOfWork, tags: RowTagger, request: ApprovalRequest) -> Tally:
     """Re-count before acting on an approved request later (time-locked policy changes)."""
-    counted = tally(session, tags, request)
-    current = content_digest(get_kind(request.kind).content(session, request.subject_id))
+    counted = tally(uow, tags, request)
+    current = content_digest(get_kind(request.kind).content(uow, request.subject_id))
     if current != request.digest or len(counted.approvers) < request.m:
         raise IntegrityFailure(f"approval request {request.id} no longer holds its quorum")
     return counted
@@ -200,8 +192,8 @@ def require_quorum(session: Session, tags: RowTagger, request: ApprovalRequest) 
 # --- Deciding --------------------------------------------------------------------------------
 
 
-def get_request(session: Session, request_id: str) -> ApprovalRequest:
-    row = session.get(ApprovalRequest, request_id)
+def get_request(uow: ReadUnitOfWork, request_id: str) -> ApprovalRequest:
+    row = uow.approval_requests.get(request_id)
     if row is None:
         raise NotFound("no such approval request", field="id")
     return row
@@ -219,7 +211,7 @@ def check_may_decide(request: ApprovalRequest, staff: Staff) -> None:
 def _rebind_if_changed(ctx: KindContext, request: ApprovalRequest) -> None:
     """If the subject changed since the request opened, bind the request to the new content:
     every earlier decision (made for the old digest) stops counting."""
-    content = get_kind(request.kind).content(ctx.uow.session, request.subject_id)
+    content = get_kind(request.kind).content(ctx.uow, request.subject_id)
     digest = content_digest(content)
     if digest == request.digest:
         return
@@ -260,7 +252,7 @@ def decide(
     error: DomainError | None = None
     with db.write() as uow:
         ctx = KindContext(uow, tags, staff.actor, moment)
-        request = get_request(uow.session, request_id)
+        request = get_request(uow, request_id)
         verify_request(tags, request)
         row = load_active_staff(uow, tags, staff.staff_id)
         check_may_decide(request, row)
@@ -290,15 +282,7 @@ def _record(
     totp: str,
     comment: str | None,
 ) -> DomainError | None:
-    session = ctx.uow.session
-    already = session.scalar(
-        select(ApprovalDecision.id).where(
-            ApprovalDecision.request_id == request.id,
-            ApprovalDecision.staff_id == staff.id,
-            ApprovalDecision.digest == request.digest,
-        )
-    )
-    if already is not None:
+    if ctx.uow.approval_decisions.has_decided(request, staff.id):
         return Conflict("you have already decided this request", field="id")
     step, error = check_totp(ctx.uow, totp_secrets, settings, staff, totp, ctx.now)
     if error is not None or step is None:
@@ -314,8 +298,7 @@ def _record(
         mac="",
     )
     row.mac = ctx.tags.tag(approval_decision_message(row))
-    session.add(row)
-    session.flush()
+    ctx.uow.approval_decisions.add(row, flush=True)
     action = "approval.approved" if decision == "approve" else "approval.rejected"
     ctx.uow.audit(
         ctx.actor,
@@ -334,7 +317,7 @@ def _record(
 
 def settle(ctx: KindContext, settings: Settings, request: ApprovalRequest) -> None:
     """Reject or approve the request if its valid decisions say so (same transaction)."""
-    counted = tally(ctx.uow.session, ctx.tags, request)
+    counted = tally(ctx.uow, ctx.tags, request)
     kind = get_kind(request.kind)
     if len(counted.rejecters) >= settings.approval_rejections_to_reject:
         _close(
@@ -393,18 +376,8 @@ def cancel_for_subject(
 ) -> None:
     """The subject went away (withdrawal cancelled, entry removed): close its open request.
     No KEK needed: a request's tag covers its quorum and digest, not its status."""
-    for request in uow.session.scalars(
-        select(ApprovalRequest).where(
-            ApprovalRequest.kind == kind,
-            ApprovalRequest.subject_id == subject_id,
-            ApprovalRequest.status == PENDING,
-        )
-    ):
+    for request in uow.approval_requests.pending_for_subject(kind, subject_id):
         _close(uow, actor, now, request, "cancelled", {})
-
-
-def _due(moment: datetime) -> tuple[Any, ...]:
-    return (ApprovalRequest.status == PENDING, ApprovalRequest.expires_at <= moment)
 
 
 def expire_due(
@@ -414,19 +387,12 @@ def expire_due(
     moment = now_utc(now)
     # A cheap read first: the background pass runs every second, and most passes have
     # nothing to expire, so they should not take the global write lock.
-    with db.read() as session:
-        if session.scalar(select(ApprovalRequest.id).where(*_due(moment)).limit(1)) is None:
+    with db.read() as uow:
+        if not uow.approval_requests.any_expired(moment):
             return 0
     with db.write() as uow:
         ctx = KindContext(uow, tags, "system", moment)
-        due = list(
-            uow.session.scalars(
-                select(ApprovalRequest)
-                .where(*_due(moment))
-                .order_by(ApprovalRequest.expires_at)
-                .limit(batch)
-            )
-        )
+        due = uow.approval_requests.expired(moment, limit=batch)
         for request in due:
             expire(ctx, request)
     return len(due)
@@ -436,20 +402,15 @@ def expire_due(
 
 
 def decisions_view(
-    session: Session, request: ApprovalRequest, tags: RowTagger | None = None
+    uow: ReadUnitOfWork, request: ApprovalRequest, tags: RowTagger | None = None
 ) -> list[dict[str, Any]]:
     """The decisions on a request. With the KEK, ``counts`` is the verified tally's verdict;
     without it (views that hold no KEK), it says only whether the digest still matches."""
     counting: set[str] | None = None
     if tags is not None:
-        counted = tally(session, tags, request)
+        counted = tally(uow, tags, request)
         counting = set(counted.approvers) | set(counted.rejecters)
-    rows = session.execute(
-        select(ApprovalDecision, Staff.username)
-        .join(Staff, Staff.id == ApprovalDecision.staff_id)
-        .where(ApprovalDecision.request_id == request.id)
-        .order_by(ApprovalDecision.created_at, ApprovalDecision.id)
-    ).all()
+    rows = uow.approval_decisions.with_usernames(request.id)
     return [
         {
             "staff": username,
@@ -463,8 +424,8 @@ def decisions_view(
     ]
 
 
-def request_view(session: Session, tags: RowTagger, request: ApprovalRequest) -> dict[str, Any]:
-    counted = tally(session, tags, request)
+def request_view(uow: ReadUnitOfWork, tags: RowTagger, request: ApprovalRequest) -> dict[str, Any]:
+    counted = tally(uow, tags, request)
     return {
         "id": request.id,
         "kind": request.kind,
@@ -478,21 +439,16 @@ def request_view(session: Session, tags: RowTagger, request: ApprovalRequest) ->
         "created_at": request.created_at.isoformat(),
         "expires_at": request.expires_at.isoformat(),
         "decided_at": request.decided_at.isoformat() if request.decided_at else None,
-        "decisions": decisions_view(session, request, tags),
+        "decisions": decisions_view(uow, request, tags),
     }
 
 
-def request_for_subject(session: Session, kind: str, subject_id: str) -> ApprovalRequest | None:
-    return session.scalar(
-        select(ApprovalRequest)
-        .where(ApprovalRequest.kind == kind, ApprovalRequest.subject_id == subject_id)
-        .order_by(ApprovalRequest.created_at.desc())
-        .limit(1)
-    )
+def request_for_subject(uow: ReadUnitOfWork, kind: str, subject_id: str) -> ApprovalRequest | None:
+    return uow.approval_requests.latest_for_subject(kind, subject_id)
 
 
 def list_requests(
-    session: Session,
+    uow: ReadUnitOfWork,
     *,
     pending: bool,
     kind: str | None,
@@ -500,27 +456,37 @@ def list_requests(
     waiting_for: StaffPrincipal | None,
 ) -> list[ApprovalRequest]:
     """Requests, newest first. ``waiting_for``: only those this approver may still decide."""
-    query = select(ApprovalRequest)
-    if pending:
-        query = query.where(ApprovalRequest.status == PENDING)
-    if kind is not None:
-        query = query.where(ApprovalRequest.kind == kind)
-    rows = list(session.scalars(query.order_by(ApprovalRequest.created_at.desc()).limit(limit)))
+    rows = uow.approval_requests.newest(pending=pending, kind=kind, limit=limit)
     if waiting_for is None:
         return rows
-    return [r for r in rows if _waits_for(session, r, waiting_for)]
+    return [r for r in rows if _waits_for(uow, r, waiting_for)]
 
 
-def _waits_for(session: Session, request: ApprovalRequest, staff: StaffPrincipal) -> bool:
+def _waits_for(uow: ReadUnitOfWork, request: ApprovalRequest, staff: StaffPrincipal) -> bool:
     if staff.role != "approver" or request.required_group not in staff.groups:
         return False
     if request.requester_staff_id == staff.staff_id:
         return False
-    decided = session.scalar(
-        select(ApprovalDecision.id).where(
-            ApprovalDecision.request_id == request.id,
-            ApprovalDecision.staff_id == staff.staff_id,
-            ApprovalDecision.digest == request.digest,
-        )
-    )
-    return decided is None
+    return not uow.approval_decisions.has_decided(request, staff.staff_id)
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_request(db: Database, tags: RowTagger, request_id: str) -> dict[str, Any]:
+    with db.read() as uow:
+        return request_view(uow, tags, get_request(uow, request_id))
+
+
+def approvals_index(
+    db: Database,
+    tags: RowTagger,
+    *,
+    pending: bool,
+    kind: str | None,
+    limit: int,
+    waiting_for: StaffPrincipal | None,
+) -> dict[str, Any]:
+    with db.read() as uow:
+        rows = list_requests(uow, pending=pending, kind=kind, limit=limit, waiting_for=waiting_for)
+        return {"approvals": [request_view(uow, tags, r) for r in rows]}

@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from walletsvc.db.database import GENESIS_HASH, audit_digest, audit_fields
-from walletsvc.db.models import AuditEvent, AuditHead, PolicyVersion
+from walletsvc.db.database import GENESIS_HASH, Database, audit_digest, audit_fields
+from walletsvc.db.models import PolicyVersion
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import GOVERNED_ROW_KINDS
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.document import PolicyError, parse_policy, policy_hash
@@ -26,27 +24,18 @@ class VerifyReport:
         return not self.problems
 
 
-def events_after(session: Session, after: int, limit: int) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(limit)
-    )
+def events_after(uow: ReadUnitOfWork, after: int, limit: int) -> list[dict[str, Any]]:
+    rows = uow.audit_events.after(after, limit=limit)
     return [{**audit_fields(ev), "prev_hash": ev.prev_hash, "hash": ev.hash} for ev in rows]
 
 
 def verify(
-    session: Session, tags: RowTagger, audit_key: bytes, *, batch: int = 5_000
+    uow: ReadUnitOfWork, tags: RowTagger, audit_key: bytes, *, batch: int = 5_000
 ) -> VerifyReport:
     report = VerifyReport()
     prev_hash, expected_seq, last_seq = GENESIS_HASH, 1, 0
     while True:
-        rows = list(
-            session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.seq >= expected_seq)
-                .order_by(AuditEvent.seq)
-                .limit(batch)
-            )
-        )
+        rows = uow.audit_events.from_seq(expected_seq, limit=batch)
         if not rows:
             break
         for ev in rows:
@@ -58,20 +47,17 @@ def verify(
                 report.problems.append(f"audit event {ev.seq} was altered")
             prev_hash, expected_seq, last_seq = ev.hash, ev.seq + 1, ev.seq
             report.events_checked += 1
-    head = session.get(AuditHead, 1)
+    head = uow.audit_events.head()
     if head is None or head.last_seq != last_seq or head.last_hash != prev_hash:
         report.problems.append("the audit head does not match the last event (events removed?)")
-    _verify_rows(session, tags, report)
+    _verify_rows(uow, tags, report)
     return report
 
 
-def _verify_rows(session: Session, tags: RowTagger, report: VerifyReport) -> None:
+def _verify_rows(uow: ReadUnitOfWork, tags: RowTagger, report: VerifyReport) -> None:
     """Every governed row kind's tag, with the message the tagging code uses (db/tags.py)."""
     for kind in GOVERNED_ROW_KINDS:
-        query = select(kind.model)
-        if kind.only is not None:
-            query = query.where(kind.only)
-        for row in session.scalars(query):
+        for row in uow.audit_events.governed_rows(kind):
             report.rows_checked += 1
             if not tags.verify(kind.message(row), kind.tag_of(row)):
                 report.problems.append(f"{kind.noun} {kind.name_of(row)} fails its integrity tag")
@@ -85,3 +71,10 @@ def _document_matches(policy: PolicyVersion) -> bool:
         return policy_hash(parse_policy(policy.document)) == policy.sha256
     except PolicyError:
         return False
+
+
+def audit_page(db: Database, *, after: int, limit: int) -> dict[str, Any]:
+    """Up to ``limit`` events after sequence number ``after``, and where the next page starts."""
+    with db.read() as uow:
+        events = events_after(uow, after, limit)
+    return {"events": events, "next_after": events[-1]["seq"] if events else after}

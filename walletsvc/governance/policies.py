@@ -8,16 +8,22 @@ every payout is refused (fail closed).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
-from walletsvc.db.database import UnitOfWork
+from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import PolicyVersion, Wallet, utcnow
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import policy_message
 from walletsvc.domain.errors import DomainError
 from walletsvc.keys.integrity import RowTagger
-from walletsvc.policy.document import PolicyDocument, canonical_json, parse_policy, policy_hash
+from walletsvc.policy.document import (
+    PolicyDocument,
+    canonical_dict,
+    canonical_json,
+    parse_policy,
+    policy_hash,
+)
+from walletsvc.wallets.service import get_wallet
 
 
 class IntegrityFailure(DomainError):
@@ -38,13 +44,8 @@ def install_policy(
     uow: UnitOfWork, tags: RowTagger, document: PolicyDocument, *, wallet_id: str | None, actor: str
 ) -> PolicyVersion:
     """Make ``document`` the active policy (of a wallet, or the default), superseding the old."""
-    session = uow.session
-    current_version = session.scalar(
-        select(func.max(PolicyVersion.version)).where(_scope(wallet_id))
-    )
-    for old in session.scalars(
-        select(PolicyVersion).where(_scope(wallet_id), PolicyVersion.status == "active")
-    ):
+    current_version = uow.policies.latest_version(wallet_id)
+    for old in uow.policies.active(wallet_id):
         old.status = "superseded"
         old.mac = tags.tag(policy_message(old))
     digest = policy_hash(document)
@@ -58,8 +59,7 @@ def install_policy(
         mac="",
     )
     row.mac = tags.tag(policy_message(row))
-    session.add(row)
-    session.flush()
+    uow.policies.add(row, flush=True)
     uow.audit(
         actor,
         "policy.activated",
@@ -70,13 +70,13 @@ def install_policy(
     return row
 
 
-def active_policy(session: Session, tags: RowTagger, wallet: Wallet | None) -> ActivePolicy:
+def active_policy(uow: ReadUnitOfWork, tags: RowTagger, wallet: Wallet | None) -> ActivePolicy:
     row = None
     if wallet is not None:
-        row = _active_row(session, wallet.id)
+        row = _active_row(uow, wallet.id)
     wallet_scoped = row is not None
     if row is None:
-        row = _active_row(session, None)
+        row = _active_row(uow, None)
     if row is None:
         raise IntegrityFailure("no active policy: run `walletsvc init`")
     if not tags.verify(policy_message(row), row.mac):
@@ -87,16 +87,8 @@ def active_policy(session: Session, tags: RowTagger, wallet: Wallet | None) -> A
     return ActivePolicy(document, row.sha256, row.version, wallet_scoped)
 
 
-def _active_row(session: Session, wallet_id: str | None) -> PolicyVersion | None:
-    return session.scalar(
-        select(PolicyVersion).where(_scope(wallet_id), PolicyVersion.status == "active")
-    )
-
-
-def _scope(wallet_id: str | None):  # type: ignore[no-untyped-def]
-    if wallet_id is None:
-        return PolicyVersion.wallet_id.is_(None)
-    return PolicyVersion.wallet_id == wallet_id
+def _active_row(uow: ReadUnitOfWork, wallet_id: str | None) -> PolicyVersion | None:
+    return uow.policies.active_row(wallet_id)
 
 
 def _as_json_obj(document: PolicyDocument) -> dict[str, object]:
@@ -104,3 +96,19 @@ def _as_json_obj(document: PolicyDocument) -> dict[str, object]:
 
     loaded: dict[str, object] = json.loads(canonical_json(document))
     return loaded
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def policy_view(db: Database, tags: RowTagger, wallet: str | None) -> dict[str, Any]:
+    """The policy in force (the wallet's own, or the global one) as the API shows it."""
+    with db.read() as uow:
+        scoped = get_wallet(uow, wallet) if wallet is not None else None
+        active = active_policy(uow, tags, scoped)
+        return {
+            "version": active.version,
+            "sha256": active.sha256,
+            "wallet_scoped": active.wallet_scoped,
+            "rules": canonical_dict(active.document),
+        }

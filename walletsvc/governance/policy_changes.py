@@ -21,13 +21,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import ScannedBlock, Wallet
 from walletsvc.db.models_governance import ApprovalRequest, PolicyProposal
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import KindContext
@@ -67,11 +64,6 @@ def version_key(active: ActivePolicy) -> str:
     return f"{'wallet' if active.wallet_scoped else 'default'}/{active.version}"
 
 
-def chain_height(session: Session) -> int:
-    """The highest block the scanner has recorded (as payouts.signing.tip_height)."""
-    return session.scalar(select(func.max(ScannedBlock.height))) or 0
-
-
 def parse_document(document: object) -> PolicyDocument:
     """A proposal carries the document as JSON (an object) or as YAML text."""
     if isinstance(document, str):
@@ -94,8 +86,8 @@ def propose(
     new = parse_document(document)
     moment = now_utc(now)
     with db.write() as uow:
-        wallet = get_wallet(uow.session, new.wallet) if new.wallet is not None else None
-        active = active_policy(uow.session, tags, wallet)
+        wallet = get_wallet(uow, new.wallet) if new.wallet is not None else None
+        active = active_policy(uow, tags, wallet)
         assessment = compare(active.document, new)
         if assessment.direction == "unchanged":
             raise Conflict("the proposed document equals the active policy", field="document")
@@ -115,8 +107,7 @@ def propose(
             proposer_staff_id=proposer.staff_id,
             created_at=moment,
         )
-        uow.session.add(proposal)
-        uow.session.flush()
+        uow.policy_proposals.add(proposal, flush=True)
         request = approvals.open_request(
             uow,
             tags,
@@ -148,8 +139,8 @@ def propose(
         return proposal.id
 
 
-def get_proposal(session: Session, proposal_id: str) -> PolicyProposal:
-    row = session.get(PolicyProposal, proposal_id)
+def get_proposal(uow: ReadUnitOfWork, proposal_id: str) -> PolicyProposal:
+    row = uow.policy_proposals.get(proposal_id)
     if row is None:
         raise NotFound("no such policy proposal", field="id")
     return row
@@ -179,9 +170,8 @@ def _document_hash(p: PolicyProposal) -> str:
 
 def _apply(ctx: KindContext, p: PolicyProposal, request: ApprovalRequest) -> None:
     """Install the proposal's document if its base is still the active policy."""
-    session = ctx.uow.session
-    wallet = session.get(Wallet, p.wallet_id) if p.wallet_id else None
-    active = active_policy(session, ctx.tags, wallet)
+    wallet = ctx.uow.wallets.get(p.wallet_id) if p.wallet_id else None
+    active = active_policy(ctx.uow, ctx.tags, wallet)
     if version_key(active) != p.base_version or active.sha256 != p.base_sha256:
         p.status = "superseded"
         ctx.uow.audit(
@@ -197,7 +187,7 @@ def _apply(ctx: KindContext, p: PolicyProposal, request: ApprovalRequest) -> Non
             },
         )
         return
-    counted = approvals.require_quorum(session, ctx.tags, request)
+    counted = approvals.require_quorum(ctx.uow, ctx.tags, request)
     document = parse_policy(p.document)
     if policy_hash(document) != p.sha256:
         raise IntegrityFailure(f"policy proposal {p.id} does not match its hash")
@@ -220,17 +210,17 @@ def _apply(ctx: KindContext, p: PolicyProposal, request: ApprovalRequest) -> Non
 class PolicyChangeApprovals:
     name = KIND
 
-    def content(self, session: Session, subject_id: str) -> dict[str, Any]:
-        return _content(get_proposal(session, subject_id))
+    def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
+        return _content(get_proposal(uow, subject_id))
 
     def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        p = get_proposal(ctx.uow.session, request.subject_id)
+        p = get_proposal(ctx.uow, request.subject_id)
         if p.direction == "tighten":
             _apply(ctx, p, request)
             return
         p.status = "time_locked"
         p.effective_at = ctx.now + timedelta(seconds=p.timelock_s)
-        p.effective_height = chain_height(ctx.uow.session) + timelock_blocks(p.timelock_s)
+        p.effective_height = ctx.uow.scanned_blocks.tip_height() + timelock_blocks(p.timelock_s)
         ctx.uow.audit(
             ctx.actor,
             "policy.time_locked",
@@ -244,10 +234,10 @@ class PolicyChangeApprovals:
         )
 
     def on_rejected(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        get_proposal(ctx.uow.session, request.subject_id).status = "rejected"
+        get_proposal(ctx.uow, request.subject_id).status = "rejected"
 
     def on_expired(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        get_proposal(ctx.uow.session, request.subject_id).status = "expired"
+        get_proposal(ctx.uow, request.subject_id).status = "expired"
 
 
 def veto(
@@ -266,8 +256,8 @@ def veto(
     moment = now_utc(now)
     error: DomainError | None = None
     with db.write() as uow:
-        p = get_proposal(uow.session, proposal_id)
-        request = approvals.get_request(uow.session, p.approval_request_id or "")
+        p = get_proposal(uow, proposal_id)
+        request = approvals.get_request(uow, p.approval_request_id or "")
         row = load_active_staff(uow, tags, staff.staff_id)
         if row.role != "approver" or request.required_group not in row.groups:
             raise Forbidden(f"only approvers of group {request.required_group!r} can veto")
@@ -291,34 +281,20 @@ def apply_due(db: Database, tags: RowTagger, *, now: datetime | None = None) -> 
     """Apply time-locked proposals whose lock has run out (Runtime.tick). Returns how many."""
     moment = now_utc(now)
     applied = 0
-    with db.read() as session:  # most passes have nothing due: skip the write lock then
-        due_filter = _due(moment, chain_height(session))
-        if session.scalar(select(PolicyProposal.id).where(*due_filter).limit(1)) is None:
+    with db.read() as uow:  # most passes have nothing due: skip the write lock then
+        if not uow.policy_proposals.any_time_locked_due(moment, uow.scanned_blocks.tip_height()):
             return 0
     with db.write() as uow:
         # Both locks must have run out; a proposal without a block height never is due.
-        due_filter = _due(moment, chain_height(uow.session))
-        due = list(
-            uow.session.scalars(
-                select(PolicyProposal).where(*due_filter).order_by(PolicyProposal.effective_at)
-            )
-        )
+        due = uow.policy_proposals.time_locked_due(moment, uow.scanned_blocks.tip_height())
         for p in due:
             applied += _apply_one(uow, tags, p, moment)
     return applied
 
 
-def _due(moment: datetime, height: int) -> tuple[Any, ...]:
-    return (
-        PolicyProposal.status == "time_locked",
-        PolicyProposal.effective_at <= moment,
-        PolicyProposal.effective_height <= height,
-    )
-
-
 def _apply_one(uow: UnitOfWork, tags: RowTagger, p: PolicyProposal, now: datetime) -> int:
     ctx = KindContext(uow, tags, "system:policy-timelock", now)
-    request = approvals.get_request(uow.session, p.approval_request_id or "")
+    request = approvals.get_request(uow, p.approval_request_id or "")
     try:
         _apply(ctx, p, request)
     except IntegrityFailure as exc:
@@ -331,9 +307,9 @@ def _apply_one(uow: UnitOfWork, tags: RowTagger, p: PolicyProposal, now: datetim
     return 1 if p.status == "applied" else 0
 
 
-def proposal_view(session: Session, p: PolicyProposal) -> dict[str, Any]:
-    request = session.get(ApprovalRequest, p.approval_request_id) if p.approval_request_id else None
-    wallet = session.get(Wallet, p.wallet_id) if p.wallet_id else None
+def proposal_view(uow: ReadUnitOfWork, p: PolicyProposal) -> dict[str, Any]:
+    request = uow.approval_requests.get(p.approval_request_id) if p.approval_request_id else None
+    wallet = uow.wallets.get(p.wallet_id) if p.wallet_id else None
     return {
         "id": p.id,
         "wallet": wallet.name if wallet else None,
@@ -356,8 +332,19 @@ def proposal_view(session: Session, p: PolicyProposal) -> dict[str, Any]:
     }
 
 
-def list_proposals(session: Session, *, status: str | None, limit: int) -> list[PolicyProposal]:
-    query = select(PolicyProposal)
-    if status is not None:
-        query = query.where(PolicyProposal.status == status)
-    return list(session.scalars(query.order_by(PolicyProposal.created_at.desc()).limit(limit)))
+def list_proposals(uow: ReadUnitOfWork, *, status: str | None, limit: int) -> list[PolicyProposal]:
+    return uow.policy_proposals.newest(status=status, limit=limit)
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_proposal(db: Database, proposal_id: str) -> dict[str, Any]:
+    with db.read() as uow:
+        return proposal_view(uow, get_proposal(uow, proposal_id))
+
+
+def proposals_index(db: Database, *, status: str | None, limit: int) -> dict[str, Any]:
+    with db.read() as uow:
+        rows = list_proposals(uow, status=status, limit=limit)
+        return {"proposals": [proposal_view(uow, p) for p in rows]}

@@ -12,9 +12,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models_governance import Staff, StaffSession
@@ -70,7 +67,7 @@ def login(
             _step, totp_error = check_totp(uow, totp_secrets, settings, row, totp, moment)
             error = _as_login_error(totp_error) if totp_error else None
         if error is None:
-            created = _open_session(uow.session, tags, settings, row, moment)
+            created = _open_session(uow, tags, settings, row, moment)
             uow.audit(
                 created.principal.actor,
                 "session.created",
@@ -108,8 +105,8 @@ def check_password(
 
 def _find_and_check_password(db: Database, username: str, password: str) -> tuple[str, bool]:
     # argon2 is slow on purpose; verify before taking the global write lock.
-    with db.read() as session:
-        found = session.scalar(select(Staff).where(Staff.username == username))
+    with db.read() as uow:
+        found = uow.staff.by_username(username)
         password_ok = verify_password(found, password)
     if found is None:
         raise InvalidCredentials(_BAD_LOGIN)
@@ -125,7 +122,7 @@ def _first_factor(
     now: datetime,
 ) -> tuple[Staff, DomainError | None]:
     """The staff row if it may log in; a wrong password is recorded and returned as the error."""
-    row = uow.session.get(Staff, staff_id)
+    row = uow.staff.get(staff_id)
     if row is None or row.disabled_at is not None or not staff_is_genuine(tags, row):
         raise InvalidCredentials(_BAD_LOGIN)
     ensure_not_locked(row, now)
@@ -140,7 +137,7 @@ def _as_login_error(error: DomainError) -> DomainError:
 
 
 def _open_session(
-    session: Session, tags: RowTagger, settings: Settings, row: Staff, now: datetime
+    uow: UnitOfWork, tags: RowTagger, settings: Settings, row: Staff, now: datetime
 ) -> CreatedSession:
     token = SESSION_PREFIX + secrets.token_urlsafe(32)
     record = StaffSession(
@@ -149,8 +146,7 @@ def _open_session(
         created_at=now,
         expires_at=now + timedelta(seconds=settings.session_ttl_s),
     )
-    session.add(record)
-    session.flush()
+    uow.staff_sessions.add(record, flush=True)
     return CreatedSession(token, record.expires_at, principal_for(tags, row, record.id))
 
 
@@ -158,13 +154,11 @@ def authenticate_session(
     db: Database, tags: RowTagger, token: str, *, now: datetime | None = None
 ) -> StaffPrincipal:
     moment = now_utc(now)
-    with db.read() as session:
-        record = session.scalar(
-            select(StaffSession).where(StaffSession.token_hash == hash_session_token(token))
-        )
+    with db.read() as uow:
+        record = uow.staff_sessions.by_token_hash(hash_session_token(token))
         if record is None or record.revoked_at is not None or record.expires_at <= moment:
             raise Unauthenticated("invalid, expired or ended staff session")
-        row = session.get(Staff, record.staff_id)
+        row = uow.staff.get(record.staff_id)
         if row is None or row.disabled_at is not None:
             raise Unauthenticated("invalid, expired or ended staff session")
         return principal_for(tags, row, record.id)
@@ -172,7 +166,7 @@ def authenticate_session(
 
 def end_session(db: Database, principal: StaffPrincipal, *, now: datetime | None = None) -> None:
     with db.write() as uow:
-        record = uow.session.get(StaffSession, principal.session_id)
+        record = uow.staff_sessions.get(principal.session_id)
         if record is not None and record.revoked_at is None:
             record.revoked_at = now_utc(now)
             uow.audit(

@@ -15,13 +15,12 @@ from datetime import UTC, datetime, timedelta
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import utcnow
-from walletsvc.db.models_governance import Staff, StaffSession
+from walletsvc.db.models_governance import Staff
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import staff_message
 from walletsvc.domain.errors import (
     AccountLocked,
@@ -129,7 +128,7 @@ def create_staff(
     secret = pyotp.random_base32()
     password_hash = _hasher.hash(password)  # slow by design: outside the write lock
     with db.write() as uow:
-        if uow.session.scalar(select(Staff.id).where(Staff.username == username)):
+        if uow.staff.by_username(username) is not None:
             raise Conflict(f"staff member {username!r} exists already", field="username")
         row = Staff(
             username=username,
@@ -140,8 +139,7 @@ def create_staff(
             failed_attempts=0,
             mac="",
         )
-        uow.session.add(row)
-        uow.session.flush()
+        uow.staff.add(row, flush=True)
         row.totp_secret_enc = totp_secrets.seal(row.id, secret)
         tag_staff(tags, row)
         uow.audit(
@@ -157,12 +155,12 @@ def create_staff(
     return CreatedStaff(row.id, username, role, list(row.groups), secret, uri)
 
 
-def list_staff(session: Session) -> list[Staff]:
-    return list(session.scalars(select(Staff).order_by(Staff.username)))
+def list_staff(uow: ReadUnitOfWork) -> list[Staff]:
+    return uow.staff.all_by_username()
 
 
-def get_staff_by_name(session: Session, username: str) -> Staff:
-    row = session.scalar(select(Staff).where(Staff.username == username))
+def get_staff_by_name(uow: ReadUnitOfWork, username: str) -> Staff:
+    row = uow.staff.by_username(username)
     if row is None:
         raise NotFound(f"no staff member {username!r}", field="username")
     return row
@@ -171,22 +169,18 @@ def get_staff_by_name(session: Session, username: str) -> Staff:
 def disable_staff(db: Database, tags: RowTagger, *, username: str, actor: str) -> None:
     """Disable at once: the account can no longer log in, and its sessions end now."""
     with db.write() as uow:
-        row = get_staff_by_name(uow.session, username)
+        row = get_staff_by_name(uow, username)
         now = utcnow()
         if row.disabled_at is None:
             row.disabled_at = now
             tag_staff(tags, row)
-        revoked = uow.session.execute(
-            update(StaffSession)
-            .where(StaffSession.staff_id == row.id, StaffSession.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
+        revoked = uow.staff_sessions.revoke_all_of(row.id, now)
         uow.audit(
             actor,
             "staff.disabled",
             "staff",
             row.id,
-            {"username": username, "sessions_revoked": revoked.rowcount},  # type: ignore[attr-defined]
+            {"username": username, "sessions_revoked": revoked},
         )
 
 
@@ -292,7 +286,7 @@ def check_totp(
 
 
 def load_active_staff(uow: UnitOfWork, tags: RowTagger, staff_id: str) -> Staff:
-    row = uow.session.get(Staff, staff_id)
+    row = uow.staff.get(staff_id)
     if row is None or row.disabled_at is not None:
         raise Forbidden("this staff account is disabled")
     if not staff_is_genuine(tags, row):

@@ -6,11 +6,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from walletsvc.db.database import Database
 from walletsvc.db.models import ApiToken, utcnow
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 
 SCOPES = frozenset(
@@ -66,15 +64,14 @@ def create_token(db: Database, *, name: str, scopes: list[str], actor: str) -> C
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with db.write() as uow:
         row = ApiToken(name=name, token_hash=hash_token(secret), scopes=sorted(set(scopes)))
-        uow.session.add(row)
-        uow.session.flush()
+        uow.tokens.add(row, flush=True)
         uow.audit(actor, "token.created", "api_token", row.id, {"name": name, "scopes": row.scopes})
     return CreatedToken(row.id, name, list(row.scopes), secret)
 
 
 def revoke_token(db: Database, *, token_id: str, actor: str) -> None:
     with db.write() as uow:
-        row = uow.session.get(ApiToken, token_id)
+        row = uow.tokens.get(token_id)
         if row is None:
             raise NotFound("no such token", field="token_id")
         if row.revoked_at is None:
@@ -82,12 +79,18 @@ def revoke_token(db: Database, *, token_id: str, actor: str) -> None:
             uow.audit(actor, "token.revoked", "api_token", row.id, {"name": row.name})
 
 
-def list_tokens(session: Session) -> list[ApiToken]:
-    return list(session.scalars(select(ApiToken).order_by(ApiToken.created_at)))
+def list_tokens(uow: ReadUnitOfWork) -> list[ApiToken]:
+    return uow.tokens.all_by_creation()
 
 
-def authenticate_token(session: Session, secret: str) -> TokenPrincipal:
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
+def authenticate_token(uow: ReadUnitOfWork, secret: str) -> TokenPrincipal:
+    row = uow.tokens.by_hash(hash_token(secret))
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("invalid or revoked API token")
     return TokenPrincipal(row.id, row.name, frozenset(row.scopes))
+
+
+def authenticate_api_token(db: Database, secret: str) -> TokenPrincipal:
+    """The principal of a valid, unrevoked API token; 401 otherwise."""
+    with db.read() as uow:
+        return authenticate_token(uow, secret)

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
-
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import Wallet, utcnow
 from walletsvc.db.models_incident import Freeze
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Frozen, InvalidInput, NotFound
 from walletsvc.wallets.service import get_wallet
 
@@ -64,7 +62,7 @@ def apply_freeze(
         raise InvalidInput(
             f"a reason (1-{MAX_REASON_LENGTH} characters) is required", field="reason"
         )
-    wallet_row = get_wallet(uow.session, wallet) if wallet else None
+    wallet_row = get_wallet(uow, wallet) if wallet else None
     row = Freeze(
         scope=scope,
         wallet_id=wallet_row.id if wallet_row else None,
@@ -73,8 +71,7 @@ def apply_freeze(
         evidence=evidence or {},
         created_by=actor,
     )
-    uow.session.add(row)
-    uow.session.flush()
+    uow.freezes.add(row, flush=True)
     uow.audit(
         actor,
         "freeze.applied",
@@ -91,29 +88,24 @@ def apply_freeze(
     return row
 
 
-def active_freezes(session: Session, wallet_id: str | None = None) -> list[Freeze]:
+def active_freezes(uow: ReadUnitOfWork, wallet_id: str | None = None) -> list[Freeze]:
     """Active freezes that apply to ``wallet_id`` (global ones always apply)."""
-    query = select(Freeze).where(Freeze.lifted_at.is_(None))
-    if wallet_id is not None:
-        query = query.where(or_(Freeze.wallet_id.is_(None), Freeze.wallet_id == wallet_id))
-    return list(session.scalars(query.order_by(Freeze.created_at)))
+    return uow.freezes.active(wallet_id)
 
 
-def withdrawals_freeze(session: Session, wallet_id: str) -> Freeze | None:
+def withdrawals_freeze(uow: ReadUnitOfWork, wallet_id: str) -> Freeze | None:
     return next(
-        (f for f in active_freezes(session, wallet_id) if f.scope in ("all", "withdrawals")),
+        (f for f in active_freezes(uow, wallet_id) if f.scope in ("all", "withdrawals")),
         None,
     )
 
 
-def deposits_freeze(session: Session, wallet_id: str) -> Freeze | None:
-    return next(
-        (f for f in active_freezes(session, wallet_id) if f.scope in ("all", "deposits")), None
-    )
+def deposits_freeze(uow: ReadUnitOfWork, wallet_id: str) -> Freeze | None:
+    return next((f for f in active_freezes(uow, wallet_id) if f.scope in ("all", "deposits")), None)
 
 
-def require_deposits_open(session: Session, wallet: Wallet) -> None:
-    active = deposits_freeze(session, wallet.id)
+def require_deposits_open(uow: ReadUnitOfWork, wallet: Wallet) -> None:
+    active = deposits_freeze(uow, wallet.id)
     if active is not None:
         raise Frozen(
             f"deposits are frozen ({active.reason}); do not use old deposit addresses",
@@ -121,14 +113,14 @@ def require_deposits_open(session: Session, wallet: Wallet) -> None:
         )
 
 
-def require_withdrawals_open(session: Session, wallet: Wallet) -> None:
-    active = withdrawals_freeze(session, wallet.id)
+def require_withdrawals_open(uow: ReadUnitOfWork, wallet: Wallet) -> None:
+    active = withdrawals_freeze(uow, wallet.id)
     if active is not None:
         raise Frozen(f"withdrawals are frozen ({active.reason})", field="wallet")
 
 
 def lift(uow: UnitOfWork, freeze_id: str, *, lifted_by: str) -> Freeze:
-    row = uow.session.get(Freeze, freeze_id)
+    row = uow.freezes.get(freeze_id)
     if row is None:
         raise NotFound("no such freeze", field="freeze_id")
     if row.lifted_at is None:
@@ -138,8 +130,8 @@ def lift(uow: UnitOfWork, freeze_id: str, *, lifted_by: str) -> Freeze:
     return row
 
 
-def freeze_view(session: Session, row: Freeze) -> dict[str, Any]:
-    wallet = session.get(Wallet, row.wallet_id) if row.wallet_id else None
+def freeze_view(uow: ReadUnitOfWork, row: Freeze) -> dict[str, Any]:
+    wallet = uow.wallets.get(row.wallet_id) if row.wallet_id else None
     return {
         "id": row.id,
         "scope": row.scope,
@@ -153,6 +145,20 @@ def freeze_view(session: Session, row: Freeze) -> dict[str, Any]:
     }
 
 
-def freeze_state(session: Session) -> dict[str, Any]:
-    rows = active_freezes(session)
-    return {"frozen": bool(rows), "freezes": [freeze_view(session, r) for r in rows]}
+def freeze_state(uow: ReadUnitOfWork) -> dict[str, Any]:
+    rows = active_freezes(uow)
+    return {"frozen": bool(rows), "freezes": [freeze_view(uow, r) for r in rows]}
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_freeze(db: Database, row: Freeze) -> dict[str, Any]:
+    with db.read() as uow:
+        return freeze_view(uow, row)
+
+
+def freeze_overview(db: Database) -> dict[str, Any]:
+    """Whether anything is frozen, and the active freezes (``GET /freeze``, readiness)."""
+    with db.read() as uow:
+        return freeze_state(uow)

@@ -21,20 +21,17 @@ from datetime import datetime, timedelta
 
 from bitcoin.core import CTransaction, b2lx
 from prometheus_client import Counter
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import (
-    Address,
     AuditEvent,
-    ChainTransaction,
     Utxo,
     Wallet,
     Withdrawal,
     utcnow,
 )
 from walletsvc.db.models_risk import RiskEvent
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import DomainError
 from walletsvc.domain.withdrawal import HOLDING_STATUSES
 from walletsvc.governance.policies import active_policy
@@ -69,12 +66,7 @@ FINDINGS = Counter("walletsvc_risk_findings_total", "Risk rules that fired", ["r
 
 def record(uow: UnitOfWork, finding: Finding, wallet_id: str | None) -> RiskEvent | None:
     """Act on ``finding`` inside ``uow`` unless its evidence was reported before."""
-    seen = uow.session.scalar(
-        select(RiskEvent.id).where(
-            RiskEvent.rule_id == finding.rule_id, RiskEvent.fingerprint == finding.fingerprint
-        )
-    )
-    if seen is not None:
+    if uow.risk_events.seen(finding.rule_id, finding.fingerprint):
         return None
     event = RiskEvent(
         rule_id=finding.rule_id,
@@ -84,8 +76,7 @@ def record(uow: UnitOfWork, finding: Finding, wallet_id: str | None) -> RiskEven
         fingerprint=finding.fingerprint,
         evidence=finding.evidence,
     )
-    uow.session.add(event)
-    uow.session.flush()
+    uow.risk_events.add(event, flush=True)
     evidence = {
         "rule": finding.rule_id,
         "kind": finding.kind,
@@ -112,10 +103,11 @@ def record(uow: UnitOfWork, finding: Finding, wallet_id: str | None) -> RiskEven
     return event
 
 
-def _wallet_id(session: Session, name: str | None) -> str | None:
+def _wallet_id(uow: ReadUnitOfWork, name: str | None) -> str | None:
     if name is None:
         return None
-    return session.scalar(select(Wallet.id).where(Wallet.name == name))
+    wallet = uow.wallets.by_name(name)
+    return wallet.id if wallet is not None else None
 
 
 class RiskMonitor:
@@ -130,68 +122,53 @@ class RiskMonitor:
         """Run the request-stream rules of every wallet and the integrity watch."""
         moment = now or utcnow()
         acted = self._integrity_failures()
-        with self.db.read() as s:
-            wallets = list(s.scalars(select(Wallet).order_by(Wallet.name)))
+        with self.db.read() as uow:
+            wallets = uow.wallets.all_by_name()
         for wallet in wallets:
             acted += self._evaluate_wallet(wallet, moment)
         return acted
 
     def _evaluate_wallet(self, wallet: Wallet, now: datetime) -> list[Finding]:
-        with self.db.read() as s:
+        with self.db.read() as uow:
             try:
-                policy = active_policy(s, self.tags, wallet).document
+                policy = active_policy(uow, self.tags, wallet).document
             except DomainError:
                 return []  # the policy endpoints and the worker report this loudly
             rules = stream_rules(policy, REQUEST_KINDS)
             if not rules:
                 return []
-            snapshot = request_snapshot(s, wallet, now - _horizon(rules, policy))
+            snapshot = request_snapshot(uow, wallet, now - _horizon(rules, policy))
         findings = evaluate_requests(rules, snapshot, policy)
         return self._act(findings)
 
     def _act(self, findings: Sequence[Finding]) -> list[Finding]:
         if not findings:
             return []
-        with self.db.read() as s:
-            known = set(
-                s.execute(
-                    select(RiskEvent.rule_id, RiskEvent.fingerprint).where(
-                        RiskEvent.fingerprint.in_([f.fingerprint for f in findings])
-                    )
-                ).all()
-            )
+        with self.db.read() as uow:
+            known = uow.risk_events.known_among([f.fingerprint for f in findings])
         fresh = [f for f in findings if (f.rule_id, f.fingerprint) not in known]
         if not fresh:
             return []
         acted = []
         with self.db.write() as uow:
             for finding in fresh:
-                if record(uow, finding, _wallet_id(uow.session, finding.wallet)) is not None:
+                if record(uow, finding, _wallet_id(uow, finding.wallet)) is not None:
                     acted.append(finding)
         return acted
 
     def _integrity_failures(self) -> list[Finding]:
         """The worker's ``integrity.failure`` events: an approved row was altered."""
-        with self.db.read() as s:
-            events = list(
-                s.scalars(
-                    select(AuditEvent)
-                    .where(
-                        AuditEvent.action == "integrity.failure",
-                        AuditEvent.seq > self._integrity_seq,
-                    )
-                    .order_by(AuditEvent.seq)
-                )
-            )
-            findings = [self._integrity_finding(s, ev) for ev in events]
+        with self.db.read() as uow:
+            events = uow.audit_events.with_action_after("integrity.failure", self._integrity_seq)
+            findings = [self._integrity_finding(uow, ev) for ev in events]
         if events:
             self._integrity_seq = events[-1].seq
         return self._act(findings)
 
-    def _integrity_finding(self, s: Session, ev: AuditEvent) -> Finding:
-        withdrawal = s.get(Withdrawal, ev.subject_id) if ev.subject_id else None
-        wallet = s.get(Wallet, withdrawal.wallet_id) if withdrawal else None
-        rule = _signer_rule(s, self.tags, wallet)
+    def _integrity_finding(self, uow: ReadUnitOfWork, ev: AuditEvent) -> Finding:
+        withdrawal = uow.withdrawals.get(ev.subject_id) if ev.subject_id else None
+        wallet = uow.wallets.get(withdrawal.wallet_id) if withdrawal else None
+        rule = _signer_rule(uow, self.tags, wallet)
         return signer_failure(
             rule,
             wallet.name if wallet else None,
@@ -205,8 +182,8 @@ class RiskMonitor:
     def signer_failed(self, wallet_id: str, error: DomainError) -> None:
         """Freeze the wallet at once: SigningRefused or VerificationFailed in the worker."""
         with self.db.write() as uow:
-            wallet = uow.session.get(Wallet, wallet_id)
-            rule = _signer_rule(uow.session, self.tags, wallet)
+            wallet = uow.wallets.get(wallet_id)
+            rule = _signer_rule(uow, self.tags, wallet)
             finding = signer_failure(
                 rule,
                 wallet.name if wallet else None,
@@ -223,15 +200,14 @@ class RiskMonitor:
     ) -> None:
         """The scanner's hook: ``foreign`` are (spending txid, our coin) pairs whose spender is
         not a transaction of ours; ``own`` are the txids of our transactions in the block."""
-        s = uow.session
-        names = {w.id: w for w in s.scalars(select(Wallet))}
+        names = {w.id: w for w in uow.wallets.all()}
         spends = [
             ForeignSpend(txid, f"{c.txid}:{c.vout}", c.amount_sat, names[c.wallet_id].name, height)
             for txid, c in foreign
         ]
         payments: list[Payment] = []
-        for tx in s.scalars(select(ChainTransaction).where(ChainTransaction.txid.in_(own))):
-            payments += payments_of(s, names[tx.wallet_id], tx.raw_tx, utcnow())
+        for tx in uow.transactions.with_txids(own):
+            payments += payments_of(uow, names[tx.wallet_id], tx.raw_tx, utcnow())
         for wallet in names.values():
             self._watch_wallet(uow, wallet, spends, payments)
 
@@ -246,31 +222,30 @@ class RiskMonitor:
         stolen = [f for f in spends if f.wallet == wallet.name]
         if not mine and not stolen:
             return
-        s = uow.session
         findings: list[Finding] = []
-        for rule in _chain_rules(s, self.tags, wallet):
+        for rule in _chain_rules(uow, self.tags, wallet):
             if rule.kind == "foreign_spend" and stolen:
                 findings += foreign_spends(rule, stolen)
             elif rule.kind == "duplicate_payment" and mine:
-                recent = recent_payments(s, wallet, mine, window_of(rule))
+                recent = recent_payments(uow, wallet, mine, window_of(rule))
                 findings += duplicate_payments(rule, mine, recent)
         for finding in findings:
             record(uow, finding, wallet.id)
 
 
-def _signer_rule(s: Session, tags: RowTagger, wallet: Wallet | None) -> RiskRule:
-    return _rules_or_builtin(s, tags, wallet, SIGNER_KINDS)[0]
+def _signer_rule(uow: ReadUnitOfWork, tags: RowTagger, wallet: Wallet | None) -> RiskRule:
+    return _rules_or_builtin(uow, tags, wallet, SIGNER_KINDS)[0]
 
 
-def _chain_rules(s: Session, tags: RowTagger, wallet: Wallet) -> list[RiskRule]:
-    return _rules_or_builtin(s, tags, wallet, CHAIN_KINDS)
+def _chain_rules(uow: ReadUnitOfWork, tags: RowTagger, wallet: Wallet) -> list[RiskRule]:
+    return _rules_or_builtin(uow, tags, wallet, CHAIN_KINDS)
 
 
 def _rules_or_builtin(
-    s: Session, tags: RowTagger, wallet: Wallet | None, kinds: frozenset[str]
+    uow: ReadUnitOfWork, tags: RowTagger, wallet: Wallet | None, kinds: frozenset[str]
 ) -> list[RiskRule]:
     try:
-        policy = active_policy(s, tags, wallet).document
+        policy = active_policy(uow, tags, wallet).document
     except DomainError:
         # A policy that fails its integrity check must not switch the always-on rules off.
         from walletsvc.policy.risk import BUILTIN_RULES
@@ -290,21 +265,14 @@ def _horizon(rules: Sequence[RiskRule], policy: PolicyDocument) -> timedelta:
 # --- Snapshots -------------------------------------------------------------------------------
 
 
-def request_snapshot(s: Session, wallet: Wallet, since: datetime) -> RequestSnapshot:
+def request_snapshot(uow: ReadUnitOfWork, wallet: Wallet, since: datetime) -> RequestSnapshot:
     """Requests (accepted and denied) of ``wallet`` since ``since``, in time order."""
-    events = list(
-        s.scalars(
-            select(AuditEvent)
-            .where(
-                AuditEvent.action.in_(("withdrawal.requested", "withdrawal.denied")),
-                AuditEvent.created_at >= since,
-            )
-            .order_by(AuditEvent.seq)
-        )
+    events = uow.audit_events.with_actions_since(
+        ("withdrawal.requested", "withdrawal.denied"), since
     )
     ids = [e.subject_id for e in events if e.action == "withdrawal.requested" and e.subject_id]
-    rows = {w.id: w for w in s.scalars(select(Withdrawal).where(Withdrawal.id.in_(ids)))}
-    first_paid = _first_paid(s, wallet, {str(e.data.get("destination")) for e in events})
+    rows = {w.id: w for w in uow.withdrawals.with_ids(ids)}
+    first_paid = _first_paid(uow, wallet, {str(e.data.get("destination")) for e in events})
     records = []
     for ev in events:
         record = _record(ev, wallet, rows, first_paid)
@@ -353,19 +321,13 @@ def _record(
     )
 
 
-def _first_paid(s: Session, wallet: Wallet, destinations: set[str]) -> dict[str, datetime]:
+def _first_paid(uow: ReadUnitOfWork, wallet: Wallet, destinations: set[str]) -> dict[str, datetime]:
     """When each destination was first paid from this wallet (signed or later)."""
     if not destinations:
         return {}
-    rows = s.execute(
-        select(Withdrawal.destination, func.min(Withdrawal.created_at))
-        .where(
-            Withdrawal.wallet_id == wallet.id,
-            Withdrawal.destination.in_(sorted(destinations)),
-            Withdrawal.status.in_(PAID_STATUSES),
-        )
-        .group_by(Withdrawal.destination)
-    ).all()
+    rows = uow.withdrawals.first_created_by_destination(
+        wallet.id, sorted(destinations), PAID_STATUSES
+    )
     return {dest: _aware(at) for dest, at in rows}
 
 
@@ -376,30 +338,25 @@ def _aware(moment: datetime) -> datetime:
 
 
 def recent_payments(
-    s: Session, wallet: Wallet, new: Sequence[Payment], window: timedelta
+    uow: ReadUnitOfWork, wallet: Wallet, new: Sequence[Payment], window: timedelta
 ) -> list[Payment]:
     """Payments of our other transactions confirmed within ``window`` before ``new``."""
     since = min(p.at for p in new) - window
     skip = {p.txid for p in new}
-    txs = s.scalars(
-        select(ChainTransaction).where(
-            ChainTransaction.wallet_id == wallet.id,
-            ChainTransaction.confirmed_at >= since,
-        )
-    )
+    txs = uow.transactions.of_wallet_confirmed_since(wallet.id, since)
     out: list[Payment] = []
     for tx in txs:
         if tx.txid not in skip and tx.confirmed_at is not None:
-            out += payments_of(s, wallet, tx.raw_tx, tx.confirmed_at)
+            out += payments_of(uow, wallet, tx.raw_tx, tx.confirmed_at)
     return out
 
 
-def payments_of(s: Session, wallet: Wallet, raw_hex: str, at: datetime) -> list[Payment]:
+def payments_of(uow: ReadUnitOfWork, wallet: Wallet, raw_hex: str, at: datetime) -> list[Payment]:
     """The outputs of one of our transactions that pay someone else (not our change)."""
     tx = CTransaction.deserialize(bytes.fromhex(raw_hex))
     txid = b2lx(tx.GetTxid())
     scripts = [bytes(o.scriptPubKey).hex() for o in tx.vout]
-    ours = set(s.scalars(select(Address.script_pubkey).where(Address.script_pubkey.in_(scripts))))
+    ours = uow.addresses.ours_among(scripts)
     return [
         Payment(txid, n, script, int(o.nValue), wallet.name, at)
         for n, (o, script) in enumerate(zip(tx.vout, scripts, strict=True))

@@ -30,22 +30,18 @@ from datetime import datetime
 from typing import Any
 
 from bitcoin.core import CTransaction, b2lx
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
 
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import (
-    Address,
     ChainTransaction,
     KeyEpoch,
-    Utxo,
     Wallet,
     Withdrawal,
 )
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.models_risk import KeyRotation
-from walletsvc.db.models_treasury import Sweep
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.errors import (
     ChainRejected,
@@ -71,7 +67,6 @@ from walletsvc.keys.sealing import SeedVault
 from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.signing import (
     SignerFailureHook,
-    coins_query,
     fee_rate,
     report_signer_failure,
     to_coins,
@@ -108,10 +103,10 @@ def propose(
         )
     moment = now_utc(now)
     with db.write() as uow:
-        row_wallet = get_wallet(uow.session, wallet)
-        if _pending(uow.session, row_wallet.id) is not None:
+        row_wallet = get_wallet(uow, wallet)
+        if _pending(uow, row_wallet.id) is not None:
             raise Conflict("a rotation of this wallet is already waiting for approval")
-        document = active_policy(uow.session, tags, row_wallet).document
+        document = active_policy(uow, tags, row_wallet).document
         quorum = document.quorum_for("key_rotation")
         row = KeyRotation(
             wallet_id=row_wallet.id,
@@ -121,8 +116,7 @@ def propose(
             requested_by=requester.actor,
             created_at=moment,
         )
-        uow.session.add(row)
-        uow.session.flush()
+        uow.rotations.add(row, flush=True)
         request = approvals.open_request(
             uow,
             tags,
@@ -146,14 +140,12 @@ def propose(
         return row
 
 
-def _pending(session: Session, wallet_id: str) -> KeyRotation | None:
-    return session.scalar(
-        select(KeyRotation).where(KeyRotation.wallet_id == wallet_id, KeyRotation.status == PENDING)
-    )
+def _pending(uow: ReadUnitOfWork, wallet_id: str) -> KeyRotation | None:
+    return uow.rotations.with_status(wallet_id, PENDING)
 
 
-def get_rotation(session: Session, rotation_id: str) -> KeyRotation:
-    row = session.get(KeyRotation, rotation_id)
+def get_rotation(uow: ReadUnitOfWork, rotation_id: str) -> KeyRotation:
+    row = uow.rotations.get(rotation_id)
     if row is None:
         raise NotFound("no such key rotation", field="id")
     return row
@@ -164,13 +156,13 @@ def get_rotation(session: Session, rotation_id: str) -> KeyRotation:
 
 def rotate(ctx: KindContext, vault: SeedVault, row: KeyRotation, approved_by: list[str]) -> None:
     """The new epoch, retired addresses, the new current address, voided unbroadcast txs."""
-    uow, s = ctx.uow, ctx.uow.session
-    wallet = s.get(Wallet, row.wallet_id)
+    uow = ctx.uow
+    wallet = uow.wallets.get(row.wallet_id)
     assert wallet is not None
     new_epoch = wallet.current_epoch + 1
     network = Network(wallet.network)
     seed = generate_seed(vault, wallet=wallet.name, epoch=new_epoch, network=network)
-    s.add(
+    uow.key_epochs.add(
         KeyEpoch(
             wallet_id=wallet.id,
             epoch=new_epoch,
@@ -179,20 +171,10 @@ def rotate(ctx: KindContext, vault: SeedVault, row: KeyRotation, approved_by: li
             master_fingerprint=seed.master_fingerprint,
         )
     )
-    s.execute(
-        update(KeyEpoch)
-        .where(KeyEpoch.wallet_id == wallet.id, KeyEpoch.epoch < new_epoch)
-        .where(KeyEpoch.retired_at.is_(None))
-        .values(retired_at=ctx.now)
-    )
-    retired = s.execute(
-        update(Address)
-        .where(Address.wallet_id == wallet.id, Address.epoch < new_epoch)
-        .where(Address.retired_at.is_(None))
-        .values(retired_at=ctx.now)
-    ).rowcount  # type: ignore[attr-defined]
+    uow.key_epochs.retire_before(wallet.id, new_epoch, ctx.now)
+    retired = uow.addresses.retire_before(wallet.id, new_epoch, ctx.now)
     wallet.current_epoch = new_epoch
-    s.flush()
+    uow.wallets.flush()
     address = issue_address(uow, wallet, label="after key rotation", actor=ACTOR)
     voided = _void_unbroadcast(uow, wallet)
     row.status, row.to_epoch, row.rotated_at = "rotated", new_epoch, ctx.now
@@ -223,16 +205,7 @@ def _void_unbroadcast(uow: UnitOfWork, wallet: Wallet) -> list[str]:
 
     Replacements (fee bumps) are left alone: their original is on the network, and voiding
     the replacement would not take the original back."""
-    rows = list(
-        uow.session.scalars(
-            select(ChainTransaction).where(
-                ChainTransaction.wallet_id == wallet.id,
-                ChainTransaction.kind == "payout",
-                ChainTransaction.status == "signed",
-                ChainTransaction.replaces_id.is_(None),
-            )
-        )
-    )
+    rows = uow.transactions.unbroadcast_originals(wallet.id, kind="payout")
     for tx in rows:
         tx.status = VOIDED
         uow.audit(
@@ -245,7 +218,7 @@ def _void_unbroadcast(uow: UnitOfWork, wallet: Wallet) -> list[str]:
     return [tx.txid for tx in rows]
 
 
-def _content(session: Session, row: KeyRotation) -> dict[str, Any]:
+def _content(uow: ReadUnitOfWork, row: KeyRotation) -> dict[str, Any]:
     return {
         "kind": KIND,
         "rotation_id": row.id,
@@ -263,19 +236,19 @@ class KeyRotationApprovals:
     def __init__(self, vault: SeedVault) -> None:
         self.vault = vault
 
-    def content(self, session: Session, subject_id: str) -> dict[str, Any]:
-        return _content(session, get_rotation(session, subject_id))
+    def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
+        return _content(uow, get_rotation(uow, subject_id))
 
     def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        row = get_rotation(ctx.uow.session, request.subject_id)
-        counted = approvals.require_quorum(ctx.uow.session, ctx.tags, request)
+        row = get_rotation(ctx.uow, request.subject_id)
+        counted = approvals.require_quorum(ctx.uow, ctx.tags, request)
         rotate(ctx, self.vault, row, list(counted.approvers))
 
     def on_rejected(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        get_rotation(ctx.uow.session, request.subject_id).status = "rejected"
+        get_rotation(ctx.uow, request.subject_id).status = "rejected"
 
     def on_expired(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        get_rotation(ctx.uow.session, request.subject_id).status = "expired"
+        get_rotation(ctx.uow, request.subject_id).status = "expired"
 
 
 # --- After the rotation: sweep old epochs, re-sign held payouts --------------------------------
@@ -300,12 +273,9 @@ class RotationService:
     def run(self, wallet: str | None = None) -> list[str]:
         """Sweep old-epoch coins, broadcast rotation sweeps, re-sign what may be re-signed.
         Returns the txids signed this pass."""
-        with self.db.read() as s:
+        with self.db.read() as uow:
             # Cheap for the common case: no wallet was ever rotated.
-            query = select(Wallet.id).where(Wallet.current_epoch > 1)
-            if wallet is not None:
-                query = query.where(Wallet.name == wallet)
-            wallet_ids = list(s.scalars(query))
+            wallet_ids = uow.wallets.rotated_ids(name=wallet)
         signed: list[str] = []
         for wallet_id in wallet_ids:
             for step in (self._sweep_old_epochs, self._resign_held):
@@ -324,13 +294,12 @@ class RotationService:
     # -- sweeping ----------------------------------------------------------------------
 
     def _sweep_old_epochs(self, wallet_id: str) -> str | None:
-        if not self._has(wallet_id, lambda s, w: bool(_old_epoch_coins(s, w))):
+        if not self._has(wallet_id, lambda u, w: bool(_old_epoch_coins(u, w))):
             return None
         with self.db.write() as uow:
-            s = uow.session
-            wallet = s.get(Wallet, wallet_id)
+            wallet = uow.wallets.get(wallet_id)
             assert wallet is not None
-            coins = _old_epoch_coins(s, wallet)
+            coins = _old_epoch_coins(uow, wallet)
             if not coins:
                 return None
             return self._sign_sweep(uow, wallet, coins)
@@ -363,19 +332,12 @@ class RotationService:
 
     def broadcast_sweeps(self) -> list[str]:
         """Broadcast stored rotation sweeps, under the write lock, whatever the freeze."""
-        with self.db.read() as s:
-            ids = list(
-                s.scalars(
-                    select(ChainTransaction.id)
-                    .join(Sweep, Sweep.transaction_id == ChainTransaction.id)
-                    .where(ChainTransaction.status == "signed", Sweep.trigger == SWEEP_TRIGGER)
-                    .order_by(ChainTransaction.created_at)
-                )
-            )
+        with self.db.read() as uow:
+            ids = uow.sweeps.signed_transaction_ids(trigger=SWEEP_TRIGGER)
         sent = []
         for tx_id in ids:
             with self.db.write() as uow:
-                tx = uow.session.get(ChainTransaction, tx_id)
+                tx = uow.transactions.get(tx_id)
                 if tx is None or tx.status != "signed":
                     continue
                 try:
@@ -391,35 +353,25 @@ class RotationService:
 
     # -- re-signing held payouts -------------------------------------------------------
 
-    def _has(self, wallet_id: str, check: Callable[[Session, Wallet], bool]) -> bool:
+    def _has(self, wallet_id: str, check: Callable[[ReadUnitOfWork, Wallet], bool]) -> bool:
         """A read first: after a rotation every pass looks, and most find nothing to do, so
         they should not take the global write lock."""
-        with self.db.read() as s:
-            wallet = s.get(Wallet, wallet_id)
-            return wallet is not None and check(s, wallet)
+        with self.db.read() as uow:
+            wallet = uow.wallets.get(wallet_id)
+            return wallet is not None and check(uow, wallet)
 
     def _resign_held(self, wallet_id: str) -> str | None:
-        if not self._has(wallet_id, lambda s, w: _dead_voided(s, w) is not None):
+        if not self._has(wallet_id, lambda u, w: _dead_voided(u, w) is not None):
             return None
         with self.db.write() as uow:
-            s = uow.session
-            wallet = s.get(Wallet, wallet_id)
+            wallet = uow.wallets.get(wallet_id)
             assert wallet is not None
-            if withdrawals_freeze(s, wallet.id) is not None:
+            if withdrawals_freeze(uow, wallet.id) is not None:
                 return None
-            voided = _dead_voided(s, wallet)
+            voided = _dead_voided(uow, wallet)
             if voided is None:
                 return None
-            held = list(
-                s.scalars(
-                    select(Withdrawal)
-                    .where(
-                        Withdrawal.transaction_id == voided.id,
-                        Withdrawal.status == WithdrawalStatus.SIGNED.value,
-                    )
-                    .order_by(Withdrawal.created_at, Withdrawal.id)
-                )
-            )
+            held = uow.withdrawals.in_transaction(voided.id, [WithdrawalStatus.SIGNED.value])
             for w in held:
                 if not (
                     w.authorization_mac
@@ -450,21 +402,12 @@ class RotationService:
         return tx.txid
 
 
-def _old_epoch_coins(s: Session, wallet: Wallet) -> list[Coin]:
+def _old_epoch_coins(uow: ReadUnitOfWork, wallet: Wallet) -> list[Coin]:
     """Unspent coins of retired epochs: free ones and those held by voided transactions."""
-    voided_ids = select(ChainTransaction.id).where(
-        ChainTransaction.wallet_id == wallet.id, ChainTransaction.status == VOIDED
+    rows = uow.utxos.retired_epochs_with_addresses(
+        wallet.id, wallet.current_epoch, voided_status=VOIDED
     )
-    rows = s.execute(
-        coins_query().where(
-            Utxo.wallet_id == wallet.id,
-            Address.epoch < wallet.current_epoch,
-            Utxo.spent_by_txid.is_(None),
-            Utxo.block_height.is_not(None),
-            or_(Utxo.reserved_by.is_(None), Utxo.reserved_by.in_(voided_ids)),
-        )
-    ).all()
-    coins = to_coins(s, rows)
+    coins = to_coins(uow, rows)
     # Only what plan_sweep will actually take (mature, confirmed): otherwise every pass
     # would sign an empty plan for an immature coinbase and log it.
     return [c for c in coins if c.confirmations >= _needed_confirmations(c)]
@@ -474,30 +417,19 @@ def _needed_confirmations(coin: Coin) -> int:
     return 100 if coin.is_coinbase else 1
 
 
-def _dead_voided(s: Session, wallet: Wallet) -> ChainTransaction | None:
+def _dead_voided(uow: ReadUnitOfWork, wallet: Wallet) -> ChainTransaction | None:
     """A voided transaction with held payouts whose inputs are all spent on chain by others."""
-    for tx in s.scalars(
-        select(ChainTransaction)
-        .where(ChainTransaction.wallet_id == wallet.id, ChainTransaction.status == VOIDED)
-        .order_by(ChainTransaction.created_at)
-    ):
-        has_held = s.scalar(
-            select(Withdrawal.id).where(
-                Withdrawal.transaction_id == tx.id,
-                Withdrawal.status == WithdrawalStatus.SIGNED.value,
-            )
-        )
-        if has_held is not None and _inputs_spent_elsewhere(s, tx):
+    for tx in uow.transactions.of_wallet_with_status(wallet.id, VOIDED):
+        has_held = uow.withdrawals.any_in_transaction(tx.id, WithdrawalStatus.SIGNED.value)
+        if has_held and _inputs_spent_elsewhere(uow, tx):
             return tx
     return None
 
 
-def _inputs_spent_elsewhere(s: Session, tx: ChainTransaction) -> bool:
+def _inputs_spent_elsewhere(uow: ReadUnitOfWork, tx: ChainTransaction) -> bool:
     decoded = CTransaction.deserialize(bytes.fromhex(tx.raw_tx))
     for txin in decoded.vin:
-        coin = s.scalar(
-            select(Utxo).where(Utxo.txid == b2lx(txin.prevout.hash), Utxo.vout == txin.prevout.n)
-        )
+        coin = uow.utxos.by_outpoint(b2lx(txin.prevout.hash), txin.prevout.n)
         if coin is None or coin.spent_height is None or coin.spent_by_txid == tx.txid:
             return False
     return True
@@ -506,8 +438,8 @@ def _inputs_spent_elsewhere(s: Session, tx: ChainTransaction) -> bool:
 # --- Views -----------------------------------------------------------------------------------
 
 
-def rotation_view(session: Session, row: KeyRotation) -> dict[str, Any]:
-    wallet = session.get(Wallet, row.wallet_id)
+def rotation_view(uow: ReadUnitOfWork, row: KeyRotation) -> dict[str, Any]:
+    wallet = uow.wallets.get(row.wallet_id)
     return {
         "id": row.id,
         "wallet": wallet.name if wallet else None,
@@ -523,42 +455,51 @@ def rotation_view(session: Session, row: KeyRotation) -> dict[str, Any]:
     }
 
 
-def rotation_status(session: Session, wallet: Wallet) -> dict[str, Any]:
+def rotation_status(uow: ReadUnitOfWork, wallet: Wallet) -> dict[str, Any]:
     """What an operator checks after a rotation: epochs, current address, what is left."""
-    old = _old_epoch_coins(session, wallet)
-    sweeps = session.execute(
-        select(Sweep, ChainTransaction)
-        .join(ChainTransaction, ChainTransaction.id == Sweep.transaction_id)
-        .where(Sweep.wallet_id == wallet.id, Sweep.trigger == SWEEP_TRIGGER)
-        .order_by(Sweep.created_at)
-    ).all()
-    held = session.scalar(
-        select(Withdrawal.id)
-        .join(ChainTransaction, ChainTransaction.id == Withdrawal.transaction_id)
-        .where(Withdrawal.wallet_id == wallet.id, ChainTransaction.status == VOIDED)
-        .where(Withdrawal.status == WithdrawalStatus.SIGNED.value)
-        .limit(1)
+    old = _old_epoch_coins(uow, wallet)
+    sweeps = uow.sweeps.of_wallet_by_trigger(wallet.id, SWEEP_TRIGGER)
+    held = uow.withdrawals.any_in_transactions_with_status(
+        wallet.id, withdrawal_status=WithdrawalStatus.SIGNED.value, transaction_status=VOIDED
     )
     try:
-        current = current_address(session, wallet).address
+        current = current_address(uow, wallet).address
     except NotFound:
         current = None
-    rotations = session.scalars(
-        select(KeyRotation)
-        .where(KeyRotation.wallet_id == wallet.id)
-        .order_by(KeyRotation.created_at.desc())
-        .limit(5)
-    )
+    rotations = uow.rotations.newest_of_wallet(wallet.id, limit=5)
     return {
         "wallet": wallet.name,
         "current_epoch": wallet.current_epoch,
         "current_address": current,
         "old_epoch_coins_left": len(old),
         "old_epoch_sat_left": sum(c.amount_sat for c in old),
-        "payouts_waiting_to_be_resigned": held is not None,
+        "payouts_waiting_to_be_resigned": held,
         "rotation_sweeps": [
             {"txid": tx.txid, "status": tx.status, "amount_sat": sw.amount_sat, "to": sw.address}
             for sw, tx in sweeps
         ],
-        "rotations": [rotation_view(session, r) for r in rotations],
+        "rotations": [rotation_view(uow, r) for r in rotations],
     }
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_rotation(db: Database, tags: RowTagger, rotation_id: str) -> dict[str, Any]:
+    """A rotation with its approval request, when it has one."""
+    with db.read() as uow:
+        row = get_rotation(uow, rotation_id)
+        view = rotation_view(uow, row)
+        if row.approval_request_id:
+            request = approvals.get_request(uow, row.approval_request_id)
+            view["approval"] = approvals.request_view(uow, tags, request)
+        return view
+
+
+def rotations_index(db: Database, wallet: str) -> dict[str, Any]:
+    """The wallet's rotation status and every rotation of it, newest first."""
+    with db.read() as uow:
+        row = get_wallet(uow, wallet)
+        status = rotation_status(uow, row)
+        rows = uow.rotations.newest_of_wallet(row.id)
+        return {**status, "rotations": [rotation_view(uow, r) for r in rows]}

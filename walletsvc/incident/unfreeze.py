@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import Wallet
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.models_incident import Freeze
 from walletsvc.db.models_risk import UnfreezeRequest
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import KindContext
@@ -64,8 +61,8 @@ def propose(
     reason = _check_reason(reason)
     moment = now_utc(now)
     with db.write() as uow:
-        freezes = _select_freezes(uow.session, target)
-        quorum, deadline = _quorum(uow.session, tags, freezes, moment)
+        freezes = _select_freezes(uow, target)
+        quorum, deadline = _quorum(uow, tags, freezes, moment)
         row = UnfreezeRequest(
             freeze_ids=sorted(f.id for f in freezes),
             reason=reason,
@@ -73,8 +70,7 @@ def propose(
             requested_by=requester.actor,
             created_at=moment,
         )
-        uow.session.add(row)
-        uow.session.flush()
+        uow.unfreeze_requests.add(row, flush=True)
         request = approvals.open_request(
             uow,
             tags,
@@ -112,9 +108,9 @@ def _check_reason(reason: str) -> str:
     return text
 
 
-def _select_freezes(session: Session, target: Target) -> list[Freeze]:
+def _select_freezes(uow: ReadUnitOfWork, target: Target) -> list[Freeze]:
     if target.freeze_id is not None:
-        row = session.get(Freeze, target.freeze_id)
+        row = uow.freezes.get(target.freeze_id)
         if row is None:
             raise NotFound("no such freeze", field="freeze_id")
         if row.lifted_at is not None:
@@ -122,10 +118,10 @@ def _select_freezes(session: Session, target: Target) -> list[Freeze]:
         return [row]
     if target.scope is not None and target.scope not in FREEZE_SCOPES:
         raise InvalidInput(f"scope must be one of {', '.join(FREEZE_SCOPES)}", field="scope")
-    wallet_id = get_wallet(session, target.wallet).id if target.wallet else None
+    wallet_id = get_wallet(uow, target.wallet).id if target.wallet else None
     rows = [
         f
-        for f in active_freezes(session)
+        for f in active_freezes(uow)
         if (target.scope is None or f.scope == target.scope)
         and ((target.wallet is None and target.scope is None) or f.wallet_id == wallet_id)
     ]
@@ -135,13 +131,13 @@ def _select_freezes(session: Session, target: Target) -> list[Freeze]:
 
 
 def _quorum(
-    session: Session, tags: RowTagger, freezes: list[Freeze], now: datetime
+    uow: ReadUnitOfWork, tags: RowTagger, freezes: list[Freeze], now: datetime
 ) -> tuple[Quorum, datetime]:
     """The strictest governance.unfreeze quorum among the policies of the frozen wallets."""
     best: tuple[Quorum, datetime] | None = None
     for wallet_id in sorted({f.wallet_id or "" for f in freezes}):
-        wallet = session.get(Wallet, wallet_id) if wallet_id else None
-        document = active_policy(session, tags, wallet).document
+        wallet = uow.wallets.get(wallet_id) if wallet_id else None
+        document = active_policy(uow, tags, wallet).document
         quorum = document.quorum_for("unfreeze")
         if best is None or quorum.m > best[0].m:
             best = (quorum, approval_deadline(document, now))
@@ -149,16 +145,16 @@ def _quorum(
     return best
 
 
-def get_unfreeze_request(session: Session, request_id: str) -> UnfreezeRequest:
-    row = session.get(UnfreezeRequest, request_id)
+def get_unfreeze_request(uow: ReadUnitOfWork, request_id: str) -> UnfreezeRequest:
+    row = uow.unfreeze_requests.get(request_id)
     if row is None:
         raise NotFound("no such unfreeze request", field="id")
     return row
 
 
-def _content(session: Session, row: UnfreezeRequest) -> dict[str, Any]:
+def _content(uow: ReadUnitOfWork, row: UnfreezeRequest) -> dict[str, Any]:
     # Approvers approve lifting exactly these freezes, for this reason.
-    freezes = [session.get(Freeze, fid) for fid in row.freeze_ids]
+    freezes = [uow.freezes.get(fid) for fid in row.freeze_ids]
     return {
         "kind": KIND,
         "unfreeze_request_id": row.id,
@@ -174,12 +170,12 @@ def _content(session: Session, row: UnfreezeRequest) -> dict[str, Any]:
 class UnfreezeApprovals:
     name = KIND
 
-    def content(self, session: Session, subject_id: str) -> dict[str, Any]:
-        return _content(session, get_unfreeze_request(session, subject_id))
+    def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
+        return _content(uow, get_unfreeze_request(uow, subject_id))
 
     def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        row = get_unfreeze_request(ctx.uow.session, request.subject_id)
-        counted = approvals.require_quorum(ctx.uow.session, ctx.tags, request)
+        row = get_unfreeze_request(ctx.uow, request.subject_id)
+        counted = approvals.require_quorum(ctx.uow, ctx.tags, request)
         who = f"{row.requested_by}; approved by {', '.join(counted.approvers)}"
         for freeze_id in row.freeze_ids:
             lift(ctx.uow, freeze_id, lifted_by=who[:400])
@@ -205,11 +201,11 @@ class UnfreezeApprovals:
 
 
 def _close(uow: UnitOfWork, request: ApprovalRequest, status: str, now: datetime) -> None:
-    row = get_unfreeze_request(uow.session, request.subject_id)
+    row = get_unfreeze_request(uow, request.subject_id)
     row.status, row.decided_at = status, now
 
 
-def unfreeze_view(session: Session, row: UnfreezeRequest) -> dict[str, Any]:
+def unfreeze_view(uow: ReadUnitOfWork, row: UnfreezeRequest) -> dict[str, Any]:
     return {
         "id": row.id,
         "status": row.status,
@@ -222,9 +218,25 @@ def unfreeze_view(session: Session, row: UnfreezeRequest) -> dict[str, Any]:
     }
 
 
-def list_unfreeze_requests(session: Session, *, limit: int = 50) -> list[UnfreezeRequest]:
-    return list(
-        session.scalars(
-            select(UnfreezeRequest).order_by(UnfreezeRequest.created_at.desc()).limit(limit)
-        )
-    )
+def list_unfreeze_requests(uow: ReadUnitOfWork, *, limit: int = 50) -> list[UnfreezeRequest]:
+    return uow.unfreeze_requests.newest(limit=limit)
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_unfreeze(db: Database, tags: RowTagger, request_id: str) -> dict[str, Any]:
+    """An unfreeze request with its approval request, when it has one."""
+    with db.read() as uow:
+        row = get_unfreeze_request(uow, request_id)
+        view = unfreeze_view(uow, row)
+        if row.approval_request_id:
+            request = approvals.get_request(uow, row.approval_request_id)
+            view["approval"] = approvals.request_view(uow, tags, request)
+        return view
+
+
+def unfreeze_index(db: Database) -> dict[str, Any]:
+    with db.read() as uow:
+        rows = list_unfreeze_requests(uow)
+        return {"unfreeze_requests": [unfreeze_view(uow, r) for r in rows]}

@@ -6,12 +6,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import ChainTransaction, IdempotencyKey, Wallet, Withdrawal
+from walletsvc.db.models import IdempotencyKey, Wallet, Withdrawal
 from walletsvc.db.models_governance import ApprovalRequest
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
@@ -124,10 +122,10 @@ def _decide_and_record(
     replay = _replay(uow, token_id, idempotency_key, digest)
     if replay is not None:
         return replay
-    wallet = get_wallet(uow.session, body.wallet)
+    wallet = get_wallet(uow, body.wallet)
     destination = decode_address(body.destination, Network(wallet.network), field="destination")
     moment = now or datetime.now(UTC)
-    policy = active_policy(uow.session, tags, wallet)
+    policy = active_policy(uow, tags, wallet)
     decision = evaluate(
         PayoutRequest(
             wallet=wallet.name,
@@ -136,10 +134,10 @@ def _decide_and_record(
             token_id=token_id,
         ),
         _history(
-            uow.session,
+            uow,
             wallet,
             moment - history_horizon(policy.document),
-            entry_for_destination(uow.session, tags, wallet.id, destination.address),
+            entry_for_destination(uow, tags, wallet.id, destination.address),
         ),
         policy.document,
         moment,
@@ -175,11 +173,10 @@ def _decide_and_record(
         created_at=moment,
         updated_at=moment,
     )
-    uow.session.add(withdrawal)
-    uow.session.flush()
+    uow.withdrawals.add(withdrawal, flush=True)
     if status is WithdrawalStatus.APPROVED:
         withdrawal.authorization_mac = tags.tag(withdrawal_authorization_message(withdrawal))
-    uow.session.add(
+    uow.idempotency_keys.add(
         IdempotencyKey(
             token_id=token_id,
             key=idempotency_key,
@@ -220,9 +217,7 @@ def _decide_and_record(
 
 
 def _replay(uow: UnitOfWork, token_id: str, key: str, digest: str) -> WithdrawalResult | None:
-    existing = uow.session.scalar(
-        select(IdempotencyKey).where(IdempotencyKey.token_id == token_id, IdempotencyKey.key == key)
-    )
+    existing = uow.idempotency_keys.by_token_and_key(token_id, key)
     if existing is None:
         return None
     if existing.request_hash != digest:
@@ -234,20 +229,9 @@ def _replay(uow: UnitOfWork, token_id: str, key: str, digest: str) -> Withdrawal
 
 
 def _history(
-    session: Session, wallet: Wallet, since: datetime, entry: AllowlistEntry | None
+    uow: ReadUnitOfWork, wallet: Wallet, since: datetime, entry: AllowlistEntry | None
 ) -> HistorySnapshot:
-    rows = session.execute(
-        select(
-            Withdrawal.amount_sat,
-            Withdrawal.destination,
-            Withdrawal.token_id,
-            Withdrawal.created_at,
-        ).where(
-            Withdrawal.wallet_id == wallet.id,
-            Withdrawal.created_at >= since,
-            Withdrawal.status.in_([s.value for s in HOLDING_STATUSES]),
-        )
-    ).all()
+    rows = uow.withdrawals.held_since(wallet.id, since, [s.value for s in HOLDING_STATUSES])
     return HistorySnapshot(
         payouts=tuple(
             HeldPayout(amount_sat=a, destination=d, token_id=t, created_at=c) for a, d, t, c in rows
@@ -274,8 +258,8 @@ def _deny_field(decision: Decision) -> str | None:
     return "amount_sat"
 
 
-def get_withdrawal(session: Session, withdrawal_id: str) -> Withdrawal:
-    row = session.get(Withdrawal, withdrawal_id)
+def get_withdrawal(uow: ReadUnitOfWork, withdrawal_id: str) -> Withdrawal:
+    row = uow.withdrawals.get(withdrawal_id)
     if row is None:
         raise NotFound("no such withdrawal", field="id")
     return row
@@ -283,7 +267,7 @@ def get_withdrawal(session: Session, withdrawal_id: str) -> Withdrawal:
 
 def cancel_withdrawal(db: Database, withdrawal_id: str, *, actor: str) -> None:
     with db.write() as uow:
-        row = get_withdrawal(uow.session, withdrawal_id)
+        row = get_withdrawal(uow, withdrawal_id)
         row.status = transition(row.status, WithdrawalStatus.CANCELLED).value
         row.authorization_mac = None
         row.updated_at = datetime.now(UTC)
@@ -294,13 +278,13 @@ def cancel_withdrawal(db: Database, withdrawal_id: str, *, actor: str) -> None:
         uow.audit(actor, "withdrawal.cancelled", "withdrawal", row.id, {})
 
 
-def withdrawal_view(session: Session, row: Withdrawal) -> dict[str, Any]:
-    wallet = session.get(Wallet, row.wallet_id)
-    request = approvals.request_for_subject(session, KIND, row.id)
-    tx = session.get(ChainTransaction, row.transaction_id) if row.transaction_id else None
+def withdrawal_view(uow: ReadUnitOfWork, row: Withdrawal) -> dict[str, Any]:
+    wallet = uow.wallets.get(row.wallet_id)
+    request = approvals.request_for_subject(uow, KIND, row.id)
+    tx = uow.transactions.get(row.transaction_id) if row.transaction_id else None
     confirmations = 0
     if tx is not None and tx.block_height is not None:
-        confirmations = max(0, tip_height(session) - tx.block_height + 1)
+        confirmations = max(0, tip_height(uow) - tx.block_height + 1)
     return {
         "id": row.id,
         "wallet": wallet.name if wallet else None,
@@ -310,7 +294,7 @@ def withdrawal_view(session: Session, row: Withdrawal) -> dict[str, Any]:
         "status": row.status,
         "decision": row.decision,
         "approval_request_id": request.id if request else None,
-        "approvals": approvals.decisions_view(session, request) if request else [],
+        "approvals": approvals.decisions_view(uow, request) if request else [],
         "txid": tx.txid if tx else None,
         "raw_tx": tx.raw_tx if tx else None,
         "fee_sat": row.fee_share_sat,
@@ -323,7 +307,7 @@ def withdrawal_view(session: Session, row: Withdrawal) -> dict[str, Any]:
 
 
 def list_withdrawals(
-    session: Session,
+    uow: ReadUnitOfWork,
     *,
     status: str | None,
     wallet: str | None,
@@ -331,27 +315,17 @@ def list_withdrawals(
     limit: int,
 ) -> tuple[list[Withdrawal], str | None]:
     """Newest first; the cursor is the (created_at, id) of the last row of the previous page."""
-    query = select(Withdrawal)
     if status is not None:
         WithdrawalStatus(status)
-        query = query.where(Withdrawal.status == status)
-    if wallet is not None:
-        query = query.where(Withdrawal.wallet_id == get_wallet(session, wallet).id)
+    wallet_id = get_wallet(uow, wallet).id if wallet is not None else None
+    before: tuple[datetime, str] | None = None
     if cursor:
         try:
             stamp, last_id = cursor.split("_", 1)
-            after = datetime.fromisoformat(stamp)
+            before = (datetime.fromisoformat(stamp), last_id)
         except ValueError as exc:
             raise InvalidInput("malformed cursor", field="cursor") from exc
-        query = query.where(
-            (Withdrawal.created_at < after)
-            | ((Withdrawal.created_at == after) & (Withdrawal.id < last_id))
-        )
-    rows = list(
-        session.scalars(
-            query.order_by(Withdrawal.created_at.desc(), Withdrawal.id.desc()).limit(limit + 1)
-        )
-    )
+    rows = uow.withdrawals.page(status=status, wallet_id=wallet_id, before=before, limit=limit + 1)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -383,8 +357,8 @@ class WithdrawalApprovals:
 
     name = KIND
 
-    def content(self, session: Session, subject_id: str) -> dict[str, Any]:
-        return approval_content(get_withdrawal(session, subject_id))
+    def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
+        return approval_content(get_withdrawal(uow, subject_id))
 
     def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
         # Quorum reached: approved and MAC-authorised for the signer, in the transaction that
@@ -401,7 +375,7 @@ class WithdrawalApprovals:
     def _move(
         self, ctx: KindContext, request: ApprovalRequest, target: WithdrawalStatus
     ) -> Withdrawal:
-        w = get_withdrawal(ctx.uow.session, request.subject_id)
+        w = get_withdrawal(ctx.uow, request.subject_id)
         w.status = transition(w.status, target).value
         w.updated_at = ctx.now
         ctx.uow.audit(
@@ -412,3 +386,27 @@ class WithdrawalApprovals:
             {"approval_request_id": request.id, "amount_sat": w.amount_sat},
         )
         return w
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def show_withdrawal(db: Database, withdrawal_id: str) -> dict[str, Any]:
+    with db.read() as uow:
+        return withdrawal_view(uow, get_withdrawal(uow, withdrawal_id))
+
+
+def withdrawals_index(
+    db: Database, *, status: str | None, wallet: str | None, cursor: str | None, limit: int
+) -> dict[str, Any]:
+    """A page of withdrawals, newest first, and the cursor of the next page."""
+    if status is not None and status not in {s.value for s in WithdrawalStatus}:
+        raise InvalidInput(f"unknown status {status!r}", field="status")
+    with db.read() as uow:
+        rows, next_cursor = list_withdrawals(
+            uow, status=status, wallet=wallet, cursor=cursor, limit=limit
+        )
+        return {
+            "withdrawals": [withdrawal_view(uow, r) for r in rows],
+            "next_cursor": next_cursor,
+        }

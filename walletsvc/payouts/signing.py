@@ -10,19 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import Row, Select, func, select
-from sqlalchemy.orm import Session
-
 from walletsvc.config import Settings
 from walletsvc.db.database import UnitOfWork
 from walletsvc.db.models import (
     Address,
     ChainTransaction,
-    KeyEpoch,
-    ScannedBlock,
     Utxo,
     Wallet,
 )
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import DomainError, SigningRefused, VerificationFailed
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
@@ -41,9 +37,9 @@ def report_signer_failure(hook: SignerFailureHook | None, wallet_id: str, exc: D
         hook(wallet_id, exc)
 
 
-def tip_height(s: Session) -> int:
+def tip_height(uow: ReadUnitOfWork) -> int:
     """The highest block the scanner has recorded (our view of the chain tip)."""
-    return s.scalar(select(func.max(ScannedBlock.height))) or 0
+    return uow.scanned_blocks.tip_height()
 
 
 def fee_rate(
@@ -55,13 +51,8 @@ def fee_rate(
     return max(lowest, min(estimate, settings.fee_ceiling_sat_per_vb))
 
 
-def coins_query() -> Select[Utxo, Address]:
-    """Our coins joined with the key path that controls them; callers add their filters."""
-    return select(Utxo, Address).join(Address, Address.id == Utxo.address_id)
-
-
-def to_coins(s: Session, rows: Sequence[Row[Utxo, Address]]) -> list[Coin]:
-    tip = tip_height(s)
+def to_coins(uow: ReadUnitOfWork, rows: Sequence[tuple[Utxo, Address]]) -> list[Coin]:
+    tip = tip_height(uow)
     return [
         Coin(
             txid=u.txid,
@@ -76,37 +67,28 @@ def to_coins(s: Session, rows: Sequence[Row[Utxo, Address]]) -> list[Coin]:
     ]
 
 
-def spendable_coins(s: Session, wallet: Wallet) -> list[Coin]:
+def spendable_coins(uow: ReadUnitOfWork, wallet: Wallet) -> list[Coin]:
     """Confirmed, unspent, unreserved coins of the wallet's current key epoch.
 
     Coins of retired epochs are never spent to a payee: after a rotation they go to cold
     storage only (walletsvc.incident.rotation).
     """
-    rows = s.execute(
-        coins_query().where(
-            Utxo.wallet_id == wallet.id,
-            Address.epoch == wallet.current_epoch,
-            Utxo.spent_by_txid.is_(None),
-            Utxo.reserved_by.is_(None),
-            Utxo.block_height.is_not(None),
-        )
-    ).all()
-    return to_coins(s, rows)
+    return to_coins(uow, uow.utxos.spendable_with_addresses(wallet.id, wallet.current_epoch))
 
 
-def seeds_for(s: Session, wallet: Wallet, plan: TransactionPlan) -> dict[int, EncryptedSeed]:
+def seeds_for(
+    uow: ReadUnitOfWork, wallet: Wallet, plan: TransactionPlan
+) -> dict[int, EncryptedSeed]:
     """The encrypted seeds the signer needs: every input's epoch and the current one."""
     epochs = {c.key_path.epoch for c in plan.inputs} | {wallet.current_epoch}
-    rows = s.scalars(
-        select(KeyEpoch).where(KeyEpoch.wallet_id == wallet.id, KeyEpoch.epoch.in_(epochs))
-    )
+    rows = uow.key_epochs.of_wallet_in(wallet.id, epochs)
     return {row.epoch: EncryptedSeed.from_string(row.encrypted_seed) for row in rows}
 
 
-def reserve_inputs(s: Session, plan: TransactionPlan, tx_id: str) -> None:
+def reserve_inputs(uow: ReadUnitOfWork, plan: TransactionPlan, tx_id: str) -> None:
     """Mark the plan's coins as spent by ``tx_id`` so coin selection never offers them again."""
     for coin in plan.inputs:
-        utxo = s.scalar(select(Utxo).where(Utxo.txid == coin.txid, Utxo.vout == coin.vout))
+        utxo = uow.utxos.by_outpoint(coin.txid, coin.vout)
         assert utxo is not None and utxo.reserved_by is None
         utxo.reserved_by = tx_id
 
@@ -132,7 +114,7 @@ def sign_and_store(
     signed = signer.sign(
         wallet=wallet.name,
         network=Network(wallet.network),
-        seeds=seeds_for(uow.session, wallet, plan),
+        seeds=seeds_for(uow, wallet, plan),
         plan=plan,
         approved=approved,
         sweep_scripts=sweep_scripts,
@@ -149,6 +131,5 @@ def sign_and_store(
         fee_rate_sat_per_vb=rate,
         replaces_id=replaces_id,
     )
-    uow.session.add(tx)
-    uow.session.flush()
+    uow.transactions.add(tx, flush=True)
     return tx

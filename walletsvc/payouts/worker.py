@@ -14,8 +14,6 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC
 
-from sqlalchemy import func, select
-
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import (
@@ -83,17 +81,8 @@ class PayoutWorker:
 
     def run_once(self) -> WorkerReport:
         report = WorkerReport()
-        with self.db.read() as session:
-            wallet_ids = list(
-                session.scalars(
-                    select(Withdrawal.wallet_id)
-                    .where(
-                        Withdrawal.status == WithdrawalStatus.APPROVED.value,
-                        Withdrawal.transaction_id.is_(None),
-                    )
-                    .distinct()
-                )
-            )
+        with self.db.read() as uow:
+            wallet_ids = uow.withdrawals.wallets_with_unsigned_approved()
         for wallet_id in wallet_ids:
             if not self._batch_ready(wallet_id):
                 continue
@@ -120,14 +109,8 @@ class PayoutWorker:
         wait = self.settings.batch_max_wait_s
         if wait <= 0:
             return True
-        with self.db.read() as session:
-            count, oldest = session.execute(
-                select(func.count(Withdrawal.id), func.min(Withdrawal.updated_at)).where(
-                    Withdrawal.wallet_id == wallet_id,
-                    Withdrawal.status == WithdrawalStatus.APPROVED.value,
-                    Withdrawal.transaction_id.is_(None),
-                )
-            ).one()
+        with self.db.read() as uow:
+            count, oldest = uow.withdrawals.unsigned_approved_backlog(wallet_id)
         if count >= self.settings.max_batch_outputs or oldest is None:
             return True
         if oldest.tzinfo is None:  # SQLite hands back naive UTC from aggregates
@@ -139,11 +122,10 @@ class PayoutWorker:
     def sign_approved(self, wallet_id: str) -> str | None:
         """Sign one batch of the wallet's approved payouts; store it; return its txid."""
         with self.db.write() as uow:
-            s = uow.session
-            wallet = s.get(Wallet, wallet_id)
+            wallet = uow.wallets.get(wallet_id)
             assert wallet is not None
             # Checked inside the locked claim: a freeze committed before this point is seen.
-            if withdrawals_freeze(s, wallet.id) is not None:
+            if withdrawals_freeze(uow, wallet.id) is not None:
                 return None
             payouts = self._authorised_payouts(uow, wallet)
             if not payouts:
@@ -168,18 +150,7 @@ class PayoutWorker:
 
     def _authorised_payouts(self, uow: UnitOfWork, wallet: Wallet) -> list[Withdrawal]:
         """Approved payouts whose authorisation tag verifies; tampered rows fail loudly."""
-        rows = list(
-            uow.session.scalars(
-                select(Withdrawal)
-                .where(
-                    Withdrawal.wallet_id == wallet.id,
-                    Withdrawal.status == WithdrawalStatus.APPROVED.value,
-                    Withdrawal.transaction_id.is_(None),
-                )
-                .order_by(Withdrawal.created_at, Withdrawal.id)
-                .limit(self.settings.max_batch_outputs)
-            )
-        )
+        rows = uow.withdrawals.unsigned_approved(wallet.id, limit=self.settings.max_batch_outputs)
         good = []
         for row in rows:
             if row.authorization_mac and self.tags.verify(
@@ -207,14 +178,8 @@ class PayoutWorker:
     # -- broadcasting --------------------------------------------------------------------
 
     def broadcast_signed(self, report: WorkerReport | None = None) -> list[str]:
-        with self.db.read() as session:
-            pending = list(
-                session.scalars(
-                    select(ChainTransaction.id)
-                    .where(ChainTransaction.status == "signed")
-                    .order_by(ChainTransaction.created_at)
-                )
-            )
+        with self.db.read() as uow:
+            pending = uow.transactions.ids_with_status("signed")
         sent = []
         for tx_id in pending:
             try:
@@ -234,10 +199,10 @@ class PayoutWorker:
         rare (one per batch) and the backend call is bounded by its timeout.
         """
         with self.db.write() as uow:
-            tx = uow.session.get(ChainTransaction, tx_id)
+            tx = uow.transactions.get(tx_id)
             if tx is None or tx.status != "signed":
                 return None
-            if withdrawals_freeze(uow.session, tx.wallet_id) is not None:
+            if withdrawals_freeze(uow, tx.wallet_id) is not None:
                 return None  # held until the freeze is lifted
             try:
                 txid = self.chain.broadcast(bytes.fromhex(tx.raw_tx))
@@ -257,12 +222,7 @@ class PayoutWorker:
         tx.broadcast_at = utcnow()
         tx.broadcast_attempts += 1
         tx.last_error = None
-        for w in uow.session.scalars(
-            select(Withdrawal).where(
-                Withdrawal.transaction_id == tx.id,
-                Withdrawal.status == WithdrawalStatus.SIGNED.value,
-            )
-        ):
+        for w in uow.withdrawals.of_transaction(tx.id, status=WithdrawalStatus.SIGNED.value):
             w.status = transition(w.status, WithdrawalStatus.BROADCAST).value
             w.updated_at = utcnow()
         uow.audit(ACTOR, "transaction.broadcast", "chain_transaction", tx.id, {"txid": tx.txid})
@@ -293,13 +253,12 @@ def sign_payout_batch(
     replaces_id: str | None = None,
 ) -> tuple[ChainTransaction, TransactionPlan]:
     """Plan, sign and store one transaction paying ``payouts``; mark them signed."""
-    s = uow.session
-    tip = tip_height(s)
+    tip = tip_height(uow)
     change_path, change_script = next_change_path(uow, wallet)
     rate = fee_rate(chain, settings)
     approved = [ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat) for w in payouts]
     plan = plan_payouts(
-        spendable_coins(s, wallet),
+        spendable_coins(uow, wallet),
         approved,
         change_script=change_script,
         change_path=change_path,
@@ -319,7 +278,7 @@ def sign_payout_batch(
         approved=approved,
         replaces_id=replaces_id,
     )
-    reserve_inputs(s, plan, tx.id)
+    reserve_inputs(uow, plan, tx.id)
     for withdrawal, share in zip(payouts, split_fee(tx.fee_sat, len(payouts)), strict=True):
         withdrawal.status = transition(withdrawal.status, WithdrawalStatus.SIGNED).value
         withdrawal.transaction_id = tx.id

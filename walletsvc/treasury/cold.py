@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import Wallet, utcnow
 from walletsvc.db.models_treasury import ColdDestinationChange, ColdDestinationRow
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import cold_destination_message
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.network import Network
@@ -61,12 +59,8 @@ def _parse(text: str, wallet: Wallet) -> ColdDestination:
     return parse_cold_destination(text, Network(wallet.network))
 
 
-def _active_row(session: Session, wallet_id: str) -> ColdDestinationRow | None:
-    return session.scalar(
-        select(ColdDestinationRow).where(
-            ColdDestinationRow.wallet_id == wallet_id, ColdDestinationRow.status == ACTIVE
-        )
-    )
+def _active_row(uow: ReadUnitOfWork, wallet_id: str) -> ColdDestinationRow | None:
+    return uow.cold_destinations.active_of_wallet(wallet_id)
 
 
 def _install(
@@ -79,7 +73,7 @@ def _install(
     why: str,
 ) -> ColdDestinationRow:
     """Retire the active destination (if any) and make ``parsed`` the active one."""
-    old = _active_row(uow.session, wallet.id)
+    old = _active_row(uow, wallet.id)
     if old is not None:
         old.status, old.retired_at = "retired", utcnow()
         _tag(tags, old)
@@ -92,8 +86,7 @@ def _install(
         status=ACTIVE,
         mac="",
     )
-    uow.session.add(row)
-    uow.session.flush()
+    uow.cold_destinations.add(row, flush=True)
     _tag(tags, row)
     uow.audit(
         actor,
@@ -117,9 +110,9 @@ def set_initial_cold_destination(
 ) -> ColdDestination:
     """At ``walletsvc init`` only: a wallet with a destination changes it through a quorum."""
     with db.write() as uow:
-        row = get_wallet(uow.session, wallet)
+        row = get_wallet(uow, wallet)
         parsed = _parse(text, row)
-        if _active_row(uow.session, row.id) is not None:
+        if _active_row(uow, row.id) is not None:
             raise Conflict(
                 "this wallet has a cold destination already; changing it needs approvals",
                 field="cold_destination",
@@ -129,10 +122,10 @@ def set_initial_cold_destination(
 
 
 def active_cold_destination(
-    session: Session, tags: RowTagger, wallet: Wallet
+    uow: ReadUnitOfWork, tags: RowTagger, wallet: Wallet
 ) -> tuple[ColdDestinationRow, ColdDestination] | None:
     """The verified active destination, or None if the wallet has none."""
-    row = _active_row(session, wallet.id)
+    row = _active_row(uow, wallet.id)
     if row is None:
         return None
     if not tags.verify(cold_destination_message(row), row.mac):
@@ -147,7 +140,7 @@ def active_cold_destination(
 
 def reserve_cold_address(uow: UnitOfWork, tags: RowTagger, wallet: Wallet) -> ColdAddress:
     """The next unused cold address; the index advances in the caller's transaction."""
-    found = active_cold_destination(uow.session, tags, wallet)
+    found = active_cold_destination(uow, tags, wallet)
     if found is None:
         raise NoColdDestination(
             f"wallet {wallet.name!r} has no cold destination (set one at `walletsvc init`)",
@@ -161,20 +154,20 @@ def reserve_cold_address(uow: UnitOfWork, tags: RowTagger, wallet: Wallet) -> Co
     )
 
 
-def treasury_view(session: Session, tags: RowTagger, wallet: Wallet) -> dict[str, Any]:
+def treasury_view(uow: ReadUnitOfWork, tags: RowTagger, wallet: Wallet) -> dict[str, Any]:
     """The wallet view's treasury fields: cold destination fingerprint and hot thresholds."""
     try:
-        hot = active_policy(session, tags, wallet).document.hot
+        hot = active_policy(uow, tags, wallet).document.hot
     except IntegrityFailure:
         hot = None  # the policy endpoints report the integrity failure; the view stays up
     return {
-        "cold_destination": cold_view(session, wallet),
+        "cold_destination": cold_view(uow, wallet),
         "hot_thresholds": hot.model_dump() if hot is not None else None,
     }
 
 
-def cold_view(session: Session, wallet: Wallet) -> dict[str, Any] | None:
-    row = _active_row(session, wallet.id)
+def cold_view(uow: ReadUnitOfWork, wallet: Wallet) -> dict[str, Any] | None:
+    row = _active_row(uow, wallet.id)
     if row is None:
         return None
     return {"kind": row.kind, "fingerprint": row.fingerprint, "next_index": row.next_index}
@@ -183,16 +176,16 @@ def cold_view(session: Session, wallet: Wallet) -> dict[str, Any] | None:
 # --- governed change ------------------------------------------------------------------------
 
 
-def get_change(session: Session, change_id: str) -> ColdDestinationChange:
-    row = session.get(ColdDestinationChange, change_id)
+def get_change(uow: ReadUnitOfWork, change_id: str) -> ColdDestinationChange:
+    row = uow.cold_changes.get(change_id)
     if row is None:
         raise NotFound("no such cold destination change", field="id")
     return row
 
 
-def _change_content(session: Session, change: ColdDestinationChange) -> dict[str, Any]:
-    wallet = session.get(Wallet, change.wallet_id)
-    current = _active_row(session, change.wallet_id)
+def _change_content(uow: ReadUnitOfWork, change: ColdDestinationChange) -> dict[str, Any]:
+    wallet = uow.wallets.get(change.wallet_id)
+    current = _active_row(uow, change.wallet_id)
     return {
         "kind": KIND,
         "change_id": change.id,
@@ -221,9 +214,9 @@ def request_cold_destination_change(
         raise InvalidInput(f"reason is longer than {MAX_REASON_LENGTH} characters", field="reason")
     moment = now_utc(now)
     with db.write() as uow:
-        w = get_wallet(uow.session, wallet)
+        w = get_wallet(uow, wallet)
         parsed = _parse(text, w)
-        current = _active_row(uow.session, w.id)
+        current = _active_row(uow, w.id)
         if current is not None and current.fingerprint == parsed.fingerprint:
             raise Conflict("this is the current cold destination already", field="descriptor")
         change = ColdDestinationChange(
@@ -236,9 +229,8 @@ def request_cold_destination_change(
             requested_by=requester,
             created_at=moment,
         )
-        uow.session.add(change)
-        uow.session.flush()
-        policy = active_policy(uow.session, tags, w).document
+        uow.cold_changes.add(change, flush=True)
+        policy = active_policy(uow, tags, w).document
         quorum = policy.quorum_for(KIND)
         request = approvals.open_request(
             uow,
@@ -258,7 +250,7 @@ def request_cold_destination_change(
             "cold_destination.change_requested",
             "cold_destination_change",
             change.id,
-            _change_content(uow.session, change),
+            _change_content(uow, change),
         )
         return change
 
@@ -269,7 +261,7 @@ def apply_cold_destination_change(
     """Make an approved change the wallet's active destination (the quorum's hook)."""
     if change.status != PENDING:
         raise Conflict(f"this change is {change.status}", field="id")
-    wallet = uow.session.get(Wallet, change.wallet_id)
+    wallet = uow.wallets.get(change.wallet_id)
     assert wallet is not None
     parsed = _parse(change.descriptor, wallet)
     if parsed.fingerprint != change.fingerprint:
@@ -299,11 +291,11 @@ class ColdDestinationApprovals:
 
     name = KIND
 
-    def content(self, session: Session, subject_id: str) -> dict[str, Any]:
-        return _change_content(session, get_change(session, subject_id))
+    def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
+        return _change_content(uow, get_change(uow, subject_id))
 
     def on_approved(self, ctx: KindContext, request: Any) -> None:
-        change = get_change(ctx.uow.session, request.subject_id)
+        change = get_change(ctx.uow, request.subject_id)
         if change.status == PENDING:
             apply_cold_destination_change(ctx.uow, ctx.tags, change, actor=ctx.actor)
 
@@ -315,7 +307,7 @@ class ColdDestinationApprovals:
 
     @staticmethod
     def _close(ctx: KindContext, request: Any, status: str) -> None:
-        change = get_change(ctx.uow.session, request.subject_id)
+        change = get_change(ctx.uow, request.subject_id)
         if change.status != PENDING:
             return
         change.status, change.decided_at = status, ctx.now
@@ -326,3 +318,17 @@ class ColdDestinationApprovals:
             change.id,
             {"fingerprint": change.fingerprint},
         )
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def cold_destination_overview(db: Database, wallet: str) -> dict[str, Any]:
+    """The wallet's cold destination and its 20 latest proposed changes."""
+    with db.read() as uow:
+        row = get_wallet(uow, wallet)
+        changes = uow.cold_changes.newest_of_wallet(row.id, limit=20)
+        return {
+            "current": cold_view(uow, row),
+            "changes": [change_view(c) for c in changes],
+        }

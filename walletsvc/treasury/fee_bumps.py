@@ -19,13 +19,12 @@ from dataclasses import dataclass
 
 from bitcoin.core import CTransaction, b2lx
 from prometheus_client import Counter as MetricCounter
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import Address, ChainTransaction, Utxo, Wallet, Withdrawal, utcnow
+from walletsvc.db.models import ChainTransaction, Wallet, Withdrawal, utcnow
 from walletsvc.db.models_treasury import TransactionWatch
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.errors import DomainError, SigningRefused
 from walletsvc.domain.ports import ChainBackend
@@ -44,7 +43,6 @@ from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.signing import (
     SignerFailureHook,
-    coins_query,
     fee_rate,
     report_signer_failure,
     reserve_inputs,
@@ -79,7 +77,7 @@ def bumped_rate(old_rate: int, market_rate: int, ceiling: int) -> int | None:
 
 def watch(uow: UnitOfWork, tx: ChainTransaction) -> None:
     """Remember the height at which we signed ``tx`` (the clock of the RBF rule)."""
-    uow.session.add(TransactionWatch(transaction_id=tx.id, signed_height=tip_height(uow.session)))
+    uow.watches.add(TransactionWatch(transaction_id=tx.id, signed_height=tip_height(uow)))
 
 
 @dataclass(frozen=True)
@@ -111,14 +109,9 @@ class FeeBumper:
         """Ids of broadcast payout batches unconfirmed for ``rbf_after_blocks`` blocks."""
         if self.settings.rbf_after_blocks <= 0:
             return []
-        with self.db.read() as s:
-            tip = tip_height(s)
-            rows = s.execute(
-                select(ChainTransaction, TransactionWatch.signed_height)
-                .outerjoin(TransactionWatch, TransactionWatch.transaction_id == ChainTransaction.id)
-                .where(ChainTransaction.status == "broadcast", ChainTransaction.kind == "payout")
-                .order_by(ChainTransaction.created_at)
-            ).all()
+        with self.db.read() as uow:
+            tip = tip_height(uow)
+            rows = uow.transactions.broadcast_payouts_with_signed_height()
         return [
             tx.id
             for tx, height in rows
@@ -132,10 +125,9 @@ class FeeBumper:
                 bump = self.bump(tx_id)
             except DomainError as exc:
                 log.warning("cannot bump the fee of transaction %s: %s", tx_id, exc.message)
-                with self.db.read() as s:
-                    wallet_id = s.scalar(
-                        select(ChainTransaction.wallet_id).where(ChainTransaction.id == tx_id)
-                    )
+                with self.db.read() as uow:
+                    tx = uow.transactions.get(tx_id)
+                    wallet_id = tx.wallet_id if tx is not None else None
                 if wallet_id is not None:
                     report_signer_failure(self.on_signer_failure, wallet_id, exc)
                 continue
@@ -146,13 +138,12 @@ class FeeBumper:
     def bump(self, tx_id: str, *, rate: int | None = None) -> Bump | None:
         """Sign and store a replacement of ``tx_id``; the caller broadcasts it."""
         with self.db.write() as uow:
-            s = uow.session
-            old = s.get(ChainTransaction, tx_id)
+            old = uow.transactions.get(tx_id)
             if old is None or old.status != "broadcast" or old.kind != "payout":
                 return None
-            wallet = s.get(Wallet, old.wallet_id)
+            wallet = uow.wallets.get(old.wallet_id)
             assert wallet is not None
-            if withdrawals_freeze(s, wallet.id) is not None:
+            if withdrawals_freeze(uow, wallet.id) is not None:
                 return None
             new_rate = rate or bumped_rate(
                 old.fee_rate_sat_per_vb,
@@ -162,14 +153,14 @@ class FeeBumper:
             if new_rate is None:
                 log.warning("transaction %s is at the fee ceiling; not bumping", old.txid)
                 return None
-            payouts = _payouts_of(s, old)
-            original = _reconstruct(s, wallet, old, payouts)
+            payouts = _payouts_of(uow, old)
+            original = _reconstruct(uow, wallet, old, payouts)
             change_path, change_script = _change_for_bump(uow, wallet, original)
             plan = plan_replacement(
                 original,
                 new_fee_rate_sat_per_vb=new_rate,
                 max_fee_sat=self.settings.max_fee_sat,
-                extra_coins=spendable_coins(s, wallet),
+                extra_coins=spendable_coins(uow, wallet),
                 min_confirmations=self.settings.min_confirmations,
                 change_script=change_script,
                 change_path=change_path,
@@ -189,9 +180,9 @@ class FeeBumper:
             )
             old.status = "replaced"
             # The original's coins move to the replacement; added coins are reserved fresh.
-            for utxo in s.scalars(select(Utxo).where(Utxo.reserved_by == old.id)):
+            for utxo in uow.utxos.reserved_by(old.id):
                 utxo.reserved_by = new.id
-            reserve_inputs(s, _only_unreserved(s, plan), new.id)
+            reserve_inputs(uow, _only_unreserved(uow, plan), new.id)
             for w, share in zip(payouts, split_fee(new.fee_sat, len(payouts)), strict=True):
                 w.transaction_id = new.id
                 w.fee_share_sat = share
@@ -232,18 +223,9 @@ def _signed_height(tx: ChainTransaction, watched: int | None) -> int:
     return int(CTransaction.deserialize(bytes.fromhex(tx.raw_tx)).nLockTime)
 
 
-def _payouts_of(s: Session, tx: ChainTransaction) -> list[Withdrawal]:
-    return list(
-        s.scalars(
-            select(Withdrawal)
-            .where(
-                Withdrawal.transaction_id == tx.id,
-                Withdrawal.status.in_(
-                    [WithdrawalStatus.SIGNED.value, WithdrawalStatus.BROADCAST.value]
-                ),
-            )
-            .order_by(Withdrawal.created_at, Withdrawal.id)
-        )
+def _payouts_of(uow: ReadUnitOfWork, tx: ChainTransaction) -> list[Withdrawal]:
+    return uow.withdrawals.in_transaction(
+        tx.id, [WithdrawalStatus.SIGNED.value, WithdrawalStatus.BROADCAST.value]
     )
 
 
@@ -257,11 +239,11 @@ def _approved(tags: RowTagger, w: Withdrawal) -> ApprovedPayout:
 
 
 def _reconstruct(
-    s: Session, wallet: Wallet, tx: ChainTransaction, payouts: list[Withdrawal]
+    uow: ReadUnitOfWork, wallet: Wallet, tx: ChainTransaction, payouts: list[Withdrawal]
 ) -> TransactionPlan:
     """The plan ``tx`` was signed from, rebuilt from its bytes and our records."""
     decoded = CTransaction.deserialize(bytes.fromhex(tx.raw_tx))
-    coins = {(c.txid, c.vout): c for c in _reserved_coins(s, tx)}
+    coins = {(c.txid, c.vout): c for c in _reserved_coins(uow, tx)}
     inputs = []
     for txin in decoded.vin:
         key = (b2lx(txin.prevout.hash), txin.prevout.n)
@@ -279,11 +261,7 @@ def _reconstruct(
             owner = queue.pop(0)
             outputs.append(PlannedOutput(script, amount, OutputPurpose.PAYOUT, owner.id))
             continue
-        ours = s.scalar(
-            select(Address).where(
-                Address.wallet_id == wallet.id, Address.script_pubkey == script.hex()
-            )
-        )
+        ours = uow.addresses.of_wallet_by_script(wallet.id, script.hex())
         if ours is None or ours.chain != 1:
             raise SigningRefused(
                 f"output of {tx.txid} to {script.hex()} is neither payout nor change"
@@ -300,9 +278,8 @@ def _reconstruct(
     )
 
 
-def _reserved_coins(s: Session, tx: ChainTransaction) -> list[Coin]:
-    rows = s.execute(coins_query().where(Utxo.reserved_by == tx.id)).all()
-    return to_coins(s, rows)
+def _reserved_coins(uow: ReadUnitOfWork, tx: ChainTransaction) -> list[Coin]:
+    return to_coins(uow, uow.utxos.reserved_with_addresses(tx.id))
 
 
 def _change_for_bump(
@@ -315,11 +292,11 @@ def _change_for_bump(
     return path, script
 
 
-def _only_unreserved(s: Session, plan: TransactionPlan) -> TransactionPlan:
+def _only_unreserved(uow: ReadUnitOfWork, plan: TransactionPlan) -> TransactionPlan:
     """The plan restricted to inputs no transaction reserves yet (the coins a bump added)."""
     fresh = []
     for coin in plan.inputs:
-        utxo = s.scalar(select(Utxo).where(Utxo.txid == coin.txid, Utxo.vout == coin.vout))
+        utxo = uow.utxos.by_outpoint(coin.txid, coin.vout)
         if utxo is not None and utxo.reserved_by is None:
             fresh.append(coin)
     return TransactionPlan(tuple(fresh), plan.outputs, plan.fee_sat)
@@ -334,13 +311,12 @@ def revive_original(uow: UnitOfWork, original: ChainTransaction) -> None:
     reserved are released. Called by the scanner inside the block's write transaction, before
     it confirms the original's payouts.
     """
-    s = uow.session
-    dead = _replacements_of(s, original)
+    dead = _replacements_of(uow, original)
     moved: list[Withdrawal] = []
     for tx in dead:
         tx.status = "dead"
-        moved.extend(s.scalars(select(Withdrawal).where(Withdrawal.transaction_id == tx.id)))
-        for utxo in s.scalars(select(Utxo).where(Utxo.reserved_by == tx.id)):
+        moved.extend(uow.withdrawals.of_transaction(tx.id))
+        for utxo in uow.utxos.reserved_by(tx.id):
             # Inputs shared with the original are spent by it now: they stay reserved.
             utxo.reserved_by = None if utxo.spent_by_txid is None else original.id
     moved.sort(key=lambda w: (w.created_at, w.id))
@@ -366,14 +342,12 @@ def revive_original(uow: UnitOfWork, original: ChainTransaction) -> None:
     )
 
 
-def _replacements_of(s: Session, original: ChainTransaction) -> list[ChainTransaction]:
+def _replacements_of(uow: ReadUnitOfWork, original: ChainTransaction) -> list[ChainTransaction]:
     """Every transaction that (transitively) replaces ``original``."""
     found: list[ChainTransaction] = []
     frontier = [original.id]
     while frontier:
-        children = list(
-            s.scalars(select(ChainTransaction).where(ChainTransaction.replaces_id.in_(frontier)))
-        )
+        children = uow.transactions.replacing(frontier)
         found.extend(children)
         frontier = [c.id for c in children]
     return found

@@ -22,13 +22,12 @@ from typing import Any
 import httpx
 from bitcoin.core import CTransaction
 from prometheus_client import Counter, Gauge
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
 from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import Address, ChainTransaction, Utxo, Wallet, utcnow
+from walletsvc.db.models import ChainTransaction, Wallet, utcnow
 from walletsvc.db.models_treasury import HotAlert, Sweep
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Conflict, DomainError, InsufficientFunds
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import Coin
@@ -137,8 +136,8 @@ class SweepService:
 
     def after_scan(self) -> list[str]:
         """Sweep or alert for every wallet with thresholds; returns the sweep txids signed."""
-        with self.db.read() as s:
-            wallet_ids = list(s.scalars(select(Wallet.id).order_by(Wallet.name)))
+        with self.db.read() as uow:
+            wallet_ids = [w.id for w in uow.wallets.all_by_name()]
         txids = []
         for wallet_id in wallet_ids:
             try:
@@ -152,15 +151,15 @@ class SweepService:
         return txids
 
     def _evaluate(self, wallet_id: str) -> str | None:
-        with self.db.read() as s:
-            wallet = s.get(Wallet, wallet_id)
+        with self.db.read() as uow:
+            wallet = uow.wallets.get(wallet_id)
             assert wallet is not None
-            hot = _thresholds(s, self.tags, wallet)
+            hot = _thresholds(uow, self.tags, wallet)
             # Thresholds apply to wallets with cold storage: without one, nothing can be swept
             # and there is nowhere to refill from.
-            if hot is None or cold_view(s, wallet) is None:
+            if hot is None or cold_view(uow, wallet) is None:
                 return None
-            position = hot_position(s, wallet, min_confirmations=self.settings.min_confirmations)
+            position = hot_position(uow, wallet, min_confirmations=self.settings.min_confirmations)
         if position.sweep_in_flight:
             return None
         self._check_floor(wallet_id, hot, position)
@@ -172,15 +171,11 @@ class SweepService:
 
     def force(self, wallet: str, *, actor: str) -> Sweep:
         """An operator's sweep down to the target, whatever the ceiling says."""
-        with self.db.read() as s:
-            wallet_id = get_wallet(s, wallet).id
+        with self.db.read() as uow:
+            wallet_id = get_wallet(uow, wallet).id
         txid = self.sweep(wallet_id, trigger="forced", actor=actor, raise_errors=True)
-        with self.db.read() as s:
-            row = s.scalar(
-                select(Sweep)
-                .join(ChainTransaction, ChainTransaction.id == Sweep.transaction_id)
-                .where(ChainTransaction.txid == txid)
-            )
+        with self.db.read() as uow:
+            row = uow.sweeps.by_txid(txid) if txid is not None else None
             assert row is not None
             return row
 
@@ -198,15 +193,14 @@ class SweepService:
             return None
 
     def _sign_sweep(self, uow: UnitOfWork, wallet_id: str, *, trigger: str, actor: str) -> str:
-        s = uow.session
-        wallet = s.get(Wallet, wallet_id)
+        wallet = uow.wallets.get(wallet_id)
         assert wallet is not None
-        if withdrawals_freeze(s, wallet.id) is not None:
+        if withdrawals_freeze(uow, wallet.id) is not None:
             raise Conflict("the wallet is frozen; no sweep until the freeze is lifted")
-        hot = _thresholds(s, self.tags, wallet)
+        hot = _thresholds(uow, self.tags, wallet)
         if hot is None:
             raise Conflict("the active policy has no hot thresholds for this wallet")
-        position = hot_position(s, wallet, min_confirmations=self.settings.min_confirmations)
+        position = hot_position(uow, wallet, min_confirmations=self.settings.min_confirmations)
         if position.sweep_in_flight:
             raise Conflict("a sweep of this wallet is still unconfirmed", field="wallet")
         keep = hot.target_sat + position.needed_sat
@@ -221,7 +215,7 @@ class SweepService:
             self.tags,
             self.settings,
             wallet,
-            spendable_coins(s, wallet),
+            spendable_coins(uow, wallet),
             keep_sat=keep,
             rate=fee_rate(self.chain, self.settings),
             trigger=trigger,
@@ -239,16 +233,9 @@ class SweepService:
     def _check_floor(self, wallet_id: str, hot: HotThresholds, position: HotPosition) -> None:
         alert: RefillAlert | None = None
         with self.db.write() as uow:
-            s = uow.session
-            wallet = s.get(Wallet, wallet_id)
+            wallet = uow.wallets.get(wallet_id)
             assert wallet is not None
-            current = s.scalar(
-                select(HotAlert).where(
-                    HotAlert.wallet_id == wallet_id,
-                    HotAlert.kind == "refill",
-                    HotAlert.status == "open",
-                )
-            )
+            current = uow.hot_alerts.open_of_wallet(wallet_id, kind="refill")
             balance = position.available_sat
             if balance >= hot.floor_sat:
                 REFILL_NEEDED.labels(wallet=wallet.name).set(0)
@@ -279,8 +266,7 @@ class SweepService:
                 refill_sat=refill,
                 status="open",
             )
-            s.add(row)
-            s.flush()
+            uow.hot_alerts.add(row, flush=True)
             uow.audit(ACTOR, "hot.refill_alert", "hot_alert", row.id, alert.as_dict())
         REFILL_ALERTS.labels(wallet=alert.wallet).inc()
         log.warning(
@@ -317,8 +303,7 @@ def sign_sweep_to_cold(
     ``take_over_reserved``: the coins may still be reserved by transactions that were voided
     (never broadcast) by a key rotation; the sweep takes them over.
     """
-    s = uow.session
-    tip = tip_height(s)
+    tip = tip_height(uow)
     cold = reserve_cold_address(uow, tags, wallet)
     change_path, change_script = next_change_path(uow, wallet)
     plan = plan_sweep(
@@ -344,13 +329,9 @@ def sign_sweep_to_cold(
     )
     if take_over_reserved:
         for coin in plan.inputs:
-            s.execute(
-                update(Utxo)
-                .where(Utxo.txid == coin.txid, Utxo.vout == coin.vout)
-                .values(reserved_by=tx.id)
-            )
+            uow.utxos.reassign(coin.txid, coin.vout, reserved_by=tx.id)
     else:
-        reserve_inputs(s, plan, tx.id)
+        reserve_inputs(uow, plan, tx.id)
     watch(uow, tx)
     swept = sum(o.amount_sat for o in plan.outputs if o.script_pubkey == cold.script_pubkey)
     row = Sweep(
@@ -366,8 +347,7 @@ def sign_sweep_to_cold(
         trigger=trigger,
         requested_by=actor,
     )
-    s.add(row)
-    s.flush()
+    uow.sweeps.add(row, flush=True)
     SWEEPS.labels(wallet=wallet.name, trigger=trigger).inc()
     uow.audit(
         actor,
@@ -384,35 +364,25 @@ def sign_sweep_to_cold(
     return tx, row
 
 
-def _thresholds(s: Session, tags: RowTagger, wallet: Wallet) -> HotThresholds | None:
-    return active_policy(s, tags, wallet).document.hot
+def _thresholds(uow: ReadUnitOfWork, tags: RowTagger, wallet: Wallet) -> HotThresholds | None:
+    return active_policy(uow, tags, wallet).document.hot
 
 
-def hot_position(s: Session, wallet: Wallet, *, min_confirmations: int) -> HotPosition:
-    balances = wallet_balances(s, wallet, min_confirmations=min_confirmations)
-    in_flight = list(
-        s.scalars(
-            select(ChainTransaction).where(
-                ChainTransaction.wallet_id == wallet.id, ChainTransaction.status.in_(IN_FLIGHT)
-            )
-        )
-    )
+def hot_position(uow: ReadUnitOfWork, wallet: Wallet, *, min_confirmations: int) -> HotPosition:
+    balances = wallet_balances(uow, wallet, min_confirmations=min_confirmations)
+    in_flight = uow.transactions.of_wallet_in_statuses(wallet.id, IN_FLIGHT)
     return HotPosition(
         confirmed_sat=balances.confirmed_sat,
         needed_sat=balances.reserved_sat,
-        incoming_change_sat=sum(_our_outputs(s, wallet, tx) for tx in in_flight),
+        incoming_change_sat=sum(_our_outputs(uow, wallet, tx) for tx in in_flight),
         sweep_in_flight=any(tx.kind == "sweep" for tx in in_flight),
     )
 
 
-def _our_outputs(s: Session, wallet: Wallet, tx: ChainTransaction) -> int:
+def _our_outputs(uow: ReadUnitOfWork, wallet: Wallet, tx: ChainTransaction) -> int:
     decoded = CTransaction.deserialize(bytes.fromhex(tx.raw_tx))
     scripts = {bytes(o.scriptPubKey).hex(): int(o.nValue) for o in decoded.vout}
-    ours = s.scalars(
-        select(Address.script_pubkey).where(
-            Address.wallet_id == wallet.id, Address.script_pubkey.in_(list(scripts))
-        )
-    )
+    ours = uow.addresses.scripts_of_wallet_among(wallet.id, list(scripts))
     return sum(scripts[script] for script in ours)
 
 
@@ -433,13 +403,25 @@ def sweep_view(row: Sweep, tx: ChainTransaction) -> dict[str, Any]:
     }
 
 
-def list_sweeps(s: Session, *, wallet: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    query = (
-        select(Sweep, ChainTransaction, Wallet.name)
-        .join(ChainTransaction, ChainTransaction.id == Sweep.transaction_id)
-        .join(Wallet, Wallet.id == Sweep.wallet_id)
-    )
-    if wallet is not None:
-        query = query.where(Wallet.name == wallet)
-    rows = s.execute(query.order_by(Sweep.created_at.desc(), Sweep.id).limit(limit)).all()
+def list_sweeps(
+    uow: ReadUnitOfWork, *, wallet: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    rows = uow.sweeps.newest_with_transactions(wallet_name=wallet, limit=limit)
     return [{**sweep_view(row, tx), "wallet": name} for row, tx, name in rows]
+
+
+# --- Read use cases --------------------------------------------------------------------------
+
+
+def sweeps_index(db: Database, *, wallet: str | None, limit: int) -> dict[str, Any]:
+    with db.read() as uow:
+        if wallet is not None:
+            get_wallet(uow, wallet)  # 404 for an unknown wallet, not an empty list
+        return {"sweeps": list_sweeps(uow, wallet=wallet, limit=limit)}
+
+
+def show_sweep(db: Database, row: Sweep, wallet: str) -> dict[str, Any]:
+    with db.read() as uow:
+        tx = uow.transactions.get(row.transaction_id)
+        assert tx is not None
+        return {**sweep_view(row, tx), "wallet": wallet}

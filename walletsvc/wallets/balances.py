@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
-from walletsvc.db.models import ChainTransaction, Utxo, Wallet, Withdrawal
-from walletsvc.domain.withdrawal import WithdrawalStatus
-from walletsvc.payouts.signing import tip_height
+from walletsvc.db.models import Wallet
+from walletsvc.db.repositories import ReadUnitOfWork
 
 COINBASE_MATURITY = 100
 
@@ -27,14 +23,10 @@ class Balances:
         return asdict(self)
 
 
-def wallet_balances(s: Session, wallet: Wallet, *, min_confirmations: int) -> Balances:
-    tip = tip_height(s)
+def wallet_balances(uow: ReadUnitOfWork, wallet: Wallet, *, min_confirmations: int) -> Balances:
+    tip = uow.scanned_blocks.tip_height()
     confirmed = immature = unconfirmed = in_flight = 0
-    for amount, height, coinbase, reserved in s.execute(
-        select(Utxo.amount_sat, Utxo.block_height, Utxo.is_coinbase, Utxo.reserved_by).where(
-            Utxo.wallet_id == wallet.id, Utxo.spent_by_txid.is_(None)
-        )
-    ):
+    for amount, height, coinbase, reserved in uow.utxos.unspent_amounts(wallet.id):
         depth = 0 if height is None else tip - height + 1
         if reserved is not None:
             in_flight += amount
@@ -44,31 +36,16 @@ def wallet_balances(s: Session, wallet: Wallet, *, min_confirmations: int) -> Ba
             immature += amount
         else:
             confirmed += amount
-    reserved_sum = s.scalar(
-        select(func.coalesce(func.sum(Withdrawal.amount_sat), 0)).where(
-            Withdrawal.wallet_id == wallet.id,
-            Withdrawal.status.in_(
-                [WithdrawalStatus.PENDING_APPROVAL.value, WithdrawalStatus.APPROVED.value]
-            ),
-        )
-    )
+    reserved_sum = uow.withdrawals.awaiting_total(wallet.id)
     return Balances(
         confirmed_sat=confirmed,
         immature_sat=immature,
         unconfirmed_sat=unconfirmed,
         in_flight_sat=in_flight,
-        reserved_sat=int(reserved_sum or 0),
+        reserved_sat=reserved_sum,
         total_sat=confirmed + immature + unconfirmed + in_flight,
     )
 
 
-def pending_transactions(s: Session, wallet: Wallet) -> int:
-    return int(
-        s.scalar(
-            select(func.count(ChainTransaction.id)).where(
-                ChainTransaction.wallet_id == wallet.id,
-                ChainTransaction.status.in_(["signed", "broadcast"]),
-            )
-        )
-        or 0
-    )
+def pending_transactions(uow: ReadUnitOfWork, wallet: Wallet) -> int:
+    return uow.transactions.count_in_flight(wallet.id)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import Address, KeyEpoch, Wallet, utcnow
+from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.network import Network
 from walletsvc.domain.transaction import CHANGE_CHAIN, RECEIVE_CHAIN, KeyPath
@@ -33,19 +31,15 @@ class NewWallet:
     first_address: str
 
 
-def get_wallet(session: Session, name: str, *, field: str = "wallet") -> Wallet:
-    wallet = session.scalar(select(Wallet).where(Wallet.name == name))
+def get_wallet(uow: ReadUnitOfWork, name: str, *, field: str = "wallet") -> Wallet:
+    wallet = uow.wallets.by_name(name)
     if wallet is None:
         raise NotFound(f"no wallet named {name!r}", field=field)
     return wallet
 
 
-def current_epoch(session: Session, wallet: Wallet) -> KeyEpoch:
-    return session.scalars(
-        select(KeyEpoch).where(
-            KeyEpoch.wallet_id == wallet.id, KeyEpoch.epoch == wallet.current_epoch
-        )
-    ).one()
+def current_epoch(uow: ReadUnitOfWork, wallet: Wallet) -> KeyEpoch:
+    return uow.key_epochs.of_wallet(wallet.id, wallet.current_epoch)
 
 
 def create_wallet(
@@ -55,11 +49,11 @@ def create_wallet(
         raise InvalidInput("wallet names are 1-64 letters, digits, '-' or '_'", field="name")
     seed = generate_seed(vault, wallet=name, epoch=1, network=network)
     with db.write() as uow:
-        if uow.session.scalar(select(Wallet).where(Wallet.name == name)) is not None:
+        if uow.wallets.by_name(name) is not None:
             raise Conflict(f"wallet {name!r} exists already", field="name")
-        wallet = Wallet(name=name, network=network.value, current_epoch=1)
-        uow.session.add(wallet)
-        uow.session.flush()
+        wallet = uow.wallets.add(
+            Wallet(name=name, network=network.value, current_epoch=1), flush=True
+        )
         epoch = KeyEpoch(
             wallet_id=wallet.id,
             epoch=1,
@@ -67,8 +61,7 @@ def create_wallet(
             account_xpub=seed.account_xpub,
             master_fingerprint=seed.master_fingerprint,
         )
-        uow.session.add(epoch)
-        uow.session.flush()
+        uow.key_epochs.add(epoch, flush=True)
         uow.audit(
             actor,
             "wallet.created",
@@ -92,18 +85,11 @@ def issue_address(uow: UnitOfWork, wallet: Wallet, *, label: str | None, actor: 
     """Issue the next receive address of the current epoch (and extend the look-ahead)."""
     if label is not None and len(label) > MAX_LABEL_LENGTH:
         raise InvalidInput(f"label is longer than {MAX_LABEL_LENGTH} characters", field="label")
-    epoch = current_epoch(uow.session, wallet)
+    epoch = current_epoch(uow, wallet)
     index = epoch.next_receive_index
     epoch.next_receive_index = index + 1
-    ensure_derived(uow.session, wallet, epoch, RECEIVE_CHAIN, index + LOOKAHEAD)
-    address = uow.session.scalars(
-        select(Address).where(
-            Address.wallet_id == wallet.id,
-            Address.epoch == epoch.epoch,
-            Address.chain == RECEIVE_CHAIN,
-            Address.index == index,
-        )
-    ).one()
+    ensure_derived(uow, wallet, epoch, RECEIVE_CHAIN, index + LOOKAHEAD)
+    address = uow.addresses.at(wallet.id, epoch.epoch, RECEIVE_CHAIN, index)
     address.issued_at = utcnow()
     address.label = label
     uow.audit(
@@ -118,33 +104,29 @@ def issue_address(uow: UnitOfWork, wallet: Wallet, *, label: str | None, actor: 
 
 def next_change_path(uow: UnitOfWork, wallet: Wallet) -> tuple[KeyPath, bytes]:
     """Reserve a fresh internal-chain (change) address of the current epoch."""
-    epoch = current_epoch(uow.session, wallet)
+    epoch = current_epoch(uow, wallet)
     index = epoch.next_change_index
     epoch.next_change_index = index + 1
-    ensure_derived(uow.session, wallet, epoch, CHANGE_CHAIN, index + LOOKAHEAD)
+    ensure_derived(uow, wallet, epoch, CHANGE_CHAIN, index + LOOKAHEAD)
     xpub = AccountXpub.parse(epoch.account_xpub, Network(wallet.network))
     return KeyPath(epoch.epoch, CHANGE_CHAIN, index), xpub.script_pubkey(CHANGE_CHAIN, index)
 
 
 def ensure_derived(
-    session: Session, wallet: Wallet, epoch: KeyEpoch, chain: int, up_to_index: int
+    uow: ReadUnitOfWork, wallet: Wallet, epoch: KeyEpoch, chain: int, up_to_index: int
 ) -> int:
     """Make sure addresses 0..up_to_index of (epoch, chain) exist as watched rows.
 
     Returns how many were derived now (0 when the window already reached ``up_to_index``).
     """
-    highest = session.scalar(
-        select(func.max(Address.index)).where(
-            Address.wallet_id == wallet.id, Address.epoch == epoch.epoch, Address.chain == chain
-        )
-    )
+    highest = uow.addresses.highest_index(wallet.id, epoch.epoch, chain)
     start = 0 if highest is None else highest + 1
     if start > up_to_index:
         return 0
     xpub = AccountXpub.parse(epoch.account_xpub, Network(wallet.network))
     for index in range(start, up_to_index + 1):
         script = xpub.script_pubkey(chain, index)
-        session.add(
+        uow.addresses.add(
             Address(
                 wallet_id=wallet.id,
                 epoch=epoch.epoch,
@@ -154,41 +136,18 @@ def ensure_derived(
                 script_pubkey=script.hex(),
             )
         )
-    session.flush()
+    uow.addresses.flush()
     return up_to_index + 1 - start
 
 
-def current_address(session: Session, wallet: Wallet) -> Address:
-    address = session.scalars(
-        select(Address)
-        .where(
-            Address.wallet_id == wallet.id,
-            Address.epoch == wallet.current_epoch,
-            Address.chain == RECEIVE_CHAIN,
-            Address.issued_at.is_not(None),
-            Address.retired_at.is_(None),
-        )
-        .order_by(Address.index.desc())
-        .limit(1)
-    ).first()
+def current_address(uow: ReadUnitOfWork, wallet: Wallet) -> Address:
+    address = uow.addresses.current_issued(wallet.id, wallet.current_epoch, RECEIVE_CHAIN)
     if address is None:
         raise NotFound("no deposit address issued yet for this key epoch", field="wallet")
     return address
 
 
 def list_addresses(
-    session: Session, wallet: Wallet, *, limit: int = 100, offset: int = 0
+    uow: ReadUnitOfWork, wallet: Wallet, *, limit: int = 100, offset: int = 0
 ) -> list[Address]:
-    return list(
-        session.scalars(
-            select(Address)
-            .where(
-                Address.wallet_id == wallet.id,
-                Address.chain == RECEIVE_CHAIN,
-                Address.issued_at.is_not(None),
-            )
-            .order_by(Address.epoch.desc(), Address.index.desc())
-            .limit(limit)
-            .offset(offset)
-        )
-    )
+    return list(uow.addresses.issued(wallet.id, RECEIVE_CHAIN, limit=limit, offset=offset))

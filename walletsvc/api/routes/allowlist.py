@@ -11,7 +11,6 @@ from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access
 from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import StrictModel
 from walletsvc.api.schemas.governance import AllowlistEntryList, AllowlistEntryView
-from walletsvc.db.models import Wallet
 from walletsvc.governance import allowlist
 from walletsvc.governance.staff import StaffPrincipal
 
@@ -32,13 +31,9 @@ class AllowlistCreate(StrictModel):
 
 
 def _show(runtime: RuntimeDep, entry_id: str) -> AllowlistEntryView:
-    with runtime.db.read() as session:
-        entry = allowlist.get_entry(session, entry_id)
-        wallet = session.get(Wallet, entry.wallet_id)
-        name = wallet.name if wallet else ""
-        return AllowlistEntryView.model_validate(
-            allowlist.entry_view(session, runtime.tags, entry, name)
-        )
+    return AllowlistEntryView.model_validate(
+        allowlist.show_entry(runtime.db, runtime.tags, entry_id)
+    )
 
 
 @router.post("/allowlist", status_code=201, responses=error_responses(404, 409, 422))
@@ -62,11 +57,11 @@ def index(
     wallet: str | None = None,
     include_removed: bool = False,
 ) -> AllowlistEntryList:
-    with runtime.db.read() as session:
-        rows = allowlist.list_entries(session, wallet=wallet, include_removed=include_removed)
-        return AllowlistEntryList.model_validate(
-            {"entries": [allowlist.entry_view(session, runtime.tags, e, n) for e, n in rows]}
+    return AllowlistEntryList.model_validate(
+        allowlist.list_allowlist(
+            runtime.db, runtime.tags, wallet=wallet, include_removed=include_removed
         )
+    )
 
 
 @router.get("/allowlist/{entry_id}", responses=error_responses(404, 422))

@@ -39,22 +39,23 @@ def index_approvals(
         if pending and isinstance(principal, StaffPrincipal) and principal.role == "approver"
         else None
     )
-    with runtime.db.read() as session:
-        rows = approvals.list_requests(
-            session, pending=pending, kind=kind, limit=limit, waiting_for=waiting_for
+    return ApprovalRequestList.model_validate(
+        approvals.approvals_index(
+            runtime.db,
+            runtime.tags,
+            pending=pending,
+            kind=kind,
+            limit=limit,
+            waiting_for=waiting_for,
         )
-        return ApprovalRequestList.model_validate(
-            {"approvals": [approvals.request_view(session, runtime.tags, r) for r in rows]}
-        )
+    )
 
 
 @router.get("/approvals/{request_id}", responses=error_responses(404, 422))
 def show_approval(request_id: str, runtime: RuntimeDep, _: Reader) -> ApprovalRequestView:
-    with runtime.db.read() as session:
-        request = approvals.get_request(session, request_id)
-        return ApprovalRequestView.model_validate(
-            approvals.request_view(session, runtime.tags, request)
-        )
+    return ApprovalRequestView.model_validate(
+        approvals.show_request(runtime.db, runtime.tags, request_id)
+    )
 
 
 @router.post("/approvals/{request_id}", responses=error_responses(404, 409, 422, 429))
@@ -72,8 +73,6 @@ def decide(
         totp=body.totp,
         comment=body.comment,
     )
-    with runtime.db.read() as session:
-        request = approvals.get_request(session, request_id)
-        return ApprovalRequestView.model_validate(
-            approvals.request_view(session, runtime.tags, request)
-        )
+    return ApprovalRequestView.model_validate(
+        approvals.show_request(runtime.db, runtime.tags, request_id)
+    )

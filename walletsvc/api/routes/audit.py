@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from walletsvc.api.deps import Principal, SessionDep, require_access
+from walletsvc.api.deps import Principal, RuntimeDep, require_access
 from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas.governance import AuditPage
-from walletsvc.governance.audit import events_after
+from walletsvc.governance.audit import audit_page
 
 router = APIRouter(tags=["audit"], responses=error_responses(401, 403))
 Reader = Annotated[
@@ -19,12 +19,9 @@ Reader = Annotated[
 
 @router.get("/audit", responses=error_responses(422))
 def index(
-    session: SessionDep,
+    runtime: RuntimeDep,
     _: Reader,
     after: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
-    events = events_after(session, after, limit)
-    return AuditPage.model_validate(
-        {"events": events, "next_after": events[-1]["seq"] if events else after}
-    )
+    return AuditPage.model_validate(audit_page(runtime.db, after=after, limit=limit))

@@ -6,12 +6,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
 
-from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, SessionDep, require_access
+from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access
 from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import StrictModel
 from walletsvc.api.schemas.incident import FreezeState, FreezeView
 from walletsvc.domain.errors import InvalidInput
-from walletsvc.incident.freeze import freeze, freeze_state, freeze_view
+from walletsvc.incident.freeze import freeze, freeze_overview, show_freeze
 
 router = APIRouter(tags=["incident response"], responses=error_responses(401, 403))
 # Freezing must never wait for permission: any staff member (every role) or a token with the
@@ -36,10 +36,9 @@ def post_freeze(body: FreezeRequest, runtime: RuntimeDep, principal: Freezer) ->
     row = freeze(
         runtime.db, scope=scope, wallet=body.wallet, reason=body.reason, actor=principal.actor
     )
-    with runtime.db.read() as session:
-        return FreezeView.model_validate(freeze_view(session, row))
+    return FreezeView.model_validate(show_freeze(runtime.db, row))
 
 
 @router.get("/freeze")
-def get_freeze(session: SessionDep, _: Reader) -> FreezeState:
-    return FreezeState.model_validate(freeze_state(session))
+def get_freeze(runtime: RuntimeDep, _: Reader) -> FreezeState:
+    return FreezeState.model_validate(freeze_overview(runtime.db))

@@ -11,12 +11,9 @@ from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access,
 from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import StrictModel
 from walletsvc.api.schemas.governance import ActivePolicy, PolicyProposalList, PolicyProposalView
-from walletsvc.db.models import Wallet
 from walletsvc.governance import policy_changes
-from walletsvc.governance.policies import active_policy
+from walletsvc.governance.policies import policy_view
 from walletsvc.governance.staff import StaffPrincipal
-from walletsvc.policy.document import canonical_dict
-from walletsvc.wallets.service import get_wallet
 
 router = APIRouter(tags=["policy"], responses=error_responses(401, 403))
 Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL_ROLES))]
@@ -37,17 +34,7 @@ class VetoBody(StrictModel):
 
 @router.get("/policy", responses=error_responses(404, 422))
 def show_policy(runtime: RuntimeDep, _: Reader, wallet: str | None = None) -> ActivePolicy:
-    with runtime.db.read() as session:
-        w: Wallet | None = get_wallet(session, wallet) if wallet is not None else None
-        active = active_policy(session, runtime.tags, w)
-        return ActivePolicy.model_validate(
-            {
-                "version": active.version,
-                "sha256": active.sha256,
-                "wallet_scoped": active.wallet_scoped,
-                "rules": canonical_dict(active.document),
-            }
-        )
+    return ActivePolicy.model_validate(policy_view(runtime.db, runtime.tags, wallet))
 
 
 @router.post("/policy/proposals", status_code=201, responses=error_responses(404, 409, 422))
@@ -65,11 +52,9 @@ def index_proposals(
     status: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> PolicyProposalList:
-    with runtime.db.read() as session:
-        rows = policy_changes.list_proposals(session, status=status, limit=limit)
-        return PolicyProposalList.model_validate(
-            {"proposals": [policy_changes.proposal_view(session, p) for p in rows]}
-        )
+    return PolicyProposalList.model_validate(
+        policy_changes.proposals_index(runtime.db, status=status, limit=limit)
+    )
 
 
 @router.get("/policy/proposals/{proposal_id}", responses=error_responses(404, 422))
@@ -95,7 +80,4 @@ def veto(
 
 
 def _show(runtime: RuntimeDep, proposal_id: str) -> PolicyProposalView:
-    with runtime.db.read() as session:
-        return PolicyProposalView.model_validate(
-            policy_changes.proposal_view(session, policy_changes.get_proposal(session, proposal_id))
-        )
+    return PolicyProposalView.model_validate(policy_changes.show_proposal(runtime.db, proposal_id))

@@ -6,18 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import StrictStr
-from sqlalchemy import select
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
 from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import StrictModel
 from walletsvc.api.schemas.incident import RotationDetail, WalletRotations
-from walletsvc.db.models_risk import KeyRotation
-from walletsvc.governance import approvals
 from walletsvc.governance.staff import StaffPrincipal
-from walletsvc.incident.rotation import get_rotation, propose, rotation_status, rotation_view
+from walletsvc.incident import rotation
 from walletsvc.incident.unfreeze import Requester
-from walletsvc.wallets.service import get_wallet
 
 router = APIRouter(tags=["incident response"], responses=error_responses(401, 403))
 # Staff only: a rotation replaces the wallet's keys; approvers decide it at quorum.
@@ -38,7 +34,7 @@ class RotateBody(StrictModel):
 def post_rotate(
     wallet: str, body: RotateBody, runtime: RuntimeDep, staff: Proposer
 ) -> RotationDetail:
-    row = propose(
+    row = rotation.propose(
         runtime.db,
         runtime.tags,
         wallet=wallet,
@@ -50,17 +46,7 @@ def post_rotate(
 
 @router.get("/wallets/{wallet}/rotations", responses=error_responses(404, 422))
 def index_rotations(wallet: str, runtime: RuntimeDep, _: Reader) -> WalletRotations:
-    with runtime.db.read() as session:
-        row = get_wallet(session, wallet)
-        status = rotation_status(session, row)
-        rows = session.scalars(
-            select(KeyRotation)
-            .where(KeyRotation.wallet_id == row.id)
-            .order_by(KeyRotation.created_at.desc())
-        )
-        return WalletRotations.model_validate(
-            {**status, "rotations": [rotation_view(session, r) for r in rows]}
-        )
+    return WalletRotations.model_validate(rotation.rotations_index(runtime.db, wallet))
 
 
 @router.get(
@@ -73,10 +59,6 @@ def show_rotation(rotation_id: str, runtime: RuntimeDep, _: Reader) -> RotationD
 
 
 def _show(runtime: RuntimeDep, rotation_id: str) -> RotationDetail:
-    with runtime.db.read() as session:
-        row = get_rotation(session, rotation_id)
-        view = rotation_view(session, row)
-        if row.approval_request_id:
-            request = approvals.get_request(session, row.approval_request_id)
-            view["approval"] = approvals.request_view(session, runtime.tags, request)
-        return RotationDetail.model_validate(view)
+    return RotationDetail.model_validate(
+        rotation.show_rotation(runtime.db, runtime.tags, rotation_id)
+    )

@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
-from walletsvc.api.deps import Principal, RuntimeDep, SessionDep, require_access, require_scope
+from walletsvc.api.deps import Principal, RuntimeDep, require_access, require_scope
 from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas.treasury import (
     ColdDestinationChangeView,
@@ -16,12 +15,13 @@ from walletsvc.api.schemas.treasury import (
     SweepList,
     SweepView,
 )
-from walletsvc.db.models import ChainTransaction
-from walletsvc.db.models_treasury import ColdDestinationChange
 from walletsvc.governance.staff import StaffPrincipal
-from walletsvc.treasury.cold import change_view, cold_view, request_cold_destination_change
-from walletsvc.treasury.sweeps import list_sweeps, sweep_view
-from walletsvc.wallets.service import get_wallet
+from walletsvc.treasury.cold import (
+    change_view,
+    cold_destination_overview,
+    request_cold_destination_change,
+)
+from walletsvc.treasury.sweeps import show_sweep, sweeps_index
 
 router = APIRouter(tags=["sweeps"], responses=error_responses(401, 403))
 SweepReader = Annotated[Principal, Depends(require_scope("sweeps:read"))]
@@ -43,14 +43,12 @@ class ColdDestinationProposal(BaseModel):
 
 @router.get("/sweeps", responses=error_responses(404, 422))
 def sweeps(
-    session: SessionDep,
+    runtime: RuntimeDep,
     _: SweepReader,
     wallet: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> SweepList:
-    if wallet is not None:
-        get_wallet(session, wallet)  # 404 for an unknown wallet, not an empty list
-    return SweepList.model_validate({"sweeps": list_sweeps(session, wallet=wallet, limit=limit)})
+    return SweepList.model_validate(sweeps_index(runtime.db, wallet=wallet, limit=limit))
 
 
 @router.post(
@@ -61,24 +59,12 @@ def sweeps(
 def force_sweep(wallet: str, runtime: RuntimeDep, principal: SweepWriter) -> SweepView:
     row = runtime.sweeper.force(wallet, actor=principal.actor)
     runtime.worker.broadcast_signed()  # only after the signed sweep is committed
-    with runtime.db.read() as session:
-        tx = session.get(ChainTransaction, row.transaction_id)
-        assert tx is not None
-        return SweepView.model_validate({**sweep_view(row, tx), "wallet": wallet})
+    return SweepView.model_validate(show_sweep(runtime.db, row, wallet))
 
 
 @router.get("/wallets/{wallet}/cold-destination", responses=error_responses(404, 422))
-def show_cold_destination(wallet: str, session: SessionDep, _: SweepReader) -> ColdDestinationState:
-    row = get_wallet(session, wallet)
-    changes = session.scalars(
-        select(ColdDestinationChange)
-        .where(ColdDestinationChange.wallet_id == row.id)
-        .order_by(ColdDestinationChange.created_at.desc())
-        .limit(20)
-    )
-    return ColdDestinationState.model_validate(
-        {"current": cold_view(session, row), "changes": [change_view(c) for c in changes]}
-    )
+def show_cold_destination(wallet: str, runtime: RuntimeDep, _: SweepReader) -> ColdDestinationState:
+    return ColdDestinationState.model_validate(cold_destination_overview(runtime.db, wallet))
 
 
 @router.post(

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from walletsvc.api.deps import RuntimeDep
 from walletsvc.api.schemas.system import Health, Readiness
-from walletsvc.incident.freeze import freeze_state
+from walletsvc.bootstrap.health import readiness
 
 router = APIRouter(tags=["system"])
 
@@ -27,24 +24,7 @@ def health() -> Health:
     responses={503: {"model": Readiness, "description": "Not ready: a dependency is down"}},
 )
 def ready(runtime: RuntimeDep) -> JSONResponse:
-    checks: dict[str, Any] = {}
-    try:
-        with runtime.db.read() as session:
-            session.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"unavailable: {type(exc).__name__}"
-    try:
-        tip = runtime.chain.tip()
-        checks["chain"] = {"status": "ok", "height": tip.height, "hash": tip.hash}
-    except Exception as exc:
-        checks["chain"] = {"status": f"unavailable: {type(exc).__name__}"}
-    checks["signer"] = "ok" if runtime.signer is not None else "unavailable"
-    ok = checks["database"] == "ok" and checks["chain"].get("status") == "ok"
-    body: dict[str, Any] = {"ready": ok, "checks": checks, "freeze": None}
-    if checks["database"] == "ok":
-        with runtime.db.read() as session:
-            body["freeze"] = freeze_state(session)
+    ok, body = readiness(runtime)
     # exclude_unset: an unavailable chain has no height or hash, and says so by their absence.
     view = Readiness.model_validate(body).model_dump(mode="json", exclude_unset=True)
     return JSONResponse(view, status_code=200 if ok else 503)

@@ -12,15 +12,13 @@ from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import StrictModel
 from walletsvc.api.schemas.incident import UnfreezeRequestDetail, UnfreezeRequestList
 from walletsvc.domain.errors import InvalidInput
-from walletsvc.governance import approvals
 from walletsvc.governance.staff import StaffPrincipal
+from walletsvc.incident import unfreeze
 from walletsvc.incident.unfreeze import (
     Requester,
     Target,
-    get_unfreeze_request,
-    list_unfreeze_requests,
     propose,
-    unfreeze_view,
+    unfreeze_index,
 )
 
 router = APIRouter(tags=["incident response"], responses=error_responses(401, 403))
@@ -65,11 +63,7 @@ def post_unfreeze(
 
 @router.get("/unfreeze")
 def index_unfreeze(runtime: RuntimeDep, _: Reader) -> UnfreezeRequestList:
-    with runtime.db.read() as session:
-        rows = list_unfreeze_requests(session)
-        return UnfreezeRequestList.model_validate(
-            {"unfreeze_requests": [unfreeze_view(session, r) for r in rows]}
-        )
+    return UnfreezeRequestList.model_validate(unfreeze_index(runtime.db))
 
 
 @router.get(
@@ -80,10 +74,6 @@ def show_unfreeze(request_id: str, runtime: RuntimeDep, _: Reader) -> UnfreezeRe
 
 
 def _show(runtime: RuntimeDep, request_id: str) -> UnfreezeRequestDetail:
-    with runtime.db.read() as session:
-        row = get_unfreeze_request(session, request_id)
-        view = unfreeze_view(session, row)
-        if row.approval_request_id:
-            request = approvals.get_request(session, row.approval_request_id)
-            view["approval"] = approvals.request_view(session, runtime.tags, request)
-        return UnfreezeRequestDetail.model_validate(view)
+    return UnfreezeRequestDetail.model_validate(
+        unfreeze.show_unfreeze(runtime.db, runtime.tags, request_id)
+    )

@@ -7,21 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
-from walletsvc.api.deps import RuntimeDep, SessionDep, require_scope
+from walletsvc.api.deps import RuntimeDep, require_scope
 from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import WithdrawalCreate
 from walletsvc.api.schemas.withdrawals import WithdrawalPage, WithdrawalView
-from walletsvc.domain.errors import InvalidInput
-from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.governance.tokens import TokenPrincipal
-from walletsvc.payouts.intake import (
-    WithdrawalInput,
-    cancel_withdrawal,
-    get_withdrawal,
-    list_withdrawals,
-    request_withdrawal,
-    withdrawal_view,
-)
+from walletsvc.payouts import intake
+from walletsvc.payouts.intake import WithdrawalInput, cancel_withdrawal, request_withdrawal
 
 router = APIRouter(tags=["withdrawals"], responses=error_responses(401, 403))
 Creator = Annotated[TokenPrincipal, Depends(require_scope("withdrawals:create"))]
@@ -51,8 +43,7 @@ def create_withdrawal(
         token_id=principal.token_id,
         actor=principal.actor,
     )
-    with runtime.db.read() as session:
-        view = withdrawal_view(session, get_withdrawal(session, result.withdrawal_id))
+    view = intake.show_withdrawal(runtime.db, result.withdrawal_id)
     # A response of its own for the 201/200 choice, so the model is applied here.
     return JSONResponse(
         WithdrawalView.model_validate(view).model_dump(mode="json"),
@@ -61,35 +52,27 @@ def create_withdrawal(
 
 
 @router.get("/withdrawals/{withdrawal_id}", responses=error_responses(404, 422))
-def show_withdrawal(withdrawal_id: str, session: SessionDep, _: Reader) -> WithdrawalView:
-    return WithdrawalView.model_validate(
-        withdrawal_view(session, get_withdrawal(session, withdrawal_id))
-    )
+def show_withdrawal(withdrawal_id: str, runtime: RuntimeDep, _: Reader) -> WithdrawalView:
+    return WithdrawalView.model_validate(intake.show_withdrawal(runtime.db, withdrawal_id))
 
 
 @router.get("/withdrawals", responses=error_responses(404, 422))
 def index_withdrawals(
-    session: SessionDep,
+    runtime: RuntimeDep,
     _: Reader,
     status: str | None = None,
     wallet: str | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> WithdrawalPage:
-    if status is not None and status not in {s.value for s in WithdrawalStatus}:
-        raise InvalidInput(f"unknown status {status!r}", field="status")
-    rows, next_cursor = list_withdrawals(
-        session, status=status, wallet=wallet, cursor=cursor, limit=limit
-    )
     return WithdrawalPage.model_validate(
-        {"withdrawals": [withdrawal_view(session, r) for r in rows], "next_cursor": next_cursor}
+        intake.withdrawals_index(
+            runtime.db, status=status, wallet=wallet, cursor=cursor, limit=limit
+        )
     )
 
 
 @router.post("/withdrawals/{withdrawal_id}/cancel", responses=error_responses(404, 409, 422))
 def cancel(withdrawal_id: str, runtime: RuntimeDep, principal: Creator) -> WithdrawalView:
     cancel_withdrawal(runtime.db, withdrawal_id, actor=principal.actor)
-    with runtime.db.read() as session:
-        return WithdrawalView.model_validate(
-            withdrawal_view(session, get_withdrawal(session, withdrawal_id))
-        )
+    return WithdrawalView.model_validate(intake.show_withdrawal(runtime.db, withdrawal_id))

@@ -1,0 +1,29 @@
+"""Readiness: can this process serve (database, chain, signer) and is anything frozen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.incident.freeze import freeze_overview
+
+
+def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
+    """(ready?, the body of ``GET /ready``)."""
+    checks: dict[str, Any] = {}
+    try:
+        runtime.db.ping()
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    try:
+        tip = runtime.chain.tip()
+        checks["chain"] = {"status": "ok", "height": tip.height, "hash": tip.hash}
+    except Exception as exc:
+        checks["chain"] = {"status": f"unavailable: {type(exc).__name__}"}
+    checks["signer"] = "ok" if runtime.signer is not None else "unavailable"
+    ok = checks["database"] == "ok" and checks["chain"].get("status") == "ok"
+    body: dict[str, Any] = {"ready": ok, "checks": checks, "freeze": None}
+    if checks["database"] == "ok":
+        body["freeze"] = freeze_overview(runtime.db)
+    return ok, body

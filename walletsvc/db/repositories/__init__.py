@@ -1,0 +1,81 @@
+"""The repositories: every query of the service, one module per area.
+
+``ReadUnitOfWork`` (and the write ``UnitOfWork`` built on it, walletsvc.db.database) expose
+one repository per table as attributes over the transaction's session.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from walletsvc.db.repositories.allowlist import AllowlistRepository
+from walletsvc.db.repositories.approvals import (
+    ApprovalDecisionRepository,
+    ApprovalRequestRepository,
+)
+from walletsvc.db.repositories.audit import AuditEventRepository
+from walletsvc.db.repositories.chain import (
+    ChainTransactionRepository,
+    ScannedBlockRepository,
+    UtxoRepository,
+)
+from walletsvc.db.repositories.incident import (
+    FreezeRepository,
+    KeyRotationRepository,
+    RiskEventRepository,
+    UnfreezeRequestRepository,
+)
+from walletsvc.db.repositories.policies import PolicyVersionRepository
+from walletsvc.db.repositories.policy_proposals import PolicyProposalRepository
+from walletsvc.db.repositories.staff import StaffRepository, StaffSessionRepository
+from walletsvc.db.repositories.tokens import ApiTokenRepository
+from walletsvc.db.repositories.treasury import (
+    ColdDestinationChangeRepository,
+    ColdDestinationRepository,
+    HotAlertRepository,
+    SweepRepository,
+    TransactionWatchRepository,
+)
+from walletsvc.db.repositories.wallets import (
+    AddressRepository,
+    KeyEpochRepository,
+    WalletRepository,
+)
+from walletsvc.db.repositories.withdrawals import (
+    IdempotencyKeyRepository,
+    WithdrawalRepository,
+)
+
+
+class ReadUnitOfWork:
+    """One transaction's repositories. ``Database.read()`` hands out this (no lock, no
+    audit); ``Database.write()`` hands out the ``UnitOfWork`` subclass."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.wallets = WalletRepository(session)
+        self.key_epochs = KeyEpochRepository(session)
+        self.addresses = AddressRepository(session)
+        self.utxos = UtxoRepository(session)
+        self.scanned_blocks = ScannedBlockRepository(session)
+        self.transactions = ChainTransactionRepository(session)
+        self.withdrawals = WithdrawalRepository(session)
+        self.idempotency_keys = IdempotencyKeyRepository(session)
+        self.policies = PolicyVersionRepository(session)
+        self.staff = StaffRepository(session)
+        self.staff_sessions = StaffSessionRepository(session)
+        self.approval_requests = ApprovalRequestRepository(session)
+        self.approval_decisions = ApprovalDecisionRepository(session)
+        self.allowlist = AllowlistRepository(session)
+        self.policy_proposals = PolicyProposalRepository(session)
+        self.tokens = ApiTokenRepository(session)
+        self.cold_destinations = ColdDestinationRepository(session)
+        self.cold_changes = ColdDestinationChangeRepository(session)
+        self.sweeps = SweepRepository(session)
+        self.watches = TransactionWatchRepository(session)
+        self.hot_alerts = HotAlertRepository(session)
+        self.freezes = FreezeRepository(session)
+        self.unfreeze_requests = UnfreezeRequestRepository(session)
+        self.rotations = KeyRotationRepository(session)
+        self.risk_events = RiskEventRepository(session)
+        self.audit_events = AuditEventRepository(session)

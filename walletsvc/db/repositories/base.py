@@ -1,0 +1,42 @@
+"""The base repository: typed access to one model inside a unit of work's session.
+
+Every query of the service lives in a repository method; feature packages ask the
+repositories their unit of work exposes (``uow.withdrawals.get(...)``) and never build SQL.
+Locking is explicit in the method, as in polar's ``kit/repository/base.py``: a read that
+must not change under the caller takes ``for_update=True`` (``SELECT ... FOR UPDATE`` on
+PostgreSQL; SQLite has no row locks, but every write transaction already holds the
+database's RESERVED lock from ``BEGIN IMMEDIATE``, see walletsvc.db.database).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Generic, TypeVar
+
+from sqlalchemy.orm import Session
+
+from walletsvc.db.models import Base
+
+M = TypeVar("M", bound=Base)
+
+
+class Repository(Generic[M]):
+    """Rows of one model; subclasses add the queries their area needs."""
+
+    model: ClassVar[type[Any]]
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, row_id: Any, *, for_update: bool = False) -> M | None:
+        row: M | None = self.session.get(self.model, row_id, with_for_update=for_update)
+        return row
+
+    def add(self, row: M, *, flush: bool = False) -> M:
+        """Stage a new row; ``flush=True`` sends it now (ids, unique constraints)."""
+        self.session.add(row)
+        if flush:
+            self.session.flush()
+        return row
+
+    def flush(self) -> None:
+        self.session.flush()

@@ -1,0 +1,217 @@
+"""Withdrawals (payout requests) and the idempotency keys that deduplicate them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, func, select, update
+
+from walletsvc.db.models import ChainTransaction, IdempotencyKey, Withdrawal
+from walletsvc.db.repositories.base import Repository
+from walletsvc.domain.withdrawal import WithdrawalStatus
+
+# Requests accepted but not yet signed: they hold funds of the wallet.
+_AWAITING = [WithdrawalStatus.PENDING_APPROVAL.value, WithdrawalStatus.APPROVED.value]
+
+
+class WithdrawalRepository(Repository[Withdrawal]):
+    model = Withdrawal
+
+    def awaiting_total(self, wallet_id: str) -> int:
+        """Satoshis of the wallet's withdrawals that wait for approval or for signing."""
+        return int(
+            self.session.scalar(
+                select(func.coalesce(func.sum(Withdrawal.amount_sat), 0)).where(
+                    Withdrawal.wallet_id == wallet_id, Withdrawal.status.in_(_AWAITING)
+                )
+            )
+            or 0
+        )
+
+    def wallets_with_unsigned_approved(self) -> list[str]:
+        """Wallets with approved payouts not yet in a signed transaction."""
+        return list(
+            self.session.scalars(
+                select(Withdrawal.wallet_id).where(*_unsigned_approved()).distinct()
+            )
+        )
+
+    def unsigned_approved_backlog(self, wallet_id: str) -> tuple[int, datetime | None]:
+        """How many approved payouts of the wallet wait for signing, and the oldest update."""
+        count, oldest = self.session.execute(
+            select(func.count(Withdrawal.id), func.min(Withdrawal.updated_at)).where(
+                Withdrawal.wallet_id == wallet_id, *_unsigned_approved()
+            )
+        ).one()
+        return int(count), oldest
+
+    def unsigned_approved(self, wallet_id: str, *, limit: int) -> list[Withdrawal]:
+        """The wallet's approved payouts waiting for signing, oldest first (the next batch)."""
+        return list(
+            self.session.scalars(
+                select(Withdrawal)
+                .where(Withdrawal.wallet_id == wallet_id, *_unsigned_approved())
+                .order_by(Withdrawal.created_at, Withdrawal.id)
+                .limit(limit)
+            )
+        )
+
+    def of_transaction(self, transaction_id: str, *, status: str | None = None) -> list[Withdrawal]:
+        query = select(Withdrawal).where(Withdrawal.transaction_id == transaction_id)
+        if status is not None:
+            query = query.where(Withdrawal.status == status)
+        return list(self.session.scalars(query))
+
+    def in_transaction(self, transaction_id: str, statuses: Sequence[str]) -> list[Withdrawal]:
+        """The payouts of a transaction in ``statuses``, in the order they were requested."""
+        return list(
+            self.session.scalars(
+                select(Withdrawal)
+                .where(
+                    Withdrawal.transaction_id == transaction_id,
+                    Withdrawal.status.in_(list(statuses)),
+                )
+                .order_by(Withdrawal.created_at, Withdrawal.id)
+            )
+        )
+
+    def any_in_transaction(self, transaction_id: str, status: str) -> bool:
+        return (
+            self.session.scalar(
+                select(Withdrawal.id)
+                .where(Withdrawal.transaction_id == transaction_id, Withdrawal.status == status)
+                .limit(1)
+            )
+            is not None
+        )
+
+    def any_in_transactions_with_status(
+        self, wallet_id: str, *, withdrawal_status: str, transaction_status: str
+    ) -> bool:
+        """Whether a payout of the wallet in ``withdrawal_status`` sits in a transaction in
+        ``transaction_status`` (signed payouts held by a voided transaction)."""
+        return (
+            self.session.scalar(
+                select(Withdrawal.id)
+                .join(ChainTransaction, ChainTransaction.id == Withdrawal.transaction_id)
+                .where(
+                    Withdrawal.wallet_id == wallet_id,
+                    ChainTransaction.status == transaction_status,
+                    Withdrawal.status == withdrawal_status,
+                )
+                .limit(1)
+            )
+            is not None
+        )
+
+    def ids_in_transaction(self, transaction_id: str, statuses: Sequence[str]) -> list[str]:
+        return list(
+            self.session.scalars(
+                select(Withdrawal.id).where(
+                    Withdrawal.transaction_id == transaction_id,
+                    Withdrawal.status.in_(list(statuses)),
+                )
+            )
+        )
+
+    def set_status(self, ids: Sequence[str], status: str, *, now: datetime) -> None:
+        """A bulk status change (the caller checked the transition)."""
+        self.session.execute(
+            update(Withdrawal)
+            .where(Withdrawal.id.in_(list(ids)))
+            .values(status=status, updated_at=now)
+        )
+
+    def move_in_transaction(
+        self, transaction_id: str, from_status: str, to_status: str, *, now: datetime
+    ) -> None:
+        """Move the transaction's payouts in ``from_status`` to ``to_status`` (a reorg)."""
+        self.session.execute(
+            update(Withdrawal)
+            .where(Withdrawal.transaction_id == transaction_id, Withdrawal.status == from_status)
+            .values(status=to_status, updated_at=now)
+        )
+
+    def with_ids(self, ids: Sequence[str]) -> list[Withdrawal]:
+        return list(self.session.scalars(select(Withdrawal).where(Withdrawal.id.in_(list(ids)))))
+
+    def first_created_by_destination(
+        self, wallet_id: str, destinations: Sequence[str], statuses: Sequence[str]
+    ) -> list[tuple[str, datetime]]:
+        """(destination, earliest request) of the wallet's payouts in ``statuses``."""
+        rows = self.session.execute(
+            select(Withdrawal.destination, func.min(Withdrawal.created_at))
+            .where(
+                Withdrawal.wallet_id == wallet_id,
+                Withdrawal.destination.in_(list(destinations)),
+                Withdrawal.status.in_(list(statuses)),
+            )
+            .group_by(Withdrawal.destination)
+        ).all()
+        return [(destination, at) for destination, at in rows]
+
+    def with_status(self, status: str) -> list[Withdrawal]:
+        return list(self.session.scalars(select(Withdrawal).where(Withdrawal.status == status)))
+
+    def page(
+        self,
+        *,
+        status: str | None,
+        wallet_id: str | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Withdrawal]:
+        """Newest first, ``limit`` rows older than ``before`` (a row's created_at and id)."""
+        query = select(Withdrawal)
+        if status is not None:
+            query = query.where(Withdrawal.status == status)
+        if wallet_id is not None:
+            query = query.where(Withdrawal.wallet_id == wallet_id)
+        if before is not None:
+            after, last_id = before
+            query = query.where(
+                (Withdrawal.created_at < after)
+                | ((Withdrawal.created_at == after) & (Withdrawal.id < last_id))
+            )
+        return list(
+            self.session.scalars(
+                query.order_by(Withdrawal.created_at.desc(), Withdrawal.id.desc()).limit(limit)
+            )
+        )
+
+    def held_since(
+        self, wallet_id: str, since: datetime, statuses: Sequence[str]
+    ) -> list[tuple[int, str, str | None, datetime]]:
+        """(amount, destination, token, created_at) of the wallet's payouts in ``statuses``."""
+        rows = self.session.execute(
+            select(
+                Withdrawal.amount_sat,
+                Withdrawal.destination,
+                Withdrawal.token_id,
+                Withdrawal.created_at,
+            ).where(
+                Withdrawal.wallet_id == wallet_id,
+                Withdrawal.created_at >= since,
+                Withdrawal.status.in_(list(statuses)),
+            )
+        ).all()
+        return [(a, d, t, c) for a, d, t, c in rows]
+
+
+def _unsigned_approved() -> tuple[ColumnElement[bool], ...]:
+    return (
+        Withdrawal.status == WithdrawalStatus.APPROVED.value,
+        Withdrawal.transaction_id.is_(None),
+    )
+
+
+class IdempotencyKeyRepository(Repository[IdempotencyKey]):
+    model = IdempotencyKey
+
+    def by_token_and_key(self, token_id: str, key: str) -> IdempotencyKey | None:
+        return self.session.scalar(
+            select(IdempotencyKey).where(
+                IdempotencyKey.token_id == token_id, IdempotencyKey.key == key
+            )
+        )
