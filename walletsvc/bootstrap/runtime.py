@@ -23,6 +23,7 @@ from walletsvc.incident.risk import RiskMonitor
 from walletsvc.incident.rotation import RotationService
 from walletsvc.keys.kek import Kek, load_kek
 from walletsvc.keys.signer import HotSigner
+from walletsvc.payouts.signing import SigningPipeline
 from walletsvc.payouts.worker import PayoutWorker
 from walletsvc.treasury.fee_bumps import FeeBumper
 from walletsvc.treasury.sweeps import SweepService
@@ -59,12 +60,15 @@ class Runtime:
         risk = RiskMonitor(db, kek)
         scanner = Scanner(db, chain, start_height=settings.scan_start_height)
         scanner.block_watchers.append(risk.on_block)
-        worker = PayoutWorker(db, kek, chain, signer, settings)
-        sweeper = SweepService(db, kek, chain, signer, settings)
-        fee_bumper = FeeBumper(db, kek, chain, signer, settings)
-        rotation = RotationService(db, kek, chain, signer, settings)
-        for signing_service in (worker, sweeper, fee_bumper, rotation):
-            signing_service.on_signer_failure = risk.signer_failed
+        # One signing pipeline for every service that signs: the signer refusing its own
+        # work goes to the risk monitor, which freezes the wallet.
+        pipeline = SigningPipeline(
+            db, chain, signer, settings, on_signer_failure=risk.signer_failed
+        )
+        worker = PayoutWorker(db, kek, pipeline)
+        sweeper = SweepService(db, kek, pipeline)
+        fee_bumper = FeeBumper(db, kek, pipeline)
+        rotation = RotationService(db, kek, pipeline)
         return cls(
             settings=settings,
             kek=kek,

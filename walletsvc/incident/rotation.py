@@ -47,15 +47,12 @@ from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.models_risk import KeyRotation
 from walletsvc.db.models_treasury import Sweep
 from walletsvc.domain.errors import (
-    ChainRejected,
     Conflict,
-    DependencyUnavailable,
     DomainError,
     InvalidInput,
     NotFound,
 )
 from walletsvc.domain.network import Network
-from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import Coin
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.governance import approvals
@@ -66,16 +63,9 @@ from walletsvc.incident.freeze import MAX_REASON_LENGTH, withdrawals_freeze
 from walletsvc.incident.unfreeze import Requester
 from walletsvc.keys.kek import Kek
 from walletsvc.keys.keystore import generate_seed
-from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.intake import authorization_message
-from walletsvc.payouts.signing import (
-    SignerFailureHook,
-    coins_query,
-    fee_rate,
-    report_signer_failure,
-    to_coins,
-)
-from walletsvc.payouts.worker import PayoutWorker, sign_payout_batch
+from walletsvc.payouts.signing import SigningPipeline, coins_query, to_coins
+from walletsvc.payouts.worker import sign_payout_batch
 from walletsvc.policy.engine import approval_deadline
 from walletsvc.treasury.sweeps import sign_sweep_to_cold
 from walletsvc.wallets.service import current_address, get_wallet, issue_address
@@ -276,20 +266,11 @@ class KeyRotationApprovals:
 
 
 class RotationService:
-    def __init__(
-        self,
-        db: Database,
-        kek: Kek,
-        chain: ChainBackend,
-        signer: HotSigner,
-        settings: Settings,
-    ) -> None:
+    def __init__(self, db: Database, kek: Kek, pipeline: SigningPipeline) -> None:
         self.db = db
         self.kek = kek
-        self.chain = chain
-        self.signer = signer
-        self.settings = settings
-        self.on_signer_failure: SignerFailureHook | None = None  # wired by Runtime.open
+        self.pipeline = pipeline
+        self.settings: Settings = pipeline.settings
 
     def run(self, wallet: str | None = None) -> list[str]:
         """Sweep old-epoch coins, broadcast rotation sweeps, re-sign what may be re-signed.
@@ -307,7 +288,7 @@ class RotationService:
                     txid = step(wallet_id)
                 except DomainError as exc:
                     log.warning("wallet %s: rotation step waits: %s", wallet_id, exc.message)
-                    report_signer_failure(self.on_signer_failure, wallet_id, exc)
+                    self.pipeline.report_failure(wallet_id, exc)
                     continue
                 if txid is not None:
                     signed.append(txid)
@@ -332,9 +313,8 @@ class RotationService:
     def _sign_sweep(self, uow: UnitOfWork, wallet: Wallet, coins: list[Coin]) -> str:
         tx, row = sign_sweep_to_cold(
             uow,
-            self.signer,
+            self.pipeline,
             self.kek,
-            self.settings,
             wallet,
             coins,
             keep_sat=None,
@@ -348,9 +328,7 @@ class RotationService:
 
     def _fee_rate(self) -> int:
         # High priority: the old keys may be in someone else's hands; outbid them.
-        return fee_rate(
-            self.chain,
-            self.settings,
+        return self.pipeline.fee_rate(
             target_blocks=self.settings.rotation_sweep_target_blocks,
             floor=self.settings.rotation_sweep_min_fee_rate,
         )
@@ -366,22 +344,7 @@ class RotationService:
                     .order_by(ChainTransaction.created_at)
                 )
             )
-        sent = []
-        for tx_id in ids:
-            with self.db.write() as uow:
-                tx = uow.session.get(ChainTransaction, tx_id)
-                if tx is None or tx.status != "signed":
-                    continue
-                try:
-                    self.chain.broadcast(bytes.fromhex(tx.raw_tx))
-                except (ChainRejected, DependencyUnavailable) as exc:
-                    tx.broadcast_attempts += 1
-                    tx.last_error = exc.message
-                    log.error("rotation sweep %s not broadcast: %s", tx.txid, exc.message)
-                    continue
-                PayoutWorker._mark_broadcast(uow, tx)
-                sent.append(tx.txid)
-        return sent
+        return self.pipeline.broadcast(ids, despite_freeze=True)
 
     # -- re-signing held payouts -------------------------------------------------------
 
@@ -425,9 +388,7 @@ class RotationService:
     def _resign(
         self, uow: UnitOfWork, wallet: Wallet, voided: ChainTransaction, held: list[Withdrawal]
     ) -> str:
-        tx, plan = sign_payout_batch(
-            uow, self.signer, self.chain, self.settings, wallet, held, replaces_id=voided.id
-        )
+        tx, plan = sign_payout_batch(uow, self.pipeline, wallet, held, replaces_id=voided.id)
         uow.audit(
             ACTOR,
             "transaction.resigned",

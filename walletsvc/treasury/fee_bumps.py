@@ -27,7 +27,6 @@ from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import Address, ChainTransaction, Utxo, Wallet, Withdrawal, utcnow
 from walletsvc.db.models_treasury import TransactionWatch
 from walletsvc.domain.errors import DomainError, SigningRefused
-from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import (
     ApprovedPayout,
     Coin,
@@ -41,15 +40,12 @@ from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.governance.policies import ROW_MAC
 from walletsvc.incident.freeze import withdrawals_freeze
 from walletsvc.keys.kek import Kek
-from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.intake import authorization_message
 from walletsvc.payouts.signing import (
-    SignerFailureHook,
+    Reservation,
+    SigningPipeline,
     coins_query,
-    fee_rate,
-    report_signer_failure,
     reserve_inputs,
-    sign_and_store,
     spendable_coins,
     tip_height,
     to_coins,
@@ -93,15 +89,11 @@ class Bump:
 
 
 class FeeBumper:
-    def __init__(
-        self, db: Database, kek: Kek, chain: ChainBackend, signer: HotSigner, settings: Settings
-    ) -> None:
+    def __init__(self, db: Database, kek: Kek, pipeline: SigningPipeline) -> None:
         self.db = db
         self.kek = kek
-        self.chain = chain
-        self.signer = signer
-        self.settings = settings
-        self.on_signer_failure: SignerFailureHook | None = None  # wired by Runtime.open
+        self.pipeline = pipeline
+        self.settings: Settings = pipeline.settings
 
     def stuck(self) -> list[str]:
         """Ids of broadcast payout batches unconfirmed for ``rbf_after_blocks`` blocks."""
@@ -133,7 +125,7 @@ class FeeBumper:
                         select(ChainTransaction.wallet_id).where(ChainTransaction.id == tx_id)
                     )
                 if wallet_id is not None:
-                    report_signer_failure(self.on_signer_failure, wallet_id, exc)
+                    self.pipeline.report_failure(wallet_id, exc)
                 continue
             if bump is not None:
                 bumps.append(bump)
@@ -152,7 +144,7 @@ class FeeBumper:
                 return None
             new_rate = rate or bumped_rate(
                 old.fee_rate_sat_per_vb,
-                fee_rate(self.chain, self.settings),
+                self.pipeline.fee_rate(),
                 self.settings.fee_ceiling_sat_per_vb,
             )
             if new_rate is None:
@@ -172,22 +164,17 @@ class FeeBumper:
                 original_vsize=old.vsize,
             )
             approved = [_approved(self.kek, w) for w in payouts]
-            new = sign_and_store(
+            new = self.pipeline.sign_and_store(
                 uow,
-                self.signer,
                 wallet=wallet,
                 plan=plan,
                 kind=old.kind,
                 rate=new_rate,
-                max_fee_sat=self.settings.max_fee_sat,
                 approved=approved,
                 replaces_id=old.id,
+                reserve=_taking_over_from(old),
             )
             old.status = "replaced"
-            # The original's coins move to the replacement; added coins are reserved fresh.
-            for utxo in s.scalars(select(Utxo).where(Utxo.reserved_by == old.id)):
-                utxo.reserved_by = new.id
-            reserve_inputs(s, _only_unreserved(s, plan), new.id)
             for w, share in zip(payouts, split_fee(new.fee_sat, len(payouts)), strict=True):
                 w.transaction_id = new.id
                 w.fee_share_sat = share
@@ -309,6 +296,16 @@ def _change_for_bump(
         return None, None
     path, script = next_change_path(uow, wallet)
     return path, script
+
+
+def _taking_over_from(old: ChainTransaction) -> Reservation:
+    def reserve(s: Session, plan: TransactionPlan, tx_id: str) -> None:
+        # The original's coins move to the replacement; added coins are reserved fresh.
+        for utxo in s.scalars(select(Utxo).where(Utxo.reserved_by == old.id)):
+            utxo.reserved_by = tx_id
+        reserve_inputs(s, _only_unreserved(s, plan), tx_id)
+
+    return reserve
 
 
 def _only_unreserved(s: Session, plan: TransactionPlan) -> TransactionPlan:
