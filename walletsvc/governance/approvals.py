@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -39,6 +40,8 @@ from walletsvc.governance.staff import (
     staff_is_genuine,
 )
 from walletsvc.keys.kek import Kek
+from walletsvc.policy.document import GovernedAction, PolicyDocument
+from walletsvc.policy.engine import approval_deadline
 
 Decision = Literal["approve", "reject"]
 MAX_COMMENT_LENGTH = 500
@@ -163,6 +166,85 @@ def open_request(
             "expires_at": expires_at,
         },
     )
+    return request
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks for a governed action."""
+
+    actor: str
+    staff_id: str | None  # None: an API token or the CLI; a staff member never approves
+    # their own request
+
+
+@dataclass(frozen=True)
+class Approvers:
+    """Who must approve a request (m members of ``group``) and by when."""
+
+    group: str
+    m: int
+    expires_at: datetime
+
+    @classmethod
+    def from_policy(
+        cls,
+        document: PolicyDocument,
+        action: GovernedAction,
+        now: datetime,
+        *,
+        m: int | None = None,
+    ) -> Approvers:
+        """The policy's quorum for ``action`` (``m`` overrides its size) and its expiry."""
+        quorum = document.quorum_for(action)
+        return cls(quorum.group, quorum.m if m is None else m, approval_deadline(document, now))
+
+
+class GovernedRow(Protocol):
+    """A row an approval request governs (a proposal, a rotation, a change, an entry)."""
+
+    @property
+    def id(self) -> str: ...
+
+
+def governed_action(
+    uow: UnitOfWork,
+    kek: Kek,
+    row: GovernedRow,
+    *,
+    kind: str,
+    approvers: Approvers | None,
+    requester: Requester,
+    now: datetime,
+    event: str,
+    subject_type: str,
+    details: Callable[[], dict[str, Any]],
+) -> ApprovalRequest | None:
+    """Create ``row`` and open its approval request in the caller's transaction; audit both.
+
+    ``approvers`` None: the action needs no approval (the row is created and audited alone).
+    A row with an ``approval_request_id`` column is linked to its request before ``details``
+    builds the ``event``'s data.
+    """
+    uow.session.add(row)
+    uow.session.flush()
+    request = None
+    if approvers is not None:
+        request = open_request(
+            uow,
+            kek,
+            kind=kind,
+            subject_id=row.id,
+            group=approvers.group,
+            m=approvers.m,
+            expires_at=approvers.expires_at,
+            requester=requester.actor,
+            requester_staff_id=requester.staff_id,
+            now=now,
+        )
+        if hasattr(row, "approval_request_id"):
+            row.approval_request_id = request.id
+    uow.audit(requester.actor, event, subject_type, row.id, details())
     return request
 
 

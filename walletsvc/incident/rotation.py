@@ -56,17 +56,15 @@ from walletsvc.domain.network import Network
 from walletsvc.domain.transaction import Coin
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.governance import approvals
-from walletsvc.governance.approvals import KindContext
+from walletsvc.governance.approvals import Approvers, KindContext, Requester
 from walletsvc.governance.policies import ROW_MAC, active_policy
 from walletsvc.governance.staff import now_utc
 from walletsvc.incident.freeze import MAX_REASON_LENGTH, withdrawals_freeze
-from walletsvc.incident.unfreeze import Requester
 from walletsvc.keys.kek import Kek
 from walletsvc.keys.keystore import generate_seed
 from walletsvc.payouts.intake import authorization_message
 from walletsvc.payouts.signing import SigningPipeline, coins_query, to_coins
 from walletsvc.payouts.worker import sign_payout_batch
-from walletsvc.policy.engine import approval_deadline
 from walletsvc.treasury.sweeps import sign_sweep_to_cold
 from walletsvc.wallets.service import current_address, get_wallet, issue_address
 
@@ -101,7 +99,6 @@ def propose(
         if _pending(uow.session, row_wallet.id) is not None:
             raise Conflict("a rotation of this wallet is already waiting for approval")
         document = active_policy(uow.session, kek, row_wallet).document
-        quorum = document.quorum_for("key_rotation")
         row = KeyRotation(
             wallet_id=row_wallet.id,
             reason=text,
@@ -110,27 +107,17 @@ def propose(
             requested_by=requester.actor,
             created_at=moment,
         )
-        uow.session.add(row)
-        uow.session.flush()
-        request = approvals.open_request(
+        approvals.governed_action(
             uow,
             kek,
+            row,
             kind=KIND,
-            subject_id=row.id,
-            group=quorum.group,
-            m=quorum.m,
-            expires_at=approval_deadline(document, moment),
-            requester=requester.actor,
-            requester_staff_id=requester.staff_id,
+            approvers=Approvers.from_policy(document, "key_rotation", moment),
+            requester=requester,
             now=moment,
-        )
-        row.approval_request_id = request.id
-        uow.audit(
-            requester.actor,
-            "key_rotation.proposed",
-            "key_rotation",
-            row.id,
-            {"wallet": wallet, "from_epoch": row.from_epoch, "reason": text},
+            event="key_rotation.proposed",
+            subject_type="key_rotation",
+            details=lambda: {"wallet": wallet, "from_epoch": row.from_epoch, "reason": text},
         )
         return row
 

@@ -24,12 +24,11 @@ from walletsvc.db.models_treasury import ColdDestinationChange, ColdDestinationR
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.network import Network
 from walletsvc.governance import approvals
-from walletsvc.governance.approvals import KindContext
+from walletsvc.governance.approvals import Approvers, KindContext, Requester
 from walletsvc.governance.policies import ROW_MAC, IntegrityFailure, active_policy
 from walletsvc.governance.staff import now_utc
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.kek import Kek
-from walletsvc.policy.engine import approval_deadline
 from walletsvc.wallets.service import get_wallet
 
 KIND: Final = "cold_destination_change"
@@ -238,29 +237,18 @@ def request_cold_destination_change(
             requested_by=requester,
             created_at=moment,
         )
-        uow.session.add(change)
-        uow.session.flush()
         policy = active_policy(uow.session, kek, w).document
-        quorum = policy.quorum_for(KIND)
-        request = approvals.open_request(
+        approvals.governed_action(
             uow,
             kek,
+            change,
             kind=KIND,
-            subject_id=change.id,
-            group=quorum.group,
-            m=quorum.m,
-            expires_at=approval_deadline(policy, moment),
-            requester=requester,
-            requester_staff_id=requester_staff_id,
+            approvers=Approvers.from_policy(policy, KIND, moment),
+            requester=Requester(requester, requester_staff_id),
             now=moment,
-        )
-        change.approval_request_id = request.id
-        uow.audit(
-            requester,
-            "cold_destination.change_requested",
-            "cold_destination_change",
-            change.id,
-            _change_content(uow.session, change),
+            event="cold_destination.change_requested",
+            subject_type="cold_destination_change",
+            details=lambda: _change_content(uow.session, change),
         )
         return change
 
