@@ -48,7 +48,6 @@ from walletsvc.db.models_risk import KeyRotation
 from walletsvc.db.models_treasury import Sweep
 from walletsvc.domain.errors import (
     Conflict,
-    DomainError,
     InvalidInput,
     NotFound,
 )
@@ -271,12 +270,7 @@ class RotationService:
         signed: list[str] = []
         for wallet_id in wallet_ids:
             for step in (self._sweep_old_epochs, self._resign_held):
-                try:
-                    txid = step(wallet_id)
-                except DomainError as exc:
-                    log.warning("wallet %s: rotation step waits: %s", wallet_id, exc.message)
-                    self.pipeline.report_failure(wallet_id, exc)
-                    continue
+                txid = self.pipeline.attempt(wallet_id, step, waiting="rotation step waits")
                 if txid is not None:
                     signed.append(txid)
         if wallet_ids:

@@ -208,6 +208,21 @@ class SigningPipeline:
         """After the failed transaction: a signer or kernel refusal goes to the one hook."""
         report_signer_failure(self.on_signer_failure, wallet_id, exc)
 
+    def attempt(
+        self, wallet_id: str, step: Callable[[str], str | None], *, waiting: str
+    ) -> str | None:
+        """Run one background signing step for a wallet; returns the txid it signed, if any.
+
+        A domain error leaves the step to the next pass (logged as ``waiting``); a signer or
+        kernel refusal among them goes to the hook once its transaction has rolled back.
+        """
+        try:
+            return step(wallet_id)
+        except DomainError as exc:
+            log.warning("wallet %s: %s: %s", wallet_id, waiting, exc.message)
+            self.report_failure(wallet_id, exc)
+            return None
+
     # -- broadcasting --------------------------------------------------------------------
 
     def broadcast_signed(self, errors: list[str] | None = None) -> list[str]:

@@ -127,12 +127,7 @@ class SweepService:
             wallet_ids = list(s.scalars(select(Wallet.id).order_by(Wallet.name)))
         txids = []
         for wallet_id in wallet_ids:
-            try:
-                txid = self._evaluate(wallet_id)
-            except DomainError as exc:
-                log.warning("wallet %s: no sweep this pass: %s", wallet_id, exc.message)
-                self.pipeline.report_failure(wallet_id, exc)
-                continue
+            txid = self.pipeline.attempt(wallet_id, self._evaluate, waiting="no sweep this pass")
             if txid is not None:
                 txids.append(txid)
         return txids
