@@ -25,6 +25,7 @@ from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import load_kek
 from walletsvc.keys.sealing import TotpSealer
 from walletsvc.keys.signer import HotSigner
+from walletsvc.payouts.signing import SigningPipeline
 from walletsvc.payouts.worker import PayoutWorker
 from walletsvc.treasury.fee_bumps import FeeBumper
 from walletsvc.treasury.sweeps import SweepService
@@ -65,12 +66,15 @@ class Runtime:
         risk = RiskMonitor(db, tags)
         scanner = Scanner(db, chain, start_height=settings.scan_start_height)
         scanner.block_watchers.append(risk.on_block)
-        worker = PayoutWorker(db, tags, chain, signer, settings)
-        sweeper = SweepService(db, tags, chain, signer, settings)
-        fee_bumper = FeeBumper(db, tags, chain, signer, settings)
-        rotation = RotationService(db, tags, chain, signer, settings)
-        for signing_service in (worker, sweeper, fee_bumper, rotation):
-            signing_service.on_signer_failure = risk.signer_failed
+        # One signing pipeline for every service that signs: the signer refusing its own
+        # work goes to the risk monitor, which freezes the wallet.
+        pipeline = SigningPipeline(
+            db, chain, signer, settings, on_signer_failure=risk.signer_failed
+        )
+        worker = PayoutWorker(db, tags, pipeline)
+        sweeper = SweepService(db, tags, pipeline)
+        fee_bumper = FeeBumper(db, tags, pipeline)
+        rotation = RotationService(db, tags, pipeline)
         return cls(
             settings=settings,
             tags=tags,

@@ -13,7 +13,6 @@ Removal is immediate (it only tightens) and audited.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,11 +24,11 @@ from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.network import Network
 from walletsvc.governance import approvals
-from walletsvc.governance.approvals import KindContext
+from walletsvc.governance.approvals import Approvers, KindContext
 from walletsvc.governance.policies import IntegrityFailure, active_policy
 from walletsvc.governance.staff import now_utc
 from walletsvc.keys.integrity import RowTagger
-from walletsvc.policy.engine import AllowlistEntry, approval_deadline
+from walletsvc.policy.engine import AllowlistEntry
 from walletsvc.wallets.service import get_wallet
 
 KIND = "allowlist_add"
@@ -37,10 +36,8 @@ LIVE_STATUSES = ("pending", "active")
 MAX_LABEL_LENGTH = 200
 
 
-@dataclass(frozen=True)
-class Proposer:
-    actor: str
-    staff_id: str | None  # None: an API token (the payout engine)
+# staff_id None: an API token (the payout engine)
+Proposer = approvals.Requester
 
 
 def _tag(tags: RowTagger, e: AllowlistEntryRow) -> None:
@@ -71,44 +68,36 @@ def propose_entry(
         if _live_entry(uow, w.id, destination.address) is not None:
             raise Conflict("this address is on the allowlist already", field="address")
         policy = active_policy(uow, tags, w).document
+        needs_quorum = proposer.staff_id is not None or (
+            policy.allowlist is not None and policy.allowlist.required
+        )
         entry = AllowlistEntryRow(
             wallet_id=w.id,
             address=destination.address,
             label=label,
             source="payout" if proposer.staff_id is None else "treasury",
-            status="pending",
+            status="pending" if needs_quorum else "active",
+            active_since=None if needs_quorum else moment,
             proposed_by=proposer.actor,
             created_at=moment,
             mac="",
         )
-        uow.allowlist.add(entry, flush=True)
-        needs_quorum = proposer.staff_id is not None or (
-            policy.allowlist is not None and policy.allowlist.required
+        approvals.governed_action(
+            uow,
+            tags,
+            entry,
+            store=uow.allowlist,
+            kind=KIND,
+            approvers=Approvers.from_policy(policy, "allowlist_add", moment)
+            if needs_quorum
+            else None,
+            requester=proposer,
+            now=moment,
+            event="allowlist.proposed",
+            subject_type="allowlist_entry",
+            details=lambda: {**_content(entry), "status": entry.status},
         )
-        if needs_quorum:
-            quorum = policy.quorum_for("allowlist_add")
-            approvals.open_request(
-                uow,
-                tags,
-                kind=KIND,
-                subject_id=entry.id,
-                group=quorum.group,
-                m=quorum.m,
-                expires_at=approval_deadline(policy, moment),
-                requester=proposer.actor,
-                requester_staff_id=proposer.staff_id,
-                now=moment,
-            )
-        else:
-            entry.status, entry.active_since = "active", moment
         _tag(tags, entry)
-        uow.audit(
-            proposer.actor,
-            "allowlist.proposed",
-            "allowlist_entry",
-            entry.id,
-            {**_content(entry), "status": entry.status},
-        )
         return entry.id
 
 

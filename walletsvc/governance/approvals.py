@@ -17,6 +17,7 @@ Counting is strict and repeated from the rows every time (never from a cached co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -25,6 +26,7 @@ from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, Staff
 from walletsvc.db.repositories import ReadUnitOfWork
+from walletsvc.db.repositories.base import Repository
 from walletsvc.db.tags import approval_decision_message, approval_request_message
 from walletsvc.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from walletsvc.governance.policies import IntegrityFailure
@@ -37,6 +39,8 @@ from walletsvc.governance.staff import (
 )
 from walletsvc.keys.integrity import RowTagger, content_digest
 from walletsvc.keys.sealing import TotpSealer
+from walletsvc.policy.document import GovernedAction, PolicyDocument
+from walletsvc.policy.engine import approval_deadline
 
 Decision = Literal["approve", "reject"]
 MAX_COMMENT_LENGTH = 500
@@ -142,6 +146,86 @@ def open_request(
             "expires_at": expires_at,
         },
     )
+    return request
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks for a governed action."""
+
+    actor: str
+    staff_id: str | None  # None: an API token or the CLI; a staff member never approves
+    # their own request
+
+
+@dataclass(frozen=True)
+class Approvers:
+    """Who must approve a request (m members of ``group``) and by when."""
+
+    group: str
+    m: int
+    expires_at: datetime
+
+    @classmethod
+    def from_policy(
+        cls,
+        document: PolicyDocument,
+        action: GovernedAction,
+        now: datetime,
+        *,
+        m: int | None = None,
+    ) -> Approvers:
+        """The policy's quorum for ``action`` (``m`` overrides its size) and its expiry."""
+        quorum = document.quorum_for(action)
+        return cls(quorum.group, quorum.m if m is None else m, approval_deadline(document, now))
+
+
+class GovernedRow(Protocol):
+    """A row an approval request governs (a proposal, a rotation, a change, an entry)."""
+
+    @property
+    def id(self) -> str: ...
+
+
+def governed_action(
+    uow: UnitOfWork,
+    tags: RowTagger,
+    row: GovernedRow,
+    *,
+    store: Repository[Any],
+    kind: str,
+    approvers: Approvers | None,
+    requester: Requester,
+    now: datetime,
+    event: str,
+    subject_type: str,
+    details: Callable[[], dict[str, Any]],
+) -> ApprovalRequest | None:
+    """Create ``row`` (in ``store``, its repository) and open its approval request in the
+    caller's transaction; audit both.
+
+    ``approvers`` None: the action needs no approval (the row is created and audited alone).
+    A row with an ``approval_request_id`` column is linked to its request before ``details``
+    builds the ``event``'s data.
+    """
+    store.add(row, flush=True)
+    request = None
+    if approvers is not None:
+        request = open_request(
+            uow,
+            tags,
+            kind=kind,
+            subject_id=row.id,
+            group=approvers.group,
+            m=approvers.m,
+            expires_at=approvers.expires_at,
+            requester=requester.actor,
+            requester_staff_id=requester.staff_id,
+            now=now,
+        )
+        if hasattr(row, "approval_request_id"):
+            row.approval_request_id = request.id
+    uow.audit(requester.actor, event, subject_type, row.id, details())
     return request
 
 

@@ -27,7 +27,7 @@ from walletsvc.db.models_governance import ApprovalRequest, PolicyProposal
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from walletsvc.governance import approvals
-from walletsvc.governance.approvals import KindContext
+from walletsvc.governance.approvals import Approvers, KindContext, Requester
 from walletsvc.governance.policies import (
     ActivePolicy,
     IntegrityFailure,
@@ -44,7 +44,6 @@ from walletsvc.policy.document import (
     parse_policy,
     policy_hash,
 )
-from walletsvc.policy.engine import approval_deadline
 from walletsvc.policy.ratchet import compare
 from walletsvc.wallets.service import get_wallet
 
@@ -92,7 +91,6 @@ def propose(
         if assessment.direction == "unchanged":
             raise Conflict("the proposed document equals the active policy", field="document")
         loosens = assessment.loosens
-        quorum = active.document.quorum_for("policy_change")
         proposal = PolicyProposal(
             wallet_id=wallet.id if wallet else None,
             document=canonical_dict(new),
@@ -107,32 +105,26 @@ def propose(
             proposer_staff_id=proposer.staff_id,
             created_at=moment,
         )
-        uow.policy_proposals.add(proposal, flush=True)
-        request = approvals.open_request(
+        approvals.governed_action(
             uow,
             tags,
+            proposal,
+            store=uow.policy_proposals,
             kind=KIND,
-            subject_id=proposal.id,
-            group=quorum.group,
             # Tightening: one approver's word. Loosening: the governance quorum.
-            m=quorum.m if loosens else 1,
-            expires_at=approval_deadline(active.document, moment),
-            requester=proposer.actor,
-            requester_staff_id=proposer.staff_id,
+            approvers=Approvers.from_policy(
+                active.document, "policy_change", moment, m=None if loosens else 1
+            ),
+            requester=Requester(proposer.actor, proposer.staff_id),
             now=moment,
-        )
-        proposal.approval_request_id = request.id
-        uow.audit(
-            proposer.actor,
-            "policy.proposed",
-            "policy_proposal",
-            proposal.id,
-            {
+            event="policy.proposed",
+            subject_type="policy_proposal",
+            details=lambda: {
                 "sha256": proposal.sha256,
                 "base_sha256": proposal.base_sha256,
                 "wallet": new.wallet,
                 "assessment": assessment.to_dict(),
-                "approval_request_id": request.id,
+                "approval_request_id": proposal.approval_request_id,
                 "timelock_s": proposal.timelock_s,
             },
         )

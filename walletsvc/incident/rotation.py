@@ -44,35 +44,23 @@ from walletsvc.db.models_risk import KeyRotation
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.errors import (
-    ChainRejected,
     Conflict,
-    DependencyUnavailable,
-    DomainError,
     InvalidInput,
     NotFound,
 )
 from walletsvc.domain.network import Network
-from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import Coin
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.governance import approvals
-from walletsvc.governance.approvals import KindContext
+from walletsvc.governance.approvals import Approvers, KindContext, Requester
 from walletsvc.governance.policies import active_policy
 from walletsvc.governance.staff import now_utc
 from walletsvc.incident.freeze import MAX_REASON_LENGTH, withdrawals_freeze
-from walletsvc.incident.unfreeze import Requester
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.keystore import generate_seed
 from walletsvc.keys.sealing import SeedVault
-from walletsvc.keys.signer import HotSigner
-from walletsvc.payouts.signing import (
-    SignerFailureHook,
-    fee_rate,
-    report_signer_failure,
-    to_coins,
-)
-from walletsvc.payouts.worker import PayoutWorker, sign_payout_batch
-from walletsvc.policy.engine import approval_deadline
+from walletsvc.payouts.signing import SigningPipeline, to_coins
+from walletsvc.payouts.worker import sign_payout_batch
 from walletsvc.treasury.sweeps import sign_sweep_to_cold
 from walletsvc.wallets.service import current_address, get_wallet, issue_address
 
@@ -107,7 +95,6 @@ def propose(
         if _pending(uow, row_wallet.id) is not None:
             raise Conflict("a rotation of this wallet is already waiting for approval")
         document = active_policy(uow, tags, row_wallet).document
-        quorum = document.quorum_for("key_rotation")
         row = KeyRotation(
             wallet_id=row_wallet.id,
             reason=text,
@@ -116,26 +103,18 @@ def propose(
             requested_by=requester.actor,
             created_at=moment,
         )
-        uow.rotations.add(row, flush=True)
-        request = approvals.open_request(
+        approvals.governed_action(
             uow,
             tags,
+            row,
+            store=uow.rotations,
             kind=KIND,
-            subject_id=row.id,
-            group=quorum.group,
-            m=quorum.m,
-            expires_at=approval_deadline(document, moment),
-            requester=requester.actor,
-            requester_staff_id=requester.staff_id,
+            approvers=Approvers.from_policy(document, "key_rotation", moment),
+            requester=requester,
             now=moment,
-        )
-        row.approval_request_id = request.id
-        uow.audit(
-            requester.actor,
-            "key_rotation.proposed",
-            "key_rotation",
-            row.id,
-            {"wallet": wallet, "from_epoch": row.from_epoch, "reason": text},
+            event="key_rotation.proposed",
+            subject_type="key_rotation",
+            details=lambda: {"wallet": wallet, "from_epoch": row.from_epoch, "reason": text},
         )
         return row
 
@@ -255,20 +234,11 @@ class KeyRotationApprovals:
 
 
 class RotationService:
-    def __init__(
-        self,
-        db: Database,
-        tags: RowTagger,
-        chain: ChainBackend,
-        signer: HotSigner,
-        settings: Settings,
-    ) -> None:
+    def __init__(self, db: Database, tags: RowTagger, pipeline: SigningPipeline) -> None:
         self.db = db
         self.tags = tags
-        self.chain = chain
-        self.signer = signer
-        self.settings = settings
-        self.on_signer_failure: SignerFailureHook | None = None  # wired by Runtime.open
+        self.pipeline = pipeline
+        self.settings: Settings = pipeline.settings
 
     def run(self, wallet: str | None = None) -> list[str]:
         """Sweep old-epoch coins, broadcast rotation sweeps, re-sign what may be re-signed.
@@ -279,12 +249,7 @@ class RotationService:
         signed: list[str] = []
         for wallet_id in wallet_ids:
             for step in (self._sweep_old_epochs, self._resign_held):
-                try:
-                    txid = step(wallet_id)
-                except DomainError as exc:
-                    log.warning("wallet %s: rotation step waits: %s", wallet_id, exc.message)
-                    report_signer_failure(self.on_signer_failure, wallet_id, exc)
-                    continue
+                txid = self.pipeline.attempt(wallet_id, step, waiting="rotation step waits")
                 if txid is not None:
                     signed.append(txid)
         if wallet_ids:
@@ -307,9 +272,8 @@ class RotationService:
     def _sign_sweep(self, uow: UnitOfWork, wallet: Wallet, coins: list[Coin]) -> str:
         tx, row = sign_sweep_to_cold(
             uow,
-            self.signer,
+            self.pipeline,
             self.tags,
-            self.settings,
             wallet,
             coins,
             keep_sat=None,
@@ -323,9 +287,7 @@ class RotationService:
 
     def _fee_rate(self) -> int:
         # High priority: the old keys may be in someone else's hands; outbid them.
-        return fee_rate(
-            self.chain,
-            self.settings,
+        return self.pipeline.fee_rate(
             target_blocks=self.settings.rotation_sweep_target_blocks,
             floor=self.settings.rotation_sweep_min_fee_rate,
         )
@@ -334,22 +296,7 @@ class RotationService:
         """Broadcast stored rotation sweeps, under the write lock, whatever the freeze."""
         with self.db.read() as uow:
             ids = uow.sweeps.signed_transaction_ids(trigger=SWEEP_TRIGGER)
-        sent = []
-        for tx_id in ids:
-            with self.db.write() as uow:
-                tx = uow.transactions.get(tx_id)
-                if tx is None or tx.status != "signed":
-                    continue
-                try:
-                    self.chain.broadcast(bytes.fromhex(tx.raw_tx))
-                except (ChainRejected, DependencyUnavailable) as exc:
-                    tx.broadcast_attempts += 1
-                    tx.last_error = exc.message
-                    log.error("rotation sweep %s not broadcast: %s", tx.txid, exc.message)
-                    continue
-                PayoutWorker._mark_broadcast(uow, tx)
-                sent.append(tx.txid)
-        return sent
+        return self.pipeline.broadcast(ids, despite_freeze=True)
 
     # -- re-signing held payouts -------------------------------------------------------
 
@@ -383,9 +330,7 @@ class RotationService:
     def _resign(
         self, uow: UnitOfWork, wallet: Wallet, voided: ChainTransaction, held: list[Withdrawal]
     ) -> str:
-        tx, plan = sign_payout_batch(
-            uow, self.signer, self.chain, self.settings, wallet, held, replaces_id=voided.id
-        )
+        tx, plan = sign_payout_batch(uow, self.pipeline, wallet, held, replaces_id=voided.id)
         uow.audit(
             ACTOR,
             "transaction.resigned",

@@ -20,17 +20,18 @@ from walletsvc.db.models_risk import UnfreezeRequest
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.governance import approvals
-from walletsvc.governance.approvals import KindContext
+from walletsvc.governance.approvals import Approvers, KindContext
 from walletsvc.governance.policies import active_policy
 from walletsvc.governance.staff import now_utc
 from walletsvc.incident.freeze import FREEZE_SCOPES, MAX_REASON_LENGTH, active_freezes, lift
 from walletsvc.keys.integrity import RowTagger
-from walletsvc.policy.document import Quorum
-from walletsvc.policy.engine import approval_deadline
 from walletsvc.wallets.service import get_wallet
 
 KIND = "unfreeze"
 PENDING = "pending_approval"
+
+
+Requester = approvals.Requester  # the name the API and the CLI import from here
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,6 @@ class Target:
     freeze_id: str | None = None
     scope: str | None = None
     wallet: str | None = None
-
-
-@dataclass(frozen=True)
-class Requester:
-    actor: str
-    staff_id: str | None  # a staff member never approves their own request
 
 
 def propose(
@@ -62,7 +57,7 @@ def propose(
     moment = now_utc(now)
     with db.write() as uow:
         freezes = _select_freezes(uow, target)
-        quorum, deadline = _quorum(uow, tags, freezes, moment)
+        approvers = _quorum(uow, tags, freezes, moment)
         row = UnfreezeRequest(
             freeze_ids=sorted(f.id for f in freezes),
             reason=reason,
@@ -70,30 +65,22 @@ def propose(
             requested_by=requester.actor,
             created_at=moment,
         )
-        uow.unfreeze_requests.add(row, flush=True)
-        request = approvals.open_request(
+        approvals.governed_action(
             uow,
             tags,
+            row,
+            store=uow.unfreeze_requests,
             kind=KIND,
-            subject_id=row.id,
-            group=quorum.group,
-            m=quorum.m,
-            expires_at=deadline,
-            requester=requester.actor,
-            requester_staff_id=requester.staff_id,
+            approvers=approvers,
+            requester=requester,
             now=moment,
-        )
-        row.approval_request_id = request.id
-        uow.audit(
-            requester.actor,
-            "unfreeze.proposed",
-            "unfreeze_request",
-            row.id,
-            {
+            event="unfreeze.proposed",
+            subject_type="unfreeze_request",
+            details=lambda: {
                 "freeze_ids": row.freeze_ids,
                 "reason": reason,
-                "approval_request_id": request.id,
-                "required": {"group": quorum.group, "m": quorum.m},
+                "approval_request_id": row.approval_request_id,
+                "required": {"group": approvers.group, "m": approvers.m},
             },
         )
         return row
@@ -132,15 +119,15 @@ def _select_freezes(uow: ReadUnitOfWork, target: Target) -> list[Freeze]:
 
 def _quorum(
     uow: ReadUnitOfWork, tags: RowTagger, freezes: list[Freeze], now: datetime
-) -> tuple[Quorum, datetime]:
+) -> Approvers:
     """The strictest governance.unfreeze quorum among the policies of the frozen wallets."""
-    best: tuple[Quorum, datetime] | None = None
+    best: Approvers | None = None
     for wallet_id in sorted({f.wallet_id or "" for f in freezes}):
         wallet = uow.wallets.get(wallet_id) if wallet_id else None
         document = active_policy(uow, tags, wallet).document
-        quorum = document.quorum_for("unfreeze")
-        if best is None or quorum.m > best[0].m:
-            best = (quorum, approval_deadline(document, now))
+        approvers = Approvers.from_policy(document, "unfreeze", now)
+        if best is None or approvers.m > best.m:
+            best = approvers
     assert best is not None
     return best
 

@@ -1,30 +1,44 @@
 """From a plan to a stored, signed transaction: the one path every signing use case takes.
 
-Payout batches, sweeps, fee bumps and rotation re-signs all end here: the HotSigner re-checks
-and signs, and the row is stored as `signed` inside the caller's locked transaction. Only a
-committed `signed` row is ever broadcast (walletsvc.payouts.worker), so a crash at any point
-leaves either nothing or the exact bytes to re-broadcast.
+Payout batches, sweeps, fee bumps and rotation re-signs all go through ``SigningPipeline``:
+the HotSigner re-checks and signs (the kernel verifies every signature), and the row is stored
+as `signed` with its coins reserved inside the caller's locked transaction. Only a committed
+`signed` row is ever broadcast, so a crash at any point leaves either nothing or the exact
+bytes to re-broadcast.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 from walletsvc.config import Settings
-from walletsvc.db.database import UnitOfWork
+from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import (
     Address,
     ChainTransaction,
     Utxo,
     Wallet,
+    utcnow,
 )
 from walletsvc.db.repositories import ReadUnitOfWork
-from walletsvc.domain.errors import DomainError, SigningRefused, VerificationFailed
+from walletsvc.domain.errors import (
+    ChainRejected,
+    DependencyUnavailable,
+    DomainError,
+    SigningRefused,
+    VerificationFailed,
+)
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import ApprovedPayout, Coin, KeyPath, TransactionPlan
+from walletsvc.domain.withdrawal import WithdrawalStatus, transition
+from walletsvc.incident.freeze import withdrawals_freeze
 from walletsvc.keys.keystore import EncryptedSeed
 from walletsvc.keys.signer import HotSigner
+
+log = logging.getLogger(__name__)
+ACTOR = "system:worker"  # broadcasts are the worker's, whichever service signed
 
 # Called (outside the failed transaction) when the signer refuses its own work or the kernel
 # refuses a signature: the risk monitor freezes the wallet (Runtime.open wires it).
@@ -93,43 +107,181 @@ def reserve_inputs(uow: ReadUnitOfWork, plan: TransactionPlan, tx_id: str) -> No
         utxo.reserved_by = tx_id
 
 
-def sign_and_store(
-    uow: UnitOfWork,
-    signer: HotSigner,
-    *,
-    wallet: Wallet,
-    plan: TransactionPlan,
-    kind: str,
-    rate: int,
-    max_fee_sat: int,
-    approved: Sequence[ApprovedPayout] = (),
-    sweep_scripts: frozenset[bytes] = frozenset(),
-    replaces_id: str | None = None,
-) -> ChainTransaction:
-    """Have the signer check and sign ``plan``; store the result as a `signed` row.
+Reservation = Callable[[UnitOfWork, TransactionPlan, str], None]
 
-    The caller reserves the inputs (fresh, or taken over from a replaced transaction) and
-    moves its payouts, in the same transaction.
+
+class SigningPipeline:
+    """Sign -> store -> reserve -> broadcast, the one sequence every signing service shares.
+
+    The services keep their own policy (what to spend, where, at what fee) and hand the plan
+    here. Signing, storing and reserving happen in the caller's locked write transaction, so
+    a crash leaves either nothing or a committed `signed` row; only such a row is broadcast,
+    each under the write lock, so a freeze (a write) waits for a broadcast in progress and
+    every later broadcast sees it.
     """
-    signed = signer.sign(
-        wallet=wallet.name,
-        network=Network(wallet.network),
-        seeds=seeds_for(uow, wallet, plan),
-        plan=plan,
-        approved=approved,
-        sweep_scripts=sweep_scripts,
-        max_fee_sat=max_fee_sat,
-    )
-    tx = ChainTransaction(
-        wallet_id=wallet.id,
-        kind=kind,
-        status="signed",
-        txid=signed.txid,
-        raw_tx=signed.raw.hex(),
-        fee_sat=signed.fee_sat,
-        vsize=signed.vsize,
-        fee_rate_sat_per_vb=rate,
-        replaces_id=replaces_id,
-    )
-    uow.transactions.add(tx, flush=True)
-    return tx
+
+    def __init__(
+        self,
+        db: Database,
+        chain: ChainBackend,
+        signer: HotSigner,
+        settings: Settings,
+        *,
+        on_signer_failure: SignerFailureHook | None = None,
+    ) -> None:
+        self.db = db
+        self.chain = chain
+        self.signer = signer
+        self.settings = settings
+        # The risk monitor's hook (Runtime.open): the signer refusing its own work freezes.
+        self.on_signer_failure = on_signer_failure
+
+    # -- signing -------------------------------------------------------------------------
+
+    def fee_rate(self, *, target_blocks: int | None = None, floor: int = 0) -> int:
+        return fee_rate(self.chain, self.settings, target_blocks=target_blocks, floor=floor)
+
+    def sign_and_store(
+        self,
+        uow: UnitOfWork,
+        *,
+        wallet: Wallet,
+        plan: TransactionPlan,
+        kind: str,
+        rate: int,
+        approved: Sequence[ApprovedPayout] = (),
+        sweep_scripts: frozenset[bytes] = frozenset(),
+        replaces_id: str | None = None,
+        reserve: Reservation = reserve_inputs,
+    ) -> ChainTransaction:
+        """Have the signer check and sign ``plan``; store it as `signed`; reserve its coins.
+
+        ``reserve`` marks the inputs as spent by the new row: fresh coins by default, or
+        coins taken over from a replaced or voided transaction. The caller moves its payouts
+        in the same transaction.
+        """
+        signed = self.signer.sign(
+            wallet=wallet.name,
+            network=Network(wallet.network),
+            seeds=seeds_for(uow, wallet, plan),
+            plan=plan,
+            approved=approved,
+            sweep_scripts=sweep_scripts,
+            max_fee_sat=self.settings.max_fee_sat,
+        )
+        tx = ChainTransaction(
+            wallet_id=wallet.id,
+            kind=kind,
+            status="signed",
+            txid=signed.txid,
+            raw_tx=signed.raw.hex(),
+            fee_sat=signed.fee_sat,
+            vsize=signed.vsize,
+            fee_rate_sat_per_vb=rate,
+            replaces_id=replaces_id,
+        )
+        uow.transactions.add(tx, flush=True)
+        reserve(uow, plan, tx.id)
+        return tx
+
+    def report_failure(self, wallet_id: str, exc: DomainError) -> None:
+        """After the failed transaction: a signer or kernel refusal goes to the one hook."""
+        report_signer_failure(self.on_signer_failure, wallet_id, exc)
+
+    def attempt(
+        self, wallet_id: str, step: Callable[[str], str | None], *, waiting: str
+    ) -> str | None:
+        """Run one background signing step for a wallet; returns the txid it signed, if any.
+
+        A domain error leaves the step to the next pass (logged as ``waiting``); a signer or
+        kernel refusal among them goes to the hook once its transaction has rolled back.
+        """
+        try:
+            return step(wallet_id)
+        except DomainError as exc:
+            log.warning("wallet %s: %s: %s", wallet_id, waiting, exc.message)
+            self.report_failure(wallet_id, exc)
+            return None
+
+    # -- broadcasting --------------------------------------------------------------------
+
+    def broadcast_signed(self, errors: list[str] | None = None) -> list[str]:
+        """Broadcast every committed `signed` row, oldest first; held while frozen."""
+        with self.db.read() as uow:
+            pending = uow.transactions.ids_with_status("signed")
+        return self.broadcast(pending, errors=errors)
+
+    def broadcast(
+        self,
+        tx_ids: Sequence[str],
+        *,
+        despite_freeze: bool = False,
+        errors: list[str] | None = None,
+    ) -> list[str]:
+        """Broadcast these stored transactions (re-broadcast is idempotent); their txids.
+
+        ``despite_freeze``: rotation sweeps pay only the MAC-checked cold destination, which
+        is where a freeze wants the money anyway.
+        """
+        sent = []
+        for tx_id in tx_ids:
+            try:
+                txid = self._broadcast_one(tx_id, despite_freeze=despite_freeze, errors=errors)
+            except DependencyUnavailable as exc:
+                log.warning("chain backend unavailable; will re-broadcast later: %s", exc.message)
+                break
+            if txid is not None:
+                sent.append(txid)
+        return sent
+
+    def _broadcast_one(
+        self, tx_id: str, *, despite_freeze: bool, errors: list[str] | None
+    ) -> str | None:
+        """Broadcast one stored transaction while holding the write lock.
+
+        Holding the lock across the network call is deliberate: a freeze is a write, so it
+        waits for a broadcast in progress and every later broadcast sees it. Broadcasts are
+        rare (one per batch) and the backend call is bounded by its timeout.
+        """
+        with self.db.write() as uow:
+            tx = uow.transactions.get(tx_id)
+            if tx is None or tx.status != "signed":
+                return None
+            if not despite_freeze and withdrawals_freeze(uow, tx.wallet_id) is not None:
+                return None  # held until the freeze is lifted
+            try:
+                txid = self.chain.broadcast(bytes.fromhex(tx.raw_tx))
+            except ChainRejected as exc:
+                _record_broadcast_error(uow, tx, f"{exc.message} ({exc.reason})")
+                if errors is not None:
+                    errors.append(exc.message)
+                return None
+            if txid != tx.txid:
+                log.error("backend answered txid %s for our %s", txid, tx.txid)
+            _mark_broadcast(uow, tx)
+            return tx.txid
+
+
+def _mark_broadcast(uow: UnitOfWork, tx: ChainTransaction) -> None:
+    tx.status = "broadcast"
+    tx.broadcast_at = utcnow()
+    tx.broadcast_attempts += 1
+    tx.last_error = None
+    for w in uow.withdrawals.of_transaction(tx.id, status=WithdrawalStatus.SIGNED.value):
+        w.status = transition(w.status, WithdrawalStatus.BROADCAST).value
+        w.updated_at = utcnow()
+    uow.audit(ACTOR, "transaction.broadcast", "chain_transaction", tx.id, {"txid": tx.txid})
+
+
+def _record_broadcast_error(uow: UnitOfWork, tx: ChainTransaction, error: str) -> None:
+    tx.broadcast_attempts += 1
+    tx.last_error = error
+    log.error("broadcast of %s refused: %s", tx.txid, error)
+    if tx.broadcast_attempts == 1:
+        uow.audit(
+            ACTOR,
+            "transaction.broadcast_refused",
+            "chain_transaction",
+            tx.id,
+            {"txid": tx.txid, "error": error},
+        )

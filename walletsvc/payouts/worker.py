@@ -24,28 +24,17 @@ from walletsvc.db.models import (
 )
 from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.errors import (
-    ChainRejected,
-    DependencyUnavailable,
     DomainError,
     SigningRefused,
     VerificationFailed,
 )
-from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import ApprovedPayout, TransactionPlan
 from walletsvc.domain.txplan import plan_payouts
 from walletsvc.domain.withdrawal import WithdrawalStatus, transition
 from walletsvc.incident.freeze import withdrawals_freeze
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.signer import HotSigner
-from walletsvc.payouts.signing import (
-    SignerFailureHook,
-    fee_rate,
-    report_signer_failure,
-    reserve_inputs,
-    sign_and_store,
-    spendable_coins,
-    tip_height,
-)
+from walletsvc.payouts.signing import SigningPipeline, spendable_coins, tip_height
 from walletsvc.wallets.service import next_change_path
 
 log = logging.getLogger(__name__)
@@ -63,21 +52,20 @@ class WorkerReport:
 
 
 class PayoutWorker:
-    def __init__(
-        self,
-        db: Database,
-        tags: RowTagger,
-        chain: ChainBackend,
-        signer: HotSigner,
-        settings: Settings,
-    ) -> None:
+    def __init__(self, db: Database, tags: RowTagger, pipeline: SigningPipeline) -> None:
         self.db = db
         self.tags = tags
-        self.chain = chain
-        self.signer = signer
-        self.settings = settings
-        # The risk monitor's hook (Runtime.open): the signer refusing its own work freezes.
-        self.on_signer_failure: SignerFailureHook | None = None
+        self.pipeline = pipeline
+        self.settings: Settings = pipeline.settings
+
+    @property
+    def signer(self) -> HotSigner:
+        """The pipeline's signer (swapped here by fault-injection tests)."""
+        return self.pipeline.signer
+
+    @signer.setter
+    def signer(self, signer: HotSigner) -> None:
+        self.pipeline.signer = signer
 
     def run_once(self) -> WorkerReport:
         report = WorkerReport()
@@ -91,7 +79,7 @@ class PayoutWorker:
             except (SigningRefused, VerificationFailed) as exc:
                 log.error("wallet %s: the signer refused its own work: %s", wallet_id, exc.code)
                 report.errors.append(exc.message)
-                report_signer_failure(self.on_signer_failure, wallet_id, exc)
+                self.pipeline.report_failure(wallet_id, exc)
                 continue
             except DomainError as exc:
                 log.warning("wallet %s: cannot sign payouts yet: %s", wallet_id, exc.message)
@@ -130,9 +118,7 @@ class PayoutWorker:
             payouts = self._authorised_payouts(uow, wallet)
             if not payouts:
                 return None
-            tx, plan = sign_payout_batch(
-                uow, self.signer, self.chain, self.settings, wallet, payouts
-            )
+            tx, plan = sign_payout_batch(uow, self.pipeline, wallet, payouts)
             uow.audit(
                 ACTOR,
                 "transaction.signed",
@@ -178,75 +164,12 @@ class PayoutWorker:
     # -- broadcasting --------------------------------------------------------------------
 
     def broadcast_signed(self, report: WorkerReport | None = None) -> list[str]:
-        with self.db.read() as uow:
-            pending = uow.transactions.ids_with_status("signed")
-        sent = []
-        for tx_id in pending:
-            try:
-                txid = self._broadcast_one(tx_id, report)
-            except DependencyUnavailable as exc:
-                log.warning("chain backend unavailable; will re-broadcast later: %s", exc.message)
-                break
-            if txid is not None:
-                sent.append(txid)
-        return sent
-
-    def _broadcast_one(self, tx_id: str, report: WorkerReport | None) -> str | None:
-        """Broadcast one stored transaction while holding the write lock.
-
-        Holding the lock across the network call is deliberate: a freeze is a write, so it
-        waits for a broadcast in progress and every later broadcast sees it. Broadcasts are
-        rare (one per batch) and the backend call is bounded by its timeout.
-        """
-        with self.db.write() as uow:
-            tx = uow.transactions.get(tx_id)
-            if tx is None or tx.status != "signed":
-                return None
-            if withdrawals_freeze(uow, tx.wallet_id) is not None:
-                return None  # held until the freeze is lifted
-            try:
-                txid = self.chain.broadcast(bytes.fromhex(tx.raw_tx))
-            except ChainRejected as exc:
-                self._record_broadcast_error(uow, tx, f"{exc.message} ({exc.reason})")
-                if report is not None:
-                    report.errors.append(exc.message)
-                return None
-            if txid != tx.txid:
-                log.error("backend answered txid %s for our %s", txid, tx.txid)
-            self._mark_broadcast(uow, tx)
-            return tx.txid
-
-    @staticmethod
-    def _mark_broadcast(uow: UnitOfWork, tx: ChainTransaction) -> None:
-        tx.status = "broadcast"
-        tx.broadcast_at = utcnow()
-        tx.broadcast_attempts += 1
-        tx.last_error = None
-        for w in uow.withdrawals.of_transaction(tx.id, status=WithdrawalStatus.SIGNED.value):
-            w.status = transition(w.status, WithdrawalStatus.BROADCAST).value
-            w.updated_at = utcnow()
-        uow.audit(ACTOR, "transaction.broadcast", "chain_transaction", tx.id, {"txid": tx.txid})
-
-    @staticmethod
-    def _record_broadcast_error(uow: UnitOfWork, tx: ChainTransaction, error: str) -> None:
-        tx.broadcast_attempts += 1
-        tx.last_error = error
-        log.error("broadcast of %s refused: %s", tx.txid, error)
-        if tx.broadcast_attempts == 1:
-            uow.audit(
-                ACTOR,
-                "transaction.broadcast_refused",
-                "chain_transaction",
-                tx.id,
-                {"txid": tx.txid, "error": error},
-            )
+        return self.pipeline.broadcast_signed(None if report is None else report.errors)
 
 
 def sign_payout_batch(
     uow: UnitOfWork,
-    signer: HotSigner,
-    chain: ChainBackend,
-    settings: Settings,
+    pipeline: SigningPipeline,
     wallet: Wallet,
     payouts: list[Withdrawal],
     *,
@@ -255,7 +178,8 @@ def sign_payout_batch(
     """Plan, sign and store one transaction paying ``payouts``; mark them signed."""
     tip = tip_height(uow)
     change_path, change_script = next_change_path(uow, wallet)
-    rate = fee_rate(chain, settings)
+    settings = pipeline.settings
+    rate = pipeline.fee_rate()
     approved = [ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat) for w in payouts]
     plan = plan_payouts(
         spendable_coins(uow, wallet),
@@ -267,18 +191,15 @@ def sign_payout_batch(
         min_confirmations=settings.min_confirmations,
         locktime=max(tip, 0),
     )
-    tx = sign_and_store(
+    tx = pipeline.sign_and_store(
         uow,
-        signer,
         wallet=wallet,
         plan=plan,
         kind="payout",
         rate=rate,
-        max_fee_sat=settings.max_fee_sat,
         approved=approved,
         replaces_id=replaces_id,
     )
-    reserve_inputs(uow, plan, tx.id)
     for withdrawal, share in zip(payouts, split_fee(tx.fee_sat, len(payouts)), strict=True):
         withdrawal.status = transition(withdrawal.status, WithdrawalStatus.SIGNED).value
         withdrawal.transaction_id = tx.id

@@ -22,12 +22,11 @@ from walletsvc.db.tags import cold_destination_message
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.network import Network
 from walletsvc.governance import approvals
-from walletsvc.governance.approvals import KindContext
+from walletsvc.governance.approvals import Approvers, KindContext, Requester
 from walletsvc.governance.policies import IntegrityFailure, active_policy
 from walletsvc.governance.staff import now_utc
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.integrity import RowTagger
-from walletsvc.policy.engine import approval_deadline
 from walletsvc.wallets.service import get_wallet
 
 KIND: Final = "cold_destination_change"
@@ -229,28 +228,19 @@ def request_cold_destination_change(
             requested_by=requester,
             created_at=moment,
         )
-        uow.cold_changes.add(change, flush=True)
         policy = active_policy(uow, tags, w).document
-        quorum = policy.quorum_for(KIND)
-        request = approvals.open_request(
+        approvals.governed_action(
             uow,
             tags,
+            change,
+            store=uow.cold_changes,
             kind=KIND,
-            subject_id=change.id,
-            group=quorum.group,
-            m=quorum.m,
-            expires_at=approval_deadline(policy, moment),
-            requester=requester,
-            requester_staff_id=requester_staff_id,
+            approvers=Approvers.from_policy(policy, KIND, moment),
+            requester=Requester(requester, requester_staff_id),
             now=moment,
-        )
-        change.approval_request_id = request.id
-        uow.audit(
-            requester,
-            "cold_destination.change_requested",
-            "cold_destination_change",
-            change.id,
-            _change_content(uow, change),
+            event="cold_destination.change_requested",
+            subject_type="cold_destination_change",
+            details=lambda: _change_content(uow, change),
         )
         return change
 

@@ -27,7 +27,6 @@ from walletsvc.db.models_treasury import TransactionWatch
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.errors import DomainError, SigningRefused
-from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import (
     ApprovedPayout,
     Coin,
@@ -40,13 +39,10 @@ from walletsvc.domain.txplan import INCREMENTAL_RELAY_FEE_SAT_PER_VB, plan_repla
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.incident.freeze import withdrawals_freeze
 from walletsvc.keys.integrity import RowTagger
-from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.signing import (
-    SignerFailureHook,
-    fee_rate,
-    report_signer_failure,
+    Reservation,
+    SigningPipeline,
     reserve_inputs,
-    sign_and_store,
     spendable_coins,
     tip_height,
     to_coins,
@@ -90,20 +86,11 @@ class Bump:
 
 
 class FeeBumper:
-    def __init__(
-        self,
-        db: Database,
-        tags: RowTagger,
-        chain: ChainBackend,
-        signer: HotSigner,
-        settings: Settings,
-    ) -> None:
+    def __init__(self, db: Database, tags: RowTagger, pipeline: SigningPipeline) -> None:
         self.db = db
         self.tags = tags
-        self.chain = chain
-        self.signer = signer
-        self.settings = settings
-        self.on_signer_failure: SignerFailureHook | None = None  # wired by Runtime.open
+        self.pipeline = pipeline
+        self.settings: Settings = pipeline.settings
 
     def stuck(self) -> list[str]:
         """Ids of broadcast payout batches unconfirmed for ``rbf_after_blocks`` blocks."""
@@ -129,7 +116,7 @@ class FeeBumper:
                     tx = uow.transactions.get(tx_id)
                     wallet_id = tx.wallet_id if tx is not None else None
                 if wallet_id is not None:
-                    report_signer_failure(self.on_signer_failure, wallet_id, exc)
+                    self.pipeline.report_failure(wallet_id, exc)
                 continue
             if bump is not None:
                 bumps.append(bump)
@@ -147,7 +134,7 @@ class FeeBumper:
                 return None
             new_rate = rate or bumped_rate(
                 old.fee_rate_sat_per_vb,
-                fee_rate(self.chain, self.settings),
+                self.pipeline.fee_rate(),
                 self.settings.fee_ceiling_sat_per_vb,
             )
             if new_rate is None:
@@ -167,22 +154,17 @@ class FeeBumper:
                 original_vsize=old.vsize,
             )
             approved = [_approved(self.tags, w) for w in payouts]
-            new = sign_and_store(
+            new = self.pipeline.sign_and_store(
                 uow,
-                self.signer,
                 wallet=wallet,
                 plan=plan,
                 kind=old.kind,
                 rate=new_rate,
-                max_fee_sat=self.settings.max_fee_sat,
                 approved=approved,
                 replaces_id=old.id,
+                reserve=_taking_over_from(old),
             )
             old.status = "replaced"
-            # The original's coins move to the replacement; added coins are reserved fresh.
-            for utxo in uow.utxos.reserved_by(old.id):
-                utxo.reserved_by = new.id
-            reserve_inputs(uow, _only_unreserved(uow, plan), new.id)
             for w, share in zip(payouts, split_fee(new.fee_sat, len(payouts)), strict=True):
                 w.transaction_id = new.id
                 w.fee_share_sat = share
@@ -290,6 +272,16 @@ def _change_for_bump(
         return None, None
     path, script = next_change_path(uow, wallet)
     return path, script
+
+
+def _taking_over_from(old: ChainTransaction) -> Reservation:
+    def reserve(uow: UnitOfWork, plan: TransactionPlan, tx_id: str) -> None:
+        # The original's coins move to the replacement; added coins are reserved fresh.
+        for utxo in uow.utxos.reserved_by(old.id):
+            utxo.reserved_by = tx_id
+        reserve_inputs(uow, _only_unreserved(uow, plan), tx_id)
+
+    return reserve
 
 
 def _only_unreserved(uow: ReadUnitOfWork, plan: TransactionPlan) -> TransactionPlan:

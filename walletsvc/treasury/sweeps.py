@@ -29,22 +29,12 @@ from walletsvc.db.models import ChainTransaction, Wallet, utcnow
 from walletsvc.db.models_treasury import HotAlert, Sweep
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Conflict, DomainError, InsufficientFunds
-from walletsvc.domain.ports import ChainBackend
-from walletsvc.domain.transaction import Coin
+from walletsvc.domain.transaction import Coin, TransactionPlan
 from walletsvc.domain.txplan import plan_sweep
 from walletsvc.governance.policies import active_policy
 from walletsvc.incident.freeze import withdrawals_freeze
 from walletsvc.keys.integrity import RowTagger
-from walletsvc.keys.signer import HotSigner
-from walletsvc.payouts.signing import (
-    SignerFailureHook,
-    fee_rate,
-    report_signer_failure,
-    reserve_inputs,
-    sign_and_store,
-    spendable_coins,
-    tip_height,
-)
+from walletsvc.payouts.signing import SigningPipeline, reserve_inputs, spendable_coins, tip_height
 from walletsvc.policy.document import HotThresholds
 from walletsvc.treasury.cold import cold_view, reserve_cold_address
 from walletsvc.treasury.fee_bumps import watch
@@ -116,21 +106,17 @@ class SweepService:
         self,
         db: Database,
         tags: RowTagger,
-        chain: ChainBackend,
-        signer: HotSigner,
-        settings: Settings,
+        pipeline: SigningPipeline,
         *,
         alert_hooks: list[AlertHook] | None = None,
     ) -> None:
         self.db = db
         self.tags = tags
-        self.chain = chain
-        self.signer = signer
-        self.settings = settings
+        self.pipeline = pipeline
+        self.settings: Settings = pipeline.settings
         self.alert_hooks: list[AlertHook] = list(alert_hooks or [])
-        self.on_signer_failure: SignerFailureHook | None = None  # wired by Runtime.open
-        if settings.refill_webhook_url:
-            self.alert_hooks.append(webhook_hook(settings.refill_webhook_url))
+        if self.settings.refill_webhook_url:
+            self.alert_hooks.append(webhook_hook(self.settings.refill_webhook_url))
 
     # -- after each scan -----------------------------------------------------------------
 
@@ -140,12 +126,7 @@ class SweepService:
             wallet_ids = [w.id for w in uow.wallets.all_by_name()]
         txids = []
         for wallet_id in wallet_ids:
-            try:
-                txid = self._evaluate(wallet_id)
-            except DomainError as exc:
-                log.warning("wallet %s: no sweep this pass: %s", wallet_id, exc.message)
-                report_signer_failure(self.on_signer_failure, wallet_id, exc)
-                continue
+            txid = self.pipeline.attempt(wallet_id, self._evaluate, waiting="no sweep this pass")
             if txid is not None:
                 txids.append(txid)
         return txids
@@ -211,13 +192,12 @@ class SweepService:
             )
         tx, row = sign_sweep_to_cold(
             uow,
-            self.signer,
+            self.pipeline,
             self.tags,
-            self.settings,
             wallet,
             spendable_coins(uow, wallet),
             keep_sat=keep,
-            rate=fee_rate(self.chain, self.settings),
+            rate=self.pipeline.fee_rate(),
             trigger=trigger,
             actor=actor,
             audit_extra={
@@ -285,9 +265,8 @@ class SweepService:
 
 def sign_sweep_to_cold(
     uow: UnitOfWork,
-    signer: HotSigner,
+    pipeline: SigningPipeline,
     tags: RowTagger,
-    settings: Settings,
     wallet: Wallet,
     coins: list[Coin],
     *,
@@ -303,6 +282,7 @@ def sign_sweep_to_cold(
     ``take_over_reserved``: the coins may still be reserved by transactions that were voided
     (never broadcast) by a key rotation; the sweep takes them over.
     """
+    settings = pipeline.settings
     tip = tip_height(uow)
     cold = reserve_cold_address(uow, tags, wallet)
     change_path, change_script = next_change_path(uow, wallet)
@@ -317,21 +297,15 @@ def sign_sweep_to_cold(
         min_confirmations=settings.min_confirmations,
         locktime=max(tip, 0),
     )
-    tx = sign_and_store(
+    tx = pipeline.sign_and_store(
         uow,
-        signer,
         wallet=wallet,
         plan=plan,
         kind="sweep",
         rate=rate,
-        max_fee_sat=settings.max_fee_sat,
         sweep_scripts=frozenset({cold.script_pubkey}),
+        reserve=_take_over_inputs if take_over_reserved else reserve_inputs,
     )
-    if take_over_reserved:
-        for coin in plan.inputs:
-            uow.utxos.reassign(coin.txid, coin.vout, reserved_by=tx.id)
-    else:
-        reserve_inputs(uow, plan, tx.id)
     watch(uow, tx)
     swept = sum(o.amount_sat for o in plan.outputs if o.script_pubkey == cold.script_pubkey)
     row = Sweep(
@@ -362,6 +336,12 @@ def sign_sweep_to_cold(
         },
     )
     return tx, row
+
+
+def _take_over_inputs(uow: UnitOfWork, plan: TransactionPlan, tx_id: str) -> None:
+    """Reserve the plan's coins for ``tx_id`` even if a voided transaction reserved them."""
+    for coin in plan.inputs:
+        uow.utxos.reassign(coin.txid, coin.vout, reserved_by=tx_id)
 
 
 def _thresholds(uow: ReadUnitOfWork, tags: RowTagger, wallet: Wallet) -> HotThresholds | None:
