@@ -25,13 +25,13 @@ from typing import Any
 from bitcoin.core import CBlock, CBlockHeader, CTransaction, b2lx
 from bitcoin.core.serialize import SerializationError, SerializationTruncationError
 
-from walletsvc.chain.kernel import (
+from walletsvc.chain.kernel import KernelScriptVerifier
+from walletsvc.devchain import blocks
+from walletsvc.devchain.kernel_chainstate import (
     KernelBlockRejected,
     KernelChainstate,
-    KernelScriptVerifier,
     KernelUnavailable,
 )
-from walletsvc.devchain import blocks
 from walletsvc.domain.errors import (
     ChainRejected,
     DependencyUnavailable,
