@@ -1,7 +1,8 @@
 """Small helpers shared by the service, API and DB tests (no fixtures here; see conftest.py).
 
 Everything talks to real parts: HTTP through FastAPI's TestClient or a live uvicorn on
-loopback, the database through the runtime's engine, the chain through the embedded kernel.
+loopback, the database through the runtime's engine. The chain is the in-memory fake
+(tests.fakechain) or, for tests marked ``kernel``, the embedded kernel chain.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Batched payouts on the embedded chain: one transaction, each payout once, fees shared to the
+"""Batched payouts on a chain: one transaction, each payout once, fees shared to the
 satoshi, the batch size and the batch wait honoured."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Sweeps to cold storage on the embedded chain: thresholds from the default policy (ceiling
+"""Sweeps to cold storage on a chain: thresholds from the default policy (ceiling
 5 BTC, target 2 BTC, floor 0.5 BTC), the cold address derived independently with embit."""
 
 from __future__ import annotations
