@@ -45,11 +45,13 @@ class Member:
     def live_code(self) -> str:
         """A code the server will accept now (window +-1 step), never a step used before.
 
-        Waits out the last two seconds of a step, so the server sees the same step we did."""
-        while time.time() % TOTP_PERIOD_S > TOTP_PERIOD_S - 2:
-            time.sleep(0.2)
+        The newest acceptable step, not the oldest: a code of the current step stays valid
+        until the end of the next one, so a slow subprocess on a loaded machine (seconds to
+        start Python and hash a password) still lands inside the window. Only a member who
+        already used the current and the next step has to wait for the clock.
+        """
         current = int(time.time()) // TOTP_PERIOD_S
-        step = max(self.last_step + 1, current - 1)
+        step = max(self.last_step + 1, current)
         while step > current + 1:
             time.sleep(1)
             current = int(time.time()) // TOTP_PERIOD_S
