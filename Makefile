@@ -12,7 +12,7 @@ help:
 	@echo "make run    set up and start walletsvc on the embedded regtest chain (127.0.0.1:8000)"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make lint   ruff, mypy and the import-linter architecture contracts"
-	@echo "make bench  signing and derivation benchmarks (prints figures)"
+	@echo "make bench  signing, derivation and intake benchmarks (prints figures)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "walletsvc needs Python 3.11"'
@@ -40,8 +40,11 @@ lint: $(STAMP)
 	$(BIN)/mypy walletsvc
 	$(BIN)/lint-imports
 
+# Intake runs PostgreSQL too when WALLETSVC_TEST_POSTGRES_URL (or WALLETSVC_BENCH_POSTGRES_URL)
+# is set; options (--quick, --backend, --only): `$(BIN)/python bench/bench_intake.py --help`.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_signing.py
+	$(BIN)/python bench/bench_intake.py $(BENCH_INTAKE_ARGS)
 
 clean-data:
 	rm -rf $(WALLETSVC_DATA_DIR)
