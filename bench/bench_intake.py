@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,6 +43,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -744,11 +746,14 @@ def profile_intake(server: Server, service: Service, workdir: Path, seconds: flo
     spy.wait(timeout=seconds + 60)
     if out.exists():
         summarise_profile(out)
+        print(f"  (raw py-spy stacks: {out}, removed with the temporary directory)")
 
 
-def summarise_profile(raw: Path) -> None:
-    """Inclusive share of samples per function of interest (py-spy's collapsed stacks)."""
-    inclusive: dict[str, int] = {}
+def summarise_profile(raw: Path, top: int = 25) -> None:
+    """Inclusive share of samples per walletsvc function, and the hottest leaf frames, from
+    py-spy's raw (collapsed-stack) output: lines of ``frame;frame;... count``."""
+    inclusive: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -756,20 +761,20 @@ def summarise_profile(raw: Path) -> None:
             continue
         count = int(count_text)
         total += count
-        seen: set[str] = set()
-        for frame in stack.split(";"):
-            name = frame.split(" (")[0] + " " + frame.rsplit("/", 1)[-1].rstrip(")")
-            if name not in seen:
-                seen.add(name)
-                inclusive[name] = inclusive.get(name, 0) + count
-    print(f"  profile: {total} samples (inclusive share, walletsvc and database frames)")
-    shown = 0
-    for name, count in sorted(inclusive.items(), key=lambda kv: -kv[1]):
-        if any(part in name for part in ("walletsvc", "sqlalchemy", "psycopg", "sqlite")):
-            print(f"    {100 * count / total:5.1f}%  {name}")
-            shown += 1
-            if shown == 30:
-                break
+        frames = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] += count
+        leaves[frames[-1]] += count
+    if not total:
+        print("  profile: no samples")
+        return
+    print(f"  profile at concurrency 16: {total} samples; inclusive share of walletsvc frames:")
+    ours = [(f, c) for f, c in inclusive.most_common() if "walletsvc/" in f and "cli/" not in f]
+    for frame, count in ours[:top]:
+        print(f"    {100 * count / total:5.1f}%  {frame}")
+    print("  hottest leaf frames (self time):")
+    for frame, count in leaves.most_common(top // 2):
+        print(f"    {100 * count / total:5.1f}%  {frame}")
 
 
 # -- scanner -----------------------------------------------------------------------------------
