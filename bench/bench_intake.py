@@ -93,13 +93,13 @@ class Plan:
     """How long each measurement runs; every loop stops at whichever bound it meets first."""
 
     concurrencies: tuple[int, ...] = (1, 16, 64)
-    seconds: float = 12.0
+    seconds: float = 8.0
     max_requests: int = 4_000
-    warmup: int = 20
+    warmup: int = 10
     history_in_window: int = 100_000
     history_total: int = 1_000_000
-    freeze_samples: int = 40
-    freeze_seconds: float = 60.0  # per condition (idle, loaded); fewer samples if slower
+    freeze_samples: int = 30
+    freeze_seconds: float = 30.0  # per condition (idle, loaded); fewer samples if slower
     scanner_watched: int = 100_000
     scanner_outputs: int = 1_000
 
