@@ -602,6 +602,9 @@ def scanner_block_seconds(
                 wallet = get_wallet(uow.session, WALLET)
                 epoch = current_epoch(uow.session, wallet)
                 ensure_derived(uow.session, wallet, epoch, RECEIVE_CHAIN, watched - 1)
+            with runtime.db.engine.connect() as conn:  # fresh planner statistics, as for history
+                conn.exec_driver_sql("ANALYZE")
+                conn.commit()
         with runtime.db.read() as session:
             ours = [
                 bytes.fromhex(script)
