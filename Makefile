@@ -40,8 +40,8 @@ lint: $(STAMP)
 	$(BIN)/mypy walletsvc
 	$(BIN)/lint-imports
 
-# Intake runs PostgreSQL too when WALLETSVC_TEST_POSTGRES_URL (or WALLETSVC_BENCH_POSTGRES_URL)
-# is set; options (--quick, --backend, --only): `$(BIN)/python bench/bench_intake.py --help`.
+# Intake measures PostgreSQL when WALLETSVC_TEST_POSTGRES_URL (or WALLETSVC_BENCH_POSTGRES_URL)
+# is set, else SQLite; BENCH_INTAKE_ARGS="--backend both" for both, "--quick" for a short run.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_signing.py
 	$(BIN)/python bench/bench_intake.py $(BENCH_INTAKE_ARGS)

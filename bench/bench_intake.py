@@ -5,6 +5,10 @@ Run: ``make bench`` (after the signing bench), or alone::
     .venv/bin/python bench/bench_intake.py [--quick] [--backend sqlite|postgresql|both]
         [--only intake,history,freeze,scanner] [--profile SECONDS]
 
+By default one database kind is measured: PostgreSQL when its URL is set (production's
+database, the issue's headline targets), else SQLite; ``--backend both`` measures both and
+takes about twice as long.
+
 What it measures (figures and how to read them: docs/performance.md, "Intake"):
 
 1. walletsvc served by ``walletsvc serve`` in a subprocess on 127.0.0.1 (worker off, a
@@ -31,6 +35,7 @@ scanner), kept small so it is easy to adapt when the schema or the packages move
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -54,6 +59,27 @@ from typing import Annotated, Any
 import httpx
 import sqlalchemy as sa
 import uvicorn
+from bitcoin.core import (
+    CBlock,
+    CMutableTransaction,
+    COutPoint,
+    CTxIn,
+    CTxInWitness,
+    CTxOut,
+    CTxWitness,
+)
+from bitcoin.core.script import (
+    OP_CHECKSIG,
+    OP_DUP,
+    OP_EQUALVERIFY,
+    OP_HASH160,
+    SIGHASH_ALL,
+    SIGVERSION_WITNESS_V0,
+    CScript,
+    CScriptWitness,
+    SignatureHash,
+)
+from bitcoin.wallet import CKey
 from fastapi import FastAPI, Header
 from pydantic import BaseModel
 
@@ -539,6 +565,29 @@ def lift_freezes(engine: sa.Engine) -> None:
         )
 
 
+def transaction_paying(chain: Any, scripts: list[bytes], outputs: int) -> bytes:
+    """A signed transaction of ``outputs`` outputs cycling over ``scripts``, spending a
+    coinbase mined (and matured) on ``chain`` to a key of the bench's own."""
+    funder = CKey(hashlib.sha256(b"bench-scanner-funder").digest())
+    key_hash = hashlib.new("ripemd160", hashlib.sha256(funder.pub).digest()).digest()
+    chain.mine(1, bytes([0, 20]) + key_hash)
+    coinbase = CBlock.deserialize(chain.block_bytes(chain.tip().hash)).vtx[0]
+    chain.mine(100)  # coinbase maturity
+    value = int(coinbase.vout[0].nValue)
+    each = (value - 250_000) // outputs  # 250,000 sat of fee: ~8 sat/vB for ~31 kvB
+    tx = CMutableTransaction(
+        [CTxIn(COutPoint(coinbase.GetTxid(), 0))],
+        [CTxOut(each, CScript(scripts[i % len(scripts)])) for i in range(outputs)],
+    )
+    script_code = CScript([OP_DUP, OP_HASH160, key_hash, OP_EQUALVERIFY, OP_CHECKSIG])
+    digest = SignatureHash(
+        script_code, tx, 0, SIGHASH_ALL, amount=value, sigversion=SIGVERSION_WITNESS_V0
+    )
+    signature = funder.sign(digest) + bytes([SIGHASH_ALL])
+    tx.wit = CTxWitness([CTxInWitness(CScriptWitness([signature, funder.pub]))])
+    return bytes(tx.serialize())
+
+
 def scanner_block_seconds(
     workdir: Path, database_url: str, *, watched: int, outputs: int
 ) -> tuple[float, int]:
@@ -546,30 +595,7 @@ def scanner_block_seconds(
     outputs (cycling over the wallet's first 10 receive addresses), with the wallet's initial
     look-ahead watched, or with receive addresses derived up to ``watched``. In-process: the
     embedded chain and the scanner of a Runtime. Returns (seconds, watched addresses)."""
-    import hashlib
-
-    from bitcoin.core import (
-        CBlock,
-        CMutableTransaction,
-        COutPoint,
-        CTxIn,
-        CTxInWitness,
-        CTxOut,
-        CTxWitness,
-    )
-    from bitcoin.core.script import (
-        OP_CHECKSIG,
-        OP_DUP,
-        OP_EQUALVERIFY,
-        OP_HASH160,
-        SIGHASH_ALL,
-        SIGVERSION_WITNESS_V0,
-        CScript,
-        CScriptWitness,
-        SignatureHash,
-    )
-    from bitcoin.wallet import CKey
-
+    # walletsvc's internals, imported here so that the rest of the bench does not need them.
     from walletsvc.bootstrap.runtime import Runtime
     from walletsvc.bootstrap.setup import initialise
     from walletsvc.config import Settings
@@ -617,29 +643,7 @@ def scanner_block_seconds(
             ]
             count = int(session.scalar(sa.select(sa.func.count()).select_from(Address)) or 0)
         chain: Any = runtime.chain
-        funder = CKey(hashlib.sha256(b"bench-scanner-funder").digest())
-        key_hash = hashlib.new("ripemd160", hashlib.sha256(funder.pub).digest()).digest()
-        chain.mine(1, bytes([0, 20]) + key_hash)
-        coinbase = CBlock.deserialize(chain.block_bytes(chain.tip().hash)).vtx[0]
-        chain.mine(100)  # coinbase maturity
-        fee = 250_000
-        each = (int(coinbase.vout[0].nValue) - fee) // outputs
-        tx = CMutableTransaction(
-            [CTxIn(COutPoint(coinbase.GetTxid(), 0))],
-            [CTxOut(each, CScript(ours[i % len(ours)])) for i in range(outputs)],
-        )
-        script_code = CScript([OP_DUP, OP_HASH160, key_hash, OP_EQUALVERIFY, OP_CHECKSIG])
-        digest = SignatureHash(
-            script_code,
-            tx,
-            0,
-            SIGHASH_ALL,
-            amount=coinbase.vout[0].nValue,
-            sigversion=SIGVERSION_WITNESS_V0,
-        )
-        signature = funder.sign(digest) + bytes([SIGHASH_ALL])
-        tx.wit = CTxWitness([CTxInWitness(CScriptWitness([signature, funder.pub]))])
-        chain.broadcast(tx.serialize())
+        chain.broadcast(transaction_paying(chain, ours, outputs))
         runtime.scanner.sync()  # up to the tip before the block of interest (not timed)
         chain.mine(1)
         began = time.perf_counter()
@@ -910,7 +914,12 @@ def run_backend(backend: str, root: Path, plan: Plan, only: set[str], profile_s:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs, smaller history")
-    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "sqlite", "postgresql", "both"),
+        default="auto",
+        help="auto (default): PostgreSQL when its URL is set, else SQLite; both: twice as long",
+    )
     parser.add_argument(
         "--only",
         default="intake,history,freeze,scanner",
@@ -931,7 +940,10 @@ def main() -> None:
         return
     plan = Plan.quick() if args.quick else Plan()
     only = {part.strip() for part in args.only.split(",") if part.strip()}
-    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    backends = {
+        "both": ["sqlite", "postgresql"],
+        "auto": ["postgresql" if postgres_server_url() else "sqlite"],
+    }.get(args.backend, [args.backend])
     print("Intake at pool scale (figures only; docs/performance.md explains them)")
     print(
         f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
