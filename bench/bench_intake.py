@@ -949,13 +949,14 @@ def main() -> None:
         f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
         f"  cpus: {os.cpu_count()}  quick: {args.quick}"
     )
+    if args.backend in ("auto", "postgresql", "both") and not postgres_server_url():
+        print(
+            "note: PostgreSQL skipped: set WALLETSVC_BENCH_POSTGRES_URL or"
+            " WALLETSVC_TEST_POSTGRES_URL to measure it"
+        )
     with tempfile.TemporaryDirectory(prefix="walletsvc-bench-") as tmp:
         for backend in backends:
             if backend == "postgresql" and not postgres_server_url():
-                print(
-                    "\nnote: PostgreSQL skipped: set WALLETSVC_BENCH_POSTGRES_URL or"
-                    " WALLETSVC_TEST_POSTGRES_URL to measure it"
-                )
                 continue
             run_backend(backend, Path(tmp), plan, only, args.profile)
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
