@@ -13,7 +13,7 @@ help:
 	@echo "make test   set up and run the whole test suite"
 	@echo "make test-fast  the inner loop: SQLite only, without kernel-chain and slow tests"
 	@echo "make lint   ruff, mypy and the import-linter architecture contracts"
-	@echo "make bench  signing and derivation benchmarks (prints figures)"
+	@echo "make bench  signing, derivation and intake benchmarks (prints figures)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "walletsvc needs Python 3.11"'
@@ -46,8 +46,11 @@ lint: $(STAMP)
 	$(BIN)/mypy walletsvc
 	$(BIN)/lint-imports
 
+# Intake measures PostgreSQL when WALLETSVC_TEST_POSTGRES_URL (or WALLETSVC_BENCH_POSTGRES_URL)
+# is set, else SQLite; BENCH_INTAKE_ARGS="--backend both" for both, "--quick" for a short run.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_signing.py
+	$(BIN)/python bench/bench_intake.py $(BENCH_INTAKE_ARGS)
 
 clean-data:
 	rm -rf $(WALLETSVC_DATA_DIR)
