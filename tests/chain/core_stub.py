@@ -68,8 +68,6 @@ class CoreStub:
             "blocks": self.blocks,
             "headers": self.headers,
             "bestblockhash": TIP_HASH,
-            "bits": "207fffff",
-            "target": "7fffff" + "00" * 29,
             "difficulty": 4.656542373906925e-10,
             "time": 1_700_000_000,
             "mediantime": 1_700_000_000,
@@ -132,6 +130,7 @@ class CoreStub:
                     "wtxid": WTXID,
                     "allowed": False,
                     "reject-reason": self.reject_reason,
+                    "reject-details": f"{self.reject_reason}, details from Core 29",
                 }
             ]
         return [

@@ -338,6 +338,8 @@ def test_server_speaks_core_json_rpc(
     assert replies[5]["error"]["code"] == -5
     assert replies[6]["result"] == []
     assert replies[7]["result"]["chain"] == "regtest" and replies[7]["result"]["blocks"] == 2
+    assert replies[7]["result"]["chainwork"] == f"{6:064x}"
+    assert replies[7]["result"]["size_on_disk"] > 0
 
     coinbase_txid = block["tx"][0]
     tx = raw_rpc(server, {"id": 1, "method": "getrawtransaction", "params": [coinbase_txid]})

@@ -204,7 +204,7 @@ def test_a_testmempoolaccept_refusal_sends_nothing(
         backend.broadcast(RAW_TX)
     expected = "bad-txns-inputs-missingorspent" if reason == "missing-inputs" else reason
     assert (info.value.reason, info.value.rpc_code) == (expected, rpc_code)
-    assert "not broadcast" in info.value.message
+    assert f"({reason}, details from Core 29); not broadcast" in info.value.message
     assert "sendrawtransaction" not in stub.methods()
     backend.close()
 

@@ -371,7 +371,7 @@ class BitcoinRpcBackend:
         mempool, re-announcing it) or -27 (confirmed), which is success here.
         """
         self._ensure_node()
-        verdict = self.test_accept(raw_tx)
+        verdict, details = self._test_accept(raw_tx)
         if not verdict.allowed and verdict.reason not in ALREADY_KNOWN_REASONS:
             reason = verdict.reason or "rejected"
             code = (
@@ -382,7 +382,7 @@ class BitcoinRpcBackend:
             raise RpcError(
                 code,
                 f"bitcoind refused transaction {verdict.txid or '?'} in testmempoolaccept "
-                f"({reason}); not broadcast",
+                f"({details or reason}); not broadcast",
                 reason=reason,
             )
         self._ensure_node()  # again, if the node restarted under testmempoolaccept
@@ -397,19 +397,24 @@ class BitcoinRpcBackend:
 
     def test_accept(self, raw_tx: bytes) -> AcceptResult:
         self._ensure_node()
+        return self._test_accept(raw_tx)[0]
+
+    def _test_accept(self, raw_tx: bytes) -> tuple[AcceptResult, str]:
+        """testmempoolaccept's verdict and its ``reject-details`` (Core 29+; else empty)."""
         try:
             (result,) = self.call("testmempoolaccept", [raw_tx.hex()], self._maxfeerate)
         except RpcError as exc:
             if exc.rpc_code == RPC_DESERIALIZATION_ERROR:
-                return AcceptResult(txid="", allowed=False, reason="TX decode failed")
+                return AcceptResult(txid="", allowed=False, reason="TX decode failed"), ""
             raise
-        reason = result.get("reject-reason")
+        # "allowed" is optional in Core's help (absent when another tx of a package failed).
+        allowed = bool(result.get("allowed", False))
+        reason = result.get("reject-reason") or result.get("package-error")
         if reason == "missing-inputs":
             # Same spelling as sendrawtransaction and the embedded chain.
             reason = "bad-txns-inputs-missingorspent"
-        return AcceptResult(
-            txid=str(result["txid"]), allowed=bool(result["allowed"]), reason=reason
-        )
+        verdict = AcceptResult(txid=str(result["txid"]), allowed=allowed, reason=reason)
+        return verdict, str(result.get("reject-details") or "")
 
     def mempool_txids(self) -> set[str]:
         self._ensure_node()

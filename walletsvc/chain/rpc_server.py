@@ -265,9 +265,15 @@ class _Methods:
             "mediantime": self.chain.median_time_past(tip.hash),
             "verificationprogress": 1,
             "initialblockdownload": False,
+            # Every regtest block (nBits 207fffff) carries 2 units of work.
+            "chainwork": f"{2 * (tip.height + 1):064x}",
+            "size_on_disk": self._size_on_disk(),
             "pruned": False,
             "warnings": [],
         }
+
+    def _size_on_disk(self) -> int:
+        return sum(f.stat().st_size for f in self.chain.chain_dir.rglob("*") if f.is_file())
 
     def getnetworkinfo(self) -> dict[str, Any]:
         """Core's shape; a single node with no peers, relaying at Core's default fees."""
