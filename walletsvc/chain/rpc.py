@@ -26,9 +26,9 @@ TestnetVariant = Literal["testnet4", "testnet3"]
 EstimateMode = Literal["conservative", "economical"]
 
 # Genesis block hashes (Bitcoin Core, src/kernel/chainparams.cpp), keyed by getblockchaininfo's
-# "chain". The chain name alone is not enough: both testnets answer to Network.TESTNET, and
-# a node's name can only be checked against what we expect, while its genesis block is its
-# identity. Every signet (default or custom) shares one genesis block.
+# "chain". The name is what a node says about itself; block 0 is what it actually holds, and
+# the only thing that tells testnet3 from testnet4 (both are Network.TESTNET, with the same
+# addresses and xpubs). Every signet, default or custom, shares one genesis block.
 CORE_GENESIS_HASHES: dict[str, str] = {
     "main": "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f",
     "test": "000000000933ea01ad0ee984209779baaec3ced90fa3f408719526f8d77f4943",
