@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export WALLETSVC_DATA_DIR ?= .walletsvc
 
-.PHONY: run test lint bench setup clean-data help
+.PHONY: run test test-fast lint bench setup clean-data help
 
 help:
 	@echo "make run    set up and start walletsvc on the embedded regtest chain (127.0.0.1:8000)"
 	@echo "make test   set up and run the whole test suite"
+	@echo "make test-fast  the inner loop: SQLite only, without kernel-chain and slow tests"
 	@echo "make lint   ruff, mypy and the import-linter architecture contracts"
 	@echo "make bench  signing and derivation benchmarks (prints figures)"
 
@@ -33,6 +34,11 @@ test: $(STAMP)
 	@if [ -z "$$WALLETSVC_TEST_POSTGRES_URL" ]; then \
 	  echo "note: WALLETSVC_TEST_POSTGRES_URL is not set; PostgreSQL variants will be skipped"; fi
 	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+# The inner loop: service tests on the in-memory chain, SQLite only (PostgreSQL deselected).
+test-fast: $(STAMP)
+	WALLETSVC_TEST_POSTGRES_URL= $(BIN)/pytest -p no:cacheprovider -m "not kernel and not slow" -k "not postgresql" $(PYTEST_ARGS); \
+	  rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 lint: $(STAMP)
 	$(BIN)/ruff check walletsvc tests bench alembic

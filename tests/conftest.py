@@ -1,4 +1,8 @@
-"""Shared fixtures: real databases (SQLite and PostgreSQL), a real embedded chain, real HTTP.
+"""Shared fixtures: real databases (SQLite and PostgreSQL), a chain, real HTTP.
+
+The chain: tests whose subject is not the chain run on tests.fakechain.FakeChain (in memory,
+scripts still checked by libbitcoinkernel); tests marked ``kernel`` (reorgs, restarts, crash
+recovery, the RPC backend, end-to-end flows) get the real embedded chain from walletsvc.devchain.
 
 Database isolation: the schema is built once per session by Alembic into a template (a file
 for SQLite, a template database for PostgreSQL); each test gets a fresh copy. PostgreSQL runs
@@ -19,11 +23,14 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
+from tests.fakechain import FakeChain
 from walletsvc.api.app import create_app
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.setup import initialise
 from walletsvc.config import Settings
 from walletsvc.db.migrate import upgrade
+from walletsvc.devchain.service import open_dev_chain
+from walletsvc.domain.ports import ChainBackend
 from walletsvc.governance.tokens import SCOPES, create_token
 from walletsvc.wallets.service import current_address, get_wallet
 
@@ -97,10 +104,19 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
     )
 
 
+def uses_kernel(node: pytest.Item | pytest.Collector) -> bool:
+    return node.get_closest_marker("kernel") is not None
+
+
+def open_test_chain(node: pytest.Item | pytest.Collector, settings: Settings) -> ChainBackend:
+    """The real embedded chain for ``kernel`` tests, the in-memory fake for the others."""
+    return open_dev_chain(settings) if uses_kernel(node) else FakeChain()
+
+
 @pytest.fixture
-def runtime(settings: Settings) -> Iterator[Runtime]:
+def runtime(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Runtime]:
     initialise(settings, wallet=WALLET, policy_file=settings.policy_file, actor="test")
-    rt = Runtime.open(settings)
+    rt = Runtime.open(settings, chain=open_test_chain(request.node, settings))
     yield rt
     rt.close()
 
@@ -189,7 +205,7 @@ def shared_app(
         run_worker=False,
     )
     initialise(shared, wallet=WALLET, policy_file=shared.policy_file, actor="test")
-    rt = Runtime.open(shared)
+    rt = Runtime.open(shared, chain=open_test_chain(request.node, shared))
     try:
 
         def make(token_name: str, scopes: set[str]) -> str:

@@ -1,7 +1,8 @@
 """Small helpers shared by the service, API and DB tests (no fixtures here; see conftest.py).
 
 Everything talks to real parts: HTTP through FastAPI's TestClient or a live uvicorn on
-loopback, the database through the runtime's engine, the chain through the embedded kernel.
+loopback, the database through the runtime's engine. The chain is the in-memory fake
+(tests.fakechain) or, for tests marked ``kernel``, the embedded kernel chain.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import DeclarativeBase
 
 from tests.conftest import WALLET, auth
-from walletsvc.bootstrap.runtime import Runtime
+from tests.fakechain import FakeChain
+from walletsvc.bootstrap.runtime import Runtime, open_database
 from walletsvc.bootstrap.setup import initialise
-from walletsvc.chain.embedded import EmbeddedChain
 from walletsvc.config import Settings
 from walletsvc.db.database import Database
 from walletsvc.db.models import (
@@ -38,6 +39,8 @@ from walletsvc.db.models import (
     Utxo,
     Withdrawal,
 )
+from walletsvc.devchain.embedded import EmbeddedChain
+from walletsvc.devchain.service import open_dev_chain
 from walletsvc.domain.address import p2wpkh_script, script_to_address
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
@@ -57,8 +60,11 @@ def external_destination(tag: str, network: Network = Network.REGTEST) -> tuple[
 
 @contextmanager
 def opened(settings: Settings, *, chain: ChainBackend | None = None) -> Iterator[Runtime]:
-    """A Runtime of its own (not the ``runtime`` fixture), closed on exit."""
-    runtime = Runtime.open(settings, chain=chain)
+    """A Runtime of its own (not the ``runtime`` fixture), closed on exit.
+
+    Without ``chain`` it opens the real embedded chain in ``settings.chain_dir``.
+    """
+    runtime = Runtime.open(settings, chain=chain or open_dev_chain(settings))
     try:
         yield runtime
     finally:
@@ -68,13 +74,24 @@ def opened(settings: Settings, *, chain: ChainBackend | None = None) -> Iterator
 def initialised(settings: Settings) -> str:
     """Run ``walletsvc init`` for the test wallet and create an all-scopes API token."""
     initialise(settings, wallet=WALLET, policy_file=settings.policy_file, actor="test")
-    with opened(settings) as runtime:
-        return create_token(runtime.db, name="engine", scopes=sorted(SCOPES), actor="test").secret
+    db = open_database(settings)  # a token needs no chain
+    try:
+        return create_token(db, name="engine", scopes=sorted(SCOPES), actor="test").secret
+    finally:
+        db.dispose()
 
 
 def embedded(runtime: Runtime) -> EmbeddedChain:
+    """The real embedded chain (tests marked ``kernel``)."""
     chain = runtime.chain
     assert isinstance(chain, EmbeddedChain)
+    return chain
+
+
+def dev_chain(runtime: Runtime) -> EmbeddedChain | FakeChain:
+    """The runtime's chain where a test only mines and reads: the fake or the kernel chain."""
+    chain = runtime.chain
+    assert isinstance(chain, EmbeddedChain | FakeChain)
     return chain
 
 

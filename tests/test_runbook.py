@@ -14,6 +14,7 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from tests.conftest import WALLET, fund_wallet
@@ -25,6 +26,8 @@ from walletsvc.db.models import ChainTransaction, Utxo
 from walletsvc.db.models_risk import KeyRotation
 from walletsvc.incident.freeze import active_freezes
 from walletsvc.wallets.service import current_address, get_wallet
+
+pytestmark = pytest.mark.kernel
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Incident: hot key compromise"

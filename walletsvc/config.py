@@ -62,15 +62,16 @@ class Settings(BaseSettings):
     port: int = 8000
     run_worker: bool = True
     worker_interval_s: float = 1.0
-    # Under `make run` the embedded chain mines a block this often while its mempool is not
-    # empty; 0 disables the timer (tests mine explicitly).
+    # Under `make run` the dev chain (walletsvc.devchain) mines a block this often while its
+    # mempool is not empty; 0 disables the timer (tests mine explicitly).
     devchain_mine_interval_s: float = 0.0
+    # The dev chain's Core-style JSON-RPC port on loopback; 0 picks a free one (the port in use
+    # is advertised in <data_dir>/chain/rpc.json for `walletsvc devchain`).
+    devchain_rpc_port: int = Field(default=0, ge=0, le=65_535)
     session_ttl_s: int = Field(default=900, ge=60)
     max_batch_outputs: int = Field(default=100, ge=1, le=2_000)
     # Where the scanner starts on a fresh database (a production wallet's birth height).
     scan_start_height: int = Field(default=0, ge=0)
-    # Test-only fault injection (see walletsvc.payouts.worker); empty in production.
-    failpoint: str = ""
 
     # Staff step-up (TOTP, RFC 6238). Codes of this many time steps either side of now are
     # accepted (clock drift); each step at most once per staff member.

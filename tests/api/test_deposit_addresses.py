@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import WALLET, Tokens, auth
-from tests.helpers import audit_events, count_rows, embedded, wallet_balances
+from tests.helpers import audit_events, count_rows, dev_chain, wallet_balances
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import Address, Utxo
 from walletsvc.domain.address import decode_address
@@ -94,7 +94,7 @@ def test_address_errors_and_scopes(client: TestClient, runtime: Runtime, tokens:
 def test_scanner_finds_deposits_to_issued_and_look_ahead_addresses(
     client: TestClient, runtime: Runtime, tokens: Tokens
 ) -> None:
-    chain = embedded(runtime)
+    chain = dev_chain(runtime)
     xpub = _xpub(client, tokens.all)
     issued = client.post(BASE, headers=auth(tokens.all), json={"label": "pool"}).json()
     assert issued["index"] == 1

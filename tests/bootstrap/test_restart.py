@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import WALLET, auth, fund_wallet
@@ -24,6 +25,8 @@ from tests.helpers import (
 from walletsvc.api.app import create_app
 from walletsvc.config import Settings
 from walletsvc.db.models import AuditEvent, ChainTransaction, ScannedBlock, Utxo, Withdrawal
+
+pytestmark = pytest.mark.kernel
 
 
 def _snapshot(client: TestClient, token: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from bitcoin.core.script import (
     SignatureHash,
 )
 
-from walletsvc.chain.embedded import EmbeddedChain
+from walletsvc.devchain.embedded import EmbeddedChain
 
 RBF_SEQUENCE = 0xFFFFFFFD
 FINAL_SEQUENCE = 0xFFFFFFFF

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from walletsvc.chain.rpc import CORE_GENESIS_HASHES, NO_ESTIMATE_ERROR
-from walletsvc.chain.rpc_server import RpcServerThread
+from walletsvc.devchain.rpc_server import RpcServerThread
 
 TIP_HASH = "ab" * 32
 TXID = "cd" * 32

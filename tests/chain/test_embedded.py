@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 from bitcoin.core import CBlock, b2lx
 
-from walletsvc.chain import blocks
-from walletsvc.chain.embedded import ChainLocked, EmbeddedChain
+from walletsvc.devchain import blocks
+from walletsvc.devchain.embedded import ChainLocked, EmbeddedChain
 from walletsvc.domain.errors import ChainRejected, NotFound
 from walletsvc.domain.network import Network
 
 from .conftest import FINAL_SEQUENCE, Prevout, TestKey, fund, make_key, spend, txid_of
+
+pytestmark = pytest.mark.kernel
 
 FEE = 1_000
 
@@ -248,7 +250,7 @@ def test_restart_keeps_blocks_and_mempool(chain_dir: Path, alice: TestKey, bob: 
 _HOLDER = """
 import sys
 from pathlib import Path
-from walletsvc.chain.embedded import EmbeddedChain
+from walletsvc.devchain.embedded import EmbeddedChain
 chain = EmbeddedChain(Path(sys.argv[1]), fee_rate_sat_per_vb=1)
 print("ready", flush=True)
 sys.stdin.read()
@@ -338,7 +340,7 @@ import os, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 from tests.chain.conftest import fund, make_key, spend
-from walletsvc.chain.embedded import EmbeddedChain
+from walletsvc.devchain.embedded import EmbeddedChain
 chain = EmbeddedChain(Path(sys.argv[1]), fee_rate_sat_per_vb=1)
 (coin,) = fund(chain, make_key(1))
 raw = spend([coin], [(make_key(2).script_pubkey, coin.amount_sat - 1000)])

@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from walletsvc.chain.embedded import EmbeddedChain
 from walletsvc.chain.factory import open_chain
 from walletsvc.chain.rpc import (
     CORE_GENESIS_HASHES,
@@ -27,7 +26,9 @@ from walletsvc.chain.rpc import (
     RpcError,
     reject_reason,
 )
-from walletsvc.chain.rpc_server import (
+from walletsvc.config import Settings
+from walletsvc.devchain.embedded import EmbeddedChain
+from walletsvc.devchain.rpc_server import (
     RpcServerThread,
     embedded_rpc_endpoint,
     make_rpc_app,
@@ -35,12 +36,14 @@ from walletsvc.chain.rpc_server import (
     serve_embedded_rpc,
     write_cookie,
 )
-from walletsvc.config import Settings
+from walletsvc.devchain.service import open_dev_chain
 from walletsvc.domain.address import script_to_address
-from walletsvc.domain.errors import ChainRejected, DependencyUnavailable, NotFound
+from walletsvc.domain.errors import ChainRejected, DependencyUnavailable, InvalidInput, NotFound
 from walletsvc.domain.network import Network
 
 from .conftest import Prevout, TestKey, fund, spend, txid_of
+
+pytestmark = pytest.mark.kernel
 
 USER, PASSWORD = "rpcuser", "correct horse battery staple"
 
@@ -377,7 +380,11 @@ def test_testmempoolaccept_shape(
 
 
 def test_factory_opens_the_configured_backend(tmp_path: Path) -> None:
-    embedded = open_chain(Settings(data_dir=tmp_path, embedded_fee_rate_sat_per_vb=4))
+    dev_settings = Settings(data_dir=tmp_path, embedded_fee_rate_sat_per_vb=4)
+    # The product does not open the dev chain; the CLI (walletsvc.devchain) does.
+    with pytest.raises(InvalidInput):
+        open_chain(dev_settings)
+    embedded = open_dev_chain(dev_settings)
     try:
         assert isinstance(embedded, EmbeddedChain)
         assert embedded.fee_rate_sat_per_vb(1) == 4

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from bitcoin.core import CBlockHeader, b2lx
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -23,13 +24,15 @@ from tests.helpers import (
     wallet_balances,
 )
 from walletsvc.api.app import create_app
-from walletsvc.chain.embedded import EmbeddedChain
 from walletsvc.chain.rpc import BitcoinRpcBackend
-from walletsvc.chain.rpc_server import RpcServerThread, make_rpc_app
 from walletsvc.config import Settings
 from walletsvc.db.models import ChainTransaction
+from walletsvc.devchain.embedded import EmbeddedChain
+from walletsvc.devchain.rpc_server import RpcServerThread, make_rpc_app
 from walletsvc.domain.network import Network
 from walletsvc.wallets.service import current_address, get_wallet
+
+pytestmark = pytest.mark.kernel
 
 USER, PASSWORD = "walletsvc", "rpc test password"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from bitcoin.core import CBlock, CBlockHeader, b2lx
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -22,9 +23,11 @@ from tests.helpers import (
     wallet_balances,
 )
 from walletsvc.bootstrap.runtime import Runtime
-from walletsvc.chain.embedded import EmbeddedChain
 from walletsvc.db.models import ChainTransaction, Utxo
+from walletsvc.devchain.embedded import EmbeddedChain
 from walletsvc.wallets.service import current_address, get_wallet
+
+pytestmark = pytest.mark.kernel
 
 BURN = bytes.fromhex("6a")  # OP_RETURN: the competing miner pays nobody we know
 DEPOSIT_SAT = 7_654_321

@@ -19,6 +19,7 @@ from tests.conftest import WALLET, Tokens, auth
 from tests.helpers import (
     audit_events,
     count_rows,
+    dev_chain,
     embedded,
     external_destination,
     request_payout,
@@ -55,7 +56,7 @@ def _sql(runtime: Runtime, statement: Any) -> None:
 def test_every_state_change_is_audited_and_the_chain_verifies(
     client: TestClient, funded: Runtime, tokens: Tokens
 ) -> None:
-    chain = embedded(funded)
+    chain = dev_chain(funded)
     actions = [e.action for e in audit_events(funded.db)]
     assert actions[0] == "policy.activated"
     for action in ("wallet.created", "address.issued", "token.created", "deposit.seen"):
@@ -189,6 +190,7 @@ EDITS: dict[str, dict[str, Any]] = {
 }
 
 
+@pytest.mark.kernel  # reads the kernel chain's mempool entries (fees, vsizes)
 def test_payouts_altered_after_approval_are_never_signed(
     client: TestClient, funded: Runtime, tokens: Tokens
 ) -> None:

@@ -30,6 +30,8 @@ from walletsvc.domain.network import Network
 from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
 from walletsvc.wallets.service import current_address, get_wallet
 
+pytestmark = pytest.mark.kernel
+
 REGTEST = NETWORKS["regtest"]
 
 

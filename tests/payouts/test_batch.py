@@ -1,4 +1,4 @@
-"""Batched payouts on the embedded chain: one transaction, each payout once, fees shared to the
+"""Batched payouts on a chain: one transaction, each payout once, fees shared to the
 satoshi, the batch size and the batch wait honoured."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from sqlalchemy import select
 from tests.conftest import Tokens
 from tests.helpers import (
     decode_tx,
-    embedded,
+    dev_chain,
     external_destination,
     request_payout,
     show_withdrawal,
@@ -39,7 +39,7 @@ def _request(client: TestClient, token: str, n: int, tag: str) -> list[tuple[str
 def test_forty_payouts_share_one_transaction(
     client: TestClient, funded: Runtime, tokens: Tokens
 ) -> None:
-    chain = embedded(funded)
+    chain = dev_chain(funded)
     payouts = _request(client, tokens.all, 40, "batch")
     report = funded.worker.run_once()
     assert len(report.signed_txids) == 1
@@ -73,7 +73,7 @@ def test_max_batch_outputs_splits_into_several_transactions(
     signed: list[str] = []
     for _ in range(3):
         signed.extend(funded.worker.run_once().signed_txids)
-        embedded(funded).mine(1)  # the change confirms, so the next batch may spend it
+        dev_chain(funded).mine(1)  # the change confirms, so the next batch may spend it
         funded.scanner.sync()
     assert len(signed) == 3
     by_tx = Counter(show_withdrawal(client, tokens.all, wid)["txid"] for wid, _, _ in payouts)
@@ -90,7 +90,7 @@ def test_batch_waits_for_a_full_batch_or_its_deadline(
     _request(client, tokens.all, 2, "fill")
     first = funded.worker.run_once().signed_txids
     assert len(first) == 1  # full: goes at once
-    embedded(funded).mine(1)
+    dev_chain(funded).mine(1)
     funded.scanner.sync()
     _request(client, tokens.all, 1, "late")
     assert funded.worker.run_once().signed_txids == []

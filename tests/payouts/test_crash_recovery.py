@@ -1,8 +1,9 @@
 """A worker process that really dies between storing and broadcasting its signed transaction.
 
-The first worker runs in a subprocess with the ``after_sign_commit`` failpoint: it signs,
-commits the signed transaction and exits with status 86 before broadcasting. A worker
-restarted in this process must broadcast the very same bytes and never sign again.
+The first worker runs in a subprocess (tests.payouts.crash_worker) whose broadcast step is
+patched to kill it: it signs, commits the signed transaction and exits with status 86 before
+broadcasting. A worker restarted in this process must broadcast the very same bytes and never
+sign again.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -25,27 +27,19 @@ from tests.helpers import (
     service_env,
     show_withdrawal,
 )
+from tests.payouts.crash_worker import CRASH_AFTER_SIGN, CRASH_EXIT
 from walletsvc.api.app import create_app
 from walletsvc.config import Settings
 from walletsvc.db.models import ChainTransaction, Utxo, Withdrawal
-from walletsvc.payouts.worker import FAILPOINT_AFTER_SIGN
 
-CRASH_EXIT = 86
-WORKER = """
-from walletsvc.config import Settings
-from walletsvc.bootstrap.runtime import Runtime
-
-runtime = Runtime.open(Settings())
-runtime.tick()
-print("the worker survived its failpoint")
-runtime.close()
-"""
+pytestmark = pytest.mark.kernel
 
 
-def run_worker_process(settings: Settings, *, failpoint: str) -> subprocess.CompletedProcess[str]:
-    env = service_env(settings, WALLETSVC_RUN_WORKER="false", WALLETSVC_FAILPOINT=failpoint)
+def run_worker_process(settings: Settings, *, crash: bool) -> subprocess.CompletedProcess[str]:
+    env = service_env(settings, WALLETSVC_RUN_WORKER="false")
+    hook = [CRASH_AFTER_SIGN] if crash else []
     return subprocess.run(
-        [sys.executable, "-c", WORKER],
+        [sys.executable, "-m", "tests.payouts.crash_worker", *hook],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -67,7 +61,7 @@ def test_restarted_worker_broadcasts_the_same_transaction(settings: Settings) ->
         tip_before = runtime.chain.tip()
 
     # 1. The first worker dies right after committing the signed transaction.
-    crashed = run_worker_process(settings, failpoint=FAILPOINT_AFTER_SIGN)
+    crashed = run_worker_process(settings, crash=True)
     assert crashed.returncode == CRASH_EXIT, (crashed.stdout, crashed.stderr)
     assert "survived" not in crashed.stdout
 
@@ -116,8 +110,10 @@ def test_restarted_worker_broadcasts_the_same_transaction(settings: Settings) ->
         assert count_rows(runtime.db, ChainTransaction) == {"chain_transactions": 1}
 
 
-def test_worker_without_failpoint_signs_and_broadcasts_in_one_pass(settings: Settings) -> None:
-    """The control experiment: the same subprocess without the failpoint broadcasts."""
+def test_worker_without_the_crash_hook_signs_and_broadcasts_in_one_pass(
+    settings: Settings,
+) -> None:
+    """The control experiment: the same subprocess without the crash hook broadcasts."""
     destination, _ = external_destination("control miner")
     token = initialised(settings)
     with opened(settings) as runtime:
@@ -126,7 +122,7 @@ def test_worker_without_failpoint_signs_and_broadcasts_in_one_pass(settings: Set
             created = request_payout(client, token, key="control-1", destination=destination)
         assert created.status_code == 201
 
-    finished = run_worker_process(settings, failpoint="")
+    finished = run_worker_process(settings, crash=False)
     assert finished.returncode == 0, finished.stderr
     assert "survived" in finished.stdout
 

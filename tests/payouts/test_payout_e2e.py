@@ -3,6 +3,7 @@ confirm; then check the signed transaction and the wallet's balances to the sato
 
 from __future__ import annotations
 
+import pytest
 from bitcoin.core import b2lx
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -26,6 +27,8 @@ from walletsvc.db.models import Address, ChainTransaction
 from walletsvc.domain.network import Network
 from walletsvc.domain.transaction import CHANGE_CHAIN, RBF_SEQUENCE
 from walletsvc.keys.hd import AccountXpub
+
+pytestmark = pytest.mark.kernel
 
 
 def _fund_via_deposit_address(client: TestClient, runtime: Runtime, token: str) -> str:

@@ -24,12 +24,14 @@ from tests.helpers import (
     wallet_balances,
 )
 from walletsvc.bootstrap.runtime import Runtime
-from walletsvc.chain import blocks
-from walletsvc.chain.embedded import EmbeddedChain
 from walletsvc.db.models import ChainTransaction, Withdrawal
+from walletsvc.devchain import blocks
+from walletsvc.devchain.embedded import EmbeddedChain
 from walletsvc.domain.errors import ChainRejected
 from walletsvc.incident.freeze import active_freezes
 from walletsvc.payouts.worker import split_fee
+
+pytestmark = pytest.mark.kernel
 
 STUCK_AFTER = 3
 

@@ -1,4 +1,4 @@
-"""Sweeps to cold storage on the embedded chain: thresholds from the default policy (ceiling
+"""Sweeps to cold storage on a chain: thresholds from the default policy (ceiling
 5 BTC, target 2 BTC, floor 0.5 BTC), the cold address derived independently with embit."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tests.conftest import WALLET, Tokens, auth, fund_wallet
 from tests.helpers import (
     audit_events,
     decode_tx,
-    embedded,
+    dev_chain,
     external_destination,
     prevout_amount,
     request_payout,
@@ -76,7 +76,7 @@ def only_sweep(runtime: Runtime) -> tuple[Sweep, ChainTransaction]:
 def test_ceiling_sweep_keeps_target_plus_pending_payouts_exactly(
     client: TestClient, runtime: Runtime, tokens: Tokens
 ) -> None:
-    chain = embedded(runtime)
+    chain = dev_chain(runtime)
     with_cold(runtime)
     fund_wallet(runtime)  # 110 coinbases: 11 mature (550 BTC), far above the 5 BTC ceiling
     destination, _ = external_destination("patient big miner")
@@ -141,7 +141,7 @@ def test_ceiling_sweep_keeps_target_plus_pending_payouts_exactly(
 def test_forced_sweep_uses_the_next_cold_address(
     client: TestClient, runtime: Runtime, tokens: Tokens
 ) -> None:
-    chain = embedded(runtime)
+    chain = dev_chain(runtime)
     with_cold(runtime)
     runtime.settings.auto_sweep = False  # only operators sweep in this test
     fund_wallet(runtime)

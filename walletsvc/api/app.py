@@ -34,7 +34,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         owned = runtime is None
         rt = runtime or Runtime.open(settings or Settings())
         app.state.runtime = rt
-        _mount_devchain_rpc(app, rt)
         if owned and rt.settings.run_worker:
             rt.start_background()
         try:
@@ -59,14 +58,3 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for module in (*governance, *incident):
         app.include_router(module.router, prefix="/v1", responses=unexpected)
     return app
-
-
-def _mount_devchain_rpc(app: FastAPI, runtime: Runtime) -> None:
-    """Expose the embedded chain to `walletsvc devchain` on loopback, cookie-authenticated."""
-    from walletsvc.chain.embedded import EmbeddedChain
-    from walletsvc.chain.rpc_server import make_rpc_app, write_cookie
-
-    if not isinstance(runtime.chain, EmbeddedChain):
-        return
-    user, password = write_cookie(runtime.settings.chain_dir)
-    app.mount("/devchain/rpc", make_rpc_app(runtime.chain, user=user, password=password))

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from walletsvc.bootstrap.approval_kinds import register_approval_kinds
-from walletsvc.chain.embedded import EmbeddedChain
 from walletsvc.chain.factory import open_chain
 from walletsvc.chain.kernel import KernelScriptVerifier
 from walletsvc.chainsync.scanner import Scanner
@@ -108,8 +107,6 @@ class Runtime:
         thread = threading.Thread(target=self._loop, name="walletsvc-worker", daemon=True)
         thread.start()
         self._threads.append(thread)
-        if self.settings.devchain_mine_interval_s > 0 and isinstance(self.chain, EmbeddedChain):
-            self.chain.start_auto_mining(self.settings.devchain_mine_interval_s)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

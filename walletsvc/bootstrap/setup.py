@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 
@@ -18,6 +18,7 @@ from walletsvc.db.models import Wallet
 from walletsvc.domain.address import p2wpkh_script, script_to_address
 from walletsvc.domain.errors import DomainError, InvalidInput
 from walletsvc.domain.network import Network
+from walletsvc.domain.ports import ChainBackend
 from walletsvc.governance.policies import install_policy
 from walletsvc.governance.tokens import SCOPES, authenticate_token, create_token
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
@@ -29,6 +30,12 @@ from walletsvc.wallets.service import NewWallet, create_wallet, current_address,
 
 DEV_TOKEN_SCOPES = sorted(SCOPES - {"allowlist:propose"})
 DEV_FUNDING_BLOCKS = 110  # 10 mature coinbase outputs once the chain is 100 blocks deeper
+
+
+class MiningChain(ChainBackend, Protocol):
+    """A development chain that mines on demand (walletsvc.devchain's embedded chain)."""
+
+    def mine(self, n: int, to_script_pubkey: bytes | None = None) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -110,16 +117,18 @@ def demo_destination(network: Network) -> str:
     return script_to_address(p2wpkh_script(key_hash), network)
 
 
-def dev_bootstrap(settings: Settings, *, wallet: str, actor: str) -> dict[str, Any]:
+def dev_bootstrap(
+    settings: Settings, chain: MiningChain, *, wallet: str, actor: str
+) -> dict[str, Any]:
+    """Init, fund the wallet with mined coins, a token and credentials (the runtime closes
+    ``chain`` when it is done)."""
     initialise(settings, wallet=wallet, policy_file=settings.policy_file, actor=actor)
-    runtime = Runtime.open(settings)
+    runtime = Runtime.open(settings, chain=chain)
     try:
         with runtime.db.read() as session:
             address = current_address(session, get_wallet(session, wallet))
-        if runtime.chain.tip().height < DEV_FUNDING_BLOCKS:
-            runtime.chain.mine(  # type: ignore[attr-defined]
-                DEV_FUNDING_BLOCKS, bytes.fromhex(address.script_pubkey)
-            )
+        if chain.tip().height < DEV_FUNDING_BLOCKS:
+            chain.mine(DEV_FUNDING_BLOCKS, bytes.fromhex(address.script_pubkey))
         runtime.scanner.sync()
         creds = _dev_credentials(settings, runtime, wallet)
     finally:

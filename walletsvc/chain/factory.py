@@ -1,24 +1,26 @@
-"""Choose and open the configured chain backend."""
+"""Open the configured production chain backend: Bitcoin Core over JSON-RPC."""
 
 from __future__ import annotations
 
+from walletsvc.chain.rpc import BitcoinRpcBackend
 from walletsvc.config import Settings
+from walletsvc.domain.errors import InvalidInput
 from walletsvc.domain.ports import ChainBackend
 
 
 def open_chain(settings: Settings) -> ChainBackend:
-    """The embedded regtest chain (locks ``settings.chain_dir``) or Bitcoin Core over RPC.
+    """Bitcoin Core over RPC for ``chain_backend=rpc``.
 
-    The embedded chain raises ``ChainLocked`` when another process holds it.
+    The embedded regtest chain is a development tool (walletsvc.devchain), not part of the
+    product: the CLI's ``serve``/``dev`` commands and the tests open it and hand it to
+    ``Runtime.open(settings, chain=...)``. Asking the product to open it is a wiring mistake.
     """
     if settings.chain_backend == "embedded":
-        from walletsvc.chain.embedded import EmbeddedChain
-
-        return EmbeddedChain(
-            settings.chain_dir, fee_rate_sat_per_vb=settings.embedded_fee_rate_sat_per_vb
+        raise InvalidInput(
+            "the embedded chain is opened by the walletsvc CLI (development only); "
+            "pass it to Runtime.open(chain=...) or set chain_backend=rpc",
+            field="chain_backend",
         )
-    from walletsvc.chain.rpc import BitcoinRpcBackend
-
     return BitcoinRpcBackend(
         settings.rpc_url,
         settings.network,

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from bitcoin.core import CTransaction
+from bitcoin.core import CTransaction, b2lx
 
-from walletsvc.chain.blocks import txid_hex
 from walletsvc.domain.errors import ChainRejected, DependencyUnavailable, NotFound
 from walletsvc.domain.money import COIN
 from walletsvc.domain.network import Network
@@ -487,4 +486,4 @@ def _parse(response: httpx.Response) -> tuple[dict[str, Any] | None, Any, bool]:
 
 
 def _txid(raw_tx: bytes) -> str:
-    return txid_hex(CTransaction.deserialize(raw_tx))
+    return str(b2lx(CTransaction.deserialize(raw_tx).GetTxid()))

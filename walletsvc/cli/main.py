@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -16,6 +16,9 @@ from walletsvc.cli.staff import staff_app
 from walletsvc.config import Settings
 from walletsvc.domain.errors import DomainError
 from walletsvc.domain.network import Network
+
+if TYPE_CHECKING:
+    from walletsvc.bootstrap.runtime import Runtime
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for machine clients.")
@@ -39,6 +42,20 @@ def settings() -> Settings:
         messages = (e["msg"].removeprefix("Value error, ") for e in exc.errors())
         typer.secho("invalid settings: " + "\n".join(messages), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
+
+
+def open_runtime(s: Settings) -> Runtime:
+    """The runtime and its chain: Bitcoin Core (rpc) or, on the embedded default, the dev chain.
+
+    The product never opens the dev chain itself; this edge composes it (walletsvc.devchain).
+    """
+    from walletsvc.bootstrap.runtime import Runtime
+
+    if s.chain_backend != "embedded":
+        return Runtime.open(s)
+    from walletsvc.devchain.service import open_dev_chain
+
+    return Runtime.open(s, chain=open_dev_chain(s))
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -128,10 +145,9 @@ def sweep(
     ] = "pool-hot",
 ) -> None:
     """Force one sweep to the next cold address now (the service must not hold the chain)."""
-    from walletsvc.bootstrap.runtime import Runtime
     from walletsvc.treasury.sweeps import sweep_view
 
-    runtime = Runtime.open(settings())
+    runtime = open_runtime(settings())
     try:
         runtime.scanner.sync()
         row = runtime.sweeper.force(wallet, actor=CLI_ACTOR)
@@ -153,7 +169,11 @@ def serve(
     host: Annotated[str | None, typer.Option()] = None,
     port: Annotated[int | None, typer.Option()] = None,
 ) -> None:
-    """Run the API and the background worker in one process."""
+    """Run the API and the background worker in one process.
+
+    On the embedded default the dev chain runs beside it: its own loopback JSON-RPC port for
+    `walletsvc devchain` and, under `make run`, a block every few seconds.
+    """
     import uvicorn
 
     from walletsvc.api.app import create_app
@@ -166,7 +186,28 @@ def serve(
     banner = s.data_dir / "dev-credentials.json"
     if banner.exists():
         _print_newcomer_banner(json.loads(banner.read_text()), s)
-    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info")
+    if s.chain_backend != "embedded":
+        uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info")
+        return
+    _serve_with_dev_chain(s)
+
+
+def _serve_with_dev_chain(s: Settings) -> None:
+    import uvicorn
+
+    from walletsvc.api.app import create_app
+    from walletsvc.bootstrap.runtime import Runtime
+    from walletsvc.devchain.service import serving_dev_chain
+
+    with serving_dev_chain(s) as chain:
+        runtime = Runtime.open(s, chain=chain)
+        try:
+            if s.run_worker:
+                runtime.start_background()
+            app = create_app(s, runtime=runtime)
+            uvicorn.run(app, host=s.host, port=s.port, log_level="info")
+        finally:
+            runtime.close()
 
 
 @token_app.command("create")
@@ -311,9 +352,7 @@ def rotate_command(
 
 
 def _rotation_pass(s: Settings, wallet: str) -> None:
-    from walletsvc.bootstrap.runtime import Runtime
-
-    runtime = Runtime.open(s)
+    runtime = open_runtime(s)
     try:
         runtime.scanner.sync()
         for txid in runtime.rotation.run(wallet):
@@ -416,11 +455,12 @@ def dev_bootstrap(
 ) -> None:
     """Idempotent dev set-up for `make run`: init, fund with mined coins, a token, credentials."""
     from walletsvc.bootstrap.setup import dev_bootstrap as bootstrap
+    from walletsvc.devchain.service import open_dev_chain
 
     s = settings()
     if s.network is not Network.REGTEST or s.chain_backend != "embedded":
         fail("dev bootstrap is for the embedded regtest chain only")
-    creds = bootstrap(s, wallet=wallet, actor=CLI_ACTOR)
+    creds = bootstrap(s, open_dev_chain(s), wallet=wallet, actor=CLI_ACTOR)
     typer.echo(f"dev wallet {creds['wallet']!r} funded on the embedded regtest chain")
     typer.echo(f"dev credentials written to {s.data_dir / 'dev-credentials.json'}")
 

@@ -1,8 +1,9 @@
 """`walletsvc devchain …`: drive the embedded regtest chain, even while the service runs.
 
 The embedded chain's directory is locked by whichever process opened it. If that is the
-running service, we reach the chain through the service's loopback devchain JSON-RPC endpoint
-(Bitcoin Core's shapes, authenticated with a Core-style cookie the service writes at start).
+running service, we reach the chain through the dev chain's own loopback JSON-RPC port
+(Bitcoin Core's shapes; its URL in ``<chain_dir>/rpc.json``, authenticated with the Core-style
+cookie beside it), which `walletsvc serve` opens next to the API on the embedded default.
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from walletsvc.bootstrap.setup import demo_destination
-from walletsvc.chain.embedded import ChainLocked, EmbeddedChain
 from walletsvc.chain.rpc import BitcoinRpcBackend
 from walletsvc.config import Settings
+from walletsvc.devchain.embedded import ChainLocked
+from walletsvc.devchain.rpc_server import embedded_rpc_endpoint
+from walletsvc.devchain.service import open_dev_chain
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import InvalidInput
-
-DEVCHAIN_RPC_PATH = "/devchain/rpc/"
 
 
 def _require_embedded(settings: Settings) -> None:
@@ -25,10 +26,11 @@ def _require_embedded(settings: Settings) -> None:
 
 
 def _service_rpc(settings: Settings) -> BitcoinRpcBackend:
+    url, cookie_file = embedded_rpc_endpoint(settings.chain_dir)
     return BitcoinRpcBackend(
-        f"http://{settings.host}:{settings.port}{DEVCHAIN_RPC_PATH}",
+        url,
         settings.network,
-        cookie_file=settings.chain_dir / ".cookie",
+        cookie_file=cookie_file,
         timeout_s=60.0,
         retries=1,
     )
@@ -39,9 +41,7 @@ def mine(settings: Settings, blocks: int, to: str | None) -> list[str]:
     address = to or demo_destination(settings.network)
     script = decode_address(address, settings.network, field="to").script_pubkey
     try:
-        chain = EmbeddedChain(
-            settings.chain_dir, fee_rate_sat_per_vb=settings.embedded_fee_rate_sat_per_vb
-        )
+        chain = open_dev_chain(settings)
     except ChainLocked:
         hashes: list[str] = _service_rpc(settings).call("generatetoaddress", blocks, address)
         return hashes
@@ -54,9 +54,7 @@ def mine(settings: Settings, blocks: int, to: str | None) -> list[str]:
 def status(settings: Settings) -> dict[str, Any]:
     _require_embedded(settings)
     try:
-        chain = EmbeddedChain(
-            settings.chain_dir, fee_rate_sat_per_vb=settings.embedded_fee_rate_sat_per_vb
-        )
+        chain = open_dev_chain(settings)
     except ChainLocked:
         rpc = _service_rpc(settings)
         info = rpc.call("getblockchaininfo")

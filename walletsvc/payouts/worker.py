@@ -10,7 +10,6 @@ second transaction for a payout that already has one.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import UTC
 
@@ -52,9 +51,6 @@ from walletsvc.wallets.service import next_change_path
 
 log = logging.getLogger(__name__)
 ACTOR = "system:worker"
-# Fault injection for crash tests: the process dies right after the signed transaction is
-# committed and before it is broadcast. Never set in production.
-FAILPOINT_AFTER_SIGN = "after_sign_commit"
 
 
 @dataclass
@@ -110,8 +106,6 @@ class PayoutWorker:
                 continue
             if txid is not None:
                 report.signed_txids.append(txid)
-                if self.settings.failpoint == FAILPOINT_AFTER_SIGN:
-                    os._exit(86)
         report.broadcast_txids.extend(self.broadcast_signed(report))
         return report
 

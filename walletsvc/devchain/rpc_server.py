@@ -33,8 +33,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from walletsvc.chain import blocks
-from walletsvc.chain.embedded import EmbeddedChain
+from walletsvc.devchain import blocks
+from walletsvc.devchain.embedded import EmbeddedChain
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import (
     ChainRejected,

@@ -25,11 +25,11 @@ from typing import Any
 from bitcoin.core import CBlock, CBlockHeader, CTransaction, b2lx
 from bitcoin.core.serialize import SerializationError, SerializationTruncationError
 
-from walletsvc.chain import blocks
-from walletsvc.chain.kernel import (
+from walletsvc.chain.kernel import KernelScriptVerifier
+from walletsvc.devchain import blocks
+from walletsvc.devchain.kernel_chainstate import (
     KernelBlockRejected,
     KernelChainstate,
-    KernelScriptVerifier,
     KernelUnavailable,
 )
 from walletsvc.domain.errors import (
