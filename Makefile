@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export WALLETSVC_DATA_DIR ?= .walletsvc
+# Test processes (pytest-xdist): one per core. The suite is CPU-bound (argon2, signing, the
+# kernel) and every test owns its database and data directory, so the workers never share state.
+PYTEST_WORKERS ?= auto
 
 .PHONY: run test test-fast lint bench setup clean-data help
 
@@ -33,11 +36,11 @@ run: $(STAMP)
 test: $(STAMP)
 	@if [ -z "$$WALLETSVC_TEST_POSTGRES_URL" ]; then \
 	  echo "note: WALLETSVC_TEST_POSTGRES_URL is not set; PostgreSQL variants will be skipped"; fi
-	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 # The inner loop: service tests on the in-memory chain, SQLite only (PostgreSQL deselected).
 test-fast: $(STAMP)
-	WALLETSVC_TEST_POSTGRES_URL= $(BIN)/pytest -p no:cacheprovider -m "not kernel and not slow" -k "not postgresql" $(PYTEST_ARGS); \
+	WALLETSVC_TEST_POSTGRES_URL= $(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) -m "not kernel and not slow" -k "not postgresql" $(PYTEST_ARGS); \
 	  rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 lint: $(STAMP)
