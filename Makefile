@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export WALLETSVC_DATA_DIR ?= .walletsvc
+# Test processes (pytest-xdist): one per core. The suite is CPU-bound (argon2, signing, the
+# kernel) and every test owns its database and data directory, so the workers never share state.
+PYTEST_WORKERS ?= auto
 
 .PHONY: run test test-fast lint bench setup clean-data help
 
@@ -13,7 +16,7 @@ help:
 	@echo "make test   set up and run the whole test suite"
 	@echo "make test-fast  the inner loop: SQLite only, without kernel-chain and slow tests"
 	@echo "make lint   ruff, mypy and the import-linter architecture contracts"
-	@echo "make bench  signing and derivation benchmarks (prints figures)"
+	@echo "make bench  signing, derivation and intake benchmarks (prints figures)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "walletsvc needs Python 3.11"'
@@ -33,11 +36,11 @@ run: $(STAMP)
 test: $(STAMP)
 	@if [ -z "$$WALLETSVC_TEST_POSTGRES_URL" ]; then \
 	  echo "note: WALLETSVC_TEST_POSTGRES_URL is not set; PostgreSQL variants will be skipped"; fi
-	$(BIN)/pytest -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 # The inner loop: service tests on the in-memory chain, SQLite only (PostgreSQL deselected).
 test-fast: $(STAMP)
-	WALLETSVC_TEST_POSTGRES_URL= $(BIN)/pytest -p no:cacheprovider -m "not kernel and not slow" -k "not postgresql" $(PYTEST_ARGS); \
+	WALLETSVC_TEST_POSTGRES_URL= $(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) -m "not kernel and not slow" -k "not postgresql" $(PYTEST_ARGS); \
 	  rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 lint: $(STAMP)
@@ -46,8 +49,11 @@ lint: $(STAMP)
 	$(BIN)/mypy walletsvc
 	$(BIN)/lint-imports
 
+# Intake measures PostgreSQL when WALLETSVC_TEST_POSTGRES_URL (or WALLETSVC_BENCH_POSTGRES_URL)
+# is set, else SQLite; BENCH_INTAKE_ARGS="--backend both" for both, "--quick" for a short run.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_signing.py
+	$(BIN)/python bench/bench_intake.py $(BENCH_INTAKE_ARGS)
 
 clean-data:
 	rm -rf $(WALLETSVC_DATA_DIR)

@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     rpc_cookie_file: Path | None = None
     rpc_timeout_s: float = 10.0
     rpc_retries: int = 3
+    # Both testnets are Network.TESTNET (same addresses and xpubs); the RPC backend tells them
+    # apart by the node's genesis block and refuses the one not named here.
+    testnet_variant: Literal["testnet4", "testnet3"] = "testnet4"
+    # estimatesmartfee's mode for payouts. Conservative: a payout that sits unconfirmed keeps
+    # funds reserved and invites fee bumps; Core 28 changed its own default to economical.
+    fee_estimate_mode: Literal["conservative", "economical"] = "conservative"
+    # With no fee estimate from the node (fresh node, quiet network) the RPC backend refuses to
+    # price a transaction; set this to sign at this rate instead (logged as a warning each time).
+    fallback_fee_rate_sat_per_vb: int | None = Field(default=None, ge=1, le=10_000)
 
     # The embedded chain's constant fee estimate; the RPC backend asks estimatesmartfee.
     embedded_fee_rate_sat_per_vb: int = 2

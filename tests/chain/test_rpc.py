@@ -18,7 +18,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from walletsvc.chain.factory import open_chain
-from walletsvc.chain.rpc import BitcoinRpcBackend, NetworkMismatch, RpcError, reject_reason
+from walletsvc.chain.rpc import (
+    CORE_GENESIS_HASHES,
+    BitcoinRpcBackend,
+    FeeEstimateUnavailable,
+    NetworkMismatch,
+    RpcError,
+    reject_reason,
+)
 from walletsvc.config import Settings
 from walletsvc.devchain.embedded import EmbeddedChain
 from walletsvc.devchain.rpc_server import (
@@ -218,15 +225,24 @@ def ok(result: str) -> Callable[[], Response]:
     )
 
 
-REGTEST_INFO = ok('{"chain": "regtest", "blocks": 7, "bestblockhash": "' + "ab" * 32 + '"}')
+REGTEST_INFO = ok(
+    '{"chain": "regtest", "blocks": 7, "headers": 7, "initialblockdownload": false, '
+    '"pruned": false, "bestblockhash": "' + "ab" * 32 + '"}'
+)
+# The rest of the once-per-connection node check: genesis block and version.
+NODE_CHECK_REST = [
+    ok('"' + CORE_GENESIS_HASHES["regtest"] + '"'),
+    ok('{"version": 280000, "subversion": "/Satoshi:28.0.0/"}'),
+]
 
 
-def test_feerate_rounds_up_and_falls_back_to_the_floor(scripted: Any) -> None:
+def test_feerate_rounds_up_and_refuses_without_an_estimate(scripted: Any) -> None:
     running, script, seen = scripted
     backend = BitcoinRpcBackend(running.url, Network.REGTEST, retries=0, fee_floor_sat_per_vb=2)
     script.extend(
         [
             REGTEST_INFO,
+            *NODE_CHECK_REST,
             ok('{"feerate": 0.00012341, "blocks": 6}'),  # 12.341 sat/vB -> 13
             ok('{"feerate": 0.00001000, "blocks": 2}'),  # 1 sat/vB -> the floor, 2
             ok('{"errors": ["Insufficient data or no feerate found"], "blocks": 0}'),
@@ -234,8 +250,10 @@ def test_feerate_rounds_up_and_falls_back_to_the_floor(scripted: Any) -> None:
     )
     assert backend.fee_rate_sat_per_vb(6) == 13
     assert backend.fee_rate_sat_per_vb(2) == 2
-    assert backend.fee_rate_sat_per_vb(2000) == 2
-    assert seen[-1]["params"] == [1008]
+    # No estimate and no fallback configured: refused, never the floor.
+    with pytest.raises(FeeEstimateUnavailable):
+        backend.fee_rate_sat_per_vb(2000)
+    assert seen[-1]["params"] == [1008, "conservative"]
     backend.close()
 
 
@@ -250,6 +268,8 @@ def test_5xx_is_retried_but_rpc_errors_are_not(scripted: Any) -> None:
         [
             lambda: Response("Work queue depth exceeded", status_code=503),
             REGTEST_INFO,
+            *NODE_CHECK_REST,
+            ok('[{"txid": "' + "cd" * 32 + '", "wtxid": "' + "cd" * 32 + '", "allowed": true}]'),
             lambda: Response(error_reply, status_code=500, media_type="application/json"),
         ]
     )
@@ -260,6 +280,9 @@ def test_5xx_is_retried_but_rpc_errors_are_not(scripted: Any) -> None:
     assert [r["method"] for r in seen] == [
         "getblockchaininfo",
         "getblockchaininfo",
+        "getblockhash",
+        "getnetworkinfo",
+        "testmempoolaccept",
         "sendrawtransaction",
     ]
 
@@ -318,6 +341,8 @@ def test_server_speaks_core_json_rpc(
     assert replies[5]["error"]["code"] == -5
     assert replies[6]["result"] == []
     assert replies[7]["result"]["chain"] == "regtest" and replies[7]["result"]["blocks"] == 2
+    assert replies[7]["result"]["chainwork"] == f"{6:064x}"
+    assert replies[7]["result"]["size_on_disk"] > 0
 
     coinbase_txid = block["tx"][0]
     tx = raw_rpc(server, {"id": 1, "method": "getrawtransaction", "params": [coinbase_txid]})
@@ -384,3 +409,36 @@ def test_dev_tools_reach_a_running_chain(chain: EmbeddedChain, alice: TestKey) -
         client.close()
     finally:
         running.stop()
+
+
+def test_server_answers_the_node_check_and_the_explicit_params(
+    chain: EmbeddedChain, server: RpcServerThread, alice: TestKey, bob: TestKey
+) -> None:
+    info = raw_rpc(server, {"id": 1, "method": "getnetworkinfo", "params": []}).json()["result"]
+    assert info["version"] == 280000 and info["subversion"] == "/Satoshi:28.0.0/"
+    assert '"relayfee": 0.00001000' in raw_rpc(server, {"id": 1, "method": "getnetworkinfo"}).text
+    genesis = raw_rpc(server, {"id": 1, "method": "getblockhash", "params": [0]}).json()
+    assert genesis["result"] == CORE_GENESIS_HASHES["regtest"]
+    for mode in ("conservative", "ECONOMICAL", "unset"):
+        reply = raw_rpc(server, {"id": 1, "method": "estimatesmartfee", "params": [6, mode]})
+        assert reply.json()["result"] == {"feerate": 0.00003, "blocks": 6}
+    bad = raw_rpc(server, {"id": 1, "method": "estimatesmartfee", "params": [6, "cheap"]})
+    assert bad.json()["error"]["code"] == -8
+
+    # maxfeerate as the backend sends it: a tx paying ~70 sat/vB against a 10 sat/vB ceiling.
+    (coin,) = fund(chain, alice)
+    pricey = pay(coin, bob, fee=10_000)
+    capped = BitcoinRpcBackend(
+        server.url,
+        Network.REGTEST,
+        user=USER,
+        password=PASSWORD,
+        retries=0,
+        max_fee_rate_sat_per_vb=10,
+    )
+    assert capped.test_accept(pricey).reason == "max-fee-exceeded"
+    with pytest.raises(RpcError) as refused:
+        capped.broadcast(pricey)
+    assert (refused.value.reason, refused.value.rpc_code) == ("max-fee-exceeded", -25)
+    assert chain.mempool_txids() == set()
+    capped.close()

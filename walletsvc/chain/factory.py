@@ -30,4 +30,12 @@ def open_chain(settings: Settings) -> ChainBackend:
         timeout_s=settings.rpc_timeout_s,
         retries=settings.rpc_retries,
         fee_floor_sat_per_vb=settings.fee_floor_sat_per_vb,
+        # The highest rate we sign at: the ceiling, or a rotation sweep's floor above it.
+        max_fee_rate_sat_per_vb=max(
+            settings.fee_ceiling_sat_per_vb, settings.rotation_sweep_min_fee_rate
+        ),
+        estimate_mode=settings.fee_estimate_mode,
+        fallback_fee_rate_sat_per_vb=settings.fallback_fee_rate_sat_per_vb,
+        scan_start_height=settings.scan_start_height,
+        testnet_variant=settings.testnet_variant,
     )

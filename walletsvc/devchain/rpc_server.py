@@ -65,6 +65,9 @@ RPC_TRANSACTION_REJECTED = -26
 RPC_TRANSACTION_ALREADY_IN_CHAIN = -27
 
 DEFAULT_MAX_FEERATE_BTC_PER_KVB = Decimal("0.10")
+# getnetworkinfo's version: the Bitcoin Core release whose RPC shapes this server follows.
+SPOKEN_CORE_VERSION = 280000
+ESTIMATE_MODES = ("unset", "economical", "conservative")
 _SATS_PER_BTC = Decimal(COIN)
 
 
@@ -186,6 +189,7 @@ class _Methods:
         self.chain = chain
         self.table: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
             "getblockchaininfo": (self.getblockchaininfo, ()),
+            "getnetworkinfo": (self.getnetworkinfo, ()),
             "getblockcount": (self.getblockcount, ()),
             "getbestblockhash": (self.getbestblockhash, ()),
             "getblockhash": (self.getblockhash, ("height",)),
@@ -261,7 +265,34 @@ class _Methods:
             "mediantime": self.chain.median_time_past(tip.hash),
             "verificationprogress": 1,
             "initialblockdownload": False,
+            # Every regtest block (nBits 207fffff) carries 2 units of work.
+            "chainwork": f"{2 * (tip.height + 1):064x}",
+            "size_on_disk": self._size_on_disk(),
             "pruned": False,
+            "warnings": [],
+        }
+
+    def _size_on_disk(self) -> int:
+        return sum(f.stat().st_size for f in self.chain.chain_dir.rglob("*") if f.is_file())
+
+    def getnetworkinfo(self) -> dict[str, Any]:
+        """Core's shape; a single node with no peers, relaying at Core's default fees."""
+        return {
+            "version": SPOKEN_CORE_VERSION,
+            "subversion": f"/Satoshi:{SPOKEN_CORE_VERSION // 10_000}.0.0/",
+            "protocolversion": 70016,
+            "localservices": "0000000000000c09",
+            "localservicesnames": ["NETWORK", "WITNESS", "NETWORK_LIMITED", "P2P_V2"],
+            "localrelay": True,
+            "timeoffset": 0,
+            "networkactive": True,
+            "connections": 0,
+            "connections_in": 0,
+            "connections_out": 0,
+            "networks": [],
+            "relayfee": _Btc(1000),
+            "incrementalfee": _Btc(1000),
+            "localaddresses": [],
             "warnings": [],
         }
 
@@ -395,6 +426,14 @@ class _Methods:
         target = _int_param(conf_target, "conf_target")
         if not 1 <= target <= 1008:
             raise RpcError(RPC_INVALID_PARAMETER, "Invalid conf_target, must be between 1 and 1008")
+        if estimate_mode is not None and (
+            not isinstance(estimate_mode, str) or estimate_mode.lower() not in ESTIMATE_MODES
+        ):
+            raise RpcError(
+                RPC_INVALID_PARAMETER,
+                'Invalid estimate_mode parameter, must be one of: "unset", "economical", '
+                '"conservative"',
+            )
         sat_per_vb = self.chain.fee_rate_sat_per_vb(target)
         return {"feerate": _Btc(sat_per_vb * 1000), "blocks": target}
 
