@@ -625,13 +625,14 @@ def scanner_block_seconds(
     try:
         if watched:
             with runtime.db.write() as uow:
-                wallet = get_wallet(uow.session, WALLET)
-                epoch = current_epoch(uow.session, wallet)
-                ensure_derived(uow.session, wallet, epoch, RECEIVE_CHAIN, watched - 1)
+                wallet = get_wallet(uow, WALLET)
+                epoch = current_epoch(uow, wallet)
+                ensure_derived(uow, wallet, epoch, RECEIVE_CHAIN, watched - 1)
             with runtime.db.engine.connect() as conn:  # fresh planner statistics, as for history
                 conn.exec_driver_sql("ANALYZE")
                 conn.commit()
-        with runtime.db.read() as session:
+        with runtime.db.read() as uow:
+            session = uow.session
             ours = [
                 bytes.fromhex(script)
                 for script in session.scalars(
