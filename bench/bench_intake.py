@@ -601,6 +601,7 @@ def scanner_block_seconds(
     from walletsvc.config import Settings
     from walletsvc.db.migrate import upgrade
     from walletsvc.db.models import Address
+    from walletsvc.devchain.service import open_dev_chain
     from walletsvc.wallets.service import (
         RECEIVE_CHAIN,
         current_epoch,
@@ -621,7 +622,7 @@ def scanner_block_seconds(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(database_url)
     initialise(settings, wallet=WALLET, policy_file=policy, actor="bench")
-    runtime = Runtime.open(settings)
+    runtime = Runtime.open(settings, chain=open_dev_chain(settings))
     try:
         if watched:
             with runtime.db.write() as uow:

@@ -24,7 +24,7 @@ from tests.treasury.test_sweeps import with_cold
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import ChainTransaction, Utxo
 from walletsvc.db.models_risk import KeyRotation
-from walletsvc.incident.freeze import active_freezes
+from walletsvc.wallets.freezes import active_freezes
 from walletsvc.wallets.service import current_address, get_wallet
 
 pytestmark = pytest.mark.kernel

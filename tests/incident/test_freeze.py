@@ -16,8 +16,8 @@ from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.setup import demo_destination
 from walletsvc.db.models import AuditEvent, ChainTransaction, Withdrawal
 from walletsvc.domain.address import p2wpkh_script, script_to_address
-from walletsvc.incident.freeze import active_freezes
 from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
+from walletsvc.wallets.freezes import active_freezes
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,9 +21,9 @@ from walletsvc.db.models_risk import RiskEvent
 from walletsvc.domain.errors import PolicyDenied, VerificationFailed
 from walletsvc.domain.network import Network
 from walletsvc.domain.txplan import plan_sweep
-from walletsvc.incident.freeze import active_freezes
 from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
 from walletsvc.payouts.signing import seeds_for, spendable_coins
+from walletsvc.wallets.freezes import active_freezes
 from walletsvc.wallets.service import next_change_path
 
 RULES: list[dict[str, Any]] = [

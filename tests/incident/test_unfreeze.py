@@ -23,8 +23,9 @@ from walletsvc.db.models import AuditEvent, Withdrawal
 from walletsvc.db.models_incident import Freeze
 from walletsvc.domain.errors import Forbidden
 from walletsvc.governance import approvals
-from walletsvc.incident.freeze import active_freezes, freeze
+from walletsvc.incident.freeze import freeze
 from walletsvc.incident.unfreeze import Requester, Target, propose
+from walletsvc.wallets.freezes import active_freezes
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -28,8 +28,8 @@ from walletsvc.db.models import ChainTransaction, Withdrawal
 from walletsvc.devchain import blocks
 from walletsvc.devchain.embedded import EmbeddedChain
 from walletsvc.domain.errors import ChainRejected
-from walletsvc.incident.freeze import active_freezes
 from walletsvc.payouts.worker import split_fee
+from walletsvc.wallets.freezes import active_freezes
 
 pytestmark = pytest.mark.kernel
 

@@ -11,10 +11,11 @@ from typing import Any
 from walletsvc.db.database import Database
 from walletsvc.db.models import Address, Wallet
 from walletsvc.db.repositories import ReadUnitOfWork
-from walletsvc.incident.freeze import active_freezes, freeze_view, require_deposits_open
+from walletsvc.incident.freeze import freeze_view
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.treasury.cold import treasury_view
 from walletsvc.wallets.balances import wallet_balances
+from walletsvc.wallets.freezes import active_freezes, require_deposits_open
 from walletsvc.wallets.service import (
     current_address,
     current_epoch,

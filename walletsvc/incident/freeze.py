@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import Wallet, utcnow
+from walletsvc.db.models import utcnow
 from walletsvc.db.models_incident import Freeze
 from walletsvc.db.repositories import ReadUnitOfWork
-from walletsvc.domain.errors import Frozen, InvalidInput, NotFound
+from walletsvc.domain.errors import InvalidInput, NotFound
+from walletsvc.wallets.freezes import active_freezes
 from walletsvc.wallets.service import get_wallet
 
 FREEZE_SCOPES = ("all", "withdrawals", "deposits")
@@ -86,37 +87,6 @@ def apply_freeze(
         },
     )
     return row
-
-
-def active_freezes(uow: ReadUnitOfWork, wallet_id: str | None = None) -> list[Freeze]:
-    """Active freezes that apply to ``wallet_id`` (global ones always apply)."""
-    return uow.freezes.active(wallet_id)
-
-
-def withdrawals_freeze(uow: ReadUnitOfWork, wallet_id: str) -> Freeze | None:
-    return next(
-        (f for f in active_freezes(uow, wallet_id) if f.scope in ("all", "withdrawals")),
-        None,
-    )
-
-
-def deposits_freeze(uow: ReadUnitOfWork, wallet_id: str) -> Freeze | None:
-    return next((f for f in active_freezes(uow, wallet_id) if f.scope in ("all", "deposits")), None)
-
-
-def require_deposits_open(uow: ReadUnitOfWork, wallet: Wallet) -> None:
-    active = deposits_freeze(uow, wallet.id)
-    if active is not None:
-        raise Frozen(
-            f"deposits are frozen ({active.reason}); do not use old deposit addresses",
-            field="wallet",
-        )
-
-
-def require_withdrawals_open(uow: ReadUnitOfWork, wallet: Wallet) -> None:
-    active = withdrawals_freeze(uow, wallet.id)
-    if active is not None:
-        raise Frozen(f"withdrawals are frozen ({active.reason})", field="wallet")
 
 
 def lift(uow: UnitOfWork, freeze_id: str, *, lifted_by: str) -> Freeze:

@@ -55,13 +55,14 @@ from walletsvc.governance import approvals
 from walletsvc.governance.approvals import Approvers, KindContext, Requester
 from walletsvc.governance.policies import active_policy
 from walletsvc.governance.staff import now_utc
-from walletsvc.incident.freeze import MAX_REASON_LENGTH, withdrawals_freeze
+from walletsvc.incident.freeze import MAX_REASON_LENGTH
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.keystore import generate_seed
 from walletsvc.keys.sealing import SeedVault
 from walletsvc.payouts.signing import SigningPipeline, to_coins
 from walletsvc.payouts.worker import sign_payout_batch
 from walletsvc.treasury.sweeps import sign_sweep_to_cold
+from walletsvc.wallets.freezes import withdrawals_freeze
 from walletsvc.wallets.service import current_address, get_wallet, issue_address
 
 log = logging.getLogger(__name__)

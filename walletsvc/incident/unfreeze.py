@@ -23,8 +23,9 @@ from walletsvc.governance import approvals
 from walletsvc.governance.approvals import Approvers, KindContext
 from walletsvc.governance.policies import active_policy
 from walletsvc.governance.staff import now_utc
-from walletsvc.incident.freeze import FREEZE_SCOPES, MAX_REASON_LENGTH, active_freezes, lift
+from walletsvc.incident.freeze import FREEZE_SCOPES, MAX_REASON_LENGTH, lift
 from walletsvc.keys.integrity import RowTagger
+from walletsvc.wallets.freezes import active_freezes
 from walletsvc.wallets.service import get_wallet
 
 KIND = "unfreeze"

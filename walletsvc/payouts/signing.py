@@ -33,9 +33,9 @@ from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import ApprovedPayout, Coin, KeyPath, TransactionPlan
 from walletsvc.domain.withdrawal import WithdrawalStatus, transition
-from walletsvc.incident.freeze import withdrawals_freeze
 from walletsvc.keys.keystore import EncryptedSeed
 from walletsvc.keys.signer import HotSigner
+from walletsvc.wallets.freezes import withdrawals_freeze
 
 log = logging.getLogger(__name__)
 ACTOR = "system:worker"  # broadcasts are the worker's, whichever service signed

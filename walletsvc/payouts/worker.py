@@ -30,10 +30,10 @@ from walletsvc.domain.errors import (
 from walletsvc.domain.transaction import ApprovedPayout, TransactionPlan
 from walletsvc.domain.txplan import plan_payouts
 from walletsvc.domain.withdrawal import WithdrawalStatus, transition
-from walletsvc.incident.freeze import withdrawals_freeze
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.signing import SigningPipeline, spendable_coins, tip_height
+from walletsvc.wallets.freezes import withdrawals_freeze
 from walletsvc.wallets.service import next_change_path
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,6 @@ from walletsvc.domain.transaction import (
 )
 from walletsvc.domain.txplan import INCREMENTAL_RELAY_FEE_SAT_PER_VB, plan_replacement
 from walletsvc.domain.withdrawal import WithdrawalStatus
-from walletsvc.incident.freeze import withdrawals_freeze
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.payouts.signing import (
     Reservation,
@@ -48,6 +47,7 @@ from walletsvc.payouts.signing import (
     to_coins,
 )
 from walletsvc.payouts.worker import split_fee
+from walletsvc.wallets.freezes import withdrawals_freeze
 from walletsvc.wallets.service import next_change_path
 
 log = logging.getLogger(__name__)

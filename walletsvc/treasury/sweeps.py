@@ -32,13 +32,13 @@ from walletsvc.domain.errors import Conflict, DomainError, InsufficientFunds
 from walletsvc.domain.transaction import Coin, TransactionPlan
 from walletsvc.domain.txplan import plan_sweep
 from walletsvc.governance.policies import active_policy
-from walletsvc.incident.freeze import withdrawals_freeze
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.payouts.signing import SigningPipeline, reserve_inputs, spendable_coins, tip_height
 from walletsvc.policy.document import HotThresholds
 from walletsvc.treasury.cold import cold_view, reserve_cold_address
 from walletsvc.treasury.fee_bumps import watch
 from walletsvc.wallets.balances import wallet_balances
+from walletsvc.wallets.freezes import withdrawals_freeze
 from walletsvc.wallets.service import get_wallet, next_change_path
 
 log = logging.getLogger(__name__)
