@@ -208,7 +208,13 @@ def test_real_responses_match_their_declared_schemas(
     check(client.get("/v1/sweeps", headers=token), 200)
     check(client.get(f"/v1/wallets/{WALLET}/cold-destination", headers=token), 200)
 
+    too_big = {**payout, "amount_sat": 60_000_000}  # above the default policy's max_per_payout
+    denied = check(client.post("/v1/withdrawals", json=too_big, headers=auth(tokens.all, "d")), 422)
+    assert denied["error"]["code"] == "policy_denied"
+    assert denied["error"]["decision"]["outcome"] == "deny"
     frozen = check(client.post("/v1/freeze", json={"reason": "drill"}, headers=token), 201)
+    locked = check(client.post("/v1/withdrawals", json=payout, headers=auth(tokens.all, "f")), 423)
+    assert locked["error"]["code"] == "frozen"
     assert frozen["lifted_at"] is None and frozen["wallet"] is None
     state = check(client.get("/v1/freeze", headers=token), 200)
     assert [f["id"] for f in state["freezes"]] == [frozen["id"]]
@@ -239,9 +245,5 @@ def test_real_responses_match_their_declared_schemas(
     bad = {**payout, "amount_sat": 1.5}
     error = check(client.post("/v1/withdrawals", json=bad, headers=auth(tokens.all, "b")), 422)
     assert error["error"]["field"] == "amount_sat"
-    too_big = {**payout, "amount_sat": 60_000_000}  # above the default policy's max_per_payout
-    denied = check(client.post("/v1/withdrawals", json=too_big, headers=auth(tokens.all, "d")), 422)
-    assert denied["error"]["code"] == "policy_denied"
-    assert denied["error"]["decision"]["outcome"] == "deny"
     conflict = check(client.post(f"/v1/withdrawals/{created['id']}/cancel", headers=token), 409)
     assert set(conflict["error"]) == {"code", "message", "field"}

@@ -14,8 +14,9 @@ from tests.conftest import WALLET, Tokens, auth, fund_wallet
 from tests.helpers import run_cli
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.setup import demo_destination
-from walletsvc.db.models import AuditEvent, ChainTransaction, Withdrawal
+from walletsvc.db.models import AuditEvent, ChainTransaction, IdempotencyKey, Withdrawal
 from walletsvc.domain.address import p2wpkh_script, script_to_address
+from walletsvc.incident.freeze import lift
 from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
 from walletsvc.wallets.freezes import active_freezes
 
@@ -83,7 +84,7 @@ def test_freeze_race_stops_signing_and_broadcast(
         waiting = s.scalar(select(func.count(Withdrawal.id)).where(Withdrawal.status == "approved"))
     assert waiting and waiting > 0, "the test must leave payouts queued behind the freeze"
 
-    # Payout requests are still accepted and recorded while frozen.
+    # New payout requests are refused while frozen, and nothing of them is written.
     late = client.post(
         "/v1/withdrawals",
         headers=auth(tokens.all, "after-freeze"),
@@ -93,11 +94,56 @@ def test_freeze_race_stops_signing_and_broadcast(
             "amount_sat": 20_000,
         },
     )
-    assert late.status_code == 201
-    assert late.json()["status"] == "approved"
+    assert late.status_code == 423, late.text
+    assert late.json()["error"]["code"] == "frozen"
     state = client.get("/v1/freeze", headers=auth(tokens.all)).json()
     assert state["frozen"] is True
     assert client.get("/v1/ready").json()["freeze"]["frozen"] is True
+
+
+def _rows(runtime: Runtime) -> tuple[int, int, int]:
+    with runtime.db.read() as uow:
+        s = uow.session
+        return (
+            s.scalar(select(func.count(Withdrawal.id))) or 0,
+            s.scalar(select(func.count(IdempotencyKey.id))) or 0,
+            s.scalar(select(func.count(AuditEvent.seq))) or 0,
+        )
+
+
+@pytest.mark.parametrize("scope", ["all", "withdrawals", "wallet"])
+def test_intake_during_a_withdrawal_freeze_answers_423_and_writes_nothing(
+    client: TestClient, runtime: Runtime, tokens: Tokens, scope: str
+) -> None:
+    body = {"reason": "on-call: drain seen", "scope": scope}
+    if scope == "wallet":
+        body["wallet"] = WALLET
+    frozen = client.post("/v1/freeze", headers=auth(tokens.all), json=body)
+    assert frozen.status_code == 201, frozen.text
+    payout = {
+        "wallet": WALLET,
+        "destination": demo_destination(runtime.settings.network),
+        "amount_sat": 30_000,
+        "reference": "round-7/miner-1",
+    }
+    before = _rows(runtime)
+    refused = client.post("/v1/withdrawals", headers=auth(tokens.all, "retry-me"), json=payout)
+    assert refused.status_code == 423, refused.text
+    assert refused.json()["error"] == {
+        "code": "frozen",
+        "message": refused.json()["error"]["message"],
+        "field": "wallet",
+    }
+    assert _rows(runtime) == before, "a refused payout request wrote something"
+
+    # Lifted (here directly; in production through a governed unfreeze), the payout engine's
+    # retry with the same Idempotency-Key is a new payout, not a replay of the refusal.
+    with runtime.db.write() as uow:
+        for row in active_freezes(uow):
+            lift(uow, row.id, lifted_by="test")
+    retried = client.post("/v1/withdrawals", headers=auth(tokens.all, "retry-me"), json=payout)
+    assert retried.status_code == 201, retried.text
+    assert retried.json()["status"] == "approved"
 
 
 def test_deposit_freeze_stops_issuing_addresses(

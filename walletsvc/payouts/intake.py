@@ -36,6 +36,7 @@ from walletsvc.policy.engine import (
     evaluate,
     history_horizon,
 )
+from walletsvc.wallets.freezes import require_withdrawals_open
 from walletsvc.wallets.service import get_wallet
 
 MAX_REFERENCE_LENGTH = 200
@@ -124,6 +125,10 @@ def _decide_and_record(
         return replay
     wallet = get_wallet(uow, body.wallet)
     destination = decode_address(body.destination, Network(wallet.network), field="destination")
+    # A frozen wallet takes no new payouts (423, nothing written): the payout engine retries
+    # with the same Idempotency-Key once the freeze is lifted. Payouts accepted before the
+    # freeze stay held until then.
+    require_withdrawals_open(uow, wallet)
     moment = now or datetime.now(UTC)
     policy = active_policy(uow, tags, wallet)
     decision = evaluate(

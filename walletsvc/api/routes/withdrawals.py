@@ -26,7 +26,7 @@ Reader = Annotated[TokenPrincipal, Depends(require_scope("withdrawals:read"))]
     response_model=WithdrawalView,
     responses={
         200: {"model": WithdrawalView, "description": "The same key and body again: a replay"},
-        **error_responses(404, 409, 422),
+        **error_responses(404, 409, 422, 423),
     },
 )
 def create_withdrawal(
