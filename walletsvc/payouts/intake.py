@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -311,6 +312,25 @@ def withdrawal_view(uow: ReadUnitOfWork, row: Withdrawal) -> dict[str, Any]:
     }
 
 
+def encode_cursor(created_at: datetime, withdrawal_id: str) -> str:
+    """An opaque, URL-safe cursor: base64url of the last row's (created_at, id), unpadded."""
+    raw = f"{created_at.isoformat()}|{withdrawal_id}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a cursor from :func:`encode_cursor` names; 422 for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, withdrawal_id = raw.decode("ascii").split("|", 1)
+        created_at = datetime.fromisoformat(stamp)
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise InvalidInput("malformed cursor", field="cursor") from exc
+    if created_at.tzinfo is None or not withdrawal_id:
+        raise InvalidInput("malformed cursor", field="cursor")
+    return created_at, withdrawal_id
+
+
 def list_withdrawals(
     uow: ReadUnitOfWork,
     *,
@@ -323,19 +343,13 @@ def list_withdrawals(
     if status is not None:
         WithdrawalStatus(status)
     wallet_id = get_wallet(uow, wallet).id if wallet is not None else None
-    before: tuple[datetime, str] | None = None
-    if cursor:
-        try:
-            stamp, last_id = cursor.split("_", 1)
-            before = (datetime.fromisoformat(stamp), last_id)
-        except ValueError as exc:
-            raise InvalidInput("malformed cursor", field="cursor") from exc
+    before = decode_cursor(cursor) if cursor else None
     rows = uow.withdrawals.page(status=status, wallet_id=wallet_id, before=before, limit=limit + 1)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        next_cursor = f"{last.created_at.isoformat()}_{last.id}"
+        next_cursor = encode_cursor(last.created_at, last.id)
     return rows, next_cursor
 
 

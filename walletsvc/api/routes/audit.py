@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from walletsvc.api.deps import Principal, RuntimeDep, require_access
 from walletsvc.api.errors import error_responses
+from walletsvc.api.schemas import MAX_SEQUENCE
 from walletsvc.api.schemas.governance import AuditPage
 from walletsvc.governance.audit import audit_page
 
@@ -21,7 +22,7 @@ Reader = Annotated[
 def index(
     runtime: RuntimeDep,
     _: Reader,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQUENCE)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
     return AuditPage.model_validate(audit_page(runtime.db, after=after, limit=limit))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from walletsvc.api.deps import RuntimeDep, require_scope
 from walletsvc.api.errors import error_responses
-from walletsvc.api.schemas import DepositAddressCreate
+from walletsvc.api.schemas import MAX_SEQUENCE, DepositAddressCreate
 from walletsvc.api.schemas.wallets import (
     DepositAddress,
     DepositAddressList,
@@ -71,7 +71,7 @@ def deposit_addresses(
     runtime: RuntimeDep,
     _: AddressReader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_SEQUENCE)] = 0,
 ) -> DepositAddressList:
     return DepositAddressList.model_validate(
         wallet_views.deposit_addresses(runtime.db, wallet, limit=limit, offset=offset)

@@ -9,6 +9,10 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StrictInt, StrictStr
 
+# The largest sequence number or offset a query may name: both databases compare them as
+# signed 64-bit integers, and a larger one would fail in the driver (a 500), not answer 422.
+MAX_SEQUENCE = 2**63 - 1
+
 
 def _no_control_characters(value: str) -> str:
     # PostgreSQL cannot store NUL in text, and no name, address or reference needs control
