@@ -188,13 +188,14 @@ class TestReplacement:
         assert chain.get_transaction(txid_of(original)) is None
         assert reason_of(chain, original) == "bad-txns-inputs-missingorspent"
 
-    def test_replacement_needs_one_more_sat_per_vbyte(
+    def test_replacement_pays_for_its_own_relay(
         self, chain: EmbeddedChain, alice: TestKey, bob: TestKey
     ) -> None:
         (coin,) = fund(chain, alice)
         chain.broadcast(pay(coin, bob, fee=1_000))  # ~9 sat/vB at ~110 vB
-        assert reason_of(chain, pay(coin, alice, fee=1_050)) == "insufficient fee"
-        assert chain.test_accept(pay(coin, alice, fee=1_300)).allowed
+        # Core 29's incremental relay fee is 0.1 sat/vB: 11 sats more for ~110 vB.
+        assert reason_of(chain, pay(coin, alice, fee=1_005)) == "insufficient fee"
+        assert chain.test_accept(pay(coin, alice, fee=1_050)).allowed
 
 
 class TestIdempotence:

@@ -136,15 +136,15 @@ class TestReplacementRules:
     ) -> None:
         (coin,) = fund(chain, alice)
         chain.broadcast(pay(coin, bob, fee=1_000))
-        # 50 sats more, a higher feerate, but 110 vB at 1 sat/vB (Core 29.0's incremental fee).
-        short = pay(coin, COLD, fee=1_050)
+        # 5 sats more, a higher feerate, but 110 vB at 0.1 sat/vB (Core 29's incremental fee).
+        short = pay(coin, COLD, fee=1_005)
         refused = refusal(chain, short)
         assert refused.message == (
             f"insufficient fee, rejecting replacement {txid_of(short)}, "
-            "not enough additional fees to relay; 0.0000005 < 0.0000011"
+            "not enough additional fees to relay; 0.00000005 < 0.00000011"
         )
-        assert refusal(chain, pay(coin, COLD, fee=1_109)).reason == "insufficient fee"
-        assert chain.test_accept(pay(coin, COLD, fee=1_110)).allowed
+        assert refusal(chain, pay(coin, COLD, fee=1_010)).reason == "insufficient fee"
+        assert chain.test_accept(pay(coin, COLD, fee=1_011)).allowed
 
     def test_rule_2_no_new_unconfirmed_inputs(
         self, chain: EmbeddedChain, alice: TestKey, bob: TestKey

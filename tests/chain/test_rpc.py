@@ -504,14 +504,14 @@ def test_replacement_refusals_carry_core_messages(
 ) -> None:
     (coin,) = fund(chain, alice)
     backend.broadcast(pay(coin, bob, fee=1_000, sequence=0xFFFFFFFF))  # no BIP125 signal
-    short = pay(coin, alice, fee=1_050)
+    short = pay(coin, alice, fee=1_005)
     assert backend.test_accept(short).reason == "insufficient fee"
     reply = raw_rpc(server, {"id": 1, "method": "sendrawtransaction", "params": [short.hex()]})
     assert reply.json()["error"] == {
         "code": -26,
         "message": f"insufficient fee, rejecting replacement {txid_of(short)}, "
-        "not enough additional fees to relay; 0.0000005 < 0.0000011",
+        "not enough additional fees to relay; 0.00000005 < 0.00000011",
     }
-    replacement = pay(coin, alice, fee=1_110)
+    replacement = pay(coin, alice, fee=1_011)
     assert backend.broadcast(replacement) == txid_of(replacement)
     assert backend.mempool_txids() == {txid_of(replacement)}

@@ -53,9 +53,10 @@ MIN_RELAY_SAT_PER_VB = 1
 # Replacement policy of Bitcoin Core 29 (doc/policy/mempool-replacements.md): full RBF, so a
 # conflict may replace any mempool transaction, whether it signals BIP125 or not.
 MAX_REPLACEMENT_CANDIDATES = 100  # rule 5
-# Core 29.0's default -incrementalrelayfee (sat per 1000 vB): rule 4's price of the
-# replacement's own relay, 1 sat/vB like the relay floor above.
-INCREMENTAL_RELAY_SAT_PER_KVB = 1000
+# Core 29's default -incrementalrelayfee (sat per 1000 vB) since 29.1 (1000 in 29.0): rule 4's
+# price of the replacement's own relay, 0.1 sat/vB. The relay floor above stays at 29.0's
+# 1 sat/vB, stricter than 29.1's default, as a node with -minrelaytxfee=0.00001 would be.
+INCREMENTAL_RELAY_SAT_PER_KVB = 100
 SEQUENCE_FINAL = 0xFFFFFFFF
 LOCKTIME_THRESHOLD = 500_000_000
 # BIP68 relative lock-time fields of nSequence.

@@ -34,7 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from walletsvc.devchain import blocks
-from walletsvc.devchain.embedded import EmbeddedChain
+from walletsvc.devchain.embedded import INCREMENTAL_RELAY_SAT_PER_KVB, EmbeddedChain
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import (
     ChainRejected,
@@ -293,7 +293,7 @@ class _Methods:
             "connections_out": 0,
             "networks": [],
             "relayfee": _Btc(1000),
-            "incrementalfee": _Btc(1000),
+            "incrementalfee": _Btc(INCREMENTAL_RELAY_SAT_PER_KVB),
             "localaddresses": [],
             "warnings": [],
         }
