@@ -15,7 +15,7 @@ from walletsvc.devchain.embedded import ChainLocked, EmbeddedChain
 from walletsvc.domain.errors import ChainRejected, NotFound
 from walletsvc.domain.network import Network
 
-from .conftest import FINAL_SEQUENCE, Prevout, TestKey, fund, make_key, spend, txid_of
+from .conftest import Prevout, TestKey, fund, make_key, spend, txid_of
 
 pytestmark = pytest.mark.kernel
 
@@ -104,14 +104,6 @@ def test_parent_and_child_in_one_block(chain: EmbeddedChain, alice: TestKey, bob
 
 
 class TestRefusals:
-    def test_conflict_without_rbf(self, chain: EmbeddedChain, alice: TestKey, bob: TestKey) -> None:
-        (coin,) = fund(chain, alice)
-        first = pay(coin, bob, sequence=FINAL_SEQUENCE)
-        chain.broadcast(first)
-        second = pay(coin, alice, fee=5_000)
-        assert reason_of(chain, second) == "txn-mempool-conflict"
-        assert chain.mempool_txids() == {txid_of(first)}
-
     def test_spend_of_a_confirmed_spent_output(
         self, chain: EmbeddedChain, alice: TestKey, bob: TestKey
     ) -> None:
@@ -196,13 +188,14 @@ class TestReplacement:
         assert chain.get_transaction(txid_of(original)) is None
         assert reason_of(chain, original) == "bad-txns-inputs-missingorspent"
 
-    def test_replacement_needs_one_more_sat_per_vbyte(
+    def test_replacement_pays_for_its_own_relay(
         self, chain: EmbeddedChain, alice: TestKey, bob: TestKey
     ) -> None:
         (coin,) = fund(chain, alice)
         chain.broadcast(pay(coin, bob, fee=1_000))  # ~9 sat/vB at ~110 vB
-        assert reason_of(chain, pay(coin, alice, fee=1_050)) == "insufficient fee"
-        assert chain.test_accept(pay(coin, alice, fee=1_300)).allowed
+        # Core 29's incremental relay fee is 0.1 sat/vB: 11 sats more for ~110 vB.
+        assert reason_of(chain, pay(coin, alice, fee=1_005)) == "insufficient fee"
+        assert chain.test_accept(pay(coin, alice, fee=1_050)).allowed
 
 
 class TestIdempotence:

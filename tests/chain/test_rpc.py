@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from bitcoin.core import CBlock, b2lx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -442,3 +443,75 @@ def test_server_answers_the_node_check_and_the_explicit_params(
     assert (refused.value.reason, refused.value.rpc_code) == ("max-fee-exceeded", -25)
     assert chain.mempool_txids() == set()
     capped.close()
+
+
+def test_generateblock_shape(
+    chain: EmbeddedChain, server: RpcServerThread, alice: TestKey, bob: TestKey
+) -> None:
+    """Core's generateblock: output, then raw transactions or mempool txids, then submit."""
+    first, second = fund(chain, alice, 2)
+    theft = pay(first, bob, fee=1_000)
+    chain.broadcast(theft)
+    shield = pay(first, alice, fee=5_000)
+    chain.broadcast(shield)
+    assert chain.mempool_txids() == {txid_of(shield)}
+    other = pay(second, bob, fee=1_000)
+    chain.broadcast(other)
+    address = script_to_address(bob.script_pubkey, Network.REGTEST)
+
+    def generateblock(*params: Any) -> dict[str, Any]:
+        reply = raw_rpc(server, {"id": 7, "method": "generateblock", "params": list(params)})
+        body: dict[str, Any] = reply.json()
+        return body
+
+    unsubmitted = generateblock(address, [txid_of(other)], False)
+    assert unsubmitted["error"] is None and set(unsubmitted["result"]) == {"hash", "hex"}
+    assert chain.tip().hash != unsubmitted["result"]["hash"]
+
+    mined = generateblock(address, [theft.hex(), txid_of(other)])
+    assert mined == {"result": {"hash": chain.tip().hash}, "error": None, "id": 7}
+    block = CBlock.deserialize(chain.block_bytes(mined["result"]["hash"]))
+    assert [str(b2lx(tx.GetTxid())) for tx in block.vtx[1:]] == [txid_of(theft), txid_of(other)]
+    assert chain.mempool_txids() == set()
+
+    assert generateblock(address, ["ab" * 32])["error"] == {
+        "code": -5,
+        "message": f"Transaction {'ab' * 32} not in mempool.",
+    }
+    assert generateblock(address, ["zz"])["error"] == {
+        "code": -22,
+        "message": "Transaction decode failed for zz. Make sure the tx has at least one input.",
+    }
+    assert generateblock("bc1qnope", [])["error"] == {
+        "code": -5,
+        "message": "Error: Invalid address or descriptor",
+    }
+    invalid = generateblock(address, [shield.hex()])["error"]  # its input is spent now
+    assert invalid["code"] == -25 and invalid["message"].startswith("TestBlockValidity failed")
+    named = raw_rpc(
+        server,
+        {"id": 1, "method": "generateblock", "params": {"output": address, "transactions": []}},
+    )
+    assert named.json()["result"]["hash"] == chain.tip().hash
+
+
+def test_replacement_refusals_carry_core_messages(
+    chain: EmbeddedChain,
+    server: RpcServerThread,
+    backend: BitcoinRpcBackend,
+    alice: TestKey,
+    bob: TestKey,
+) -> None:
+    (coin,) = fund(chain, alice)
+    backend.broadcast(pay(coin, bob, fee=1_000, sequence=0xFFFFFFFF))  # no BIP125 signal
+    short = pay(coin, alice, fee=1_005)
+    assert backend.test_accept(short).reason == "insufficient fee"
+    reply = raw_rpc(server, {"id": 1, "method": "sendrawtransaction", "params": [short.hex()]})
+    assert reply.json()["error"] == {
+        "code": -26,
+        "message": f"insufficient fee, rejecting replacement {txid_of(short)}, "
+        "not enough additional fees to relay; 0.00000005 < 0.00000011",
+    }
+    replacement = pay(coin, alice, fee=1_011)
+    assert backend.broadcast(replacement) == txid_of(replacement)
+    assert backend.mempool_txids() == {txid_of(replacement)}

@@ -428,12 +428,23 @@ def audit_verify() -> None:
 def devchain_mine(
     blocks: Annotated[int, typer.Argument(min=1, max=10_000)] = 1,
     to: Annotated[str | None, typer.Option("--to", help="Coinbase address")] = None,
+    tx: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tx",
+            help="Mine one block of exactly these transactions, in order "
+            "(a mempool txid or raw hex, even one the mempool never saw; repeatable)",
+        ),
+    ] = None,
 ) -> None:
     """Mine blocks on the embedded chain (through the running service if it holds the chain)."""
     from walletsvc.devchain.commands import mine
 
+    if tx and blocks != 1:
+        fail("--tx mines exactly one block")
+        return
     try:
-        hashes = mine(settings(), blocks, to)
+        hashes = mine(settings(), blocks, to, tx)
     except DomainError as exc:
         fail(exc.message)
         return

@@ -36,10 +36,16 @@ def _service_rpc(settings: Settings) -> BitcoinRpcBackend:
     )
 
 
-def mine(settings: Settings, blocks: int, to: str | None) -> list[str]:
+def mine(
+    settings: Settings, blocks: int, to: str | None, txs: list[str] | None = None
+) -> list[str]:
+    """Mine ``blocks`` blocks of the mempool, or with ``txs`` one block of exactly those
+    transactions (mempool txids or raw hex, like Core's ``generateblock``)."""
     _require_embedded(settings)
     address = to or demo_destination(settings.network)
     script = decode_address(address, settings.network, field="to").script_pubkey
+    if txs:
+        return [_generate_block(settings, address, script, txs)]
     try:
         chain = open_dev_chain(settings)
     except ChainLocked:
@@ -49,6 +55,30 @@ def mine(settings: Settings, blocks: int, to: str | None) -> list[str]:
         return chain.mine(blocks, script)
     finally:
         chain.close()
+
+
+def _generate_block(settings: Settings, address: str, script: bytes, txs: list[str]) -> str:
+    try:
+        chain = open_dev_chain(settings)
+    except ChainLocked:
+        result: dict[str, str] = _service_rpc(settings).call("generateblock", address, txs)
+        return result["hash"]
+    try:
+        block_hash, _ = chain.generate_block([_txid_or_raw(item) for item in txs], script)
+        return block_hash
+    finally:
+        chain.close()
+
+
+def _txid_or_raw(item: str) -> str | bytes:
+    """Core's reading of a generateblock argument: 64 hex digits are a txid, else raw hex."""
+    try:
+        raw = bytes.fromhex(item)
+    except ValueError:
+        raise InvalidInput(
+            f"{item!r} is neither a txid nor a raw transaction", field="tx"
+        ) from None
+    return item.lower() if len(raw) == 32 else raw
 
 
 def status(settings: Settings) -> dict[str, Any]:

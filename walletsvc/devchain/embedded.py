@@ -3,8 +3,9 @@
 Core's consensus code (through walletsvc.chain.kernel) decides which blocks are valid and which
 branch is active; this module keeps what a node keeps beside it: a UTXO view of the active
 chain, a txid index, and a small mempool with Bitcoin Core's acceptance rules and reject
-reasons (the policy subset a hot wallet meets: conflicts, BIP125 replacement, coinbase
-maturity, relay fee, finality and, in the kernel, every input script with all flags).
+reasons (the policy subset a hot wallet meets: conflicts, Bitcoin Core 29's full-RBF
+replacement rules, coinbase maturity, relay fee, finality and, in the kernel, every input
+script with all flags).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -35,10 +36,11 @@ from walletsvc.devchain.kernel_chainstate import (
 from walletsvc.domain.errors import (
     ChainRejected,
     DependencyUnavailable,
+    InvalidInput,
     NotFound,
     VerificationFailed,
 )
-from walletsvc.domain.money import MAX_MONEY
+from walletsvc.domain.money import COIN, MAX_MONEY
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import AcceptResult, BlockRef, SpentOutput
 from walletsvc.domain.sizes import MAX_STANDARD_TX_WEIGHT
@@ -48,8 +50,13 @@ log = logging.getLogger(__name__)
 Outpoint = tuple[str, int]
 
 MIN_RELAY_SAT_PER_VB = 1
-# BIP125: a transaction opts in when any input's nSequence is below this.
-RBF_SEQUENCE_LIMIT = 0xFFFFFFFE
+# Replacement policy of Bitcoin Core 29 (doc/policy/mempool-replacements.md): full RBF, so a
+# conflict may replace any mempool transaction, whether it signals BIP125 or not.
+MAX_REPLACEMENT_CANDIDATES = 100  # rule 5
+# Core 29's default -incrementalrelayfee (sat per 1000 vB) since 29.1 (1000 in 29.0): rule 4's
+# price of the replacement's own relay, 0.1 sat/vB. The relay floor above stays at 29.0's
+# 1 sat/vB, stricter than 29.1's default, as a node with -minrelaytxfee=0.00001 would be.
+INCREMENTAL_RELAY_SAT_PER_KVB = 100
 SEQUENCE_FINAL = 0xFFFFFFFF
 LOCKTIME_THRESHOLD = 500_000_000
 # BIP68 relative lock-time fields of nSequence.
@@ -396,6 +403,59 @@ class EmbeddedChain:
                 self._sync_block_log()  # one fsync per call, not per block
         return mined
 
+    def generate_block(
+        self,
+        txs: Sequence[str | bytes],
+        to_script_pubkey: bytes | None = None,
+        *,
+        submit: bool = True,
+    ) -> tuple[str, bytes]:
+        """Core's ``generateblock``: one block on the tip with exactly ``txs``, in that order.
+
+        A ``str`` is the txid of a mempool transaction, ``bytes`` a raw transaction that need
+        not be in the mempool (say, an original a miner saw before its replacement). Returns
+        the block's hash and bytes; with ``submit`` the kernel validates and connects it and
+        the mempool drops what it confirmed or conflicts with. Without ``submit`` the block is
+        only assembled, not validated.
+        """
+        script = blocks.BURN_SCRIPT_PUBKEY if to_script_pubkey is None else to_script_pubkey
+        with self._lock:
+            parsed = [self._block_tx(item) for item in txs]
+            height, tip = self._kernel.tip()
+            block = blocks.assemble_block(
+                tip,
+                height + 1,
+                parsed,
+                self._fees_of(parsed),
+                coinbase_script_pubkey=script,
+                timestamp=self._next_time(tip),
+            )
+            block_hash = blocks.block_hash_hex(block)
+            raw = bytes(block.serialize())
+            if not submit:
+                return block_hash, raw
+            try:
+                self._submit(raw)
+            finally:
+                self._sync_block_log()
+            if self._kernel.tip()[1] != block_hash:
+                raise ChainRejected(
+                    f"the kernel did not connect block {block_hash}", reason="bad-block"
+                )
+            log.info("embedded chain mined %s with %d chosen tx(s)", block_hash, len(parsed))
+            return block_hash, raw
+
+    def _block_tx(self, item: str | bytes) -> CTransaction:
+        if isinstance(item, str):
+            tx = self._mempool_txs.get(item)
+            if tx is None:
+                raise NotFound(f"Transaction {item} not in mempool.", field="txid")
+            return tx
+        try:
+            return CTransaction.deserialize(item)
+        except (SerializationError, SerializationTruncationError, ValueError, AssertionError):
+            raise InvalidInput("Transaction decode failed", field="txs") from None
+
     def build_block(
         self,
         parent_hash: str,
@@ -639,7 +699,7 @@ class EmbeddedChain:
         if fee < vsize * MIN_RELAY_SAT_PER_VB:
             raise _Reject("min relay fee not met", f"min relay fee not met, {fee} < {vsize}")
 
-        evict = self._replacement_evictions(conflicts, parents, fee, vsize)
+        evict = self._replacement_evictions(txid, prevouts, conflicts, parents, fee, vsize)
 
         try:
             self._verifier.verify_transaction(raw_tx, spent)
@@ -715,19 +775,15 @@ class EmbeddedChain:
             if coin_height + (sequence & SEQUENCE_MASK) - 1 >= tip_height + 1:
                 raise _Reject("non-BIP68-final")
 
-    def _signals_rbf(self, txid: str) -> bool:
-        """BIP125 opt-in, explicit or inherited from an unconfirmed ancestor."""
-        seen: set[str] = set()
-        stack = [txid]
+    def _ancestors(self, parents: Iterable[str]) -> set[str]:
+        result: set[str] = set()
+        stack = list(parents)
         while stack:
             current = stack.pop()
-            if current in seen:
-                continue
-            seen.add(current)
-            if any(txin.nSequence < RBF_SEQUENCE_LIMIT for txin in self._mempool_txs[current].vin):
-                return True
-            stack.extend(self._mempool[current].parents)
-        return False
+            if current not in result:
+                result.add(current)
+                stack.extend(self._mempool[current].parents)
+        return result
 
     def _descendants(self, roots: Iterable[str]) -> set[str]:
         result = set(roots)
@@ -741,32 +797,75 @@ class EmbeddedChain:
         return result
 
     def _replacement_evictions(
-        self, conflicts: set[str], parents: set[str], fee: int, vsize: int
+        self,
+        txid: str,
+        prevouts: tuple[Outpoint, ...],
+        conflicts: set[str],
+        parents: set[str],
+        fee: int,
+        vsize: int,
     ) -> frozenset[str]:
-        """BIP125 rules for a transaction spending outputs that mempool txs already spend."""
+        """Core 29's checks for a transaction spending outputs that mempool txs already spend.
+
+        In Core's order (PreChecks, then ReplacementChecks); no BIP125 opt-in is needed.
+        """
         if not conflicts:
             return frozenset()
-        for txid in conflicts:
-            if not self._signals_rbf(txid):
-                raise _Reject("txn-mempool-conflict")
-        evict = self._descendants(conflicts)
-        if parents & evict:
-            raise _Reject("bad-txns-spends-conflicting-tx")
-        evicted_fees = sum(self._mempool[t].fee_sat for t in evict)
-        if fee <= evicted_fees:
-            raise _Reject(
-                "insufficient fee",
-                f"insufficient fee, rejecting replacement; {fee} <= {evicted_fees} replaced",
+        spent_conflicts = sorted(self._ancestors(parents) & conflicts)
+        if spent_conflicts:
+            _refuse(
+                "bad-txns-spends-conflicting-tx",
+                f"{txid} spends conflicting transaction {spent_conflicts[0]}",
             )
-        for txid in conflicts:
-            original = self._mempool[txid]
-            # new_rate >= old_rate + 1 sat/vB, in integers.
-            if fee * original.vsize < (original.fee_sat + original.vsize) * vsize:
-                raise _Reject(
-                    "insufficient fee",
-                    f"insufficient fee, rejecting replacement; new feerate below {txid}'s + 1",
-                )
+        self._check_pays_more_than_conflicts(txid, conflicts, fee, vsize)
+        evict = self._entries_for_conflicts(txid, conflicts)
+        self._check_no_new_unconfirmed(txid, prevouts, evict)
+        _check_pays_for_rbf(txid, sum(self._mempool[t].fee_sat for t in evict), fee, vsize)
         return frozenset(evict)
+
+    def _check_pays_more_than_conflicts(
+        self, txid: str, conflicts: set[str], fee: int, vsize: int
+    ) -> None:
+        """Rule 6: a higher feerate (Core's sat/kvB, truncated) than each direct conflict."""
+        new_rate = _sat_per_kvb(fee, vsize)
+        for conflict in sorted(conflicts):
+            original = self._mempool[conflict]
+            old_rate = _sat_per_kvb(original.fee_sat, original.vsize)
+            if new_rate <= old_rate:
+                _refuse(
+                    "insufficient fee",
+                    f"rejecting replacement {txid}; new feerate {_format_feerate(new_rate)} "
+                    f"<= old feerate {_format_feerate(old_rate)}",
+                )
+
+    def _entries_for_conflicts(self, txid: str, conflicts: set[str]) -> set[str]:
+        """Rule 5: the direct conflicts and their descendants, at most 100 (counted as Core
+        does, conservatively, as the sum of each conflict's count with descendants)."""
+        count = 0
+        evict: set[str] = set()
+        for conflict in sorted(conflicts):
+            with_descendants = self._descendants([conflict])
+            count += len(with_descendants)
+            if count > MAX_REPLACEMENT_CANDIDATES:
+                _refuse(
+                    "too many potential replacements",
+                    f"rejecting replacement {txid}; too many potential replacements "
+                    f"({count} > {MAX_REPLACEMENT_CANDIDATES})",
+                )
+            evict |= with_descendants
+        return evict
+
+    def _check_no_new_unconfirmed(
+        self, txid: str, prevouts: tuple[Outpoint, ...], evict: set[str]
+    ) -> None:
+        """Rule 2: unconfirmed inputs only from transactions an evicted one already spent."""
+        parents_of_conflicts = {op[0] for t in evict for op in self._mempool[t].prevouts}
+        for index, (parent, _) in enumerate(prevouts):
+            if parent not in parents_of_conflicts and parent in self._mempool:
+                _refuse(
+                    "replacement-adds-unconfirmed",
+                    f"replacement {txid} adds unconfirmed input, idx {index}",
+                )
 
     def _admit(self, candidate: _Candidate) -> None:
         for txid in candidate.evict:
@@ -819,6 +918,46 @@ class EmbeddedChain:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring an unreadable %s", path)
             return []
+
+
+def _refuse(reason: str, detail: str) -> None:
+    """Raise Core's state: its reject reason, and ``reason, detail`` as the message."""
+    raise _Reject(reason, f"{reason}, {detail}")
+
+
+def _check_pays_for_rbf(txid: str, evicted_fees: int, fee: int, vsize: int) -> None:
+    """Rules 3 and 4: at least the evicted fees, plus the replacement's own relay."""
+    if fee < evicted_fees:
+        _refuse(
+            "insufficient fee",
+            f"rejecting replacement {txid}, less fees than conflicting txs; "
+            f"{_format_money(fee)} < {_format_money(evicted_fees)}",
+        )
+    additional = fee - evicted_fees
+    relay = -(-INCREMENTAL_RELAY_SAT_PER_KVB * vsize // 1000)
+    if additional < relay:
+        _refuse(
+            "insufficient fee",
+            f"rejecting replacement {txid}, not enough additional fees to relay; "
+            f"{_format_money(additional)} < {_format_money(relay)}",
+        )
+
+
+def _sat_per_kvb(fee: int, vsize: int) -> int:
+    """Core's CFeeRate(fee, size): satoshis per 1000 vB, truncated."""
+    return fee * 1000 // vsize
+
+
+def _format_feerate(sat_per_kvb: int) -> str:
+    """CFeeRate::ToString()."""
+    return f"{sat_per_kvb // COIN}.{sat_per_kvb % COIN:08d} BTC/kvB"
+
+
+def _format_money(sats: int) -> str:
+    """Core's FormatMoney: BTC with trailing zeros trimmed to two decimals."""
+    whole, fraction = divmod(abs(sats), COIN)
+    digits = f"{fraction:08d}".rstrip("0").ljust(2, "0")
+    return f"{'-' if sats < 0 else ''}{whole}.{digits}"
 
 
 def _outpoint(txin: Any) -> Outpoint:

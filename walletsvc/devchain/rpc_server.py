@@ -34,7 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from walletsvc.devchain import blocks
-from walletsvc.devchain.embedded import EmbeddedChain
+from walletsvc.devchain.embedded import INCREMENTAL_RELAY_SAT_PER_KVB, EmbeddedChain
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import (
     ChainRejected,
@@ -61,6 +61,7 @@ RPC_INVALID_ADDRESS_OR_KEY = -5
 RPC_INVALID_PARAMETER = -8
 RPC_DESERIALIZATION_ERROR = -22
 RPC_TRANSACTION_ERROR = -25
+RPC_VERIFY_ERROR = -25  # Core's alias of RPC_TRANSACTION_ERROR for block validation
 RPC_TRANSACTION_REJECTED = -26
 RPC_TRANSACTION_ALREADY_IN_CHAIN = -27
 
@@ -200,6 +201,7 @@ class _Methods:
             "getrawmempool": (self.getrawmempool, ("verbose", "mempool_sequence")),
             "getrawtransaction": (self.getrawtransaction, ("txid", "verbose", "blockhash")),
             "generatetoaddress": (self.generatetoaddress, ("nblocks", "address", "maxtries")),
+            "generateblock": (self.generateblock, ("output", "transactions", "submit")),
         }
 
     def handle(self, request: Any) -> tuple[dict[str, Any] | None, int]:
@@ -291,7 +293,7 @@ class _Methods:
             "connections_out": 0,
             "networks": [],
             "relayfee": _Btc(1000),
-            "incrementalfee": _Btc(1000),
+            "incrementalfee": _Btc(INCREMENTAL_RELAY_SAT_PER_KVB),
             "localaddresses": [],
             "warnings": [],
         }
@@ -491,6 +493,54 @@ class _Methods:
             return self.chain.mine(count, destination.script_pubkey)
         except ChainRejected as rej:
             raise RpcError(RPC_MISC_ERROR, rej.message) from None
+
+    def generateblock(
+        self, output: Any = None, transactions: Any = None, submit: Any = True
+    ) -> dict[str, str]:
+        """One block with exactly ``transactions`` (mempool txids or raw hex), in order."""
+        try:
+            destination = decode_address(output, Network.REGTEST, field="output")
+        except InvalidAddress:
+            raise RpcError(
+                RPC_INVALID_ADDRESS_OR_KEY, "Error: Invalid address or descriptor"
+            ) from None
+        if not isinstance(transactions, list):
+            raise RpcError(RPC_TYPE_ERROR, "Expected type array for transactions")
+        if not isinstance(submit, bool):
+            raise RpcError(RPC_TYPE_ERROR, "Expected type bool for submit")
+        chosen = [self._block_tx_param(item) for item in transactions]
+        try:
+            block_hash, raw = self.chain.generate_block(
+                chosen, destination.script_pubkey, submit=submit
+            )
+        except ChainRejected as rej:
+            raise RpcError(RPC_VERIFY_ERROR, f"TestBlockValidity failed: {rej.message}") from None
+        return {"hash": block_hash} if submit else {"hash": block_hash, "hex": raw.hex()}
+
+    def _block_tx_param(self, item: Any) -> str | bytes:
+        """Core's reading: 64 hex digits name a mempool transaction, anything else is raw."""
+        if isinstance(item, str) and len(item) == 64 and _is_hex(item):
+            txid = item.lower()
+            if txid not in self.chain.mempool_txids():
+                raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, f"Transaction {item} not in mempool.")
+            return txid
+        try:
+            raw = bytes.fromhex(item) if isinstance(item, str) else b""
+            CTransaction.deserialize(raw)
+        except Exception:
+            raise RpcError(
+                RPC_DESERIALIZATION_ERROR,
+                f"Transaction decode failed for {item}. Make sure the tx has at least one input.",
+            ) from None
+        return raw
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _tx_json(tx: CTransaction) -> dict[str, Any]:
