@@ -14,6 +14,15 @@ from typing import Any, Literal
 import httpx
 from bitcoin.core import CTransaction, b2lx
 
+from walletsvc.chain.core_protocol import (
+    RPC_DESERIALIZATION_ERROR,
+    RPC_INVALID_ADDRESS_OR_KEY,
+    RPC_INVALID_PARAMETER,
+    RPC_MISC_ERROR,
+    RPC_TRANSACTION_ERROR,
+    RPC_TRANSACTION_REJECTED,
+    RPC_VERIFY_ALREADY_IN_CHAIN,
+)
 from walletsvc.domain.errors import ChainRejected, DependencyUnavailable, NotFound
 from walletsvc.domain.money import COIN
 from walletsvc.domain.network import Network
@@ -49,13 +58,6 @@ _TESTNET_CHAIN: dict[TestnetVariant, str] = {"testnet4": "testnet4", "testnet3":
 # miners whatever the thief's transaction signals.
 MIN_CORE_VERSION = 280000
 
-RPC_MISC_ERROR = -1
-RPC_INVALID_ADDRESS_OR_KEY = -5
-RPC_INVALID_PARAMETER = -8
-RPC_DESERIALIZATION_ERROR = -22
-RPC_TRANSACTION_ERROR = -25
-RPC_TRANSACTION_REJECTED = -26
-RPC_VERIFY_ALREADY_IN_CHAIN = -27
 # Refusals that mean "the node already has it": broadcast is idempotent.
 ALREADY_KNOWN_MESSAGES = (
     "txn-already-known",

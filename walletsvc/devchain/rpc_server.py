@@ -33,6 +33,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from walletsvc.chain.core_protocol import (
+    RPC_DESERIALIZATION_ERROR,
+    RPC_INVALID_ADDRESS_OR_KEY,
+    RPC_INVALID_PARAMETER,
+    RPC_INVALID_REQUEST,
+    RPC_METHOD_NOT_FOUND,
+    RPC_MISC_ERROR,
+    RPC_PARSE_ERROR,
+    RPC_TRANSACTION_ALREADY_IN_CHAIN,
+    RPC_TRANSACTION_ERROR,
+    RPC_TRANSACTION_REJECTED,
+    RPC_TYPE_ERROR,
+    RPC_VERIFY_ERROR,
+)
 from walletsvc.devchain import blocks
 from walletsvc.devchain.embedded import INCREMENTAL_RELAY_SAT_PER_KVB, EmbeddedChain
 from walletsvc.domain.address import decode_address
@@ -50,20 +64,6 @@ log = logging.getLogger(__name__)
 
 COOKIE_FILE = ".cookie"
 COOKIE_USER = "__cookie__"
-
-# Bitcoin Core's RPC error codes (src/rpc/protocol.h).
-RPC_INVALID_REQUEST = -32600
-RPC_METHOD_NOT_FOUND = -32601
-RPC_PARSE_ERROR = -32700
-RPC_MISC_ERROR = -1
-RPC_TYPE_ERROR = -3
-RPC_INVALID_ADDRESS_OR_KEY = -5
-RPC_INVALID_PARAMETER = -8
-RPC_DESERIALIZATION_ERROR = -22
-RPC_TRANSACTION_ERROR = -25
-RPC_VERIFY_ERROR = -25  # Core's alias of RPC_TRANSACTION_ERROR for block validation
-RPC_TRANSACTION_REJECTED = -26
-RPC_TRANSACTION_ALREADY_IN_CHAIN = -27
 
 DEFAULT_MAX_FEERATE_BTC_PER_KVB = Decimal("0.10")
 # getnetworkinfo's version: the Bitcoin Core release whose RPC shapes this server follows.
