@@ -73,14 +73,36 @@ class RotationSweep(ResponseModel):
     to: str
 
 
+class ImmatureCoin(ResponseModel):
+    """An old-epoch coinbase not yet spendable: swept to cold at ``matures_at_height``."""
+
+    txid: str
+    vout: int
+    amount_sat: int
+    matures_at_height: int = Field(
+        description="The chain height at which it has 100 confirmations: the rotation pass "
+        "at that height sweeps it to cold, and the sweep can be mined in the next block."
+    )
+
+
 class WalletRotations(ResponseModel):
     """A wallet's rotation state: what an operator checks after a rotation."""
 
     wallet: str
     current_epoch: int
     current_address: str | None
-    old_epoch_coins_left: int
+    old_epoch_coins_left: int = Field(
+        description="Spendable (confirmed, mature) old-epoch coins not yet swept to cold."
+    )
     old_epoch_sat_left: int
+    old_epoch_immature_coins_left: int = Field(
+        description="Old-epoch coinbases not yet mature: still on the old key, swept to cold "
+        "as each matures. Unfreeze only when this and `old_epoch_coins_left` are 0."
+    )
+    old_epoch_immature_sat_left: int
+    old_epoch_immature_coins: list[ImmatureCoin] = Field(
+        description="Each immature old-epoch coinbase, soonest maturity first."
+    )
     payouts_waiting_to_be_resigned: bool
     rotation_sweeps: list[RotationSweep]
     rotations: list[RotationView]
