@@ -8,6 +8,7 @@ asserts on time.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -20,7 +21,7 @@ from sqlalchemy import select
 
 from tests.conftest import WALLET, Tokens, auth, fund_wallet
 from tests.governance_helpers import Team, aligned_now, later
-from tests.helpers import audit_events, decode_tx, embedded, external_destination
+from tests.helpers import audit_events, decode_tx, embedded, external_destination, run_cli
 from tests.incident.test_unfreeze import approve
 from tests.treasury.test_sweeps import cold_address, with_cold
 from walletsvc.bootstrap.runtime import Runtime
@@ -280,6 +281,13 @@ def test_immature_old_coinbases_are_reported_and_swept_as_they_mature(
     assert [c["matures_at_height"] for c in state["old_epoch_immature_coins"]] == list(
         range(112, 210)
     )
+
+    # The operator's CLI shows the same (JSON on stdout, the unfreeze gate on stderr).
+    shown = run_cli(runtime.settings, "rotate", "--wallet", WALLET, "--status")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["old_epoch_immature_coins"] == state["old_epoch_immature_coins"]
+    assert "98 immature coinbases (490000000000 sat)" in shown.stderr
+    assert "maturing at heights 112-209" in shown.stderr
 
     # Mining to each maturity height sweeps exactly the coins maturing there at once, at the
     # rotation fee; the sweep is in the next block. Block by block at both ends, and a run of
