@@ -261,7 +261,7 @@ def test_immature_old_coinbases_are_reported_and_swept_as_they_mature(
     fund_wallet(runtime)  # coinbases at heights 1-110 to epoch 1: 1-11 mature at tip 110
     chain = embedded(runtime)
     pool = external_destination("pool")[1]
-    rotate_with_quorum(client, team, "hot seed may be exposed")
+    rotation_id = rotate_with_quorum(client, team, "hot seed may be exposed")["id"]
     runtime.tick()  # sweeps the mature ones
     chain.mine(1, pool)  # tip 111: the coinbase of height 12 has 100 confirmations
     runtime.tick()
@@ -281,6 +281,12 @@ def test_immature_old_coinbases_are_reported_and_swept_as_they_mature(
     assert [c["matures_at_height"] for c in state["old_epoch_immature_coins"]] == list(
         range(112, 210)
     )
+
+    detail = client.get(f"/v1/rotations/{rotation_id}", headers=auth(tokens.all))
+    assert detail.status_code == 200, detail.text
+    assert {k: v for k, v in detail.json().items() if k.startswith("old_epoch")} == {
+        k: v for k, v in state.items() if k.startswith("old_epoch")
+    }
 
     # The operator's CLI shows the same (JSON on stdout, the unfreeze gate on stderr).
     shown = run_cli(runtime.settings, "rotate", "--wallet", WALLET, "--status")

@@ -418,24 +418,13 @@ def rotation_view(uow: ReadUnitOfWork, row: KeyRotation) -> dict[str, Any]:
     }
 
 
-def rotation_status(uow: ReadUnitOfWork, wallet: Wallet) -> dict[str, Any]:
-    """What an operator checks after a rotation: epochs, current address, what is left."""
+def old_epochs_left(uow: ReadUnitOfWork, wallet: Wallet) -> dict[str, Any]:
+    """What the retired (possibly stolen) keys still hold: the runbook's unfreeze gate.
+    Immature coinbases apart, each with the height at which the rotation pass sweeps it."""
     old = _old_epoch_coins(uow, wallet)
     immature = _immature_old_epoch_coins(uow, wallet)
     tip = tip_height(uow)
-    sweeps = uow.sweeps.of_wallet_by_trigger(wallet.id, SWEEP_TRIGGER)
-    held = uow.withdrawals.any_in_transactions_with_status(
-        wallet.id, withdrawal_status=WithdrawalStatus.SIGNED.value, transaction_status=VOIDED
-    )
-    try:
-        current = current_address(uow, wallet).address
-    except NotFound:
-        current = None
-    rotations = uow.rotations.newest_of_wallet(wallet.id, limit=5)
     return {
-        "wallet": wallet.name,
-        "current_epoch": wallet.current_epoch,
-        "current_address": current,
         "old_epoch_coins_left": len(old),
         "old_epoch_sat_left": sum(c.amount_sat for c in old),
         "old_epoch_immature_coins_left": len(immature),
@@ -449,6 +438,25 @@ def rotation_status(uow: ReadUnitOfWork, wallet: Wallet) -> dict[str, Any]:
             }
             for c in sorted(immature, key=lambda c: (-c.confirmations, c.txid, c.vout))
         ],
+    }
+
+
+def rotation_status(uow: ReadUnitOfWork, wallet: Wallet) -> dict[str, Any]:
+    """What an operator checks after a rotation: epochs, current address, what is left."""
+    sweeps = uow.sweeps.of_wallet_by_trigger(wallet.id, SWEEP_TRIGGER)
+    held = uow.withdrawals.any_in_transactions_with_status(
+        wallet.id, withdrawal_status=WithdrawalStatus.SIGNED.value, transaction_status=VOIDED
+    )
+    try:
+        current = current_address(uow, wallet).address
+    except NotFound:
+        current = None
+    rotations = uow.rotations.newest_of_wallet(wallet.id, limit=5)
+    return {
+        "wallet": wallet.name,
+        "current_epoch": wallet.current_epoch,
+        "current_address": current,
+        **old_epochs_left(uow, wallet),
         "payouts_waiting_to_be_resigned": held,
         "rotation_sweeps": [
             {"txid": tx.txid, "status": tx.status, "amount_sat": sw.amount_sat, "to": sw.address}
@@ -466,6 +474,9 @@ def show_rotation(db: Database, tags: RowTagger, rotation_id: str) -> dict[str, 
     with db.read() as uow:
         row = get_rotation(uow, rotation_id)
         view = rotation_view(uow, row)
+        wallet = uow.wallets.get(row.wallet_id)
+        if row.status == "rotated" and wallet is not None:
+            view.update(old_epochs_left(uow, wallet))
         if row.approval_request_id:
             request = approvals.get_request(uow, row.approval_request_id)
             view["approval"] = approvals.request_view(uow, tags, request)

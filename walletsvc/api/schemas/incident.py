@@ -10,6 +10,7 @@ from walletsvc.api.schemas.base import ResponseModel, Timestamp
 from walletsvc.api.schemas.governance import ApprovalRequestView
 
 _APPROVAL = "The approval request deciding it; absent when it has none."
+_ONCE_ROTATED = "Present once rotated: the wallet's old-epoch coins now, as in its rotations."
 
 
 class FreezeView(ResponseModel):
@@ -62,17 +63,6 @@ class RotationView(ResponseModel):
     rotated_at: Timestamp | None
 
 
-class RotationDetail(RotationView):
-    approval: ApprovalRequestView | None = Field(default=None, description=_APPROVAL)
-
-
-class RotationSweep(ResponseModel):
-    txid: str
-    status: str
-    amount_sat: int
-    to: str
-
-
 class ImmatureCoin(ResponseModel):
     """An old-epoch coinbase not yet spendable: swept to cold at ``matures_at_height``."""
 
@@ -83,6 +73,25 @@ class ImmatureCoin(ResponseModel):
         description="The chain height at which it has 100 confirmations: the rotation pass "
         "at that height sweeps it to cold, and the sweep can be mined in the next block."
     )
+
+
+class RotationDetail(RotationView):
+    approval: ApprovalRequestView | None = Field(default=None, description=_APPROVAL)
+    # Once rotated: what the wallet's retired keys hold now (as in WalletRotations).
+    old_epoch_coins_left: int | None = Field(default=None, description=_ONCE_ROTATED)
+    old_epoch_sat_left: int | None = Field(default=None, description=_ONCE_ROTATED)
+    old_epoch_immature_coins_left: int | None = Field(default=None, description=_ONCE_ROTATED)
+    old_epoch_immature_sat_left: int | None = Field(default=None, description=_ONCE_ROTATED)
+    old_epoch_immature_coins: list[ImmatureCoin] | None = Field(
+        default=None, description=_ONCE_ROTATED
+    )
+
+
+class RotationSweep(ResponseModel):
+    txid: str
+    status: str
+    amount_sat: int
+    to: str
 
 
 class WalletRotations(ResponseModel):
