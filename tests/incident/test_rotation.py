@@ -8,7 +8,9 @@ asserts on time.
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 import pytest
 from bitcoin.core import b2lx
@@ -19,7 +21,7 @@ from sqlalchemy import select
 
 from tests.conftest import WALLET, Tokens, auth, fund_wallet
 from tests.governance_helpers import Team, aligned_now, later
-from tests.helpers import audit_events, decode_tx, embedded, external_destination
+from tests.helpers import audit_events, decode_tx, embedded, external_destination, run_cli
 from tests.incident.test_unfreeze import approve
 from tests.treasury.test_sweeps import cold_address, with_cold
 from walletsvc.bootstrap.runtime import Runtime
@@ -232,3 +234,103 @@ def test_deposit_to_retired_address_is_flagged_and_swept(
     outs = [script_to_address(bytes(o.scriptPubKey), Network.REGTEST) for o in swept.vout]
     # Old coinbases maturing block by block were swept on the passes before: a later index.
     assert len(outs) == 1 and outs[0] in {cold_address(i) for i in range(1, 20)}
+
+
+def rotation_state(client: TestClient, tokens: Tokens) -> dict[str, Any]:
+    shown = client.get(f"/v1/wallets/{WALLET}/rotations", headers=auth(tokens.all))
+    assert shown.status_code == 200, shown.text
+    return shown.json()  # type: ignore[no-any-return]
+
+
+def old_coinbase_heights(runtime: Runtime) -> dict[tuple[str, int], int]:
+    """Every unspent epoch-1 coinbase and the block it was mined in, read from the database."""
+    with runtime.db.read() as uow:
+        rows = uow.session.execute(
+            select(Utxo.txid, Utxo.vout, Utxo.block_height)
+            .join(Address, Address.id == Utxo.address_id)
+            .where(Address.epoch == 1, Utxo.is_coinbase, Utxo.spent_by_txid.is_(None))
+        ).all()
+    return {(txid, vout): height for txid, vout, height in rows}
+
+
+def test_immature_old_coinbases_are_reported_and_swept_as_they_mature(
+    client: TestClient, runtime: Runtime, tokens: Tokens, team: Team
+) -> None:
+    runtime.settings.auto_sweep = False
+    with_cold(runtime)
+    fund_wallet(runtime)  # coinbases at heights 1-110 to epoch 1: 1-11 mature at tip 110
+    chain = embedded(runtime)
+    pool = external_destination("pool")[1]
+    rotation_id = rotate_with_quorum(client, team, "hot seed may be exposed")["id"]
+    runtime.tick()  # sweeps the mature ones
+    chain.mine(1, pool)  # tip 111: the coinbase of height 12 has 100 confirmations
+    runtime.tick()
+
+    # The coinbases of heights 13-110 are still on the old key, each with its maturity height.
+    state = rotation_state(client, tokens)
+    immature = old_coinbase_heights(runtime)
+    assert state["old_epoch_coins_left"] == 0
+    assert state["old_epoch_immature_coins_left"] == 98 == len(immature) - 1
+    assert state["old_epoch_immature_sat_left"] == 98 * 50 * 100_000_000
+    listed = {
+        (c["txid"], c["vout"]): c["matures_at_height"] for c in state["old_epoch_immature_coins"]
+    }
+    # A coinbase mined at height h has 100 confirmations at tip h + 99.
+    expected = {k: h + 99 for k, h in immature.items() if h > 12}
+    assert listed == expected
+    assert [c["matures_at_height"] for c in state["old_epoch_immature_coins"]] == list(
+        range(112, 210)
+    )
+
+    detail = client.get(f"/v1/rotations/{rotation_id}", headers=auth(tokens.all))
+    assert detail.status_code == 200, detail.text
+    assert {k: v for k, v in detail.json().items() if k.startswith("old_epoch")} == {
+        k: v for k, v in state.items() if k.startswith("old_epoch")
+    }
+
+    # The operator's CLI shows the same (JSON on stdout, the unfreeze gate on stderr).
+    shown = run_cli(runtime.settings, "rotate", "--wallet", WALLET, "--status")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["old_epoch_immature_coins"] == state["old_epoch_immature_coins"]
+    assert "98 immature coinbases (490000000000 sat)" in shown.stderr
+    assert "maturing at heights 112-209" in shown.stderr
+
+    # Mining to each maturity height sweeps exactly the coins maturing there at once, at the
+    # rotation fee; the sweep is in the next block. Block by block at both ends, and a run of
+    # blocks mined at once in between (their coins all go on the pass after it).
+    previous, last = "", 111
+    for tip in [*range(112, 116), 204, *range(205, 210)]:
+        chain.mine(tip - last, pool)
+        assert chain.tip().height == tip
+        if previous:
+            mined_tx(runtime, previous)
+        runtime.tick()
+        maturing = {k for k, h in expected.items() if last < h <= tip}
+        previous, last = swept_by_one_rotation_sweep(runtime, maturing), tip
+        left = rotation_state(client, tokens)
+        assert left["old_epoch_coins_left"] == 0
+        assert left["old_epoch_immature_coins_left"] == 209 - tip  # zero only once all swept
+    chain.mine(1, pool)
+    mined_tx(runtime, previous)
+    runtime.tick()
+    final = rotation_state(client, tokens)
+    assert final["old_epoch_immature_coins_left"] == 0 and final["old_epoch_immature_coins"] == []
+    assert final["old_epoch_sat_left"] == 0 == final["old_epoch_immature_sat_left"]
+    assert old_coinbase_heights(runtime) == {}
+
+
+def swept_by_one_rotation_sweep(runtime: Runtime, coins: set[tuple[str, int]]) -> str:
+    """The txid of the rotation sweep in the mempool spending exactly ``coins`` to cold."""
+    with runtime.db.read() as uow:
+        s = uow.session
+        reserved = {s.scalar(select(Utxo.reserved_by).where(Utxo.txid == t)) for t, _ in coins}
+        assert len(reserved) == 1 and None not in reserved, "one sweep, at once"
+        sweep = s.get(ChainTransaction, reserved.pop())
+    assert sweep is not None and sweep.kind == "sweep"
+    assert sweep.txid in embedded(runtime).mempool_txids()
+    assert sweep.fee_rate_sat_per_vb >= runtime.settings.rotation_sweep_min_fee_rate
+    tx = decode_tx(sweep.raw_tx)
+    assert {(b2lx(i.prevout.hash), i.prevout.n) for i in tx.vin} == coins
+    outs = [script_to_address(bytes(o.scriptPubKey), Network.REGTEST) for o in tx.vout]
+    assert len(outs) == 1 and outs[0] in {cold_address(i) for i in range(1, 20)}
+    return sweep.txid

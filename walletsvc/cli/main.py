@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -344,9 +344,27 @@ def rotate_command(
             _rotation_pass(s, wallet)
         db = open_database(s)
         with db.read() as uow:
-            typer.echo(json.dumps(rotation_status(uow, get_wallet(uow, wallet)), indent=2))
+            state = rotation_status(uow, get_wallet(uow, wallet))
+        typer.echo(json.dumps(state, indent=2))
+        typer.echo(old_epoch_summary(state), err=True)  # stdout stays JSON for scripts
     except DomainError as exc:
         fail(exc.message)
+
+
+def old_epoch_summary(state: dict[str, Any]) -> str:
+    """The runbook's unfreeze gate in one line: what the old (possibly stolen) keys still hold."""
+    mature, immature = state["old_epoch_coins_left"], state["old_epoch_immature_coins_left"]
+    if mature == 0 and immature == 0:
+        return "old epochs: nothing left on the old keys"
+    lines = [f"old epochs: {mature} spendable coins ({state['old_epoch_sat_left']} sat) left"]
+    if immature:
+        heights = [c["matures_at_height"] for c in state["old_epoch_immature_coins"]]
+        lines.append(
+            f"{immature} immature coinbases ({state['old_epoch_immature_sat_left']} sat) still "
+            f"on the old keys, maturing at heights {min(heights)}-{max(heights)}: each is swept "
+            "to cold on the pass at its height"
+        )
+    return "; ".join(lines)
 
 
 def _rotation_pass(s: Settings, wallet: str) -> None:

@@ -43,6 +43,7 @@ from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.models_risk import KeyRotation
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import withdrawal_authorization_message
+from walletsvc.domain.coinselect import COINBASE_MATURITY, is_immature_coinbase
 from walletsvc.domain.errors import (
     Conflict,
     InvalidInput,
@@ -59,7 +60,7 @@ from walletsvc.incident.freeze import MAX_REASON_LENGTH
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.keystore import generate_seed
 from walletsvc.keys.sealing import SeedVault
-from walletsvc.payouts.signing import SigningPipeline, to_coins
+from walletsvc.payouts.signing import SigningPipeline, tip_height, to_coins
 from walletsvc.payouts.worker import sign_payout_batch
 from walletsvc.treasury.sweeps import sign_sweep_to_cold
 from walletsvc.wallets.freezes import withdrawals_freeze
@@ -349,18 +350,34 @@ class RotationService:
 
 
 def _old_epoch_coins(uow: ReadUnitOfWork, wallet: Wallet) -> list[Coin]:
-    """Unspent coins of retired epochs: free ones and those held by voided transactions."""
+    """Unspent coins of retired epochs that a sweep can take now: free ones and those held by
+    voided transactions, confirmed, and mature if coinbase. Anything else would make every
+    pass sign an empty plan (plan_sweep skips them) and log it."""
+    return [c for c in _unswept_old_epoch_coins(uow, wallet) if _sweepable_now(c)]
+
+
+def _immature_old_epoch_coins(uow: ReadUnitOfWork, wallet: Wallet) -> list[Coin]:
+    """Old-epoch coinbases still short of maturity: the key thief can spend each the moment
+    it matures, so the rotation pass at that very height sweeps it (see ``_old_epoch_coins``)."""
+    return [c for c in _unswept_old_epoch_coins(uow, wallet) if is_immature_coinbase(c)]
+
+
+def _unswept_old_epoch_coins(uow: ReadUnitOfWork, wallet: Wallet) -> list[Coin]:
     rows = uow.utxos.retired_epochs_with_addresses(
         wallet.id, wallet.current_epoch, voided_status=VOIDED
     )
-    coins = to_coins(uow, rows)
-    # Only what plan_sweep will actually take (mature, confirmed): otherwise every pass
-    # would sign an empty plan for an immature coinbase and log it.
-    return [c for c in coins if c.confirmations >= _needed_confirmations(c)]
+    return to_coins(uow, rows)
 
 
-def _needed_confirmations(coin: Coin) -> int:
-    return 100 if coin.is_coinbase else 1
+def _sweepable_now(coin: Coin) -> bool:
+    return coin.confirmations >= 1 and not is_immature_coinbase(coin)
+
+
+def maturity_height(coin: Coin, tip: int) -> int:
+    """The chain height at which a coinbase has COINBASE_MATURITY confirmations: a spend of it
+    is valid in the next block, so the rotation pass at this height sweeps it to cold and
+    the sweep lands in block ``maturity_height + 1``."""
+    return tip + COINBASE_MATURITY - coin.confirmations
 
 
 def _dead_voided(uow: ReadUnitOfWork, wallet: Wallet) -> ChainTransaction | None:
@@ -401,9 +418,31 @@ def rotation_view(uow: ReadUnitOfWork, row: KeyRotation) -> dict[str, Any]:
     }
 
 
+def old_epochs_left(uow: ReadUnitOfWork, wallet: Wallet) -> dict[str, Any]:
+    """What the retired (possibly stolen) keys still hold: the runbook's unfreeze gate.
+    Immature coinbases apart, each with the height at which the rotation pass sweeps it."""
+    old = _old_epoch_coins(uow, wallet)
+    immature = _immature_old_epoch_coins(uow, wallet)
+    tip = tip_height(uow)
+    return {
+        "old_epoch_coins_left": len(old),
+        "old_epoch_sat_left": sum(c.amount_sat for c in old),
+        "old_epoch_immature_coins_left": len(immature),
+        "old_epoch_immature_sat_left": sum(c.amount_sat for c in immature),
+        "old_epoch_immature_coins": [
+            {
+                "txid": c.txid,
+                "vout": c.vout,
+                "amount_sat": c.amount_sat,
+                "matures_at_height": maturity_height(c, tip),
+            }
+            for c in sorted(immature, key=lambda c: (-c.confirmations, c.txid, c.vout))
+        ],
+    }
+
+
 def rotation_status(uow: ReadUnitOfWork, wallet: Wallet) -> dict[str, Any]:
     """What an operator checks after a rotation: epochs, current address, what is left."""
-    old = _old_epoch_coins(uow, wallet)
     sweeps = uow.sweeps.of_wallet_by_trigger(wallet.id, SWEEP_TRIGGER)
     held = uow.withdrawals.any_in_transactions_with_status(
         wallet.id, withdrawal_status=WithdrawalStatus.SIGNED.value, transaction_status=VOIDED
@@ -417,8 +456,7 @@ def rotation_status(uow: ReadUnitOfWork, wallet: Wallet) -> dict[str, Any]:
         "wallet": wallet.name,
         "current_epoch": wallet.current_epoch,
         "current_address": current,
-        "old_epoch_coins_left": len(old),
-        "old_epoch_sat_left": sum(c.amount_sat for c in old),
+        **old_epochs_left(uow, wallet),
         "payouts_waiting_to_be_resigned": held,
         "rotation_sweeps": [
             {"txid": tx.txid, "status": tx.status, "amount_sat": sw.amount_sat, "to": sw.address}
@@ -436,6 +474,9 @@ def show_rotation(db: Database, tags: RowTagger, rotation_id: str) -> dict[str, 
     with db.read() as uow:
         row = get_rotation(uow, rotation_id)
         view = rotation_view(uow, row)
+        wallet = uow.wallets.get(row.wallet_id)
+        if row.status == "rotated" and wallet is not None:
+            view.update(old_epochs_left(uow, wallet))
         if row.approval_request_id:
             request = approvals.get_request(uow, row.approval_request_id)
             view["approval"] = approvals.request_view(uow, tags, request)

@@ -10,6 +10,7 @@ from walletsvc.api.schemas.base import ResponseModel, Timestamp
 from walletsvc.api.schemas.governance import ApprovalRequestView
 
 _APPROVAL = "The approval request deciding it; absent when it has none."
+_ONCE_ROTATED = "Present once rotated: the wallet's old-epoch coins now, as in its rotations."
 
 
 class FreezeView(ResponseModel):
@@ -62,8 +63,28 @@ class RotationView(ResponseModel):
     rotated_at: Timestamp | None
 
 
+class ImmatureCoin(ResponseModel):
+    """An old-epoch coinbase not yet spendable: swept to cold at ``matures_at_height``."""
+
+    txid: str
+    vout: int
+    amount_sat: int
+    matures_at_height: int = Field(
+        description="The chain height at which it has 100 confirmations: the rotation pass "
+        "at that height sweeps it to cold, and the sweep can be mined in the next block."
+    )
+
+
 class RotationDetail(RotationView):
     approval: ApprovalRequestView | None = Field(default=None, description=_APPROVAL)
+    # Once rotated: what the wallet's retired keys hold now (as in WalletRotations).
+    old_epoch_coins_left: int | None = Field(default=None, description=_ONCE_ROTATED)
+    old_epoch_sat_left: int | None = Field(default=None, description=_ONCE_ROTATED)
+    old_epoch_immature_coins_left: int | None = Field(default=None, description=_ONCE_ROTATED)
+    old_epoch_immature_sat_left: int | None = Field(default=None, description=_ONCE_ROTATED)
+    old_epoch_immature_coins: list[ImmatureCoin] | None = Field(
+        default=None, description=_ONCE_ROTATED
+    )
 
 
 class RotationSweep(ResponseModel):
@@ -79,8 +100,18 @@ class WalletRotations(ResponseModel):
     wallet: str
     current_epoch: int
     current_address: str | None
-    old_epoch_coins_left: int
+    old_epoch_coins_left: int = Field(
+        description="Spendable (confirmed, mature) old-epoch coins not yet swept to cold."
+    )
     old_epoch_sat_left: int
+    old_epoch_immature_coins_left: int = Field(
+        description="Old-epoch coinbases not yet mature: still on the old key, swept to cold "
+        "as each matures. Unfreeze only when this and `old_epoch_coins_left` are 0."
+    )
+    old_epoch_immature_sat_left: int
+    old_epoch_immature_coins: list[ImmatureCoin] = Field(
+        description="Each immature old-epoch coinbase, soonest maturity first."
+    )
     payouts_waiting_to_be_resigned: bool
     rotation_sweeps: list[RotationSweep]
     rotations: list[RotationView]
