@@ -112,8 +112,14 @@ def install_error_handlers(app: FastAPI) -> None:
         decision = getattr(exc, "decision", None)
         if decision is not None:
             extra["decision"] = decision.to_dict()
+        headers = {}
+        retry_after = getattr(exc, "retry_after_s", None)
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
         return JSONResponse(
-            error_body(exc.code, exc.message, exc.field, **extra), status_code=status_for(exc)
+            error_body(exc.code, exc.message, exc.field, **extra),
+            status_code=status_for(exc),
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -18,6 +18,7 @@ from walletsvc.config import Settings
 from walletsvc.db.database import Database
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.governance import approvals, policy_changes
+from walletsvc.governance.login_throttle import LoginThrottle
 from walletsvc.incident.risk import RiskMonitor
 from walletsvc.incident.rotation import RotationService
 from walletsvc.keys.integrity import RowTagger
@@ -51,6 +52,8 @@ class Runtime:
     rotation: RotationService
     # Completed background passes: lets tests wait for "N more passes" instead of sleeping.
     passes: int = 0
+    # Failed staff logins per client address and username (this process's memory).
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
