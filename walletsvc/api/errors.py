@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from walletsvc.api.request_ids import HEADER, request_id_for
 from walletsvc.api.schemas.withdrawals import PolicyDecision
 from walletsvc.domain import errors as e
 from walletsvc.governance.policies import IntegrityFailure
@@ -140,10 +141,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(code, str(exc.detail), None), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Logged with its type only: exception text could carry data we must not leak.
-        log.error("unhandled %s in request", type(exc).__name__, exc_info=exc)
+        request_id = request_id_for(request)
+        log.error("unhandled %s in request %s", type(exc).__name__, request_id, exc_info=exc)
+        # Answered outside the request-id middleware (Starlette's outermost layer), so the
+        # header is set here.
         return JSONResponse(
             error_body("internal_error", "internal error; see the service log", None),
             status_code=500,
+            headers={HEADER: request_id},
         )

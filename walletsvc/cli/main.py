@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -177,6 +177,7 @@ def serve(
     from walletsvc.api.app import create_app
 
     s = settings()
+    _use_service_logs()
     if host:
         s.host = host
     if port:
@@ -185,9 +186,21 @@ def serve(
     if banner.exists():
         _print_newcomer_banner(json.loads(banner.read_text()), s)
     if s.chain_backend != "embedded":
-        uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info")
+        uvicorn.run(create_app(s), host=s.host, port=s.port, **_SERVICE_LOGS)
         return
     _serve_with_dev_chain(s)
+
+
+# uvicorn keeps the JSON configuration (no log_config of its own); the request-id middleware
+# writes one line per request, so uvicorn's plain access log would only repeat it.
+_SERVICE_LOGS: dict[str, Any] = {"log_config": None, "access_log": False}
+
+
+def _use_service_logs() -> None:
+    """The service logs JSON lines (walletsvc.bootstrap.logs); the other commands keep text."""
+    from walletsvc.bootstrap.logs import configure_service_logging
+
+    configure_service_logging(logging.INFO)
 
 
 def _serve_with_dev_chain(s: Settings) -> None:
@@ -203,7 +216,7 @@ def _serve_with_dev_chain(s: Settings) -> None:
             if s.run_worker:
                 runtime.start_background()
             app = create_app(s, runtime=runtime)
-            uvicorn.run(app, host=s.host, port=s.port, log_level="info")
+            uvicorn.run(app, host=s.host, port=s.port, **_SERVICE_LOGS)
         finally:
             runtime.close()
 
