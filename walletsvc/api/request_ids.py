@@ -7,6 +7,7 @@ the id travels in the header only.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -18,7 +19,9 @@ from fastapi import FastAPI, Request, Response
 HEADER = "X-Request-Id"
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-log = structlog.get_logger(__name__)
+# A standard-library logger: the service's JSON configuration renders it (with the bound
+# request id and the extras as fields); unconfigured (tests, library use) it stays quiet.
+log = logging.getLogger(__name__)
 
 
 def request_id_for(request: Request) -> str:
@@ -46,9 +49,11 @@ def install_request_ids(app: FastAPI) -> None:
         # The path only: a query string is the caller's input, and headers may hold tokens.
         log.info(
             "request",
-            method=request.method,
-            path=request.url.path,
-            status=response.status_code,
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            extra={
+                "method": request.method,
+                "path": request.url.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
         )
         return response
