@@ -112,3 +112,14 @@ def test_a_chain_outage_is_logged_once_each_way(
     assert messages == ["chain unavailable", "chain available again"]
     assert all(r.exc_info is None for r in caplog.records), "no traceback for an outage"
     assert runtime.passes == 8
+
+
+def test_a_field_named_like_a_credential_is_redacted(log_output: io.StringIO) -> None:
+    logging.getLogger("walletsvc.test").warning("oops", extra={"password": "pw-123456"})
+    structlog.get_logger("walletsvc.test").warning("oops", token="wst_leak")
+    text = log_output.getvalue()
+    assert "pw-123456" not in text and "wst_leak" not in text
+    assert [line["password" if "password" in line else "token"] for line in _lines(log_output)] == [
+        "[redacted]",
+        "[redacted]",
+    ]
