@@ -65,7 +65,8 @@ def test_payout_over_the_rpc_backend(settings: Settings) -> None:
             assert report.tip_height == 110 and report.blocks_scanned == 111
 
             with TestClient(create_app(settings, runtime=runtime)) as client:
-                assert client.get("/v1/ready").json()["checks"]["chain"]["height"] == 110
+                ready = client.get("/v1/ready", headers=auth(token)).json()
+                assert ready["checks"]["chain"]["height"] == 110
                 balances = wallet_balances(client, token)
                 assert balances["confirmed_sat"] == 11 * 50 * 100_000_000
                 created = request_payout(client, token, key="rpc-1", destination=destination)

@@ -98,7 +98,7 @@ def test_freeze_race_stops_signing_and_broadcast(
     assert late.json()["error"]["code"] == "frozen"
     state = client.get("/v1/freeze", headers=auth(tokens.all)).json()
     assert state["frozen"] is True
-    assert client.get("/v1/ready").json()["freeze"]["frozen"] is True
+    assert client.get("/v1/ready", headers=auth(tokens.all)).json()["freeze"]["frozen"] is True
 
 
 def _rows(runtime: Runtime) -> tuple[int, int, int]:

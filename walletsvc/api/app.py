@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from walletsvc.api.errors import error_responses, install_error_handlers
+from walletsvc.api.request_ids import install_request_ids
 from walletsvc.api.routes import (
     allowlist,
     approvals,
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_request_ids(app)
     # Any operation may fail unexpectedly; even then the answer is the error body.
     unexpected = error_responses(500)
     for router in (system.router, wallets.router, withdrawals.router, freeze.router):

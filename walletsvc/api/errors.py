@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from walletsvc.api.request_ids import HEADER, request_id_for
 from walletsvc.api.schemas.withdrawals import PolicyDecision
 from walletsvc.domain import errors as e
 from walletsvc.governance.policies import IntegrityFailure
@@ -112,8 +113,14 @@ def install_error_handlers(app: FastAPI) -> None:
         decision = getattr(exc, "decision", None)
         if decision is not None:
             extra["decision"] = decision.to_dict()
+        headers = {}
+        retry_after = getattr(exc, "retry_after_s", None)
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
         return JSONResponse(
-            error_body(exc.code, exc.message, exc.field, **extra), status_code=status_for(exc)
+            error_body(exc.code, exc.message, exc.field, **extra),
+            status_code=status_for(exc),
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
@@ -134,10 +141,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body(code, str(exc.detail), None), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Logged with its type only: exception text could carry data we must not leak.
-        log.error("unhandled %s in request", type(exc).__name__, exc_info=exc)
+        request_id = request_id_for(request)
+        log.error("unhandled %s in request %s", type(exc).__name__, request_id, exc_info=exc)
+        # Answered outside the request-id middleware (Starlette's outermost layer), so the
+        # header is set here.
         return JSONResponse(
             error_body("internal_error", "internal error; see the service log", None),
             status_code=500,
+            headers={HEADER: request_id},
         )

@@ -8,8 +8,13 @@ from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.incident.freeze import freeze_overview
 
 
-def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
-    """(ready?, the body of ``GET /ready``)."""
+def readiness(runtime: Runtime, *, detail: bool = True) -> tuple[bool, dict[str, Any]]:
+    """(ready?, the body of ``GET /ready``).
+
+    Without ``detail`` the body is only ``{"ready": ...}``: the checks and the freeze state
+    (its reasons and who froze) are for authenticated callers, not for anyone who can reach
+    the port.
+    """
     checks: dict[str, Any] = {}
     try:
         runtime.db.ping()
@@ -23,6 +28,8 @@ def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
         checks["chain"] = {"status": f"unavailable: {type(exc).__name__}"}
     checks["signer"] = "ok" if runtime.signer is not None else "unavailable"
     ok = checks["database"] == "ok" and checks["chain"].get("status") == "ok"
+    if not detail:
+        return ok, {"ready": ok}
     body: dict[str, Any] = {"ready": ok, "checks": checks, "freeze": None}
     if checks["database"] == "ok":
         body["freeze"] = freeze_overview(runtime.db)

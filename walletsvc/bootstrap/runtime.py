@@ -16,8 +16,10 @@ from walletsvc.chain.kernel import KernelScriptVerifier
 from walletsvc.chainsync.scanner import Scanner
 from walletsvc.config import Settings
 from walletsvc.db.database import Database
+from walletsvc.domain.errors import DependencyUnavailable
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.governance import approvals, policy_changes
+from walletsvc.governance.login_throttle import LoginThrottle
 from walletsvc.incident.risk import RiskMonitor
 from walletsvc.incident.rotation import RotationService
 from walletsvc.keys.integrity import RowTagger
@@ -30,6 +32,7 @@ from walletsvc.treasury.fee_bumps import FeeBumper
 from walletsvc.treasury.sweeps import SweepService
 
 log = logging.getLogger(__name__)
+_DEPENDENCIES = ("chain", "database")
 
 
 @dataclass
@@ -51,6 +54,9 @@ class Runtime:
     rotation: RotationService
     # Completed background passes: lets tests wait for "N more passes" instead of sleeping.
     passes: int = 0
+    # Failed staff logins per client address and username (this process's memory).
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    _trouble: str | None = None  # what made the last background pass fail (None: it passed)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -114,12 +120,42 @@ class Runtime:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception:  # the loop must survive anything; each failure is logged
-                log.exception("background pass failed")
-            self.passes += 1
+            self.background_pass()
             self._stop.wait(self.settings.worker_interval_s)
+
+    def background_pass(self) -> None:
+        """One pass of the loop. It survives anything; a dependency that is down is logged
+        once when it goes down and once when it is back, not with a traceback every pass."""
+        try:
+            self.tick()
+        except Exception as exc:
+            self._note_trouble(self._trouble_of(exc), exc)
+        else:
+            self._note_trouble(None, None)
+        self.passes += 1
+
+    def _trouble_of(self, exc: Exception) -> str:
+        if isinstance(exc, DependencyUnavailable):
+            return "chain"
+        try:
+            self.db.ping()
+        except Exception:
+            return "database"
+        return f"error {type(exc).__name__}"
+
+    def _note_trouble(self, trouble: str | None, exc: Exception | None) -> None:
+        previous, self._trouble = self._trouble, trouble
+        if trouble == previous:
+            return
+        if previous in _DEPENDENCIES:
+            log.warning("%s available again", previous)
+        elif previous is not None:
+            log.warning("background passes succeed again")
+        if trouble in _DEPENDENCIES:
+            log.warning("%s unavailable", trouble, extra={"error_type": type(exc).__name__})
+        elif trouble is not None:
+            # A bug, not an outage: its traceback once, until the passes change state.
+            log.error("background pass failed", exc_info=exc)
 
     def close(self) -> None:
         self._stop.set()

@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from walletsvc.bootstrap.runtime import Runtime, open_database
 from walletsvc.config import Settings
@@ -112,9 +112,17 @@ def demo_destination(network: Network) -> str:
     return script_to_address(p2wpkh_script(key_hash), network)
 
 
+class DevCredentials(NamedTuple):
+    """What ``dev-credentials.json`` holds, and whether this run created its API token (the
+    only time the token is shown; afterwards it is read from the file)."""
+
+    values: dict[str, Any]
+    token_created: bool
+
+
 def dev_bootstrap(
     settings: Settings, chain: MiningChain, *, wallet: str, actor: str
-) -> dict[str, Any]:
+) -> DevCredentials:
     """Init, fund the wallet with mined coins, a token and credentials (the runtime closes
     ``chain`` when it is done)."""
     initialise(settings, wallet=wallet, policy_file=settings.policy_file, actor=actor)
@@ -131,7 +139,7 @@ def dev_bootstrap(
     return creds
 
 
-def _dev_credentials(settings: Settings, runtime: Runtime, wallet: str) -> dict[str, Any]:
+def _dev_credentials(settings: Settings, runtime: Runtime, wallet: str) -> DevCredentials:
     path = settings.data_dir / "dev-credentials.json"
     base_url = f"http://{settings.host}:{settings.port}"
     if path.exists():
@@ -140,7 +148,7 @@ def _dev_credentials(settings: Settings, runtime: Runtime, wallet: str) -> dict[
             authenticate_api_token(runtime.db, creds["api_token"])
             creds["base_url"] = base_url
             _write_private(path, creds)
-            return creds
+            return DevCredentials(creds, token_created=False)
         except (DomainError, KeyError):
             pass
     token = create_token(runtime.db, name="dev-payout-engine", scopes=DEV_TOKEN_SCOPES, actor="dev")
@@ -151,7 +159,7 @@ def _dev_credentials(settings: Settings, runtime: Runtime, wallet: str) -> dict[
         "demo_destination": demo_destination(settings.network),
     }
     _write_private(path, creds)
-    return creds
+    return DevCredentials(creds, token_created=True)
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:

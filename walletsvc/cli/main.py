@@ -177,6 +177,7 @@ def serve(
     from walletsvc.api.app import create_app
 
     s = settings()
+    _use_service_logs()
     if host:
         s.host = host
     if port:
@@ -185,9 +186,21 @@ def serve(
     if banner.exists():
         _print_newcomer_banner(json.loads(banner.read_text()), s)
     if s.chain_backend != "embedded":
-        uvicorn.run(create_app(s), host=s.host, port=s.port, log_level="info")
+        uvicorn.run(create_app(s), host=s.host, port=s.port, **_SERVICE_LOGS)
         return
     _serve_with_dev_chain(s)
+
+
+# uvicorn keeps the JSON configuration (no log_config of its own); the request-id middleware
+# writes one line per request, so uvicorn's plain access log would only repeat it.
+_SERVICE_LOGS: dict[str, Any] = {"log_config": None, "access_log": False}
+
+
+def _use_service_logs() -> None:
+    """The service logs JSON lines (walletsvc.bootstrap.logs); the other commands keep text."""
+    from walletsvc.bootstrap.logs import configure_service_logging
+
+    configure_service_logging(logging.INFO)
 
 
 def _serve_with_dev_chain(s: Settings) -> None:
@@ -203,7 +216,7 @@ def _serve_with_dev_chain(s: Settings) -> None:
             if s.run_worker:
                 runtime.start_background()
             app = create_app(s, runtime=runtime)
-            uvicorn.run(app, host=s.host, port=s.port, log_level="info")
+            uvicorn.run(app, host=s.host, port=s.port, **_SERVICE_LOGS)
         finally:
             runtime.close()
 
@@ -487,36 +500,44 @@ def dev_bootstrap(
     s = settings()
     if s.network is not Network.REGTEST or s.chain_backend != "embedded":
         fail("dev bootstrap is for the embedded regtest chain only")
-    creds = bootstrap(s, open_dev_chain(s), wallet=wallet, actor=CLI_ACTOR)
+    creds, token_created = bootstrap(s, open_dev_chain(s), wallet=wallet, actor=CLI_ACTOR)
     typer.echo(f"dev wallet {creds['wallet']!r} funded on the embedded regtest chain")
     typer.echo(f"dev credentials written to {s.data_dir / 'dev-credentials.json'}")
+    if token_created:
+        # The one time the token is shown; `serve` points at the file instead.
+        typer.echo(f"API token (dev, shown once): {creds['api_token']}")
 
 
 def _print_newcomer_banner(creds: dict[str, str], s: Settings) -> None:
-    token, wallet, base = creds["api_token"], creds["wallet"], creds["base_url"]
+    """How to try the service. Never the token itself: this runs at every start and its
+    output ends up in logs; the token is in the credentials file (mode 0600)."""
+    path = s.data_dir / "dev-credentials.json"
+    wallet, base = creds["wallet"], creds["base_url"]
     destination = creds.get("demo_destination", "")
     lines = [
         "",
         "=" * 78,
         " walletsvc (dev) is starting on " + base,
         "=" * 78,
-        f" API token (dev):  {token}",
         f" wallet:           {wallet}",
-        f" credentials JSON: {s.data_dir / 'dev-credentials.json'}",
+        f" credentials JSON: {path}",
+        " API token (dev):  in the credentials JSON; load it with",
+        "   export TOKEN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))"
+        f'["api_token"])\' {path})',
         "",
         " Request a payout:",
         f"   curl -s -X POST {base}/v1/withdrawals \\",
-        f"     -H 'Authorization: Bearer {token}' \\",
+        '     -H "Authorization: Bearer $TOKEN" \\',
         '     -H "Idempotency-Key: demo-$(date +%s)" \\',
         "     -H 'Content-Type: application/json' \\",
         f'     -d \'{{"wallet":"{wallet}","destination":"{destination}",'
         '"amount_sat":100000,"reference":"first-payout"}\'',
         "",
         " Then follow it (the dev chain mines a block every few seconds):",
-        f"   curl -s {base}/v1/withdrawals/<id> -H 'Authorization: Bearer {token}'",
+        f'   curl -s {base}/v1/withdrawals/<id> -H "Authorization: Bearer $TOKEN"',
         "",
         f" Wallet balances:  curl -s {base}/v1/wallets/{wallet} \\",
-        f"                     -H 'Authorization: Bearer {token}'",
+        '                     -H "Authorization: Bearer $TOKEN"',
         f" API docs:         {base}/docs   (OpenAPI at {base}/openapi.json)",
         " Project docs:     README.md, docs/architecture.md, docs/api.md, docs/runbook.md",
         "=" * 78,

@@ -16,6 +16,7 @@ from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models_governance import Staff, StaffSession
 from walletsvc.domain.errors import DomainError, InvalidCredentials, Unauthenticated
+from walletsvc.governance.login_throttle import LoginThrottle
 from walletsvc.governance.staff import (
     StaffPrincipal,
     check_totp,
@@ -58,14 +59,28 @@ def login(
     password: str,
     totp: str,
     now: datetime | None = None,
+    client: str = "unknown",
+    throttle: LoginThrottle | None = None,
 ) -> CreatedSession:
+    """A session for the right password and a fresh TOTP code.
+
+    A wrong password (or an unknown username: the same answer after the same argon2 work) is
+    only counted by ``throttle``, per ``client`` address and per username, never toward the
+    account lock, so nobody can lock a staff member out by guessing. The lock counts wrong
+    codes after a right password.
+    """
     moment = now_utc(now)
-    found_id, password_ok = _find_and_check_password(db, username, password)
+    if throttle is not None:
+        throttle.ensure_address_allowed(client, moment)
+    found_id, password_ok = _look_up_and_check_password(db, username, password)
+    if found_id is None or not password_ok:
+        throttled = throttle.record_failure(client, username, moment) if throttle else None
+        raise throttled or InvalidCredentials(_BAD_LOGIN)
     with db.write() as uow:
-        row, error = _first_factor(uow, tags, settings, found_id, password_ok, moment)
-        if error is None:
-            _step, totp_error = check_totp(uow, totp_secrets, settings, row, totp, moment)
-            error = _as_login_error(totp_error) if totp_error else None
+        row = _login_candidate(uow, tags, found_id)
+        ensure_not_locked(row, moment)
+        _step, totp_error = check_totp(uow, totp_secrets, settings, row, totp, moment)
+        error = _as_login_error(totp_error) if totp_error else None
         if error is None:
             created = _open_session(uow, tags, settings, row, moment)
             uow.audit(
@@ -104,13 +119,28 @@ def check_password(
 
 
 def _find_and_check_password(db: Database, username: str, password: str) -> tuple[str, bool]:
-    # argon2 is slow on purpose; verify before taking the global write lock.
+    found_id, password_ok = _look_up_and_check_password(db, username, password)
+    if found_id is None:
+        raise InvalidCredentials(_BAD_LOGIN)
+    return found_id, password_ok
+
+
+def _look_up_and_check_password(
+    db: Database, username: str, password: str
+) -> tuple[str | None, bool]:
+    # argon2 is slow on purpose; verify before taking the global write lock. An unknown user
+    # costs one verification against a dummy hash, so the time does not tell either.
     with db.read() as uow:
         found = uow.staff.by_username(username)
         password_ok = verify_password(found, password)
-    if found is None:
+    return (found.id if found else None), password_ok
+
+
+def _login_candidate(uow: UnitOfWork, tags: RowTagger, staff_id: str) -> Staff:
+    row = uow.staff.get(staff_id)
+    if row is None or row.disabled_at is not None or not staff_is_genuine(tags, row):
         raise InvalidCredentials(_BAD_LOGIN)
-    return found.id, password_ok
+    return row
 
 
 def _first_factor(
@@ -121,10 +151,11 @@ def _first_factor(
     password_ok: bool,
     now: datetime,
 ) -> tuple[Staff, DomainError | None]:
-    """The staff row if it may log in; a wrong password is recorded and returned as the error."""
-    row = uow.staff.get(staff_id)
-    if row is None or row.disabled_at is not None or not staff_is_genuine(tags, row):
-        raise InvalidCredentials(_BAD_LOGIN)
+    """The staff row if it may log in; a wrong password is recorded and returned as the error.
+
+    The CLI's first factor: whoever runs the CLI already reaches the database and the KEK,
+    so here a wrong password still counts toward the lock."""
+    row = _login_candidate(uow, tags, staff_id)
     ensure_not_locked(row, now)
     if not password_ok:
         return row, _as_login_error(record_failure(uow, settings, row, now, "password_wrong"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import StrictStr
 
 from walletsvc.api.deps import RuntimeDep, require_staff
@@ -25,7 +25,7 @@ class SessionCreate(StrictModel):
 
 
 @router.post("/sessions", status_code=201, responses=error_responses(401, 403, 422, 429))
-def create_session(body: SessionCreate, runtime: RuntimeDep) -> SessionCreated:
+def create_session(body: SessionCreate, request: Request, runtime: RuntimeDep) -> SessionCreated:
     created = login(
         runtime.db,
         runtime.tags,
@@ -34,6 +34,8 @@ def create_session(body: SessionCreate, runtime: RuntimeDep) -> SessionCreated:
         username=body.username,
         password=body.password,
         totp=body.totp,
+        client=request.client.host if request.client else "unknown",
+        throttle=runtime.login_throttle,
     )
     staff = created.principal
     return SessionCreated.model_validate(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from walletsvc.api.deps import RuntimeDep
+from walletsvc.api.deps import RuntimeDep, authenticate
 from walletsvc.api.schemas.system import Health, Readiness
 from walletsvc.bootstrap.health import readiness
+from walletsvc.bootstrap.runtime import Runtime
 
 router = APIRouter(tags=["system"])
 
@@ -23,11 +24,25 @@ def health() -> Health:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Not ready: a dependency is down"}},
 )
-def ready(runtime: RuntimeDep) -> JSONResponse:
-    ok, body = readiness(runtime)
+def ready(request: Request, runtime: RuntimeDep) -> JSONResponse:
+    """`{"ready": …}` for anyone; the checks and the freeze state for an authenticated caller
+    (any valid API token or staff session)."""
+    ok, body = readiness(runtime, detail=_is_authenticated(request, runtime))
     # exclude_unset: an unavailable chain has no height or hash, and says so by their absence.
     view = Readiness.model_validate(body).model_dump(mode="json", exclude_unset=True)
     return JSONResponse(view, status_code=200 if ok else 503)
+
+
+def _is_authenticated(request: Request, runtime: Runtime) -> bool:
+    """Whether the caller proved who they are. A probe without credentials, or with bad
+    ones, still gets its answer (ready or not), just not the detail."""
+    if "authorization" not in request.headers:
+        return False
+    try:
+        authenticate(request, runtime)
+    except Exception:  # bad credentials, or the database that would check them is down
+        return False
+    return True
 
 
 @router.get(

@@ -27,6 +27,14 @@ class ReadinessChecks(ResponseModel):
 
 
 class Readiness(ResponseModel):
+    """``ready`` for everyone; ``checks`` and ``freeze`` only for an authenticated caller."""
+
     ready: bool
-    checks: ReadinessChecks
-    freeze: FreezeState | None = Field(description="Null when the database is unavailable.")
+    checks: ReadinessChecks | None = Field(
+        default=None, description="Absent unless the caller is authenticated."
+    )
+    freeze: FreezeState | None = Field(
+        default=None,
+        description="Absent unless the caller is authenticated; null when the database is "
+        "unavailable.",
+    )

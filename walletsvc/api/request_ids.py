@@ -1,0 +1,59 @@
+"""``X-Request-Id`` on every response and in every log line of its request.
+
+The caller's id is kept when it is a sane token (so a proxy's or client's id follows the
+request through), otherwise a fresh one is made. The error body keeps its contract shape;
+the id travels in the header only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from fastapi import FastAPI, Request, Response
+
+HEADER = "X-Request-Id"
+_SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+# A standard-library logger: the service's JSON configuration renders it (with the bound
+# request id and the extras as fields); unconfigured (tests, library use) it stays quiet.
+log = logging.getLogger(__name__)
+
+
+def request_id_for(request: Request) -> str:
+    """The id this request carries (set by the middleware; a fresh one if it never ran)."""
+    existing = getattr(request.state, "request_id", None)
+    if isinstance(existing, str):
+        return existing
+    offered = request.headers.get(HEADER, "")
+    chosen = offered if _SANE.fullmatch(offered) else uuid.uuid4().hex
+    request.state.request_id = chosen
+    return chosen
+
+
+def install_request_ids(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def _request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request_id_for(request)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        response = await call_next(request)
+        response.headers[HEADER] = request_id
+        # The path only: a query string is the caller's input, and headers may hold tokens.
+        log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.url.path,
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
+        return response
