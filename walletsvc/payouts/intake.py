@@ -252,9 +252,10 @@ def _history(
 ) -> HistorySnapshot:
     """What the engine needs of the money on its way out, by indexed aggregates.
 
-    One SUM per velocity window and scope, and the destination's own payouts for the trust
-    ramp: the cost does not grow with the wallet's history inside the windows (the list of
-    every held payout within ``history_horizon`` is what the engine would otherwise walk).
+    One SUM per velocity window and scope (a covering index range scan: no payout of the
+    window is loaded into Python), and the destination's own payouts for the trust ramp.
+    Destinations compare exactly: every stored one went through ``decode_address`` as this
+    one did, so they share its canonical form.
     """
     statuses = [s.value for s in HOLDING_STATUSES]
     totals = []
