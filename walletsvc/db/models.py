@@ -186,6 +186,25 @@ class Withdrawal(Base):
     __table_args__ = (
         Index("ix_withdrawals_wallet_created", "wallet_id", "created_at"),
         Index("ix_withdrawals_status_created", "status", "created_at"),
+        # The velocity rules' SUMs (walletsvc.payouts.intake): one range scan per scope, and
+        # covering (status, amount) so the rows themselves are not read.
+        Index("ix_withdrawals_velocity_wallet", "wallet_id", "created_at", "status", "amount_sat"),
+        Index(
+            "ix_withdrawals_velocity_destination",
+            "wallet_id",
+            "destination",
+            "created_at",
+            "status",
+            "amount_sat",
+        ),
+        Index(
+            "ix_withdrawals_velocity_token",
+            "wallet_id",
+            "token_id",
+            "created_at",
+            "status",
+            "amount_sat",
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -7,6 +7,9 @@ every payout is refused (fail closed).
 
 from __future__ import annotations
 
+import copy
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,10 +84,55 @@ def active_policy(uow: ReadUnitOfWork, tags: RowTagger, wallet: Wallet | None) -
         raise IntegrityFailure("no active policy: run `walletsvc init`")
     if not tags.verify(policy_message(row), row.mac):
         raise IntegrityFailure(f"policy version {row.version} fails its integrity check")
+    return ActivePolicy(_parsed_document(row), row.sha256, row.version, wallet_scoped)
+
+
+class _ParsedPolicies:
+    """Parsed policy documents by (version row id, stored hash), with the stored JSON they
+    were parsed from.
+
+    Parsing and hashing a document is a third of a decision's cost; comparing the row's JSON
+    with the one a cached document was parsed (and hash-checked) from is a small fraction of
+    that, so an edit of ``document`` behind our back still goes through the parse and fails
+    its hash check. The row's tag is verified by the caller on every request regardless.
+    """
+
+    _LIMIT = 64  # versions in force at once: one global policy and a few wallet-scoped ones
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str], tuple[Any, PolicyDocument]] = OrderedDict()
+
+    def get(self, key: tuple[str, str], stored: Any) -> PolicyDocument | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != stored:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: tuple[str, str], stored: Any, document: PolicyDocument) -> None:
+        with self._lock:
+            self._entries[key] = (copy.deepcopy(stored), document)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._LIMIT:
+                self._entries.popitem(last=False)
+
+
+_parsed = _ParsedPolicies()
+
+
+def _parsed_document(row: PolicyVersion) -> PolicyDocument:
+    """The row's document, parsed once per version; a document not matching its hash fails."""
+    key = (row.id, row.sha256)
+    cached = _parsed.get(key, row.document)
+    if cached is not None:
+        return cached
     document = parse_policy(row.document)
     if policy_hash(document) != row.sha256:
         raise IntegrityFailure(f"policy version {row.version} does not match its hash")
-    return ActivePolicy(document, row.sha256, row.version, wallet_scoped)
+    _parsed.put(key, row.document, document)
+    return document
 
 
 def _active_row(uow: ReadUnitOfWork, wallet_id: str | None) -> PolicyVersion | None:

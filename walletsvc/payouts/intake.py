@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from walletsvc.db.database import Database, UnitOfWork
@@ -27,15 +27,18 @@ from walletsvc.governance.approvals import KindContext
 from walletsvc.governance.policies import active_policy
 from walletsvc.keys.integrity import RowTagger, content_digest
 from walletsvc.payouts.signing import tip_height
+from walletsvc.policy.document import PolicyDocument
 from walletsvc.policy.engine import (
     AllowlistEntry,
     Decision,
     HeldPayout,
+    HeldTotal,
     HistorySnapshot,
     PayoutRequest,
     approval_deadline,
     evaluate,
-    history_horizon,
+    trust_ramp_period,
+    velocity_windows,
 )
 from walletsvc.wallets.freezes import require_withdrawals_open
 from walletsvc.wallets.service import get_wallet
@@ -142,11 +145,15 @@ def _decide_and_record(
         _history(
             uow,
             wallet,
-            moment - history_horizon(policy.document),
+            destination.address,
+            token_id,
+            policy.document,
+            moment,
             entry_for_destination(uow, tags, wallet.id, destination.address),
         ),
         policy.document,
         moment,
+        revision=policy.sha256,
     )
     if decision.outcome == "deny":
         uow.audit(
@@ -235,14 +242,47 @@ def _replay(uow: UnitOfWork, token_id: str, key: str, digest: str) -> Withdrawal
 
 
 def _history(
-    uow: ReadUnitOfWork, wallet: Wallet, since: datetime, entry: AllowlistEntry | None
+    uow: ReadUnitOfWork,
+    wallet: Wallet,
+    destination: str,
+    token_id: str | None,
+    policy: PolicyDocument,
+    moment: datetime,
+    entry: AllowlistEntry | None,
 ) -> HistorySnapshot:
-    rows = uow.withdrawals.held_since(wallet.id, since, [s.value for s in HOLDING_STATUSES])
+    """What the engine needs of the money on its way out, by indexed aggregates.
+
+    One SUM per velocity window and scope (a covering index range scan: no payout of the
+    window is loaded into Python), and the destination's own payouts for the trust ramp.
+    Destinations compare exactly: every stored one went through ``decode_address`` as this
+    one did, so they share its canonical form.
+    """
+    statuses = [s.value for s in HOLDING_STATUSES]
+    totals = []
+    for scope, window in velocity_windows(policy):
+        amount, count = uow.withdrawals.held_total_since(
+            wallet.id,
+            moment - timedelta(seconds=window),
+            statuses,
+            destination=destination if scope == "destination" else None,
+            token_id=token_id,
+            by_token=scope == "token",
+        )
+        totals.append(HeldTotal(scope, window, amount, count))
+    ramp_period = trust_ramp_period(policy)
+    rows = (
+        uow.withdrawals.held_to_destination_since(
+            wallet.id, destination, moment - ramp_period, statuses
+        )
+        if ramp_period is not None
+        else []
+    )
     return HistorySnapshot(
         payouts=tuple(
             HeldPayout(amount_sat=a, destination=d, token_id=t, created_at=c) for a, d, t, c in rows
         ),
         allowlist_entry=entry,
+        velocity_totals=tuple(totals),
     )
 
 

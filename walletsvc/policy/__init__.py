@@ -23,13 +23,17 @@ from .engine import (
     AllowlistEntry,
     Decision,
     HeldPayout,
+    HeldTotal,
     HistorySnapshot,
     PayoutRequest,
     Required,
     RuleResult,
     approval_deadline,
     evaluate,
+    held_totals,
     history_horizon,
+    trust_ramp_period,
+    velocity_windows,
 )
 from .ratchet import Change, ChangeAssessment, compare
 
@@ -41,6 +45,7 @@ __all__ = [
     "Decision",
     "GovernedAction",
     "HeldPayout",
+    "HeldTotal",
     "HistorySnapshot",
     "PayoutRequest",
     "PolicyDocument",
@@ -52,9 +57,12 @@ __all__ = [
     "canonical_json",
     "compare",
     "evaluate",
+    "held_totals",
     "history_horizon",
     "load_policy_yaml",
     "parse_policy",
     "policy_hash",
     "policy_json_schema",
+    "trust_ramp_period",
+    "velocity_windows",
 ]

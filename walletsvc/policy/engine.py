@@ -10,8 +10,10 @@ every rule (after cedar's ``Response { decision, diagnostics }``):
 * a rule that raises yields ``error`` and the decision is ``deny``: the engine never fails open;
 * the strongest approval requirement wins (largest m; on a tie, the approval tier's).
 
-The caller builds the ``HistorySnapshot`` from an indexed query bounded by
-``history_horizon(policy)``, so the cost of a decision does not grow with the wallet's history.
+The caller builds the ``HistorySnapshot`` from indexed queries: either the held payouts
+bounded by ``history_horizon(policy)``, or, so that the cost of a decision does not grow with
+the wallet's history, one ``HeldTotal`` per ``velocity_windows(policy)`` (an indexed ``SUM``)
+plus the request destination's payouts within the trust ramp's period.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from walletsvc.policy.risk import STREAM_KINDS
 from .document import (
     MAX_DURATION_SECONDS,
     PolicyDocument,
+    Scope,
     VelocityLimit,
     format_duration,
     normalize_address,
@@ -75,9 +78,33 @@ class AllowlistEntry:
 
 
 @dataclass(frozen=True)
+class HeldTotal:
+    """The held payouts of one velocity window, summed by the caller (an indexed query).
+
+    ``scope`` is relative to the request: "destination" counts the payouts to the request's
+    destination, "token" those made with the request's API token, "wallet" all of them. A
+    payout counts when ``created_at >= now - window`` (no upper bound), as on the list path.
+    """
+
+    scope: Scope
+    window: int  # seconds
+    amount_sat: int
+    count: int
+
+
+@dataclass(frozen=True)
 class HistorySnapshot:
+    """The money already on its way out.
+
+    With ``velocity_totals`` None the velocity rules walk ``payouts`` (every held payout of the
+    wallet within ``history_horizon``). With totals given they read those instead, and
+    ``payouts`` need only hold the request destination's payouts (for the trust ramp). A
+    velocity rule whose window has no total is an error, so it denies.
+    """
+
     payouts: tuple[HeldPayout, ...] = ()
     allowlist_entry: AllowlistEntry | None = None
+    velocity_totals: tuple[HeldTotal, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +153,36 @@ def history_horizon(policy: PolicyDocument) -> timedelta:
     return timedelta(seconds=max(seconds, default=0))
 
 
+def velocity_windows(policy: PolicyDocument) -> list[tuple[Scope, int]]:
+    """The (scope, window in seconds) pairs the velocity rules need a ``HeldTotal`` for."""
+    return sorted({(v.scope, v.window) for v in policy.velocity})
+
+
+def trust_ramp_period(policy: PolicyDocument) -> timedelta | None:
+    """How far back the trust ramp looks at the destination's payouts (None: no ramp)."""
+    ramp = policy.allowlist.trust_ramp if policy.allowlist is not None else None
+    return timedelta(seconds=ramp.doubling_period) if ramp is not None else None
+
+
+def held_totals(
+    request: PayoutRequest, payouts: tuple[HeldPayout, ...], policy: PolicyDocument, now: datetime
+) -> tuple[HeldTotal, ...]:
+    """The totals ``velocity_totals`` stands for, computed from a list (the reference the
+    indexed queries are tested against)."""
+    destination = normalize_address(request.destination)
+    totals = []
+    for scope, window in velocity_windows(policy):
+        since = now - timedelta(seconds=window)
+        held = [
+            p
+            for p in payouts
+            if _payout_in_scope(scope, p, destination, request.token_id)
+            and _aware(p.created_at, "created_at") >= since
+        ]
+        totals.append(HeldTotal(scope, window, sum(p.amount_sat for p in held), len(held)))
+    return tuple(totals)
+
+
 def approval_deadline(policy: PolicyDocument, created_at: datetime) -> datetime:
     """When a payout waiting for approvals expires."""
     return created_at + policy.approval_expiry_delta
@@ -157,12 +214,21 @@ _Rule = Callable[[_Ctx], _Verdict]
 
 
 def evaluate(
-    request: PayoutRequest, history: HistorySnapshot, policy: PolicyDocument, now: datetime
+    request: PayoutRequest,
+    history: HistorySnapshot,
+    policy: PolicyDocument,
+    now: datetime,
+    *,
+    revision: str | None = None,
 ) -> Decision:
-    """Decide a payout. Pure and deterministic; never raises for a bad input, it denies."""
+    """Decide a payout. Pure and deterministic; never raises for a bad input, it denies.
+
+    ``revision`` is ``policy_hash(policy)`` when the caller already holds it (the stored,
+    checked hash of the active policy), saving a canonical serialisation per decision.
+    """
     ctx = _Ctx(request, history, policy, now)
     verdicts = [_run(rule_id, rule, ctx) for rule_id, rule in _rules(policy)]
-    return _combine(verdicts, policy_hash(policy))
+    return _combine(verdicts, revision if revision is not None else policy_hash(policy))
 
 
 def _rules(policy: PolicyDocument) -> list[tuple[str, _Rule]]:
@@ -277,18 +343,10 @@ def _velocity_rule(limit: VelocityLimit) -> _Rule:
 
 def _check_velocity(ctx: _Ctx, limit: VelocityLimit) -> _Verdict:
     rule = f"velocity.{limit.id}"
-    since = ctx.now - timedelta(seconds=limit.window)
-    # Inclusive lower bound and no upper bound: a payout exactly one window old, or one dated
-    # in the future by clock skew, still counts. Erring on the side of counting too much.
-    held = [
-        p
-        for p in ctx.history.payouts
-        if _in_scope(ctx, p, limit) and _aware(p.created_at, "created_at") >= since
-    ]
+    held_sat, held_count = _held_in_window(ctx, limit)
     # The new request counts too: held + this <= limit.
-    total = sum(require_satoshis(p.amount_sat, field="history.amount_sat") for p in held)
-    total += ctx.request.amount_sat
-    count = len(held) + 1
+    total = held_sat + ctx.request.amount_sat
+    count = held_count + 1
     where = f"{format_duration(limit.window)} per {limit.scope}"
     problems: list[str] = []
     if limit.max_amount_sat is not None and total > limit.max_amount_sat:
@@ -303,12 +361,45 @@ def _check_velocity(ctx: _Ctx, limit: VelocityLimit) -> _Verdict:
     return _pass(rule, f"{where}: {', '.join(parts)} within {', '.join(caps)}")
 
 
-def _in_scope(ctx: _Ctx, payout: HeldPayout, limit: VelocityLimit) -> bool:
-    if limit.scope == "wallet":
+def _held_in_window(ctx: _Ctx, limit: VelocityLimit) -> tuple[int, int]:
+    """(satoshis, count) of the held payouts the limit counts, from the totals or the list."""
+    totals = ctx.history.velocity_totals
+    if totals is not None:
+        for total in totals:
+            if (total.scope, total.window) == (limit.scope, limit.window):
+                return _checked_total(total)
+        raise ValueError(f"the snapshot has no total for {limit.scope} over {limit.window}s")
+    since = ctx.now - timedelta(seconds=limit.window)
+    # Inclusive lower bound and no upper bound: a payout exactly one window old, or one dated
+    # in the future by clock skew, still counts. Erring on the side of counting too much.
+    held = [
+        p
+        for p in ctx.history.payouts
+        if _payout_in_scope(limit.scope, p, ctx.destination, ctx.request.token_id)
+        and _aware(p.created_at, "created_at") >= since
+    ]
+    return sum(require_satoshis(p.amount_sat, field="history.amount_sat") for p in held), len(held)
+
+
+def _checked_total(total: HeldTotal) -> tuple[int, int]:
+    # Not require_satoshis on the sum: many held payouts may add up past the supply, and the
+    # list path (which checks each payout) would not refuse that either.
+    for name, value in (("amount_sat", total.amount_sat), ("count", total.count)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"history total {name} must be a non-negative integer: {value!r}")
+    if (total.count == 0) != (total.amount_sat == 0):
+        raise ValueError("history total: held satoshis without payouts, or payouts without")
+    return total.amount_sat, total.count
+
+
+def _payout_in_scope(
+    scope: Scope, payout: HeldPayout, destination: str, token_id: str | None
+) -> bool:
+    if scope == "wallet":
         return True  # the snapshot holds this wallet's payouts only
-    if limit.scope == "destination":
-        return normalize_address(payout.destination) == ctx.destination
-    return payout.token_id == ctx.request.token_id
+    if scope == "destination":
+        return normalize_address(payout.destination) == destination
+    return payout.token_id == token_id
 
 
 def _entry_for_destination(ctx: _Ctx) -> AllowlistEntry | None:

@@ -198,6 +198,59 @@ class WithdrawalRepository(Repository[Withdrawal]):
         ).all()
         return [(a, d, t, c) for a, d, t, c in rows]
 
+    def held_total_since(
+        self,
+        wallet_id: str,
+        since: datetime,
+        statuses: Sequence[str],
+        *,
+        destination: str | None = None,
+        token_id: str | None = None,
+        by_token: bool = False,
+    ) -> tuple[int, int]:
+        """(satoshis, count) of the wallet's payouts in ``statuses`` created at or after
+        ``since``, to ``destination`` if given, made with ``token_id`` if ``by_token``.
+
+        One range scan of an ix_withdrawals_velocity_* index (which also holds status and
+        amount), so the rows themselves are never read.
+        """
+        conditions = [
+            Withdrawal.wallet_id == wallet_id,
+            Withdrawal.created_at >= since,
+            Withdrawal.status.in_(list(statuses)),
+        ]
+        if destination is not None:
+            conditions.append(Withdrawal.destination == destination)
+        if by_token and token_id is None:
+            conditions.append(Withdrawal.token_id.is_(None))
+        elif by_token:
+            conditions.append(Withdrawal.token_id == token_id)
+        total, count = self.session.execute(
+            select(func.coalesce(func.sum(Withdrawal.amount_sat), 0), func.count()).where(
+                *conditions
+            )
+        ).one()
+        return int(total), int(count)
+
+    def held_to_destination_since(
+        self, wallet_id: str, destination: str, since: datetime, statuses: Sequence[str]
+    ) -> list[tuple[int, str, str | None, datetime]]:
+        """``held_since`` narrowed to one destination (the trust ramp's view), indexed."""
+        rows = self.session.execute(
+            select(
+                Withdrawal.amount_sat,
+                Withdrawal.destination,
+                Withdrawal.token_id,
+                Withdrawal.created_at,
+            ).where(
+                Withdrawal.wallet_id == wallet_id,
+                Withdrawal.destination == destination,
+                Withdrawal.created_at >= since,
+                Withdrawal.status.in_(list(statuses)),
+            )
+        ).all()
+        return [(a, d, t, c) for a, d, t, c in rows]
+
 
 def _unsigned_approved() -> tuple[ColumnElement[bool], ...]:
     return (
