@@ -48,10 +48,16 @@ def test_two_approvers_release_a_payout_that_is_then_signed(
     waiting = client.get("/v1/approvals?pending=true", headers=alice).json()["approvals"]
     assert [r["id"] for r in waiting] == [request_id]
     assert waiting[0]["content"]["amount_sat"] == 20_000_000
+    digest = waiting[0]["digest"]  # what alice and bob reviewed, and decide on
 
     decided = client.post(
         f"/v1/approvals/{request_id}",
-        json={"decision": "approve", "totp": team.members["alice"].live_code(), "comment": "ok"},
+        json={
+            "decision": "approve",
+            "digest": digest,
+            "totp": team.members["alice"].live_code(),
+            "comment": "ok",
+        },
         headers=alice,
     )
     assert decided.status_code == 200, decided.text
@@ -68,7 +74,7 @@ def test_two_approvers_release_a_payout_that_is_then_signed(
 
     decided = client.post(
         f"/v1/approvals/{request_id}",
-        json={"decision": "approve", "totp": team.members["bob"].live_code()},
+        json={"decision": "approve", "digest": digest, "totp": team.members["bob"].live_code()},
         headers=bob,
     )
     assert decided.json()["status"] == "approved"
@@ -118,9 +124,12 @@ def test_a_decision_needs_a_staff_session_with_step_up(
         headers=auth(tokens.all, "big-http-2"),
     ).json()
     alice = login(client, team, "alice")
+    digest = client.get(f"/v1/approvals/{payout['approval_request_id']}", headers=alice).json()[
+        "digest"
+    ]
     wrong = client.post(
         f"/v1/approvals/{payout['approval_request_id']}",
-        json={"decision": "approve", "totp": "12345"},
+        json={"decision": "approve", "digest": digest, "totp": "12345"},
         headers=alice,
     )
     assert wrong.status_code == 403
@@ -131,7 +140,7 @@ def test_a_decision_needs_a_staff_session_with_step_up(
     }
     token = client.post(
         f"/v1/approvals/{payout['approval_request_id']}",
-        json={"decision": "approve", "totp": "123456"},
+        json={"decision": "approve", "digest": digest, "totp": "123456"},
         headers=auth(tokens.all),
     )
     assert token.status_code == 403

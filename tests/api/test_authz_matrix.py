@@ -76,7 +76,7 @@ MATRIX: list[Row] = [
         "POST",
         f"/v1/approvals/{NO_ID}",
         roles("approver"),
-        {"decision": "approve", "totp": "000000"},
+        {"decision": "approve", "digest": "0" * 64, "totp": "000000"},
     ),
     Row("GET", "/v1/allowlist", scopes("read", "allowlist:propose") | ALL_STAFF),
     Row(

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.governance_helpers import Member, Team, aligned_now, big_withdrawal, later, principal
+from tests.governance_helpers import (
+    Member,
+    Team,
+    aligned_now,
+    big_withdrawal,
+    later,
+    principal,
+    shown_digest,
+)
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent, Withdrawal
 from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, Staff
@@ -20,6 +28,7 @@ from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.errors import AccountLocked, Conflict, Forbidden, StepUpFailed
 from walletsvc.governance import approvals
 from walletsvc.governance.sessions import login
+from walletsvc.wallets.freezes import withdrawals_freeze
 
 
 @pytest.fixture
@@ -48,6 +57,7 @@ def decide(runtime: Runtime, member: Member, request_id: str, moment: Any, **kw:
         request_id=request_id,
         staff=principal(runtime, member),
         decision=kw.pop("decision", "approve"),
+        digest=kw.pop("digest", None) or shown_digest(runtime, request_id),
         totp=kw.pop("totp", None) or member.code_at(moment),
         comment=kw.pop("comment", None),
         now=moment,
@@ -203,33 +213,42 @@ def test_wrong_codes_lock_the_account_and_the_lock_is_audited(runtime: Runtime, 
     assert decide(runtime, alice, request.id, after) == "pending"
 
 
-def test_a_changed_digest_voids_earlier_approvals(runtime: Runtime, team: Team) -> None:
+def test_a_rewritten_payout_is_never_rebound_and_freezes_its_wallet(
+    runtime: Runtime, team: Team
+) -> None:
     t0 = aligned_now()
     wid = big_withdrawal(runtime, now=t0)
     request = request_of(runtime, wid)
     decide(runtime, team.members["alice"], request.id, t0)
-    # The payout changes after alice approved it (here: an edit of its amount).
+    # Someone with database access rewrites the payout after alice approved it.
     with runtime.db.write() as uow:
         row = uow.session.get(Withdrawal, wid)
         assert row is not None
         row.amount_sat = 30_000_000
-    assert decide(runtime, team.members["bob"], request.id, t0) == "pending"
-    rebound = request_of(runtime, wid)
-    assert rebound.digest != request.digest
-    assert rebound.content["amount_sat"] == 30_000_000
-    assert "approval.digest_changed" in actions(runtime)
+    # bob decides on the digest he was shown: refused, never re-bound.
+    with pytest.raises(approvals.ContentTampered):
+        decide(runtime, team.members["bob"], request.id, t0)
+    after = request_of(runtime, wid)
+    assert after.status == "pending"
+    assert (after.digest, after.content) == (request.digest, request.content)
+    assert "approval.digest_changed" not in actions(runtime)
+    assert "integrity.failure" in actions(runtime)
+    assert withdrawal(runtime, wid).status == "pending_approval"
+    assert withdrawal(runtime, wid).authorization_mac is None
+    # The risk monitor freezes the wallet on the audited integrity failure.
+    runtime.risk.evaluate()
     with runtime.db.read() as uow:
-        assert approvals.tally(uow, runtime.tags, rebound).approvers == ("bob",)
-        view = approvals.request_view(uow, runtime.tags, rebound)
-    assert sorted((d["staff"], d["counts"]) for d in view["decisions"]) == [
-        ("alice", False),
-        ("bob", True),
-    ]
-    # alice approves the new content: now it counts, and the MAC covers the new amount.
-    assert decide(runtime, team.members["alice"], request.id, later(t0, 1)) == "approved"
-    row = withdrawal(runtime, wid)
-    assert row.amount_sat == 30_000_000
-    assert runtime.tags.verify(withdrawal_authorization_message(row), row.authorization_mac or "")
+        assert withdrawals_freeze(uow, withdrawal(runtime, wid).wallet_id) is not None
+
+
+def test_a_decision_on_another_digest_is_refused(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    request = request_of(runtime, big_withdrawal(runtime, now=t0))
+    with pytest.raises(Conflict, match="digest you reviewed"):
+        decide(runtime, team.members["alice"], request.id, t0, digest="ab" * 32)
+    with runtime.db.read() as uow:
+        assert uow.approval_decisions.has_decided(request, team.members["alice"].staff_id) is False
+    assert decide(runtime, team.members["alice"], request.id, t0) == "pending"
 
 
 def test_expiry_expires_the_withdrawal(runtime: Runtime, team: Team) -> None:
@@ -299,6 +318,7 @@ def test_only_approvers_of_the_required_group_decide(
             request_id=request.id,
             staff=principal(runtime, member),
             decision="approve",
+            digest=shown_digest(runtime, request.id),
             totp=member.code_at(t0),
             comment=None,
             now=t0,

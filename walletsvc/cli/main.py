@@ -386,6 +386,9 @@ def approve_command(
     else:  # scripts and tests pipe it in; never on the command line (shell history)
         password = sys.stdin.readline().rstrip("\r\n")
     try:
+        # Show what is being decided; the decision is bound to exactly this digest.
+        shown = approvals.show_request(db, tags, request_id)
+        typer.echo(json.dumps({"content": shown["content"], "digest": shown["digest"]}, indent=2))
         principal = check_password(db, tags, s, username=user, password=password)
         status = approvals.decide(
             db,
@@ -395,6 +398,7 @@ def approve_command(
             request_id=request_id,
             staff=principal,
             decision="reject" if reject else "approve",
+            digest=shown["digest"],
             totp=totp,
             comment=comment,
         )
