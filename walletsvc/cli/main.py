@@ -386,10 +386,10 @@ def approve_command(
     else:  # scripts and tests pipe it in; never on the command line (shell history)
         password = sys.stdin.readline().rstrip("\r\n")
     try:
+        principal = check_password(db, tags, s, username=user, password=password)
         # Show what is being decided; the decision is bound to exactly this digest.
         shown = approvals.show_request(db, tags, request_id)
         typer.echo(json.dumps({"content": shown["content"], "digest": shown["digest"]}, indent=2))
-        principal = check_password(db, tags, s, username=user, password=password)
         status = approvals.decide(
             db,
             tags,
@@ -411,6 +411,7 @@ def approve_command(
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the audit hash chain and the integrity tags of governed rows."""
+    from walletsvc.bootstrap.approval_kinds import register_approval_kinds
     from walletsvc.bootstrap.runtime import open_database
     from walletsvc.governance import audit
     from walletsvc.keys.kek import load_kek
@@ -418,6 +419,8 @@ def audit_verify() -> None:
     s = settings()
     kek = load_kek(s.kek_path)
     db = open_database(s)
+    # Pending approval requests are checked against their subjects, built by their kinds.
+    register_approval_kinds(kek.seed_vault())
     with db.read() as uow:
         report = audit.verify(uow, kek.row_tagger(), kek.audit_key())
     typer.echo(f"{report.events_checked} events, {report.rows_checked} governed rows checked")

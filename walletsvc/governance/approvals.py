@@ -293,6 +293,25 @@ def check_may_decide(request: ApprovalRequest, staff: Staff) -> None:
         raise Forbidden("nobody approves their own request")
 
 
+def content_problem(uow: ReadUnitOfWork, request: ApprovalRequest) -> str | None:
+    """Why a request's content can no longer be trusted (a database edit), or None.
+
+    The content shown to approvers must be what the (tagged) digest covers; a pending
+    request's subject must still be what it was opened for. A settled request's subject may
+    move on legitimately (its handler changed it), so only a pending one is compared."""
+    if content_digest(request.content) != request.digest:
+        return "shows content its digest does not cover"
+    if request.status != PENDING:
+        return None
+    try:
+        current = content_digest(get_kind(request.kind).content(uow, request.subject_id))
+    except DomainError:
+        return "has lost its subject"
+    if current != request.digest:
+        return f"has a {request.kind} that changed after it was opened"
+    return None
+
+
 class ContentTampered(Conflict):
     """A pending request's subject no longer matches the digest it was opened with: the row
     was rewritten behind the service's back. Refused (409), audited as ``integrity.failure``
@@ -304,15 +323,16 @@ class ContentTampered(Conflict):
 def _check_content(ctx: KindContext, request: ApprovalRequest, reviewed: str) -> DomainError | None:
     """The subject must still be what the request was opened for, and the approver must have
     reviewed exactly that content. Nothing is ever re-bound to changed content."""
-    current = content_digest(get_kind(request.kind).content(ctx.uow, request.subject_id))
-    if current != request.digest:
+    problem = content_problem(ctx.uow, request)
+    if problem is not None:
+        current = content_digest(get_kind(request.kind).content(ctx.uow, request.subject_id))
         ctx.uow.audit(
             "system",
             "integrity.failure",
             request.kind,
             request.subject_id,
             {
-                "reason": "the subject of a pending approval request was changed",
+                "reason": f"approval request {problem}",
                 "approval_request_id": request.id,
                 "expected_digest": request.digest,
                 "found_digest": current,

@@ -7,8 +7,10 @@ from typing import Any
 
 from walletsvc.db.database import GENESIS_HASH, Database, audit_digest, audit_fields
 from walletsvc.db.models import PolicyVersion
+from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import GOVERNED_ROW_KINDS
+from walletsvc.governance.approvals import content_problem
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.document import PolicyError, parse_policy, policy_hash
 
@@ -56,6 +58,7 @@ def verify(
 
 def _verify_rows(uow: ReadUnitOfWork, tags: RowTagger, report: VerifyReport) -> None:
     """Every governed row kind's tag, with the message the tagging code uses (db/tags.py)."""
+    requests: list[ApprovalRequest] = []
     for kind in GOVERNED_ROW_KINDS:
         for row in uow.audit_events.governed_rows(kind):
             report.rows_checked += 1
@@ -64,6 +67,15 @@ def _verify_rows(uow: ReadUnitOfWork, tags: RowTagger, report: VerifyReport) -> 
             elif isinstance(row, PolicyVersion) and not _document_matches(row):
                 # The tag covers the document's hash, not the document: check that link too.
                 report.problems.append(f"policy version {row.version} does not match its hash")
+            elif isinstance(row, ApprovalRequest):
+                requests.append(row)
+    # A request's tag covers its content's digest; the content and the subject are checked
+    # against it (a rewritten pending payout, which carries no tag of its own, shows up here).
+    # A subject already reported by its own tag is one finding, not two.
+    for request in requests:
+        problem = content_problem(uow, request)
+        if problem is not None and not any(request.subject_id in p for p in report.problems):
+            report.problems.append(f"approval request {request.id} {problem}")
 
 
 def _document_matches(policy: PolicyVersion) -> bool:
