@@ -108,7 +108,7 @@ def principals(runtime: Runtime) -> dict[str, str]:
     """Label -> bearer secret: one token per scope, one session per staff role."""
     found = {
         f"scope:{scope}": create_token(
-            runtime.db, name=f"only-{scope}", scopes=[scope], actor="test"
+            runtime.db, runtime.tags, name=f"only-{scope}", scopes=[scope], actor="test"
         ).secret
         for scope in sorted(SCOPES)
     }

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from embit.networks import NETWORKS
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tests.conftest import WALLET, Tokens, auth
@@ -27,7 +27,13 @@ from tests.helpers import (
     verify_audit,
 )
 from walletsvc.bootstrap.runtime import Runtime
-from walletsvc.db.models import AuditEvent, ChainTransaction, PolicyVersion, Withdrawal
+from walletsvc.db.models import (
+    ApiToken,
+    AuditEvent,
+    ChainTransaction,
+    PolicyVersion,
+    Withdrawal,
+)
 from walletsvc.db.models_governance import (
     AllowlistEntryRow,
     ApprovalDecision,
@@ -36,6 +42,7 @@ from walletsvc.db.models_governance import (
 )
 from walletsvc.db.models_treasury import ColdDestinationRow
 from walletsvc.db.tags import GOVERNED_ROW_KINDS
+from walletsvc.governance.tokens import SCOPES, create_token, hash_token, revoke_token
 from walletsvc.keys.integrity import HmacRowTagger
 
 DEST, DEST_SCRIPT = external_destination("audited miner")
@@ -281,6 +288,18 @@ def _governed_rows() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "amount_sat": 50_001,
             },
         ),
+        "api token": (
+            ApiToken(
+                id="t1", name="engine", token_hash="ab" * 32, scopes=["read"], revoked_at=None
+            ),
+            {
+                "id": "t2",
+                "name": "engine2",
+                "token_hash": "ac" * 32,
+                "scopes": ["read", "withdrawals:create"],
+                "revoked_at": _T0,
+            },
+        ),
         "staff": (
             Staff(id="s1", username="alice", role="approver", groups=["ops", "treasury"], mac=""),
             {
@@ -441,7 +460,9 @@ def _governed_runtime(runtime: Runtime) -> dict[str, str]:
         decision_id = session.scalars(select(ApprovalDecision.id)).first()
         cold_id = session.scalars(select(ColdDestinationRow.id)).one()
         assert cold.fingerprint
+    token = create_token(runtime.db, runtime.tags, name="engine", scopes=["read"], actor="test")
     return {
+        "token": token.token_id,
         "withdrawal": withdrawal_id,
         "staff": alice.staff_id,
         "request": request.id,
@@ -462,6 +483,7 @@ def test_audit_verify_checks_every_governed_row_kind(runtime: Runtime) -> None:
         (Withdrawal, ids["withdrawal"], f"approved withdrawal {ids['withdrawal']}",
          {"script_pubkey": THIEF_SCRIPT.hex()}),
         (Staff, ids["staff"], f"staff member {ids['staff']}", {"groups": ["treasury", "ops"]}),
+        (ApiToken, ids["token"], f"API token {ids['token']}", {"scopes": ["read", "freeze"]}),
         (ApprovalRequest, ids["request"], f"approval request {ids['request']}", {"m": 1}),
         (ApprovalDecision, ids["decision"], f"approval decision {ids['decision']}",
          {"decision": "reject"}),
@@ -479,3 +501,40 @@ def test_audit_verify_checks_every_governed_row_kind(runtime: Runtime) -> None:
         assert report.problems == [f"{label} fails its integrity tag"], label
         _sql(runtime, update(model).where(model.id == row_id).values(**before))
     assert verify_audit(runtime).ok
+
+
+@pytest.mark.parametrize("forgery", ["inserted", "widened", "un-revoked"])
+def test_a_token_row_forged_in_the_database_is_refused_and_detected(
+    client: TestClient, runtime: Runtime, forgery: str
+) -> None:
+    """A database writer mints themselves an API token (or widens or revives one): its row
+    fails its tag, so it authenticates nothing (401, audited) and audit verify names it."""
+    secret = "wsvc_" + "forged" * 8
+    if forgery == "inserted":
+        token_id = FORGED_ID
+        _sql(
+            runtime,
+            insert(ApiToken).values(
+                id=token_id,
+                name="payout-engine",
+                token_hash=hash_token(secret),
+                scopes=sorted(SCOPES),
+                created_at=datetime.now(UTC),
+                mac="0" * 64,
+            ),
+        )
+    else:
+        created = create_token(runtime.db, runtime.tags, name="r", scopes=["read"], actor="t")
+        token_id, secret = created.token_id, created.secret
+        if forgery == "un-revoked":
+            revoke_token(runtime.db, runtime.tags, token_id=token_id, actor="t")
+            values: dict[str, Any] = {"revoked_at": None}
+        else:
+            values = {"scopes": sorted(SCOPES)}
+        _sql(runtime, update(ApiToken).where(ApiToken.id == token_id).values(**values))
+    refused = client.get("/v1/withdrawals", headers=auth(secret))
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "unauthenticated"
+    failures = audit_events(runtime.db, "integrity.failure")
+    assert [e.subject_id for e in failures] == [token_id]
+    assert f"API token {token_id} fails its integrity tag" in verify_audit(runtime).problems

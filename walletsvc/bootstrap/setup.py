@@ -137,13 +137,15 @@ def _dev_credentials(settings: Settings, runtime: Runtime, wallet: str) -> dict[
     if path.exists():
         creds: dict[str, Any] = json.loads(path.read_text())
         try:
-            authenticate_api_token(runtime.db, creds["api_token"])
+            authenticate_api_token(runtime.db, runtime.tags, creds["api_token"])
             creds["base_url"] = base_url
             _write_private(path, creds)
             return creds
         except (DomainError, KeyError):
             pass
-    token = create_token(runtime.db, name="dev-payout-engine", scopes=DEV_TOKEN_SCOPES, actor="dev")
+    token = create_token(
+        runtime.db, runtime.tags, name="dev-payout-engine", scopes=DEV_TOKEN_SCOPES, actor="dev"
+    )
     creds = {
         "api_token": token.secret,
         "wallet": wallet,

@@ -216,10 +216,14 @@ def token_create(
     """Create an API token; it is printed once and stored only as a hash."""
     from walletsvc.bootstrap.runtime import open_database
     from walletsvc.governance.tokens import create_token
+    from walletsvc.keys.kek import load_kek
 
-    db = open_database(settings())
+    s = settings()
+    db = open_database(s)
     try:
-        created = create_token(db, name=name, scopes=scope, actor=CLI_ACTOR)
+        created = create_token(
+            db, load_kek(s.kek_path).row_tagger(), name=name, scopes=scope, actor=CLI_ACTOR
+        )
     except DomainError as exc:
         fail(exc.message)
         return
@@ -243,9 +247,12 @@ def token_list() -> None:
 def token_revoke(token_id: str) -> None:
     from walletsvc.bootstrap.runtime import open_database
     from walletsvc.governance.tokens import revoke_token
+    from walletsvc.keys.kek import load_kek
 
     try:
-        revoke_token(open_database(settings()), token_id=token_id, actor=CLI_ACTOR)
+        s = settings()
+        tags = load_kek(s.kek_path).row_tagger()
+        revoke_token(open_database(s), tags, token_id=token_id, actor=CLI_ACTOR)
     except DomainError as exc:
         fail(exc.message)
     typer.echo("revoked")
