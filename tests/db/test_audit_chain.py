@@ -30,6 +30,7 @@ from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import (
     ApiToken,
     AuditEvent,
+    AuditHead,
     ChainTransaction,
     PolicyVersion,
     Withdrawal,
@@ -113,7 +114,9 @@ def test_every_state_change_is_audited_and_the_chain_verifies(
     assert report.events_checked == len(events)
 
 
-@pytest.mark.parametrize("tamper", ["edit data", "edit actor", "delete middle", "delete last"])
+@pytest.mark.parametrize(
+    "tamper", ["edit data", "edit actor", "delete middle", "delete last", "truncate"]
+)
 def test_tampering_with_the_audit_log_is_detected(
     client: TestClient, runtime: Runtime, tokens: Tokens, tamper: str
 ) -> None:
@@ -132,11 +135,21 @@ def test_tampering_with_the_audit_log_is_detected(
         )
     elif tamper == "delete middle":
         _sql(runtime, delete(AuditEvent).where(AuditEvent.seq == target.seq))
-    else:
+    elif tamper == "delete last":
         with runtime.db.read() as uow:
             session = uow.session
             last = session.scalar(select(func.max(AuditEvent.seq)))
         _sql(runtime, delete(AuditEvent).where(AuditEvent.seq == last))
+    else:  # drop the second payout's events and point the head at the new last event
+        cut = audit_events(runtime.db, "withdrawal.requested")[1].seq
+        _sql(runtime, delete(AuditEvent).where(AuditEvent.seq >= cut))
+        kept = audit_events(runtime.db)[-1]
+        _sql(
+            runtime,
+            update(AuditHead)
+            .where(AuditHead.id == 1)
+            .values(last_seq=kept.seq, last_hash=kept.hash),
+        )
     report = verify_audit(runtime)
     assert not report.ok
     expected = {
@@ -144,6 +157,8 @@ def test_tampering_with_the_audit_log_is_detected(
         "edit actor": f"audit event {target.seq} was altered",
         "delete middle": f"audit event {target.seq} is missing",
         "delete last": "the audit head does not match the last event (events removed?)",
+        "truncate": "the audit head fails its integrity tag"
+        " (the last events removed, the head rewritten?)",
     }[tamper]
     assert expected in report.problems, report.problems
 

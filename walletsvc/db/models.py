@@ -279,3 +279,6 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hash: Mapped[str] = mapped_column(String(64))
+    # HMAC (audit key) over (last_seq, last_hash), rewritten with every event; NULL only
+    # before the first event after revision 0007.
+    mac: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
-from walletsvc.db.database import GENESIS_HASH, Database, audit_digest, audit_fields
+from walletsvc.db.database import (
+    GENESIS_HASH,
+    Database,
+    audit_digest,
+    audit_fields,
+    audit_head_tag,
+)
 from walletsvc.db.models import PolicyVersion
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.repositories import ReadUnitOfWork
@@ -52,6 +59,12 @@ def verify(
     head = uow.audit_events.head()
     if head is None or head.last_seq != last_seq or head.last_hash != prev_hash:
         report.problems.append("the audit head does not match the last event (events removed?)")
+    elif last_seq and not hmac.compare_digest(
+        head.mac or "", audit_head_tag(audit_key, head.last_seq, head.last_hash)
+    ):
+        report.problems.append(
+            "the audit head fails its integrity tag (the last events removed, the head rewritten?)"
+        )
     _verify_rows(uow, tags, report)
     return report
 
