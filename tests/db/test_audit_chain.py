@@ -496,7 +496,7 @@ def test_audit_verify_checks_every_governed_row_kind(runtime: Runtime) -> None:
     edits: list[tuple[Any, str, str, dict[str, Any]]] = [
         (PolicyVersion, policy.id, f"policy version {policy.version}", {"status": "superseded"}),
         (Withdrawal, ids["withdrawal"], f"approved withdrawal {ids['withdrawal']}",
-         {"script_pubkey": THIEF_SCRIPT.hex()}),
+         {"script_pubkey": THIEF_SCRIPT.hex(), "destination": THIEF}),
         (Staff, ids["staff"], f"staff member {ids['staff']}", {"groups": ["treasury", "ops"]}),
         (ApiToken, ids["token"], f"API token {ids['token']}", {"scopes": ["read", "freeze"]}),
         (ApprovalRequest, ids["request"], f"approval request {ids['request']}", {"m": 1}),
@@ -553,3 +553,17 @@ def test_a_token_row_forged_in_the_database_is_refused_and_detected(
     failures = audit_events(runtime.db, "integrity.failure")
     assert [e.subject_id for e in failures] == [token_id]
     assert f"API token {token_id} fails its integrity tag" in verify_audit(runtime).problems
+
+
+def test_an_approved_payout_showing_another_address_is_detected(runtime: Runtime) -> None:
+    """The tag covers the script paid, not the address text people read: audit verify checks
+    that the text is the script's address (a swapped text would mislead reviewers)."""
+    ids = _governed_runtime(runtime)
+    assert verify_audit(runtime).ok
+    _sql(
+        runtime,
+        update(Withdrawal).where(Withdrawal.id == ids["withdrawal"]).values(destination=THIEF),
+    )
+    assert verify_audit(runtime).problems == [
+        f"approved withdrawal {ids['withdrawal']} shows an address that is not its script's"
+    ]

@@ -13,10 +13,13 @@ from walletsvc.db.database import (
     audit_fields,
     audit_head_tag,
 )
-from walletsvc.db.models import PolicyVersion
+from walletsvc.db.models import PolicyVersion, Withdrawal
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import GOVERNED_ROW_KINDS
+from walletsvc.domain.address import decode_address
+from walletsvc.domain.errors import DomainError
+from walletsvc.domain.network import Network
 from walletsvc.governance.approvals import content_problem
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.document import PolicyError, parse_policy, policy_hash
@@ -82,6 +85,12 @@ def _verify_rows(uow: ReadUnitOfWork, tags: RowTagger, report: VerifyReport) -> 
                 report.problems.append(f"policy version {row.version} does not match its hash")
             elif isinstance(row, ApprovalRequest):
                 requests.append(row)
+            elif isinstance(row, Withdrawal) and not _address_matches(uow, row):
+                # The tag covers the script paid; the address shown (to approvers, in the
+                # API, in the audit log) must be that script's address.
+                report.problems.append(
+                    f"approved withdrawal {row.id} shows an address that is not its script's"
+                )
     # A request's tag covers its content's digest; the content and the subject are checked
     # against it (a rewritten pending payout, which carries no tag of its own, shows up here).
     # A subject already reported by its own tag is one finding, not two.
@@ -89,6 +98,17 @@ def _verify_rows(uow: ReadUnitOfWork, tags: RowTagger, report: VerifyReport) -> 
         problem = content_problem(uow, request)
         if problem is not None and not any(request.subject_id in p for p in report.problems):
             report.problems.append(f"approval request {request.id} {problem}")
+
+
+def _address_matches(uow: ReadUnitOfWork, row: Withdrawal) -> bool:
+    wallet = uow.wallets.get(row.wallet_id)
+    if wallet is None:
+        return False
+    try:
+        decoded = decode_address(row.destination, Network(wallet.network), field="destination")
+    except DomainError:
+        return False
+    return decoded.script_pubkey.hex() == row.script_pubkey
 
 
 def _document_matches(policy: PolicyVersion) -> bool:
