@@ -17,6 +17,8 @@ from tests.governance_helpers import (
     Team,
     aligned_now,
     big_withdrawal,
+    default_document,
+    install,
     later,
     principal,
     shown_digest,
@@ -249,6 +251,33 @@ def test_a_decision_on_another_digest_is_refused(runtime: Runtime, team: Team) -
     with runtime.db.read() as uow:
         assert uow.approval_decisions.has_decided(request, team.members["alice"].staff_id) is False
     assert decide(runtime, team.members["alice"], request.id, t0) == "pending"
+
+
+def test_the_policy_is_evaluated_again_at_quorum(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    wid = big_withdrawal(runtime, now=t0)
+    request = request_of(runtime, wid)
+    decide(runtime, team.members["alice"], request.id, t0)
+    # While the payout waits, a stricter policy comes into force: 0.15 BTC per payout at most.
+    install(runtime, default_document(max_per_payout_sat=15_000_000))
+    assert decide(runtime, team.members["bob"], request.id, t0) == "approved"
+    row = withdrawal(runtime, wid)
+    assert (row.status, row.authorization_mac) == ("rejected", None)
+    assert "withdrawal.denied_at_approval" in actions(runtime)
+
+
+def test_a_payout_still_within_policy_is_approved_at_quorum(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    # Two payouts of 0.5 BTC fill the 1 BTC a day per destination exactly; each payout's
+    # re-evaluation counts the other but not itself (as when it was requested).
+    first = big_withdrawal(runtime, amount=50_000_000, now=t0)
+    second = big_withdrawal(runtime, amount=50_000_000, key="big-2", now=t0)
+    for step, wid in enumerate((first, second)):
+        request = request_of(runtime, wid)
+        decide(runtime, team.members["alice"], request.id, later(t0, step))
+        assert decide(runtime, team.members["bob"], request.id, later(t0, step)) == "approved"
+        assert withdrawal(runtime, wid).status == "approved"
+    assert "withdrawal.denied_at_approval" not in actions(runtime)
 
 
 def test_expiry_expires_the_withdrawal(runtime: Runtime, team: Team) -> None:
