@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.governance_helpers import (
     Member,
@@ -23,6 +23,7 @@ from tests.governance_helpers import (
     principal,
     shown_digest,
 )
+from tests.helpers import verify_audit
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent, Withdrawal
 from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, Staff
@@ -30,6 +31,7 @@ from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.errors import AccountLocked, Conflict, Forbidden, StepUpFailed
 from walletsvc.governance import approvals
 from walletsvc.governance.sessions import login
+from walletsvc.payouts.intake import cancel_withdrawal
 from walletsvc.wallets.freezes import withdrawals_freeze
 
 
@@ -278,6 +280,39 @@ def test_a_payout_still_within_policy_is_approved_at_quorum(runtime: Runtime, te
         assert decide(runtime, team.members["bob"], request.id, later(t0, step)) == "approved"
         assert withdrawal(runtime, wid).status == "approved"
     assert "withdrawal.denied_at_approval" not in actions(runtime)
+
+
+@pytest.mark.parametrize("closed", ["rejected", "cancelled", "expired"])
+def test_a_closed_payout_flipped_to_approved_in_the_database_is_detected_and_never_signed(
+    runtime: Runtime, team: Team, closed: str
+) -> None:
+    t0 = aligned_now()
+    wid = big_withdrawal(runtime, now=t0)
+    request = request_of(runtime, wid)
+    if closed == "rejected":
+        decide(runtime, team.members["alice"], request.id, t0, decision="reject")
+    elif closed == "cancelled":
+        cancel_withdrawal(runtime.db, wid, actor="token:engine")
+    else:
+        runtime.governance_tick(now=t0 + timedelta(hours=25))
+    assert (request_of(runtime, wid).status, withdrawal(runtime, wid).status) == (closed, closed)
+    with runtime.db.engine.begin() as conn:  # as a database writer would, with SQL
+        conn.execute(
+            update(ApprovalRequest)
+            .where(ApprovalRequest.id == request.id)
+            .values(status="approved")
+        )
+        conn.execute(update(Withdrawal).where(Withdrawal.id == wid).values(status="approved"))
+    problems = verify_audit(runtime).problems
+    assert f"approved withdrawal {wid} fails its integrity tag" in problems
+    assert (
+        f"approval request {request.id} is approved without m genuine approvals"
+        " (its status was edited?)" in problems
+    )
+    runtime.tick()
+    row = withdrawal(runtime, wid)
+    assert (row.status, row.transaction_id) == ("failed", None)
+    assert "integrity.failure" in actions(runtime)
 
 
 def test_expiry_expires_the_withdrawal(runtime: Runtime, team: Team) -> None:

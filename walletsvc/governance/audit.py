@@ -16,7 +16,7 @@ from walletsvc.db.database import (
 from walletsvc.db.models import PolicyVersion, Withdrawal
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.repositories import ReadUnitOfWork
-from walletsvc.db.tags import GOVERNED_ROW_KINDS
+from walletsvc.db.tags import GOVERNED_ROW_KINDS, approval_decision_message
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import DomainError
 from walletsvc.domain.network import Network
@@ -98,6 +98,21 @@ def _verify_rows(uow: ReadUnitOfWork, tags: RowTagger, report: VerifyReport) -> 
         problem = content_problem(uow, request)
         if problem is not None and not any(request.subject_id in p for p in report.problems):
             report.problems.append(f"approval request {request.id} {problem}")
+        elif request.status == "approved" and not _signed_off(uow, tags, request):
+            report.problems.append(
+                f"approval request {request.id} is approved without m genuine approvals"
+                " (its status was edited?)"
+            )
+
+
+def _signed_off(uow: ReadUnitOfWork, tags: RowTagger, request: ApprovalRequest) -> bool:
+    """Whether m people approved this content with genuine decisions. (Not the full tally:
+    an approver disabled or moved since then does not make a past approval false.)"""
+    decisions = uow.approval_decisions.on_content(request)
+    if not all(tags.verify(approval_decision_message(d), d.mac) for d in decisions):
+        return True  # an edited decision is its own finding; one finding per edited row
+    approvers = {d.staff_id for d in decisions if d.decision == "approve"}
+    return len(approvers) >= request.m
 
 
 def _address_matches(uow: ReadUnitOfWork, row: Withdrawal) -> bool:
