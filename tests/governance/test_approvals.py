@@ -30,6 +30,7 @@ from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, St
 from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.errors import AccountLocked, Conflict, Forbidden, StepUpFailed
 from walletsvc.governance import approvals
+from walletsvc.governance.policies import IntegrityFailure
 from walletsvc.governance.sessions import login
 from walletsvc.payouts.intake import cancel_withdrawal
 from walletsvc.wallets.freezes import withdrawals_freeze
@@ -313,6 +314,24 @@ def test_a_closed_payout_flipped_to_approved_in_the_database_is_detected_and_nev
     row = withdrawal(runtime, wid)
     assert (row.status, row.transaction_id) == ("failed", None)
     assert "integrity.failure" in actions(runtime)
+
+
+def test_a_staff_member_edited_in_the_database_is_refused_and_detected(
+    runtime: Runtime, team: Team
+) -> None:
+    t0 = aligned_now()
+    request = request_of(runtime, big_withdrawal(runtime, now=t0))
+    alice = team.members["alice"]
+    with runtime.db.engine.begin() as conn:  # a database writer widens alice's groups
+        conn.execute(
+            update(Staff).where(Staff.id == alice.staff_id).values(groups=["ops", "treasury"])
+        )
+    with pytest.raises(IntegrityFailure):
+        decide(runtime, alice, request.id, t0)
+    assert request_of(runtime, request.subject_id).status == "pending"
+    assert (
+        f"staff member {alice.staff_id} fails its integrity tag" in verify_audit(runtime).problems
+    )
 
 
 def test_expiry_expires_the_withdrawal(runtime: Runtime, team: Team) -> None:
