@@ -137,7 +137,9 @@ class Tokens:
 @pytest.fixture
 def tokens(runtime: Runtime) -> Tokens:
     def make(name: str, scopes: set[str]) -> str:
-        return create_token(runtime.db, name=name, scopes=sorted(scopes), actor="test").secret
+        return create_token(
+            runtime.db, runtime.tags, name=name, scopes=sorted(scopes), actor="test"
+        ).secret
 
     return Tokens(
         all=make("engine", set(SCOPES)),
@@ -209,7 +211,9 @@ def shared_app(
     try:
 
         def make(token_name: str, scopes: set[str]) -> str:
-            return create_token(rt.db, name=token_name, scopes=sorted(scopes), actor="test").secret
+            return create_token(
+                rt.db, rt.tags, name=token_name, scopes=sorted(scopes), actor="test"
+            ).secret
 
         tokens = Tokens(
             all=make("engine", set(SCOPES)),

@@ -106,6 +106,14 @@ def principal(runtime: Runtime, member: Member) -> Any:
     return StaffPrincipal(member.staff_id, member.username, member.role, frozenset(["treasury"]))
 
 
+def shown_digest(runtime: Runtime, request_id: str) -> str:
+    """The digest an approver is shown (``GET /approvals/{id}``) and decides on."""
+    from walletsvc.governance.approvals import show_request
+
+    digest: str = show_request(runtime.db, runtime.tags, request_id)["digest"]
+    return digest
+
+
 def default_document(**changes: Any) -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((REPO / "policies" / "default.yaml").read_text())
     data.update(changes)

@@ -46,6 +46,7 @@ from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.governance.audit import VerifyReport, verify
 from walletsvc.governance.tokens import SCOPES, create_token
+from walletsvc.keys.kek import load_kek
 
 # The default policy sends anything above 0.1 BTC to staff approval: stay below it.
 PAYOUT_SAT = 1_234_567
@@ -76,7 +77,8 @@ def initialised(settings: Settings) -> str:
     initialise(settings, wallet=WALLET, policy_file=settings.policy_file, actor="test")
     db = open_database(settings)  # a token needs no chain
     try:
-        return create_token(db, name="engine", scopes=sorted(SCOPES), actor="test").secret
+        tags = load_kek(settings.kek_path).row_tagger()
+        return create_token(db, tags, name="engine", scopes=sorted(SCOPES), actor="test").secret
     finally:
         db.dispose()
 

@@ -11,7 +11,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import WALLET, Tokens, auth
-from tests.governance_helpers import DEST, Team, aligned_now, default_document, install, principal
+from tests.governance_helpers import (
+    DEST,
+    Team,
+    aligned_now,
+    default_document,
+    install,
+    principal,
+    shown_digest,
+)
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent
 from walletsvc.db.models_governance import AllowlistEntryRow
@@ -47,6 +55,7 @@ def test_a_staff_entry_needs_the_quorum_then_cools_off(
             request_id=request_id,
             staff=principal(runtime, member),
             decision="approve",
+            digest=shown_digest(runtime, request_id),
             totp=member.code_at(t0),
             comment=None,
             now=t0,

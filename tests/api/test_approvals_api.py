@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tests.conftest import WALLET, Tokens, auth
 from tests.governance_helpers import DEST, PASSWORD, Team
+from tests.helpers import external_destination, verify_audit
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent
 from walletsvc.db.models_governance import Staff
+from walletsvc.wallets.freezes import withdrawals_freeze
 
 
 def login(client: TestClient, team: Team, name: str) -> dict[str, str]:
@@ -48,10 +51,16 @@ def test_two_approvers_release_a_payout_that_is_then_signed(
     waiting = client.get("/v1/approvals?pending=true", headers=alice).json()["approvals"]
     assert [r["id"] for r in waiting] == [request_id]
     assert waiting[0]["content"]["amount_sat"] == 20_000_000
+    digest = waiting[0]["digest"]  # what alice and bob reviewed, and decide on
 
     decided = client.post(
         f"/v1/approvals/{request_id}",
-        json={"decision": "approve", "totp": team.members["alice"].live_code(), "comment": "ok"},
+        json={
+            "decision": "approve",
+            "digest": digest,
+            "totp": team.members["alice"].live_code(),
+            "comment": "ok",
+        },
         headers=alice,
     )
     assert decided.status_code == 200, decided.text
@@ -68,7 +77,7 @@ def test_two_approvers_release_a_payout_that_is_then_signed(
 
     decided = client.post(
         f"/v1/approvals/{request_id}",
-        json={"decision": "approve", "totp": team.members["bob"].live_code()},
+        json={"decision": "approve", "digest": digest, "totp": team.members["bob"].live_code()},
         headers=bob,
     )
     assert decided.json()["status"] == "approved"
@@ -120,9 +129,12 @@ def test_a_decision_needs_a_staff_session_with_step_up(
         headers=auth(tokens.all, "big-http-2"),
     ).json()
     alice = login(client, team, "alice")
+    digest = client.get(f"/v1/approvals/{payout['approval_request_id']}", headers=alice).json()[
+        "digest"
+    ]
     wrong = client.post(
         f"/v1/approvals/{payout['approval_request_id']}",
-        json={"decision": "approve", "totp": "12345"},
+        json={"decision": "approve", "digest": digest, "totp": "12345"},
         headers=alice,
     )
     assert wrong.status_code == 403
@@ -133,7 +145,7 @@ def test_a_decision_needs_a_staff_session_with_step_up(
     }
     token = client.post(
         f"/v1/approvals/{payout['approval_request_id']}",
-        json={"decision": "approve", "totp": "123456"},
+        json={"decision": "approve", "digest": digest, "totp": "123456"},
         headers=auth(tokens.all),
     )
     assert token.status_code == 403
@@ -148,3 +160,63 @@ def test_audit_pages_by_sequence(client: TestClient, runtime: Runtime, tokens: T
         rest["events"][0]["seq"] == 3
         and rest["events"][0]["prev_hash"] == first["events"][1]["hash"]
     )
+
+
+@pytest.mark.kernel
+def test_a_payout_rewritten_in_the_database_is_refused_and_freezes_the_wallet(
+    client: TestClient, funded: Runtime, tokens: Tokens
+) -> None:
+    """Issue 9: a database writer turns a pending 0.15 BTC payout into 3 BTC to their own
+    address; the approvers, shown the original, approve it through the API."""
+    team = Team(funded)
+    for name in ("alice", "bob"):
+        team.add(name)
+    payout = client.post(
+        "/v1/withdrawals",
+        json={"wallet": WALLET, "destination": DEST, "amount_sat": 15_000_000},
+        headers=auth(tokens.all, "issue-9"),
+    ).json()
+    request_id = payout["approval_request_id"]
+    alice, bob = login(client, team, "alice"), login(client, team, "bob")
+    reviewed = client.get(f"/v1/approvals/{request_id}", headers=alice).json()
+    assert reviewed["content"]["amount_sat"] == 15_000_000
+    thief, thief_script = external_destination("issue-9 thief")
+    with funded.db.write() as uow:
+        uow.session.execute(
+            text(
+                "UPDATE withdrawals SET amount_sat = 300000000, destination = :address,"
+                " script_pubkey = :script WHERE id = :id"
+            ),
+            {"address": thief, "script": thief_script.hex(), "id": payout["id"]},
+        )
+    for name, headers in (("alice", alice), ("bob", bob)):
+        refused = client.post(
+            f"/v1/approvals/{request_id}",
+            json={
+                "decision": "approve",
+                "digest": reviewed["digest"],
+                "totp": team.members[name].live_code(),
+            },
+            headers=headers,
+        )
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "integrity_failure"
+    shown = client.get(f"/v1/approvals/{request_id}", headers=alice).json()
+    assert (shown["status"], shown["digest"], shown["approvals_counted"]) == (
+        "pending",
+        reviewed["digest"],
+        0,
+    )
+    funded.tick()
+    with funded.db.read() as uow:
+        row = uow.withdrawals.get(payout["id"])
+        assert row is not None
+        assert (row.status, row.transaction_id, row.authorization_mac) == (
+            "pending_approval",
+            None,
+            None,
+        )
+        assert withdrawals_freeze(uow, row.wallet_id) is not None
+    problems = verify_audit(funded).problems
+    changed = f"approval request {request_id} has a withdrawal that changed after it was opened"
+    assert changed in problems

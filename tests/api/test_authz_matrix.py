@@ -76,7 +76,7 @@ MATRIX: list[Row] = [
         "POST",
         f"/v1/approvals/{NO_ID}",
         roles("approver"),
-        {"decision": "approve", "totp": "000000"},
+        {"decision": "approve", "digest": "0" * 64, "totp": "000000"},
     ),
     Row("GET", "/v1/allowlist", scopes("read", "allowlist:propose") | ALL_STAFF),
     Row(
@@ -108,7 +108,7 @@ def principals(runtime: Runtime) -> dict[str, str]:
     """Label -> bearer secret: one token per scope, one session per staff role."""
     found = {
         f"scope:{scope}": create_token(
-            runtime.db, name=f"only-{scope}", scopes=[scope], actor="test"
+            runtime.db, runtime.tags, name=f"only-{scope}", scopes=[scope], actor="test"
         ).secret
         for scope in sorted(SCOPES)
     }

@@ -20,6 +20,7 @@ from tests.governance_helpers import (
     install,
     later,
     principal,
+    shown_digest,
 )
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent
@@ -53,6 +54,7 @@ def approve(runtime: Runtime, member: Member, request_id: str, moment: datetime)
         request_id=request_id,
         staff=principal(runtime, member),
         decision="approve",
+        digest=shown_digest(runtime, request_id),
         totp=member.code_at(moment),
         comment=None,
         now=moment,

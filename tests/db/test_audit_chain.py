@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from embit.networks import NETWORKS
 from fastapi.testclient import TestClient
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tests.conftest import WALLET, Tokens, auth
@@ -27,7 +27,14 @@ from tests.helpers import (
     verify_audit,
 )
 from walletsvc.bootstrap.runtime import Runtime
-from walletsvc.db.models import AuditEvent, ChainTransaction, PolicyVersion, Withdrawal
+from walletsvc.db.models import (
+    ApiToken,
+    AuditEvent,
+    AuditHead,
+    ChainTransaction,
+    PolicyVersion,
+    Withdrawal,
+)
 from walletsvc.db.models_governance import (
     AllowlistEntryRow,
     ApprovalDecision,
@@ -36,6 +43,7 @@ from walletsvc.db.models_governance import (
 )
 from walletsvc.db.models_treasury import ColdDestinationRow
 from walletsvc.db.tags import GOVERNED_ROW_KINDS
+from walletsvc.governance.tokens import SCOPES, create_token, hash_token, revoke_token
 from walletsvc.keys.integrity import HmacRowTagger
 
 DEST, DEST_SCRIPT = external_destination("audited miner")
@@ -106,7 +114,9 @@ def test_every_state_change_is_audited_and_the_chain_verifies(
     assert report.events_checked == len(events)
 
 
-@pytest.mark.parametrize("tamper", ["edit data", "edit actor", "delete middle", "delete last"])
+@pytest.mark.parametrize(
+    "tamper", ["edit data", "edit actor", "delete middle", "delete last", "truncate"]
+)
 def test_tampering_with_the_audit_log_is_detected(
     client: TestClient, runtime: Runtime, tokens: Tokens, tamper: str
 ) -> None:
@@ -125,11 +135,21 @@ def test_tampering_with_the_audit_log_is_detected(
         )
     elif tamper == "delete middle":
         _sql(runtime, delete(AuditEvent).where(AuditEvent.seq == target.seq))
-    else:
+    elif tamper == "delete last":
         with runtime.db.read() as uow:
             session = uow.session
             last = session.scalar(select(func.max(AuditEvent.seq)))
         _sql(runtime, delete(AuditEvent).where(AuditEvent.seq == last))
+    else:  # drop the second payout's events and point the head at the new last event
+        cut = audit_events(runtime.db, "withdrawal.requested")[1].seq
+        _sql(runtime, delete(AuditEvent).where(AuditEvent.seq >= cut))
+        kept = audit_events(runtime.db)[-1]
+        _sql(
+            runtime,
+            update(AuditHead)
+            .where(AuditHead.id == 1)
+            .values(last_seq=kept.seq, last_hash=kept.hash),
+        )
     report = verify_audit(runtime)
     assert not report.ok
     expected = {
@@ -137,6 +157,8 @@ def test_tampering_with_the_audit_log_is_detected(
         "edit actor": f"audit event {target.seq} was altered",
         "delete middle": f"audit event {target.seq} is missing",
         "delete last": "the audit head does not match the last event (events removed?)",
+        "truncate": "the audit head fails its integrity tag"
+        " (the last events removed, the head rewritten?)",
     }[tamper]
     assert expected in report.problems, report.problems
 
@@ -281,6 +303,18 @@ def _governed_rows() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "amount_sat": 50_001,
             },
         ),
+        "api token": (
+            ApiToken(
+                id="t1", name="engine", token_hash="ab" * 32, scopes=["read"], revoked_at=None
+            ),
+            {
+                "id": "t2",
+                "name": "engine2",
+                "token_hash": "ac" * 32,
+                "scopes": ["read", "withdrawals:create"],
+                "revoked_at": _T0,
+            },
+        ),
         "staff": (
             Staff(id="s1", username="alice", role="approver", groups=["ops", "treasury"], mac=""),
             {
@@ -396,7 +430,7 @@ def test_a_row_tag_fails_when_any_covered_field_is_edited(name: str) -> None:
 
 def _governed_runtime(runtime: Runtime) -> dict[str, str]:
     """A runtime holding at least one tagged row of every governed kind; returns their ids."""
-    from tests.governance_helpers import Team, aligned_now, big_withdrawal, principal
+    from tests.governance_helpers import Team, aligned_now, big_withdrawal, principal, shown_digest
     from tests.treasury.test_sweeps import cold_account
     from walletsvc.governance import approvals
     from walletsvc.governance.allowlist import Proposer, propose_entry
@@ -418,6 +452,7 @@ def _governed_runtime(runtime: Runtime) -> dict[str, str]:
             request_id=request.id,
             staff=principal(runtime, member),
             decision="approve",
+            digest=shown_digest(runtime, request.id),
             totp=member.code_at(t0),
             comment=None,
             now=t0,
@@ -440,7 +475,9 @@ def _governed_runtime(runtime: Runtime) -> dict[str, str]:
         decision_id = session.scalars(select(ApprovalDecision.id)).first()
         cold_id = session.scalars(select(ColdDestinationRow.id)).one()
         assert cold.fingerprint
+    token = create_token(runtime.db, runtime.tags, name="engine", scopes=["read"], actor="test")
     return {
+        "token": token.token_id,
         "withdrawal": withdrawal_id,
         "staff": alice.staff_id,
         "request": request.id,
@@ -459,8 +496,9 @@ def test_audit_verify_checks_every_governed_row_kind(runtime: Runtime) -> None:
     edits: list[tuple[Any, str, str, dict[str, Any]]] = [
         (PolicyVersion, policy.id, f"policy version {policy.version}", {"status": "superseded"}),
         (Withdrawal, ids["withdrawal"], f"approved withdrawal {ids['withdrawal']}",
-         {"script_pubkey": THIEF_SCRIPT.hex()}),
+         {"script_pubkey": THIEF_SCRIPT.hex(), "destination": THIEF}),
         (Staff, ids["staff"], f"staff member {ids['staff']}", {"groups": ["treasury", "ops"]}),
+        (ApiToken, ids["token"], f"API token {ids['token']}", {"scopes": ["read", "freeze"]}),
         (ApprovalRequest, ids["request"], f"approval request {ids['request']}", {"m": 1}),
         (ApprovalDecision, ids["decision"], f"approval decision {ids['decision']}",
          {"decision": "reject"}),
@@ -478,3 +516,54 @@ def test_audit_verify_checks_every_governed_row_kind(runtime: Runtime) -> None:
         assert report.problems == [f"{label} fails its integrity tag"], label
         _sql(runtime, update(model).where(model.id == row_id).values(**before))
     assert verify_audit(runtime).ok
+
+
+@pytest.mark.parametrize("forgery", ["inserted", "widened", "un-revoked"])
+def test_a_token_row_forged_in_the_database_is_refused_and_detected(
+    client: TestClient, runtime: Runtime, forgery: str
+) -> None:
+    """A database writer mints themselves an API token (or widens or revives one): its row
+    fails its tag, so it authenticates nothing (401, audited) and audit verify names it."""
+    secret = "wsvc_" + "forged" * 8
+    if forgery == "inserted":
+        token_id = FORGED_ID
+        _sql(
+            runtime,
+            insert(ApiToken).values(
+                id=token_id,
+                name="payout-engine",
+                token_hash=hash_token(secret),
+                scopes=sorted(SCOPES),
+                created_at=datetime.now(UTC),
+                mac="0" * 64,
+            ),
+        )
+    else:
+        created = create_token(runtime.db, runtime.tags, name="r", scopes=["read"], actor="t")
+        token_id, secret = created.token_id, created.secret
+        if forgery == "un-revoked":
+            revoke_token(runtime.db, runtime.tags, token_id=token_id, actor="t")
+            values: dict[str, Any] = {"revoked_at": None}
+        else:
+            values = {"scopes": sorted(SCOPES)}
+        _sql(runtime, update(ApiToken).where(ApiToken.id == token_id).values(**values))
+    refused = client.get("/v1/withdrawals", headers=auth(secret))
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "unauthenticated"
+    failures = audit_events(runtime.db, "integrity.failure")
+    assert [e.subject_id for e in failures] == [token_id]
+    assert f"API token {token_id} fails its integrity tag" in verify_audit(runtime).problems
+
+
+def test_an_approved_payout_showing_another_address_is_detected(runtime: Runtime) -> None:
+    """The tag covers the script paid, not the address text people read: audit verify checks
+    that the text is the script's address (a swapped text would mislead reviewers)."""
+    ids = _governed_runtime(runtime)
+    assert verify_audit(runtime).ok
+    _sql(
+        runtime,
+        update(Withdrawal).where(Withdrawal.id == ids["withdrawal"]).values(destination=THIEF),
+    )
+    assert verify_audit(runtime).problems == [
+        f"approved withdrawal {ids['withdrawal']} shows an address that is not its script's"
+    ]

@@ -10,16 +10,30 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from tests.governance_helpers import Member, Team, aligned_now, big_withdrawal, later, principal
+from tests.governance_helpers import (
+    Member,
+    Team,
+    aligned_now,
+    big_withdrawal,
+    default_document,
+    install,
+    later,
+    principal,
+    shown_digest,
+)
+from tests.helpers import verify_audit
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent, Withdrawal
 from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, Staff
 from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.errors import AccountLocked, Conflict, Forbidden, StepUpFailed
 from walletsvc.governance import approvals
+from walletsvc.governance.policies import IntegrityFailure
 from walletsvc.governance.sessions import login
+from walletsvc.payouts.intake import cancel_withdrawal
+from walletsvc.wallets.freezes import withdrawals_freeze
 
 
 @pytest.fixture
@@ -48,6 +62,7 @@ def decide(runtime: Runtime, member: Member, request_id: str, moment: Any, **kw:
         request_id=request_id,
         staff=principal(runtime, member),
         decision=kw.pop("decision", "approve"),
+        digest=kw.pop("digest", None) or shown_digest(runtime, request_id),
         totp=kw.pop("totp", None) or member.code_at(moment),
         comment=kw.pop("comment", None),
         now=moment,
@@ -203,33 +218,120 @@ def test_wrong_codes_lock_the_account_and_the_lock_is_audited(runtime: Runtime, 
     assert decide(runtime, alice, request.id, after) == "pending"
 
 
-def test_a_changed_digest_voids_earlier_approvals(runtime: Runtime, team: Team) -> None:
+def test_a_rewritten_payout_is_never_rebound_and_freezes_its_wallet(
+    runtime: Runtime, team: Team
+) -> None:
     t0 = aligned_now()
     wid = big_withdrawal(runtime, now=t0)
     request = request_of(runtime, wid)
     decide(runtime, team.members["alice"], request.id, t0)
-    # The payout changes after alice approved it (here: an edit of its amount).
+    # Someone with database access rewrites the payout after alice approved it.
     with runtime.db.write() as uow:
         row = uow.session.get(Withdrawal, wid)
         assert row is not None
         row.amount_sat = 30_000_000
-    assert decide(runtime, team.members["bob"], request.id, t0) == "pending"
-    rebound = request_of(runtime, wid)
-    assert rebound.digest != request.digest
-    assert rebound.content["amount_sat"] == 30_000_000
-    assert "approval.digest_changed" in actions(runtime)
+    # bob decides on the digest he was shown: refused, never re-bound.
+    with pytest.raises(approvals.ContentTampered):
+        decide(runtime, team.members["bob"], request.id, t0)
+    after = request_of(runtime, wid)
+    assert after.status == "pending"
+    assert (after.digest, after.content) == (request.digest, request.content)
+    assert "approval.digest_changed" not in actions(runtime)
+    assert "integrity.failure" in actions(runtime)
+    assert withdrawal(runtime, wid).status == "pending_approval"
+    assert withdrawal(runtime, wid).authorization_mac is None
+    # The risk monitor freezes the wallet on the audited integrity failure.
+    runtime.risk.evaluate()
     with runtime.db.read() as uow:
-        assert approvals.tally(uow, runtime.tags, rebound).approvers == ("bob",)
-        view = approvals.request_view(uow, runtime.tags, rebound)
-    assert sorted((d["staff"], d["counts"]) for d in view["decisions"]) == [
-        ("alice", False),
-        ("bob", True),
-    ]
-    # alice approves the new content: now it counts, and the MAC covers the new amount.
-    assert decide(runtime, team.members["alice"], request.id, later(t0, 1)) == "approved"
+        assert withdrawals_freeze(uow, withdrawal(runtime, wid).wallet_id) is not None
+
+
+def test_a_decision_on_another_digest_is_refused(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    request = request_of(runtime, big_withdrawal(runtime, now=t0))
+    with pytest.raises(Conflict, match="digest you reviewed"):
+        decide(runtime, team.members["alice"], request.id, t0, digest="ab" * 32)
+    with runtime.db.read() as uow:
+        assert uow.approval_decisions.has_decided(request, team.members["alice"].staff_id) is False
+    assert decide(runtime, team.members["alice"], request.id, t0) == "pending"
+
+
+def test_the_policy_is_evaluated_again_at_quorum(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    wid = big_withdrawal(runtime, now=t0)
+    request = request_of(runtime, wid)
+    decide(runtime, team.members["alice"], request.id, t0)
+    # While the payout waits, a stricter policy comes into force: 0.15 BTC per payout at most.
+    install(runtime, default_document(max_per_payout_sat=15_000_000))
+    assert decide(runtime, team.members["bob"], request.id, t0) == "approved"
     row = withdrawal(runtime, wid)
-    assert row.amount_sat == 30_000_000
-    assert runtime.tags.verify(withdrawal_authorization_message(row), row.authorization_mac or "")
+    assert (row.status, row.authorization_mac) == ("rejected", None)
+    assert "withdrawal.denied_at_approval" in actions(runtime)
+
+
+def test_a_payout_still_within_policy_is_approved_at_quorum(runtime: Runtime, team: Team) -> None:
+    t0 = aligned_now()
+    # Two payouts of 0.5 BTC fill the 1 BTC a day per destination exactly; each payout's
+    # re-evaluation counts the other but not itself (as when it was requested).
+    first = big_withdrawal(runtime, amount=50_000_000, now=t0)
+    second = big_withdrawal(runtime, amount=50_000_000, key="big-2", now=t0)
+    for step, wid in enumerate((first, second)):
+        request = request_of(runtime, wid)
+        decide(runtime, team.members["alice"], request.id, later(t0, step))
+        assert decide(runtime, team.members["bob"], request.id, later(t0, step)) == "approved"
+        assert withdrawal(runtime, wid).status == "approved"
+    assert "withdrawal.denied_at_approval" not in actions(runtime)
+
+
+@pytest.mark.parametrize("closed", ["rejected", "cancelled", "expired"])
+def test_a_closed_payout_flipped_to_approved_in_the_database_is_detected_and_never_signed(
+    runtime: Runtime, team: Team, closed: str
+) -> None:
+    t0 = aligned_now()
+    wid = big_withdrawal(runtime, now=t0)
+    request = request_of(runtime, wid)
+    if closed == "rejected":
+        decide(runtime, team.members["alice"], request.id, t0, decision="reject")
+    elif closed == "cancelled":
+        cancel_withdrawal(runtime.db, wid, actor="token:engine")
+    else:
+        runtime.governance_tick(now=t0 + timedelta(hours=25))
+    assert (request_of(runtime, wid).status, withdrawal(runtime, wid).status) == (closed, closed)
+    with runtime.db.engine.begin() as conn:  # as a database writer would, with SQL
+        conn.execute(
+            update(ApprovalRequest)
+            .where(ApprovalRequest.id == request.id)
+            .values(status="approved")
+        )
+        conn.execute(update(Withdrawal).where(Withdrawal.id == wid).values(status="approved"))
+    problems = verify_audit(runtime).problems
+    assert f"approved withdrawal {wid} fails its integrity tag" in problems
+    assert (
+        f"approval request {request.id} is approved without m genuine approvals"
+        " (its status was edited?)" in problems
+    )
+    runtime.tick()
+    row = withdrawal(runtime, wid)
+    assert (row.status, row.transaction_id) == ("failed", None)
+    assert "integrity.failure" in actions(runtime)
+
+
+def test_a_staff_member_edited_in_the_database_is_refused_and_detected(
+    runtime: Runtime, team: Team
+) -> None:
+    t0 = aligned_now()
+    request = request_of(runtime, big_withdrawal(runtime, now=t0))
+    alice = team.members["alice"]
+    with runtime.db.engine.begin() as conn:  # a database writer widens alice's groups
+        conn.execute(
+            update(Staff).where(Staff.id == alice.staff_id).values(groups=["ops", "treasury"])
+        )
+    with pytest.raises(IntegrityFailure):
+        decide(runtime, alice, request.id, t0)
+    assert request_of(runtime, request.subject_id).status == "pending"
+    assert (
+        f"staff member {alice.staff_id} fails its integrity tag" in verify_audit(runtime).problems
+    )
 
 
 def test_expiry_expires_the_withdrawal(runtime: Runtime, team: Team) -> None:
@@ -299,6 +401,7 @@ def test_only_approvers_of_the_required_group_decide(
             request_id=request.id,
             staff=principal(runtime, member),
             decision="approve",
+            digest=shown_digest(runtime, request.id),
             totp=member.code_at(t0),
             comment=None,
             now=t0,

@@ -14,6 +14,7 @@ from embit.networks import NETWORKS
 from fastapi.testclient import TestClient
 
 from tests.conftest import WALLET, Tokens, auth, fund_wallet
+from tests.governance_helpers import shown_digest
 from tests.helpers import audit_events, verify_audit
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models_governance import ApprovalRequest
@@ -65,6 +66,7 @@ def approve(
         request_id=request_id,
         staff=principal,
         decision=decision,
+        digest=shown_digest(runtime, request_id),
         totp=pyotp.TOTP(secret).at(now),
         comment="checked the fingerprint on both devices",
         now=now,

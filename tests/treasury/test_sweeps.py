@@ -147,7 +147,9 @@ def test_forced_sweep_uses_the_next_cold_address(
     with_cold(runtime)
     runtime.settings.auto_sweep = False  # only operators sweep in this test
     fund_wallet(runtime)
-    no_scope = create_token(runtime.db, name="reader", scopes=["read"], actor="test").secret
+    no_scope = create_token(
+        runtime.db, runtime.tags, name="reader", scopes=["read"], actor="test"
+    ).secret
     refused = client.post(f"/v1/wallets/{WALLET}/sweeps", headers=auth(no_scope))
     assert refused.status_code == 403
 

@@ -41,7 +41,7 @@ def authenticate(request: Request, runtime: Runtime) -> Principal:
     secret = bearer_secret(request)
     if is_session_token(secret):
         return authenticate_session(runtime.db, runtime.tags, secret)
-    return authenticate_api_token(runtime.db, secret)
+    return authenticate_api_token(runtime.db, runtime.tags, secret)
 
 
 def authorize(principal: Principal, scopes: Iterable[str], roles: Iterable[str]) -> None:

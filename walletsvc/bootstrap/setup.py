@@ -17,7 +17,7 @@ from walletsvc.domain.errors import DomainError, InvalidInput
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.governance.policies import install_policy
-from walletsvc.governance.tokens import SCOPES, authenticate_api_token, create_token
+from walletsvc.governance.tokens import SCOPES, authenticate_token, create_token
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import create_dev_kek, load_kek
@@ -145,13 +145,18 @@ def _dev_credentials(settings: Settings, runtime: Runtime, wallet: str) -> DevCr
     if path.exists():
         creds: dict[str, Any] = json.loads(path.read_text())
         try:
-            authenticate_api_token(runtime.db, creds["api_token"])
+            # Checked without auditing: a dev token from before token tags is replaced, not
+            # reported as an integrity failure (which would freeze the dev wallets).
+            with runtime.db.read() as uow:
+                authenticate_token(uow, runtime.tags, creds["api_token"])
             creds["base_url"] = base_url
             _write_private(path, creds)
             return DevCredentials(creds, token_created=False)
         except (DomainError, KeyError):
             pass
-    token = create_token(runtime.db, name="dev-payout-engine", scopes=DEV_TOKEN_SCOPES, actor="dev")
+    token = create_token(
+        runtime.db, runtime.tags, name="dev-payout-engine", scopes=DEV_TOKEN_SCOPES, actor="dev"
+    )
     creds = {
         "api_token": token.secret,
         "wallet": wallet,

@@ -229,10 +229,14 @@ def token_create(
     """Create an API token; it is printed once and stored only as a hash."""
     from walletsvc.bootstrap.runtime import open_database
     from walletsvc.governance.tokens import create_token
+    from walletsvc.keys.kek import load_kek
 
-    db = open_database(settings())
+    s = settings()
+    db = open_database(s)
     try:
-        created = create_token(db, name=name, scopes=scope, actor=CLI_ACTOR)
+        created = create_token(
+            db, load_kek(s.kek_path).row_tagger(), name=name, scopes=scope, actor=CLI_ACTOR
+        )
     except DomainError as exc:
         fail(exc.message)
         return
@@ -256,9 +260,12 @@ def token_list() -> None:
 def token_revoke(token_id: str) -> None:
     from walletsvc.bootstrap.runtime import open_database
     from walletsvc.governance.tokens import revoke_token
+    from walletsvc.keys.kek import load_kek
 
     try:
-        revoke_token(open_database(settings()), token_id=token_id, actor=CLI_ACTOR)
+        s = settings()
+        tags = load_kek(s.kek_path).row_tagger()
+        revoke_token(open_database(s), tags, token_id=token_id, actor=CLI_ACTOR)
     except DomainError as exc:
         fail(exc.message)
     typer.echo("revoked")
@@ -418,6 +425,9 @@ def approve_command(
         password = sys.stdin.readline().rstrip("\r\n")
     try:
         principal = check_password(db, tags, s, username=user, password=password)
+        # Show what is being decided; the decision is bound to exactly this digest.
+        shown = approvals.show_request(db, tags, request_id)
+        typer.echo(json.dumps({"content": shown["content"], "digest": shown["digest"]}, indent=2))
         status = approvals.decide(
             db,
             tags,
@@ -426,6 +436,7 @@ def approve_command(
             request_id=request_id,
             staff=principal,
             decision="reject" if reject else "approve",
+            digest=shown["digest"],
             totp=totp,
             comment=comment,
         )
@@ -438,6 +449,7 @@ def approve_command(
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Check the audit hash chain and the integrity tags of governed rows."""
+    from walletsvc.bootstrap.approval_kinds import register_approval_kinds
     from walletsvc.bootstrap.runtime import open_database
     from walletsvc.governance import audit
     from walletsvc.keys.kek import load_kek
@@ -445,6 +457,8 @@ def audit_verify() -> None:
     s = settings()
     kek = load_kek(s.kek_path)
     db = open_database(s)
+    # Pending approval requests are checked against their subjects, built by their kinds.
+    register_approval_kinds(kek.seed_vault())
     with db.read() as uow:
         report = audit.verify(uow, kek.row_tagger(), kek.audit_key())
     typer.echo(f"{report.events_checked} events, {report.rows_checked} governed rows checked")

@@ -29,7 +29,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from walletsvc.keys.integrity import canonical_json
+from walletsvc.keys.integrity import canonical_json, encode_message
 
 from .models import AuditEvent, AuditHead, utcnow
 from .repositories import ReadUnitOfWork
@@ -76,6 +76,13 @@ class AuditRecord:
 def audit_digest(key: bytes, prev_hash: str, event_fields: dict[str, Any]) -> str:
     body = canonical_json(event_fields)
     return hmac.new(key, prev_hash.encode() + body, hashlib.sha256).hexdigest()
+
+
+def audit_head_tag(key: bytes, last_seq: int, last_hash: str) -> str:
+    """The head's tag: without it, deleting the last events and pointing the head at the new
+    last one would leave a chain that verifies (a truncated tail)."""
+    message = encode_message("audit-head", last_seq, last_hash)
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def audit_fields(ev: AuditEvent) -> dict[str, Any]:
@@ -130,6 +137,7 @@ class UnitOfWork(ReadUnitOfWork):
         self.session.add(ev)
         head.last_seq = ev.seq
         head.last_hash = ev.hash
+        head.mac = audit_head_tag(self._audit_key, ev.seq, ev.hash)
         return ev
 
 

@@ -252,6 +252,10 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    # HMAC tag over id, name, hash, scopes and revocation (walletsvc.db.tags.api_token_message):
+    # a token row inserted or widened in the database fails it and is refused. NULL only for
+    # rows from before the column (refused too: re-issue them).
+    mac: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class PolicyVersion(Base):
@@ -294,3 +298,6 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hash: Mapped[str] = mapped_column(String(64))
+    # HMAC (audit key) over (last_seq, last_hash), rewritten with every event; NULL only
+    # before the first event after revision 0007.
+    mac: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.keys.integrity import encode_message
 
-from .models import PolicyVersion, Withdrawal
+from .models import ApiToken, PolicyVersion, Withdrawal
 from .models_governance import AllowlistEntryRow, ApprovalDecision, ApprovalRequest, Staff
 from .models_treasury import ColdDestinationRow
 
@@ -30,6 +30,14 @@ def staff_message(row: Staff) -> bytes:
     groups = tuple(sorted(str(g) for g in row.groups))
     return encode_message(
         "staff", row.id, row.username, row.role, groups, row.disabled_at is not None
+    )
+
+
+def api_token_message(row: ApiToken) -> bytes:
+    """Which secret (by hash) grants which scopes, and whether it is revoked."""
+    scopes = tuple(sorted(str(s) for s in row.scopes))
+    return encode_message(
+        "api-token", row.id, row.name, row.token_hash, scopes, row.revoked_at is not None
     )
 
 
@@ -120,6 +128,7 @@ GOVERNED_ROW_KINDS: tuple[GovernedRowKind, ...] = (
         only=Withdrawal.status == WithdrawalStatus.APPROVED.value,
     ),
     GovernedRowKind(Staff, "staff member", staff_message, lambda r: r.mac),
+    GovernedRowKind(ApiToken, "API token", api_token_message, lambda r: r.mac),
     GovernedRowKind(ApprovalRequest, "approval request", approval_request_message, lambda r: r.mac),
     GovernedRowKind(
         ApprovalDecision, "approval decision", approval_decision_message, lambda r: r.mac

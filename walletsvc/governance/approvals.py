@@ -8,7 +8,8 @@ expires. Adding a governed action is: write the handler, register it in
 walletsvc/bootstrap/approval_kinds.py.
 
 Counting is strict and repeated from the rows every time (never from a cached counter):
-  * a decision counts only if its digest equals the request's current digest;
+  * a decision counts only if its digest equals the request's digest, which never changes:
+    a subject whose content no longer matches it is an integrity failure, never re-bound;
   * its MAC (keyed from the KEK, outside the DB) verifies, as do the request's and the staff
     member's, so a database edit cannot forge a quorum;
   * the staff member is enabled, an approver, in the required group, not the requester;
@@ -292,23 +293,61 @@ def check_may_decide(request: ApprovalRequest, staff: Staff) -> None:
         raise Forbidden("nobody approves their own request")
 
 
-def _rebind_if_changed(ctx: KindContext, request: ApprovalRequest) -> None:
-    """If the subject changed since the request opened, bind the request to the new content:
-    every earlier decision (made for the old digest) stops counting."""
-    content = get_kind(request.kind).content(ctx.uow, request.subject_id)
-    digest = content_digest(content)
-    if digest == request.digest:
-        return
-    old = request.digest
-    request.digest, request.content = digest, content
-    _tag_request(ctx.tags, request)
-    ctx.uow.audit(
-        "system",
-        "approval.digest_changed",
-        "approval_request",
-        request.id,
-        {"old_digest": old, "new_digest": digest},
-    )
+def content_problem(uow: ReadUnitOfWork, request: ApprovalRequest) -> str | None:
+    """Why a request's content can no longer be trusted (a database edit), or None.
+
+    The content shown to approvers must be what the (tagged) digest covers; a pending
+    request's subject must still be what it was opened for. A settled request's subject may
+    move on legitimately (its handler changed it), so only a pending one is compared."""
+    if content_digest(request.content) != request.digest:
+        return "shows content its digest does not cover"
+    if request.status != PENDING:
+        return None
+    try:
+        current = content_digest(get_kind(request.kind).content(uow, request.subject_id))
+    except DomainError:
+        return "has lost its subject"
+    if current != request.digest:
+        return f"has a {request.kind} that changed after it was opened"
+    return None
+
+
+class ContentTampered(Conflict):
+    """A pending request's subject no longer matches the digest it was opened with: the row
+    was rewritten behind the service's back. Refused (409), audited as ``integrity.failure``
+    (the risk monitor freezes the wallet on it), and never re-bound."""
+
+    code = "integrity_failure"
+
+
+def _check_content(ctx: KindContext, request: ApprovalRequest, reviewed: str) -> DomainError | None:
+    """The subject must still be what the request was opened for, and the approver must have
+    reviewed exactly that content. Nothing is ever re-bound to changed content."""
+    problem = content_problem(ctx.uow, request)
+    if problem is not None:
+        current = content_digest(get_kind(request.kind).content(ctx.uow, request.subject_id))
+        ctx.uow.audit(
+            "system",
+            "integrity.failure",
+            request.kind,
+            request.subject_id,
+            {
+                "reason": f"approval request {problem}",
+                "approval_request_id": request.id,
+                "expected_digest": request.digest,
+                "found_digest": current,
+            },
+        )
+        return ContentTampered(
+            "this request's subject changed after it was opened; it cannot be decided",
+            field="id",
+        )
+    if reviewed != request.digest:
+        return Conflict(
+            "the digest you reviewed is not this request's; review the request again",
+            field="digest",
+        )
+    return None
 
 
 def decide(
@@ -320,13 +359,15 @@ def decide(
     request_id: str,
     staff: StaffPrincipal,
     decision: str,
+    digest: str,
     totp: str,
     comment: str | None,
     now: datetime | None = None,
 ) -> str:
     """Record one approver's decision (step-up TOTP required); settle the request if it can.
 
-    Returns the request's status afterwards.
+    ``digest`` is the content digest the approver reviewed (``GET /approvals/{id}``); a
+    mismatch is refused. Returns the request's status afterwards.
     """
     if decision not in ("approve", "reject"):
         raise InvalidInput("decision must be 'approve' or 'reject'", field="decision")
@@ -346,8 +387,9 @@ def decide(
             expire(ctx, request)
             error = Conflict("this approval request has expired", field="id")
         else:
-            _rebind_if_changed(ctx, request)
-            error = _record(ctx, totp_secrets, settings, request, row, decision, totp, comment)
+            error = _check_content(ctx, request, digest)
+            if error is None:
+                error = _record(ctx, totp_secrets, settings, request, row, decision, totp, comment)
             if error is None:
                 settle(ctx, settings, request)
         status = request.status

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
-from walletsvc.db.database import GENESIS_HASH, Database, audit_digest, audit_fields
-from walletsvc.db.models import PolicyVersion
+from walletsvc.db.database import (
+    GENESIS_HASH,
+    Database,
+    audit_digest,
+    audit_fields,
+    audit_head_tag,
+)
+from walletsvc.db.models import PolicyVersion, Withdrawal
+from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.repositories import ReadUnitOfWork
-from walletsvc.db.tags import GOVERNED_ROW_KINDS
+from walletsvc.db.tags import GOVERNED_ROW_KINDS, approval_decision_message
+from walletsvc.domain.address import decode_address
+from walletsvc.domain.errors import DomainError
+from walletsvc.domain.network import Network
+from walletsvc.governance.approvals import content_problem
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.document import PolicyError, parse_policy, policy_hash
 
@@ -50,12 +62,19 @@ def verify(
     head = uow.audit_events.head()
     if head is None or head.last_seq != last_seq or head.last_hash != prev_hash:
         report.problems.append("the audit head does not match the last event (events removed?)")
+    elif last_seq and not hmac.compare_digest(
+        head.mac or "", audit_head_tag(audit_key, head.last_seq, head.last_hash)
+    ):
+        report.problems.append(
+            "the audit head fails its integrity tag (the last events removed, the head rewritten?)"
+        )
     _verify_rows(uow, tags, report)
     return report
 
 
 def _verify_rows(uow: ReadUnitOfWork, tags: RowTagger, report: VerifyReport) -> None:
     """Every governed row kind's tag, with the message the tagging code uses (db/tags.py)."""
+    requests: list[ApprovalRequest] = []
     for kind in GOVERNED_ROW_KINDS:
         for row in uow.audit_events.governed_rows(kind):
             report.rows_checked += 1
@@ -64,6 +83,47 @@ def _verify_rows(uow: ReadUnitOfWork, tags: RowTagger, report: VerifyReport) -> 
             elif isinstance(row, PolicyVersion) and not _document_matches(row):
                 # The tag covers the document's hash, not the document: check that link too.
                 report.problems.append(f"policy version {row.version} does not match its hash")
+            elif isinstance(row, ApprovalRequest):
+                requests.append(row)
+            elif isinstance(row, Withdrawal) and not _address_matches(uow, row):
+                # The tag covers the script paid; the address shown (to approvers, in the
+                # API, in the audit log) must be that script's address.
+                report.problems.append(
+                    f"approved withdrawal {row.id} shows an address that is not its script's"
+                )
+    # A request's tag covers its content's digest; the content and the subject are checked
+    # against it (a rewritten pending payout, which carries no tag of its own, shows up here).
+    # A subject already reported by its own tag is one finding, not two.
+    for request in requests:
+        problem = content_problem(uow, request)
+        if problem is not None and not any(request.subject_id in p for p in report.problems):
+            report.problems.append(f"approval request {request.id} {problem}")
+        elif request.status == "approved" and not _signed_off(uow, tags, request):
+            report.problems.append(
+                f"approval request {request.id} is approved without m genuine approvals"
+                " (its status was edited?)"
+            )
+
+
+def _signed_off(uow: ReadUnitOfWork, tags: RowTagger, request: ApprovalRequest) -> bool:
+    """Whether m people approved this content with genuine decisions. (Not the full tally:
+    an approver disabled or moved since then does not make a past approval false.)"""
+    decisions = uow.approval_decisions.on_content(request)
+    if not all(tags.verify(approval_decision_message(d), d.mac) for d in decisions):
+        return True  # an edited decision is its own finding; one finding per edited row
+    approvers = {d.staff_id for d in decisions if d.decision == "approve"}
+    return len(approvers) >= request.m
+
+
+def _address_matches(uow: ReadUnitOfWork, row: Withdrawal) -> bool:
+    wallet = uow.wallets.get(row.wallet_id)
+    if wallet is None:
+        return False
+    try:
+        decoded = decode_address(row.destination, Network(wallet.network), field="destination")
+    except DomainError:
+        return False
+    return decoded.script_pubkey.hex() == row.script_pubkey
 
 
 def _document_matches(policy: PolicyVersion) -> bool:

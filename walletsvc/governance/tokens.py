@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from walletsvc.db.database import Database
 from walletsvc.db.models import ApiToken, utcnow
 from walletsvc.db.repositories import ReadUnitOfWork
+from walletsvc.db.tags import api_token_message
 from walletsvc.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
+from walletsvc.keys.integrity import RowTagger
 
 SCOPES = frozenset(
     {
@@ -55,7 +57,9 @@ def hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(db: Database, *, name: str, scopes: list[str], actor: str) -> CreatedToken:
+def create_token(
+    db: Database, tags: RowTagger, *, name: str, scopes: list[str], actor: str
+) -> CreatedToken:
     unknown = sorted(set(scopes) - SCOPES)
     if unknown or not scopes:
         raise InvalidInput(
@@ -65,17 +69,19 @@ def create_token(db: Database, *, name: str, scopes: list[str], actor: str) -> C
     with db.write() as uow:
         row = ApiToken(name=name, token_hash=hash_token(secret), scopes=sorted(set(scopes)))
         uow.tokens.add(row, flush=True)
+        row.mac = tags.tag(api_token_message(row))
         uow.audit(actor, "token.created", "api_token", row.id, {"name": name, "scopes": row.scopes})
     return CreatedToken(row.id, name, list(row.scopes), secret)
 
 
-def revoke_token(db: Database, *, token_id: str, actor: str) -> None:
+def revoke_token(db: Database, tags: RowTagger, *, token_id: str, actor: str) -> None:
     with db.write() as uow:
         row = uow.tokens.get(token_id)
         if row is None:
             raise NotFound("no such token", field="token_id")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
+            row.mac = tags.tag(api_token_message(row))
             uow.audit(actor, "token.revoked", "api_token", row.id, {"name": row.name})
 
 
@@ -83,14 +89,40 @@ def list_tokens(uow: ReadUnitOfWork) -> list[ApiToken]:
     return uow.tokens.all_by_creation()
 
 
-def authenticate_token(uow: ReadUnitOfWork, secret: str) -> TokenPrincipal:
+def authenticate_token(uow: ReadUnitOfWork, tags: RowTagger, secret: str) -> TokenPrincipal:
+    """The principal of a valid, unrevoked API token whose tag verifies.
+
+    Raises ``Unauthenticated`` for an unknown or revoked token and ``ForgedToken`` (also a
+    401) for a row whose tag fails: inserted, widened or un-revoked in the database."""
     row = uow.tokens.by_hash(hash_token(secret))
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("invalid or revoked API token")
+    if not tags.verify(api_token_message(row), row.mac or ""):
+        raise ForgedToken(row.id)
     return TokenPrincipal(row.id, row.name, frozenset(row.scopes))
 
 
-def authenticate_api_token(db: Database, secret: str) -> TokenPrincipal:
-    """The principal of a valid, unrevoked API token; 401 otherwise."""
-    with db.read() as uow:
-        return authenticate_token(uow, secret)
+class ForgedToken(Unauthenticated):
+    """A token row that fails its tag. The caller sees the same 401 as for any bad token."""
+
+    def __init__(self, token_id: str) -> None:
+        super().__init__("invalid or revoked API token")
+        self.token_id = token_id
+
+
+def authenticate_api_token(db: Database, tags: RowTagger, secret: str) -> TokenPrincipal:
+    """The principal of a valid, unrevoked, genuine API token; 401 otherwise. A forged row is
+    audited as an integrity failure (its own committed transaction) before the 401."""
+    try:
+        with db.read() as uow:
+            return authenticate_token(uow, tags, secret)
+    except ForgedToken as forged:
+        with db.write() as uow:
+            uow.audit(
+                "system",
+                "integrity.failure",
+                "api_token",
+                forged.token_id,
+                {"reason": f"API token {forged.token_id} fails its integrity tag"},
+            )
+        raise

@@ -411,6 +411,38 @@ def approval_content(w: Withdrawal) -> dict[str, Any]:
     }
 
 
+def _evaluate_again(ctx: KindContext, w: Withdrawal) -> Decision:
+    """The active policy's decision on ``w`` now, over the wallet's current history without
+    ``w`` itself (as when it was requested)."""
+    wallet = ctx.uow.wallets.get(w.wallet_id)
+    if wallet is None:
+        raise NotFound("no such wallet", field="wallet")
+    policy = active_policy(ctx.uow, ctx.tags, wallet)
+    history = _history(
+        ctx.uow,
+        wallet,
+        ctx.now - history_horizon(policy.document),
+        entry_for_destination(ctx.uow, ctx.tags, wallet.id, w.destination),
+    )
+    own = (w.amount_sat, w.destination, w.token_id, w.created_at)
+    payouts = list(history.payouts)
+    for i, p in enumerate(payouts):
+        if (p.amount_sat, p.destination, p.token_id, p.created_at) == own:
+            del payouts[i]
+            break
+    return evaluate(
+        PayoutRequest(
+            wallet=wallet.name,
+            destination=w.destination,
+            amount_sat=w.amount_sat,
+            token_id=w.token_id,
+        ),
+        HistorySnapshot(payouts=tuple(payouts), allowlist_entry=history.allowlist_entry),
+        policy.document,
+        ctx.now,
+    )
+
+
 class WithdrawalApprovals:
     """A payout above an approval tier (or off the allowlist) waiting for its quorum."""
 
@@ -420,8 +452,21 @@ class WithdrawalApprovals:
         return approval_content(get_withdrawal(uow, subject_id))
 
     def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        # Quorum reached: approved and MAC-authorised for the signer, in the transaction that
-        # records the final approval and its audit event.
+        # Quorum reached: the policy is evaluated again (it or the wallet's history may have
+        # changed while the payout waited); a deny rejects the payout. Otherwise approved and
+        # MAC-authorised for the signer, in the transaction that records the final approval.
+        w = get_withdrawal(ctx.uow, request.subject_id)
+        decision = _evaluate_again(ctx, w)
+        if decision.outcome == "deny":
+            ctx.uow.audit(
+                ctx.actor,
+                "withdrawal.denied_at_approval",
+                "withdrawal",
+                w.id,
+                {"approval_request_id": request.id, "decision": decision.to_dict()},
+            )
+            self._move(ctx, request, WithdrawalStatus.REJECTED)
+            return
         w = self._move(ctx, request, WithdrawalStatus.APPROVED)
         w.authorization_mac = ctx.tags.tag(withdrawal_authorization_message(w))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import StrictStr
+from pydantic import Field, StrictStr
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
 from walletsvc.api.errors import error_responses
@@ -21,6 +21,7 @@ Approver = Annotated[StaffPrincipal, Depends(require_staff("approver"))]
 
 class DecisionBody(StrictModel):
     decision: Literal["approve", "reject"]
+    digest: StrictStr = Field(description="The content digest the approver reviewed (from GET).")
     totp: StrictStr
     comment: StrictStr | None = None
 
@@ -62,17 +63,24 @@ def show_approval(request_id: str, runtime: RuntimeDep, _: Reader) -> ApprovalRe
 def decide(
     request_id: str, body: DecisionBody, runtime: RuntimeDep, staff: Approver
 ) -> ApprovalRequestView:
-    approvals.decide(
-        runtime.db,
-        runtime.tags,
-        runtime.totp_secrets,
-        runtime.settings,
-        request_id=request_id,
-        staff=staff,
-        decision=body.decision,
-        totp=body.totp,
-        comment=body.comment,
-    )
+    try:
+        approvals.decide(
+            runtime.db,
+            runtime.tags,
+            runtime.totp_secrets,
+            runtime.settings,
+            request_id=request_id,
+            staff=staff,
+            decision=body.decision,
+            digest=body.digest,
+            totp=body.totp,
+            comment=body.comment,
+        )
+    except approvals.ContentTampered:
+        # The integrity failure is committed; the risk monitor freezes the wallet on it now
+        # rather than at its next background pass.
+        runtime.risk.evaluate()
+        raise
     return ApprovalRequestView.model_validate(
         approvals.show_request(runtime.db, runtime.tags, request_id)
     )
