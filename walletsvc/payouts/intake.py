@@ -37,6 +37,7 @@ from walletsvc.policy.engine import (
     PayoutRequest,
     approval_deadline,
     evaluate,
+    history_horizon,
     trust_ramp_period,
     velocity_windows,
 )
@@ -418,18 +419,20 @@ def _evaluate_again(ctx: KindContext, w: Withdrawal) -> Decision:
     if wallet is None:
         raise NotFound("no such wallet", field="wallet")
     policy = active_policy(ctx.uow, ctx.tags, wallet)
-    history = _history(
-        ctx.uow,
-        wallet,
-        ctx.now - history_horizon(policy.document),
-        entry_for_destination(ctx.uow, ctx.tags, wallet.id, w.destination),
+    # A quorum is reached rarely, so this reads the held payouts of the horizon as rows (the
+    # engine's list path) rather than intake's aggregates: that lets it leave out exactly this
+    # payout, which is itself held while it waits.
+    statuses = [s.value for s in HOLDING_STATUSES]
+    rows = ctx.uow.withdrawals.held_since(
+        wallet.id, ctx.now - history_horizon(policy.document), statuses
     )
     own = (w.amount_sat, w.destination, w.token_id, w.created_at)
-    payouts = list(history.payouts)
-    for i, p in enumerate(payouts):
-        if (p.amount_sat, p.destination, p.token_id, p.created_at) == own:
-            del payouts[i]
-            break
+    if own in rows:
+        rows.remove(own)
+    payouts = tuple(
+        HeldPayout(amount_sat=a, destination=d, token_id=t, created_at=c) for a, d, t, c in rows
+    )
+    entry = entry_for_destination(ctx.uow, ctx.tags, wallet.id, w.destination)
     return evaluate(
         PayoutRequest(
             wallet=wallet.name,
@@ -437,7 +440,7 @@ def _evaluate_again(ctx: KindContext, w: Withdrawal) -> Decision:
             amount_sat=w.amount_sat,
             token_id=w.token_id,
         ),
-        HistorySnapshot(payouts=tuple(payouts), allowlist_entry=history.allowlist_entry),
+        HistorySnapshot(payouts=payouts, allowlist_entry=entry),
         policy.document,
         ctx.now,
     )

@@ -4,8 +4,8 @@ Tokens created before this revision have no tag and are refused at use: re-issue
 `walletsvc token create` (and revoke the old ones with `walletsvc token revoke`). The audit
 head is tagged by the next audited write.
 
-Revision ID: 0007_token_and_audit_head_tags
-Revises: 0006
+Revision ID: 0008_token_and_audit_head_tags
+Revises: 0007_velocity_indexes
 Create Date: 2026-11-29
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_token_and_audit_head_tags"
-down_revision: str | Sequence[str] | None = "0006"
+revision: str = "0008_token_and_audit_head_tags"
+down_revision: str | Sequence[str] | None = "0007_velocity_indexes"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
