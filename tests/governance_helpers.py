@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import pyotp
 import yaml
@@ -112,6 +112,36 @@ def shown_digest(runtime: Runtime, request_id: str) -> str:
 
     digest: str = show_request(runtime.db, runtime.tags, request_id)["digest"]
     return digest
+
+
+def decide(
+    runtime: Runtime,
+    member: Member,
+    request_id: str,
+    moment: datetime,
+    *,
+    decision: Literal["approve", "reject"] = "approve",
+    digest: str | None = None,
+    totp: str | None = None,
+    comment: str | None = None,
+) -> str:
+    """``member`` decides ``request_id`` at ``moment``: by default approving the digest the
+    API shows, with the code of ``moment``'s TOTP step."""
+    from walletsvc.governance import approvals
+
+    return approvals.decide(
+        runtime.db,
+        runtime.tags,
+        runtime.totp_secrets,
+        runtime.settings,
+        request_id=request_id,
+        staff=principal(runtime, member),
+        decision=decision,
+        digest=digest or shown_digest(runtime, request_id),
+        totp=totp or member.code_at(moment),
+        comment=comment,
+        now=moment,
+    )
 
 
 def default_document(**changes: Any) -> dict[str, Any]:

@@ -15,10 +15,9 @@ from tests.governance_helpers import (
     DEST,
     Team,
     aligned_now,
+    decide,
     default_document,
     install,
-    principal,
-    shown_digest,
 )
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent
@@ -47,19 +46,7 @@ def test_a_staff_entry_needs_the_quorum_then_cools_off(
     t0 = aligned_now()
     request_id = entry["approval_request_id"]
     for member, expected in ((bob, "pending"), (carol, "approved")):
-        status = approvals.decide(
-            runtime.db,
-            runtime.tags,
-            runtime.totp_secrets,
-            runtime.settings,
-            request_id=request_id,
-            staff=principal(runtime, member),
-            decision="approve",
-            digest=shown_digest(runtime, request_id),
-            totp=member.code_at(t0),
-            comment=None,
-            now=t0,
-        )
+        status = decide(runtime, member, request_id, t0)
         assert status == expected
     shown = client.get(f"/v1/allowlist/{entry['id']}", headers=auth(tokens.read_only)).json()
     assert shown["status"] == "active"

@@ -16,15 +16,15 @@ from tests.governance_helpers import (
     Member,
     Team,
     aligned_now,
+    decide,
     default_document,
     install,
     later,
     principal,
-    shown_digest,
 )
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent
-from walletsvc.governance import approvals, policy_changes
+from walletsvc.governance import policy_changes
 
 
 @pytest.fixture
@@ -46,19 +46,7 @@ def propose(client: TestClient, team: Team, document: Any) -> dict[str, Any]:
 
 
 def approve(runtime: Runtime, member: Member, request_id: str, moment: datetime) -> str:
-    return approvals.decide(
-        runtime.db,
-        runtime.tags,
-        runtime.totp_secrets,
-        runtime.settings,
-        request_id=request_id,
-        staff=principal(runtime, member),
-        decision="approve",
-        digest=shown_digest(runtime, request_id),
-        totp=member.code_at(moment),
-        comment=None,
-        now=moment,
-    )
+    return decide(runtime, member, request_id, moment)
 
 
 def active_sha(client: TestClient, tokens: Tokens) -> str:

@@ -430,7 +430,12 @@ def test_a_row_tag_fails_when_any_covered_field_is_edited(name: str) -> None:
 
 def _governed_runtime(runtime: Runtime) -> dict[str, str]:
     """A runtime holding at least one tagged row of every governed kind; returns their ids."""
-    from tests.governance_helpers import Team, aligned_now, big_withdrawal, principal, shown_digest
+    from tests.governance_helpers import (
+        Team,
+        aligned_now,
+        big_withdrawal,
+        decide,
+    )
     from tests.treasury.test_sweeps import cold_account
     from walletsvc.governance import approvals
     from walletsvc.governance.allowlist import Proposer, propose_entry
@@ -444,19 +449,7 @@ def _governed_runtime(runtime: Runtime) -> dict[str, str]:
         request = approvals.request_for_subject(uow, "withdrawal", withdrawal_id)
         assert request is not None
     for member in (alice, bob):
-        approvals.decide(
-            runtime.db,
-            runtime.tags,
-            runtime.totp_secrets,
-            runtime.settings,
-            request_id=request.id,
-            staff=principal(runtime, member),
-            decision="approve",
-            digest=shown_digest(runtime, request.id),
-            totp=member.code_at(t0),
-            comment=None,
-            now=t0,
-        )
+        decide(runtime, member, request.id, t0)
     entry_id = propose_entry(
         runtime.db,
         runtime.tags,

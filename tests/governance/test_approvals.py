@@ -7,21 +7,18 @@ time is injected (``now``) instead of sleeping through 30-second steps.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
 from tests.governance_helpers import (
-    Member,
     Team,
     aligned_now,
     big_withdrawal,
+    decide,
     default_document,
     install,
     later,
-    principal,
-    shown_digest,
 )
 from tests.helpers import verify_audit
 from walletsvc.bootstrap.runtime import Runtime
@@ -51,22 +48,6 @@ def request_of(runtime: Runtime, withdrawal_id: str) -> ApprovalRequest:
         request = approvals.request_for_subject(uow, "withdrawal", withdrawal_id)
         assert request is not None
         return request
-
-
-def decide(runtime: Runtime, member: Member, request_id: str, moment: Any, **kw: Any) -> str:
-    return approvals.decide(
-        runtime.db,
-        runtime.tags,
-        runtime.totp_secrets,
-        runtime.settings,
-        request_id=request_id,
-        staff=principal(runtime, member),
-        decision=kw.pop("decision", "approve"),
-        digest=kw.pop("digest", None) or shown_digest(runtime, request_id),
-        totp=kw.pop("totp", None) or member.code_at(moment),
-        comment=kw.pop("comment", None),
-        now=moment,
-    )
 
 
 def withdrawal(runtime: Runtime, withdrawal_id: str) -> Withdrawal:
@@ -393,19 +374,7 @@ def test_only_approvers_of_the_required_group_decide(
     request = request_of(runtime, big_withdrawal(runtime, now=t0))
     member = team.members[name]
     with pytest.raises(Forbidden, match=reason):
-        approvals.decide(
-            runtime.db,
-            runtime.tags,
-            runtime.totp_secrets,
-            runtime.settings,
-            request_id=request.id,
-            staff=principal(runtime, member),
-            decision="approve",
-            digest=shown_digest(runtime, request.id),
-            totp=member.code_at(t0),
-            comment=None,
-            now=t0,
-        )
+        decide(runtime, member, request.id, t0)
 
 
 def test_a_decision_forged_in_the_database_does_not_count(runtime: Runtime, team: Team) -> None:

@@ -15,7 +15,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from tests.conftest import Tokens, auth, fund_wallet
-from tests.governance_helpers import Member, Team, aligned_now, later, principal, shown_digest
+from tests.governance_helpers import (
+    Member,
+    Team,
+    aligned_now,
+    decide,
+    later,
+)
 from tests.helpers import run_cli
 from tests.incident.test_freeze import _queue_payouts, _snapshot, _wait_for
 from walletsvc.bootstrap.runtime import Runtime
@@ -41,19 +47,7 @@ def team(runtime: Runtime) -> Team:
 
 
 def approve(runtime: Runtime, member: Member, request_id: str, moment: datetime) -> str:
-    return approvals.decide(
-        runtime.db,
-        runtime.tags,
-        runtime.totp_secrets,
-        runtime.settings,
-        request_id=request_id,
-        staff=principal(runtime, member),
-        decision="approve",
-        digest=shown_digest(runtime, request_id),
-        totp=member.code_at(moment),
-        comment="reviewed the incident",
-        now=moment,
-    )
+    return decide(runtime, member, request_id, moment, comment="reviewed the incident")
 
 
 def _status_counts(runtime: Runtime) -> dict[str, int]:
