@@ -1,17 +1,25 @@
-"""Engine, unit of work and the write lock.
+"""Engine, unit of work, the write locks and the audit appender.
 
-Every state change runs in ``Database.write()``: one transaction that first takes the global
-write lock, then changes rows and appends its audit event, and commits both or neither.
+Every state change runs in ``Database.write()``: one transaction that first takes its write
+locks, then changes rows and records its audit events, and commits both or neither.
 
-Why one global write lock: velocity limits, idempotency keys and the audit hash chain all
-need "read the current state, then write" to be atomic. Serialising writers makes that true
-on both databases with one mechanism:
+Why locks at all: velocity limits, idempotency keys and the audit hash chain all need "read
+the current state, then write" to be atomic. The locks make that true on both databases:
   * SQLite: ``BEGIN IMMEDIATE`` takes the database's RESERVED lock at BEGIN, so no other
     writer can interleave between our reads and writes (https://sqlite.org/lang_transaction.html).
-  * PostgreSQL: ``SELECT ... FOR UPDATE`` on the single audit_head row; READ COMMITTED gives
-    every later statement a snapshot taken after the lock was granted.
-Writes here are short (a payout request is a few statements; signing is milliseconds), so a
-hot wallet's throughput is far below what one serial writer sustains.
+    SQLite has one writer, so every write scope is this one lock; an in-process queue in
+    front of it (walletsvc.db.locks) serves writers in arrival order, a freeze first.
+  * PostgreSQL: transaction-scoped advisory locks. Everything a payout's limits depend on
+    belongs to one wallet, so intake and signing lock their wallet (and share the global
+    lock); everything else takes the global lock exclusively, as every write did before.
+    READ COMMITTED gives every statement after the lock a snapshot taken after it was
+    granted. Applying a freeze takes only the freeze gate, which signers and broadcasters
+    hold shared while they act (``UnitOfWork.hold_freeze_gate``), so a freeze never waits
+    behind intake or the scanner.
+The audit chain: on SQLite each event is chained inside its transaction (the writer lock
+already serialises them); on PostgreSQL each transaction records its events as pending and
+the single appender (``Database.append_pending_audit``) chains them right after the commit,
+holding the head row only for that.
 """
 
 from __future__ import annotations
@@ -19,19 +27,28 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from walletsvc.keys.integrity import canonical_json, encode_message
 
-from .models import AuditEvent, AuditHead, utcnow
+from .locks import (
+    FREEZE_LOCK,
+    GLOBAL_LOCK,
+    SQLITE_WRITER,
+    LockTable,
+    advisory_key,
+    wallet_lock,
+)
+from .models import AuditEvent, AuditHead, PendingAuditEvent, utcnow
 from .repositories import ReadUnitOfWork
 
 GENESIS_HASH = "0" * 64
@@ -98,19 +115,43 @@ def audit_fields(ev: AuditEvent) -> dict[str, Any]:
 
 
 class UnitOfWork(ReadUnitOfWork):
-    """One write transaction: the repositories over a session holding the write lock, and
-    the audit log. Services never commit: ``Database.write()`` commits when the block ends."""
+    """One write transaction: the repositories over a session holding its write locks, and
+    the audit log. Services never commit: ``Database.write()`` commits when the block ends.
 
-    def __init__(self, session: Session, audit_key: bytes) -> None:
+    ``inline_audit``: chain each event here, under the head (SQLite, where the one writer
+    lock already serialises writers); otherwise record it as pending for the appender.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        audit_key: bytes,
+        *,
+        inline_audit: bool = True,
+        freeze_gate: bool = False,
+        freeze_gate_held: bool = True,
+    ) -> None:
         super().__init__(session)
         self._audit_key = audit_key
+        self._inline_audit = inline_audit
         self._head: AuditHead | None = None
+        # PostgreSQL: the freeze gate is an advisory lock of its own (``hold_freeze_gate``).
+        self._freeze_gate = freeze_gate
+        self._freeze_gate_held = freeze_gate_held
+        self.recorded_events = 0
 
-    def lock(self) -> None:
-        head = self.session.execute(
-            select(AuditHead).where(AuditHead.id == 1).with_for_update()
-        ).scalar_one()
-        self._head = head
+    def hold_freeze_gate(self, *, exclusive: bool = False) -> None:
+        """Hold the freeze gate until commit before reading or writing freezes.
+
+        Whoever signs or broadcasts checks for a freeze through this (shared), and applying
+        a freeze takes it exclusively: a freeze waits only for the signings and broadcasts in
+        flight, and every one after it sees it. On SQLite the one writer lock is the gate.
+        """
+        if not self._freeze_gate or (self._freeze_gate_held and not exclusive):
+            return
+        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        self.session.execute(text(f"SELECT {function}(:key)"), {"key": advisory_key(FREEZE_LOCK)})
+        self._freeze_gate_held = True
 
     def audit(
         self,
@@ -119,26 +160,61 @@ class UnitOfWork(ReadUnitOfWork):
         subject_type: str,
         subject_id: str | None,
         data: dict[str, Any] | None = None,
-    ) -> AuditEvent:
-        """Append an event to the hash chain inside this transaction."""
-        head = self._head
-        assert head is not None, "audit() outside a locked write transaction"
-        ev = AuditEvent(
-            seq=head.last_seq + 1,
-            created_at=utcnow(),
-            actor=actor,
-            action=action,
-            subject_type=subject_type,
-            subject_id=subject_id,
-            data=json.loads(json.dumps(data or {}, default=str)),
-            prev_hash=head.last_hash,
+    ) -> None:
+        """Append an event to the hash chain inside this transaction (or, on PostgreSQL,
+        record it for the appender, which chains it right after this transaction commits)."""
+        self.recorded_events += 1
+        clean = json.loads(json.dumps(data or {}, default=str))
+        if not self._inline_audit:
+            self.session.add(
+                PendingAuditEvent(
+                    created_at=utcnow(),
+                    actor=actor,
+                    action=action,
+                    subject_type=subject_type,
+                    subject_id=subject_id,
+                    data=clean,
+                )
+            )
+            return
+        if self._head is None:
+            self._head = self.session.get_one(AuditHead, 1)
+        self._head = chain_event(
+            self.session,
+            self._audit_key,
+            self._head,
+            AuditEvent(
+                created_at=utcnow(),
+                actor=actor,
+                action=action,
+                subject_type=subject_type,
+                subject_id=subject_id,
+                data=clean,
+            ),
         )
-        ev.hash = audit_digest(self._audit_key, head.last_hash, audit_fields(ev))
-        self.session.add(ev)
-        head.last_seq = ev.seq
-        head.last_hash = ev.hash
-        head.mac = audit_head_tag(self._audit_key, ev.seq, ev.hash)
-        return ev
+
+
+def chain_event(session: Session, key: bytes, head: AuditHead, ev: AuditEvent) -> AuditHead:
+    """Give ``ev`` the next sequence number and its hash, add it, and move the head."""
+    ev.seq = head.last_seq + 1
+    ev.prev_hash = head.last_hash
+    ev.hash = audit_digest(key, head.last_hash, audit_fields(ev))
+    session.add(ev)
+    head.last_seq = ev.seq
+    head.last_hash = ev.hash
+    head.mac = audit_head_tag(key, ev.seq, ev.hash)
+    return head
+
+
+# SQLite allows one writer per database file: one queue per file in this process, whichever
+# ``Database`` object writes to it.
+_SQLITE_QUEUES: dict[str, LockTable] = {}
+_SQLITE_QUEUES_GUARD = threading.Lock()
+
+
+def _sqlite_queue(url: str) -> LockTable:
+    with _SQLITE_QUEUES_GUARD:
+        return _SQLITE_QUEUES.setdefault(url, LockTable())
 
 
 class Database:
@@ -147,21 +223,122 @@ class Database:
         self.engine = make_engine(url)
         self._write_engine = self.engine.execution_options(walletsvc_write=True)
         self.audit_key = audit_key
+        self._queues = _sqlite_queue(url) if self.is_sqlite else LockTable()
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
     @contextmanager
-    def write(self) -> Iterator[UnitOfWork]:
-        """A locked write transaction; commits on success, rolls back on any exception."""
+    def write(
+        self,
+        *,
+        wallet_id: str | None = None,
+        also_lock: Sequence[str] = (),
+        freeze: bool = False,
+    ) -> Iterator[UnitOfWork]:
+        """A locked write transaction; commits on success, rolls back on any exception.
+
+        The locks (docs/architecture.md, "Concurrency and atomicity"):
+          * default: the global lock, exclusively: no other writer of any kind but a freeze;
+          * ``wallet_id`` and/or ``also_lock``: the global lock shared, then the ``also_lock``
+            names (sorted) and the wallet, exclusively: writers of other wallets (and other
+            names) run at the same time;
+          * ``freeze``: only the freeze gate, exclusively (applying a freeze).
+        SQLite has one writer per file: there every scope is that writer lock, taken in
+        arrival order (a freeze first).
+        """
+        if self.is_sqlite:
+            queue = self._queues.get(SQLITE_WRITER)
+        elif freeze:
+            queue = self._queues.get(FREEZE_LOCK)
+        elif wallet_id is not None:
+            queue = self._queues.get(wallet_lock(wallet_id))
+        else:
+            queue = self._queues.get(min(also_lock) if also_lock else GLOBAL_LOCK)
+        recorded = 0
         with (
+            queue.hold(urgent=freeze),
             Session(self._write_engine, expire_on_commit=False) as session,
             session.begin(),
         ):
-            uow = UnitOfWork(session, self.audit_key)
-            uow.lock()
+            uow = UnitOfWork(
+                session,
+                self.audit_key,
+                inline_audit=self.is_sqlite,
+                freeze_gate=not self.is_sqlite,
+                freeze_gate_held=freeze,
+            )
+            if not self.is_sqlite:
+                self._take_advisory_locks(session, wallet_id, also_lock, freeze=freeze)
             yield uow
+            recorded = uow.recorded_events
+        if recorded and not self.is_sqlite:
+            self.append_pending_audit()
+
+    @staticmethod
+    def _take_advisory_locks(
+        session: Session, wallet_id: str | None, also_lock: Sequence[str], *, freeze: bool
+    ) -> None:
+        """PostgreSQL: transaction-scoped advisory locks, always in the order global, named,
+        wallet, freeze gate, so that no two writers wait for each other in a cycle."""
+
+        def take(name: str, *, shared: bool = False) -> None:
+            function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+            session.execute(text(f"SELECT {function}(:key)"), {"key": advisory_key(name)})
+
+        if freeze:
+            take(FREEZE_LOCK)
+            return
+        if wallet_id is None and not also_lock:
+            take(GLOBAL_LOCK)
+            return
+        take(GLOBAL_LOCK, shared=True)
+        for name in sorted(set(also_lock)):
+            take(name)
+        if wallet_id is not None:
+            take(wallet_lock(wallet_id))
+
+    def append_pending_audit(self, *, batch: int = 5_000) -> int:
+        """Chain every committed pending event into the audit log, oldest first; how many.
+
+        The one appender: it alone locks the head row, briefly, so the chain stays gap-free
+        and verifiable while writers run in parallel. Each writer calls it right after its
+        commit; one that finds its events already chained by another has nothing to do.
+        """
+        appended = 0
+        while True:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                head = session.execute(
+                    select(AuditHead).where(AuditHead.id == 1).with_for_update()
+                ).scalar_one()
+                pending = list(
+                    session.scalars(
+                        select(PendingAuditEvent).order_by(PendingAuditEvent.id).limit(batch)
+                    )
+                )
+                for row in pending:
+                    head = chain_event(
+                        session,
+                        self.audit_key,
+                        head,
+                        AuditEvent(
+                            created_at=row.created_at,
+                            actor=row.actor,
+                            action=row.action,
+                            subject_type=row.subject_type,
+                            subject_id=row.subject_id,
+                            data=row.data,
+                        ),
+                    )
+                    session.delete(row)
+            appended += len(pending)
+            if len(pending) < batch:
+                return appended
 
     @contextmanager
     def read(self) -> Iterator[ReadUnitOfWork]:

@@ -184,7 +184,6 @@ class ChainTransaction(Base):
 class Withdrawal(Base):
     __tablename__ = "withdrawals"
     __table_args__ = (
-        Index("ix_withdrawals_wallet_created", "wallet_id", "created_at"),
         Index("ix_withdrawals_status_created", "status", "created_at"),
         # The velocity rules' SUMs (walletsvc.payouts.intake): one range scan per scope, and
         # covering (status, amount) so the rows themselves are not read.
@@ -290,8 +289,29 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class PendingAuditEvent(Base):
+    """An audit event committed with its transaction but not yet chained (PostgreSQL).
+
+    Writers on PostgreSQL do not serialise on the chain's head: each records its events here,
+    and the single appender (``Database.append_pending_audit``) moves them into
+    ``audit_events`` in order, giving each its sequence number and hash.
+    """
+
+    __tablename__ = "audit_pending"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(120))
+    action: Mapped[str] = mapped_column(String(64))
+    subject_type: Mapped[str] = mapped_column(String(32))
+    subject_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class AuditHead(Base):
-    """One row: the chain's head. Locking it serialises every write transaction on PostgreSQL."""
+    """One row: the chain's head. Only the audit appender locks it (walletsvc.db.database)."""
 
     __tablename__ = "audit_head"
 
@@ -301,3 +321,17 @@ class AuditHead(Base):
     # HMAC (audit key) over (last_seq, last_hash), rewritten with every event; NULL only
     # before the first event after revision 0007.
     mac: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class WorkerLease(Base):
+    """The background worker's leader lease where no advisory lock exists (SQLite).
+
+    One row per lease name; the holder renews ``expires_at`` every pass, and another process
+    takes the lease over once it has expired (walletsvc.db.leader).
+    """
+
+    __tablename__ = "worker_lease"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(120))
+    expires_at: Mapped[datetime]

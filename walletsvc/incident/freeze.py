@@ -1,9 +1,10 @@
 """Emergency freeze: one call stops all signing and broadcasting (or deposits) at once.
 
-Why a freeze is immediate: it is an ordinary locked write transaction, and the worker checks
-for a freeze inside the locked transaction in which it claims work (signing) or broadcasts.
-Writers are serialised (walletsvc.db.database), so once `freeze()` has committed, no later
-claim can miss it, and no broadcast that started before it can still be running.
+Why a freeze is immediate: it takes the freeze gate exclusively (walletsvc.db.database), and
+every transaction that signs or broadcasts checks for a freeze through that gate and holds it
+(shared) until it commits. So once `freeze()` has committed, no later claim can miss it, and
+no broadcast that started before it can still be running. It waits for nothing else: not for
+intake, the scanner or any other writer (on SQLite it goes first in the writers' queue).
 Lifting a freeze is governed (an approval quorum); see walletsvc.incident.unfreeze.
 """
 
@@ -33,7 +34,7 @@ def freeze(
     source: str = "manual",
     evidence: dict[str, Any] | None = None,
 ) -> Freeze:
-    with db.write() as uow:
+    with db.write(freeze=True) as uow:
         return apply_freeze(
             uow,
             scope=scope,
@@ -64,6 +65,7 @@ def apply_freeze(
             f"a reason (1-{MAX_REASON_LENGTH} characters) is required", field="reason"
         )
     wallet_row = get_wallet(uow, wallet) if wallet else None
+    uow.hold_freeze_gate(exclusive=True)
     row = Freeze(
         scope=scope,
         wallet_id=wallet_row.id if wallet_row else None,

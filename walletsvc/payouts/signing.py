@@ -116,8 +116,8 @@ class SigningPipeline:
     The services keep their own policy (what to spend, where, at what fee) and hand the plan
     here. Signing, storing and reserving happen in the caller's locked write transaction, so
     a crash leaves either nothing or a committed `signed` row; only such a row is broadcast,
-    each under the write lock, so a freeze (a write) waits for a broadcast in progress and
-    every later broadcast sees it.
+    each holding the freeze gate, so a freeze waits for a broadcast in progress and every
+    later broadcast sees it.
     """
 
     def __init__(
@@ -237,13 +237,15 @@ class SigningPipeline:
     def _broadcast_one(
         self, tx_id: str, *, despite_freeze: bool, errors: list[str] | None
     ) -> str | None:
-        """Broadcast one stored transaction while holding the write lock.
+        """Broadcast one stored transaction holding its own lock and the freeze gate.
 
-        Holding the lock across the network call is deliberate: a freeze is a write, so it
-        waits for a broadcast in progress and every later broadcast sees it. Broadcasts are
+        Holding the freeze gate across the network call is deliberate: a freeze waits for a
+        broadcast in progress and every later broadcast sees it. Broadcasts are
         rare (one per batch) and the backend call is bounded by its timeout.
         """
-        with self.db.write() as uow:
+        # Its own lock, not the wallet's: intake for the wallet does not wait for the network
+        # call; the freeze gate (taken by the check below) is what a freeze waits for.
+        with self.db.write(also_lock=[f"transaction:{tx_id}"]) as uow:
             tx = uow.transactions.get(tx_id)
             if tx is None or tx.status != "signed":
                 return None

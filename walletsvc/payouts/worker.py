@@ -103,10 +103,12 @@ class PayoutWorker:
 
     def sign_approved(self, wallet_id: str) -> str | None:
         """Sign one batch of the wallet's approved payouts; store it; return its txid."""
-        with self.db.write() as uow:
+        # The wallet's lock: intake and signing of other wallets go on meanwhile.
+        with self.db.write(wallet_id=wallet_id) as uow:
             wallet = uow.wallets.get(wallet_id)
             assert wallet is not None
-            # Checked inside the locked claim: a freeze committed before this point is seen.
+            # Checked inside the locked claim, through the freeze gate: a freeze committed
+            # before this point is seen, and one applied now waits for this claim to commit.
             if withdrawals_freeze(uow, wallet.id) is not None:
                 return None
             payouts = self._authorised_payouts(uow, wallet)

@@ -14,7 +14,12 @@ from walletsvc.domain.errors import Frozen
 
 
 def active_freezes(uow: ReadUnitOfWork, wallet_id: str | None = None) -> list[Freeze]:
-    """Active freezes that apply to ``wallet_id`` (global ones always apply)."""
+    """Active freezes that apply to ``wallet_id`` (global ones always apply).
+
+    In a write transaction this first takes the freeze gate (shared) until commit: a freeze
+    being applied is waited for, and one applied later waits for this transaction.
+    """
+    uow.hold_freeze_gate()
     return uow.freezes.active(wallet_id)
 
 

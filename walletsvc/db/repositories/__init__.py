@@ -79,3 +79,6 @@ class ReadUnitOfWork:
         self.rotations = KeyRotationRepository(session)
         self.risk_events = RiskEventRepository(session)
         self.audit_events = AuditEventRepository(session)
+
+    def hold_freeze_gate(self, *, exclusive: bool = False) -> None:
+        """A read takes no lock; a write transaction (``UnitOfWork``) holds the freeze gate."""
