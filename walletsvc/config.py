@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     port: int = 8000
     run_worker: bool = True
     worker_interval_s: float = 1.0
+    # Several service processes may share one database: only the holder of the worker's
+    # leader lease runs the background passes (walletsvc.db.leader). On SQLite the lease
+    # expires this long after its holder's last pass, and another process takes over; on
+    # PostgreSQL takeover follows the holder's connection closing, at once.
+    leader_lease_ttl_s: float = Field(default=15.0, gt=0)
     # Under `make run` the dev chain (walletsvc.devchain) mines a block this often while its
     # mempool is not empty; 0 disables the timer (tests mine explicitly).
     devchain_mine_interval_s: float = 0.0

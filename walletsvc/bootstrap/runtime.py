@@ -6,6 +6,7 @@ The HTTP app, the CLI and the tests all build their parts here, so there is one 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,7 @@ from walletsvc.chain.kernel import KernelScriptVerifier
 from walletsvc.chainsync.scanner import Scanner
 from walletsvc.config import Settings
 from walletsvc.db.database import Database
+from walletsvc.db.leader import LeaderLease
 from walletsvc.domain.errors import DependencyUnavailable
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.governance import approvals, policy_changes
@@ -52,6 +54,8 @@ class Runtime:
     fee_bumper: FeeBumper
     risk: RiskMonitor
     rotation: RotationService
+    # Only the holder of this lease runs background passes (one active worker per database).
+    leader: LeaderLease
     # Completed background passes: lets tests wait for "N more passes" instead of sleeping.
     passes: int = 0
     # Failed staff logins per client address and username (this process's memory).
@@ -93,6 +97,7 @@ class Runtime:
             fee_bumper=fee_bumper,
             risk=risk,
             rotation=rotation,
+            leader=LeaderLease(db, ttl_s=settings.leader_lease_ttl_s),
         )
 
     def tick(self) -> None:
@@ -124,15 +129,35 @@ class Runtime:
             self._stop.wait(self.settings.worker_interval_s)
 
     def background_pass(self) -> None:
-        """One pass of the loop. It survives anything; a dependency that is down is logged
-        once when it goes down and once when it is back, not with a traceback every pass."""
+        """One pass of the loop, if this process holds the worker's leader lease. It survives
+        anything; a dependency that is down is logged once when it goes down and once when
+        it is back, not with a traceback every pass."""
         try:
+            if not self._lead():
+                self.passes += 1
+                return
             self.tick()
         except Exception as exc:
             self._note_trouble(self._trouble_of(exc), exc)
         else:
             self._note_trouble(None, None)
         self.passes += 1
+
+    def _lead(self) -> bool:
+        """Take or keep the leader lease; a newly taken lease is audited (who leads now)."""
+        was_leader = self.leader.held
+        if not self.leader.acquire():
+            return False
+        if not was_leader:
+            with self.db.write() as uow:
+                uow.audit(
+                    "system:worker",
+                    "worker.leader_taken",
+                    "worker",
+                    None,
+                    {"holder": self.leader.holder, "pid": os.getpid()},
+                )
+        return True
 
     def _trouble_of(self, exc: Exception) -> str:
         if isinstance(exc, DependencyUnavailable):
@@ -161,6 +186,8 @@ class Runtime:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        if self.leader.held:
+            self.leader.release()
         self.chain.close()
         self.db.dispose()
 

@@ -61,14 +61,12 @@ class Scanner:
             last = uow.scanned_blocks.highest()
         height = self.start_height if last is None else last + 1
         scanned = 0
-        with self.db.read() as uow:
-            watched = _watched_scripts(uow)
         while height <= tip.height and scanned < max_blocks:
             block_hash = self.chain.block_hash(height)
             if block_hash is None:
                 break
             raw = self.chain.block_bytes(block_hash)
-            if not self._scan_block(height, block_hash, raw, watched):
+            if not self._scan_block(height, block_hash, raw):
                 break  # the tip moved under us (a reorg mid-scan): the next pass handles it
             height += 1
             scanned += 1
@@ -126,20 +124,29 @@ class Scanner:
             )
             log.warning("reorganisation: rolled back to height %d", fork_height)
 
-    def _scan_block(
-        self, height: int, block_hash: str, raw: bytes, watched: dict[str, Address]
-    ) -> bool:
+    def _scan_block(self, height: int, block_hash: str, raw: bytes) -> bool:
+        # Outside the lock: decoding the block, its txids and every output's script.
         block = CBlock.deserialize(raw)
         txids = [b2lx(tx.GetTxid()) for tx in block.vtx]
+        outputs = [
+            _Output(position, txid, vout, bytes(txout.scriptPubKey).hex(), int(txout.nValue))
+            for position, (tx, txid) in enumerate(zip(block.vtx, txids, strict=True))
+            for vout, txout in enumerate(tx.vout)
+        ]
         with self.db.write() as uow:
             previous = uow.scanned_blocks.get(height - 1)
             if previous is not None and b2lx(block.hashPrevBlock) != previous.hash:
                 return False
-            # Two indexed lookups per block instead of one query per input and per tx: a
-            # mainnet block has thousands of each.
+            # Batched look-ups, each cost independent of how many addresses we watch: our
+            # coins spent, our transactions, our addresses paid, the outputs already known.
             our_coins = _coins_spent_in(uow, block.vtx[1:])
             own_txids = _own_transactions_among(uow, txids)
+            paid = _BlockPayments(uow, [o.script_hex for o in outputs])
+            known = uow.utxos.of_txids(txids)
             foreign: list[tuple[str, Utxo]] = []
+            by_position: dict[int, list[_Output]] = {}
+            for output in outputs:
+                by_position.setdefault(output.position, []).append(output)
             for position, (tx, txid) in enumerate(zip(block.vtx, txids, strict=True)):
                 for txin in tx.vin if position > 0 else ():
                     coin = our_coins.get((b2lx(txin.prevout.hash), txin.prevout.n))
@@ -148,7 +155,8 @@ class Scanner:
                         coin.spent_height = height
                         if txid not in own_txids:
                             foreign.append((txid, coin))  # we never signed this spend
-                self._record_outputs(uow, tx, txid, height, block_hash, position == 0, watched)
+                for output in by_position.get(position, []):
+                    self._record_output(uow, output, height, block_hash, paid, known)
                 if txid in own_txids:
                     self._confirm_own(uow, txid, height, block_hash)
             uow.scanned_blocks.add(ScannedBlock(height=height, hash=block_hash))
@@ -156,81 +164,68 @@ class Scanner:
                 watcher(uow, height, foreign, sorted(own_txids))
         return True
 
-    def _record_outputs(
+    def _record_output(
         self,
         uow: UnitOfWork,
-        tx: object,
-        txid: str,
+        output: _Output,
         height: int,
         block_hash: str,
-        is_coinbase: bool,
-        watched: dict[str, Address],
+        paid: _BlockPayments,
+        known: dict[tuple[str, int], Utxo],
     ) -> None:
-        for vout, txout in enumerate(tx.vout):  # type: ignore[attr-defined]
-            script_hex = bytes(txout.scriptPubKey).hex()
-            address = watched.get(script_hex)
-            if address is None:
-                continue
-            existing = uow.utxos.by_outpoint(txid, vout)
-            if existing is not None:
-                existing.block_height = height
-                existing.block_hash = block_hash
-                continue
-            uow.utxos.add(
-                Utxo(
-                    wallet_id=address.wallet_id,
-                    address_id=address.id,
-                    txid=txid,
-                    vout=vout,
-                    amount_sat=int(txout.nValue),
-                    script_pubkey=script_hex,
-                    is_coinbase=is_coinbase,
-                    block_height=height,
-                    block_hash=block_hash,
-                )
+        address = paid.address(output.script_hex)
+        if address is None:
+            return
+        existing = known.get((output.txid, output.vout))
+        if existing is not None:
+            existing.block_height = height
+            existing.block_hash = block_hash
+            return
+        uow.utxos.add(
+            Utxo(
+                wallet_id=address.wallet_id,
+                address_id=address.id,
+                txid=output.txid,
+                vout=output.vout,
+                amount_sat=output.amount_sat,
+                script_pubkey=output.script_hex,
+                is_coinbase=output.position == 0,
+                block_height=height,
+                block_hash=block_hash,
             )
-            if self._extend_lookahead(uow, address):
-                watched.update(_watched_scripts(uow))
-            if _is_retired(uow, address):
-                # After a key rotation: someone still pays an old address. Flag it; the
-                # rotation pass sweeps it to cold (walletsvc.incident.rotation).
-                uow.audit(
-                    ACTOR,
-                    "deposit.to_retired_address",
-                    "address",
-                    address.id,
-                    {
-                        "txid": txid,
-                        "vout": vout,
-                        "amount_sat": int(txout.nValue),
-                        "address": address.address,
-                        "epoch": address.epoch,
-                    },
-                )
-                log.warning("deposit to retired address %s (%s)", address.address, txid)
-            if address.chain == 0:
-                uow.audit(
-                    ACTOR,
-                    "deposit.seen",
-                    "address",
-                    address.id,
-                    {
-                        "txid": txid,
-                        "vout": vout,
-                        "amount_sat": int(txout.nValue),
-                        "height": height,
-                        "address": address.address,
-                    },
-                )
-
-    @staticmethod
-    def _extend_lookahead(uow: ReadUnitOfWork, address: Address) -> bool:
-        """Keep LOOKAHEAD unused addresses past ``address``; True if new ones were derived."""
-        wallet = uow.wallets.get(address.wallet_id)
-        epoch = uow.key_epochs.find(address.wallet_id, address.epoch)
-        if wallet is None or epoch is None:
-            return False
-        return ensure_derived(uow, wallet, epoch, address.chain, address.index + LOOKAHEAD) > 0
+        )
+        paid.used(address)
+        if _is_retired(uow, address):
+            # After a key rotation: someone still pays an old address. Flag it; the
+            # rotation pass sweeps it to cold (walletsvc.incident.rotation).
+            uow.audit(
+                ACTOR,
+                "deposit.to_retired_address",
+                "address",
+                address.id,
+                {
+                    "txid": output.txid,
+                    "vout": output.vout,
+                    "amount_sat": output.amount_sat,
+                    "address": address.address,
+                    "epoch": address.epoch,
+                },
+            )
+            log.warning("deposit to retired address %s (%s)", address.address, output.txid)
+        if address.chain == 0:
+            uow.audit(
+                ACTOR,
+                "deposit.seen",
+                "address",
+                address.id,
+                {
+                    "txid": output.txid,
+                    "vout": output.vout,
+                    "amount_sat": output.amount_sat,
+                    "height": height,
+                    "address": address.address,
+                },
+            )
 
     @staticmethod
     def _confirm_own(uow: UnitOfWork, txid: str, height: int, block_hash: str) -> None:
@@ -276,5 +271,51 @@ def _own_transactions_among(uow: ReadUnitOfWork, txids: list[str]) -> set[str]:
     return uow.transactions.txids_among(txids)
 
 
-def _watched_scripts(uow: ReadUnitOfWork) -> dict[str, Address]:
-    return {a.script_pubkey: a for a in uow.addresses.all()}
+@dataclass(frozen=True)
+class _Output:
+    position: int  # the transaction's position in the block (0: the coinbase)
+    txid: str
+    vout: int
+    script_hex: str
+    amount_sat: int
+
+
+class _BlockPayments:
+    """Which of one block's output scripts are our addresses, kept true as the look-ahead
+    grows while the block is recorded.
+
+    The block's scripts are looked up once, in batches, by the unique script index: the cost
+    is the block's size, not the number of addresses we watch. When a payment uses an address
+    near the end of its look-ahead window, the window is extended (new addresses derived) and
+    only the block's still-unmatched scripts are looked up again, so an output paying a
+    freshly derived address later in the same block is still ours.
+    """
+
+    def __init__(self, uow: UnitOfWork, scripts: list[str]) -> None:
+        self._uow = uow
+        self._unmatched = set(scripts)
+        self._ours: dict[str, Address] = {}
+        self._ensured: dict[tuple[str, int, int], int] = {}
+        self._match(scripts)
+
+    def address(self, script_hex: str) -> Address | None:
+        return self._ours.get(script_hex)
+
+    def used(self, address: Address) -> None:
+        """``address`` was paid: keep LOOKAHEAD unused addresses past it."""
+        key = (address.wallet_id, address.epoch, address.chain)
+        target = address.index + LOOKAHEAD
+        if self._ensured.get(key, -1) >= target:
+            return
+        self._ensured[key] = target
+        wallet = self._uow.wallets.get(address.wallet_id)
+        epoch = self._uow.key_epochs.find(address.wallet_id, address.epoch)
+        if wallet is None or epoch is None:
+            return
+        if ensure_derived(self._uow, wallet, epoch, address.chain, target) > 0:
+            self._match(list(self._unmatched))
+
+    def _match(self, scripts: list[str]) -> None:
+        found = self._uow.addresses.with_scripts(scripts) if scripts else {}
+        self._ours.update(found)
+        self._unmatched.difference_update(found)

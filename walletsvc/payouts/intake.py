@@ -12,7 +12,7 @@ from walletsvc.db.models import IdempotencyKey, Wallet, Withdrawal
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import withdrawal_authorization_message
-from walletsvc.domain.address import decode_address
+from walletsvc.domain.address import Destination, decode_address
 from walletsvc.domain.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
 from walletsvc.domain.money import require_payable
 from walletsvc.domain.network import Network
@@ -94,7 +94,19 @@ def request_withdrawal(
             f"reference is longer than {MAX_REFERENCE_LENGTH} characters", field="reference"
         )
     digest = request_hash(body)
-    with db.write() as uow:
+    # Outside any lock: a replay's answer, the wallet (names and networks never change) and
+    # the destination's decoding. Only the decision and the insert run under the locks.
+    with db.read() as uow:
+        replay = _replay(uow, token_id, idempotency_key, digest)
+        if replay is not None:
+            return replay
+        wallet = get_wallet(uow, body.wallet)
+    destination = decode_address(body.destination, Network(wallet.network), field="destination")
+    # The wallet's lock (its limits are the wallet's alone) and the idempotency key's (the
+    # same key may name another wallet in a concurrent request).
+    with db.write(
+        wallet_id=wallet.id, also_lock=[idempotency_lock(token_id, idempotency_key)]
+    ) as uow:
         outcome = _decide_and_record(
             uow,
             tags,
@@ -105,11 +117,17 @@ def request_withdrawal(
             token_id=token_id,
             actor=actor,
             now=now,
+            destination=destination,
         )
     # A denial is raised only after the transaction holding its audit event has committed.
     if isinstance(outcome, PolicyDenied):
         raise outcome
     return outcome
+
+
+def idempotency_lock(token_id: str, idempotency_key: str) -> str:
+    """The write lock name of one (token, Idempotency-Key) pair."""
+    return f"idempotency:{token_id}:{idempotency_key}"
 
 
 def _decide_and_record(
@@ -123,13 +141,16 @@ def _decide_and_record(
     token_id: str,
     actor: str,
     now: datetime | None,
+    destination: Destination | None = None,
 ) -> WithdrawalResult | PolicyDenied:
-    """Idempotency, policy and the new withdrawal, inside the caller's locked transaction."""
+    """Idempotency, policy and the new withdrawal, inside the caller's locked transaction
+    (the wallet's lock and the idempotency key's). ``destination``: already decoded."""
     replay = _replay(uow, token_id, idempotency_key, digest)
     if replay is not None:
         return replay
     wallet = get_wallet(uow, body.wallet)
-    destination = decode_address(body.destination, Network(wallet.network), field="destination")
+    if destination is None:
+        destination = decode_address(body.destination, Network(wallet.network), field="destination")
     # A frozen wallet takes no new payouts (423, nothing written): the payout engine retries
     # with the same Idempotency-Key once the freeze is lifted. Payouts accepted before the
     # freeze stay held until then.
@@ -230,7 +251,7 @@ def _decide_and_record(
     return WithdrawalResult(withdrawal.id, created=True)
 
 
-def _replay(uow: UnitOfWork, token_id: str, key: str, digest: str) -> WithdrawalResult | None:
+def _replay(uow: ReadUnitOfWork, token_id: str, key: str, digest: str) -> WithdrawalResult | None:
     existing = uow.idempotency_keys.by_token_and_key(token_id, key)
     if existing is None:
         return None

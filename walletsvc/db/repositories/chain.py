@@ -83,6 +83,14 @@ class UtxoRepository(Repository[Utxo]):
             )
         return found
 
+    def of_txids(self, txids: Sequence[str]) -> dict[tuple[str, int], Utxo]:
+        """Our coins (spent or not) created by any of ``txids``, by outpoint."""
+        found: dict[tuple[str, int], Utxo] = {}
+        for chunk in _chunks(sorted(set(txids))):
+            for coin in self.session.scalars(select(Utxo).where(Utxo.txid.in_(chunk))):
+                found[(coin.txid, coin.vout)] = coin
+        return found
+
     # A reorganisation: what the scanner undoes above the fork.
 
     def coinbase_above(self, height: int) -> list[Utxo]:

@@ -94,6 +94,18 @@ class AddressRepository(Repository[Address]):
             )
         )
 
+    def with_scripts(self, scripts: Sequence[str]) -> dict[str, Address]:
+        """Our addresses among ``scripts`` (hex), by script: one indexed look-up per chunk."""
+        found: dict[str, Address] = {}
+        unique = sorted(set(scripts))
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
+            for address in self.session.scalars(
+                select(Address).where(Address.script_pubkey.in_(chunk))
+            ):
+                found[address.script_pubkey] = address
+        return found
+
     def all(self) -> list[Address]:
         return list(self.session.scalars(select(Address)))
 
@@ -150,3 +162,6 @@ class AddressRepository(Repository[Address]):
                 .offset(offset)
             )
         )
+
+
+_IN_CHUNK = 500  # stays under every backend's bound-parameter limit
