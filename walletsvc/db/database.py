@@ -142,6 +142,7 @@ class UnitOfWork(ReadUnitOfWork):
         self._freeze_gate = freeze_gate
         self._freeze_gate_held = freeze_gate_held
         self.recorded_events = 0
+        self._unchained: list[AuditEvent] = []
 
     def hold_freeze_gate(self, *, exclusive: bool = False) -> None:
         """Hold the freeze gate until commit before reading or writing freezes.
@@ -167,34 +168,80 @@ class UnitOfWork(ReadUnitOfWork):
         """Append an event to the hash chain inside this transaction (or, on PostgreSQL,
         record it for the appender, which chains it right after this transaction commits)."""
         self.recorded_events += 1
-        clean = json.loads(json.dumps(data or {}, default=str))
+        event = AuditEvent(
+            created_at=utcnow(),
+            actor=actor,
+            action=action,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            data=json.loads(json.dumps(data or {}, default=str)),
+        )
         if not self._inline_audit:
-            self.session.add(
-                PendingAuditEvent(
-                    created_at=utcnow(),
-                    actor=actor,
-                    action=action,
-                    subject_type=subject_type,
-                    subject_id=subject_id,
-                    data=clean,
-                )
-            )
+            self._unchained.append(event)
             return
         if self._head is None:
             self._head = self.session.get_one(AuditHead, 1)
-        self._head = chain_event(
-            self.session,
-            self._audit_key,
-            self._head,
+        self._head = chain_event(self.session, self._audit_key, self._head, event)
+
+    def finish(self) -> bool:
+        """Just before commit (PostgreSQL): chain this transaction's events if the head is
+        free, else leave them pending for the appender. True if some are left pending.
+
+        Taking the head here, at the very end, holds it only for the commit; when another
+        transaction holds it, waiting would serialise writers again, so the events go to
+        ``audit_pending`` instead and the appender chains them after the commit.
+        """
+        if not self._unchained:
+            return False
+        head = self.session.execute(
+            select(AuditHead).where(AuditHead.id == 1).with_for_update(skip_locked=True)
+        ).scalar_one_or_none()
+        if head is None:
+            for event in self._unchained:
+                self.session.add(PendingAuditEvent(**_pending_fields(event)))
+            return True
+        # Events committed earlier and still waiting go first: the chain keeps their order.
+        head = chain_pending(self.session, self._audit_key, head)
+        for event in self._unchained:
+            head = chain_event(self.session, self._audit_key, head, event)
+        return False
+
+
+def _pending_fields(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "created_at": event.created_at,
+        "actor": event.actor,
+        "action": event.action,
+        "subject_type": event.subject_type,
+        "subject_id": event.subject_id,
+        "data": event.data,
+    }
+
+
+def chain_pending(
+    session: Session, key: bytes, head: AuditHead, *, limit: int = 5_000
+) -> AuditHead:
+    """Move up to ``limit`` committed pending events into the chain, oldest first (the
+    caller holds the head row)."""
+    pending = list(
+        session.scalars(select(PendingAuditEvent).order_by(PendingAuditEvent.id).limit(limit))
+    )
+    for row in pending:
+        head = chain_event(
+            session,
+            key,
+            head,
             AuditEvent(
-                created_at=utcnow(),
-                actor=actor,
-                action=action,
-                subject_type=subject_type,
-                subject_id=subject_id,
-                data=clean,
+                created_at=row.created_at,
+                actor=row.actor,
+                action=row.action,
+                subject_type=row.subject_type,
+                subject_id=row.subject_id,
+                data=row.data,
             ),
         )
+        session.delete(row)
+    return head
 
 
 def chain_event(session: Session, key: bytes, head: AuditHead, ev: AuditEvent) -> AuditHead:
@@ -243,6 +290,7 @@ class Database:
         wallet_id: str | None = None,
         also_lock: Sequence[str] = (),
         freeze: bool = False,
+        honour_freeze: bool = False,
     ) -> Iterator[UnitOfWork]:
         """A locked write transaction; commits on success, rolls back on any exception.
 
@@ -251,7 +299,9 @@ class Database:
           * ``wallet_id`` and/or ``also_lock``: the global lock shared, then the ``also_lock``
             names (sorted) and the wallet, exclusively: writers of other wallets (and other
             names) run at the same time;
-          * ``freeze``: only the freeze gate, exclusively (applying a freeze).
+          * ``freeze``: only the freeze gate, exclusively (applying a freeze);
+          * ``honour_freeze``: the freeze gate shared from the start, in the same statement
+            as the other locks (a writer that will check for a freeze anyway).
         SQLite has one writer per file: there every scope is that writer lock, taken in
         arrival order (a freeze first).
         """
@@ -263,7 +313,7 @@ class Database:
             queue = self._queues.get(wallet_lock(wallet_id))
         else:
             queue = self._queues.get(min(also_lock) if also_lock else GLOBAL_LOCK)
-        recorded = 0
+        left_pending = False
         with (
             queue.hold(urgent=freeze),
             Session(self._write_engine, expire_on_commit=False) as session,
@@ -274,13 +324,15 @@ class Database:
                 self.audit_key,
                 inline_audit=self.is_sqlite,
                 freeze_gate=not self.is_sqlite,
-                freeze_gate_held=freeze,
+                freeze_gate_held=freeze or honour_freeze,
             )
             if not self.is_sqlite:
-                self._take_advisory_locks(session, wallet_id, also_lock, freeze=freeze)
+                self._take_advisory_locks(
+                    session, wallet_id, also_lock, freeze=freeze, honour_freeze=honour_freeze
+                )
             yield uow
-            recorded = uow.recorded_events
-        if recorded and not self.is_sqlite:
+            left_pending = uow.finish()
+        if left_pending:
             try:
                 self.append_pending_audit()
             except DBAPIError as exc:
@@ -290,26 +342,36 @@ class Database:
 
     @staticmethod
     def _take_advisory_locks(
-        session: Session, wallet_id: str | None, also_lock: Sequence[str], *, freeze: bool
+        session: Session,
+        wallet_id: str | None,
+        also_lock: Sequence[str],
+        *,
+        freeze: bool,
+        honour_freeze: bool,
     ) -> None:
         """PostgreSQL: transaction-scoped advisory locks, always in the order global, named,
-        wallet, freeze gate, so that no two writers wait for each other in a cycle."""
-
-        def take(name: str, *, shared: bool = False) -> None:
-            function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-            session.execute(text(f"SELECT {function}(:key)"), {"key": advisory_key(name)})
-
+        wallet, freeze gate, so that no two writers wait for each other in a cycle. One
+        statement takes them all (PostgreSQL evaluates a target list left to right)."""
+        locks: list[tuple[str, bool]] = []  # (name, shared)
         if freeze:
-            take(FREEZE_LOCK)
-            return
-        if wallet_id is None and not also_lock:
-            take(GLOBAL_LOCK)
-            return
-        take(GLOBAL_LOCK, shared=True)
-        for name in sorted(set(also_lock)):
-            take(name)
-        if wallet_id is not None:
-            take(wallet_lock(wallet_id))
+            locks.append((FREEZE_LOCK, False))
+        elif wallet_id is None and not also_lock:
+            locks.append((GLOBAL_LOCK, False))
+        else:
+            locks.append((GLOBAL_LOCK, True))
+            locks.extend((name, False) for name in sorted(set(also_lock)))
+            if wallet_id is not None:
+                locks.append((wallet_lock(wallet_id), False))
+        if honour_freeze and not freeze:
+            locks.append((FREEZE_LOCK, True))
+        calls = ", ".join(
+            f"{'pg_advisory_xact_lock_shared' if shared else 'pg_advisory_xact_lock'}(:k{i})"
+            for i, (_name, shared) in enumerate(locks)
+        )
+        session.execute(
+            text(f"SELECT {calls}"),
+            {f"k{i}": advisory_key(name) for i, (name, _shared) in enumerate(locks)},
+        )
 
     def append_pending_audit(self, *, batch: int = 5_000) -> int:
         """Chain every committed pending event into the audit log, oldest first; how many.
@@ -324,28 +386,11 @@ class Database:
                 head = session.execute(
                     select(AuditHead).where(AuditHead.id == 1).with_for_update()
                 ).scalar_one()
-                pending = list(
-                    session.scalars(
-                        select(PendingAuditEvent).order_by(PendingAuditEvent.id).limit(batch)
-                    )
-                )
-                for row in pending:
-                    head = chain_event(
-                        session,
-                        self.audit_key,
-                        head,
-                        AuditEvent(
-                            created_at=row.created_at,
-                            actor=row.actor,
-                            action=row.action,
-                            subject_type=row.subject_type,
-                            subject_id=row.subject_id,
-                            data=row.data,
-                        ),
-                    )
-                    session.delete(row)
-            appended += len(pending)
-            if len(pending) < batch:
+                before = head.last_seq
+                head = chain_pending(session, self.audit_key, head, limit=batch)
+                count = head.last_seq - before
+            appended += count
+            if count < batch:
                 return appended
 
     @contextmanager

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import IdempotencyKey, Wallet, Withdrawal
+from walletsvc.db.models import IdempotencyKey, Wallet, Withdrawal, new_id
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import withdrawal_authorization_message
@@ -94,20 +95,45 @@ def request_withdrawal(
             f"reference is longer than {MAX_REFERENCE_LENGTH} characters", field="reference"
         )
     digest = request_hash(body)
-    # Outside any lock: a replay's answer, the wallet (names and networks never change) and
-    # the destination's decoding. Only the decision and the insert run under the locks.
-    with db.read() as uow:
-        replay = _replay(uow, token_id, idempotency_key, digest)
-        if replay is not None:
-            return replay
-        wallet = get_wallet(uow, body.wallet)
-    destination = decode_address(body.destination, Network(wallet.network), field="destination")
-    # The wallet's lock (its limits are the wallet's alone) and the idempotency key's (the
-    # same key may name another wallet in a concurrent request).
+    try:
+        outcome = _locked_request(
+            db, tags, body, amount, digest, idempotency_key, token_id, actor, now
+        )
+    except _StaleWallet:
+        # The name now names another wallet (deleted and created again): resolve it afresh.
+        forget_wallet_identity(db, body.wallet)
+        outcome = _locked_request(
+            db, tags, body, amount, digest, idempotency_key, token_id, actor, now
+        )
+    # A denial is raised only after the transaction holding its audit event has committed.
+    if isinstance(outcome, PolicyDenied):
+        raise outcome
+    return outcome
+
+
+def _locked_request(
+    db: Database,
+    tags: RowTagger,
+    body: WithdrawalInput,
+    amount: int,
+    digest: str,
+    idempotency_key: str,
+    token_id: str,
+    actor: str,
+    now: datetime | None,
+) -> WithdrawalResult | PolicyDenied:
+    # Outside any lock: the wallet (its id and network never change) and the destination's
+    # decoding. Only the decision and the insert run under the locks.
+    wallet_id, network = _wallet_identity(db, body.wallet)
+    destination = decode_address(body.destination, network, field="destination")
+    # The wallet's lock (its limits are the wallet's alone), the idempotency key's (the same
+    # key may name another wallet in a concurrent request), and the freeze gate shared.
     with db.write(
-        wallet_id=wallet.id, also_lock=[idempotency_lock(token_id, idempotency_key)]
+        wallet_id=wallet_id,
+        also_lock=[idempotency_lock(token_id, idempotency_key)],
+        honour_freeze=True,
     ) as uow:
-        outcome = _decide_and_record(
+        return _decide_and_record(
             uow,
             tags,
             body=body,
@@ -118,11 +144,34 @@ def request_withdrawal(
             actor=actor,
             now=now,
             destination=destination,
+            wallet_id=wallet_id,
         )
-    # A denial is raised only after the transaction holding its audit event has committed.
-    if isinstance(outcome, PolicyDenied):
-        raise outcome
-    return outcome
+
+
+class _StaleWallet(Exception):
+    """The wallet name resolved outside the lock names another wallet now."""
+
+
+# Wallet name -> (id, network), both fixed for a wallet's life: resolving them needs no
+# transaction per request. Checked under the lock (``_decide_and_record``).
+_WALLET_IDENTITIES: weakref.WeakKeyDictionary[Database, dict[str, tuple[str, Network]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _wallet_identity(db: Database, name: str) -> tuple[str, Network]:
+    known = _WALLET_IDENTITIES.setdefault(db, {})
+    identity = known.get(name)
+    if identity is None:
+        with db.read() as uow:
+            wallet = get_wallet(uow, name)
+            identity = (wallet.id, Network(wallet.network))
+        known[name] = identity
+    return identity
+
+
+def forget_wallet_identity(db: Database, name: str) -> None:
+    _WALLET_IDENTITIES.get(db, {}).pop(name, None)
 
 
 def idempotency_lock(token_id: str, idempotency_key: str) -> str:
@@ -142,13 +191,17 @@ def _decide_and_record(
     actor: str,
     now: datetime | None,
     destination: Destination | None = None,
+    wallet_id: str | None = None,
 ) -> WithdrawalResult | PolicyDenied:
     """Idempotency, policy and the new withdrawal, inside the caller's locked transaction
-    (the wallet's lock and the idempotency key's). ``destination``: already decoded."""
+    (the wallet's lock and the idempotency key's). ``destination``: already decoded;
+    ``wallet_id``: the wallet the caller locked, resolved from its name outside the lock."""
     replay = _replay(uow, token_id, idempotency_key, digest)
     if replay is not None:
         return replay
     wallet = get_wallet(uow, body.wallet)
+    if wallet_id is not None and wallet.id != wallet_id:
+        raise _StaleWallet(body.wallet)
     if destination is None:
         destination = decode_address(body.destination, Network(wallet.network), field="destination")
     # A frozen wallet takes no new payouts (423, nothing written): the payout engine retries
@@ -196,6 +249,7 @@ def _decide_and_record(
         else WithdrawalStatus.PENDING_APPROVAL
     )
     withdrawal = Withdrawal(
+        id=new_id(),  # known before the insert: the tag below needs no second statement
         wallet_id=wallet.id,
         token_id=token_id,
         destination=destination.address,
@@ -208,9 +262,9 @@ def _decide_and_record(
         created_at=moment,
         updated_at=moment,
     )
-    uow.withdrawals.add(withdrawal, flush=True)
     if status is WithdrawalStatus.APPROVED:
         withdrawal.authorization_mac = tags.tag(withdrawal_authorization_message(withdrawal))
+    uow.withdrawals.add(withdrawal, flush=True)  # before the rows that reference it
     uow.idempotency_keys.add(
         IdempotencyKey(
             token_id=token_id,

@@ -245,7 +245,7 @@ class SigningPipeline:
         """
         # Its own lock, not the wallet's: intake for the wallet does not wait for the network
         # call; the freeze gate (taken by the check below) is what a freeze waits for.
-        with self.db.write(also_lock=[f"transaction:{tx_id}"]) as uow:
+        with self.db.write(also_lock=[f"transaction:{tx_id}"], honour_freeze=True) as uow:
             tx = uow.transactions.get(tx_id)
             if tx is None or tx.status != "signed":
                 return None

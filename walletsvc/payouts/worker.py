@@ -104,7 +104,7 @@ class PayoutWorker:
     def sign_approved(self, wallet_id: str) -> str | None:
         """Sign one batch of the wallet's approved payouts; store it; return its txid."""
         # The wallet's lock: intake and signing of other wallets go on meanwhile.
-        with self.db.write(wallet_id=wallet_id) as uow:
+        with self.db.write(wallet_id=wallet_id, honour_freeze=True) as uow:
             wallet = uow.wallets.get(wallet_id)
             assert wallet is not None
             # Checked inside the locked claim, through the freeze gate: a freeze committed
