@@ -340,6 +340,16 @@ class Database:
                 # the next writer's append chains them.
                 log.warning("audit append deferred: %s", type(exc).__name__)
 
+    def waiting_writers(self, wallet_id: str | None = None) -> int:
+        """Writers of this process queued for the wallet's lock (SQLite: for the one writer
+        lock), for tests that wait on a queue instead of sleeping."""
+        name = (
+            SQLITE_WRITER
+            if self.is_sqlite
+            else (wallet_lock(wallet_id) if wallet_id else GLOBAL_LOCK)
+        )
+        return self._queues.get(name).waiting()
+
     @staticmethod
     def _take_advisory_locks(
         session: Session,

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Request
 
-from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access
+from walletsvc.api.deps import (
+    ALL_ROLES,
+    Principal,
+    RuntimeDep,
+    authenticate,
+    authorize,
+    get_runtime,
+    require_access,
+)
 from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import StrictModel
 from walletsvc.api.schemas.incident import FreezeState, FreezeView
@@ -15,8 +26,7 @@ from walletsvc.incident.freeze import freeze, freeze_overview, show_freeze
 
 router = APIRouter(tags=["incident response"], responses=error_responses(401, 403))
 # Freezing must never wait for permission: any staff member (every role) or a token with the
-# `freeze` scope. Lifting is governed (walletsvc.api.routes.unfreeze).
-Freezer = Annotated[Principal, Depends(require_access(scopes=("freeze",), roles=ALL_ROLES))]
+# `freeze` scope (checked in ``_freeze``). Lifting is governed (walletsvc.api.routes.unfreeze).
 Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL_ROLES))]
 
 
@@ -28,8 +38,23 @@ class FreezeRequest(StrictModel):
     wallet: str | None = None
 
 
+# A freeze has its own lane of worker threads. Sync routes and dependencies share one pool
+# (40 threads), and under a flood of payout requests every thread of it may be a request
+# waiting for its wallet's lock: a freeze queued for a thread there would wait behind the
+# very payouts it means to stop. Here it waits for nothing but the freeze gate
+# (walletsvc.db.database), and its authentication runs in the lane too.
+FREEZE_LANE = anyio.CapacityLimiter(8)
+
+
 @router.post("/freeze", status_code=201, responses=error_responses(404, 422))
-def post_freeze(body: FreezeRequest, runtime: RuntimeDep, principal: Freezer) -> FreezeView:
+async def post_freeze(body: FreezeRequest, request: Request) -> FreezeView:
+    return await anyio.to_thread.run_sync(partial(_freeze, body, request), limiter=FREEZE_LANE)
+
+
+def _freeze(body: FreezeRequest, request: Request) -> FreezeView:
+    runtime = get_runtime(request)
+    principal = authenticate(request, runtime)
+    authorize(principal, ("freeze",), ALL_ROLES)  # any staff member or the `freeze` scope
     if body.scope == "wallet" and not body.wallet:
         raise InvalidInput("scope 'wallet' needs the wallet to freeze", field="wallet")
     scope = "all" if body.scope == "wallet" else body.scope

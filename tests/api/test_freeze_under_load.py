@@ -1,0 +1,88 @@
+"""POST /v1/freeze while payout requests fill every thread of the shared pool, each waiting
+for the wallet's write lock: the freeze neither waits for a thread nor for those payouts.
+It commits before any of them, so every one of them is then refused as frozen."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tests.conftest import WALLET, Tokens, auth
+from tests.helpers import audit_events, external_destination, request_payout
+from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.db.models import Wallet
+
+DEADLINE_S = 120  # a bound on waiting for an observable condition, never a pause
+SHARED_POOL_THREADS = 40  # anyio's default thread limiter, which sync routes share
+PAYOUTS = SHARED_POOL_THREADS + 10
+
+
+def _wait_until(condition: Callable[[], bool], what: str) -> None:
+    pause = threading.Event()
+    for _ in range(DEADLINE_S * 100):
+        if condition():
+            return
+        pause.wait(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_a_freeze_goes_before_payouts_queued_in_every_pool_thread(
+    client: TestClient, runtime: Runtime, tokens: Tokens
+) -> None:
+    with runtime.db.read() as uow:
+        wallet_id = uow.session.scalars(select(Wallet.id).where(Wallet.name == WALLET)).one()
+    destination, _ = external_destination("queued miner")
+    holding, release = threading.Event(), threading.Event()
+
+    def queued() -> int:
+        return runtime.db.waiting_writers(wallet_id)
+
+    def hold_the_wallet() -> None:  # a long payout decision in progress
+        with runtime.db.write(wallet_id=wallet_id):
+            holding.set()
+            release.wait(DEADLINE_S)
+
+    holder = threading.Thread(target=hold_the_wallet)
+    holder.start()
+    assert holding.wait(DEADLINE_S)
+    statuses: list[int] = []
+
+    def post(i: int) -> None:
+        response = request_payout(client, tokens.all, key=f"load-{i}", destination=destination)
+        statuses.append(response.status_code)
+
+    posters = [threading.Thread(target=post, args=(i,)) for i in range(PAYOUTS)]
+    for thread in posters:
+        thread.start()
+    frozen: list[int] = []
+    try:
+        # Every thread of the shared pool is a payout waiting for the wallet.
+        _wait_until(lambda: queued() >= SHARED_POOL_THREADS, "the pool is full")
+
+        def post_freeze() -> None:
+            body = {"reason": "incident drill", "scope": "withdrawals", "wallet": WALLET}
+            frozen.append(
+                client.post("/v1/freeze", headers=auth(tokens.all), json=body).status_code
+            )
+
+        freezer = threading.Thread(target=post_freeze)
+        freezer.start()
+        if runtime.db.is_sqlite:
+            # One writer: the freeze waits for the holder, but queues ahead of the payouts.
+            _wait_until(lambda: queued() > SHARED_POOL_THREADS, "the freeze is queued")
+        else:
+            # The freeze gate is its own lock: it commits while the wallet is still held.
+            _wait_until(lambda: frozen == [201], "the freeze returned")
+            assert holder.is_alive() and not release.is_set()
+    finally:
+        release.set()
+        holder.join(DEADLINE_S)
+    freezer.join(DEADLINE_S)
+    for thread in posters:
+        thread.join(DEADLINE_S)
+    assert frozen == [201]
+    assert statuses == [423] * PAYOUTS  # each saw the freeze: it went first
+    assert audit_events(runtime.db, "withdrawal.requested") == []
