@@ -19,6 +19,8 @@ from walletsvc.db.models import (
     Address,
     ScannedBlock,
     Utxo,
+    Wallet,
+    new_id,
     utcnow,
 )
 from walletsvc.db.repositories import ReadUnitOfWork
@@ -158,7 +160,9 @@ class Scanner:
                 for output in by_position.get(position, []):
                     self._record_output(uow, output, height, block_hash, paid, known)
                 if txid in own_txids:
+                    paid.insert_new_coins()  # what confirming our transaction may look at
                     self._confirm_own(uow, txid, height, block_hash)
+            paid.insert_new_coins()
             uow.scanned_blocks.add(ScannedBlock(height=height, hash=block_hash))
             for watcher in self.block_watchers:
                 watcher(uow, height, foreign, sorted(own_txids))
@@ -181,21 +185,22 @@ class Scanner:
             existing.block_height = height
             existing.block_hash = block_hash
             return
-        uow.utxos.add(
-            Utxo(
-                wallet_id=address.wallet_id,
-                address_id=address.id,
-                txid=output.txid,
-                vout=output.vout,
-                amount_sat=output.amount_sat,
-                script_pubkey=output.script_hex,
-                is_coinbase=output.position == 0,
-                block_height=height,
-                block_hash=block_hash,
-            )
+        paid.new_coin(
+            {
+                "id": new_id(),
+                "wallet_id": address.wallet_id,
+                "address_id": address.id,
+                "txid": output.txid,
+                "vout": output.vout,
+                "amount_sat": output.amount_sat,
+                "script_pubkey": output.script_hex,
+                "is_coinbase": output.position == 0,
+                "block_height": height,
+                "block_hash": block_hash,
+            }
         )
         paid.used(address)
-        if _is_retired(uow, address):
+        if _is_retired(address, paid.wallet(address.wallet_id)):
             # After a key rotation: someone still pays an old address. Flag it; the
             # rotation pass sweeps it to cold (walletsvc.incident.rotation).
             uow.audit(
@@ -254,10 +259,9 @@ class Scanner:
         )
 
 
-def _is_retired(uow: ReadUnitOfWork, address: Address) -> bool:
+def _is_retired(address: Address, wallet: Wallet | None) -> bool:
     if address.retired_at is not None:
         return True
-    wallet = uow.wallets.get(address.wallet_id)  # the identity map makes this cheap
     return wallet is not None and address.epoch < wallet.current_epoch
 
 
@@ -296,7 +300,24 @@ class _BlockPayments:
         self._unmatched = set(scripts)
         self._ours: dict[str, Address] = {}
         self._ensured: dict[tuple[str, int, int], int] = {}
+        # Held here, not only in the session's weak identity map: a wallet looked up per
+        # output would be loaded again (and the session flushed) for every output.
+        self._wallets: dict[str, Wallet | None] = {}
+        self._new_coins: list[dict[str, object]] = []
         self._match(scripts)
+
+    def new_coin(self, row: dict[str, object]) -> None:
+        self._new_coins.append(row)
+
+    def insert_new_coins(self) -> None:
+        """Insert the coins recorded so far, in one statement."""
+        self._uow.utxos.add_many(self._new_coins)
+        self._new_coins = []
+
+    def wallet(self, wallet_id: str) -> Wallet | None:
+        if wallet_id not in self._wallets:
+            self._wallets[wallet_id] = self._uow.wallets.get(wallet_id)
+        return self._wallets[wallet_id]
 
     def address(self, script_hex: str) -> Address | None:
         return self._ours.get(script_hex)
@@ -308,7 +329,7 @@ class _BlockPayments:
         if self._ensured.get(key, -1) >= target:
             return
         self._ensured[key] = target
-        wallet = self._uow.wallets.get(address.wallet_id)
+        wallet = self.wallet(address.wallet_id)
         epoch = self._uow.key_epochs.find(address.wallet_id, address.epoch)
         if wallet is None or epoch is None:
             return

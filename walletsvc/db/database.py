@@ -32,9 +32,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, create_engine, delete, event, insert, select, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -105,24 +106,48 @@ def audit_head_tag(key: bytes, last_seq: int, last_hash: str) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def audit_fields(ev: AuditEvent) -> dict[str, Any]:
+def event_fields(
+    seq: int,
+    *,
+    created_at: datetime,
+    actor: str,
+    action: str,
+    subject_type: str,
+    subject_id: str | None,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """What an event's hash covers (with the previous hash)."""
     return {
-        "seq": ev.seq,
-        "created_at": ev.created_at.isoformat(),
-        "actor": ev.actor,
-        "action": ev.action,
-        "subject_type": ev.subject_type,
-        "subject_id": ev.subject_id,
-        "data": ev.data,
+        "seq": seq,
+        "created_at": created_at.isoformat(),
+        "actor": actor,
+        "action": action,
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+        "data": data,
     }
+
+
+def audit_fields(ev: AuditEvent) -> dict[str, Any]:
+    return event_fields(
+        ev.seq,
+        created_at=ev.created_at,
+        actor=ev.actor,
+        action=ev.action,
+        subject_type=ev.subject_type,
+        subject_id=ev.subject_id,
+        data=ev.data,
+    )
 
 
 class UnitOfWork(ReadUnitOfWork):
     """One write transaction: the repositories over a session holding its write locks, and
     the audit log. Services never commit: ``Database.write()`` commits when the block ends.
 
-    ``inline_audit``: chain each event here, under the head (SQLite, where the one writer
-    lock already serialises writers); otherwise record it as pending for the appender.
+    Audit events are collected as the transaction goes and chained at its end
+    (``finish``), all in one multi-row insert: on SQLite under the head (the one writer lock
+    already serialises writers); on PostgreSQL under the head if it is free, else recorded
+    as pending for the appender.
     """
 
     def __init__(
@@ -137,12 +162,11 @@ class UnitOfWork(ReadUnitOfWork):
         super().__init__(session)
         self._audit_key = audit_key
         self._inline_audit = inline_audit
-        self._head: AuditHead | None = None
         # PostgreSQL: the freeze gate is an advisory lock of its own (``hold_freeze_gate``).
         self._freeze_gate = freeze_gate
         self._freeze_gate_held = freeze_gate_held
         self.recorded_events = 0
-        self._unchained: list[AuditEvent] = []
+        self._unchained: list[dict[str, Any]] = []
 
     def hold_freeze_gate(self, *, exclusive: bool = False) -> None:
         """Hold the freeze gate until commit before reading or writing freezes.
@@ -165,57 +189,60 @@ class UnitOfWork(ReadUnitOfWork):
         subject_id: str | None,
         data: dict[str, Any] | None = None,
     ) -> None:
-        """Append an event to the hash chain inside this transaction (or, on PostgreSQL,
-        record it for the appender, which chains it right after this transaction commits)."""
+        """Record an event of this transaction; it is chained when the transaction ends,
+        committed with it or not at all."""
         self.recorded_events += 1
-        event = AuditEvent(
-            created_at=utcnow(),
-            actor=actor,
-            action=action,
-            subject_type=subject_type,
-            subject_id=subject_id,
-            data=json.loads(json.dumps(data or {}, default=str)),
+        self._unchained.append(
+            {
+                "created_at": utcnow(),
+                "actor": actor,
+                "action": action,
+                "subject_type": subject_type,
+                "subject_id": subject_id,
+                "data": json.loads(json.dumps(data or {}, default=str)),
+            }
         )
-        if not self._inline_audit:
-            self._unchained.append(event)
-            return
-        if self._head is None:
-            self._head = self.session.get_one(AuditHead, 1)
-        self._head = chain_event(self.session, self._audit_key, self._head, event)
 
     def finish(self) -> bool:
-        """Just before commit (PostgreSQL): chain this transaction's events if the head is
-        free, else leave them pending for the appender. True if some are left pending.
+        """Just before commit: chain this transaction's events. True if (on PostgreSQL) they
+        were left pending for the appender instead.
 
-        Taking the head here, at the very end, holds it only for the commit; when another
-        transaction holds it, waiting would serialise writers again, so the events go to
-        ``audit_pending`` instead and the appender chains them after the commit.
+        On PostgreSQL the head is taken here, at the very end, and only if it is free: it is
+        then held only for the commit. When another transaction holds it, waiting would
+        serialise writers again, so the events go to ``audit_pending`` and the appender
+        chains them after the commit.
         """
         if not self._unchained:
             return False
-        head = self.session.execute(
-            select(AuditHead).where(AuditHead.id == 1).with_for_update(skip_locked=True)
-        ).scalar_one_or_none()
-        if head is None:
-            for event in self._unchained:
-                self.session.add(PendingAuditEvent(**_pending_fields(event)))
-            return True
-        # Events committed earlier and still waiting go first: the chain keeps their order.
-        head = chain_pending(self.session, self._audit_key, head)
-        for event in self._unchained:
-            head = chain_event(self.session, self._audit_key, head, event)
+        head: AuditHead | None
+        if self._inline_audit:
+            head = self.session.get_one(AuditHead, 1)
+        else:
+            head = self.session.execute(
+                select(AuditHead).where(AuditHead.id == 1).with_for_update(skip_locked=True)
+            ).scalar_one_or_none()
+            if head is None:
+                self.session.execute(insert(PendingAuditEvent), self._unchained)
+                return True
+            # Events committed earlier and still waiting go first: the chain keeps their order.
+            head = chain_pending(self.session, self._audit_key, head)
+        chain_rows(self.session, self._audit_key, head, self._unchained)
         return False
 
 
-def _pending_fields(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "created_at": event.created_at,
-        "actor": event.actor,
-        "action": event.action,
-        "subject_type": event.subject_type,
-        "subject_id": event.subject_id,
-        "data": event.data,
-    }
+def chain_rows(session: Session, key: bytes, head: AuditHead, rows: list[dict[str, Any]]) -> None:
+    """Give each event (oldest first) the next sequence number and its hash, insert them in
+    one statement, and move the head (which the caller holds)."""
+    chained = []
+    seq, prev_hash = head.last_seq, head.last_hash
+    for row in rows:
+        seq += 1
+        digest = audit_digest(key, prev_hash, event_fields(seq, **row))
+        chained.append({**row, "seq": seq, "prev_hash": prev_hash, "hash": digest})
+        prev_hash = digest
+    session.execute(insert(AuditEvent), chained)
+    head.last_seq, head.last_hash = seq, prev_hash
+    head.mac = audit_head_tag(key, seq, prev_hash)
 
 
 def chain_pending(
@@ -226,33 +253,27 @@ def chain_pending(
     pending = list(
         session.scalars(select(PendingAuditEvent).order_by(PendingAuditEvent.id).limit(limit))
     )
-    for row in pending:
-        head = chain_event(
-            session,
-            key,
-            head,
-            AuditEvent(
-                created_at=row.created_at,
-                actor=row.actor,
-                action=row.action,
-                subject_type=row.subject_type,
-                subject_id=row.subject_id,
-                data=row.data,
-            ),
-        )
-        session.delete(row)
-    return head
-
-
-def chain_event(session: Session, key: bytes, head: AuditHead, ev: AuditEvent) -> AuditHead:
-    """Give ``ev`` the next sequence number and its hash, add it, and move the head."""
-    ev.seq = head.last_seq + 1
-    ev.prev_hash = head.last_hash
-    ev.hash = audit_digest(key, head.last_hash, audit_fields(ev))
-    session.add(ev)
-    head.last_seq = ev.seq
-    head.last_hash = ev.hash
-    head.mac = audit_head_tag(key, ev.seq, ev.hash)
+    if not pending:
+        return head
+    chain_rows(
+        session,
+        key,
+        head,
+        [
+            {
+                "created_at": row.created_at,
+                "actor": row.actor,
+                "action": row.action,
+                "subject_type": row.subject_type,
+                "subject_id": row.subject_id,
+                "data": row.data,
+            }
+            for row in pending
+        ],
+    )
+    session.execute(
+        delete(PendingAuditEvent).where(PendingAuditEvent.id.in_([row.id for row in pending]))
+    )
     return head
 
 
