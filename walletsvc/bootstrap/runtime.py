@@ -103,6 +103,9 @@ class Runtime:
     def tick(self) -> None:
         """One pass: follow the chain, bump stuck batches, sign and broadcast, then sweep."""
         self.governance_tick()
+        if not self.db.is_sqlite:
+            # Audit events whose writer died between its commit and its append.
+            self.db.append_pending_audit()
         self.scanner.sync()
         self.risk.evaluate()  # a risk freeze lands before the worker's claim below
         self.fee_bumper.bump_stuck()  # stored here, broadcast by the worker's pass below

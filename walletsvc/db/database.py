@@ -224,8 +224,10 @@ class UnitOfWork(ReadUnitOfWork):
             if head is None:
                 self.session.execute(insert(PendingAuditEvent), self._unchained)
                 return True
-            # Events committed earlier and still waiting go first: the chain keeps their order.
-            head = chain_pending(self.session, self._audit_key, head)
+            # Pending events of others are left to their writers' appends (and to the
+            # background pass's, for a writer that died after its commit): looking for them
+            # here would cost every write a round trip. The chain stays gap-free either way;
+            # an event may land after one committed later than it.
         chain_rows(self.session, self._audit_key, head, self._unchained)
         return False
 

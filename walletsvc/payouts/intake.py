@@ -12,6 +12,7 @@ from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import IdempotencyKey, Wallet, Withdrawal, new_id
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.repositories import ReadUnitOfWork
+from walletsvc.db.repositories.withdrawals import HeldWindow
 from walletsvc.db.tags import withdrawal_authorization_message
 from walletsvc.domain.address import Destination, decode_address
 from walletsvc.domain.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
@@ -334,17 +335,25 @@ def _history(
     one did, so they share its canonical form.
     """
     statuses = [s.value for s in HOLDING_STATUSES]
-    totals = []
-    for scope, window in velocity_windows(policy):
-        amount, count = uow.withdrawals.held_total_since(
-            wallet.id,
-            moment - timedelta(seconds=window),
-            statuses,
-            destination=destination if scope == "destination" else None,
-            token_id=token_id,
-            by_token=scope == "token",
-        )
-        totals.append(HeldTotal(scope, window, amount, count))
+    windows = velocity_windows(policy)
+    # One statement for every window (one round trip under the wallet's lock).
+    sums = uow.withdrawals.held_totals_since(
+        wallet.id,
+        statuses,
+        [
+            HeldWindow(
+                moment - timedelta(seconds=window),
+                destination=destination if scope == "destination" else None,
+                token_id=token_id,
+                by_token=scope == "token",
+            )
+            for scope, window in windows
+        ],
+    )
+    totals = [
+        HeldTotal(scope, window, amount, count)
+        for (scope, window), (amount, count) in zip(windows, sums, strict=True)
+    ]
     ramp_period = trust_ramp_period(policy)
     rows = (
         uow.withdrawals.held_to_destination_since(

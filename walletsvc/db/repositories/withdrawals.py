@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, func, literal, select, union_all, update
 
 from walletsvc.db.models import ChainTransaction, IdempotencyKey, Withdrawal
 from walletsvc.db.repositories.base import Repository
@@ -13,6 +14,17 @@ from walletsvc.domain.withdrawal import WithdrawalStatus
 
 # Requests accepted but not yet signed: they hold funds of the wallet.
 _AWAITING = [WithdrawalStatus.PENDING_APPROVAL.value, WithdrawalStatus.APPROVED.value]
+
+
+@dataclass(frozen=True)
+class HeldWindow:
+    """One velocity window's query: payouts since ``since``, narrowed to ``destination``
+    if given, and to ``token_id`` if ``by_token``."""
+
+    since: datetime
+    destination: str | None = None
+    token_id: str | None = None
+    by_token: bool = False
 
 
 class WithdrawalRepository(Repository[Withdrawal]):
@@ -214,23 +226,40 @@ class WithdrawalRepository(Repository[Withdrawal]):
         One range scan of an ix_withdrawals_velocity_* index (which also holds status and
         amount), so the rows themselves are never read.
         """
-        conditions = [
-            Withdrawal.wallet_id == wallet_id,
-            Withdrawal.created_at >= since,
-            Withdrawal.status.in_(list(statuses)),
-        ]
-        if destination is not None:
-            conditions.append(Withdrawal.destination == destination)
-        if by_token and token_id is None:
-            conditions.append(Withdrawal.token_id.is_(None))
-        elif by_token:
-            conditions.append(Withdrawal.token_id == token_id)
-        total, count = self.session.execute(
-            select(func.coalesce(func.sum(Withdrawal.amount_sat), 0), func.count()).where(
-                *conditions
+        return self.held_totals_since(
+            wallet_id, statuses, [HeldWindow(since, destination, token_id, by_token)]
+        )[0]
+
+    def held_totals_since(
+        self, wallet_id: str, statuses: Sequence[str], windows: Sequence[HeldWindow]
+    ) -> list[tuple[int, int]]:
+        """``held_total_since`` for several windows in one statement (one round trip; each
+        part is still its own index range scan), in the order of ``windows``."""
+        parts = []
+        for position, window in enumerate(windows):
+            conditions = [
+                Withdrawal.wallet_id == wallet_id,
+                Withdrawal.created_at >= window.since,
+                Withdrawal.status.in_(list(statuses)),
+            ]
+            if window.destination is not None:
+                conditions.append(Withdrawal.destination == window.destination)
+            if window.by_token and window.token_id is None:
+                conditions.append(Withdrawal.token_id.is_(None))
+            elif window.by_token:
+                conditions.append(Withdrawal.token_id == window.token_id)
+            parts.append(
+                select(
+                    literal(position).label("position"),
+                    func.coalesce(func.sum(Withdrawal.amount_sat), 0).label("total"),
+                    func.count().label("count"),
+                ).where(*conditions)
             )
-        ).one()
-        return int(total), int(count)
+        if not parts:
+            return []
+        rows = self.session.execute(union_all(*parts) if len(parts) > 1 else parts[0]).all()
+        by_position = {int(p): (int(t), int(c)) for p, t, c in rows}
+        return [by_position[i] for i in range(len(windows))]
 
     def held_to_destination_since(
         self, wallet_id: str, destination: str, since: datetime, statuses: Sequence[str]
