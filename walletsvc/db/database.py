@@ -16,10 +16,11 @@ the current state, then write" to be atomic. The locks make that true on both da
     granted. Applying a freeze takes only the freeze gate, which signers and broadcasters
     hold shared while they act (``UnitOfWork.hold_freeze_gate``), so a freeze never waits
     behind intake or the scanner.
-The audit chain: on SQLite each event is chained inside its transaction (the writer lock
-already serialises them); on PostgreSQL each transaction records its events as pending and
-the single appender (``Database.append_pending_audit``) chains them right after the commit,
-holding the head row only for that.
+The audit chain: a transaction's events are chained at its very end (``UnitOfWork.finish``).
+On SQLite the writer lock already serialises that. On PostgreSQL a writer takes the chain's
+head only if it is free at that moment (held then just for the commit); otherwise it
+records its events as pending and the one appender (``Database.append_pending_audit``)
+chains them right after the commit. No writer waits for the head while holding its locks.
 """
 
 from __future__ import annotations
