@@ -55,8 +55,10 @@ class LeaderLease:
             log.warning("leader lease check failed: %s", type(exc).__name__)
             self._drop_connection()
             self.held = False
-        if self.held != was_held:
-            log.warning("worker leader lease %s", "taken" if self.held else "lost")
+        if self.held and not was_held:
+            log.info("worker leader lease taken")  # also an audit event (Runtime._lead)
+        elif was_held and not self.held:
+            log.warning("worker leader lease lost")
         return self.held
 
     def release(self) -> None:
