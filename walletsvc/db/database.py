@@ -138,22 +138,25 @@ class UnitOfWork(ReadUnitOfWork):
         """Refuse to launder a truncated tail. Appending re-tags the head, so a head whose
         tag fails (the last events deleted and the head pointed at the new last one) would
         verify again after the next write. The finding goes into the chain first, where
-        ``audit verify`` keeps reporting it and the risk monitor freezes on it."""
-        if head.last_seq and not hmac.compare_digest(
+        ``audit verify`` keeps reporting it and the risk monitor freezes on it. Once per
+        write transaction: one tag and one lookup by primary key."""
+        if not head.last_seq:
+            return
+        reason = None
+        if not hmac.compare_digest(
             head.mac or "", audit_head_tag(self._audit_key, head.last_seq, head.last_hash)
         ):
-            self._append(
-                head,
-                "system",
-                INTEGRITY_FAILURE,
-                AUDIT_HEAD_SUBJECT,
-                None,
-                {
-                    "reason": "the audit head fails its integrity tag"
-                    " (the last events removed, the head rewritten?)",
-                    "head_seq": head.last_seq,
-                },
+            reason = (
+                "the audit head fails its integrity tag"
+                " (the last events removed, the head rewritten?)"
             )
+        else:
+            last = self.session.get(AuditEvent, head.last_seq)
+            if last is None or last.hash != head.last_hash:
+                reason = "the audit head does not match the last event (events removed?)"
+        if reason is not None:
+            data = {"reason": reason, "head_seq": head.last_seq}
+            self._append(head, "system", INTEGRITY_FAILURE, AUDIT_HEAD_SUBJECT, None, data)
 
     def _append(
         self,
