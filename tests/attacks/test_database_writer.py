@@ -296,7 +296,7 @@ def test_a_confirmed_payout_flipped_back_to_approved_is_not_paid_again(scene: Sc
     scene.sql("UPDATE withdrawals SET status = 'approved' WHERE id = :id", id=payout["id"])
     scene.assert_verify_names(f"approved withdrawal {payout['id']} already belongs to transaction")
     cli = run_cli(scene.runtime.settings, "audit", "verify")  # the operator's command, once
-    assert cli.returncode != 0
+    assert cli.returncode == 2, cli.stderr
     assert f"approved withdrawal {payout['id']} already belongs to transaction" in cli.stdout
     scene.run()
     assert scene.status(payout["id"]) == "failed"
