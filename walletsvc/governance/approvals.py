@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from walletsvc.config import Settings
-from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.database import INTEGRITY_FAILURE, Database, UnitOfWork
 from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, Staff
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.repositories.base import Repository
@@ -454,7 +454,7 @@ def settle(ctx: KindContext, settings: Settings, request: ApprovalRequest) -> No
         # (the risk monitor freezes on it) rather than silently skipped.
         ctx.uow.audit(
             "system",
-            "integrity.failure",
+            INTEGRITY_FAILURE,
             request.kind,
             request.subject_id,
             {

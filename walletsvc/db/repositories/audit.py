@@ -55,15 +55,6 @@ class AuditEventRepository(Repository[AuditEvent]):
             .limit(1)
         )
 
-    def with_subject_type(self, action: str, subject_type: str) -> list[AuditEvent]:
-        return list(
-            self.session.scalars(
-                select(AuditEvent)
-                .where(AuditEvent.action == action, AuditEvent.subject_type == subject_type)
-                .order_by(AuditEvent.seq)
-            )
-        )
-
     def head(self) -> AuditHead | None:
         """The chain's head row: the last sequence number and hash."""
         return self.session.get(AuditHead, 1)
