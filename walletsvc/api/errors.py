@@ -9,11 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from walletsvc.api.request_ids import HEADER, request_id_for
 from walletsvc.api.schemas.withdrawals import PolicyDecision
 from walletsvc.domain import errors as e
+from walletsvc.governance.audit import record_integrity_failure
 from walletsvc.governance.policies import IntegrityFailure
 
 log = logging.getLogger(__name__)
@@ -106,9 +108,23 @@ def _validation_message(err: dict[str, Any], field: str | None) -> str:
     return f"{field}: {err.get('msg', 'invalid value')}"
 
 
+def _record_integrity_failure(request: Request, exc: IntegrityFailure) -> None:
+    """A governed row failed its check on the way to a use: the use case rolled back, so the
+    finding is audited here, once for every use case (the risk monitor freezes on it)."""
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        return
+    try:
+        record_integrity_failure(runtime.db, exc.message)
+    except Exception:  # the database may be what is broken; the answer still goes out
+        log.exception("could not audit an integrity failure")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.DomainError)
-    async def _domain(_: Request, exc: e.DomainError) -> JSONResponse:
+    async def _domain(request: Request, exc: e.DomainError) -> JSONResponse:
+        if isinstance(exc, IntegrityFailure):
+            await run_in_threadpool(_record_integrity_failure, request, exc)
         extra: dict[str, Any] = {}
         decision = getattr(exc, "decision", None)
         if decision is not None:

@@ -73,6 +73,11 @@ class AuditRecord:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+# The audit action of every integrity finding at use, and the subject type of a broken head.
+INTEGRITY_FAILURE = "integrity.failure"
+AUDIT_HEAD_SUBJECT = "audit_head"
+
+
 def audit_digest(key: bytes, prev_hash: str, event_fields: dict[str, Any]) -> str:
     body = canonical_json(event_fields)
     return hmac.new(key, prev_hash.encode() + body, hashlib.sha256).hexdigest()
@@ -105,6 +110,7 @@ class UnitOfWork(ReadUnitOfWork):
         super().__init__(session)
         self._audit_key = audit_key
         self._head: AuditHead | None = None
+        self._head_checked = False
 
     def lock(self) -> None:
         head = self.session.execute(
@@ -123,6 +129,44 @@ class UnitOfWork(ReadUnitOfWork):
         """Append an event to the hash chain inside this transaction."""
         head = self._head
         assert head is not None, "audit() outside a locked write transaction"
+        if not self._head_checked:
+            self._head_checked = True
+            self._check_head(head)
+        return self._append(head, actor, action, subject_type, subject_id, data)
+
+    def _check_head(self, head: AuditHead) -> None:
+        """Refuse to launder a truncated tail. Appending re-tags the head, so a head whose
+        tag fails (the last events deleted and the head pointed at the new last one) would
+        verify again after the next write. The finding goes into the chain first, where
+        ``audit verify`` keeps reporting it and the risk monitor freezes on it. Once per
+        write transaction: one tag and one lookup by primary key."""
+        if not head.last_seq:
+            return
+        reason = None
+        if not hmac.compare_digest(
+            head.mac or "", audit_head_tag(self._audit_key, head.last_seq, head.last_hash)
+        ):
+            reason = (
+                "the audit head fails its integrity tag"
+                " (the last events removed, the head rewritten?)"
+            )
+        else:
+            last = self.session.get(AuditEvent, head.last_seq)
+            if last is None or last.hash != head.last_hash:
+                reason = "the audit head does not match the last event (events removed?)"
+        if reason is not None:
+            data = {"reason": reason, "head_seq": head.last_seq}
+            self._append(head, "system", INTEGRITY_FAILURE, AUDIT_HEAD_SUBJECT, None, data)
+
+    def _append(
+        self,
+        head: AuditHead,
+        actor: str,
+        action: str,
+        subject_type: str,
+        subject_id: str | None,
+        data: dict[str, Any] | None,
+    ) -> AuditEvent:
         ev = AuditEvent(
             seq=head.last_seq + 1,
             created_at=utcnow(),

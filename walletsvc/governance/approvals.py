@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from walletsvc.config import Settings
-from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.database import INTEGRITY_FAILURE, Database, UnitOfWork
 from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, Staff
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.repositories.base import Repository
@@ -237,6 +237,7 @@ def governed_action(
 class Tally:
     approvers: tuple[str, ...]  # usernames whose approvals count
     rejecters: tuple[str, ...]
+    forged: tuple[str, ...] = ()  # ids of decisions that fail their tag (never counted)
 
 
 def _eligible(tags: RowTagger, request: ApprovalRequest, staff: Staff | None) -> bool:
@@ -254,15 +255,19 @@ def tally(uow: ReadUnitOfWork, tags: RowTagger, request: ApprovalRequest) -> Tal
     verify_request(tags, request)
     approvers: dict[str, str] = {}
     rejecters: dict[str, str] = {}
+    forged: list[str] = []
     for d in uow.approval_decisions.on_content(request):
         if not tags.verify(approval_decision_message(d), d.mac):
-            continue  # a forged or edited decision never counts
+            forged.append(str(d.id))  # a forged or edited decision never counts
+            continue
         staff = uow.staff.get(d.staff_id)
         if not _eligible(tags, request, staff):
             continue
         assert staff is not None
         (approvers if d.decision == "approve" else rejecters)[staff.id] = staff.username
-    return Tally(tuple(sorted(approvers.values())), tuple(sorted(rejecters.values())))
+    return Tally(
+        tuple(sorted(approvers.values())), tuple(sorted(rejecters.values())), tuple(forged)
+    )
 
 
 def require_quorum(uow: ReadUnitOfWork, tags: RowTagger, request: ApprovalRequest) -> Tally:
@@ -444,6 +449,20 @@ def _record(
 def settle(ctx: KindContext, settings: Settings, request: ApprovalRequest) -> None:
     """Reject or approve the request if its valid decisions say so (same transaction)."""
     counted = tally(ctx.uow, ctx.tags, request)
+    if counted.forged:
+        # Someone wrote decisions into the database: they do not count, and it is audited
+        # (the risk monitor freezes on it) rather than silently skipped.
+        ctx.uow.audit(
+            "system",
+            INTEGRITY_FAILURE,
+            request.kind,
+            request.subject_id,
+            {
+                "reason": f"approval request {request.id} has decisions that fail their tag",
+                "approval_request_id": request.id,
+                "decisions": list(counted.forged),
+            },
+        )
     kind = get_kind(request.kind)
     if len(counted.rejecters) >= settings.approval_rejections_to_reject:
         _close(

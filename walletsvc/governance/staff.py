@@ -205,11 +205,37 @@ def time_step(now: datetime) -> int:
     return int(now.timestamp()) // TOTP_PERIOD_S
 
 
-def ensure_not_locked(row: Staff, now: datetime) -> None:
+def ensure_not_locked(uow: ReadUnitOfWork, row: Staff, now: datetime) -> None:
     if row.locked_until is not None and row.locked_until > now:
         raise AccountLocked(
             f"too many failed attempts; the account is locked until {row.locked_until.isoformat()}"
         )
+    cleared = lock_cleared(uow, row, now)
+    if cleared is not None:
+        raise IntegrityFailure(cleared)
+
+
+def lock_cleared(uow: ReadUnitOfWork, row: Staff, now: datetime) -> str | None:
+    """Why ``row`` is unlocked though the audit log records a lock still running, or None.
+
+    The lock fields change on every attempt, so they carry no tag; but every lock is audited
+    (``staff.locked``) and nothing lifts one early, so a row that forgot a running lock was
+    edited behind our back (someone clearing the lock to keep guessing codes)."""
+    event = uow.audit_events.latest("staff.locked", row.id)
+    if event is None:
+        return None
+    until = datetime.fromisoformat(str(event.data.get("locked_until")))
+    if until <= now or (row.locked_until is not None and _aware(row.locked_until) >= until):
+        return None
+    return (
+        f"staff member {row.id} is locked until {until.isoformat()} by audit event"
+        f" {event.seq}, but its row no longer says so (the lock was cleared?)"
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _matching_step(secret: str, code: str, now: datetime, window: int) -> int | None:
@@ -273,7 +299,7 @@ def check_totp(
     Why a per-account last step: RFC 6238 section 5.2 says a verifier must not accept the
     second attempt of the same OTP; storing the step makes that hold across the whole window.
     """
-    ensure_not_locked(row, now)
+    ensure_not_locked(uow, row, now)
     secret = decrypt_totp_secret(totp_secrets, row.id, row.totp_secret_enc)
     step = _matching_step(secret, code, now, settings.totp_valid_window)
     if step is None:

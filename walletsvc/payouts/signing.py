@@ -33,6 +33,7 @@ from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.transaction import ApprovedPayout, Coin, KeyPath, TransactionPlan
 from walletsvc.domain.withdrawal import WithdrawalStatus, transition
+from walletsvc.governance.policies import IntegrityFailure
 from walletsvc.keys.keystore import EncryptedSeed
 from walletsvc.keys.signer import HotSigner
 from walletsvc.wallets.freezes import withdrawals_freeze
@@ -46,8 +47,10 @@ SignerFailureHook = Callable[[str, DomainError], None]
 
 
 def report_signer_failure(hook: SignerFailureHook | None, wallet_id: str, exc: DomainError) -> None:
-    """Pass SigningRefused/VerificationFailed to ``hook``; other errors are not integrity alarms."""
-    if hook is not None and isinstance(exc, SigningRefused | VerificationFailed):
+    """Pass SigningRefused/VerificationFailed, and a governed row failing its tag on the way
+    to a signature (a swapped cold destination, say), to ``hook``; other errors are not
+    integrity alarms."""
+    if hook is not None and isinstance(exc, SigningRefused | VerificationFailed | IntegrityFailure):
         hook(wallet_id, exc)
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 
 from walletsvc.config import Settings
-from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.database import INTEGRITY_FAILURE, Database, UnitOfWork
 from walletsvc.db.models import (
     ChainTransaction,
     Wallet,
@@ -65,6 +65,7 @@ class PayoutWorker:
 
     def run_once(self) -> WorkerReport:
         report = WorkerReport()
+        self._refuse_paid_again()
         with self.db.read() as uow:
             wallet_ids = uow.withdrawals.wallets_with_unsigned_approved()
         for wallet_id in wallet_ids:
@@ -80,6 +81,7 @@ class PayoutWorker:
             except DomainError as exc:
                 log.warning("wallet %s: cannot sign payouts yet: %s", wallet_id, exc.message)
                 report.errors.append(exc.message)
+                self.pipeline.report_failure(wallet_id, exc)  # only integrity alarms go on
                 continue
             if txid is not None:
                 report.signed_txids.append(txid)
@@ -138,27 +140,46 @@ class PayoutWorker:
             ):
                 good.append(row)
                 continue
-            row.status = transition(row.status, WithdrawalStatus.FAILED).value
-            row.failure_reason = "integrity check failed: the approved payout row was altered"
-            row.updated_at = utcnow()
-            uow.audit(
-                ACTOR,
-                "integrity.failure",
-                "withdrawal",
-                row.id,
-                {
-                    "reason": row.failure_reason,
-                    "destination": row.destination,
-                    "amount_sat": row.amount_sat,
-                },
-            )
-            log.error("withdrawal %s failed its integrity check; not signing it", row.id)
+            _fail_tampered(uow, row, "integrity check failed: the approved payout row was altered")
         return good
+
+    def _refuse_paid_again(self) -> None:
+        """A paid payout set back to ``approved`` with its transaction link kept: its tag
+        still verifies (it covers what is paid, not whether it was), so it is caught by the
+        link. (With the link deleted too, only the audit log and, once it is a process of its
+        own, the signer's ledger of what it signed remember it.)"""
+        with self.db.read() as uow:
+            if not uow.withdrawals.approved_with_transaction():
+                return
+        with self.db.write() as uow:
+            for row in uow.withdrawals.approved_with_transaction():
+                _fail_tampered(
+                    uow,
+                    row,
+                    "integrity check failed: an approved payout already belongs to a"
+                    f" transaction ({row.transaction_id})",
+                )
 
     # -- broadcasting --------------------------------------------------------------------
 
     def broadcast_signed(self, report: WorkerReport | None = None) -> list[str]:
         return self.pipeline.broadcast_signed(None if report is None else report.errors)
+
+
+def _fail_tampered(uow: UnitOfWork, row: Withdrawal, reason: str) -> None:
+    """Never sign ``row``: fail it and audit ``integrity.failure`` (the risk monitor freezes
+    its wallet on that event)."""
+    row.status = transition(row.status, WithdrawalStatus.FAILED).value
+    row.failure_reason = reason
+    row.updated_at = utcnow()
+    uow.audit(
+        ACTOR,
+        INTEGRITY_FAILURE,
+        "withdrawal",
+        row.id,
+        {"reason": reason, "destination": row.destination, "amount_sat": row.amount_sat},
+    )
+    log.error("withdrawal %s failed its integrity check; not signing it", row.id)
 
 
 def sign_payout_batch(

@@ -167,10 +167,11 @@ class SweepService:
         try:
             with self.db.write() as uow:
                 return self._sign_sweep(uow, wallet_id, trigger=trigger, actor=actor)
-        except DomainError:
+        except DomainError as exc:
             if raise_errors:
                 raise
             log.warning("sweep of wallet %s failed", wallet_id, exc_info=True)
+            self.pipeline.report_failure(wallet_id, exc)  # a swapped cold destination freezes
             return None
 
     def _sign_sweep(self, uow: UnitOfWork, wallet_id: str, *, trigger: str, actor: str) -> str:

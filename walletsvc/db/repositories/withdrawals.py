@@ -37,6 +37,19 @@ class WithdrawalRepository(Repository[Withdrawal]):
             )
         )
 
+    def approved_with_transaction(self) -> list[Withdrawal]:
+        """Approved payouts that already belong to a transaction: no service path makes one
+        (approved -> signed sets the link, and nothing goes back), so each is a row edited
+        behind our back, a paid payout flipped back to be paid again."""
+        return list(
+            self.session.scalars(
+                select(Withdrawal).where(
+                    Withdrawal.status == WithdrawalStatus.APPROVED.value,
+                    Withdrawal.transaction_id.is_not(None),
+                )
+            )
+        )
+
     def unsigned_approved_backlog(self, wallet_id: str) -> tuple[int, datetime | None]:
         """How many approved payouts of the wallet wait for signing, and the oldest update."""
         count, oldest = self.session.execute(
@@ -150,6 +163,11 @@ class WithdrawalRepository(Repository[Withdrawal]):
             .group_by(Withdrawal.destination)
         ).all()
         return [(destination, at) for destination, at in rows]
+
+    def with_statuses(self, statuses: Sequence[str]) -> list[Withdrawal]:
+        return list(
+            self.session.scalars(select(Withdrawal).where(Withdrawal.status.in_(list(statuses))))
+        )
 
     def with_status(self, status: str) -> list[Withdrawal]:
         return list(self.session.scalars(select(Withdrawal).where(Withdrawal.status == status)))
