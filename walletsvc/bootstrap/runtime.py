@@ -163,6 +163,7 @@ class Runtime:
             thread.join(timeout=10)
         self.chain.close()
         self.db.dispose()
+        self.signer.wipe()  # the signer's unlocked keys live until here
 
 
 def open_database(settings: Settings) -> Database:
