@@ -109,6 +109,7 @@ MATRIX: list[Row] = [
         scopes("sweeps:write") | roles("operator", "approver"),
         {"psbt": "cHNidP8="},
     ),
+    Row("POST", f"/v1/refills/{NO_ID}/cancel", scopes("sweeps:write") | roles("operator")),
 ]
 
 

@@ -287,3 +287,20 @@ def test_no_refill_above_the_floor_or_without_cold_coins(
     view = propose(client, tokens)
     again = client.post(f"/v1/wallets/{WALLET}/refills", headers=auth(tokens.all))
     assert again.status_code == 409 and view["id"] in again.json()["error"]["message"]
+
+
+def test_a_cancelled_refill_frees_its_cold_coins(
+    client: TestClient, runtime: Runtime, tokens: Tokens
+) -> None:
+    cold = single_key()
+    with_cold_coins(runtime, cold)
+    first = propose(client, tokens)
+    cancelled = client.post(f"/v1/refills/{first['id']}/cancel", headers=auth(tokens.all))
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    late = upload(client, tokens, first["id"], signed_by(first, cold.signers[0]))
+    assert late.status_code == 409  # a cancelled refill takes no signatures
+    second = propose(client, tokens)  # the same coins, offered again
+    assert sorted(second["inputs"]) == sorted(first["inputs"])
+    assert second["id"] != first["id"]
+    again = client.post(f"/v1/refills/{first['id']}/cancel", headers=auth(tokens.all))
+    assert again.status_code == 409

@@ -102,7 +102,7 @@ class HotSigner:
                     unlocked.key(chain, index)
 
     def wipe(self) -> None:
-        """Forget every decrypted account and derived key (at shutdown, or on a freeze)."""
+        """Forget every decrypted account and derived key (Runtime.close calls it)."""
         self._keys.wipe()
 
     close = wipe

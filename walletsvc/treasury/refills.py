@@ -81,6 +81,7 @@ AWAITING = "awaiting_signatures"
 SIGNED = "signed"  # complete and verified, broadcast pending (or refused by the node)
 BROADCAST = "broadcast"
 CONFIRMED = "confirmed"
+CANCELLED = "cancelled"
 # Worst-case DER signature + sighash byte, as the hot side's size estimates use.
 _MAX_SIGNATURE = 72
 
@@ -346,6 +347,25 @@ class RefillService:
             if refill.status == SIGNED:
                 refill.status = BROADCAST
                 uow.audit(actor, "refill.broadcast", "refill", refill.id, {"txid": refill.txid})
+
+    def cancel(self, refill_id: str, *, actor: str) -> dict[str, Any]:
+        """Give up a refill still waiting for signatures: its cold coins are free again.
+
+        Signatures already handed out for it stay valid for that exact transaction; spending
+        any of its coins in another transaction is what makes them useless.
+        """
+        with self.db.write() as uow:
+            refill = _get(uow, refill_id, for_update=True)
+            if refill.status != AWAITING:
+                raise Conflict(
+                    f"this refill is {refill.status}; it cannot be cancelled", field="id"
+                )
+            for coin in uow.cold_utxos.reserved_by_refill(refill.id):
+                coin.reserved_by = None
+            refill.status = CANCELLED
+            refill.completed_at = utcnow()
+            uow.audit(actor, "refill.cancelled", "refill", refill.id, {"txid": refill.txid})
+            return refill_view(uow, refill)
 
     # -- read ----------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ class SignedPsbt(BaseModel):
 @router.post(
     "/wallets/{wallet}/refills",
     status_code=201,
-    responses=error_responses(404, 409, 422, 423),
+    responses=error_responses(404, 409, 422),
 )
 def propose_refill(wallet: str, runtime: RuntimeDep, principal: RefillProposer) -> RefillView:
     """A PSBT bringing the hot wallet from below its floor back to its target."""
@@ -60,3 +60,9 @@ def add_refill_signatures(
     """Add a signed PSBT; when every input is signed: finalize, verify, broadcast."""
     view = runtime.refills.add_signatures(refill_id, body.psbt, actor=principal.actor)
     return RefillView.model_validate(view)
+
+
+@router.post("/refills/{refill_id}/cancel", responses=error_responses(404, 409, 422))
+def cancel_refill(refill_id: str, runtime: RuntimeDep, principal: RefillProposer) -> RefillView:
+    """Give up a refill still waiting for signatures; its cold coins are offered again."""
+    return RefillView.model_validate(runtime.refills.cancel(refill_id, actor=principal.actor))

@@ -56,7 +56,7 @@ class RefillView(ResponseModel):
     wallet: str
     status: str = Field(
         description="`awaiting_signatures`, `signed` (complete, broadcast pending or refused "
-        "by the node), `broadcast` or `confirmed`."
+        "by the node), `broadcast`, `confirmed` or `cancelled`."
     )
     complete: bool = Field(description="Every input has its signatures and the kernel agreed.")
     signatures: list[int] = Field(description="Signatures collected so far, per input.")
