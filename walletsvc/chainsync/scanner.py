@@ -171,18 +171,9 @@ class Scanner:
                         cold_coin.spent_height = height
                 self._record_outputs(uow, tx, txid, height, block_hash, position == 0, watched)
                 _record_cold_outputs(uow, tx, txid, height, block_hash, position == 0, cold)
-            for refill in uow.refills.by_txids(txids):
-                if refill.status in ("signed", "broadcast"):
-                    refill.status = "confirmed"
-                    uow.audit(
-                        ACTOR,
-                        "refill.confirmed",
-                        "refill",
-                        refill.id,
-                        {"txid": refill.txid, "height": height},
-                    )
                 if txid in own_txids:
                     self._confirm_own(uow, txid, height, block_hash)
+            _confirm_refills(uow, txids, height)
             uow.scanned_blocks.add(ScannedBlock(height=height, hash=block_hash))
             for watcher in self.block_watchers:
                 watcher(uow, height, foreign, sorted(own_txids))
@@ -302,6 +293,15 @@ def _coins_spent_in(uow: ReadUnitOfWork, txs: Sequence[Any]) -> dict[tuple[str, 
     """Our unspent coins that some input of ``txs`` spends, by outpoint."""
     prevout_txids = sorted({b2lx(txin.prevout.hash) for tx in txs for txin in tx.vin})
     return {(coin.txid, coin.vout): coin for coin in uow.utxos.unspent_of_txids(prevout_txids)}
+
+
+def _confirm_refills(uow: UnitOfWork, txids: list[str], height: int) -> None:
+    """Refills from cold whose transaction is in this block."""
+    for refill in uow.refills.by_txids(txids):
+        if refill.status in ("signed", "broadcast"):
+            refill.status = "confirmed"
+            details = {"txid": refill.txid, "height": height}
+            uow.audit(ACTOR, "refill.confirmed", "refill", refill.id, details)
 
 
 def _cold_coins_spent_in(
