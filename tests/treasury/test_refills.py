@@ -6,22 +6,19 @@ policy: target 2 BTC, floor 0.5 BTC; the hot wallet starts empty, so below its f
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from bitcoin.core import CBlock, b2lx
 from embit import bip32, script
 from embit.networks import NETWORKS
 from embit.psbt import PSBT, OutputScope
-from embit.script import Script, Witness
-from embit.transaction import Transaction, TransactionInput, TransactionOutput
+from embit.transaction import TransactionOutput
 from fastapi.testclient import TestClient
 
 from tests.conftest import WALLET, Tokens, auth
 from tests.helpers import audit_actions, dev_chain, wallet_balances
+from tests.treasury.cold_wallets import COLD, Cold, pay_cold, root, single_key, two_of_three
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.chain.kernel import KernelScriptVerifier
 from walletsvc.domain.address import script_to_address
@@ -32,72 +29,6 @@ from walletsvc.treasury.cold import set_initial_cold_destination
 REGTEST = NETWORKS["regtest"]
 TARGET = 200_000_000
 COIN = 150_000_000  # two of these in cold storage: a refill of 2 BTC spends both
-
-
-def _root(tag: str) -> bip32.HDKey:
-    return bip32.HDKey.from_seed(hashlib.sha256(tag.encode()).digest(), version=REGTEST["xprv"])
-
-
-@dataclass(frozen=True)
-class Cold:
-    """A cold wallet the test holds the private keys of: its descriptor for the service, its
-    signers (what the hardware wallets hold), and its addresses derived by embit."""
-
-    descriptor: str
-    signers: list[bip32.HDKey]
-    needed: int
-    script: Callable[[int], bytes]
-
-
-def single_key() -> Cold:
-    """The plain account tpub form: the key origin is the account key's own fingerprint."""
-    account = _root("refill cold single").derive("m/84h/1h/0h")
-    return Cold(
-        descriptor=account.to_public().to_base58(REGTEST["xpub"]),
-        signers=[account],
-        needed=1,
-        script=lambda i: script.p2wpkh(account.derive([0, i]).key).data,
-    )
-
-
-def two_of_three() -> Cold:
-    """wsh(sortedmulti(2, ...)) with key origins [master fingerprint/48h/1h/0h/2h]."""
-    roots = [_root(f"refill cold {n}") for n in range(3)]
-    path = "m/48h/1h/0h/2h"
-    keys = ",".join(
-        f"[{r.my_fingerprint.hex()}/48h/1h/0h/2h]"
-        f"{r.derive(path).to_public().to_base58(REGTEST['xpub'])}/0/*"
-        for r in roots
-    )
-
-    def cold_script(i: int) -> bytes:
-        pubs = sorted((r.derive(f"{path}/0/{i}").key for r in roots), key=lambda k: k.sec())
-        return script.p2wsh(script.multisig(2, pubs)).data
-
-    return Cold(f"wsh(sortedmulti(2,{keys}))", roots, 2, cold_script)
-
-
-COLD = {"single-key": single_key, "2-of-3": two_of_three}
-
-
-def pay_cold(runtime: Runtime, payments: list[tuple[bytes, int]]) -> None:
-    """Pay cold addresses from a coinbase of a key of the test's own, mine it, scan."""
-    chain = dev_chain(runtime)
-    funder = _root("refill funder").derive("m/84h/1h/0h/0/0")
-    hashes = chain.mine(101, script.p2wpkh(funder.key).data)
-    coinbase = CBlock.deserialize(chain.block_bytes(hashes[0])).vtx[0]
-    value = int(coinbase.vout[0].nValue)
-    outputs = [TransactionOutput(amount, Script(spk)) for spk, amount in payments]
-    change = value - sum(amount for _, amount in payments) - 10_000
-    outputs.append(TransactionOutput(change, script.p2wpkh(funder.key)))
-    txid = bytes.fromhex(b2lx(coinbase.GetTxid()))
-    tx = Transaction(vin=[TransactionInput(txid, 0, sequence=0xFFFFFFFD)], vout=outputs)
-    digest = tx.sighash_segwit(0, script.p2pkh(funder.key), value)
-    signature = funder.key.sign(digest).serialize() + b"\x01"
-    tx.vin[0].witness = Witness([signature, funder.key.sec()])
-    chain.broadcast(tx.serialize())
-    chain.mine(1)
-    runtime.scanner.sync()
 
 
 def with_cold_coins(runtime: Runtime, cold: Cold) -> None:
@@ -188,7 +119,7 @@ def test_refill_round_trip(client: TestClient, runtime: Runtime, tokens: Tokens,
 
 # --- refusals (the in-memory chain) ------------------------------------------------------------
 def _change_output(psbt: PSBT) -> None:
-    psbt.outputs[0].script_pubkey = script.p2wpkh(_root("attacker").key)
+    psbt.outputs[0].script_pubkey = script.p2wpkh(root("attacker").key)
 
 
 def _raise_output(psbt: PSBT) -> None:
@@ -196,7 +127,7 @@ def _raise_output(psbt: PSBT) -> None:
 
 
 def _add_output(psbt: PSBT) -> None:
-    attacker = TransactionOutput(10_000, script.p2wpkh(_root("attacker").key))
+    attacker = TransactionOutput(10_000, script.p2wpkh(root("attacker").key))
     psbt.outputs.append(OutputScope(vout=attacker))
 
 
