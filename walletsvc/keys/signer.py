@@ -1,7 +1,8 @@
 """The hot signer: the only place where a seed becomes private keys and signatures.
 
-It trusts nothing the database says about keys. Before producing any signature it re-derives,
-from the decrypted seed, the key behind every input and every change output and compares
+It trusts nothing the database says about keys. Before producing any signature it takes, from
+its own derivation of the decrypted seed (each key derived once per process and kept until
+``wipe()``: keycache.py), the key behind every input and every change output and compares
 scripts; it matches payouts one-to-one against the approvals it was handed; and it caps the
 fee. After signing, Bitcoin Core's own script interpreter (libbitcoinkernel, through the
 ScriptVerifier port) must accept every input, or nothing is returned.
