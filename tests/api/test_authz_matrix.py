@@ -100,6 +100,16 @@ MATRIX: list[Row] = [
     ),
     Row("POST", f"/v1/policy/proposals/{NO_ID}/veto", roles("approver"), {"totp": "000000"}),
     Row("GET", "/v1/audit?after=0&limit=5", scopes("read") | roles("auditor", "operator")),
+    # --- Refills from cold: proposing moves nothing (cold keys sign offline).
+    Row("POST", f"/v1/wallets/{WALLET}/refills", scopes("sweeps:write") | roles("operator")),
+    Row("GET", f"/v1/refills/{NO_ID}", scopes("read") | ALL_STAFF),
+    Row(
+        "POST",
+        f"/v1/refills/{NO_ID}/signatures",
+        scopes("sweeps:write") | roles("operator", "approver"),
+        {"psbt": "cHNidP8="},
+    ),
+    Row("POST", f"/v1/refills/{NO_ID}/cancel", scopes("sweeps:write") | roles("operator")),
 ]
 
 

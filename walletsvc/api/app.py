@@ -15,6 +15,7 @@ from walletsvc.api.routes import (
     audit,
     freeze,
     policy,
+    refills,
     rotation,
     sessions,
     sweeps,
@@ -55,7 +56,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     unexpected = error_responses(500)
     for router in (system.router, wallets.router, withdrawals.router, freeze.router):
         app.include_router(router, prefix="/v1", responses=unexpected)
-    governance = (sessions, approvals, allowlist, policy, audit, sweeps)
+    governance = (sessions, approvals, allowlist, policy, audit, sweeps, refills)
     incident = (unfreeze, rotation)  # issue 5: governed unfreeze and key rotation
     for module in (*governance, *incident):
         app.include_router(module.router, prefix="/v1", responses=unexpected)

@@ -29,6 +29,7 @@ from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.signing import SigningPipeline
 from walletsvc.payouts.worker import PayoutWorker
 from walletsvc.treasury.fee_bumps import FeeBumper
+from walletsvc.treasury.refills import RefillService
 from walletsvc.treasury.sweeps import SweepService
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Runtime:
     fee_bumper: FeeBumper
     risk: RiskMonitor
     rotation: RotationService
+    refills: RefillService
     # Completed background passes: lets tests wait for "N more passes" instead of sleeping.
     passes: int = 0
     # Failed staff logins per client address and username (this process's memory).
@@ -80,6 +82,7 @@ class Runtime:
         sweeper = SweepService(db, tags, pipeline)
         fee_bumper = FeeBumper(db, tags, pipeline)
         rotation = RotationService(db, tags, pipeline)
+        refills = RefillService(db, tags, chain, KernelScriptVerifier(), settings)
         return cls(
             settings=settings,
             tags=tags,
@@ -93,6 +96,7 @@ class Runtime:
             fee_bumper=fee_bumper,
             risk=risk,
             rotation=rotation,
+            refills=refills,
         )
 
     def tick(self) -> None:
@@ -163,6 +167,7 @@ class Runtime:
             thread.join(timeout=10)
         self.chain.close()
         self.db.dispose()
+        self.signer.wipe()  # the signer's unlocked keys live until here
 
 
 def open_database(settings: Settings) -> Database:

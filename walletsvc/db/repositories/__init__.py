@@ -32,7 +32,9 @@ from walletsvc.db.repositories.tokens import ApiTokenRepository
 from walletsvc.db.repositories.treasury import (
     ColdDestinationChangeRepository,
     ColdDestinationRepository,
+    ColdUtxoRepository,
     HotAlertRepository,
+    RefillRepository,
     SweepRepository,
     TransactionWatchRepository,
 )
@@ -74,6 +76,8 @@ class ReadUnitOfWork:
         self.sweeps = SweepRepository(session)
         self.watches = TransactionWatchRepository(session)
         self.hot_alerts = HotAlertRepository(session)
+        self.refills = RefillRepository(session)
+        self.cold_utxos = ColdUtxoRepository(session)
         self.freezes = FreezeRepository(session)
         self.unfreeze_requests = UnfreezeRequestRepository(session)
         self.rotations = KeyRotationRepository(session)
