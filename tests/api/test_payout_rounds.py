@@ -127,9 +127,7 @@ def test_the_rounds_own_payouts_count_per_destination(
     error = response.json()["error"]
     assert error["field"] == "payouts[24].destination"
     assert [p["index"] for p in error["payouts"]] == [24, 25]
-    assert {r["rule"] for p in error["payouts"] for r in p["rules"]} == {
-        "velocity.destination-24h"
-    }
+    assert {r["rule"] for p in error["payouts"] for r in p["rules"]} == {"velocity.destination-24h"}
     assert written(runtime)["withdrawals"] == before["withdrawals"]
 
 
