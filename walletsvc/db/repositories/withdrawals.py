@@ -47,12 +47,13 @@ class WithdrawalRepository(Repository[Withdrawal]):
         return int(count), oldest
 
     def unsigned_approved(self, wallet_id: str, *, limit: int) -> list[Withdrawal]:
-        """The wallet's approved payouts waiting for signing, oldest first (the next batch)."""
+        """The wallet's approved payouts waiting for signing, oldest first (the next batch);
+        a payout round's in the order of its request."""
         return list(
             self.session.scalars(
                 select(Withdrawal)
                 .where(Withdrawal.wallet_id == wallet_id, *_unsigned_approved())
-                .order_by(Withdrawal.created_at, Withdrawal.id)
+                .order_by(Withdrawal.created_at, Withdrawal.round_index, Withdrawal.id)
                 .limit(limit)
             )
         )
