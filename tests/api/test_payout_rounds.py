@@ -7,12 +7,21 @@ and per token; 1 BTC and 24 payouts a day per destination; above 0.1 BTC, 2 appr
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from tests.conftest import WALLET, Tokens, auth
-from tests.helpers import audit_actions, count_rows, external_destination, request_payout
+from tests.helpers import (
+    audit_actions,
+    audit_events,
+    count_rows,
+    external_destination,
+    request_payout,
+    verify_audit,
+)
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent, PayoutRound, Withdrawal
 
@@ -186,3 +195,30 @@ def test_rounds_are_listed_newest_first_with_a_cursor(
     assert missing.status_code == 404
     unknown = client.get(f"{ROUNDS}?wallet=nope", headers=auth(tokens.all))
     assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "wallet"
+
+
+def test_a_rounds_audit_events_chain_and_verify_like_any_others(
+    client: TestClient, runtime: Runtime, tokens: Tokens
+) -> None:
+    request_payout(client, tokens.all, key="before", destination=destinations(1, "before")[0])
+    body = round_body([25_000 + i for i in range(40)])
+    response = client.post(ROUNDS, json=body, headers=auth(tokens.all, "audited"))
+    assert response.status_code == 201, response.text
+    request_payout(client, tokens.all, key="after", destination=destinations(1, "after")[0])
+    events = audit_events(runtime.db)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(events))
+    report = verify_audit(runtime)
+    assert report.ok, report.problems
+    ids = {p["id"] for p in response.json()["payouts"]}
+    per_payout = [e for e in events if e.subject_id in ids]
+    assert [e.data["amount_sat"] for e in per_payout] == [25_000 + i for i in range(40)]
+    assert {e.data["round_id"] for e in per_payout} == {response.json()["id"]}
+
+    # An edited event of the round is caught like any other.
+    doctored = {**per_payout[7].data, "amount_sat": 1}
+    with runtime.db.engine.begin() as conn:
+        conn.execute(
+            update(AuditEvent).where(AuditEvent.seq == per_payout[7].seq).values(data=doctored)
+        )
+    assert not verify_audit(runtime).ok

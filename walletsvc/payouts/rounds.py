@@ -24,9 +24,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import PayoutRound, Wallet, Withdrawal, new_id
+from walletsvc.db.models import PayoutRound, Wallet, new_id
 from walletsvc.db.repositories import ReadUnitOfWork
-from walletsvc.db.tags import withdrawal_authorization_message
+from walletsvc.db.tags import authorization_message
 from walletsvc.domain.address import Destination, decode_address
 from walletsvc.domain.errors import IdempotencyConflict, InvalidInput, NotFound, RoundDenied
 from walletsvc.domain.money import require_payable
@@ -210,22 +210,22 @@ def _decide_and_record(
     )
     uow.payout_rounds.add(round_row, flush=True)
     rows = [
-        _withdrawal(tags, wallet, round_row, i, destination, amount, payout.reference, decision)
+        _withdrawal(tags, round_row, i, destination, amount, payout.reference, decision)
         for i, (destination, amount, payout, decision) in enumerate(
             zip(destinations, amounts, body.payouts, decisions, strict=True)
         )
     ]
-    uow.payout_rounds.add_payouts([_columns(w) for w in rows])
+    uow.payout_rounds.add_payouts(rows)
     _audit_accepted(uow, actor, wallet, round_row, rows, policy)
-    for w in rows:
-        required = w.decision["required"]
-        if w.status == WithdrawalStatus.PENDING_APPROVAL.value and required is not None:
+    for row in rows:
+        required = row["decision"]["required"]
+        if row["status"] == WithdrawalStatus.PENDING_APPROVAL.value and required is not None:
             # Same transaction: a payout never waits without its approval request.
             approvals.open_request(
                 uow,
                 tags,
                 kind=KIND,
-                subject_id=w.id,
+                subject_id=row["id"],
                 group=required["group"],
                 m=required["m"],
                 expires_at=approval_deadline(policy.document, moment),
@@ -238,61 +238,44 @@ def _decide_and_record(
 
 def _withdrawal(
     tags: RowTagger,
-    wallet: Wallet,
     round_row: PayoutRound,
     index: int,
     destination: Destination,
     amount: int,
     reference: str | None,
     decision: Decision,
-) -> Withdrawal:
+) -> dict[str, Any]:
+    """One payout's ``withdrawals`` row, as values for the round's one multi-row INSERT (an
+    ORM object per payout would cost more than the rest of the round's intake)."""
     allowed = decision.outcome == "allow"
     status = WithdrawalStatus.APPROVED if allowed else WithdrawalStatus.PENDING_APPROVAL
-    row = Withdrawal(
-        id=new_id(),
-        wallet_id=wallet.id,
-        token_id=round_row.token_id,
-        destination=destination.address,
-        script_pubkey=destination.script_pubkey.hex(),
-        amount_sat=amount,
-        reference=reference,
-        status=status.value,
-        decision=decision.to_dict(),
-        policy_hash=round_row.policy_hash,
-        created_at=round_row.created_at,
-        updated_at=round_row.created_at,
-        round_id=round_row.id,
-        round_index=index,
+    withdrawal_id = new_id()
+    script = destination.script_pubkey.hex()
+    mac = (
+        tags.tag(authorization_message(withdrawal_id, round_row.wallet_id, script, amount))
+        if allowed
+        else None
     )
-    if allowed:
-        row.authorization_mac = tags.tag(withdrawal_authorization_message(row))
-    return row
-
-
-_COLUMNS = (
-    "id",
-    "wallet_id",
-    "token_id",
-    "destination",
-    "script_pubkey",
-    "amount_sat",
-    "reference",
-    "status",
-    "decision",
-    "policy_hash",
-    "authorization_mac",
-    "created_at",
-    "updated_at",
-    "round_id",
-    "round_index",
-)
-
-
-def _columns(row: Withdrawal) -> dict[str, Any]:
-    """The row's values for the round's one multi-row INSERT."""
-    values = {name: getattr(row, name) for name in _COLUMNS}
-    values.update(transaction_id=None, fee_share_sat=None, failure_reason=None)
-    return values
+    return {
+        "id": withdrawal_id,
+        "wallet_id": round_row.wallet_id,
+        "token_id": round_row.token_id,
+        "destination": destination.address,
+        "script_pubkey": script,
+        "amount_sat": amount,
+        "reference": reference,
+        "status": status.value,
+        "decision": decision.to_dict(),
+        "policy_hash": round_row.policy_hash,
+        "authorization_mac": mac,
+        "transaction_id": None,
+        "fee_share_sat": None,
+        "failure_reason": None,
+        "created_at": round_row.created_at,
+        "updated_at": round_row.created_at,
+        "round_id": round_row.id,
+        "round_index": index,
+    }
 
 
 def _audit_accepted(
@@ -300,28 +283,37 @@ def _audit_accepted(
     actor: str,
     wallet: Wallet,
     round_row: PayoutRound,
-    rows: list[Withdrawal],
+    rows: list[dict[str, Any]],
     policy: ActivePolicy,
 ) -> None:
     # One event per payout, as for a single withdrawal (the risk monitor's request rules read
-    # them), and one for the round.
-    for w in rows:
-        uow.audit(
-            actor,
-            "withdrawal.requested",
-            "withdrawal",
-            w.id,
-            {
-                "wallet": wallet.name,
-                "destination": w.destination,
-                "amount_sat": w.amount_sat,
-                "reference": w.reference,
-                "status": w.status,
-                "decision": w.decision,
-                "policy_sha256": policy.sha256,
-                "round_id": round_row.id,
-            },
-        )
+    # them), and one for the round. A payout's event carries its outcome and quorum; its full
+    # rule trace is on the withdrawal (GET /v1/withdrawals/{id}), and the round's event names
+    # the policy that produced it.
+    uow.audit_many(
+        actor,
+        "withdrawal.requested",
+        "withdrawal",
+        [
+            (
+                row["id"],
+                {
+                    "wallet": wallet.name,
+                    "destination": row["destination"],
+                    "amount_sat": row["amount_sat"],
+                    "reference": row["reference"],
+                    "status": row["status"],
+                    "decision": {
+                        "outcome": row["decision"]["outcome"],
+                        "required": row["decision"]["required"],
+                    },
+                    "policy_sha256": policy.sha256,
+                    "round_id": round_row.id,
+                },
+            )
+            for row in rows
+        ],
+    )
     uow.audit(
         actor,
         "payout_round.requested",
@@ -332,7 +324,7 @@ def _audit_accepted(
             "reference": round_row.reference,
             "payout_count": round_row.payout_count,
             "total_sat": round_row.total_sat,
-            "pending_approval": sum(w.status == "pending_approval" for w in rows),
+            "pending_approval": sum(r["status"] == "pending_approval" for r in rows),
             "policy_sha256": policy.sha256,
         },
     )
@@ -518,15 +510,15 @@ def _round_view(
     if with_payouts:
         view["payouts"] = [
             {
-                "id": w.id,
-                "index": w.round_index,
-                "destination": w.destination,
-                "amount_sat": w.amount_sat,
-                "reference": w.reference,
-                "status": w.status,
-                "txid": txid,
+                "id": p.id,
+                "index": p.index,
+                "destination": p.destination,
+                "amount_sat": p.amount_sat,
+                "reference": p.reference,
+                "status": p.status,
+                "txid": p.txid,
             }
-            for w, txid in uow.payout_rounds.payouts(row.id)
+            for p in uow.payout_rounds.payouts(row.id)
         ]
     return view
 

@@ -8,6 +8,7 @@ in chunks, one multi-row insert) instead of one round trip per payout.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,17 @@ from walletsvc.db.repositories.base import Repository
 # Bound parameters per IN list: far below SQLite's limit (32,766) and PostgreSQL's (65,535),
 # and large enough that a 5,000-payout round needs a handful of statements.
 IN_CHUNK = 1_000
+
+
+@dataclass(frozen=True)
+class RoundPayoutRow:
+    id: str
+    index: int
+    destination: str
+    amount_sat: int
+    reference: str | None
+    status: str
+    txid: str | None
 
 
 def _chunks(values: Sequence[str]) -> Iterator[list[str]]:
@@ -57,7 +69,8 @@ class PayoutRoundRepository(Repository[PayoutRound]):
         )
 
     def add_payouts(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert a round's withdrawals in one multi-row statement (ids set by the caller)."""
+        """Insert a round's withdrawals (column values, ids set by the caller) in one
+        multi-row statement."""
         if rows:
             self.session.execute(insert(Withdrawal), list(rows))
 
@@ -74,15 +87,24 @@ class PayoutRoundRepository(Repository[PayoutRound]):
                 counts[str(round_id)][str(status)] = int(n)
         return counts
 
-    def payouts(self, round_id: str) -> list[tuple[Withdrawal, str | None]]:
-        """The round's withdrawals in request order, each with its transaction's txid."""
+    def payouts(self, round_id: str) -> list[RoundPayoutRow]:
+        """The round's withdrawals in request order, each with its transaction's txid (only
+        the columns the round's view shows: no ORM object per payout)."""
         rows = self.session.execute(
-            select(Withdrawal, ChainTransaction.txid)
+            select(
+                Withdrawal.id,
+                Withdrawal.round_index,
+                Withdrawal.destination,
+                Withdrawal.amount_sat,
+                Withdrawal.reference,
+                Withdrawal.status,
+                ChainTransaction.txid,
+            )
             .outerjoin(ChainTransaction, ChainTransaction.id == Withdrawal.transaction_id)
             .where(Withdrawal.round_id == round_id)
             .order_by(Withdrawal.round_index)
         ).all()
-        return [(w, txid) for w, txid in rows]
+        return [RoundPayoutRow(i, index or 0, d, a, r, s, t) for i, index, d, a, r, s, t in rows]
 
     def held_totals_by_destination(
         self,
