@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import defer
 
 from walletsvc.db.models import ChainTransaction, IdempotencyKey, Withdrawal
 from walletsvc.db.repositories.base import Repository
@@ -52,6 +53,8 @@ class WithdrawalRepository(Repository[Withdrawal]):
         return list(
             self.session.scalars(
                 select(Withdrawal)
+                # The signer never reads the decision: not decoding thousands of JSON traces.
+                .options(defer(Withdrawal.decision))
                 .where(Withdrawal.wallet_id == wallet_id, *_unsigned_approved())
                 .order_by(Withdrawal.created_at, Withdrawal.round_index, Withdrawal.id)
                 .limit(limit)
