@@ -39,9 +39,7 @@ def upgrade() -> None:
             "token_id", "idempotency_key", name=op.f("uq_payout_rounds_token_id_idempotency_key")
         ),
     )
-    op.create_index(
-        "ix_payout_rounds_wallet_created", "payout_rounds", ["wallet_id", "created_at"]
-    )
+    op.create_index("ix_payout_rounds_wallet_created", "payout_rounds", ["wallet_id", "created_at"])
     with op.batch_alter_table("withdrawals", schema=None) as batch_op:
         batch_op.add_column(sa.Column("round_id", sa.String(length=36), nullable=True))
         batch_op.add_column(sa.Column("round_index", sa.Integer(), nullable=True))
