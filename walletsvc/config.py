@@ -69,7 +69,9 @@ class Settings(BaseSettings):
     # is advertised in <data_dir>/chain/rpc.json for `walletsvc devchain`).
     devchain_rpc_port: int = Field(default=0, ge=0, le=65_535)
     session_ttl_s: int = Field(default=900, ge=60)
-    max_batch_outputs: int = Field(default=100, ge=1, le=2_000)
+    # Payouts per transaction (the output cap). A batch heavier than the standard weight or
+    # dearer than max_fee_sat is split further by the worker (docs/treasury.md).
+    max_batch_outputs: int = Field(default=2_000, ge=1, le=5_000)
     # Where the scanner starts on a fresh database (a production wallet's birth height).
     scan_start_height: int = Field(default=0, ge=0)
 

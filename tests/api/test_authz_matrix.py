@@ -68,6 +68,15 @@ MATRIX: list[Row] = [
     Row("GET", "/v1/withdrawals", scopes("withdrawals:read", "read") | ALL_STAFF),
     Row("GET", f"/v1/withdrawals/{NO_ID}", scopes("withdrawals:read", "read") | ALL_STAFF),
     Row("POST", f"/v1/withdrawals/{NO_ID}/cancel", scopes("withdrawals:create"), {}),
+    Row(
+        "POST",
+        "/v1/payout-rounds",
+        scopes("withdrawals:create"),
+        {"wallet": WALLET, "payouts": [{"destination": DEST, "amount_sat": 10_000}]},
+        {"Idempotency-Key": "matrix-round"},
+    ),
+    Row("GET", "/v1/payout-rounds", scopes("withdrawals:read", "read") | ALL_STAFF),
+    Row("GET", f"/v1/payout-rounds/{NO_ID}", scopes("withdrawals:read", "read") | ALL_STAFF),
     # --- Governance.
     Row("DELETE", "/v1/sessions/current", ALL_STAFF),
     Row("GET", "/v1/approvals?pending=true", scopes("read") | ALL_STAFF),

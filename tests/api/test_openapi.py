@@ -200,6 +200,25 @@ def test_real_responses_match_their_declared_schemas(
     cancelled = check(client.post(f"/v1/withdrawals/{created['id']}/cancel", headers=token), 200)
     assert cancelled["status"] == "cancelled"
 
+    payout_round = {
+        "wallet": WALLET,
+        "reference": "round 1",
+        "payouts": [{"destination": DEST, "amount_sat": 40_000}],
+    }
+    round_view = check(
+        client.post("/v1/payout-rounds", json=payout_round, headers=auth(tokens.all, "rk")), 201
+    )
+    assert round_view["payouts"][0]["txid"] is None
+    check(client.post("/v1/payout-rounds", json=payout_round, headers=auth(tokens.all, "rk")), 200)
+    check(client.get(f"/v1/payout-rounds/{round_view['id']}", headers=token), 200)
+    rounds_page = check(client.get("/v1/payout-rounds", headers=token), 200)
+    assert rounds_page["next_cursor"] is None
+    over_round = {**payout_round, "payouts": [{"destination": DEST, "amount_sat": 60_000_000}]}
+    refused = check(
+        client.post("/v1/payout-rounds", json=over_round, headers=auth(tokens.all, "rd")), 422
+    )
+    assert refused["error"]["payouts"][0]["index"] == 0
+
     check(client.get("/v1/approvals", headers=token), 200)
     check(client.get("/v1/allowlist", headers=token), 200)
     check(client.get("/v1/policy", headers=token), 200)
@@ -215,6 +234,10 @@ def test_real_responses_match_their_declared_schemas(
     assert denied["error"]["decision"]["outcome"] == "deny"
     frozen = check(client.post("/v1/freeze", json={"reason": "drill"}, headers=token), 201)
     locked = check(client.post("/v1/withdrawals", json=payout, headers=auth(tokens.all, "f")), 423)
+    locked_round = check(
+        client.post("/v1/payout-rounds", json=payout_round, headers=auth(tokens.all, "rf")), 423
+    )
+    assert locked_round["error"]["code"] == "frozen"
     assert locked["error"]["code"] == "frozen"
     assert frozen["lifted_at"] is None and frozen["wallet"] is None
     state = check(client.get("/v1/freeze", headers=token), 200)
@@ -246,5 +269,11 @@ def test_real_responses_match_their_declared_schemas(
     bad = {**payout, "amount_sat": 1.5}
     error = check(client.post("/v1/withdrawals", json=bad, headers=auth(tokens.all, "b")), 422)
     assert error["error"]["field"] == "amount_sat"
+    bad_round = {**payout_round, "payouts": [{"destination": DEST, "amount_sat": 1.5}]}
+    round_error = check(
+        client.post("/v1/payout-rounds", json=bad_round, headers=auth(tokens.all, "rb")), 422
+    )
+    assert round_error["error"]["field"] == "payouts[0].amount_sat"
+    check(client.get("/v1/payout-rounds/nope", headers=token), 404)
     conflict = check(client.post(f"/v1/withdrawals/{created['id']}/cancel", headers=token), 409)
     assert set(conflict["error"]) == {"code", "message", "field"}

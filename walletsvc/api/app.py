@@ -17,6 +17,7 @@ from walletsvc.api.routes import (
     policy,
     refills,
     rotation,
+    rounds,
     sessions,
     sweeps,
     system,
@@ -60,4 +61,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     incident = (unfreeze, rotation)  # issue 5: governed unfreeze and key rotation
     for module in (*governance, *incident):
         app.include_router(module.router, prefix="/v1", responses=unexpected)
+    # Issue 10: payout rounds.
+    app.include_router(rounds.router, prefix="/v1", responses=unexpected)
     return app

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from walletsvc.api.request_ids import HEADER, request_id_for
+from walletsvc.api.schemas.rounds import DeniedPayoutView
 from walletsvc.api.schemas.withdrawals import PolicyDecision
 from walletsvc.domain import errors as e
 from walletsvc.governance.audit import record_integrity_failure
@@ -48,6 +49,10 @@ class ErrorDetail(BaseModel):
     field: str | None = Field(description="The input to fix (`amount_sat`, `Idempotency-Key`, …).")
     decision: PolicyDecision | None = Field(
         default=None, description="Only with `policy_denied`: the decision that denied it."
+    )
+    payouts: list[DeniedPayoutView] | None = Field(
+        default=None,
+        description="Only when a payout round is refused: each denied payout and its rules.",
     )
 
 
@@ -92,13 +97,25 @@ def error_body(code: str, message: str, field: str | None, **extra: Any) -> dict
 
 
 def _field_from_location(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or None
+    """The field as clients write it: ``amount_sat``, ``payouts[17].amount_sat``."""
+    field = ""
+    for part in loc:
+        if part in ("body", "query", "path", "header"):
+            continue
+        if isinstance(part, int):
+            field += f"[{part}]"
+        else:
+            field += f".{part}" if field else str(part)
+    return field or None
+
+
+def _is_amount(field: str | None) -> bool:
+    return field is not None and (field == "amount_sat" or field.endswith(".amount_sat"))
 
 
 def _validation_message(err: dict[str, Any], field: str | None) -> str:
-    if field == "amount_sat":
-        return "amount_sat must be a JSON integer number of satoshis (no decimals, no strings)"
+    if _is_amount(field):
+        return f"{field} must be a JSON integer number of satoshis (no decimals, no strings)"
     if err.get("type") == "json_invalid":
         return "the request body is not valid JSON"
     if err.get("type") == "missing":
@@ -129,6 +146,9 @@ def install_error_handlers(app: FastAPI) -> None:
         decision = getattr(exc, "decision", None)
         if decision is not None:
             extra["decision"] = decision.to_dict()
+        denied_payouts = getattr(exc, "payouts", None)  # a refused payout round
+        if denied_payouts is not None:
+            extra["payouts"] = denied_payouts
         headers = {}
         retry_after = getattr(exc, "retry_after_s", None)
         if retry_after is not None:
@@ -144,7 +164,7 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         first = errors[0] if errors else {}
         field = _field_from_location(tuple(first.get("loc", ())))
-        code = "invalid_amount" if field == "amount_sat" else "invalid_input"
+        code = "invalid_amount" if _is_amount(field) else "invalid_input"
         if first.get("type") == "json_invalid":
             code, field = "invalid_json", None
         return JSONResponse(

@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, insert, select
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -183,6 +183,45 @@ class UnitOfWork(ReadUnitOfWork):
         head.last_hash = ev.hash
         head.mac = audit_head_tag(self._audit_key, ev.seq, ev.hash)
         return ev
+
+    def audit_many(
+        self,
+        actor: str,
+        action: str,
+        subject_type: str,
+        events: Sequence[tuple[str | None, dict[str, Any]]],
+    ) -> None:
+        """Append one event per (subject_id, data), in order, with one multi-row INSERT.
+
+        The chain, hashes and head are exactly those of calling ``audit`` for each (``audit
+        verify`` cannot tell them apart); a payout round's thousands of events skip building
+        an ORM object each.
+        """
+        head = self._head
+        assert head is not None, "audit_many() outside a locked write transaction"
+        rows = []
+        seq, prev_hash = head.last_seq, head.last_hash
+        for subject_id, data in events:
+            seq += 1
+            created_at = utcnow()
+            row: dict[str, Any] = {
+                "seq": seq,
+                "actor": actor,
+                "action": action,
+                "subject_type": subject_type,
+                "subject_id": subject_id,
+                "data": json.loads(json.dumps(data, default=str)),
+            }
+            digest = audit_digest(
+                self._audit_key, prev_hash, {**row, "created_at": created_at.isoformat()}
+            )
+            rows.append({**row, "created_at": created_at, "prev_hash": prev_hash, "hash": digest})
+            prev_hash = digest
+        if not rows:
+            return
+        self.session.execute(insert(AuditEvent), rows)
+        head.last_seq, head.last_hash = seq, prev_hash
+        head.mac = audit_head_tag(self._audit_key, seq, prev_hash)
 
 
 class Database:

@@ -181,6 +181,31 @@ class ChainTransaction(Base):
     confirmed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class PayoutRound(Base):
+    """One request for many payouts (a pool's payout round), decided as a whole.
+
+    Each payout is an ordinary ``withdrawals`` row pointing here (``round_id``, ``round_index``);
+    the round keeps what was asked once: the idempotency key and the body's hash.
+    """
+
+    __tablename__ = "payout_rounds"
+    __table_args__ = (
+        UniqueConstraint("token_id", "idempotency_key"),
+        Index("ix_payout_rounds_wallet_created", "wallet_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))
+    token_id: Mapped[str] = mapped_column(String(36))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    reference: Mapped[str | None] = mapped_column(String(200), default=None)
+    payout_count: Mapped[int] = mapped_column(Integer)
+    total_sat: Mapped[int] = mapped_column(BigInteger)
+    policy_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Withdrawal(Base):
     __tablename__ = "withdrawals"
     __table_args__ = (
@@ -205,6 +230,8 @@ class Withdrawal(Base):
             "status",
             "amount_sat",
         ),
+        # A round's payouts in the order they were asked for (walletsvc.payouts.rounds).
+        Index("ix_withdrawals_round", "round_id", "round_index"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -227,6 +254,9 @@ class Withdrawal(Base):
     failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when the payout came in a payout round: the round and its position in the request.
+    round_id: Mapped[str | None] = mapped_column(ForeignKey("payout_rounds.id"), default=None)
+    round_index: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class IdempotencyKey(Base):

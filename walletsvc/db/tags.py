@@ -84,8 +84,16 @@ def approval_decision_message(row: ApprovalDecision) -> bytes:
 
 def withdrawal_authorization_message(row: Withdrawal) -> bytes:
     """What an approval binds to: the exact payee and amount of this payout."""
+    return authorization_message(row.id, row.wallet_id, row.script_pubkey, row.amount_sat)
+
+
+def authorization_message(
+    withdrawal_id: str, wallet_id: str, script_pubkey: str, amount_sat: int
+) -> bytes:
+    """``withdrawal_authorization_message`` from the values, before the row exists (a payout
+    round inserts its rows in bulk)."""
     return encode_message(
-        "withdrawal-authorization", row.id, row.wallet_id, row.script_pubkey, row.amount_sat
+        "withdrawal-authorization", withdrawal_id, wallet_id, script_pubkey, amount_sat
     )
 
 

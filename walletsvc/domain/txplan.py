@@ -7,7 +7,7 @@ outputs deterministically (BIP69-like), so the same request always yields the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .coinselect import (
     canonical_order,
@@ -86,6 +86,41 @@ def plan_payouts(
     return _finish(
         selection.coins, outputs, selection.fee_sat, rate=rate, cap=cap, locktime=locktime
     )
+
+
+def largest_fitting_batch(
+    plan_for: Callable[[Sequence[ApprovedPayout]], TransactionPlan],
+    payouts: Sequence[ApprovedPayout],
+) -> TransactionPlan:
+    """The plan paying the longest leading part of ``payouts`` that makes one transaction.
+
+    ``plan_for`` plans a batch (``plan_payouts`` with the caller's coins, change and caps).
+    When all of ``payouts`` exceed the standard weight (TooLarge) or the fee cap
+    (FeeTooHigh), a bisection finds the largest prefix that does not: fewer outputs never
+    weigh or cost more, so the prefixes that fit are exactly the short ones. Other failures
+    (not enough funds, bad input) are the whole batch's and are raised as they are, as is
+    the failure of a single payout.
+    """
+    if not payouts:
+        raise InvalidInput("there is nothing to pay", field="payouts")
+    try:
+        return plan_for(payouts)
+    except (TooLarge, FeeTooHigh) as too_big:
+        failure: TooLarge | FeeTooHigh = too_big
+    best: TransactionPlan | None = None
+    low, high = 1, len(payouts) - 1  # invariant: every count above ``high`` fails
+    while low <= high:
+        middle = (low + high) // 2
+        try:
+            best = plan_for(payouts[:middle])
+        except (TooLarge, FeeTooHigh) as exc:
+            failure = exc
+            high = middle - 1
+        else:
+            low = middle + 1
+    if best is None:
+        raise failure
+    return best
 
 
 def plan_sweep(

@@ -83,16 +83,9 @@ def request_withdrawal(
     actor: str,
     now: datetime | None = None,
 ) -> WithdrawalResult:
-    if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise InvalidInput(
-            f"Idempotency-Key header is required (1-{MAX_IDEMPOTENCY_KEY_LENGTH} characters)",
-            field="Idempotency-Key",
-        )
+    require_idempotency_key(idempotency_key)
     amount = require_payable(body.amount_sat, field="amount_sat")
-    if body.reference is not None and len(body.reference) > MAX_REFERENCE_LENGTH:
-        raise InvalidInput(
-            f"reference is longer than {MAX_REFERENCE_LENGTH} characters", field="reference"
-        )
+    require_reference(body.reference, field="reference")
     digest = request_hash(body)
     with db.write() as uow:
         outcome = _decide_and_record(
@@ -110,6 +103,19 @@ def request_withdrawal(
     if isinstance(outcome, PolicyDenied):
         raise outcome
     return outcome
+
+
+def require_idempotency_key(idempotency_key: str) -> None:
+    if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidInput(
+            f"Idempotency-Key header is required (1-{MAX_IDEMPOTENCY_KEY_LENGTH} characters)",
+            field="Idempotency-Key",
+        )
+
+
+def require_reference(reference: str | None, *, field: str) -> None:
+    if reference is not None and len(reference) > MAX_REFERENCE_LENGTH:
+        raise InvalidInput(f"{field} is longer than {MAX_REFERENCE_LENGTH} characters", field=field)
 
 
 def _decide_and_record(
@@ -168,7 +174,7 @@ def _decide_and_record(
                 "decision": decision.to_dict(),
             },
         )
-        return PolicyDenied(_deny_message(decision), decision=decision, field=_deny_field(decision))
+        return PolicyDenied(_deny_message(decision), decision=decision, field=deny_field(decision))
     status = (
         WithdrawalStatus.APPROVED
         if decision.outcome == "allow"
@@ -287,19 +293,20 @@ def _history(
     )
 
 
-def _failed_rules(decision: Decision) -> list[Any]:
+def failed_rules(decision: Decision) -> list[Any]:
     return [r for r in decision.rules if r.result in ("fail", "error")]
 
 
 def _deny_message(decision: Decision) -> str:
-    failed = _failed_rules(decision)
+    failed = failed_rules(decision)
     if not failed:
         return "the policy denies this payout"
     return "the policy denies this payout: " + "; ".join(f"{r.rule}: {r.detail}" for r in failed)
 
 
-def _deny_field(decision: Decision) -> str | None:
-    for rule in _failed_rules(decision):
+def deny_field(decision: Decision) -> str | None:
+    """The request field a denial is about: the destination, or else the amount."""
+    for rule in failed_rules(decision):
         if rule.rule in ("allowlist", "denylist", "trust_ramp") or ".destination" in rule.rule:
             return "destination"
     return "amount_sat"

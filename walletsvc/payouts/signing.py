@@ -270,9 +270,11 @@ def _mark_broadcast(uow: UnitOfWork, tx: ChainTransaction) -> None:
     tx.broadcast_at = utcnow()
     tx.broadcast_attempts += 1
     tx.last_error = None
-    for w in uow.withdrawals.of_transaction(tx.id, status=WithdrawalStatus.SIGNED.value):
-        w.status = transition(w.status, WithdrawalStatus.BROADCAST).value
-        w.updated_at = utcnow()
+    # One statement for the whole batch (a payout round's can hold thousands of payouts).
+    broadcast = transition(WithdrawalStatus.SIGNED, WithdrawalStatus.BROADCAST)
+    uow.withdrawals.move_in_transaction(
+        tx.id, WithdrawalStatus.SIGNED.value, broadcast.value, now=tx.broadcast_at
+    )
     uow.audit(ACTOR, "transaction.broadcast", "chain_transaction", tx.id, {"txid": tx.txid})
 
 

@@ -10,6 +10,7 @@ second transaction for a payout that already has one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 
@@ -27,8 +28,8 @@ from walletsvc.domain.errors import (
     SigningRefused,
     VerificationFailed,
 )
-from walletsvc.domain.transaction import ApprovedPayout, TransactionPlan
-from walletsvc.domain.txplan import plan_payouts
+from walletsvc.domain.transaction import ApprovedPayout, OutputPurpose, TransactionPlan
+from walletsvc.domain.txplan import largest_fitting_batch, plan_payouts
 from walletsvc.domain.withdrawal import WithdrawalStatus, transition
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.signer import HotSigner
@@ -114,7 +115,9 @@ class PayoutWorker:
             payouts = self._authorised_payouts(uow, wallet)
             if not payouts:
                 return None
-            tx, plan = sign_payout_batch(uow, self.pipeline, wallet, payouts)
+            tx, plan = sign_payout_batch(uow, self.pipeline, wallet, payouts, split=True)
+            # Those the batch left out (weight, fee cap) stay approved for the next one.
+            signed = [w for w in payouts if w.transaction_id == tx.id]
             uow.audit(
                 ACTOR,
                 "transaction.signed",
@@ -124,7 +127,7 @@ class PayoutWorker:
                     "txid": tx.txid,
                     "fee_sat": tx.fee_sat,
                     "vsize": tx.vsize,
-                    "withdrawals": [w.id for w in payouts],
+                    "withdrawals": [w.id for w in signed],
                     "inputs": [f"{c.txid}:{c.vout}" for c in plan.inputs],
                 },
             )
@@ -189,23 +192,37 @@ def sign_payout_batch(
     payouts: list[Withdrawal],
     *,
     replaces_id: str | None = None,
+    split: bool = False,
 ) -> tuple[ChainTransaction, TransactionPlan]:
-    """Plan, sign and store one transaction paying ``payouts``; mark them signed."""
+    """Plan, sign and store one transaction paying ``payouts``; mark them signed.
+
+    With ``split``, a batch that would exceed the standard weight or the fee cap pays only
+    the longest leading part of ``payouts`` that fits (``largest_fitting_batch``); the rest
+    stay approved for the next batch. The caller reads which ones from the plan.
+    """
     tip = tip_height(uow)
     change_path, change_script = next_change_path(uow, wallet)
     settings = pipeline.settings
     rate = pipeline.fee_rate()
+    coins = spendable_coins(uow, wallet)
     approved = [ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat) for w in payouts]
-    plan = plan_payouts(
-        spendable_coins(uow, wallet),
-        approved,
-        change_script=change_script,
-        change_path=change_path,
-        fee_rate_sat_per_vb=rate,
-        max_fee_sat=settings.max_fee_sat,
-        min_confirmations=settings.min_confirmations,
-        locktime=max(tip, 0),
-    )
+
+    def plan_for(batch: Sequence[ApprovedPayout]) -> TransactionPlan:
+        return plan_payouts(
+            coins,
+            batch,
+            change_script=change_script,
+            change_path=change_path,
+            fee_rate_sat_per_vb=rate,
+            max_fee_sat=settings.max_fee_sat,
+            min_confirmations=settings.min_confirmations,
+            locktime=max(tip, 0),
+        )
+
+    plan = largest_fitting_batch(plan_for, approved) if split else plan_for(approved)
+    if split:
+        count = sum(o.purpose is OutputPurpose.PAYOUT for o in plan.outputs)
+        payouts, approved = payouts[:count], approved[:count]
     tx = pipeline.sign_and_store(
         uow,
         wallet=wallet,

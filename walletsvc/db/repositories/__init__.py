@@ -27,6 +27,7 @@ from walletsvc.db.repositories.incident import (
 )
 from walletsvc.db.repositories.policies import PolicyVersionRepository
 from walletsvc.db.repositories.policy_proposals import PolicyProposalRepository
+from walletsvc.db.repositories.rounds import PayoutRoundRepository
 from walletsvc.db.repositories.staff import StaffRepository, StaffSessionRepository
 from walletsvc.db.repositories.tokens import ApiTokenRepository
 from walletsvc.db.repositories.treasury import (
@@ -63,6 +64,7 @@ class ReadUnitOfWork:
         self.transactions = ChainTransactionRepository(session)
         self.withdrawals = WithdrawalRepository(session)
         self.idempotency_keys = IdempotencyKeyRepository(session)
+        self.payout_rounds = PayoutRoundRepository(session)
         self.policies = PolicyVersionRepository(session)
         self.staff = StaffRepository(session)
         self.staff_sessions = StaffSessionRepository(session)

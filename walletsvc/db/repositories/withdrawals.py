@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import defer
 
 from walletsvc.db.models import ChainTransaction, IdempotencyKey, Withdrawal
 from walletsvc.db.repositories.base import Repository
@@ -60,12 +61,15 @@ class WithdrawalRepository(Repository[Withdrawal]):
         return int(count), oldest
 
     def unsigned_approved(self, wallet_id: str, *, limit: int) -> list[Withdrawal]:
-        """The wallet's approved payouts waiting for signing, oldest first (the next batch)."""
+        """The wallet's approved payouts waiting for signing, oldest first (the next batch);
+        a payout round's in the order of its request."""
         return list(
             self.session.scalars(
                 select(Withdrawal)
+                # The signer never reads the decision: not decoding thousands of JSON traces.
+                .options(defer(Withdrawal.decision))
                 .where(Withdrawal.wallet_id == wallet_id, *_unsigned_approved())
-                .order_by(Withdrawal.created_at, Withdrawal.id)
+                .order_by(Withdrawal.created_at, Withdrawal.round_index, Withdrawal.id)
                 .limit(limit)
             )
         )
