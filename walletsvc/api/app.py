@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from walletsvc.api.console import install_console
 from walletsvc.api.errors import error_responses, install_error_handlers
 from walletsvc.api.request_ids import install_request_ids
 from walletsvc.api.routes import (
@@ -59,4 +60,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     incident = (unfreeze, rotation)  # issue 5: governed unfreeze and key rotation
     for module in (*governance, *incident):
         app.include_router(module.router, prefix="/v1", responses=unexpected)
+    install_console(app)  # issue 12: the treasury console at /console
     return app
