@@ -104,7 +104,9 @@ class ConsoleViews:
         }
 
     def allowlist(self) -> dict[str, Any]:
-        listed = list_allowlist(self.runtime.db, self.runtime.tags, wallet=None, include_removed=True)
+        listed = list_allowlist(
+            self.runtime.db, self.runtime.tags, wallet=None, include_removed=True
+        )
         return {"entries": listed["entries"]}
 
     def policy(self) -> dict[str, Any]:

@@ -53,8 +53,7 @@ def csrf_for_session(session_token: str) -> str:
 def check_csrf(expected: str | None, offered: str | None) -> None:
     if not expected or not offered or not hmac.compare_digest(expected, offered):
         raise CsrfRejected(
-            "this form is missing its security token or it is stale; reload the page and try"
-            " again",
+            "this form is missing its security token or it is stale; reload the page and try again",
             field=CSRF_FIELD,
         )
 
