@@ -12,8 +12,9 @@ from typing import Any
 
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.wallet_views import list_wallet_views
-from walletsvc.governance import approvals, audit, quorum
+from walletsvc.governance import approvals, audit, passkeys, quorum
 from walletsvc.governance.allowlist import list_allowlist
+from walletsvc.governance.passkeys import RelyingParty
 from walletsvc.governance.policies import policy_view
 from walletsvc.governance.policy_changes import proposals_index
 from walletsvc.governance.staff import StaffPrincipal
@@ -38,9 +39,23 @@ class ConsoleViews:
 
     # --- my queue -----------------------------------------------------------------------
 
-    def queue(self, staff: StaffPrincipal) -> list[dict[str, Any]]:
+    def queue(self, staff: StaffPrincipal, rp: RelyingParty) -> list[dict[str, Any]]:
         """Everything waiting for this approver's decision (for other roles: everything
-        pending, to read), each with what is needed to decide it."""
+        pending, to read), each with what is needed to decide it: with a passkey too, the
+        WebAuthn options of approving and of rejecting exactly its digest."""
+        items = self._queue_items(staff)
+        rt = self.runtime
+        if staff.role == "approver" and items and passkeys.my_passkeys(rt.db, rt.tags, staff):
+            for item in items:
+                item["passkey_options"] = {
+                    decision: passkeys.approval_options(
+                        rt.db, rt.tags, rp, staff, digest=item["digest"], decision=decision
+                    )
+                    for decision in ("approve", "reject")
+                }
+        return items
+
+    def _queue_items(self, staff: StaffPrincipal) -> list[dict[str, Any]]:
         rt = self.runtime
         mine = staff if staff.role == "approver" else None
         with rt.db.read() as uow:
@@ -68,6 +83,19 @@ class ConsoleViews:
         )
         held: list[dict[str, Any]] = page["withdrawals"]
         return held
+
+    # --- passkeys ------------------------------------------------------------------------
+
+    def passkeys_page(
+        self, staff: StaffPrincipal, rp: RelyingParty, challenge: bytes
+    ) -> dict[str, Any]:
+        rt = self.runtime
+        return {
+            "passkeys": passkeys.my_passkeys(rt.db, rt.tags, staff),
+            "registration_options": passkeys.registration_options(
+                rt.db, rt.tags, rp, staff, challenge=challenge
+            ),
+        }
 
     # --- freeze -------------------------------------------------------------------------
 

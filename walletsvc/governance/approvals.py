@@ -30,6 +30,7 @@ from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.repositories.base import Repository
 from walletsvc.db.tags import approval_decision_message, approval_request_message
 from walletsvc.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from walletsvc.governance.passkeys import RelyingParty, check_passkey
 from walletsvc.governance.policies import IntegrityFailure
 from walletsvc.governance.staff import (
     StaffPrincipal,
@@ -360,17 +361,22 @@ def decide(
     staff: StaffPrincipal,
     decision: str,
     digest: str,
-    totp: str,
+    totp: str | None,
     comment: str | None,
     now: datetime | None = None,
+    passkey: str | None = None,
+    rp: RelyingParty | None = None,
 ) -> str:
-    """Record one approver's decision (step-up TOTP required); settle the request if it can.
+    """Record one approver's decision (step-up required: a TOTP code, or a passkey assertion
+    over the digest and decision checked for relying party ``rp``); settle the request if it
+    can.
 
     ``digest`` is the content digest the approver reviewed (``GET /approvals/{id}``); a
     mismatch is refused. Returns the request's status afterwards.
     """
     if decision not in ("approve", "reject"):
         raise InvalidInput("decision must be 'approve' or 'reject'", field="decision")
+    step_up = _step_up(totp, passkey, rp)
     if comment is not None and len(comment) > MAX_COMMENT_LENGTH:
         raise InvalidInput(f"comment is longer than {MAX_COMMENT_LENGTH}", field="comment")
     moment = now_utc(now)
@@ -389,13 +395,59 @@ def decide(
         else:
             error = _check_content(ctx, request, digest)
             if error is None:
-                error = _record(ctx, totp_secrets, settings, request, row, decision, totp, comment)
+                error = _record(
+                    ctx, totp_secrets, settings, request, row, decision, step_up, comment
+                )
             if error is None:
                 settle(ctx, settings, request)
         status = request.status
     if error is not None:
         raise error  # after the commit: an expiry or a failed attempt is kept
     return status
+
+
+@dataclass(frozen=True)
+class StepUp:
+    """How an approver proves it is them, now: a TOTP code or a passkey assertion."""
+
+    totp: str | None
+    passkey: str | None
+    rp: RelyingParty | None
+
+
+def _step_up(totp: str | None, passkey: str | None, rp: RelyingParty | None) -> StepUp:
+    if (totp is None) == (passkey is None):
+        raise InvalidInput("give either a TOTP code or a passkey assertion", field="totp")
+    if passkey is not None and rp is None:
+        raise InvalidInput("passkeys are not available here", field="passkey")
+    return StepUp(totp, passkey, rp)
+
+
+def _check_step_up(
+    ctx: KindContext,
+    totp_secrets: TotpSealer,
+    settings: Settings,
+    request: ApprovalRequest,
+    staff: Staff,
+    decision: str,
+    step_up: StepUp,
+) -> tuple[int | None, str | None, DomainError | None]:
+    """(TOTP step, passkey id, error): exactly one of the first two when there is no error."""
+    if step_up.passkey is not None and step_up.rp is not None:
+        passkey_id, error = check_passkey(
+            ctx.uow,
+            ctx.tags,
+            settings,
+            step_up.rp,
+            staff,
+            assertion=step_up.passkey,
+            digest=request.digest,
+            decision=decision,
+            now=ctx.now,
+        )
+        return None, passkey_id, error
+    step, error = check_totp(ctx.uow, totp_secrets, settings, staff, step_up.totp or "", ctx.now)
+    return step, None, error
 
 
 def _record(
@@ -405,13 +457,15 @@ def _record(
     request: ApprovalRequest,
     staff: Staff,
     decision: str,
-    totp: str,
+    step_up: StepUp,
     comment: str | None,
 ) -> DomainError | None:
     if ctx.uow.approval_decisions.has_decided(request, staff.id):
         return Conflict("you have already decided this request", field="id")
-    step, error = check_totp(ctx.uow, totp_secrets, settings, staff, totp, ctx.now)
-    if error is not None or step is None:
+    step, passkey_id, error = _check_step_up(
+        ctx, totp_secrets, settings, request, staff, decision, step_up
+    )
+    if error is not None or (step is None and passkey_id is None):
         return error
     row = ApprovalDecision(
         request_id=request.id,
@@ -419,6 +473,7 @@ def _record(
         decision=decision,
         digest=request.digest,
         totp_step=step,
+        passkey_id=passkey_id,
         comment=comment,
         created_at=ctx.now,
         mac="",
@@ -436,6 +491,7 @@ def _record(
             "subject_id": request.subject_id,
             "digest": request.digest,
             "comment": comment,
+            "step_up": "passkey" if passkey_id else "totp",
         },
     )
     return None

@@ -25,6 +25,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Passkeys need a host name (an IP address is no WebAuthn RP id): the tests browse to
+    # http://localhost:<port>, always the IPv4 loopback the test server listens on.
+    "--host-resolver-rules=MAP localhost 127.0.0.1",
 ]
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="the browser tests need Debian's chromium at /usr/bin/chromium"
@@ -51,6 +54,27 @@ class Screenshots:
     def take(self, page: Page, name: str) -> None:
         self.count += 1
         page.screenshot(path=str(self.directory / f"{self.count:02d}-{name}.png"), full_page=True)
+
+
+def add_virtual_authenticator(page: Page) -> str:
+    """Chromium's virtual authenticator (CDP WebAuthn domain): a platform passkey with user
+    verification that answers at once. Returns its id."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    added = cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    return str(added["authenticatorId"])
 
 
 def log_in(page: Page, base_url: str, member: Member) -> None:

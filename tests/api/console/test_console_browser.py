@@ -9,11 +9,19 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.api.console.browser import Screenshots, chromium, log_in, log_out, needs_chromium
+from tests.api.console.browser import (
+    Screenshots,
+    add_virtual_authenticator,
+    chromium,
+    log_in,
+    log_out,
+    needs_chromium,
+)
 from tests.governance_helpers import Team, big_withdrawal
 from tests.helpers import LiveServer, live_server
 from walletsvc.api.app import create_app
 from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.governance.approvals import show_request
 from walletsvc.incident.freeze import freeze_overview
 from walletsvc.payouts.intake import show_withdrawal
 
@@ -44,7 +52,7 @@ def test_approvers_release_a_payout_and_freeze_in_the_browser(
             expect(waiting).to_contain_text("approval_tier")
             shots.take(page, f"queue-{member.username}")
             waiting.get_by_label("TOTP code").fill(member.live_code())
-            waiting.get_by_role("button", name="Approve").click()
+            waiting.get_by_role("button", name="Approve", exact=True).click()
             expect(page.get_by_role("status")).to_contain_text(f"You approved request {request_id}")
             shots.take(page, f"approved-{member.username}")
             if member is alice:
@@ -67,3 +75,45 @@ def test_approvers_release_a_payout_and_freeze_in_the_browser(
         page.set_viewport_size({"width": 390, "height": 844})  # a phone
         shots.take(page, "frozen-phone")
     assert freeze_overview(funded.db)["frozen"] is True
+
+
+def test_an_approver_registers_a_passkey_and_approves_with_it(
+    server: LiveServer, funded: Runtime, tmp_path: Path
+) -> None:
+    team = Team(funded)
+    alice = team.add("alice")
+    team.add("bob")
+    payout_id = big_withdrawal(funded)
+    request_id = show_withdrawal(funded.db, payout_id)["approval_request_id"]
+    shots = Screenshots(tmp_path / "screenshots")
+    base = f"http://localhost:{server.port}"  # WebAuthn needs a host name, not an IP
+
+    with chromium() as browser:
+        page = browser.new_page()
+        add_virtual_authenticator(page)
+        log_in(page, base, alice)
+        page.get_by_role("link", name="Passkeys").click()
+        page.get_by_label("Label").fill("virtual authenticator")
+        page.get_by_label("TOTP code").fill(alice.live_code())
+        page.get_by_role("button", name="Register passkey").click()
+        expect(page.get_by_role("status").first).to_contain_text("Passkey registered")
+        expect(page.locator("#my-passkeys")).to_contain_text("virtual authenticator")
+        shots.take(page, "passkey-registered")
+
+        page.get_by_role("link", name="My queue").click()
+        waiting = page.get_by_role("article", name=f"Request {request_id}")
+        waiting.get_by_label("Sign with my passkey instead of a TOTP code").check()
+        waiting.get_by_role("button", name="Approve", exact=True).click()
+        expect(page.get_by_role("status").first).to_contain_text(
+            f"You approved request {request_id}"
+        )
+        shots.take(page, "approved-with-passkey")
+
+    shown = show_request(funded.db, funded.tags, request_id)
+    assert shown["approvals_counted"] == 1
+    assert [(d["staff"], d["decision"], d["counts"]) for d in shown["decisions"]] == [
+        ("alice", "approve", True)
+    ]
+    with funded.db.read() as uow:
+        (decision,) = uow.approval_decisions.with_usernames(request_id)
+        assert decision[0].passkey_id is not None and decision[0].totp_step is None

@@ -24,13 +24,16 @@ from walletsvc.api.console.security import (
     SESSION_COOKIE,
     check_csrf,
     csrf_for_session,
+    passkey_registration_challenge,
+    relying_party,
 )
 from walletsvc.api.deps import get_runtime
 from walletsvc.api.errors import status_for
 from walletsvc.bootstrap.console_views import ConsoleViews
 from walletsvc.bootstrap.runtime import Runtime
-from walletsvc.domain.errors import DomainError, Forbidden, Unauthenticated
-from walletsvc.governance import approvals
+from walletsvc.domain.errors import DomainError, Forbidden, InvalidInput, Unauthenticated
+from walletsvc.governance import approvals, passkeys
+from walletsvc.governance.passkeys import RelyingParty
 from walletsvc.governance.sessions import authenticate_session, end_session, is_session_token, login
 from walletsvc.governance.staff import StaffPrincipal
 from walletsvc.incident.freeze import freeze
@@ -55,6 +58,10 @@ class Visit:
     @property
     def views(self) -> ConsoleViews:
         return ConsoleViews(self.runtime)
+
+    @property
+    def relying_party(self) -> RelyingParty:
+        return relying_party(self.request, self.runtime.settings)
 
 
 def _session_secret(request: Request) -> str | None:
@@ -208,7 +215,8 @@ def logout(request: Request, csrf_token: OptionalFormText = None) -> Response:
 
 
 def _queue(visit: Visit, **extra: Any) -> HTMLResponse:
-    return _page(visit, "queue.html", items=visit.views.queue(visit.staff), **extra)
+    items = visit.views.queue(visit.staff, visit.relying_party)
+    return _page(visit, "queue.html", items=items, **extra)
 
 
 @router.get("/queue", response_class=HTMLResponse)
@@ -223,9 +231,12 @@ def decide(
     decision: FormText = "",
     digest: FormText = "",
     totp: FormText = "",
+    passkey: FormText = "",
     comment: OptionalFormText = None,
     csrf_token: OptionalFormText = None,
 ) -> Response:
+    """Decide with a TOTP code, or (``passkey``: the assertion the page's script obtained)
+    with a passkey, which then signed exactly this digest and decision."""
     visit = _posted(request, csrf_token)
     if not isinstance(visit, Visit):
         return visit
@@ -241,8 +252,10 @@ def decide(
             staff=visit.staff,
             decision=decision,
             digest=digest,
-            totp=totp.strip(),
+            totp=None if passkey else totp.strip(),
             comment=(comment or "").strip() or None,
+            passkey=passkey or None,
+            rp=visit.relying_party,
         )
     except approvals.ContentTampered as exc:
         runtime.risk.evaluate()  # as the API does: freeze on the integrity failure now
@@ -253,6 +266,54 @@ def decide(
     message = f"You {verb} request {request_id}; it is now {status.replace('_', ' ')}."
     held = visit.views.held_payouts() if kind == "unfreeze" and status == "approved" else None
     return _queue(visit, message=message, released=held)
+
+
+# --- Passkeys -------------------------------------------------------------------------------
+
+
+def _passkeys(visit: Visit, **extra: Any) -> HTMLResponse:
+    challenge = passkey_registration_challenge(_session_secret(visit.request) or "")
+    page = visit.views.passkeys_page(visit.staff, visit.relying_party, challenge)
+    return _page(visit, "passkeys.html", **page, **extra)
+
+
+@router.get("/passkeys", response_class=HTMLResponse)
+def passkeys_page(request: Request) -> Response:
+    return _get(request, _passkeys)
+
+
+@router.post("/passkeys", response_class=HTMLResponse)
+def register_passkey(
+    request: Request,
+    credential: FormText = "",
+    totp: FormText = "",
+    label: FormText = "",
+    csrf_token: OptionalFormText = None,
+) -> Response:
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    runtime = visit.runtime
+    try:
+        if not credential:
+            raise InvalidInput(
+                "no passkey was created (the browser needs JavaScript for this)", field="passkey"
+            )
+        passkeys.register_passkey(
+            runtime.db,
+            runtime.tags,
+            runtime.totp_secrets,
+            runtime.settings,
+            visit.relying_party,
+            visit.staff,
+            challenge=passkey_registration_challenge(_session_secret(request) or ""),
+            credential=credential,
+            totp=totp.strip(),
+            label=label,
+        )
+    except DomainError as exc:
+        return _passkeys(visit, error=exc)
+    return _passkeys(visit, status=201, message="Passkey registered: you can approve with it.")
 
 
 # --- Freeze ----------------------------------------------------------------------------------

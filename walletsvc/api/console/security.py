@@ -19,7 +19,9 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
+from walletsvc.config import Settings
 from walletsvc.domain.errors import Forbidden
+from walletsvc.governance.passkeys import RelyingParty
 
 SESSION_COOKIE = "walletsvc_console"
 LOGIN_CSRF_COOKIE = "walletsvc_console_login"
@@ -60,6 +62,22 @@ def check_csrf(expected: str | None, offered: str | None) -> None:
 
 def new_login_csrf() -> str:
     return secrets.token_urlsafe(32)
+
+
+def passkey_registration_challenge(session_token: str) -> bytes:
+    """The WebAuthn challenge of registering a passkey in this session. Derived from the
+    session secret (unpredictable without the HttpOnly cookie, unique per session) rather than
+    stored; a replayed registration adds a credential id that exists already and is refused."""
+    return hmac.new(
+        session_token.encode(), b"walletsvc-passkey-registration", hashlib.sha256
+    ).digest()
+
+
+def relying_party(request: Request, settings: Settings) -> RelyingParty:
+    """Whom passkeys belong to: the configured console origin, else the one the browser used."""
+    origin = settings.console_origin.rstrip("/") or f"{request.url.scheme}://{request.url.netloc}"
+    host = origin.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    return RelyingParty(rp_id=host.strip("[]"), origin=origin)
 
 
 def is_https(request: Request) -> bool:
