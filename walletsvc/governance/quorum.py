@@ -68,11 +68,6 @@ def policy_needs(document: PolicyDocument) -> list[QuorumNeed]:
     return needs
 
 
-def policy_groups(document: PolicyDocument) -> set[str]:
-    """Every approval group the policy names: the only groups a staff member can be in."""
-    return {need.group for need in policy_needs(document)}
-
-
 def staff_shortfalls(uow: ReadUnitOfWork, tags: RowTagger) -> list[str]:
     """Where the policy in force asks for more approvers than the staff can provide."""
     document = active_policy(uow, tags, None).document
