@@ -12,12 +12,12 @@ from typing import Any
 
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.wallet_views import list_wallet_views
-from walletsvc.governance import approvals, audit, passkeys, quorum
+from walletsvc.governance import approvals, audit, passkeys, quorum, totp_resets
 from walletsvc.governance.allowlist import list_allowlist
 from walletsvc.governance.passkeys import RelyingParty
 from walletsvc.governance.policies import policy_view
 from walletsvc.governance.policy_changes import proposals_index
-from walletsvc.governance.staff import StaffPrincipal
+from walletsvc.governance.staff import StaffPrincipal, known_groups, list_staff
 from walletsvc.incident import unfreeze
 from walletsvc.incident.freeze import freeze_overview
 from walletsvc.payouts.intake import KIND as WITHDRAWAL_KIND
@@ -95,6 +95,32 @@ class ConsoleViews:
             "registration_options": passkeys.registration_options(
                 rt.db, rt.tags, rp, staff, challenge=challenge
             ),
+        }
+
+    # --- staff --------------------------------------------------------------------------
+
+    def staff_page(self) -> dict[str, Any]:
+        """Members (no secrets), the groups they may be in, and where a quorum falls short."""
+        rt = self.runtime
+        with rt.db.read() as uow:
+            members = [
+                {
+                    "username": row.username,
+                    "role": row.role,
+                    "groups": list(row.groups),
+                    "disabled": row.disabled_at is not None,
+                    "locked_until": row.locked_until.isoformat() if row.locked_until else None,
+                    "passkeys": len(uow.staff_passkeys.of_staff(row.id)),
+                }
+                for row in list_staff(uow)
+            ]
+            groups = sorted(known_groups(uow, rt.tags))
+            warnings = quorum.staff_shortfalls(uow, rt.tags)
+        return {
+            "members": members,
+            "groups": groups,
+            "quorum_warnings": warnings,
+            "resets": totp_resets.resets_index(rt.db),
         }
 
     # --- freeze -------------------------------------------------------------------------

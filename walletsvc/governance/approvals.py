@@ -251,15 +251,23 @@ def _eligible(tags: RowTagger, request: ApprovalRequest, staff: Staff | None) ->
     )
 
 
+def excluded_staff(uow: ReadUnitOfWork, request: ApprovalRequest) -> frozenset[str]:
+    """Staff ids who may not decide ``request`` besides its requester: a kind's own rule
+    (``excluded_staff(uow, subject_id)``), e.g. the member whose authenticator is reset."""
+    hook = getattr(get_kind(request.kind), "excluded_staff", None)
+    return frozenset(hook(uow, request.subject_id)) if hook is not None else frozenset()
+
+
 def tally(uow: ReadUnitOfWork, tags: RowTagger, request: ApprovalRequest) -> Tally:
     verify_request(tags, request)
     approvers: dict[str, str] = {}
     rejecters: dict[str, str] = {}
+    excluded = excluded_staff(uow, request)
     for d in uow.approval_decisions.on_content(request):
         if not tags.verify(approval_decision_message(d), d.mac):
             continue  # a forged or edited decision never counts
         staff = uow.staff.get(d.staff_id)
-        if not _eligible(tags, request, staff):
+        if not _eligible(tags, request, staff) or d.staff_id in excluded:
             continue
         assert staff is not None
         (approvers if d.decision == "approve" else rejecters)[staff.id] = staff.username
@@ -387,6 +395,8 @@ def decide(
         verify_request(tags, request)
         row = load_active_staff(uow, tags, staff.staff_id)
         check_may_decide(request, row)
+        if row.id in excluded_staff(uow, request):
+            raise Forbidden("nobody decides a request about their own account")
         if request.status != PENDING:
             raise Conflict(f"this approval request is {request.status}", field="id")
         if request.expires_at <= moment:
@@ -648,6 +658,8 @@ def _waits_for(uow: ReadUnitOfWork, request: ApprovalRequest, staff: StaffPrinci
     if staff.role != "approver" or request.required_group not in staff.groups:
         return False
     if request.requester_staff_id == staff.staff_id:
+        return False
+    if staff.staff_id in excluded_staff(uow, request):
         return False
     return not uow.approval_decisions.has_decided(request, staff.staff_id)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from walletsvc.db.models_governance import ApprovalRequest, Staff
 from walletsvc.db.repositories import ReadUnitOfWork
+from walletsvc.governance.approvals import excluded_staff
 from walletsvc.governance.policies import active_policy
 from walletsvc.governance.staff import staff_is_genuine
 from walletsvc.keys.integrity import RowTagger
@@ -38,16 +39,17 @@ def _approvers_of(uow: ReadUnitOfWork, tags: RowTagger, group: str) -> list[Staf
 
 def request_shortfall(uow: ReadUnitOfWork, tags: RowTagger, request: ApprovalRequest) -> str | None:
     """Why this pending request can never reach its quorum with the current members, or None."""
+    excluded = excluded_staff(uow, request)
     eligible = [
         s for s in _approvers_of(uow, tags, request.required_group)
-        if s.id != request.requester_staff_id
+        if s.id != request.requester_staff_id and s.id not in excluded
     ]  # fmt: skip
     if len(eligible) >= request.m:
         return None
     return (
         f"this request needs {request.m} approvers of group {request.required_group!r} other"
-        f" than its requester, and only {len(eligible)} exist: it cannot reach its quorum"
-        " until more approvers are added"
+        f" than its requester (and those it concerns), and only {len(eligible)} exist: it"
+        " cannot reach its quorum until more approvers are added"
     )
 
 

@@ -220,6 +220,52 @@ def disable_staff(db: Database, tags: RowTagger, *, username: str, actor: str) -
         )
 
 
+def change_password(
+    db: Database,
+    tags: RowTagger,
+    totp_secrets: TotpSealer,
+    settings: Settings,
+    staff: StaffPrincipal,
+    *,
+    current: str,
+    new: str,
+    totp: str,
+    now: datetime | None = None,
+) -> None:
+    """A staff member changes their own password: the current one and a fresh TOTP code.
+    Their other sessions end (whoever else held one knew the old password)."""
+    if len(new) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(
+            f"the new password must have at least {MIN_PASSWORD_LENGTH} characters",
+            field="new_password",
+        )
+    with db.read() as uow:
+        current_ok = verify_password(uow.staff.get(staff.staff_id), current)
+    new_hash = _hasher.hash(new)  # slow by design: outside the write lock
+    moment = now_utc(now)
+    error: DomainError | None = None
+    with db.write() as uow:
+        row = load_active_staff(uow, tags, staff.staff_id)
+        ensure_not_locked(row, moment)
+        if not current_ok:
+            failed = record_failure(uow, settings, row, moment, "password_wrong")
+            error = (
+                failed
+                if failed.code == "account_locked"
+                else StepUpFailed("the current password is wrong", field="current_password")
+            )
+        else:
+            _step, error = check_totp(uow, totp_secrets, settings, row, totp, moment)
+        if error is None:
+            row.password_hash = new_hash
+            ended = uow.staff_sessions.revoke_others(row.id, staff.session_id, moment)
+            uow.audit(
+                staff.actor, "staff.password_changed", "staff", row.id, {"sessions_ended": ended}
+            )
+    if error is not None:
+        raise error  # after the commit: the failed attempt is recorded
+
+
 def principal_for(tags: RowTagger, row: Staff, session_id: str | None) -> StaffPrincipal:
     if not staff_is_genuine(tags, row):
         raise IntegrityFailure(f"staff member {row.username!r} fails its integrity check")

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import segno
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from walletsvc.api.console import security
 from walletsvc.api.console.security import (
@@ -32,10 +34,15 @@ from walletsvc.api.errors import status_for
 from walletsvc.bootstrap.console_views import ConsoleViews
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.domain.errors import DomainError, Forbidden, InvalidInput, Unauthenticated
-from walletsvc.governance import approvals, passkeys
+from walletsvc.governance import approvals, passkeys, totp_resets
 from walletsvc.governance.passkeys import RelyingParty
 from walletsvc.governance.sessions import authenticate_session, end_session, is_session_token, login
-from walletsvc.governance.staff import StaffPrincipal
+from walletsvc.governance.staff import (
+    StaffPrincipal,
+    change_password,
+    create_staff,
+    disable_staff,
+)
 from walletsvc.incident.freeze import freeze
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -314,6 +321,146 @@ def register_passkey(
     except DomainError as exc:
         return _passkeys(visit, error=exc)
     return _passkeys(visit, status=201, message="Passkey registered: you can approve with it.")
+
+
+# --- Staff administration (operators) and one's own password --------------------------------
+
+
+def _staff(visit: Visit, **extra: Any) -> HTMLResponse:
+    page = visit.views.staff_page() if visit.staff.role == "operator" else {}
+    return _page(visit, "staff.html", **page, **extra)
+
+
+def _operator(visit: Visit) -> None:
+    if visit.staff.role != "operator":
+        raise Forbidden("staff administration is for operators")
+
+
+def _enrolment(username: str, uri: str, note: str) -> dict[str, Any]:
+    """The one-time TOTP enrolment: the QR code (inline SVG) and the URI it holds."""
+    qr = segno.make(uri, error="m").svg_inline(scale=5, light="#fff")
+    # segno's own markup (no user input but the URI, which it encodes as modules).
+    return {"username": username, "uri": uri, "qr": Markup(qr), "note": note}  # noqa: S704
+
+
+@router.get("/staff", response_class=HTMLResponse)
+def staff_page(request: Request) -> Response:
+    return _get(request, _staff)
+
+
+@router.post("/staff", response_class=HTMLResponse)
+def add_member(
+    request: Request,
+    username: FormText = "",
+    password: FormText = "",
+    role: FormText = "",
+    groups: Annotated[list[str] | None, Form()] = None,
+    csrf_token: OptionalFormText = None,
+) -> Response:
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    runtime = visit.runtime
+    try:
+        _operator(visit)
+        created = create_staff(
+            runtime.db,
+            runtime.tags,
+            runtime.totp_secrets,
+            username=username.strip(),
+            password=password,
+            role=role,
+            groups=groups or [],
+            actor=visit.staff.actor,
+        )
+    except DomainError as exc:
+        return _staff(visit, error=exc)
+    note = "Scan this now with the new member's authenticator app; it is shown only once."
+    return _staff(
+        visit,
+        status=201,
+        message=f"Added {created.username} ({created.role}).",
+        enrolment=_enrolment(created.username, created.otpauth_uri, note),
+    )
+
+
+@router.post("/staff/{username}/disable", response_class=HTMLResponse)
+def disable_member(
+    username: str, request: Request, csrf_token: OptionalFormText = None
+) -> Response:
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    try:
+        _operator(visit)
+        if username == visit.staff.username:
+            raise Forbidden("you cannot disable yourself; ask another operator")
+        disable_staff(
+            visit.runtime.db, visit.runtime.tags, username=username, actor=visit.staff.actor
+        )
+    except DomainError as exc:
+        return _staff(visit, error=exc)
+    return _staff(visit, message=f"Disabled {username}; their sessions have ended.")
+
+
+@router.post("/staff/{username}/reset-authenticator", response_class=HTMLResponse)
+def reset_authenticator(
+    username: str, request: Request, reason: FormText = "", csrf_token: OptionalFormText = None
+) -> Response:
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    runtime = visit.runtime
+    try:
+        _operator(visit)
+        pending = totp_resets.request_reset(
+            runtime.db,
+            runtime.tags,
+            runtime.totp_secrets,
+            username=username,
+            reason=reason,
+            requester=approvals.Requester(visit.staff.actor, visit.staff.staff_id),
+        )
+    except DomainError as exc:
+        return _staff(visit, error=exc)
+    note = (
+        f"Give this to {username} now (shown only once). It works after approval request"
+        f" {pending.approval_request_id} reaches its quorum; until then the old one stays."
+    )
+    return _staff(
+        visit,
+        status=201,
+        message=f"Authenticator reset of {username} requested.",
+        enrolment=_enrolment(username, pending.otpauth_uri, note),
+    )
+
+
+@router.post("/password", response_class=HTMLResponse)
+def change_my_password(
+    request: Request,
+    current_password: FormText = "",
+    new_password: FormText = "",
+    totp: FormText = "",
+    csrf_token: OptionalFormText = None,
+) -> Response:
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    runtime = visit.runtime
+    try:
+        change_password(
+            runtime.db,
+            runtime.tags,
+            runtime.totp_secrets,
+            runtime.settings,
+            visit.staff,
+            current=current_password,
+            new=new_password,
+            totp=totp.strip(),
+        )
+    except DomainError as exc:
+        return _staff(visit, error=exc)
+    return _staff(visit, message="Password changed; your other sessions have ended.")
 
 
 # --- Freeze ----------------------------------------------------------------------------------
