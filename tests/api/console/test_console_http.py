@@ -218,3 +218,32 @@ def test_freeze_from_any_page_shows_the_banner_everywhere(client: TestClient, te
         assert 'id="freeze-banner"' in shown.text and "suspicious payouts" in shown.text
     empty = client.post("/console/freeze", data={"reason": " ", "csrf_token": csrf_of(page)})
     assert empty.status_code == 422 and "reason" in empty.text
+
+
+def test_unfreeze_by_quorum_lists_the_payouts_that_were_held(
+    client: TestClient, team: Team
+) -> None:
+    runtime = team.runtime
+    held = big_withdrawal(runtime, amount=5_000_000, key="small")  # below the tiers: approved
+    page = log_in(client, team.members["alice"])
+    frozen = client.post("/console/freeze", data={"reason": "drill", "csrf_token": csrf_of(page)})
+    assert frozen.status_code == 201
+    runtime.tick()  # the worker's pass signs nothing while frozen
+    assert show_withdrawal(runtime.db, held)["status"] == "approved"
+    freeze_page = client.get("/console/freeze").text
+    assert held in freeze_page  # shown as held
+    team.add("carol")
+    asked = client.post(
+        "/console/unfreeze", data={"reason": "drill over", "csrf_token": csrf_of(page)}
+    )
+    assert asked.status_code == 201, asked.text
+    request_id = asked.text.split("Unfreeze requested (", 1)[1].split(")", 1)[0]
+    for name in ("bob", "carol"):
+        client.cookies.clear()
+        queue = log_in(client, team.members[name])
+        status, answer = _decide(client, queue, request_id, totp=team.members[name].live_code())
+        assert status == 200, answer
+    assert "it is now approved" in answer
+    assert "Payouts that were held by the freeze" in answer and held in answer
+    assert 'id="freeze-banner"' not in answer
+    assert freeze_overview(runtime.db)["frozen"] is False
