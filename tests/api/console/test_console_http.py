@@ -247,3 +247,17 @@ def test_unfreeze_by_quorum_lists_the_payouts_that_were_held(
     assert "Payouts that were held by the freeze" in answer and held in answer
     assert 'id="freeze-banner"' not in answer
     assert freeze_overview(runtime.db)["frozen"] is False
+
+
+def test_an_auditor_may_freeze_but_not_ask_for_the_unfreeze(client: TestClient, team: Team) -> None:
+    audrey = team.add("audrey", role="auditor", groups=())
+    page = log_in(client, audrey)
+    frozen = client.post(
+        "/console/freeze", data={"reason": "looks odd", "csrf_token": csrf_of(page)}
+    )
+    assert frozen.status_code == 201
+    assert "Request unfreeze" not in frozen.text
+    refused = client.post("/console/unfreeze", data={"reason": "fine", "csrf_token": csrf_of(page)})
+    assert refused.status_code == 403
+    assert "Unfreeze requested" not in refused.text
+    assert freeze_overview(team.runtime.db)["frozen"] is True

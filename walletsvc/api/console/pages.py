@@ -50,6 +50,7 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 FormText = Annotated[str, Form()]
 OptionalFormText = Annotated[str | None, Form()]
 AUDIT_READERS = ("auditor", "operator")
+UNFREEZE_PROPOSERS = ("approver", "operator")
 EXPIRED = "Your session has expired or ended. Log in again."
 
 
@@ -302,6 +303,8 @@ def register_passkey(
         return visit
     runtime = visit.runtime
     try:
+        if visit.staff.role != "approver":
+            raise Forbidden("passkeys are for approvers: they sign decisions")
         if not credential:
             raise InvalidInput(
                 "no passkey was created (the browser needs JavaScript for this)", field="passkey"
@@ -499,6 +502,8 @@ def unfreeze_request(
     if not isinstance(visit, Visit):
         return visit
     try:
+        if visit.staff.role not in UNFREEZE_PROPOSERS:  # as POST /v1/unfreeze
+            raise Forbidden("approvers and operators ask for an unfreeze")
         request_id = visit.views.propose_unfreeze(visit.staff, reason)
     except DomainError as exc:
         return _page(visit, "freeze.html", error=exc, **visit.views.freeze_page())
