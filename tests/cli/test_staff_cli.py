@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from tests.governance_helpers import PASSWORD, aligned_now, default_document, install, later
+from tests.governance_helpers import PASSWORD, aligned_now, later, with_ops_group
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.cli.main import app
 from walletsvc.db.models import AuditEvent
@@ -29,15 +29,8 @@ def cli_env(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Runtime:
     return runtime
 
 
-def _with_ops_group(runtime: Runtime) -> None:
-    """A policy in force whose key rotations the ``ops`` group approves (a second group)."""
-    document = default_document()
-    document["governance"]["key_rotation"] = {"group": "ops", "m": 2}
-    install(runtime, document)
-
-
 def test_add_prints_the_uri_once_and_stores_only_ciphertext(cli_env: Runtime) -> None:
-    _with_ops_group(cli_env)
+    with_ops_group(cli_env)
     runner = CliRunner()
     result = runner.invoke(
         app,
