@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # is advertised in <data_dir>/chain/rpc.json for `walletsvc devchain`).
     devchain_rpc_port: int = Field(default=0, ge=0, le=65_535)
     session_ttl_s: int = Field(default=900, ge=60)
+    # The console's public origin ("https://treasury.example.com"): passkeys are bound to its
+    # host name (the WebAuthn RP id) and assertions must come from exactly this origin. Empty:
+    # the origin the browser used (development only: behind a proxy, set it).
+    console_origin: str = ""
     # Payouts per transaction (the output cap). A batch heavier than the standard weight or
     # dearer than max_fee_sat is split further by the worker (docs/treasury.md).
     max_batch_outputs: int = Field(default=2_000, ge=1, le=5_000)

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from walletsvc.api.console import install_console
 from walletsvc.api.errors import error_responses, install_error_handlers
 from walletsvc.api.request_ids import install_request_ids
 from walletsvc.api.routes import (
@@ -63,4 +64,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.include_router(module.router, prefix="/v1", responses=unexpected)
     # Issue 10: payout rounds.
     app.include_router(rounds.router, prefix="/v1", responses=unexpected)
+    install_console(app)  # issue 12: the treasury console at /console
     return app

@@ -66,7 +66,7 @@ class Runtime:
     def open(cls, settings: Settings, *, chain: ChainBackend | None = None) -> Runtime:
         kek = load_kek(settings.kek_path)
         vault, tags = kek.seed_vault(), kek.row_tagger()
-        register_approval_kinds(vault)
+        register_approval_kinds(vault, kek.totp_sealer())
         db = Database(settings.database_url, audit_key=kek.audit_key())
         chain = chain or open_chain(settings)
         signer = HotSigner(vault, KernelScriptVerifier())
@@ -173,5 +173,5 @@ class Runtime:
 def open_database(settings: Settings) -> Database:
     """The database alone (CLI commands that need no chain), with the audit key from the KEK."""
     kek = load_kek(settings.kek_path)
-    register_approval_kinds(kek.seed_vault())
+    register_approval_kinds(kek.seed_vault(), kek.totp_sealer())
     return Database(settings.database_url, audit_key=kek.audit_key())

@@ -517,12 +517,26 @@ def dev_bootstrap(
     creds, token_created = bootstrap(s, open_dev_chain(s), wallet=wallet, actor=CLI_ACTOR)
     typer.echo(f"dev wallet {creds['wallet']!r} funded on the embedded regtest chain")
     typer.echo(f"dev credentials written to {s.data_dir / 'dev-credentials.json'}")
+    typer.echo(f'console: {creds["base_url"]}/console (dev staff: "staff" in that file)')
     if token_created:
         # The one time the token is shown; `serve` points at the file instead.
         typer.echo(f"API token (dev, shown once): {creds['api_token']}")
 
 
-def _print_newcomer_banner(creds: dict[str, str], s: Settings) -> None:
+@dev_app.command("totp")
+def dev_totp(name: str) -> None:
+    """Print the current TOTP code of a dev staff member (from dev-credentials.json)."""
+    import pyotp
+
+    s = settings()
+    path = s.data_dir / "dev-credentials.json"
+    staff = json.loads(path.read_text()).get("staff", {}) if path.exists() else {}
+    if name not in staff:
+        fail(f"no dev staff member {name!r} in {path} (run `walletsvc dev bootstrap`)")
+    typer.echo(pyotp.TOTP(staff[name]["totp_secret"]).now())
+
+
+def _print_newcomer_banner(creds: dict[str, Any], s: Settings) -> None:
     """How to try the service. Never the token itself: this runs at every start and its
     output ends up in logs; the token is in the credentials file (mode 0600)."""
     path = s.data_dir / "dev-credentials.json"
@@ -535,6 +549,8 @@ def _print_newcomer_banner(creds: dict[str, str], s: Settings) -> None:
         "=" * 78,
         f" wallet:           {wallet}",
         f" credentials JSON: {path}",
+        f" Console:          {base}/console   (log in as a dev approver below)",
+        *_dev_staff_lines(creds, path),
         " API token (dev):  in the credentials JSON; load it with",
         "   export TOKEN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))"
         f'["api_token"])\' {path})',
@@ -558,6 +574,19 @@ def _print_newcomer_banner(creds: dict[str, str], s: Settings) -> None:
         "",
     ]
     typer.echo("\n".join(lines))
+
+
+def _dev_staff_lines(creds: dict[str, Any], path: Path) -> list[str]:
+    """Where the dev staff's credentials are (never the secrets: this banner reaches logs)."""
+    staff = creds.get("staff") or {}
+    if not staff:
+        return []
+    names = ", ".join(f"{name} ({info['role']})" for name, info in staff.items())
+    return [
+        f" Dev staff:        {names}",
+        f'   passwords and TOTP secrets: "staff" in {path}',
+        "   a TOTP code now: walletsvc dev totp alice   (or add otpauth_uri to an app)",
+    ]
 
 
 def _redact(url: str) -> str:

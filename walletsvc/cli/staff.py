@@ -1,12 +1,13 @@
 """`walletsvc staff add|list|disable`: treasury staff accounts.
 
-The TOTP secret is printed once, as an otpauth:// URI for an authenticator app; the database
-keeps only its ciphertext. No terminal QR code: no small, well-kept QR library is among the
-dependencies (see docs/approvals.md); paste the URI into the app or a local QR generator.
+The TOTP secret is printed once, as an otpauth:// URI and as a QR code (segno, drawn with
+Unicode blocks in the terminal) for an authenticator app; the database keeps only its
+ciphertext. Groups must be groups of the policy in force (a typo is refused).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from typing import Annotated
@@ -71,6 +72,16 @@ def add(
     typer.echo(f"staff {created.username} ({created.role}; groups: {','.join(created.groups)})")
     typer.echo("Add this to the authenticator app now; it is shown once and never again:")
     typer.echo(created.otpauth_uri)
+    typer.echo(terminal_qr(created.otpauth_uri))
+
+
+def terminal_qr(text: str) -> str:
+    """``text`` as a QR code in Unicode half blocks (scan it from the screen)."""
+    import segno
+
+    out = io.StringIO()
+    segno.make(text, error="m").terminal(out=out, compact=True)
+    return out.getvalue()
 
 
 @staff_app.command("list")

@@ -22,6 +22,7 @@ from walletsvc.keys.integrity import encode_message
 
 from .models import ApiToken, PolicyVersion, Withdrawal
 from .models_governance import AllowlistEntryRow, ApprovalDecision, ApprovalRequest, Staff
+from .models_staff_auth import StaffPasskey
 from .models_treasury import ColdDestinationRow
 
 
@@ -76,9 +77,24 @@ def approval_request_message(row: ApprovalRequest) -> bytes:
 
 
 def approval_decision_message(row: ApprovalDecision) -> bytes:
-    """One staff member's decision on one request's content, at one TOTP step."""
+    """One staff member's decision on one request's content, at one TOTP step or with one
+    passkey. (A TOTP decision's message is the one from before passkeys, so its stored tags
+    still hold.)"""
+    fields = [row.request_id, row.staff_id, row.decision, row.digest, row.totp_step]
+    if row.passkey_id is not None:
+        fields.append(row.passkey_id)
+    return encode_message("approval-decision", *fields)
+
+
+def staff_passkey_message(row: StaffPasskey) -> bytes:
+    """Which public key may sign decisions for which staff member, and whether it still may."""
     return encode_message(
-        "approval-decision", row.request_id, row.staff_id, row.decision, row.digest, row.totp_step
+        "staff-passkey",
+        row.id,
+        row.staff_id,
+        row.credential_id,
+        row.public_key,
+        row.disabled_at is not None,
     )
 
 
@@ -145,4 +161,5 @@ GOVERNED_ROW_KINDS: tuple[GovernedRowKind, ...] = (
     GovernedRowKind(
         ColdDestinationRow, "cold destination", cold_destination_message, lambda r: r.mac
     ),
+    GovernedRowKind(StaffPasskey, "staff passkey", staff_passkey_message, lambda r: r.mac),
 )

@@ -29,6 +29,10 @@ from walletsvc.db.repositories.policies import PolicyVersionRepository
 from walletsvc.db.repositories.policy_proposals import PolicyProposalRepository
 from walletsvc.db.repositories.rounds import PayoutRoundRepository
 from walletsvc.db.repositories.staff import StaffRepository, StaffSessionRepository
+from walletsvc.db.repositories.staff_auth import (
+    StaffPasskeyRepository,
+    StaffTotpResetRepository,
+)
 from walletsvc.db.repositories.tokens import ApiTokenRepository
 from walletsvc.db.repositories.treasury import (
     ColdDestinationChangeRepository,
@@ -68,6 +72,8 @@ class ReadUnitOfWork:
         self.policies = PolicyVersionRepository(session)
         self.staff = StaffRepository(session)
         self.staff_sessions = StaffSessionRepository(session)
+        self.staff_passkeys = StaffPasskeyRepository(session)
+        self.staff_totp_resets = StaffTotpResetRepository(session)
         self.approval_requests = ApprovalRequestRepository(session)
         self.approval_decisions = ApprovalDecisionRepository(session)
         self.allowlist = AllowlistRepository(session)
