@@ -100,6 +100,8 @@ MATRIX: list[Row] = [
     ),
     Row("POST", f"/v1/policy/proposals/{NO_ID}/veto", roles("approver"), {"totp": "000000"}),
     Row("GET", "/v1/audit?after=0&limit=5", scopes("read") | roles("auditor", "operator")),
+    # --- Incident response: the theft shield's reports, read like the freezes.
+    Row("GET", "/v1/shield/incidents", scopes("read") | ALL_STAFF),
 ]
 
 

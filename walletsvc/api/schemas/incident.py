@@ -115,3 +115,50 @@ class WalletRotations(ResponseModel):
     payouts_waiting_to_be_resigned: bool
     rotation_sweeps: list[RotationSweep]
     rotations: list[RotationView]
+
+
+class ShieldRoundView(ResponseModel):
+    """One thief transaction seen in the mempool and the shield's answer to it."""
+
+    number: int
+    thief_txid: str
+    thief_fee_sat: int
+    thief_vsize: int
+    evicted_fees_sat: int = Field(
+        description="The thief's fee plus its mempool descendants': what the answer outbid."
+    )
+    outcome: Literal["answered", "cap_reached", "failed"]
+    answer_txid: str | None
+    answer_fee_sat: int | None
+    answer_rate: int | None = Field(description="sat/vB of the answer.")
+    answered_in_ms: int | None = Field(
+        description="From the node's notification to the answer signed and stored."
+    )
+    detail: str
+
+
+class ShieldIncidentView(ResponseModel):
+    """A theft caught in the mempool and how the race to cold storage ended."""
+
+    id: str
+    wallet: str | None
+    status: Literal["racing", "saved", "lost"]
+    first_theft_txid: str
+    stolen: list[str] = Field(description="`txid:vout` of our coins the thief spent.")
+    stolen_sat: int
+    max_fee_sat: int = Field(description="The policy's fee budget for this incident.")
+    cap_reached: bool
+    freeze_id: str | None
+    saved_sat: int = Field(description="What reached cold storage (status `saved`).")
+    lost_sat: int = Field(description="What the thief's mined transaction took (`lost`).")
+    fees_spent_sat: int = Field(description="The fee of our answer that was mined.")
+    resolved_txid: str | None
+    resolved_height: int | None
+    evidence: dict[str, Any]
+    created_at: Timestamp
+    resolved_at: Timestamp | None
+    rounds: list[ShieldRoundView]
+
+
+class ShieldIncidentList(ResponseModel):
+    incidents: list[ShieldIncidentView]

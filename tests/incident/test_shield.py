@@ -1,0 +1,305 @@
+"""The theft shield on the embedded chain: a thief holding our seed spends a hot coin; the
+mempool watcher sees it and the shield replaces it with a transaction to cold storage.
+
+The thief signs with the wallet's own seed, as an attacker who decrypted it would (through
+the HotSigner, handing it the theft as an "approved" payout). The watcher is driven step by
+step (``MempoolWatcher.step``): the embedded chain's notification has queued the txid when
+``broadcast`` returns, so nothing here waits on a clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tests.conftest import WALLET, Tokens, auth, fund_wallet
+from tests.governance_helpers import default_document, install
+from tests.helpers import audit_actions, embedded, external_destination
+from tests.treasury.test_sweeps import with_cold
+from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.db.models import ChainTransaction, Wallet
+from walletsvc.domain.network import Network
+from walletsvc.domain.transaction import (
+    ApprovedPayout,
+    Coin,
+    OutputPurpose,
+    PlannedOutput,
+    SignedTransaction,
+    TransactionPlan,
+)
+from walletsvc.incident.shield import TheftAlert, shield_incidents
+from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
+from walletsvc.payouts.signing import seeds_for, spendable_coins
+from walletsvc.wallets.freezes import active_freezes
+
+pytestmark = pytest.mark.kernel
+
+THIEF_ADDRESS, THIEF_SCRIPT = external_destination("thief")
+POOL_SCRIPT = external_destination("some miner")[1]
+
+
+@pytest.fixture
+def guarded(runtime: Runtime) -> Runtime:
+    runtime.settings.auto_sweep = False  # only the shield moves coins to cold here
+    with_cold(runtime)
+    fund_wallet(runtime)  # 110 coinbases of 50 BTC, 10 of them mature
+    assert runtime.mempool_watcher is not None
+    return runtime
+
+
+def a_hot_coin(runtime: Runtime) -> Coin:
+    with runtime.db.read() as uow:
+        wallet = uow.session.scalars(select(Wallet)).one()
+        return spendable_coins(uow, wallet)[0]
+
+
+def steal(runtime: Runtime, coin: Coin, *, fee_sat: int) -> SignedTransaction:
+    """Sign, with our own seed, a spend of ``coin`` to the thief, and broadcast it."""
+    amount = coin.amount_sat - fee_sat
+    plan = TransactionPlan(
+        inputs=(coin,),
+        outputs=(PlannedOutput(THIEF_SCRIPT, amount, OutputPurpose.PAYOUT, "loot"),),
+        fee_sat=fee_sat,
+    )
+    with runtime.db.read() as uow:
+        wallet = uow.session.scalars(select(Wallet)).one()
+        signed = runtime.signer.sign(
+            wallet=WALLET,
+            network=Network.REGTEST,
+            seeds=seeds_for(uow, wallet, plan),
+            plan=plan,
+            approved=[ApprovedPayout("loot", THIEF_SCRIPT, amount)],
+            max_fee_sat=coin.amount_sat,
+        )
+    assert runtime.chain.broadcast(signed.raw) == signed.txid
+    return signed
+
+
+def watch(runtime: Runtime) -> list[str]:
+    """One step of the watcher: the thefts it found (the shield answered each)."""
+    assert runtime.mempool_watcher is not None
+    return [spend.entry.txid for spend in runtime.mempool_watcher.step()]
+
+
+def mine(runtime: Runtime, txs: list[str | bytes] | None = None) -> None:
+    chain = embedded(runtime)
+    if txs is None:
+        chain.mine(1, POOL_SCRIPT)
+    else:
+        chain.generate_block(txs, POOL_SCRIPT)
+    runtime.scanner.sync()
+
+
+def incidents(runtime: Runtime) -> list[dict[str, Any]]:
+    return shield_incidents(runtime.db)["incidents"]  # type: ignore[no-any-return]
+
+
+def thief_received(runtime: Runtime) -> int:
+    return sum(u.amount_sat for u in embedded(runtime).utxos_for_script(THIEF_SCRIPT).values())
+
+
+def shield_freezes(runtime: Runtime) -> list[Any]:
+    with runtime.db.read() as uow:
+        return [f for f in active_freezes(uow) if f.source == "shield"]
+
+
+def test_a_low_fee_theft_is_replaced_by_a_transaction_to_cold(guarded: Runtime) -> None:
+    rt = guarded
+    alerts: list[TheftAlert] = []
+    rt.shield.alert_hooks.append(alerts.append)
+    coin = a_hot_coin(rt)
+    theft = steal(rt, coin, fee_sat=500)
+
+    assert watch(rt) == [theft.txid]
+
+    chain = embedded(rt)
+    (incident,) = incidents(rt)
+    (round_1,) = incident["rounds"]
+    assert round_1["outcome"] == "answered" and round_1["thief_txid"] == theft.txid
+    mempool = chain.mempool_txids()
+    assert theft.txid not in mempool, "the thief's transaction is still in the mempool"
+    assert mempool == {round_1["answer_txid"]}
+    # The answer spends the stolen coin and the epoch's other free coins, to cold only.
+    with rt.db.read() as uow:
+        answer = uow.transactions.by_txid(round_1["answer_txid"])
+        assert answer is not None and answer.kind == "shield"
+        sweep = uow.sweeps.by_txid(answer.txid)
+        assert sweep is not None and sweep.trigger == "shield"
+    (frozen,) = shield_freezes(rt)
+    assert frozen.scope == "all" and frozen.wallet_id is None
+    assert frozen.evidence["thief_txid"] == theft.txid
+    assert alerts and alerts[0].thief_txid == theft.txid and alerts[0].outcome == "answered"
+    assert {"freeze.applied", "shield.theft_detected", "shield.answered"} <= set(
+        audit_actions(rt.db)
+    )
+
+    mine(rt)
+
+    assert thief_received(rt) == 0
+    (incident,) = incidents(rt)
+    assert incident["status"] == "saved"
+    assert incident["saved_sat"] == sweep.amount_sat > coin.amount_sat - incident["max_fee_sat"]
+    assert incident["fees_spent_sat"] == answer.fee_sat
+    assert incident["resolved_txid"] == answer.txid
+    assert shield_freezes(rt), "a saved race does not lift the freeze"
+    # What reached the cold address is on chain, not only in our records.
+    cold_utxos = chain.utxos_for_script(bytes.fromhex(sweep.script_pubkey))
+    assert sum(u.amount_sat for u in cold_utxos.values()) == sweep.amount_sat
+
+
+def test_a_thief_who_bumps_twice_is_answered_twice(guarded: Runtime) -> None:
+    rt = guarded
+    coin = a_hot_coin(rt)
+    steal(rt, coin, fee_sat=300)
+    watch(rt)
+    chain = embedded(rt)
+    for bump in (20_000, 400_000):  # each pays more than our last answer, as it must
+        theft = steal(rt, coin, fee_sat=bump)
+        assert watch(rt) == [theft.txid]
+        assert theft.txid not in chain.mempool_txids()
+
+    (incident,) = incidents(rt)
+    rounds = incident["rounds"]
+    assert [r["outcome"] for r in rounds] == ["answered"] * 3
+    fees = [r["answer_fee_sat"] for r in rounds]
+    assert fees == sorted(fees) and fees[2] > 400_000
+    with rt.db.read() as uow:
+        statuses = [uow.transactions.by_txid(r["answer_txid"]).status for r in rounds]  # type: ignore[union-attr]
+    assert statuses == ["outbid", "outbid", "broadcast"]
+    assert len(shield_freezes(rt)) == 1, "one incident, one freeze"
+
+    mine(rt)
+
+    assert thief_received(rt) == 0
+    (incident,) = incidents(rt)
+    assert incident["status"] == "saved" and incident["resolved_txid"] == rounds[2]["answer_txid"]
+    assert incident["fees_spent_sat"] == fees[2]
+    with rt.db.read() as uow:
+        earlier = [uow.transactions.by_txid(r["answer_txid"]) for r in rounds[:2]]
+        assert [tx.status for tx in earlier if tx] == ["dead", "dead"]
+
+
+def test_a_theft_mined_first_is_reported_lost_and_the_freeze_holds(guarded: Runtime) -> None:
+    rt = guarded
+    coin = a_hot_coin(rt)
+    theft = steal(rt, coin, fee_sat=500)
+    watch(rt)
+    # A miner who saw the thief's transaction first mines it anyway.
+    mine(rt, [theft.raw])
+
+    assert thief_received(rt) == coin.amount_sat - 500
+    (incident,) = incidents(rt)
+    assert incident["status"] == "lost"
+    assert incident["lost_sat"] == coin.amount_sat and incident["saved_sat"] == 0
+    assert incident["resolved_txid"] == theft.txid
+    evidence = incident["evidence"]
+    assert evidence["thief_txid"] == theft.txid
+    assert evidence["thief_raw_tx"] == theft.raw.hex()
+    assert evidence["block_height"] == incident["resolved_height"]
+    assert shield_freezes(rt), "the freeze holds after a lost race"
+    with rt.db.read() as uow:
+        (answer,) = uow.session.scalars(
+            select(ChainTransaction).where(ChainTransaction.kind == "shield")
+        ).all()
+        assert answer.status == "dead"
+    assert "shield.lost" in audit_actions(rt.db)
+
+
+def test_the_fee_budget_stops_the_rounds(guarded: Runtime) -> None:
+    rt = guarded
+    install(rt, default_document(shield={"max_fee_percent": 1}))  # 0.5 BTC of a 50 BTC coin
+    coin = a_hot_coin(rt)
+    steal(rt, coin, fee_sat=500)
+    watch(rt)
+    theft = steal(rt, coin, fee_sat=coin.amount_sat // 50)  # 1 BTC to the miners: above it
+
+    assert watch(rt) == [theft.txid]
+
+    (incident,) = incidents(rt)
+    assert incident["max_fee_sat"] == coin.amount_sat // 100
+    assert [r["outcome"] for r in incident["rounds"]] == ["answered", "cap_reached"]
+    assert incident["cap_reached"] is True
+    assert theft.txid in embedded(rt).mempool_txids(), "no answer above the budget"
+    assert "shield.cap_reached" in audit_actions(rt.db)
+    mine(rt)
+    assert incidents(rt)[0]["status"] == "lost"
+
+
+def test_everything_to_fees_outbids_a_thief_who_pays_more_than_half(guarded: Runtime) -> None:
+    rt = guarded
+    install(rt, default_document(shield={"everything_to_fees": True}))
+    coin = a_hot_coin(rt)
+    steal(rt, coin, fee_sat=500)
+    watch(rt)
+    theft = steal(rt, coin, fee_sat=coin.amount_sat * 6 // 10)  # 60 % to the miners
+    watch(rt)
+
+    (incident,) = incidents(rt)
+    assert [r["outcome"] for r in incident["rounds"]] == ["answered", "answered"]
+    assert theft.txid not in embedded(rt).mempool_txids()
+    mine(rt)
+    assert thief_received(rt) == 0
+    assert incidents(rt)[0]["status"] == "saved"
+
+
+def test_notifications_of_the_same_theft_are_answered_once(guarded: Runtime) -> None:
+    rt = guarded
+    theft = steal(rt, a_hot_coin(rt), fee_sat=500)
+    assert rt.mempool_watcher is not None
+    rt.mempool_watcher._pushed(theft.txid)  # the node announces it twice (ZMQ + poll)
+    watch(rt)
+    assert len(incidents(rt)[0]["rounds"]) == 1
+    assert len(shield_freezes(rt)) == 1
+
+
+def test_our_own_transactions_are_not_thefts(guarded: Runtime) -> None:
+    rt = guarded
+    request_withdrawal(
+        rt.db,
+        rt.tags,
+        body=WithdrawalInput(WALLET, external_destination("miner")[0], 1_000_000, "p1"),
+        idempotency_key="p1",
+        token_id="engine",
+        actor="token:engine",
+    )
+    rt.tick()  # the worker signs and broadcasts the payout: it spends our coins
+    assert len(embedded(rt).mempool_txids()) == 1
+    assert watch(rt) == []
+    assert incidents(rt) == [] and shield_freezes(rt) == []
+
+
+def test_shield_incidents_are_readable_over_http(
+    guarded: Runtime, client: TestClient, tokens: Tokens
+) -> None:
+    rt = guarded
+    theft = steal(rt, a_hot_coin(rt), fee_sat=500)
+    watch(rt)
+    answer = client.get("/v1/shield/incidents", headers=auth(tokens.read_only))
+    assert answer.status_code == 200, answer.text
+    (incident,) = answer.json()["incidents"]
+    assert incident["first_theft_txid"] == theft.txid and incident["status"] == "racing"
+    assert incident["rounds"][0]["outcome"] == "answered"
+    assert incident["stolen_sat"] > 0
+    one = client.get(f"/v1/shield/incidents?wallet={WALLET}", headers=auth(tokens.read_only))
+    assert one.json() == answer.json()
+    missing = client.get("/v1/shield/incidents?wallet=nope", headers=auth(tokens.read_only))
+    assert missing.status_code == 404
+
+
+def test_the_shield_answer_is_broadcast_under_a_freeze_that_holds_payouts(
+    guarded: Runtime,
+) -> None:
+    """The freeze (applied first) holds every other signed transaction; the answer leaves."""
+    rt = guarded
+    theft = steal(rt, a_hot_coin(rt), fee_sat=500)
+    watch(rt)
+    assert shield_freezes(rt)
+    with rt.db.read() as uow:
+        statuses = {
+            tx.kind: tx.status for tx in uow.session.scalars(select(ChainTransaction)).all()
+        }
+    assert statuses == {"shield": "broadcast"}
+    assert theft.txid not in embedded(rt).mempool_txids()
