@@ -279,18 +279,18 @@ def freeze_command(
 ) -> None:
     """Freeze now, straight in the database: works when the API is down or overloaded."""
     from walletsvc.bootstrap.runtime import open_database
-    from walletsvc.incident.freeze import freeze
+    from walletsvc.incident.freeze import freeze, freeze_overview
 
+    db = open_database(settings())
     try:
-        row = freeze(
-            open_database(settings()), scope=scope, wallet=wallet, reason=reason, actor=CLI_ACTOR
-        )
+        row = freeze(db, scope=scope, wallet=wallet, reason=reason, actor=CLI_ACTOR)
     except DomainError as exc:
         fail(exc.message)
         return
     target = f"wallet {wallet}" if wallet else "every wallet"
     typer.secho(f"FROZEN ({scope}) for {target}: freeze {row.id}", fg=typer.colors.RED)
     typer.echo("Nothing more is signed or broadcast. Lifting it needs an approval quorum.")
+    echo_held_payouts(freeze_overview(db)["held_payouts"])
 
 
 @app.command("unfreeze")
@@ -303,7 +303,7 @@ def unfreeze_command(
 ) -> None:
     """Ask to lift freezes: opens an approval request (works with the API down)."""
     from walletsvc.bootstrap.runtime import open_database
-    from walletsvc.incident.unfreeze import Requester, Target, propose
+    from walletsvc.incident.unfreeze import Requester, Target, propose, show_unfreeze
     from walletsvc.keys.kek import load_kek
 
     if freeze_id and wallet:
@@ -323,6 +323,26 @@ def unfreeze_command(
     typer.echo(f"unfreeze request {row.id} for freezes {', '.join(row.freeze_ids)}")
     typer.echo(f"approval request: {row.approval_request_id}")
     typer.echo("The freezes lift when the governance.unfreeze quorum approves it.")
+    held = show_unfreeze(open_database(s), load_kek(s.kek_path).row_tagger(), row.id)
+    echo_held_payouts(held["held_payouts"])
+
+
+def echo_held_payouts(held: list[dict[str, Any]]) -> None:
+    """What a lift lets out, so that operators cancel what they do not want first."""
+    if not held:
+        typer.echo("No payouts are held: nothing leaves when the freezes lift.")
+        return
+    total = sum(p["amount_sat"] for p in held)
+    typer.secho(
+        f"{len(held)} held payout(s), {total} sat, leave when the freezes lift:",
+        fg=typer.colors.YELLOW,
+    )
+    for p in held:
+        typer.echo(
+            f"  {p['id']}  {p['status']:<8}  {p['amount_sat']:>16} sat  to {p['destination']}"
+            f"  ({p['wallet']}, {p['created_at']})"
+        )
+    typer.echo("Cancel an approved one you do not want: POST /v1/withdrawals/<id>/cancel")
 
 
 @app.command("rotate")

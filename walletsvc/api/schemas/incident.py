@@ -25,15 +25,38 @@ class FreezeView(ResponseModel):
     lifted_at: Timestamp | None
 
 
+class HeldPayout(ResponseModel):
+    """A payout a freeze holds: it leaves when the freeze lifts, unless cancelled first."""
+
+    id: str
+    wallet: str | None
+    status: Literal["approved", "signed"]
+    destination: str
+    amount_sat: int
+    reference: str | None
+    created_at: Timestamp
+
+
+_HELD = (
+    "Payouts approved (or signed) and held by these freezes: they leave when the freezes "
+    "lift. Cancel an approved one you do not want (POST /v1/withdrawals/{id}/cancel) "
+    "before approving the lift; a signed one is in a stored transaction already."
+)
+
+
 class FreezeState(ResponseModel):
     frozen: bool
     freezes: list[FreezeView]
+    held_payouts: list[HeldPayout] = Field(description=_HELD)
 
 
 class UnfreezeRequestView(ResponseModel):
     id: str
     status: str
     freeze_ids: list[str]
+    held_payouts: list[HeldPayout] = Field(
+        description=_HELD + " Listed while the request is pending (empty once decided)."
+    )
     reason: str
     requested_by: str
     approval_request_id: str | None
