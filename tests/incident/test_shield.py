@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import WALLET, Tokens, auth, fund_wallet
-from tests.governance_helpers import default_document, install
+from tests.governance_helpers import Team, default_document, install
 from tests.helpers import audit_actions, embedded, external_destination
+from tests.incident.test_rotation import rotate_with_quorum
 from tests.treasury.test_sweeps import with_cold
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import ChainTransaction, Wallet
@@ -32,7 +33,7 @@ from walletsvc.domain.transaction import (
 )
 from walletsvc.incident.shield import TheftAlert, shield_incidents
 from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
-from walletsvc.payouts.signing import seeds_for, spendable_coins
+from walletsvc.payouts.signing import seeds_for, spendable_coins, to_coins
 from walletsvc.wallets.freezes import active_freezes
 
 pytestmark = pytest.mark.kernel
@@ -303,3 +304,53 @@ def test_the_shield_answer_is_broadcast_under_a_freeze_that_holds_payouts(
         }
     assert statuses == {"shield": "broadcast"}
     assert theft.txid not in embedded(rt).mempool_txids()
+
+
+@pytest.fixture
+def team(runtime: Runtime) -> Team:
+    team = Team(runtime)
+    for name in ("alice", "bob"):
+        team.add(name)
+    team.add("otto", role="operator")
+    return team
+
+
+def old_coinbase_mined_at(runtime: Runtime, height: int) -> Coin:
+    """The old-epoch (retired key) coinbase of the block at ``height``."""
+    with runtime.db.read() as uow:
+        wallet = uow.session.scalars(select(Wallet)).one()
+        rows = uow.utxos.retired_epochs_with_addresses(
+            wallet.id, wallet.current_epoch, voided_status="voided"
+        )
+        (row,) = [r for r in rows if r[0].is_coinbase and r[0].block_height == height]
+        (coin,) = to_coins(uow, [row])
+        return coin
+
+
+def test_a_thief_spending_an_old_coinbase_at_maturity_is_answered(
+    client: TestClient, guarded: Runtime, team: Team
+) -> None:
+    """After a rotation, the old key's coinbases mature one per block; the thief who has the
+    old seed spends one the moment it matures, before the rotation pass can sweep it."""
+    rt = guarded
+    chain = embedded(rt)
+    rotate_with_quorum(client, team, "hot seed may be exposed")
+    rt.tick()  # the rotation sweeps the 11 mature old coinbases
+    mine(rt)  # tip 111: the coinbase of height 12 matures
+    rt.tick()  # ...and the rotation pass sweeps it at once
+    mine(rt)  # tip 112: the coinbase of height 13 is spendable in the next block
+    ripe = old_coinbase_mined_at(rt, 13)
+    theft = steal(rt, ripe, fee_sat=1_000)  # the thief is first to it
+
+    assert watch(rt) == [theft.txid]
+
+    (incident,) = incidents(rt)
+    assert incident["stolen"] == [f"{ripe.txid}:{ripe.vout}"]
+    assert incident["rounds"][0]["outcome"] == "answered"
+    answer_txid = incident["rounds"][0]["answer_txid"]
+    assert theft.txid not in chain.mempool_txids() and answer_txid in chain.mempool_txids()
+    rt.tick()  # the rotation pass leaves the coin to the shield's answer: no second spend
+    mine(rt)
+    assert thief_received(rt) == 0
+    (incident,) = incidents(rt)
+    assert incident["status"] == "saved" and incident["resolved_txid"] == answer_txid
