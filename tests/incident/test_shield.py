@@ -9,6 +9,7 @@ step (``MempoolWatcher.step``): the embedded chain's notification has queued the
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from sqlalchemy import select
 
 from tests.conftest import WALLET, Tokens, auth, fund_wallet
 from tests.governance_helpers import Team, default_document, install
-from tests.helpers import audit_actions, embedded, external_destination
+from tests.helpers import audit_actions, embedded, external_destination, run_cli
 from tests.incident.test_rotation import rotate_with_quorum
 from tests.treasury.test_sweeps import with_cold
 from walletsvc.bootstrap.runtime import Runtime
@@ -354,3 +355,17 @@ def test_a_thief_spending_an_old_coinbase_at_maturity_is_answered(
     assert thief_received(rt) == 0
     (incident,) = incidents(rt)
     assert incident["status"] == "saved" and incident["resolved_txid"] == answer_txid
+
+
+def test_the_cli_reports_each_incident(guarded: Runtime) -> None:
+    rt = guarded
+    coin = a_hot_coin(rt)
+    theft = steal(rt, coin, fee_sat=500)
+    watch(rt)
+    mine(rt)
+    shown = run_cli(rt.settings, "shield", "--wallet", WALLET)
+    assert shown.returncode == 0, shown.stderr
+    (incident,) = json.loads(shown.stdout)["incidents"]
+    assert incident == incidents(rt)[0]
+    assert f"{coin.amount_sat} sat stolen by {theft.txid}, 1 round(s): SAVED" in shown.stderr
+    assert f"for {incident['fees_spent_sat']} sat in fees" in shown.stderr

@@ -407,6 +407,42 @@ def old_epoch_summary(state: dict[str, Any]) -> str:
     return "; ".join(lines)
 
 
+@app.command("shield")
+def shield_command(
+    wallet: Annotated[str | None, typer.Option(help="One wallet (default: every wallet)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+) -> None:
+    """The theft shield's incidents, newest first: JSON on stdout, one line each on stderr."""
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.incident.shield import shield_incidents
+
+    try:
+        report = shield_incidents(open_database(settings()), wallet=wallet, limit=limit)
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    typer.echo(json.dumps(report, indent=2))
+    if not report["incidents"]:
+        typer.echo("no theft was ever caught in the mempool", err=True)
+    for incident in report["incidents"]:
+        typer.echo(shield_summary(incident), err=True)
+
+
+def shield_summary(incident: dict[str, Any]) -> str:
+    """One incident in a line: who tried to take what, the rounds, and how it ended."""
+    outcome = {
+        "saved": f"SAVED {incident['saved_sat']} sat to cold for {incident['fees_spent_sat']} "
+        "sat in fees",
+        "lost": f"LOST {incident['lost_sat']} sat to {incident['resolved_txid']}",
+        "racing": "RACING (not mined yet)",
+    }[incident["status"]]
+    capped = "; fee budget reached" if incident["cap_reached"] else ""
+    return (
+        f"{incident['created_at']} {incident['wallet']}: {incident['stolen_sat']} sat stolen by "
+        f"{incident['first_theft_txid']}, {len(incident['rounds'])} round(s){capped}: {outcome}"
+    )
+
+
 def _rotation_pass(s: Settings, wallet: str) -> None:
     runtime = open_runtime(s)
     try:
