@@ -19,6 +19,7 @@ from walletsvc.domain.network import Network
 
 if TYPE_CHECKING:
     from walletsvc.bootstrap.runtime import Runtime
+    from walletsvc.domain.ports import ChainBackend
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for machine clients.")
@@ -405,6 +406,87 @@ def old_epoch_summary(state: dict[str, Any]) -> str:
             "to cold on the pass at its height"
         )
     return "; ".join(lines)
+
+
+@app.command("backup")
+def backup_command(
+    to: Annotated[Path, typer.Option(help="A new directory to write the backup into")],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="sqlite, pg_dump or json (default: the database's own)"),
+    ] = None,
+) -> None:
+    """Back up the database and the data directory's key files (works with the API up)."""
+    from walletsvc.bootstrap.backup import backup
+
+    try:
+        manifest = backup(settings(), to, fmt=fmt, progress=_progress)
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    typer.echo(json.dumps(manifest, indent=2))
+    if manifest["kek_included"]:
+        typer.secho(
+            "This backup holds the key-encryption key (it was in the data directory): keep it "
+            "as you keep the KEK, never next to a copy of the database.",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+
+
+@app.command("restore")
+def restore_command(
+    from_: Annotated[
+        Path | None, typer.Option("--from", help="A directory written by walletsvc backup")
+    ] = None,
+    words: Annotated[
+        bool, typer.Option("--words", help="Rebuild from recovery words (read from stdin)")
+    ] = False,
+    wallet: Annotated[str, typer.Option(help="With --words: the wallet's name")] = "pool-hot",
+    cold_xpub: Annotated[str | None, typer.Option(help="With --words: cold storage")] = None,
+) -> None:
+    """Restore onto a fresh data directory: a backup, or the recovery words and a rescan."""
+    from walletsvc.bootstrap.backup import restore, restore_from_words
+
+    if (from_ is None) == (not words):
+        fail("give --from DIR or --words, one of the two")
+    s = settings()
+    try:
+        if from_ is not None:
+            restore(s, from_, progress=_progress)
+            return
+        phrase = sys.stdin.readline() if not sys.stdin.isatty() else ""
+        if not phrase.strip():
+            phrase = typer.prompt("recovery words", hide_input=True)
+        chain = open_runtime_chain(s)
+        result = restore_from_words(
+            s,
+            wallet=wallet,
+            words=phrase,
+            chain=chain,
+            cold_destination=cold_xpub,
+            progress=_progress,
+        )
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    assert result.wallet is not None
+    typer.echo(f"wallet {result.wallet.name} restored: xpub {result.wallet.account_xpub}")
+
+
+def _progress(line: str) -> None:
+    typer.echo(line, err=True)  # stdout stays for the result
+
+
+def open_runtime_chain(s: Settings) -> ChainBackend:
+    """The chain alone, as ``open_runtime`` would use it."""
+    if s.chain_backend != "embedded":
+        from walletsvc.chain.factory import open_chain
+
+        return open_chain(s)
+    from walletsvc.devchain.service import open_dev_chain
+
+    return open_dev_chain(s)
 
 
 @app.command("shield")
