@@ -369,3 +369,35 @@ def test_the_cli_reports_each_incident(guarded: Runtime) -> None:
     assert incident == incidents(rt)[0]
     assert f"{coin.amount_sat} sat stolen by {theft.txid}, 1 round(s): SAVED" in shown.stderr
     assert f"for {incident['fees_spent_sat']} sat in fees" in shown.stderr
+
+
+def test_after_a_rotation_the_frozen_wallet_serves_its_new_address_only(
+    client: TestClient, guarded: Runtime, team: Team, tokens: Tokens
+) -> None:
+    """Under an ``all`` freeze the pool still needs the address to switch its coinbase to:
+    the new key's, once a rotation made one; never the old key's, and nothing else opens."""
+    current = f"/v1/wallets/{WALLET}/deposit-addresses/current"
+    old = client.get(current, headers=auth(tokens.all)).json()["address"]
+    frozen = client.post(
+        "/v1/freeze", headers=auth(tokens.all), json={"reason": "stolen key", "scope": "all"}
+    )
+    assert frozen.status_code == 201
+    refused = client.get(current, headers=auth(tokens.all))
+    assert refused.status_code == 423 and refused.json()["error"]["code"] == "frozen"
+
+    rotate_with_quorum(client, team, "hot seed stolen")
+
+    served = client.get(current, headers=auth(tokens.all))
+    assert served.status_code == 200, served.text
+    assert served.json()["address"] != old
+    assert served.json()["epoch"] == 2 and not served.json()["retired"]
+    issuing = client.post(
+        f"/v1/wallets/{WALLET}/deposit-addresses", headers=auth(tokens.all), json={}
+    )
+    assert issuing.status_code == 423
+    payout = client.post(
+        "/v1/withdrawals",
+        headers=auth(tokens.all, "during"),
+        json={"wallet": WALLET, "destination": THIEF_ADDRESS, "amount_sat": 10_000},
+    )
+    assert payout.status_code == 423
