@@ -16,12 +16,24 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from tests.chainsync.test_rpc_backend_service import PASSWORD, USER, rpc_node
 from tests.conftest import WALLET, Tokens, auth, fund_wallet
 from tests.governance_helpers import Team, default_document, install
-from tests.helpers import audit_actions, embedded, external_destination, run_cli
+from tests.helpers import (
+    audit_actions,
+    embedded,
+    external_destination,
+    initialised,
+    opened,
+    run_cli,
+)
 from tests.incident.test_rotation import rotate_with_quorum
 from tests.treasury.test_sweeps import with_cold
 from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.chain.mempool import CoreMempoolSource
+from walletsvc.chain.rpc import BitcoinRpcBackend
+from walletsvc.chainsync.mempool import MempoolWatcher
+from walletsvc.config import Settings
 from walletsvc.db.models import ChainTransaction, Wallet
 from walletsvc.domain.network import Network
 from walletsvc.domain.transaction import (
@@ -36,6 +48,7 @@ from walletsvc.incident.shield import TheftAlert, shield_incidents
 from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
 from walletsvc.payouts.signing import seeds_for, spendable_coins, to_coins
 from walletsvc.wallets.freezes import active_freezes
+from walletsvc.wallets.service import current_address, get_wallet
 
 pytestmark = pytest.mark.kernel
 
@@ -401,3 +414,35 @@ def test_after_a_rotation_the_frozen_wallet_serves_its_new_address_only(
         json={"wallet": WALLET, "destination": THIEF_ADDRESS, "amount_sat": 10_000},
     )
     assert payout.status_code == 423
+
+
+def test_over_bitcoin_core_rpc_the_watcher_polls_and_the_shield_answers(
+    settings: Settings,
+) -> None:
+    """The Core path without ZMQ: getrawmempool polls, getmempoolentry and getrawtransaction
+    read the theft, and the answer goes through testmempoolaccept and sendrawtransaction with
+    its own maxfeerate (the node is the embedded chain behind its Core-style RPC server)."""
+    initialised(settings)
+    with rpc_node(settings) as (node, server):
+        backend = BitcoinRpcBackend(
+            server.url, Network.REGTEST, user=USER, password=PASSWORD, retries=0
+        )
+        with opened(settings, chain=backend) as rt:
+            assert isinstance(rt.mempool_watcher, MempoolWatcher)
+            assert isinstance(rt.mempool_watcher.source, CoreMempoolSource)
+            with_cold(rt)
+            with rt.db.read() as uow:
+                deposit = current_address(uow, get_wallet(uow, WALLET))
+            node.mine(110, bytes.fromhex(deposit.script_pubkey))
+            rt.scanner.sync()
+            theft = steal(rt, a_hot_coin(rt), fee_sat=500)  # sent to the node over RPC
+
+            assert watch(rt) == [theft.txid]
+
+            (incident,) = incidents(rt)
+            answer_txid = incident["rounds"][0]["answer_txid"]
+            assert node.mempool_txids() == {answer_txid}
+            node.mine(1, POOL_SCRIPT)
+            rt.scanner.sync()
+            assert incidents(rt)[0]["status"] == "saved"
+            assert not node.utxos_for_script(THIEF_SCRIPT)
