@@ -10,6 +10,7 @@ step (``MempoolWatcher.step``): the embedded chain's notification has queued the
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -446,3 +447,21 @@ def test_over_bitcoin_core_rpc_the_watcher_polls_and_the_shield_answers(
             rt.scanner.sync()
             assert incidents(rt)[0]["status"] == "saved"
             assert not node.utxos_for_script(THIEF_SCRIPT)
+
+
+def test_the_service_thread_answers_a_pushed_theft_by_itself(guarded: Runtime) -> None:
+    """As `serve` runs it: the watcher's thread wakes on the chain's push. The test waits on
+    the alert (a generous deadline, never a sleep); how fast is bench/bench_shield.py's."""
+    rt = guarded
+    assert rt.mempool_watcher is not None
+    answered = threading.Event()
+    rt.shield.alert_hooks.append(lambda alert: answered.set())
+    rt.mempool_watcher.start(poll_interval_s=60.0)  # the push, not the poll, must wake it
+    try:
+        theft = steal(rt, a_hot_coin(rt), fee_sat=500)
+        assert answered.wait(60.0), "the watcher thread never answered"
+    finally:
+        rt.mempool_watcher.stop()
+    (incident,) = incidents(rt)
+    assert incident["first_theft_txid"] == theft.txid
+    assert embedded(rt).mempool_txids() == {incident["rounds"][0]["answer_txid"]}

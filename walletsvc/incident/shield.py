@@ -292,7 +292,7 @@ class Shield:
         incident = _incident_for(uow, wallet.id, coins)
         if incident is None:
             stolen_sat = sum(c.amount_sat for c in coins)
-            policy = active_policy(uow, self.tags, wallet).document.shield
+            policy = self._budget_policy(uow, wallet)
             incident = ShieldIncident(
                 wallet_id=wallet.id,
                 status=RACING,
@@ -325,9 +325,18 @@ class Shield:
             if more:  # the thief's new transaction takes more of our coins
                 incident.stolen = [*incident.stolen, *(f"{c.txid}:{c.vout}" for c in more)]
                 incident.stolen_sat += sum(c.amount_sat for c in more)
-                policy = active_policy(uow, self.tags, wallet).document.shield
+                policy = self._budget_policy(uow, wallet)
                 incident.max_fee_sat = fee_budget(policy, incident.stolen_sat)
         return incident
+
+    def _budget_policy(self, uow: ReadUnitOfWork, wallet: Wallet) -> ShieldPolicy | None:
+        """The policy's ``shield`` section; its defaults if the policy cannot be read (its
+        tag fails, say): a theft in progress is no time to fail closed."""
+        try:
+            return active_policy(uow, self.tags, wallet).document.shield
+        except DomainError as exc:
+            log.error("theft shield: the active policy is unusable (%s); default budget", exc)
+            return None
 
     def _record(
         self,
