@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from bitcoin.core import CTransaction, b2lx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -154,6 +155,20 @@ class CoreStub:
 
     def getrawmempool(self) -> list[str]:
         return sorted(self.mempool)
+
+    def gettxspendingprevout(self, outputs: list[dict[str, Any]], options: Any = None) -> Any:
+        spent: dict[tuple[str, int], str] = {}
+        for txid, (raw, *_) in self.mempool.items():
+            tx = CTransaction.deserialize(bytes.fromhex(raw))
+            for txin in tx.vin:
+                spent[(b2lx(txin.prevout.hash), txin.prevout.n)] = txid
+        result = []
+        for item in outputs:
+            row = {"txid": item["txid"], "vout": item["vout"]}
+            if (item["txid"], item["vout"]) in spent:
+                row["spendingtxid"] = spent[(item["txid"], item["vout"])]
+            result.append(row)
+        return result
 
     def getmempoolentry(self, txid: str) -> dict[str, Any]:
         if txid not in self.mempool:

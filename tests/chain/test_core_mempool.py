@@ -55,7 +55,22 @@ def test_a_mempool_entry_is_read_in_core_units(stub: CoreStub, rpc: BitcoinRpcBa
 
 
 def test_a_transaction_gone_from_the_mempool_has_no_entry(rpc: BitcoinRpcBackend) -> None:
-    assert CoreMempoolSource(rpc).mempool_entry("ab" * 32) is None
+    source = CoreMempoolSource(rpc)
+    assert source.mempool_entry("ab" * 32) is None
+    assert source.mempool_transaction("ab" * 32) is None
+
+
+def test_the_poll_asks_which_mempool_transactions_spend_our_outpoints(
+    stub: CoreStub, rpc: BitcoinRpcBackend
+) -> None:
+    raw = a_raw_tx(3)  # spends (04..04, 0)
+    txid = txid_of_raw(raw)
+    stub.mempool[txid] = (raw.hex(), Decimal("0.00001"), Decimal("0.00001"), 110)
+    ours = [("04" * 32, 0), ("04" * 32, 1), ("05" * 32, 0)]
+    assert CoreMempoolSource(rpc).mempool_spenders(ours) == {("04" * 32, 0): txid}
+    (asked,) = stub.params("gettxspendingprevout")
+    assert asked == [[{"txid": t, "vout": v} for t, v in ours]]
+    assert CoreMempoolSource(rpc).mempool_transaction(txid) == raw
 
 
 def test_zmq_messages_name_the_added_transaction() -> None:

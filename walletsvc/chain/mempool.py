@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 RPC_INVALID_ADDRESS_OR_KEY = -5
 SEQUENCE_ADDED = b"A"
 _RECEIVE_TIMEOUT_MS = 250  # how often the ZMQ thread looks at its stop flag
+_OUTPOINTS_PER_CALL = 1_000  # gettxspendingprevout request size
 
 
 def _sat(btc: Any) -> int:
@@ -71,6 +73,26 @@ class CoreMempoolSource:
 
     def mempool_txids(self) -> set[str]:
         return self._rpc.mempool_txids()
+
+    def mempool_spenders(self, outpoints: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """gettxspendingprevout (Core 25+): ``spendingtxid`` is present only for an outpoint
+        a mempool transaction spends."""
+        found: dict[tuple[str, int], str] = {}
+        for start in range(0, len(outpoints), _OUTPOINTS_PER_CALL):
+            chunk = outpoints[start : start + _OUTPOINTS_PER_CALL]
+            asked = [{"txid": txid, "vout": vout} for txid, vout in chunk]
+            for row in self._rpc.call("gettxspendingprevout", asked):
+                if row.get("spendingtxid"):
+                    found[(str(row["txid"]), int(row["vout"]))] = str(row["spendingtxid"])
+        return found
+
+    def mempool_transaction(self, txid: str) -> bytes | None:
+        try:
+            return bytes.fromhex(str(self._rpc.call("getrawtransaction", txid)))
+        except RpcError as exc:
+            if exc.rpc_code == RPC_INVALID_ADDRESS_OR_KEY:
+                return None
+            raise
 
     def mempool_entry(self, txid: str) -> MempoolEntry | None:
         try:

@@ -8,8 +8,8 @@ since Bitcoin Core 28 (full RBF) it can still be replaced until it is mined:
 walletsvc.incident.shield answers it.
 
 How transactions arrive: the node pushes txids (``MempoolSource.subscribe``: Core's ZMQ, the
-embedded chain's own notification) onto a queue; ``poll`` compares the node's whole mempool
-with what was already looked at, which catches anything a push missed. ``step`` does both and
+embedded chain's own notification) onto a queue; ``poll`` asks the node which mempool
+transactions spend our unspent coins, which catches anything a push missed. ``step`` does both and
 checks the queue; the service runs it on a thread that wakes on every push (``run``), and
 tests call it directly, so nothing waits on a clock.
 """
@@ -79,10 +79,16 @@ class MempoolWatcher:
         self._wake.set()
 
     def poll(self) -> int:
-        """Queue every mempool txid not looked at yet (the fallback for missed pushes)."""
-        current = self.source.mempool_txids()
-        self._looked_at &= current  # forget what left the mempool: a re-entry is looked at again
-        new = sorted(current - self._looked_at)
+        """Queue the mempool spenders of our coins not looked at yet (the fallback for missed
+        pushes): one question to the node about our unspent outpoints, however full its
+        mempool is."""
+        with self.db.read() as uow:
+            outpoints = uow.utxos.unspent_outpoints()
+        spenders = set(self.source.mempool_spenders(outpoints).values())
+        # Forget everything else: what pushes brought and what left the mempool. A txid
+        # announced again is then looked at again, at the price of one read.
+        self._looked_at &= spenders
+        new = sorted(spenders - self._looked_at)
         now = self.clock()
         for txid in new:
             self._queue.put((txid, now))
@@ -115,11 +121,11 @@ class MempoolWatcher:
     def _check(self, txid: str, seen_at: float) -> ForeignSpend | None:
         """Whether ``txid`` spends our coins without being ours. It counts as looked at only
         once this ran through: a failure (database down) leaves it to the next poll."""
-        entry = self.source.mempool_entry(txid)
+        raw = self.source.mempool_transaction(txid)
         self._looked_at.add(txid)
-        if entry is None:
+        if raw is None:
             return None  # already mined or replaced: the scanner and the next push cover it
-        tx = CTransaction.deserialize(entry.raw)
+        tx = CTransaction.deserialize(raw)
         outpoints = [(str(b2lx(i.prevout.hash)), int(i.prevout.n)) for i in tx.vin]
         with self.db.read() as uow:
             if uow.transactions.by_txid(txid) is not None:
@@ -130,6 +136,9 @@ class MempoolWatcher:
                 if utxo is not None and utxo.spent_height is None:
                     coins.append(StolenCoin(utxo.wallet_id, prev_txid, vout, utxo.amount_sat))
         if not coins:
+            return None  # most of the mempool: not ours, one read and done
+        entry = self.source.mempool_entry(txid)  # the fees a replacement must outbid
+        if entry is None:
             return None
         log.critical(
             "THEFT: mempool transaction %s spends %d of our coins and was not signed by us",

@@ -329,6 +329,15 @@ class EmbeddedChain:
         with self._lock:
             self._mempool_listeners.append(listener)
 
+    def mempool_spenders(self, outpoints: Sequence[Outpoint]) -> dict[Outpoint, str]:
+        with self._lock:
+            return {op: self._spenders[op] for op in outpoints if op in self._spenders}
+
+    def mempool_transaction(self, txid: str) -> bytes | None:
+        with self._lock:
+            entry = self._mempool.get(txid)
+            return None if entry is None else entry.raw
+
     def mempool_entry(self, txid: str) -> MempoolEntry | None:
         with self._lock:
             entry = self._mempool.get(txid)

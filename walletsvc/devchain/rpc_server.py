@@ -200,6 +200,7 @@ class _Methods:
             "estimatesmartfee": (self.estimatesmartfee, ("conf_target", "estimate_mode")),
             "getrawmempool": (self.getrawmempool, ("verbose", "mempool_sequence")),
             "getmempoolentry": (self.getmempoolentry, ("txid",)),
+            "gettxspendingprevout": (self.gettxspendingprevout, ("outputs", "options")),
             "getrawtransaction": (self.getrawtransaction, ("txid", "verbose", "blockhash")),
             "generatetoaddress": (self.generatetoaddress, ("nblocks", "address", "maxtries")),
             "generateblock": (self.generateblock, ("output", "transactions", "submit")),
@@ -459,6 +460,28 @@ class _Methods:
             }
             for e in entries
         }
+
+    def gettxspendingprevout(self, outputs: Any = None, options: Any = None) -> list[Any]:
+        """Core's gettxspendingprevout: each outpoint, with ``spendingtxid`` only when a
+        mempool transaction spends it."""
+        if not isinstance(outputs, list) or not outputs:
+            raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, outputs are missing")
+        asked: list[tuple[str, int]] = []
+        for item in outputs:
+            if not isinstance(item, dict):
+                raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, expected object")
+            vout = _int_param(item.get("vout"), "vout")
+            if vout < 0:
+                raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, vout cannot be negative")
+            asked.append((_hash_param(item.get("txid"), "txid"), vout))
+        spenders = self.chain.mempool_spenders(asked)
+        result = []
+        for txid, vout in asked:
+            row: dict[str, Any] = {"txid": txid, "vout": vout}
+            if (txid, vout) in spenders:
+                row["spendingtxid"] = spenders[(txid, vout)]
+            result.append(row)
+        return result
 
     def getmempoolentry(self, txid: Any = None) -> dict[str, Any]:
         """Core's getmempoolentry (src/rpc/mempool.cpp), the fields a replacement needs:

@@ -6,7 +6,7 @@ and, where unit tests want one, a fake. Integration tests always use the real ad
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -96,12 +96,18 @@ class MempoolSource(Protocol):
     """What the mempool watcher needs from a node: new transactions as they arrive.
 
     ``subscribe`` delivers txids pushed by the node (Core's ZMQ ``rawtx``/``sequence``, the
-    embedded chain's own notification); ``mempool_txids`` is the polling fallback that also
-    catches anything a push missed. ``mempool_entry`` is None once the tx has left.
+    embedded chain's own notification); ``mempool_spenders`` is the polling fallback that
+    also catches anything a push missed: which mempool transactions spend these outpoints
+    (Core's ``gettxspendingprevout``), one call for all our coins however full the mempool
+    is. ``mempool_transaction`` and ``mempool_entry`` are None once the tx has left.
     """
 
     def subscribe(self, listener: MempoolListener) -> None: ...
 
-    def mempool_txids(self) -> set[str]: ...
+    def mempool_spenders(self, outpoints: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The mempool transaction spending each of ``outpoints`` that one spends."""
+        ...
+
+    def mempool_transaction(self, txid: str) -> bytes | None: ...
 
     def mempool_entry(self, txid: str) -> MempoolEntry | None: ...

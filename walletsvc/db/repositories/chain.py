@@ -81,6 +81,13 @@ class UtxoRepository(Repository[Utxo]):
             or_(Utxo.reserved_by.is_(None), Utxo.reserved_by.in_(voided_ids)),
         )
 
+    def unspent_outpoints(self) -> list[tuple[str, int]]:
+        """(txid, vout) of every coin of ours not yet spent in a block."""
+        rows = self.session.execute(
+            select(Utxo.txid, Utxo.vout).where(Utxo.spent_by_txid.is_(None))
+        ).all()
+        return [(txid, vout) for txid, vout in rows]
+
     def unspent_of_txids(self, txids: Sequence[str]) -> list[Utxo]:
         """Our unspent coins created by any of ``txids``."""
         found: list[Utxo] = []
