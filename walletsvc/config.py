@@ -100,7 +100,7 @@ class Settings(BaseSettings):
 
     # The theft shield's mempool watcher (docs/runbook.md, "The theft shield"). On Bitcoin
     # Core: its ZMQ publishers (bitcoind -zmqpubrawtx=... -zmqpubsequence=...), empty for none;
-    # and in any case a getrawmempool poll this often, which catches what a push missed.
+    # and in any case a gettxspendingprevout poll this often, which catches what a push missed.
     zmq_rawtx_url: str = ""
     zmq_sequence_url: str = ""
     mempool_poll_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)

@@ -189,7 +189,7 @@ class Runtime:
 def _mempool_watcher(
     db: Database, chain: ChainBackend, settings: Settings
 ) -> MempoolWatcher | None:
-    """Bitcoin Core: ZMQ pushes (if configured) and getrawmempool polls; a chain that
+    """Bitcoin Core: ZMQ pushes (if configured) and gettxspendingprevout polls; a chain that
     notifies by itself (the embedded development chain) is its own source."""
     source: MempoolSource
     if isinstance(chain, MempoolSource):

@@ -4,7 +4,8 @@ Pushes: a SUB socket on ``-zmqpubrawtx`` (topic ``rawtx``: the raw transaction) 
 ``-zmqpubsequence`` (topic ``sequence``: ``<32-byte txid>A<8-byte sequence>`` when a
 transaction is added), read on one background thread, each txid handed to the listeners.
 ZMQ drops messages when a subscriber falls behind and says nothing when the node restarts, so
-the watcher also polls ``getrawmempool`` (``mempool_txids``); a push only makes it sooner.
+the watcher also polls ``gettxspendingprevout`` (``mempool_spenders``) over our unspent
+coins; a push only makes it sooner.
 
 Reads: ``getmempoolentry`` (fee, descendant fees, vsize) and ``getrawtransaction`` for the
 bytes. Shapes as in Core's ``src/rpc/mempool.cpp`` help: ``fees.base`` and
