@@ -308,26 +308,27 @@ def test_shield_incidents_are_readable_over_http(
 def test_the_shield_answer_is_broadcast_under_a_freeze_that_holds_payouts(
     guarded: Runtime,
 ) -> None:
-    """The freeze (applied first) holds every other signed transaction; the answer leaves."""
+    """The freeze (applied first) holds every payout; the answer is the one spend that leaves."""
     rt = guarded
+    held = request_withdrawal(
+        rt.db,
+        rt.tags,
+        body=WithdrawalInput(WALLET, external_destination("miner")[0], 1_000_000, "held"),
+        idempotency_key="held",
+        token_id="engine",
+        actor="token:engine",
+    )
     theft = steal(rt, a_hot_coin(rt), fee_sat=500)
     watch(rt)
     assert shield_freezes(rt)
+    rt.tick()  # a full pass under the freeze: the worker signs and broadcasts nothing
     with rt.db.read() as uow:
-        statuses = {
-            tx.kind: tx.status for tx in uow.session.scalars(select(ChainTransaction)).all()
-        }
+        statuses = {tx.kind: tx.status for tx in uow.session.scalars(select(ChainTransaction))}
+        payout = uow.withdrawals.get(held.withdrawal_id)
+        assert payout is not None and payout.status == "approved"
     assert statuses == {"shield": "broadcast"}
+    assert embedded(rt).mempool_txids() == {incidents(rt)[0]["rounds"][0]["answer_txid"]}
     assert theft.txid not in embedded(rt).mempool_txids()
-
-
-@pytest.fixture
-def team(runtime: Runtime) -> Team:
-    team = Team(runtime)
-    for name in ("alice", "bob"):
-        team.add(name)
-    team.add("otto", role="operator")
-    return team
 
 
 def old_coinbase_mined_at(runtime: Runtime, height: int) -> Coin:
