@@ -239,6 +239,9 @@ def test_the_fee_budget_stops_the_rounds(guarded: Runtime) -> None:
     assert [r["outcome"] for r in incident["rounds"]] == ["answered", "cap_reached"]
     assert incident["cap_reached"] is True
     assert theft.txid in embedded(rt).mempool_txids(), "no answer above the budget"
+    with rt.db.read() as uow:
+        first = uow.transactions.by_txid(incident["rounds"][0]["answer_txid"])
+        assert first is not None and first.status == "outbid"  # not re-broadcast every pass
     assert "shield.cap_reached" in audit_actions(rt.db)
     mine(rt)
     assert incidents(rt)[0]["status"] == "lost"

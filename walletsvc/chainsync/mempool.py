@@ -9,9 +9,9 @@ walletsvc.incident.shield answers it.
 
 How transactions arrive: the node pushes txids (``MempoolSource.subscribe``: Core's ZMQ, the
 embedded chain's own notification) onto a queue; ``poll`` asks the node which mempool
-transactions spend our unspent coins, which catches anything a push missed. ``step`` does both and
-checks the queue; the service runs it on a thread that wakes on every push (``run``), and
-tests call it directly, so nothing waits on a clock.
+transactions spend our unspent coins, which catches anything a push missed. ``step`` polls
+and checks the queue; the service runs it on a thread that wakes on every push (``run``),
+and tests call it directly, so nothing waits on a clock.
 """
 
 from __future__ import annotations

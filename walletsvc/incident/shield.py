@@ -214,7 +214,6 @@ class Shield:
         except FeeTooHigh as exc:
             incident.cap_reached = True
             return self._record(uow, wallet, incident, spend, CAP_REACHED, exc.message)
-        previous = _answers_in_flight(uow, incident)
         tx, sweep = sign_sweep_to_cold(
             uow,
             self.pipeline,
@@ -231,8 +230,6 @@ class Shield:
             min_confirmations=1,
             audit_extra={"shield_incident": incident.id, "thief_txid": entry.txid},
         )
-        for old in previous:
-            old.status = OUTBID
         detail = (
             f"{sweep.amount_sat} sat to cold address #{sweep.cold_index} at {rate} sat/vB "
             f"(fee {tx.fee_sat} sat) against the thief's {entry.fee_sat} sat / {entry.vsize} vB"
@@ -349,6 +346,11 @@ class Shield:
         tx: ChainTransaction | None = None,
     ) -> _Answer:
         entry = spend.entry
+        # A new thief transaction means the last answer was replaced in the mempool, whatever
+        # this round does: it is not re-broadcast any more.
+        for old in _answers_in_flight(uow, incident):
+            if tx is None or old.id != tx.id:
+                old.status = OUTBID
         incident.rounds += 1
         row = ShieldRound(
             incident_id=incident.id,
