@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 import pytest
+from bitcoin.core import CBlockHeader, b2lx
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -334,6 +335,15 @@ def test_the_shield_answer_is_broadcast_under_a_freeze_that_holds_payouts(
     assert theft.txid not in embedded(rt).mempool_txids()
 
 
+@pytest.fixture
+def team(runtime: Runtime) -> Team:
+    team = Team(runtime)
+    for name in ("alice", "bob"):
+        team.add(name)
+    team.add("otto", role="operator")
+    return team
+
+
 def old_coinbase_mined_at(runtime: Runtime, height: int) -> Coin:
     """The old-epoch (retired key) coinbase of the block at ``height``."""
     with runtime.db.read() as uow:
@@ -469,3 +479,58 @@ def test_the_service_thread_answers_a_pushed_theft_by_itself(guarded: Runtime) -
     (incident,) = incidents(rt)
     assert incident["first_theft_txid"] == theft.txid
     assert embedded(rt).mempool_txids() == {incident["rounds"][0]["answer_txid"]}
+
+
+def test_a_reorganisation_reopens_the_outcome(guarded: Runtime) -> None:
+    """Saved in one block, then a longer branch where the thief's transaction is mined
+    instead: the report follows the chain, not the first block it saw."""
+    rt = guarded
+    chain = embedded(rt)
+    coin = a_hot_coin(rt)
+    theft = steal(rt, coin, fee_sat=500)
+    watch(rt)
+    fork = chain.tip()
+    mine(rt)
+    assert incidents(rt)[0]["status"] == "saved"
+
+    parent = fork.hash
+    for txs in ([theft.raw], []):  # two blocks on the fork point: the longer branch wins
+        raw = chain.build_block(parent, txs, coinbase_script_pubkey=POOL_SCRIPT)
+        chain.submit_block(raw)  # the first only ties: not active yet
+        parent = str(b2lx(CBlockHeader.deserialize(raw[:80]).GetHash()))
+    assert chain.tip().hash == parent
+    rt.scanner.sync()
+
+    (incident,) = incidents(rt)
+    assert incident["status"] == "lost"
+    assert incident["resolved_txid"] == theft.txid
+    assert incident["resolved_height"] == fork.height + 1
+    assert incident["saved_sat"] == 0 and incident["lost_sat"] == coin.amount_sat
+    assert "shield.reopened" in audit_actions(rt.db)
+    assert thief_received(rt) == coin.amount_sat - 500
+
+
+def test_a_reorganisation_gives_a_lost_race_a_second_chance(guarded: Runtime) -> None:
+    rt = guarded
+    chain = embedded(rt)
+    theft = steal(rt, a_hot_coin(rt), fee_sat=500)
+    watch(rt)
+    fork = chain.tip()
+    mine(rt, [theft.raw])  # a miner had the thief's transaction
+    assert incidents(rt)[0]["status"] == "lost"
+
+    parent = fork.hash
+    for nonce in (1, 2):  # a longer branch without it
+        raw = chain.build_block(parent, [], coinbase_script_pubkey=POOL_SCRIPT, extra_nonce=nonce)
+        chain.submit_block(raw)
+        parent = str(b2lx(CBlockHeader.deserialize(raw[:80]).GetHash()))
+    rt.scanner.sync()
+    (incident,) = incidents(rt)
+    assert incident["status"] == "racing" and incident["evidence"] == {}
+
+    answer_txid = incident["rounds"][0]["answer_txid"]
+    assert rt.shield.rebroadcast() == [answer_txid]  # it replaces the resurrected theft
+    assert theft.txid not in chain.mempool_txids()
+    mine(rt)
+    assert incidents(rt)[0]["status"] == "saved"
+    assert thief_received(rt) == 0

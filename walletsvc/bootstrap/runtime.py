@@ -89,6 +89,7 @@ class Runtime:
         rotation = RotationService(db, tags, pipeline)
         shield = Shield(db, tags, pipeline)
         scanner.block_watchers.append(shield.on_block)
+        scanner.rollback_watchers.append(shield.on_rollback)
         watcher = _mempool_watcher(db, chain, settings)
         if watcher is not None:
             watcher.theft_hooks.append(shield.on_theft)

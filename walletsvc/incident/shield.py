@@ -53,6 +53,7 @@ from walletsvc.db.models import ChainTransaction, Utxo, Wallet, utcnow
 from walletsvc.db.models_incident import ShieldIncident, ShieldRound
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import (
+    ChainRejected,
     DependencyUnavailable,
     DomainError,
     FeeTooHigh,
@@ -432,14 +433,27 @@ class Shield:
     # -- every background pass -----------------------------------------------------------
 
     def rebroadcast(self) -> list[str]:
-        """Send again our current answers (a failed send, a node restart, a lost mempool)."""
+        """Send our current answers: a stored one not sent yet (a failed send, an answer
+        revived by a reorganisation), and again one sent before (a node restart or a lost
+        mempool; the node answers a transaction it has with its txid)."""
         with self.db.read() as uow:
-            ids = [
-                tx.id
+            answers = [
+                (tx.id, tx.status, tx.txid, tx.raw_tx, -(-tx.fee_sat // tx.vsize))
                 for incident in uow.shield_incidents.racing()
                 for tx in _answers_in_flight(uow, incident)
             ]
-        return self.pipeline.broadcast(ids, despite_freeze=True, own_fee_rate_guard=True)
+        unsent = [tx_id for tx_id, status, *_ in answers if status == "signed"]
+        sent = self.pipeline.broadcast(unsent, despite_freeze=True, own_fee_rate_guard=True)
+        for _, status, txid, raw, rate in answers:
+            if status != "broadcast":
+                continue
+            try:
+                self.pipeline.chain.broadcast(bytes.fromhex(raw), max_fee_rate_sat_per_vb=rate)
+            except (ChainRejected, DependencyUnavailable) as exc:
+                log.warning("theft shield: re-sending %s failed: %s", txid, exc.message)
+                continue
+            sent.append(txid)
+        return sent
 
     # -- the scanner's hook: how each race ended -----------------------------------------
 
@@ -469,6 +483,33 @@ class Shield:
             )
             if thief_txid is not None:
                 _lost(uow, incident, thief_txid, answers, height)
+
+    def on_rollback(self, uow: UnitOfWork, fork_height: int) -> None:
+        """Inside a reorganisation's transaction: an incident settled by a block that left the
+        chain is racing again. Our answer that was mined is ``broadcast`` again (the scanner
+        did that), and our last answer after a lost race may win now: it is sent again."""
+        for incident in uow.shield_incidents.resolved_above(fork_height):
+            was = incident.status
+            incident.status = RACING
+            incident.saved_sat = incident.lost_sat = incident.fees_spent_sat = 0
+            incident.resolved_txid = incident.resolved_height = incident.resolved_at = None
+            answers = _answers_of(uow, incident)
+            if answers and answers[-1].status == DEAD:
+                answers[-1].status = "signed"  # stored, to be sent: the next pass sends it
+            for tx in answers[:-1]:
+                if tx.status == DEAD:
+                    tx.status = OUTBID
+            uow.audit(
+                ACTOR,
+                "shield.reopened",
+                "shield_incident",
+                incident.id,
+                {"was": was, "fork_height": fork_height, "evidence": dict(incident.evidence)},
+            )
+            incident.evidence = {}
+            log.critical(
+                "theft shield: incident %s (%s) reopened by a reorganisation", incident.id, was
+            )
 
 
 # --- incidents ---------------------------------------------------------------------------

@@ -87,6 +87,13 @@ class ShieldIncidentRepository(Repository[ShieldIncident]):
             query = query.where(ShieldIncident.wallet_id == wallet_id)
         return list(self.session.scalars(query.order_by(ShieldIncident.created_at)))
 
+    def resolved_above(self, height: int) -> list[ShieldIncident]:
+        return list(
+            self.session.scalars(
+                select(ShieldIncident).where(ShieldIncident.resolved_height > height)
+            )
+        )
+
     def newest(self, *, wallet_id: str | None = None, limit: int = 100) -> list[ShieldIncident]:
         query = select(ShieldIncident)
         if wallet_id is not None:
