@@ -52,8 +52,10 @@ from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import ChainTransaction, Utxo, Wallet, utcnow
 from walletsvc.db.models_incident import ShieldIncident, ShieldRound
 from walletsvc.db.repositories import ReadUnitOfWork
+from walletsvc.domain.coinselect import is_immature_coinbase
 from walletsvc.domain.errors import (
     ChainRejected,
+    Conflict,
     DependencyUnavailable,
     DomainError,
     FeeTooHigh,
@@ -255,6 +257,12 @@ class Shield:
         found = active_cold_destination(uow, self.tags, wallet)
         if found is None:
             raise NoColdDestination(f"wallet {wallet.name!r} has no cold destination")
+        if not any(c.confirmations >= 1 and not is_immature_coinbase(c) for c in stolen):
+            # Our own unconfirmed change, say: a replacement would need its parent too.
+            raise Conflict(
+                "the stolen coins are unconfirmed or immature: no answer can spend them",
+                field="stolen",
+            )
         row, parsed = found
         cold_script = parsed.script_pubkey(row.next_index)
         floor = self._floor_rate()
@@ -271,7 +279,7 @@ class Shield:
                 continue
             if stolen_outpoints & {c.outpoint for c in plan_coins}:
                 return plan_coins, rate
-        raise last or FeeTooHigh("no answer conflicts with the theft", field="max_fee_sat")
+        raise last or FeeTooHigh("no plan kept a stolen coin", field="max_fee_sat")
 
     def _floor_rate(self) -> int:
         """At least the rotation sweep's high-priority rate: the answer must also confirm."""
