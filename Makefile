@@ -16,7 +16,7 @@ help:
 	@echo "make test   set up and run the whole test suite"
 	@echo "make test-fast  the inner loop: SQLite only, without kernel-chain and slow tests"
 	@echo "make lint   ruff, mypy and the import-linter architecture contracts"
-	@echo "make bench  signing, derivation and intake benchmarks (prints figures)"
+	@echo "make bench  signing, derivation, intake and theft-shield benchmarks (prints figures)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "walletsvc needs Python 3.11"'
@@ -54,6 +54,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_signing.py
 	$(BIN)/python bench/bench_intake.py $(BENCH_INTAKE_ARGS)
+	$(BIN)/python bench/bench_shield.py
 
 clean-data:
 	rm -rf $(WALLETSVC_DATA_DIR)

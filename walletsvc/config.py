@@ -104,6 +104,15 @@ class Settings(BaseSettings):
     rotation_sweep_target_blocks: int = Field(default=1, ge=1, le=1_008)
     rotation_sweep_min_fee_rate: int = Field(default=10, ge=1, le=10_000)
 
+    # The theft shield's mempool watcher (docs/runbook.md, "The theft shield"). On Bitcoin
+    # Core: its ZMQ publishers (bitcoind -zmqpubrawtx=... -zmqpubsequence=...), empty for none;
+    # and in any case a gettxspendingprevout poll this often, which catches what a push missed.
+    zmq_rawtx_url: str = ""
+    zmq_sequence_url: str = ""
+    mempool_poll_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    # Run the watcher on its own thread in the service (tests drive it step by step instead).
+    run_mempool_watcher: bool = True
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:

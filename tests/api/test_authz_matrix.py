@@ -119,6 +119,8 @@ MATRIX: list[Row] = [
         {"psbt": "cHNidP8="},
     ),
     Row("POST", f"/v1/refills/{NO_ID}/cancel", scopes("sweeps:write") | roles("operator")),
+    # --- Incident response: the theft shield's reports, read like the freezes.
+    Row("GET", "/v1/shield/incidents", scopes("read") | ALL_STAFF),
 ]
 
 

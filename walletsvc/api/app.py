@@ -20,6 +20,7 @@ from walletsvc.api.routes import (
     rotation,
     rounds,
     sessions,
+    shield,
     sweeps,
     system,
     unfreeze,
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for router in (system.router, wallets.router, withdrawals.router, freeze.router):
         app.include_router(router, prefix="/v1", responses=unexpected)
     governance = (sessions, approvals, allowlist, policy, audit, sweeps, refills)
-    incident = (unfreeze, rotation)  # issue 5: governed unfreeze and key rotation
+    incident = (unfreeze, rotation, shield)  # governed unfreeze, key rotation, theft shield
     for module in (*governance, *incident):
         app.include_router(module.router, prefix="/v1", responses=unexpected)
     # Issue 10: payout rounds.

@@ -13,15 +13,19 @@ from datetime import datetime
 from walletsvc.bootstrap.approval_kinds import register_approval_kinds
 from walletsvc.chain.factory import open_chain
 from walletsvc.chain.kernel import KernelScriptVerifier
+from walletsvc.chain.mempool import CoreMempoolSource
+from walletsvc.chain.rpc import BitcoinRpcBackend
+from walletsvc.chainsync.mempool import MempoolWatcher
 from walletsvc.chainsync.scanner import Scanner
 from walletsvc.config import Settings
 from walletsvc.db.database import Database
 from walletsvc.domain.errors import DependencyUnavailable
-from walletsvc.domain.ports import ChainBackend
+from walletsvc.domain.ports import ChainBackend, MempoolSource
 from walletsvc.governance import approvals, policy_changes
 from walletsvc.governance.login_throttle import LoginThrottle
 from walletsvc.incident.risk import RiskMonitor
 from walletsvc.incident.rotation import RotationService
+from walletsvc.incident.shield import Shield
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import load_kek
 from walletsvc.keys.sealing import TotpSealer
@@ -54,6 +58,9 @@ class Runtime:
     risk: RiskMonitor
     rotation: RotationService
     refills: RefillService
+    shield: Shield
+    # Watches the mempool for thefts (None: the chain backend offers no mempool feed).
+    mempool_watcher: MempoolWatcher | None
     # Completed background passes: lets tests wait for "N more passes" instead of sleeping.
     passes: int = 0
     # Failed staff logins per client address and username (this process's memory).
@@ -83,6 +90,12 @@ class Runtime:
         fee_bumper = FeeBumper(db, tags, pipeline)
         rotation = RotationService(db, tags, pipeline)
         refills = RefillService(db, tags, chain, KernelScriptVerifier(), settings)
+        shield = Shield(db, tags, pipeline)
+        scanner.block_watchers.append(shield.on_block)
+        scanner.rollback_watchers.append(shield.on_rollback)
+        watcher = _mempool_watcher(db, chain, settings)
+        if watcher is not None:
+            watcher.theft_hooks.append(shield.on_theft)
         return cls(
             settings=settings,
             tags=tags,
@@ -97,6 +110,8 @@ class Runtime:
             risk=risk,
             rotation=rotation,
             refills=refills,
+            shield=shield,
+            mempool_watcher=watcher,
         )
 
     def tick(self) -> None:
@@ -108,6 +123,7 @@ class Runtime:
         self.worker.run_once()
         self.scanner.sync()
         self.rotation.run()  # after a key rotation: old epochs to cold, held payouts re-signed
+        self.shield.rebroadcast()  # the theft shield's answers still racing, whatever the freeze
         if self.settings.auto_sweep and self.sweeper.after_scan():
             self.worker.broadcast_signed()
 
@@ -121,6 +137,8 @@ class Runtime:
         thread = threading.Thread(target=self._loop, name="walletsvc-worker", daemon=True)
         thread.start()
         self._threads.append(thread)
+        if self.mempool_watcher is not None and self.settings.run_mempool_watcher:
+            self.mempool_watcher.start(self.settings.mempool_poll_interval_s)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -165,9 +183,30 @@ class Runtime:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        if self.mempool_watcher is not None:
+            self.mempool_watcher.stop()
+            if isinstance(self.mempool_watcher.source, CoreMempoolSource):
+                self.mempool_watcher.source.close()
         self.chain.close()
         self.db.dispose()
         self.signer.wipe()  # the signer's unlocked keys live until here
+
+
+def _mempool_watcher(
+    db: Database, chain: ChainBackend, settings: Settings
+) -> MempoolWatcher | None:
+    """Bitcoin Core: ZMQ pushes (if configured) and gettxspendingprevout polls; a chain that
+    notifies by itself (the embedded development chain) is its own source."""
+    source: MempoolSource
+    if isinstance(chain, MempoolSource):
+        source = chain
+    elif isinstance(chain, BitcoinRpcBackend):
+        source = CoreMempoolSource(
+            chain, rawtx_url=settings.zmq_rawtx_url, sequence_url=settings.zmq_sequence_url
+        )
+    else:
+        return None
+    return MempoolWatcher(db, source)
 
 
 def open_database(settings: Settings) -> Database:

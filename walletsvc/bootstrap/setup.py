@@ -51,8 +51,10 @@ def initialise(
     policy_file: Path,
     actor: str,
     cold_destination: str | None = None,
+    mnemonic: str | None = None,
 ) -> InitResult:
-    """``cold_destination``: an account xpub/zpub or a wpkh/wsh(sortedmulti) descriptor."""
+    """``cold_destination``: an account xpub/zpub or a wpkh/wsh(sortedmulti) descriptor;
+    ``mnemonic``: the wallet's recovery words, to restore it instead of making a new seed."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     kek_created = False
     if not settings.kek_path.exists():
@@ -75,7 +77,12 @@ def initialise(
             None
             if exists
             else create_wallet(
-                db, kek.seed_vault(), name=wallet, network=settings.network, actor=actor
+                db,
+                kek.seed_vault(),
+                name=wallet,
+                network=settings.network,
+                actor=actor,
+                mnemonic=mnemonic,
             )
         )
         cold = _set_cold(db, tags, wallet, cold_destination, actor) if cold_destination else None

@@ -47,6 +47,10 @@ class ScanReport:
 # transactions that are not ours as (spending txid, coin), the txids of our own transactions
 # in the block): the risk monitor's chain watcher (walletsvc.incident.risk).
 BlockWatcher = Callable[[UnitOfWork, int, list[tuple[str, Utxo]], list[str]], None]
+# Called inside a reorganisation's write transaction with the fork height, after our records
+# above it were undone: what a watcher concluded from those blocks must be undone too (the
+# theft shield's saved/lost outcomes).
+RollbackWatcher = Callable[[UnitOfWork, int], None]
 
 
 class Scanner:
@@ -55,6 +59,7 @@ class Scanner:
         self.chain = chain
         self.start_height = start_height
         self.block_watchers: list[BlockWatcher] = []
+        self.rollback_watchers: list[RollbackWatcher] = []
 
     def sync(self, *, max_blocks: int = 2_000) -> ScanReport:
         tip = self.chain.tip()
@@ -123,6 +128,8 @@ class Scanner:
                     now=utcnow(),
                 )
             uow.scanned_blocks.delete_above(fork_height)
+            for watcher in self.rollback_watchers:
+                watcher(uow, fork_height)
             uow.audit(
                 ACTOR,
                 "chain.reorg",

@@ -19,6 +19,7 @@ from walletsvc.domain.network import Network
 
 if TYPE_CHECKING:
     from walletsvc.bootstrap.runtime import Runtime
+    from walletsvc.domain.ports import ChainBackend
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for machine clients.")
@@ -279,18 +280,18 @@ def freeze_command(
 ) -> None:
     """Freeze now, straight in the database: works when the API is down or overloaded."""
     from walletsvc.bootstrap.runtime import open_database
-    from walletsvc.incident.freeze import freeze
+    from walletsvc.incident.freeze import freeze, freeze_overview
 
+    db = open_database(settings())
     try:
-        row = freeze(
-            open_database(settings()), scope=scope, wallet=wallet, reason=reason, actor=CLI_ACTOR
-        )
+        row = freeze(db, scope=scope, wallet=wallet, reason=reason, actor=CLI_ACTOR)
     except DomainError as exc:
         fail(exc.message)
         return
     target = f"wallet {wallet}" if wallet else "every wallet"
     typer.secho(f"FROZEN ({scope}) for {target}: freeze {row.id}", fg=typer.colors.RED)
     typer.echo("Nothing more is signed or broadcast. Lifting it needs an approval quorum.")
+    echo_held_payouts(freeze_overview(db)["held_payouts"])
 
 
 @app.command("unfreeze")
@@ -303,7 +304,7 @@ def unfreeze_command(
 ) -> None:
     """Ask to lift freezes: opens an approval request (works with the API down)."""
     from walletsvc.bootstrap.runtime import open_database
-    from walletsvc.incident.unfreeze import Requester, Target, propose
+    from walletsvc.incident.unfreeze import Requester, Target, propose, show_unfreeze
     from walletsvc.keys.kek import load_kek
 
     if freeze_id and wallet:
@@ -323,6 +324,26 @@ def unfreeze_command(
     typer.echo(f"unfreeze request {row.id} for freezes {', '.join(row.freeze_ids)}")
     typer.echo(f"approval request: {row.approval_request_id}")
     typer.echo("The freezes lift when the governance.unfreeze quorum approves it.")
+    held = show_unfreeze(open_database(s), load_kek(s.kek_path).row_tagger(), row.id)
+    echo_held_payouts(held["held_payouts"])
+
+
+def echo_held_payouts(held: list[dict[str, Any]]) -> None:
+    """What a lift lets out, so that operators cancel what they do not want first."""
+    if not held:
+        typer.echo("No payouts are held: nothing leaves when the freezes lift.")
+        return
+    total = sum(p["amount_sat"] for p in held)
+    typer.secho(
+        f"{len(held)} held payout(s), {total} sat, leave when the freezes lift:",
+        fg=typer.colors.YELLOW,
+    )
+    for p in held:
+        typer.echo(
+            f"  {p['id']}  {p['status']:<8}  {p['amount_sat']:>16} sat  to {p['destination']}"
+            f"  ({p['wallet']}, {p['created_at']})"
+        )
+    typer.echo("Cancel an approved one you do not want: POST /v1/withdrawals/<id>/cancel")
 
 
 @app.command("rotate")
@@ -385,6 +406,123 @@ def old_epoch_summary(state: dict[str, Any]) -> str:
             "to cold on the pass at its height"
         )
     return "; ".join(lines)
+
+
+@app.command("backup")
+def backup_command(
+    to: Annotated[Path, typer.Option(help="A new directory to write the backup into")],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="sqlite, pg_dump or json (default: the database's own)"),
+    ] = None,
+) -> None:
+    """Back up the database and the data directory's key files (works with the API up)."""
+    from walletsvc.bootstrap.backup import backup
+
+    try:
+        manifest = backup(settings(), to, fmt=fmt, progress=_progress)
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    typer.echo(json.dumps(manifest, indent=2))
+    if manifest["kek_included"]:
+        typer.secho(
+            "This backup holds the key-encryption key (it was in the data directory): keep it "
+            "as you keep the KEK, never next to a copy of the database.",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+
+
+@app.command("restore")
+def restore_command(
+    from_: Annotated[
+        Path | None, typer.Option("--from", help="A directory written by walletsvc backup")
+    ] = None,
+    words: Annotated[
+        bool, typer.Option("--words", help="Rebuild from recovery words (read from stdin)")
+    ] = False,
+    wallet: Annotated[str, typer.Option(help="With --words: the wallet's name")] = "pool-hot",
+    cold_xpub: Annotated[str | None, typer.Option(help="With --words: cold storage")] = None,
+) -> None:
+    """Restore onto a fresh data directory: a backup, or the recovery words and a rescan."""
+    from walletsvc.bootstrap.backup import restore, restore_from_words
+
+    if (from_ is None) == (not words):
+        fail("give --from DIR or --words, one of the two")
+    s = settings()
+    try:
+        if from_ is not None:
+            restore(s, from_, progress=_progress)
+            return
+        phrase = sys.stdin.readline() if not sys.stdin.isatty() else ""
+        if not phrase.strip():
+            phrase = typer.prompt("recovery words", hide_input=True)
+        chain = open_runtime_chain(s)
+        result = restore_from_words(
+            s,
+            wallet=wallet,
+            words=phrase,
+            chain=chain,
+            cold_destination=cold_xpub,
+            progress=_progress,
+        )
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    assert result.wallet is not None
+    typer.echo(f"wallet {result.wallet.name} restored: xpub {result.wallet.account_xpub}")
+
+
+def _progress(line: str) -> None:
+    typer.echo(line, err=True)  # stdout stays for the result
+
+
+def open_runtime_chain(s: Settings) -> ChainBackend:
+    """The chain alone, as ``open_runtime`` would use it."""
+    if s.chain_backend != "embedded":
+        from walletsvc.chain.factory import open_chain
+
+        return open_chain(s)
+    from walletsvc.devchain.service import open_dev_chain
+
+    return open_dev_chain(s)
+
+
+@app.command("shield")
+def shield_command(
+    wallet: Annotated[str | None, typer.Option(help="One wallet (default: every wallet)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+) -> None:
+    """The theft shield's incidents, newest first: JSON on stdout, one line each on stderr."""
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.incident.shield import shield_incidents
+
+    try:
+        report = shield_incidents(open_database(settings()), wallet=wallet, limit=limit)
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    typer.echo(json.dumps(report, indent=2))
+    if not report["incidents"]:
+        typer.echo("no theft was ever caught in the mempool", err=True)
+    for incident in report["incidents"]:
+        typer.echo(shield_summary(incident), err=True)
+
+
+def shield_summary(incident: dict[str, Any]) -> str:
+    """One incident in a line: who tried to take what, the rounds, and how it ended."""
+    outcome = {
+        "saved": f"SAVED {incident['saved_sat']} sat to cold for {incident['fees_spent_sat']} "
+        "sat in fees",
+        "lost": f"LOST {incident['lost_sat']} sat to {incident['resolved_txid']}",
+        "racing": "RACING (not mined yet)",
+    }[incident["status"]]
+    capped = "; fee budget reached" if incident["cap_reached"] else ""
+    return (
+        f"{incident['created_at']} {incident['wallet']}: {incident['stolen_sat']} sat stolen by "
+        f"{incident['first_theft_txid']}, {len(incident['rounds'])} round(s){capped}: {outcome}"
+    )
 
 
 def _rotation_pass(s: Settings, wallet: str) -> None:

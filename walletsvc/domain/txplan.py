@@ -435,3 +435,27 @@ def _check_invariants(plan: TransactionPlan, cap: int) -> None:
         problems.append("over the standard weight limit")
     if problems:
         raise AssertionError("transaction plan invariant broken: " + ", ".join(problems))
+
+
+def outbid_rate(
+    *,
+    conflict_fee_sat: int,
+    conflict_vsize: int,
+    evicted_fees_sat: int,
+    own_vsize: int,
+    floor_rate: int = 1,
+) -> int:
+    """The lowest whole sat/vB at which a transaction of ``own_vsize`` (our upper estimate)
+    replaces a conflicting mempool transaction under Bitcoin Core's full-RBF rules.
+
+    Rule 6: a feerate strictly above the conflict's; Core compares sat/kvB truncated, and a
+    whole sat/vB above the conflict's rounded down is above it in any unit. Rules 3 and 4:
+    at least the fees of everything evicted (the conflict and its descendants) plus the
+    incremental relay fee on our own size. The fee is ``rate * own_vsize`` and our signed
+    size is at most the estimate, so both hold for the signed transaction too.
+    """
+    if conflict_vsize <= 0 or own_vsize <= 0:
+        raise InvalidInput("sizes must be positive", field="vsize")
+    higher_rate = conflict_fee_sat // conflict_vsize + 1
+    pays_for_evicted = -(-evicted_fees_sat // own_vsize) + INCREMENTAL_RELAY_FEE_SAT_PER_VB
+    return max(floor_rate, higher_rate, pays_for_evicted)

@@ -156,12 +156,14 @@ class SigningPipeline:
         sweep_scripts: frozenset[bytes] = frozenset(),
         replaces_id: str | None = None,
         reserve: Reservation = reserve_inputs,
+        max_fee_sat: int | None = None,
     ) -> ChainTransaction:
         """Have the signer check and sign ``plan``; store it as `signed`; reserve its coins.
 
         ``reserve`` marks the inputs as spent by the new row: fresh coins by default, or
         coins taken over from a replaced or voided transaction. The caller moves its payouts
-        in the same transaction.
+        in the same transaction. ``max_fee_sat`` replaces the configured fee cap for this one
+        transaction (the theft shield's budget, from the policy).
         """
         signed = self.signer.sign(
             wallet=wallet.name,
@@ -170,7 +172,7 @@ class SigningPipeline:
             plan=plan,
             approved=approved,
             sweep_scripts=sweep_scripts,
-            max_fee_sat=self.settings.max_fee_sat,
+            max_fee_sat=self.settings.max_fee_sat if max_fee_sat is None else max_fee_sat,
         )
         tx = ChainTransaction(
             wallet_id=wallet.id,
@@ -219,17 +221,25 @@ class SigningPipeline:
         tx_ids: Sequence[str],
         *,
         despite_freeze: bool = False,
+        own_fee_rate_guard: bool = False,
         errors: list[str] | None = None,
     ) -> list[str]:
         """Broadcast these stored transactions (re-broadcast is idempotent); their txids.
 
-        ``despite_freeze``: rotation sweeps pay only the MAC-checked cold destination, which
-        is where a freeze wants the money anyway.
+        ``despite_freeze``: rotation sweeps and the theft shield's answers pay only the
+        MAC-checked cold destination, which is where a freeze wants the money anyway.
+        ``own_fee_rate_guard``: the node's maxfeerate guard is set to each transaction's own
+        rate (the shield outbids a thief above the usual ceiling, on purpose).
         """
         sent = []
         for tx_id in tx_ids:
             try:
-                txid = self._broadcast_one(tx_id, despite_freeze=despite_freeze, errors=errors)
+                txid = self._broadcast_one(
+                    tx_id,
+                    despite_freeze=despite_freeze,
+                    own_fee_rate_guard=own_fee_rate_guard,
+                    errors=errors,
+                )
             except DependencyUnavailable as exc:
                 log.warning("chain backend unavailable; will re-broadcast later: %s", exc.message)
                 break
@@ -238,7 +248,12 @@ class SigningPipeline:
         return sent
 
     def _broadcast_one(
-        self, tx_id: str, *, despite_freeze: bool, errors: list[str] | None
+        self,
+        tx_id: str,
+        *,
+        despite_freeze: bool,
+        own_fee_rate_guard: bool = False,
+        errors: list[str] | None,
     ) -> str | None:
         """Broadcast one stored transaction while holding the write lock.
 
@@ -252,8 +267,9 @@ class SigningPipeline:
                 return None
             if not despite_freeze and withdrawals_freeze(uow, tx.wallet_id) is not None:
                 return None  # held until the freeze is lifted
+            guard = -(-tx.fee_sat // tx.vsize) if own_fee_rate_guard else None
             try:
-                txid = self.chain.broadcast(bytes.fromhex(tx.raw_tx))
+                txid = self.chain.broadcast(bytes.fromhex(tx.raw_tx), max_fee_rate_sat_per_vb=guard)
             except ChainRejected as exc:
                 _record_broadcast_error(uow, tx, f"{exc.message} ({exc.reason})")
                 if errors is not None:

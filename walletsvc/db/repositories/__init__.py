@@ -23,6 +23,8 @@ from walletsvc.db.repositories.incident import (
     FreezeRepository,
     KeyRotationRepository,
     RiskEventRepository,
+    ShieldIncidentRepository,
+    ShieldRoundRepository,
     UnfreezeRequestRepository,
 )
 from walletsvc.db.repositories.policies import PolicyVersionRepository
@@ -90,4 +92,6 @@ class ReadUnitOfWork:
         self.unfreeze_requests = UnfreezeRequestRepository(session)
         self.rotations = KeyRotationRepository(session)
         self.risk_events = RiskEventRepository(session)
+        self.shield_incidents = ShieldIncidentRepository(session)
+        self.shield_rounds = ShieldRoundRepository(session)
         self.audit_events = AuditEventRepository(session)

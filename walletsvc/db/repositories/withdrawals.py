@@ -173,6 +173,15 @@ class WithdrawalRepository(Repository[Withdrawal]):
             self.session.scalars(select(Withdrawal).where(Withdrawal.status.in_(list(statuses))))
         )
 
+    def with_statuses_of_wallets(
+        self, statuses: Sequence[str], wallet_ids: Sequence[str] | None
+    ) -> list[Withdrawal]:
+        """Payouts in ``statuses`` (of these wallets; None: of every wallet), oldest first."""
+        query = select(Withdrawal).where(Withdrawal.status.in_(list(statuses)))
+        if wallet_ids is not None:
+            query = query.where(Withdrawal.wallet_id.in_(list(wallet_ids)))
+        return list(self.session.scalars(query.order_by(Withdrawal.created_at, Withdrawal.id)))
+
     def with_status(self, status: str) -> list[Withdrawal]:
         return list(self.session.scalars(select(Withdrawal).where(Withdrawal.status == status)))
 
