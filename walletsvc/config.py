@@ -93,6 +93,16 @@ class Settings(BaseSettings):
     # Refill alerts are also POSTed here as JSON (empty: log, metric and audit event only).
     refill_webhook_url: str = ""
 
+    # Webhooks (docs/api.md, "Webhooks"). The dispatcher runs this often; a failed delivery is
+    # retried after base * 2**(attempt-1) seconds (at most cap), up to max_attempts attempts.
+    webhook_interval_s: float = Field(default=1.0, gt=0.0, le=3_600.0)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_backoff_base_s: float = Field(default=10.0, gt=0.0, le=86_400.0)
+    webhook_backoff_cap_s: float = Field(default=3_600.0, gt=0.0, le=604_800.0)
+    webhook_timeout_s: float = Field(default=5.0, gt=0.0, le=60.0)
+    # Webhook URLs must be https (bodies are signed, not encrypted) except to loopback.
+    webhook_allow_plain_http: bool = False
+
     # Incident response (docs/runbook.md). After a key rotation, old-epoch coins go to cold at
     # a high priority: the fee estimate for this confirmation target, at least this rate.
     rotation_sweep_target_blocks: int = Field(default=1, ge=1, le=1_008)

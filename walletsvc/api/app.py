@@ -21,6 +21,7 @@ from walletsvc.api.routes import (
     system,
     unfreeze,
     wallets,
+    webhooks,
     withdrawals,
 )
 from walletsvc.bootstrap.runtime import Runtime
@@ -57,6 +58,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.include_router(router, prefix="/v1", responses=unexpected)
     governance = (sessions, approvals, allowlist, policy, audit, sweeps)
     incident = (unfreeze, rotation)  # issue 5: governed unfreeze and key rotation
-    for module in (*governance, *incident):
+    for module in (*governance, *incident, webhooks):
         app.include_router(module.router, prefix="/v1", responses=unexpected)
     return app

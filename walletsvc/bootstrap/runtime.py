@@ -24,12 +24,13 @@ from walletsvc.incident.risk import RiskMonitor
 from walletsvc.incident.rotation import RotationService
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import load_kek
-from walletsvc.keys.sealing import TotpSealer
+from walletsvc.keys.sealing import TotpSealer, WebhookSecretSealer
 from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.signing import SigningPipeline
 from walletsvc.payouts.worker import PayoutWorker
 from walletsvc.treasury.fee_bumps import FeeBumper
 from walletsvc.treasury.sweeps import SweepService
+from walletsvc.webhooks.dispatcher import RetrySchedule, WebhookDispatcher
 
 log = logging.getLogger(__name__)
 _DEPENDENCIES = ("chain", "database")
@@ -52,6 +53,8 @@ class Runtime:
     fee_bumper: FeeBumper
     risk: RiskMonitor
     rotation: RotationService
+    webhook_secrets: WebhookSecretSealer
+    webhooks: WebhookDispatcher
     # Completed background passes: lets tests wait for "N more passes" instead of sleeping.
     passes: int = 0
     # Failed staff logins per client address and username (this process's memory).
@@ -80,6 +83,7 @@ class Runtime:
         sweeper = SweepService(db, tags, pipeline)
         fee_bumper = FeeBumper(db, tags, pipeline)
         rotation = RotationService(db, tags, pipeline)
+        webhook_secrets = kek.webhook_sealer()
         return cls(
             settings=settings,
             tags=tags,
@@ -93,6 +97,8 @@ class Runtime:
             fee_bumper=fee_bumper,
             risk=risk,
             rotation=rotation,
+            webhook_secrets=webhook_secrets,
+            webhooks=open_webhook_dispatcher(db, webhook_secrets, settings),
         )
 
     def tick(self) -> None:
@@ -117,6 +123,19 @@ class Runtime:
         thread = threading.Thread(target=self._loop, name="walletsvc-worker", daemon=True)
         thread.start()
         self._threads.append(thread)
+        # Webhooks on a thread of their own: a slow receiver never delays a payout pass.
+        sender = threading.Thread(target=self._webhook_loop, name="walletsvc-webhooks", daemon=True)
+        sender.start()
+        self._threads.append(sender)
+
+    def _webhook_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.webhooks.run_once()
+            except Exception as exc:
+                # The database is down (the worker loop says so once); try again next time.
+                log.debug("webhook pass failed: %s", type(exc).__name__)
+            self._stop.wait(self.settings.webhook_interval_s)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -161,8 +180,20 @@ class Runtime:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        self.webhooks.close()
         self.chain.close()
         self.db.dispose()
+
+
+def open_webhook_dispatcher(
+    db: Database, sealer: WebhookSecretSealer, settings: Settings
+) -> WebhookDispatcher:
+    schedule = RetrySchedule(
+        max_attempts=settings.webhook_max_attempts,
+        base_s=settings.webhook_backoff_base_s,
+        cap_s=settings.webhook_backoff_cap_s,
+    )
+    return WebhookDispatcher(db, sealer, schedule=schedule, timeout_s=settings.webhook_timeout_s)
 
 
 def open_database(settings: Settings) -> Database:

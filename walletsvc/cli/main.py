@@ -13,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from walletsvc.cli.staff import staff_app
+from walletsvc.cli.webhooks import webhook_app
 from walletsvc.config import Settings
 from walletsvc.domain.errors import DomainError
 from walletsvc.domain.network import Network
@@ -30,6 +31,7 @@ app.add_typer(devchain_app, name="devchain")
 app.add_typer(audit_app, name="audit")
 app.add_typer(dev_app, name="dev")
 app.add_typer(staff_app, name="staff")
+app.add_typer(webhook_app, name="webhook")
 
 CLI_ACTOR = "cli:" + (os.environ.get("USER") or "operator")
 

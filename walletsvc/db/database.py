@@ -32,6 +32,12 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from walletsvc.keys.integrity import canonical_json, encode_message
 
 from .models import AuditEvent, AuditHead, utcnow
+from .outbox import (
+    EVENT_TYPES,
+    PUBLISHED_AUDIT_ACTIONS,
+    capture_withdrawal_status_changes,
+    outbox_event,
+)
 from .repositories import ReadUnitOfWork
 
 GENESIS_HASH = "0" * 64
@@ -105,6 +111,7 @@ class UnitOfWork(ReadUnitOfWork):
         super().__init__(session)
         self._audit_key = audit_key
         self._head: AuditHead | None = None
+        capture_withdrawal_status_changes(session)
 
     def lock(self) -> None:
         head = self.session.execute(
@@ -138,7 +145,20 @@ class UnitOfWork(ReadUnitOfWork):
         head.last_seq = ev.seq
         head.last_hash = ev.hash
         head.mac = audit_head_tag(self._audit_key, ev.seq, ev.hash)
+        if action in PUBLISHED_AUDIT_ACTIONS:
+            self.emit(
+                action, {"subject_type": subject_type, "subject_id": subject_id, "data": ev.data}
+            )
         return ev
+
+    def emit(self, event_type: str, payload: dict[str, Any]) -> None:
+        """Publish an event to webhooks, committed (or not) with this transaction.
+
+        Delivery happens later, by the dispatcher (walletsvc.webhooks.dispatcher): this never
+        waits on a receiver. ``payload`` must be JSON and hold no secrets."""
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"unknown webhook event type {event_type!r} (walletsvc.db.outbox)")
+        self.session.add(outbox_event(event_type, json.loads(json.dumps(payload, default=str))))
 
 
 class Database:

@@ -226,7 +226,8 @@ class Withdrawal(Base):
     fee_share_sat: Mapped[int | None] = mapped_column(BigInteger, default=None)
     failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Indexed for polling (`GET /v1/withdrawals?updated_since=`); bumped on every UPDATE.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
 
 
 class IdempotencyKey(Base):

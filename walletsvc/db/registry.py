@@ -9,6 +9,7 @@ from walletsvc.db import (
     models_incident,  # noqa: F401
     models_risk,  # noqa: F401
     models_treasury,  # noqa: F401
+    models_webhooks,  # noqa: F401
 )
 from walletsvc.db.models import Base
 

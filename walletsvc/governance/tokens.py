@@ -22,6 +22,7 @@ SCOPES = frozenset(
         "allowlist:propose",
         "freeze",
         "sweeps:write",
+        "webhooks",
         "read",
     }
 )

@@ -41,6 +41,11 @@ from walletsvc.db.repositories.wallets import (
     KeyEpochRepository,
     WalletRepository,
 )
+from walletsvc.db.repositories.webhooks import (
+    OutboxEventRepository,
+    WebhookDeliveryRepository,
+    WebhookRepository,
+)
 from walletsvc.db.repositories.withdrawals import (
     IdempotencyKeyRepository,
     WithdrawalRepository,
@@ -79,3 +84,6 @@ class ReadUnitOfWork:
         self.rotations = KeyRotationRepository(session)
         self.risk_events = RiskEventRepository(session)
         self.audit_events = AuditEventRepository(session)
+        self.webhooks = WebhookRepository(session)
+        self.outbox = OutboxEventRepository(session)
+        self.webhook_deliveries = WebhookDeliveryRepository(session)

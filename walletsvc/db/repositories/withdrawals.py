@@ -8,6 +8,11 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, func, select, update
 
 from walletsvc.db.models import ChainTransaction, IdempotencyKey, Withdrawal
+from walletsvc.db.outbox import (
+    WITHDRAWAL_STATUS_CHANGED,
+    outbox_event,
+    withdrawal_status_payload,
+)
 from walletsvc.db.repositories.base import Repository
 from walletsvc.domain.withdrawal import WithdrawalStatus
 
@@ -117,6 +122,7 @@ class WithdrawalRepository(Repository[Withdrawal]):
 
     def set_status(self, ids: Sequence[str], status: str, *, now: datetime) -> None:
         """A bulk status change (the caller checked the transition)."""
+        self._emit_status_changes(Withdrawal.id.in_(list(ids)), status)
         self.session.execute(
             update(Withdrawal)
             .where(Withdrawal.id.in_(list(ids)))
@@ -127,11 +133,31 @@ class WithdrawalRepository(Repository[Withdrawal]):
         self, transaction_id: str, from_status: str, to_status: str, *, now: datetime
     ) -> None:
         """Move the transaction's payouts in ``from_status`` to ``to_status`` (a reorg)."""
+        moving = (Withdrawal.transaction_id == transaction_id) & (Withdrawal.status == from_status)
+        self._emit_status_changes(moving, to_status)
         self.session.execute(
             update(Withdrawal)
             .where(Withdrawal.transaction_id == transaction_id, Withdrawal.status == from_status)
             .values(status=to_status, updated_at=now)
         )
+
+    def _emit_status_changes(self, which: ColumnElement[bool], status: str) -> None:
+        # A bulk UPDATE bypasses the flush that catches attribute changes
+        # (walletsvc.db.outbox), so the payouts it moves are read first and told here.
+        rows = self.session.execute(
+            select(
+                Withdrawal.id, Withdrawal.reference, Withdrawal.amount_sat, Withdrawal.status
+            ).where(which, Withdrawal.status != status)
+        )
+        for row_id, reference, amount_sat, previous in rows:
+            payload = withdrawal_status_payload(
+                row_id,
+                reference=reference,
+                amount_sat=amount_sat,
+                status=status,
+                previous_status=previous,
+            )
+            self.session.add(outbox_event(WITHDRAWAL_STATUS_CHANGED, payload))
 
     def with_ids(self, ids: Sequence[str]) -> list[Withdrawal]:
         return list(self.session.scalars(select(Withdrawal).where(Withdrawal.id.in_(list(ids)))))
