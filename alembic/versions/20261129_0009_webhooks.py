@@ -1,4 +1,5 @@
-"""webhooks: subscriptions, the event outbox, the delivery log; withdrawals.updated_at indexed
+"""webhooks: subscriptions, the event outbox, the delivery log; withdrawals indexed by
+updated_at (polling with updated_since) and by reference (lookup by the client's reference)
 
 Revision ID: 0009_webhooks
 Revises: 0008_token_and_audit_head_tags
@@ -86,9 +87,11 @@ def upgrade() -> None:
         "ix_webhook_deliveries_webhook", "webhook_deliveries", ["webhook_id", "created_at"]
     )
     op.create_index(op.f("ix_withdrawals_updated_at"), "withdrawals", ["updated_at"])
+    op.create_index("ix_withdrawals_reference", "withdrawals", ["reference"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_withdrawals_reference", table_name="withdrawals")
     op.drop_index(op.f("ix_withdrawals_updated_at"), table_name="withdrawals")
     op.drop_index("ix_webhook_deliveries_webhook", table_name="webhook_deliveries")
     op.drop_index("ix_webhook_deliveries_due", table_name="webhook_deliveries")

@@ -12,6 +12,8 @@ from walletsvc.governance.tokens import create_token
 from walletsvc.webhooks.dispatcher import WebhookDispatcher
 from walletsvc.webhooks.signatures import HEADER, verify
 
+EVENT = ["--event", "freeze.applied"]
+
 
 @pytest.fixture
 def cli_env(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Runtime:
@@ -29,8 +31,7 @@ def test_add_list_deliver_and_remove(cli_env: Runtime) -> None:
     with loopback_receiver(200) as receiver:
         added = runner.invoke(
             app,
-            ["webhook", "add", "--token", token.token_id, "--url", receiver.url]
-            + ["--event", "freeze.applied"],
+            ["webhook", "add", "--token", token.token_id, "--url", receiver.url, *EVENT],
         )
         assert added.exit_code == 0, added.output
         webhook_id = added.output.split()[2]

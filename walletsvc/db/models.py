@@ -186,6 +186,8 @@ class Withdrawal(Base):
     __table_args__ = (
         Index("ix_withdrawals_wallet_created", "wallet_id", "created_at"),
         Index("ix_withdrawals_status_created", "status", "created_at"),
+        # The payout engine looks its payouts up by its own reference (`?reference=`).
+        Index("ix_withdrawals_reference", "reference"),
         # The velocity rules' SUMs (walletsvc.payouts.intake): one range scan per scope, and
         # covering (status, amount) so the rows themselves are not read.
         Index("ix_withdrawals_velocity_wallet", "wallet_id", "created_at", "status", "amount_sat"),

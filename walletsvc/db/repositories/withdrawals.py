@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, update
 
@@ -187,13 +188,10 @@ class WithdrawalRepository(Repository[Withdrawal]):
         wallet_id: str | None,
         before: tuple[datetime, str] | None,
         limit: int,
+        reference: str | None = None,
     ) -> list[Withdrawal]:
         """Newest first, ``limit`` rows older than ``before`` (a row's created_at and id)."""
-        query = select(Withdrawal)
-        if status is not None:
-            query = query.where(Withdrawal.status == status)
-        if wallet_id is not None:
-            query = query.where(Withdrawal.wallet_id == wallet_id)
+        query = self._filtered(status, wallet_id, reference)
         if before is not None:
             after, last_id = before
             query = query.where(
@@ -205,6 +203,39 @@ class WithdrawalRepository(Repository[Withdrawal]):
                 query.order_by(Withdrawal.created_at.desc(), Withdrawal.id.desc()).limit(limit)
             )
         )
+
+    def changed_since(
+        self,
+        *,
+        status: str | None,
+        wallet_id: str | None,
+        reference: str | None,
+        since: datetime,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Withdrawal]:
+        """Oldest change first: rows updated at or after ``since`` and past ``after`` (the
+        (updated_at, id) of the last row of the previous page), for polling."""
+        query = self._filtered(status, wallet_id, reference).where(Withdrawal.updated_at >= since)
+        if after is not None:
+            changed_at, last_id = after
+            query = query.where(
+                (Withdrawal.updated_at > changed_at)
+                | ((Withdrawal.updated_at == changed_at) & (Withdrawal.id > last_id))
+            )
+        ordered = query.order_by(Withdrawal.updated_at, Withdrawal.id).limit(limit)
+        return list(self.session.scalars(ordered))
+
+    @staticmethod
+    def _filtered(status: str | None, wallet_id: str | None, reference: str | None) -> Any:
+        query = select(Withdrawal)
+        if status is not None:
+            query = query.where(Withdrawal.status == status)
+        if wallet_id is not None:
+            query = query.where(Withdrawal.wallet_id == wallet_id)
+        if reference is not None:
+            query = query.where(Withdrawal.reference == reference)
+        return query
 
     def held_since(
         self, wallet_id: str, since: datetime, statuses: Sequence[str]
