@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     # Refill alerts are also POSTed here as JSON (empty: log, metric and audit event only).
     refill_webhook_url: str = ""
 
+    # Requests per client (API token, staff session, or address without credentials) in each
+    # window; over it the API answers 429 with RateLimit-* headers. 0 disables the limit.
+    rate_limit_requests: int = Field(default=600, ge=0, le=1_000_000)
+    rate_limit_window_s: float = Field(default=60.0, gt=0.0, le=86_400.0)
+
     # Webhooks (docs/api.md, "Webhooks"). The dispatcher runs this often; a failed delivery is
     # retried after base * 2**(attempt-1) seconds (at most cap), up to max_attempts attempts.
     webhook_interval_s: float = Field(default=1.0, gt=0.0, le=3_600.0)

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from walletsvc.api.errors import error_responses, install_error_handlers
+from walletsvc.api.rate_limits import RateLimiter, install_rate_limits
 from walletsvc.api.request_ids import install_request_ids
 from walletsvc.api.routes import (
     allowlist,
@@ -36,6 +37,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         owned = runtime is None
         rt = runtime or Runtime.open(settings or Settings())
         app.state.runtime = rt
+        limits = rt.settings
+        app.state.rate_limiter = (
+            RateLimiter(limits.rate_limit_requests, limits.rate_limit_window_s)
+            if limits.rate_limit_requests
+            else None
+        )
         if owned and rt.settings.run_worker:
             rt.start_background()
         try:
@@ -51,9 +58,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Inside the request-id middleware (installed after it, so outer): a 429 carries the id.
+    install_rate_limits(app)
     install_request_ids(app)
-    # Any operation may fail unexpectedly; even then the answer is the error body.
-    unexpected = error_responses(500)
+    # Any operation may be rate limited or fail unexpectedly; the answer is the error body.
+    unexpected = error_responses(429, 500)
     for router in (system.router, wallets.router, withdrawals.router, freeze.router):
         app.include_router(router, prefix="/v1", responses=unexpected)
     governance = (sessions, approvals, allowlist, policy, audit, sweeps)
