@@ -17,7 +17,7 @@ from walletsvc.api.app import create_app
 from walletsvc.bootstrap.runtime import Runtime
 
 # Success responses that are not JSON, with the media type they are declared with.
-NOT_JSON = {("get", "/v1/metrics"): "text/plain"}
+NOT_JSON = {("get", "/v1/metrics"): "text/plain", ("get", "/metrics"): "text/plain"}
 ERROR_BODY = "#/components/schemas/ErrorBody"
 # Failures answered with another body: readiness reports which check failed.
 OTHER_ERROR_BODIES = {("get", "/v1/ready", "503"): "#/components/schemas/Readiness"}

@@ -69,4 +69,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     incident = (unfreeze, rotation)  # issue 5: governed unfreeze and key rotation
     for module in (*governance, *incident, webhooks):
         app.include_router(module.router, prefix="/v1", responses=unexpected)
+    app.include_router(system.root_router, responses=unexpected)
     return app

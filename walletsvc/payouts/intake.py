@@ -26,6 +26,7 @@ from walletsvc.governance.allowlist import entry_for_destination
 from walletsvc.governance.approvals import KindContext
 from walletsvc.governance.policies import ActivePolicy, active_policy
 from walletsvc.keys.integrity import RowTagger, content_digest
+from walletsvc.metrics import POLICY_DECISIONS, POLICY_RULE_RESULTS
 from walletsvc.payouts.signing import tip_height
 from walletsvc.policy.document import PolicyDocument
 from walletsvc.policy.engine import (
@@ -130,6 +131,7 @@ def _decide_and_record(
         return replay
     moment = now or datetime.now(UTC)
     wallet, destination, policy, decision = _decide(uow, tags, body, amount, token_id, moment)
+    _count(decision)
     if decision.outcome == "deny":
         uow.audit(
             actor,
@@ -253,6 +255,12 @@ def _decide(
         revision=policy.sha256,
     )
     return wallet, destination, policy, decision
+
+
+def _count(decision: Decision) -> None:
+    POLICY_DECISIONS.labels(decision.outcome).inc()
+    for rule in decision.to_dict()["rules"]:
+        POLICY_RULE_RESULTS.labels(rule["rule"], rule["result"]).inc()
 
 
 def preview_withdrawal(

@@ -10,6 +10,7 @@ bytes to re-broadcast.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from walletsvc.config import Settings
@@ -35,6 +36,7 @@ from walletsvc.domain.transaction import ApprovedPayout, Coin, KeyPath, Transact
 from walletsvc.domain.withdrawal import WithdrawalStatus, transition
 from walletsvc.keys.keystore import EncryptedSeed
 from walletsvc.keys.signer import HotSigner
+from walletsvc.metrics import SIGNER_REFUSALS, SIGNER_SECONDS
 from walletsvc.wallets.freezes import withdrawals_freeze
 
 log = logging.getLogger(__name__)
@@ -160,15 +162,21 @@ class SigningPipeline:
         coins taken over from a replaced or voided transaction. The caller moves its payouts
         in the same transaction.
         """
-        signed = self.signer.sign(
-            wallet=wallet.name,
-            network=Network(wallet.network),
-            seeds=seeds_for(uow, wallet, plan),
-            plan=plan,
-            approved=approved,
-            sweep_scripts=sweep_scripts,
-            max_fee_sat=self.settings.max_fee_sat,
-        )
+        started = time.perf_counter()
+        try:
+            signed = self.signer.sign(
+                wallet=wallet.name,
+                network=Network(wallet.network),
+                seeds=seeds_for(uow, wallet, plan),
+                plan=plan,
+                approved=approved,
+                sweep_scripts=sweep_scripts,
+                max_fee_sat=self.settings.max_fee_sat,
+            )
+        except DomainError as exc:
+            SIGNER_REFUSALS.labels(kind, exc.code).inc()
+            raise
+        SIGNER_SECONDS.labels(kind).observe(time.perf_counter() - started)
         tx = ChainTransaction(
             wallet_id=wallet.id,
             kind=kind,

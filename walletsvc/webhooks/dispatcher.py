@@ -30,6 +30,7 @@ from walletsvc.db.models import utcnow
 from walletsvc.db.models_webhooks import OutboxEvent, WebhookDelivery
 from walletsvc.keys.errors import SealedSecretError
 from walletsvc.keys.sealing import WebhookSecretSealer
+from walletsvc.metrics import WEBHOOK_DELIVERIES
 from walletsvc.webhooks.signatures import HEADER, signature_header
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,6 @@ class WebhookDispatcher:
         # Redirects are not followed: a receiver that moved registers its new URL.
         self.client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
         self.batch_size = batch_size
-        self.on_attempt: list[Callable[[str, str], None]] = []  # (event_type, outcome) hooks
 
     def close(self) -> None:
         self.client.close()
@@ -234,5 +234,4 @@ class WebhookDispatcher:
                     delivery.next_attempt_at = now + self.schedule.delay_after(delivery.attempts)
                     report.retrying += 1
                     outcome = "retrying"
-        for hook in self.on_attempt:
-            hook(outgoing.event_type, outcome)
+        WEBHOOK_DELIVERIES.labels(outgoing.event_type, outcome).inc()

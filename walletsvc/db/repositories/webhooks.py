@@ -60,11 +60,13 @@ class WebhookDeliveryRepository(Repository[WebhookDelivery]):
     model = WebhookDelivery
 
     def due(self, now: datetime, limit: int) -> list[WebhookDelivery]:
-        """Pending deliveries whose next attempt is due, the longest waiting first."""
+        """Pending deliveries whose next attempt is due: the longest waiting first, and events
+        due together in the order they were committed."""
         query = (
             select(WebhookDelivery)
+            .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
             .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .order_by(WebhookDelivery.next_attempt_at, OutboxEvent.seq, WebhookDelivery.id)
             .limit(limit)
         )
         return list(self.session.scalars(query))

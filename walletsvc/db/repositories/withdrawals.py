@@ -178,6 +178,12 @@ class WithdrawalRepository(Repository[Withdrawal]):
         ).all()
         return [(destination, at) for destination, at in rows]
 
+    def count_by_status(self) -> dict[str, int]:
+        rows = self.session.execute(
+            select(Withdrawal.status, func.count()).group_by(Withdrawal.status)
+        ).all()
+        return {status: int(count) for status, count in rows}
+
     def with_status(self, status: str) -> list[Withdrawal]:
         return list(self.session.scalars(select(Withdrawal).where(Withdrawal.status == status)))
 
