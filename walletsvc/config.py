@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     # Refill alerts are also POSTed here as JSON (empty: log, metric and audit event only).
     refill_webhook_url: str = ""
 
+    # HTTPS (docs/runbook.md, "TLS and client certificates"): serve with this certificate and
+    # key; with a client CA as well, every client must present a certificate it issued.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+
     # Requests per client (API token, staff session, or address without credentials) in each
     # window; over it the API answers 429 with RateLimit-* headers. 0 disables the limit.
     rate_limit_requests: int = Field(default=600, ge=0, le=1_000_000)
@@ -119,6 +125,10 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.data_dir / 'walletsvc.db').resolve()}"
         if self.kek_file is None:
             self.kek_file = self.data_dir / "kek.bin"
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("WALLETSVC_TLS_CERT and WALLETSVC_TLS_KEY go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("WALLETSVC_TLS_CLIENT_CA needs WALLETSVC_TLS_CERT and _KEY (HTTPS)")
         if self.chain_backend == "embedded" and self.network is not Network.REGTEST:
             raise ValueError("the embedded chain is regtest only; use chain_backend=rpc")
         return self

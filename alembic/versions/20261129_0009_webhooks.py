@@ -1,5 +1,6 @@
 """webhooks: subscriptions, the event outbox, the delivery log; withdrawals indexed by
-updated_at (polling with updated_since) and by reference (lookup by the client's reference)
+updated_at (polling with updated_since) and by reference (lookup by the client's reference);
+api_tokens.cert_fingerprint (a token bound to a client certificate)
 
 Revision ID: 0009_webhooks
 Revises: 0008_token_and_audit_head_tags
@@ -88,9 +89,13 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_withdrawals_updated_at"), "withdrawals", ["updated_at"])
     op.create_index("ix_withdrawals_reference", "withdrawals", ["reference"])
+    with op.batch_alter_table("api_tokens", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("cert_fingerprint", sa.String(length=64), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("api_tokens", schema=None) as batch_op:
+        batch_op.drop_column("cert_fingerprint")
     op.drop_index("ix_withdrawals_reference", table_name="withdrawals")
     op.drop_index(op.f("ix_withdrawals_updated_at"), table_name="withdrawals")
     op.drop_index("ix_webhook_deliveries_webhook", table_name="webhook_deliveries")

@@ -188,7 +188,7 @@ def serve(
     if banner.exists():
         _print_newcomer_banner(json.loads(banner.read_text()), s)
     if s.chain_backend != "embedded":
-        uvicorn.run(create_app(s), host=s.host, port=s.port, **_SERVICE_LOGS)
+        uvicorn.run(create_app(s), host=s.host, port=s.port, **_SERVICE_LOGS, **_tls(s))
         return
     _serve_with_dev_chain(s)
 
@@ -196,6 +196,13 @@ def serve(
 # uvicorn keeps the JSON configuration (no log_config of its own); the request-id middleware
 # writes one line per request, so uvicorn's plain access log would only repeat it.
 _SERVICE_LOGS: dict[str, Any] = {"log_config": None, "access_log": False}
+
+
+def _tls(s: Settings) -> dict[str, Any]:
+    """HTTPS (and client certificates) when the settings ask for it."""
+    from walletsvc.api.tls import uvicorn_tls_options
+
+    return uvicorn_tls_options(s)
 
 
 def _use_service_logs() -> None:
@@ -218,7 +225,7 @@ def _serve_with_dev_chain(s: Settings) -> None:
             if s.run_worker:
                 runtime.start_background()
             app = create_app(s, runtime=runtime)
-            uvicorn.run(app, host=s.host, port=s.port, **_SERVICE_LOGS)
+            uvicorn.run(app, host=s.host, port=s.port, **_SERVICE_LOGS, **_tls(s))
         finally:
             runtime.close()
 
@@ -227,6 +234,13 @@ def _serve_with_dev_chain(s: Settings) -> None:
 def token_create(
     name: Annotated[str, typer.Option(help="Who uses this token")],
     scope: Annotated[list[str], typer.Option(help="Repeat for each scope")],
+    cert_fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            help="Bind the token to a client certificate: its SHA-256 fingerprint "
+            "(`openssl x509 -noout -fingerprint -sha256 -in client.pem`)"
+        ),
+    ] = None,
 ) -> None:
     """Create an API token; it is printed once and stored only as a hash."""
     from walletsvc.bootstrap.runtime import open_database
@@ -237,12 +251,19 @@ def token_create(
     db = open_database(s)
     try:
         created = create_token(
-            db, load_kek(s.kek_path).row_tagger(), name=name, scopes=scope, actor=CLI_ACTOR
+            db,
+            load_kek(s.kek_path).row_tagger(),
+            name=name,
+            scopes=scope,
+            actor=CLI_ACTOR,
+            cert_fingerprint=cert_fingerprint,
         )
     except DomainError as exc:
         fail(exc.message)
         return
     typer.echo(f"token id: {created.token_id}  scopes: {','.join(created.scopes)}")
+    if created.cert_fingerprint:
+        typer.echo(f"bound to the client certificate with SHA-256 {created.cert_fingerprint}")
     typer.echo(created.secret)
 
 

@@ -255,6 +255,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    # SHA-256 of the client certificate this token must come with (mutual TLS), if bound.
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
     # HMAC tag over id, name, hash, scopes and revocation (walletsvc.db.tags.api_token_message):
     # a token row inserted or widened in the database fails it and is refused. NULL only for
     # rows from before the column (refused too: re-issue them).
