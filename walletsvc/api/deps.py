@@ -9,9 +9,10 @@ from fastapi import Depends, Request
 
 from walletsvc.api.tls import client_certificate_fingerprint
 from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.domain.access import ROLES
 from walletsvc.domain.errors import Forbidden, Unauthenticated
 from walletsvc.governance.sessions import authenticate_session, is_session_token
-from walletsvc.governance.staff import ROLES, StaffPrincipal
+from walletsvc.governance.staff import StaffPrincipal
 from walletsvc.governance.tokens import TokenPrincipal, authenticate_api_token
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,15 +11,18 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from walletsvc.cli.conventions import operator_actor, use_plain_help
 from walletsvc.cli.staff import staff_app
 from walletsvc.cli.webhooks import webhook_app
 from walletsvc.config import Settings
+from walletsvc.domain.access import SCOPES
 from walletsvc.domain.errors import DomainError
 from walletsvc.domain.network import Network
 
 if TYPE_CHECKING:
     from walletsvc.bootstrap.runtime import Runtime
 
+use_plain_help()
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for machine clients.")
 devchain_app = typer.Typer(no_args_is_help=True, help="The embedded regtest chain (dev only).")
@@ -33,7 +35,7 @@ app.add_typer(dev_app, name="dev")
 app.add_typer(staff_app, name="staff")
 app.add_typer(webhook_app, name="webhook")
 
-CLI_ACTOR = "cli:" + (os.environ.get("USER") or "operator")
+CLI_ACTOR = operator_actor()
 
 
 def settings() -> Settings:
@@ -110,6 +112,7 @@ def init(
             policy_file=policy or s.policy_file,
             actor=CLI_ACTOR,
             cold_destination=cold_xpub or cold_descriptor,
+            progress=lambda step: typer.echo(f"… {step}", err=True),
         )
     except DomainError as exc:
         fail(f"init failed: {exc.message}")
@@ -233,7 +236,10 @@ def _serve_with_dev_chain(s: Settings) -> None:
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="Who uses this token")],
-    scope: Annotated[list[str], typer.Option(help="Repeat for each scope")],
+    scope: Annotated[
+        list[str],
+        typer.Option(help=f"Repeat for each scope; one of: {', '.join(sorted(SCOPES))}"),
+    ],
     cert_fingerprint: Annotated[
         str | None,
         typer.Option(
@@ -274,7 +280,10 @@ def token_list() -> None:
 
     db = open_database(settings())
     with db.read() as uow:
-        for t in list_tokens(uow):
+        rows = list_tokens(uow)
+        if not rows:
+            typer.echo("no API tokens (create one with `walletsvc token create`)")
+        for t in rows:
             state = "revoked" if t.revoked_at else "active"
             typer.echo(f"{t.id}  {t.name:20}  {state:8} {','.join(t.scopes)}")
 
@@ -297,7 +306,7 @@ def token_revoke(token_id: str) -> None:
 @app.command("freeze")
 def freeze_command(
     reason: Annotated[str, typer.Option(help="Why: goes into the audit log")],
-    scope: Annotated[str, typer.Option(help="all, withdrawals or deposits")] = "all",
+    scope: Annotated[str, typer.Option(help="One of: all, withdrawals, deposits")] = "all",
     wallet: Annotated[str | None, typer.Option(help="One wallet (default: all)")] = None,
 ) -> None:
     """Freeze now, straight in the database: works when the API is down or overloaded."""

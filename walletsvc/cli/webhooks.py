@@ -6,18 +6,18 @@ The operator registers a URL for an API token (the token may also do it itself t
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
 
+from walletsvc.cli.conventions import operator_actor
 from walletsvc.config import Settings
 from walletsvc.domain.errors import DomainError
 
 webhook_app = typer.Typer(
     no_args_is_help=True, help="Signed webhooks: URLs that receive events, and their deliveries."
 )
-CLI_ACTOR = "cli:" + (os.environ.get("USER") or "operator")
+CLI_ACTOR = operator_actor()
 
 
 def _fail(message: str) -> None:

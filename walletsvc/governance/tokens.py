@@ -10,23 +10,11 @@ from walletsvc.db.database import Database
 from walletsvc.db.models import ApiToken, utcnow
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import api_token_message
+from walletsvc.domain.access import SCOPES
 from walletsvc.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.tls import normalize_fingerprint
 
-SCOPES = frozenset(
-    {
-        "withdrawals:create",
-        "withdrawals:read",
-        "addresses:write",
-        "addresses:read",
-        "allowlist:propose",
-        "freeze",
-        "sweeps:write",
-        "webhooks",
-        "read",
-    }
-)
 TOKEN_PREFIX = "wsvc_"  # noqa: S105  (a public prefix, not a secret)
 
 
