@@ -65,14 +65,19 @@ def test_empty_listings_say_so(cli_env: Runtime) -> None:
 def test_actions_are_audited_under_the_os_user(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("SUDO_USER", raising=False)
     monkeypatch.setenv("LOGNAME", "carol")
     done = run_cli(runtime.settings, "freeze", "--reason", "drill")
     assert done.returncode == 0, done.stderr
+    # Through `sudo -u walletsvc`, the person who ran sudo.
+    monkeypatch.setenv("SUDO_USER", "dave")
+    again = run_cli(runtime.settings, "freeze", "--reason", "second drill")
+    assert again.returncode == 0, again.stderr
     with runtime.db.read() as uow:
         actors = uow.session.scalars(
             select(AuditEvent.actor).where(AuditEvent.action == "freeze.applied")
         ).all()
-    assert actors == ["cli:carol"]
+    assert actors == ["cli:carol", "cli:dave"]
 
 
 def test_init_reports_its_steps(tmp_path: Path) -> None:
@@ -85,3 +90,9 @@ def test_init_reports_its_steps(tmp_path: Path) -> None:
         "… first policy",
         "… wallet pool-hot: seed, keys and first addresses",
     ]
+
+
+def test_worker_refuses_the_embedded_chain(runtime: Runtime) -> None:
+    done = run_cli(runtime.settings, "worker")
+    assert done.returncode == 1
+    assert "lives inside `walletsvc serve`" in done.stderr

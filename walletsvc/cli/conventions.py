@@ -1,8 +1,8 @@
 """What every `walletsvc` command shares: who the operator is, and how help shows values.
 
-Audit actor: CLI actions are recorded under the operator's OS account (`cli:<user>`), from
-``getpass.getuser()`` (LOGNAME, USER, … then the password database), so `sudo -u walletsvc`
-and systemd units without $USER still name someone.
+Audit actor: CLI actions are recorded under the operator's OS account (`cli:<user>`): the
+person behind `sudo -u walletsvc …` (``SUDO_USER``), else ``getpass.getuser()`` (LOGNAME,
+USER, … then the password database), so a shell without $USER still names someone.
 
 Help: typer prints a Python type beside every option (`--reject <bool>`, `--scope
 <list[str]>`), which reads as if flags took values. ``use_plain_help()`` replaces that column:
@@ -21,6 +21,9 @@ import typer.core
 
 
 def operator_actor() -> str:
+    sudo_user = os.environ.get("SUDO_USER")
+    if sudo_user:
+        return f"cli:{sudo_user}"
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (a bare container): name the uid

@@ -196,6 +196,31 @@ def serve(
     _serve_with_dev_chain(s)
 
 
+@app.command()
+def worker() -> None:
+    """Run the background work alone (scanner, signing, broadcast, sweeps, webhooks).
+
+    For a deployment that runs the API with WALLETSVC_RUN_WORKER=false and the worker as a
+    service of its own (docs/deploy/). Stops cleanly on SIGTERM or Ctrl-C.
+    """
+    import signal
+    import threading
+
+    s = settings()
+    if s.chain_backend == "embedded":
+        fail("the embedded development chain lives inside `walletsvc serve`; run serve alone")
+    _use_service_logs()
+    runtime = open_runtime(s)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    runtime.start_background()
+    try:
+        stop.wait()
+    finally:
+        runtime.close()
+
+
 # uvicorn keeps the JSON configuration (no log_config of its own); the request-id middleware
 # writes one line per request, so uvicorn's plain access log would only repeat it.
 _SERVICE_LOGS: dict[str, Any] = {"log_config": None, "access_log": False}
