@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from walletsvc.api.errors import error_responses, install_error_handlers
+from walletsvc.api.examples import install_examples
 from walletsvc.api.rate_limits import RateLimiter, install_rate_limits
 from walletsvc.api.request_ids import install_request_ids
 from walletsvc.api.routes import (
@@ -70,4 +71,5 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for module in (*governance, *incident, webhooks):
         app.include_router(module.router, prefix="/v1", responses=unexpected)
     app.include_router(system.root_router, responses=unexpected)
+    install_examples(app)
     return app

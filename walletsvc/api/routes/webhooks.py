@@ -54,7 +54,12 @@ def list_webhooks(runtime: RuntimeDep, principal: Reader) -> WebhookList:
     return WebhookList.model_validate({"webhooks": views})
 
 
-@router.delete("/webhooks/{webhook_id}", status_code=204, responses=error_responses(404))
+@router.delete(
+    "/webhooks/{webhook_id}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(404, 422),
+)
 def remove_webhook(webhook_id: str, runtime: RuntimeDep, principal: Manager) -> Response:
     service.remove_webhook(runtime.db, webhook_id, _owner(principal))
     return Response(status_code=204)
@@ -74,7 +79,7 @@ def list_deliveries(
 @router.post(
     "/webhooks/{webhook_id}/deliveries/{delivery_id}/replay",
     status_code=202,
-    responses=error_responses(404),
+    responses=error_responses(404, 422),
 )
 def replay_delivery(
     webhook_id: str, delivery_id: str, runtime: RuntimeDep, principal: Manager
