@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from walletsvc.api.errors import error_responses, install_error_handlers
 from walletsvc.api.examples import install_examples
+from walletsvc.api.input_guard import install_input_guard
 from walletsvc.api.rate_limits import RateLimiter, install_rate_limits
 from walletsvc.api.request_ids import install_request_ids
 from walletsvc.api.routes import (
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_input_guard(app)
     # Inside the request-id middleware (installed after it, so outer): a 429 carries the id.
     install_rate_limits(app)
     install_request_ids(app)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import Field, StrictStr
+from pydantic import Field
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
 from walletsvc.api.errors import error_responses
-from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas import Prose, StrictModel, Text
 from walletsvc.api.schemas.governance import ApprovalRequestList, ApprovalRequestView
 from walletsvc.governance import approvals
 from walletsvc.governance.staff import StaffPrincipal
@@ -21,9 +21,9 @@ Approver = Annotated[StaffPrincipal, Depends(require_staff("approver"))]
 
 class DecisionBody(StrictModel):
     decision: Literal["approve", "reject"]
-    digest: StrictStr = Field(description="The content digest the approver reviewed (from GET).")
-    totp: StrictStr
-    comment: StrictStr | None = None
+    digest: Text = Field(description="The content digest the approver reviewed (from GET).")
+    totp: Text
+    comment: Prose | None = None
 
 
 @router.get("/approvals", responses=error_responses(422))
