@@ -17,7 +17,7 @@ from walletsvc.api.app import create_app
 from walletsvc.bootstrap.runtime import Runtime
 
 # Success responses that are not JSON, with the media type they are declared with.
-NOT_JSON = {("get", "/v1/metrics"): "text/plain"}
+NOT_JSON = {("get", "/v1/metrics"): "text/plain", ("get", "/metrics"): "text/plain"}
 ERROR_BODY = "#/components/schemas/ErrorBody"
 # Failures answered with another body: readiness reports which check failed.
 OTHER_ERROR_BODIES = {("get", "/v1/ready", "503"): "#/components/schemas/Readiness"}
@@ -87,6 +87,7 @@ def test_204_responses_have_no_body(document: dict[str, Any]) -> None:
     assert {(m, p) for m, p, _ in no_content} == {
         ("delete", "/v1/sessions/current"),
         ("delete", "/v1/allowlist/{entry_id}"),
+        ("delete", "/v1/webhooks/{webhook_id}"),
     }
     assert all("content" not in response for _, _, response in no_content)
 
@@ -277,3 +278,34 @@ def test_real_responses_match_their_declared_schemas(
     check(client.get("/v1/payout-rounds/nope", headers=token), 404)
     conflict = check(client.post(f"/v1/withdrawals/{created['id']}/cancel", headers=token), 409)
     assert set(conflict["error"]) == {"code", "message", "field"}
+
+
+def test_every_operation_has_an_example_that_matches_its_schema(
+    document: dict[str, Any],
+) -> None:
+    problems = []
+    for method, path, operation in operations(document):
+        label = f"{method.upper()} {path}"
+        bodies = [
+            (status, response.get("content", {}).get("application/json"))
+            for status, response in operation["responses"].items()
+            if status.startswith("2") and status != "204"
+        ]
+        request = operation.get("requestBody", {}).get("content", {}).get("application/json")
+        if request is not None:
+            bodies.append(("request", request))
+        json_bodies = [(status, body) for status, body in bodies if body is not None]
+        if (
+            not json_bodies
+            and (method, path) not in NOT_JSON
+            and "204" not in operation["responses"]
+        ):
+            problems.append(f"{label}: no JSON body to illustrate")
+        for status, body in json_bodies:
+            if "example" not in body:
+                problems.append(f"{label} {status}: no example")
+                continue
+            schema = {**body["schema"], "components": document["components"]}
+            for error in Draft202012Validator(schema).iter_errors(body["example"]):
+                problems.append(f"{label} {status}: {error.message} at {list(error.path)}")
+    assert problems == []

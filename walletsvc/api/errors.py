@@ -173,6 +173,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's own 400: a body it could not decode (not UTF-8, say). Answered as the
+            # invalid JSON it is (422, as a syntax error is), the status the document declares.
+            message = "the request body is not valid JSON (it must be UTF-8 encoded JSON)"
+            return JSONResponse(error_body("invalid_json", message, None), status_code=422)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail), None), status_code=exc.status_code)
 

@@ -28,13 +28,14 @@ from walletsvc.incident.rotation import RotationService
 from walletsvc.incident.shield import Shield
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import load_kek
-from walletsvc.keys.sealing import TotpSealer
+from walletsvc.keys.sealing import TotpSealer, WebhookSecretSealer
 from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.signing import SigningPipeline
 from walletsvc.payouts.worker import PayoutWorker
 from walletsvc.treasury.fee_bumps import FeeBumper
 from walletsvc.treasury.refills import RefillService
 from walletsvc.treasury.sweeps import SweepService
+from walletsvc.webhooks.dispatcher import RetrySchedule, WebhookDispatcher
 
 log = logging.getLogger(__name__)
 _DEPENDENCIES = ("chain", "database")
@@ -61,6 +62,8 @@ class Runtime:
     shield: Shield
     # Watches the mempool for thefts (None: the chain backend offers no mempool feed).
     mempool_watcher: MempoolWatcher | None
+    webhook_secrets: WebhookSecretSealer
+    webhooks: WebhookDispatcher
     # Completed background passes: lets tests wait for "N more passes" instead of sleeping.
     passes: int = 0
     # Failed staff logins per client address and username (this process's memory).
@@ -96,6 +99,7 @@ class Runtime:
         watcher = _mempool_watcher(db, chain, settings)
         if watcher is not None:
             watcher.theft_hooks.append(shield.on_theft)
+        webhook_secrets = kek.webhook_sealer()
         return cls(
             settings=settings,
             tags=tags,
@@ -112,6 +116,8 @@ class Runtime:
             refills=refills,
             shield=shield,
             mempool_watcher=watcher,
+            webhook_secrets=webhook_secrets,
+            webhooks=open_webhook_dispatcher(db, webhook_secrets, settings),
         )
 
     def tick(self) -> None:
@@ -139,6 +145,19 @@ class Runtime:
         self._threads.append(thread)
         if self.mempool_watcher is not None and self.settings.run_mempool_watcher:
             self.mempool_watcher.start(self.settings.mempool_poll_interval_s)
+        # Webhooks on a thread of their own: a slow receiver never delays a payout pass.
+        sender = threading.Thread(target=self._webhook_loop, name="walletsvc-webhooks", daemon=True)
+        sender.start()
+        self._threads.append(sender)
+
+    def _webhook_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.webhooks.run_once()
+            except Exception as exc:
+                # The database is down (the worker loop says so once); try again next time.
+                log.debug("webhook pass failed: %s", type(exc).__name__)
+            self._stop.wait(self.settings.webhook_interval_s)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -187,6 +206,7 @@ class Runtime:
             self.mempool_watcher.stop()
             if isinstance(self.mempool_watcher.source, CoreMempoolSource):
                 self.mempool_watcher.source.close()
+        self.webhooks.close()
         self.chain.close()
         self.db.dispose()
         self.signer.wipe()  # the signer's unlocked keys live until here
@@ -207,6 +227,17 @@ def _mempool_watcher(
     else:
         return None
     return MempoolWatcher(db, source)
+
+
+def open_webhook_dispatcher(
+    db: Database, sealer: WebhookSecretSealer, settings: Settings
+) -> WebhookDispatcher:
+    schedule = RetrySchedule(
+        max_attempts=settings.webhook_max_attempts,
+        base_s=settings.webhook_backoff_base_s,
+        cap_s=settings.webhook_backoff_cap_s,
+    )
+    return WebhookDispatcher(db, sealer, schedule=schedule, timeout_s=settings.webhook_timeout_s)
 
 
 def open_database(settings: Settings) -> Database:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -13,13 +14,14 @@ from typing import Any, NamedTuple, Protocol
 from walletsvc.bootstrap.runtime import Runtime, open_database
 from walletsvc.config import Settings
 from walletsvc.db.migrate import upgrade
+from walletsvc.domain.access import SCOPES
 from walletsvc.domain.address import p2wpkh_script, script_to_address
 from walletsvc.domain.errors import DomainError, InvalidInput
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.governance.policies import active_policy, install_policy
 from walletsvc.governance.staff import create_staff
-from walletsvc.governance.tokens import SCOPES, authenticate_token, create_token
+from walletsvc.governance.tokens import authenticate_token, create_token
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import create_dev_kek, load_kek
@@ -52,9 +54,12 @@ def initialise(
     actor: str,
     cold_destination: str | None = None,
     mnemonic: str | None = None,
+    progress: Callable[[str], None] = lambda _step: None,
 ) -> InitResult:
     """``cold_destination``: an account xpub/zpub or a wpkh/wsh(sortedmulti) descriptor;
-    ``mnemonic``: the wallet's recovery words, to restore it instead of making a new seed."""
+    ``mnemonic``: the wallet's recovery words, to restore it instead of making a new seed.
+    ``progress`` is told each step as it starts (the CLI prints them)."""
+    progress(f"data directory {settings.data_dir}")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     kek_created = False
     if not settings.kek_path.exists():
@@ -66,13 +71,17 @@ def initialise(
         create_dev_kek(settings.kek_path)
         kek_created = True
     kek = load_kek(settings.kek_path)
+    progress("database schema (migrations)")
     upgrade(settings.database_url)
     db = open_database(settings)
     tags = kek.row_tagger()
     try:
+        progress("first policy")
         _install_first_policy(db, tags, policy_file, actor)
         with db.read() as uow:
             exists = uow.wallets.by_name(wallet) is not None
+        if not exists:
+            progress(f"wallet {wallet}: seed, keys and first addresses")
         new = (
             None
             if exists
@@ -85,6 +94,8 @@ def initialise(
                 mnemonic=mnemonic,
             )
         )
+        if cold_destination:
+            progress("cold destination")
         cold = _set_cold(db, tags, wallet, cold_destination, actor) if cold_destination else None
     finally:
         db.dispose()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,8 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from walletsvc.cli.conventions import operator_actor, use_plain_help
 from walletsvc.cli.staff import staff_app
+from walletsvc.cli.webhooks import webhook_app
 from walletsvc.config import Settings
+from walletsvc.domain.access import SCOPES
 from walletsvc.domain.errors import DomainError
 from walletsvc.domain.network import Network
 
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from walletsvc.bootstrap.runtime import Runtime
     from walletsvc.domain.ports import ChainBackend
 
+use_plain_help()
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for machine clients.")
 devchain_app = typer.Typer(no_args_is_help=True, help="The embedded regtest chain (dev only).")
@@ -31,8 +34,9 @@ app.add_typer(devchain_app, name="devchain")
 app.add_typer(audit_app, name="audit")
 app.add_typer(dev_app, name="dev")
 app.add_typer(staff_app, name="staff")
+app.add_typer(webhook_app, name="webhook")
 
-CLI_ACTOR = "cli:" + (os.environ.get("USER") or "operator")
+CLI_ACTOR = operator_actor()
 
 
 def settings() -> Settings:
@@ -109,6 +113,7 @@ def init(
             policy_file=policy or s.policy_file,
             actor=CLI_ACTOR,
             cold_destination=cold_xpub or cold_descriptor,
+            progress=lambda step: typer.echo(f"… {step}", err=True),
         )
     except DomainError as exc:
         fail(f"init failed: {exc.message}")
@@ -187,14 +192,46 @@ def serve(
     if banner.exists():
         _print_newcomer_banner(json.loads(banner.read_text()), s)
     if s.chain_backend != "embedded":
-        uvicorn.run(create_app(s), host=s.host, port=s.port, **_SERVICE_LOGS)
+        uvicorn.run(create_app(s), host=s.host, port=s.port, **_SERVICE_LOGS, **_tls(s))
         return
     _serve_with_dev_chain(s)
+
+
+@app.command()
+def worker() -> None:
+    """Run the background work alone (scanner, signing, broadcast, sweeps, webhooks).
+
+    For a deployment that runs the API with WALLETSVC_RUN_WORKER=false and the worker as a
+    service of its own (docs/deploy/). Stops cleanly on SIGTERM or Ctrl-C.
+    """
+    import signal
+    import threading
+
+    s = settings()
+    if s.chain_backend == "embedded":
+        fail("the embedded development chain lives inside `walletsvc serve`; run serve alone")
+    _use_service_logs()
+    runtime = open_runtime(s)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    runtime.start_background()
+    try:
+        stop.wait()
+    finally:
+        runtime.close()
 
 
 # uvicorn keeps the JSON configuration (no log_config of its own); the request-id middleware
 # writes one line per request, so uvicorn's plain access log would only repeat it.
 _SERVICE_LOGS: dict[str, Any] = {"log_config": None, "access_log": False}
+
+
+def _tls(s: Settings) -> dict[str, Any]:
+    """HTTPS (and client certificates) when the settings ask for it."""
+    from walletsvc.api.tls import uvicorn_tls_options
+
+    return uvicorn_tls_options(s)
 
 
 def _use_service_logs() -> None:
@@ -217,7 +254,7 @@ def _serve_with_dev_chain(s: Settings) -> None:
             if s.run_worker:
                 runtime.start_background()
             app = create_app(s, runtime=runtime)
-            uvicorn.run(app, host=s.host, port=s.port, **_SERVICE_LOGS)
+            uvicorn.run(app, host=s.host, port=s.port, **_SERVICE_LOGS, **_tls(s))
         finally:
             runtime.close()
 
@@ -225,7 +262,17 @@ def _serve_with_dev_chain(s: Settings) -> None:
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="Who uses this token")],
-    scope: Annotated[list[str], typer.Option(help="Repeat for each scope")],
+    scope: Annotated[
+        list[str],
+        typer.Option(help=f"Repeat for each scope; one of: {', '.join(sorted(SCOPES))}"),
+    ],
+    cert_fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            help="Bind the token to a client certificate: its SHA-256 fingerprint "
+            "(`openssl x509 -noout -fingerprint -sha256 -in client.pem`)"
+        ),
+    ] = None,
 ) -> None:
     """Create an API token; it is printed once and stored only as a hash."""
     from walletsvc.bootstrap.runtime import open_database
@@ -236,12 +283,19 @@ def token_create(
     db = open_database(s)
     try:
         created = create_token(
-            db, load_kek(s.kek_path).row_tagger(), name=name, scopes=scope, actor=CLI_ACTOR
+            db,
+            load_kek(s.kek_path).row_tagger(),
+            name=name,
+            scopes=scope,
+            actor=CLI_ACTOR,
+            cert_fingerprint=cert_fingerprint,
         )
     except DomainError as exc:
         fail(exc.message)
         return
     typer.echo(f"token id: {created.token_id}  scopes: {','.join(created.scopes)}")
+    if created.cert_fingerprint:
+        typer.echo(f"bound to the client certificate with SHA-256 {created.cert_fingerprint}")
     typer.echo(created.secret)
 
 
@@ -252,7 +306,10 @@ def token_list() -> None:
 
     db = open_database(settings())
     with db.read() as uow:
-        for t in list_tokens(uow):
+        rows = list_tokens(uow)
+        if not rows:
+            typer.echo("no API tokens (create one with `walletsvc token create`)")
+        for t in rows:
             state = "revoked" if t.revoked_at else "active"
             typer.echo(f"{t.id}  {t.name:20}  {state:8} {','.join(t.scopes)}")
 
@@ -275,7 +332,7 @@ def token_revoke(token_id: str) -> None:
 @app.command("freeze")
 def freeze_command(
     reason: Annotated[str, typer.Option(help="Why: goes into the audit log")],
-    scope: Annotated[str, typer.Option(help="all, withdrawals or deposits")] = "all",
+    scope: Annotated[str, typer.Option(help="One of: all, withdrawals, deposits")] = "all",
     wallet: Annotated[str | None, typer.Option(help="One wallet (default: all)")] = None,
 ) -> None:
     """Freeze now, straight in the database: works when the API is down or overloaded."""

@@ -8,19 +8,20 @@ ciphertext. Groups must be groups of the policy in force (a typo is refused).
 from __future__ import annotations
 
 import io
-import os
 import sys
 from typing import Annotated
 
 import typer
 
+from walletsvc.cli.conventions import operator_actor
 from walletsvc.config import Settings
+from walletsvc.domain.access import ROLES
 from walletsvc.domain.errors import DomainError
 
 staff_app = typer.Typer(
     no_args_is_help=True, help="Treasury staff (approvers, operators, auditors)."
 )
-CLI_ACTOR = "cli:" + (os.environ.get("USER") or "operator")
+CLI_ACTOR = operator_actor()
 
 
 def _fail(message: str) -> None:
@@ -39,9 +40,13 @@ def _read_password(from_stdin: bool) -> str:
 @staff_app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="Username (lower case)")],
-    role: Annotated[str, typer.Option(help="approver | operator | auditor")],
+    role: Annotated[str, typer.Option(help=f"One of: {', '.join(ROLES)}")],
     group: Annotated[
-        list[str] | None, typer.Option(help="Approval group; repeat for several")
+        list[str] | None,
+        typer.Option(
+            help="Approval group (approvers); repeat for several. The groups are those the "
+            "active policy names in its approval tiers (`GET /v1/policy`), e.g. treasury"
+        ),
     ] = None,
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from stdin")
@@ -92,7 +97,10 @@ def list_() -> None:
 
     db = open_database(Settings())
     with db.read() as uow:
-        for row in list_staff(uow):
+        rows = list_staff(uow)
+        if not rows:
+            typer.echo("no staff yet (add one with `walletsvc staff add`)")
+        for row in rows:
             state = "disabled" if row.disabled_at else "active"
             typer.echo(f"{row.username:24} {row.role:9} {state:8} {','.join(row.groups)}")
 

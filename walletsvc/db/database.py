@@ -32,6 +32,12 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from walletsvc.keys.integrity import canonical_json, encode_message
 
 from .models import AuditEvent, AuditHead, utcnow
+from .outbox import (
+    EVENT_TYPES,
+    PUBLISHED_AUDIT_ACTIONS,
+    capture_withdrawal_status_changes,
+    outbox_event,
+)
 from .repositories import ReadUnitOfWork
 
 GENESIS_HASH = "0" * 64
@@ -111,6 +117,7 @@ class UnitOfWork(ReadUnitOfWork):
         self._audit_key = audit_key
         self._head: AuditHead | None = None
         self._head_checked = False
+        capture_withdrawal_status_changes(session)
 
     def lock(self) -> None:
         head = self.session.execute(
@@ -182,6 +189,10 @@ class UnitOfWork(ReadUnitOfWork):
         head.last_seq = ev.seq
         head.last_hash = ev.hash
         head.mac = audit_head_tag(self._audit_key, ev.seq, ev.hash)
+        if action in PUBLISHED_AUDIT_ACTIONS:
+            self.emit(
+                action, {"subject_type": subject_type, "subject_id": subject_id, "data": ev.data}
+            )
         return ev
 
     def audit_many(
@@ -222,6 +233,25 @@ class UnitOfWork(ReadUnitOfWork):
         self.session.execute(insert(AuditEvent), rows)
         head.last_seq, head.last_hash = seq, prev_hash
         head.mac = audit_head_tag(self._audit_key, seq, prev_hash)
+        if action in PUBLISHED_AUDIT_ACTIONS:
+            for row in rows:
+                self.emit(
+                    action,
+                    {
+                        "subject_type": subject_type,
+                        "subject_id": row["subject_id"],
+                        "data": row["data"],
+                    },
+                )
+
+    def emit(self, event_type: str, payload: dict[str, Any]) -> None:
+        """Publish an event to webhooks, committed (or not) with this transaction.
+
+        Delivery happens later, by the dispatcher (walletsvc.webhooks.dispatcher): this never
+        waits on a receiver. ``payload`` must be JSON and hold no secrets."""
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"unknown webhook event type {event_type!r} (walletsvc.db.outbox)")
+        self.session.add(outbox_event(event_type, json.loads(json.dumps(payload, default=str))))
 
 
 class Database:

@@ -211,6 +211,8 @@ class Withdrawal(Base):
     __table_args__ = (
         Index("ix_withdrawals_wallet_created", "wallet_id", "created_at"),
         Index("ix_withdrawals_status_created", "status", "created_at"),
+        # The payout engine looks its payouts up by its own reference (`?reference=`).
+        Index("ix_withdrawals_reference", "reference"),
         # The velocity rules' SUMs (walletsvc.payouts.intake): one range scan per scope, and
         # covering (status, amount) so the rows themselves are not read.
         Index("ix_withdrawals_velocity_wallet", "wallet_id", "created_at", "status", "amount_sat"),
@@ -253,7 +255,8 @@ class Withdrawal(Base):
     fee_share_sat: Mapped[int | None] = mapped_column(BigInteger, default=None)
     failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Indexed for polling (`GET /v1/withdrawals?updated_since=`); bumped on every UPDATE.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
     # Set when the payout came in a payout round: the round and its position in the request.
     round_id: Mapped[str | None] = mapped_column(ForeignKey("payout_rounds.id"), default=None)
     round_index: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -282,6 +285,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    # SHA-256 of the client certificate this token must come with (mutual TLS), if bound.
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
     # HMAC tag over id, name, hash, scopes and revocation (walletsvc.db.tags.api_token_message):
     # a token row inserted or widened in the database fails it and is refused. NULL only for
     # rows from before the column (refused too: re-issue them).

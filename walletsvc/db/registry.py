@@ -10,6 +10,7 @@ from walletsvc.db import (
     models_risk,  # noqa: F401
     models_staff_auth,  # noqa: F401
     models_treasury,  # noqa: F401
+    models_webhooks,  # noqa: F401
 )
 from walletsvc.db.models import Base
 

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import ColumnElement
 
 from walletsvc.domain.withdrawal import WithdrawalStatus
-from walletsvc.keys.integrity import encode_message
+from walletsvc.keys.integrity import Field, encode_message
 
 from .models import ApiToken, PolicyVersion, Withdrawal
 from .models_governance import AllowlistEntryRow, ApprovalDecision, ApprovalRequest, Staff
@@ -37,9 +37,12 @@ def staff_message(row: Staff) -> bytes:
 def api_token_message(row: ApiToken) -> bytes:
     """Which secret (by hash) grants which scopes, and whether it is revoked."""
     scopes = tuple(sorted(str(s) for s in row.scopes))
-    return encode_message(
-        "api-token", row.id, row.name, row.token_hash, scopes, row.revoked_at is not None
-    )
+    fields: list[Field] = [row.id, row.name, row.token_hash, scopes, row.revoked_at is not None]
+    # The certificate binding joins the message only when set, so tags made before the
+    # column existed stay valid; clearing a binding in SQL changes the message and fails.
+    if row.cert_fingerprint is not None:
+        fields.append(row.cert_fingerprint)
+    return encode_message("api-token", *fields)
 
 
 def policy_message(row: PolicyVersion) -> bytes:

@@ -22,6 +22,7 @@ from walletsvc.db.models import utcnow
 from walletsvc.db.models_governance import Staff
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import staff_message
+from walletsvc.domain.access import ROLES
 from walletsvc.domain.errors import (
     AccountLocked,
     Conflict,
@@ -37,7 +38,6 @@ from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.sealing import TotpSealer
 from walletsvc.policy.document import GOVERNED_ACTIONS, PolicyDocument
 
-ROLES = ("approver", "operator", "auditor")
 TOTP_PERIOD_S = 30
 TOTP_DIGITS = 6
 ISSUER = "walletsvc"

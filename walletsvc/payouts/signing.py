@@ -10,6 +10,7 @@ bytes to re-broadcast.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from walletsvc.config import Settings
@@ -36,6 +37,7 @@ from walletsvc.domain.withdrawal import WithdrawalStatus, transition
 from walletsvc.governance.policies import IntegrityFailure
 from walletsvc.keys.keystore import EncryptedSeed
 from walletsvc.keys.signer import HotSigner
+from walletsvc.metrics import SIGNER_REFUSALS, SIGNER_SECONDS
 from walletsvc.wallets.freezes import withdrawals_freeze
 
 log = logging.getLogger(__name__)
@@ -165,15 +167,21 @@ class SigningPipeline:
         in the same transaction. ``max_fee_sat`` replaces the configured fee cap for this one
         transaction (the theft shield's budget, from the policy).
         """
-        signed = self.signer.sign(
-            wallet=wallet.name,
-            network=Network(wallet.network),
-            seeds=seeds_for(uow, wallet, plan),
-            plan=plan,
-            approved=approved,
-            sweep_scripts=sweep_scripts,
-            max_fee_sat=self.settings.max_fee_sat if max_fee_sat is None else max_fee_sat,
-        )
+        started = time.perf_counter()
+        try:
+            signed = self.signer.sign(
+                wallet=wallet.name,
+                network=Network(wallet.network),
+                seeds=seeds_for(uow, wallet, plan),
+                plan=plan,
+                approved=approved,
+                sweep_scripts=sweep_scripts,
+                max_fee_sat=self.settings.max_fee_sat if max_fee_sat is None else max_fee_sat,
+            )
+        except DomainError as exc:
+            SIGNER_REFUSALS.labels(kind, exc.code).inc()
+            raise
+        SIGNER_SECONDS.labels(kind).observe(time.perf_counter() - started)
         tx = ChainTransaction(
             wallet_id=wallet.id,
             kind=kind,

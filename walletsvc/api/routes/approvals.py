@@ -6,12 +6,12 @@ import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import Field, StrictStr
+from pydantic import Field
 
 from walletsvc.api.console.security import relying_party
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
 from walletsvc.api.errors import error_responses
-from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas import Prose, StrictModel, Text
 from walletsvc.api.schemas.governance import ApprovalRequestList, ApprovalRequestView
 from walletsvc.governance import approvals
 from walletsvc.governance.staff import StaffPrincipal
@@ -23,14 +23,14 @@ Approver = Annotated[StaffPrincipal, Depends(require_staff("approver"))]
 
 class DecisionBody(StrictModel):
     decision: Literal["approve", "reject"]
-    digest: StrictStr = Field(description="The content digest the approver reviewed (from GET).")
-    totp: StrictStr | None = Field(default=None, description="A fresh TOTP code; or `passkey`.")
+    digest: Text = Field(description="The content digest the approver reviewed (from GET).")
+    totp: Text | None = Field(default=None, description="A fresh TOTP code; or `passkey`.")
     passkey: dict[str, Any] | None = Field(
         default=None,
         description="In place of `totp`: the WebAuthn assertion (PublicKeyCredential JSON) of"
         " a registered passkey over SHA-256('walletsvc-approval-v1' 0 decision 0 digest).",
     )
-    comment: StrictStr | None = None
+    comment: Prose | None = None
 
 
 @router.get("/approvals", responses=error_responses(422))

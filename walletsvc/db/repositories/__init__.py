@@ -50,6 +50,11 @@ from walletsvc.db.repositories.wallets import (
     KeyEpochRepository,
     WalletRepository,
 )
+from walletsvc.db.repositories.webhooks import (
+    OutboxEventRepository,
+    WebhookDeliveryRepository,
+    WebhookRepository,
+)
 from walletsvc.db.repositories.withdrawals import (
     IdempotencyKeyRepository,
     WithdrawalRepository,
@@ -95,3 +100,6 @@ class ReadUnitOfWork:
         self.shield_incidents = ShieldIncidentRepository(session)
         self.shield_rounds = ShieldRoundRepository(session)
         self.audit_events = AuditEventRepository(session)
+        self.webhooks = WebhookRepository(session)
+        self.outbox = OutboxEventRepository(session)
+        self.webhook_deliveries = WebhookDeliveryRepository(session)
