@@ -11,15 +11,19 @@ from __future__ import annotations
 from walletsvc.governance.allowlist import AllowlistApprovals
 from walletsvc.governance.approvals import ApprovalKind, register_kind
 from walletsvc.governance.policy_changes import PolicyChangeApprovals
+from walletsvc.governance.totp_resets import TotpResetApprovals
 from walletsvc.incident.rotation import KeyRotationApprovals
 from walletsvc.incident.unfreeze import UnfreezeApprovals
-from walletsvc.keys.sealing import SeedVault
+from walletsvc.keys.sealing import SeedVault, TotpSealer
 from walletsvc.payouts.intake import WithdrawalApprovals
 from walletsvc.treasury.cold import ColdDestinationApprovals
 
 
-def approval_kinds(vault: SeedVault) -> tuple[ApprovalKind, ...]:
-    """Every kind; ``vault`` makes the new seed when a key rotation reaches its quorum."""
+def approval_kinds(
+    vault: SeedVault, totp_secrets: TotpSealer | None = None
+) -> tuple[ApprovalKind, ...]:
+    """Every kind; ``vault`` makes the new seed when a key rotation reaches its quorum,
+    ``totp_secrets`` seals the new secret when an authenticator reset reaches its quorum."""
     return (
         WithdrawalApprovals(),
         AllowlistApprovals(),
@@ -27,10 +31,11 @@ def approval_kinds(vault: SeedVault) -> tuple[ApprovalKind, ...]:
         UnfreezeApprovals(),
         KeyRotationApprovals(vault),
         ColdDestinationApprovals(),
+        TotpResetApprovals(totp_secrets),
     )
 
 
-def register_approval_kinds(vault: SeedVault) -> None:
+def register_approval_kinds(vault: SeedVault, totp_secrets: TotpSealer | None = None) -> None:
     """Idempotent: registering the same kinds again replaces them with equal handlers."""
-    for kind in approval_kinds(vault):
+    for kind in approval_kinds(vault, totp_secrets):
         register_kind(kind)

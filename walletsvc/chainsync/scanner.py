@@ -1,5 +1,9 @@
 """Follows the chain tip and keeps our view of coins, confirmations and spends true.
 
+Cold storage is watched too (watch-only, from the cold destinations' public descriptors):
+outputs paying a cold address become ``cold_utxos`` (the cold balance, and what a refill can
+spend), and a refill's transaction confirming marks the refill confirmed.
+
 Reorganisations: each scanned block's hash is stored; on every pass we walk back from our
 highest scanned block until our hash matches the backend's at that height (the fork point),
 undo everything above it in one transaction, then scan forward again.
@@ -23,9 +27,11 @@ from walletsvc.db.models import (
     new_id,
     utcnow,
 )
+from walletsvc.db.models_treasury import ColdUtxo
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.withdrawal import WithdrawalStatus
+from walletsvc.treasury.cold import WatchedColdAddress, watched_cold_scripts
 from walletsvc.wallets.service import LOOKAHEAD, ensure_derived
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,10 @@ class ScanReport:
 # transactions that are not ours as (spending txid, coin), the txids of our own transactions
 # in the block): the risk monitor's chain watcher (walletsvc.incident.risk).
 BlockWatcher = Callable[[UnitOfWork, int, list[tuple[str, Utxo]], list[str]], None]
+# Called inside a reorganisation's write transaction with the fork height, after our records
+# above it were undone: what a watcher concluded from those blocks must be undone too (the
+# theft shield's saved/lost outcomes).
+RollbackWatcher = Callable[[UnitOfWork, int], None]
 
 
 class Scanner:
@@ -51,6 +61,7 @@ class Scanner:
         self.chain = chain
         self.start_height = start_height
         self.block_watchers: list[BlockWatcher] = []
+        self.rollback_watchers: list[RollbackWatcher] = []
 
     def sync(self, *, max_blocks: int = 2_000) -> ScanReport:
         tip = self.chain.tip()
@@ -63,12 +74,16 @@ class Scanner:
             last = uow.scanned_blocks.highest()
         height = self.start_height if last is None else last + 1
         scanned = 0
+        # Cold storage's watched scripts: derived from the cold destinations' descriptors,
+        # once per pass (our own addresses are looked up per block, by script).
+        with self.db.read() as uow:
+            cold = watched_cold_scripts(uow)
         while height <= tip.height and scanned < max_blocks:
             block_hash = self.chain.block_hash(height)
             if block_hash is None:
                 break
             raw = self.chain.block_bytes(block_hash)
-            if not self._scan_block(height, block_hash, raw):
+            if not self._scan_block(height, block_hash, raw, cold):
                 break  # the tip moved under us (a reorg mid-scan): the next pass handles it
             height += 1
             scanned += 1
@@ -100,6 +115,9 @@ class Scanner:
             # them if their transaction made it into the new branch.
             uow.utxos.unconfirm_above(fork_height)
             uow.utxos.unspend_above(fork_height)
+            uow.cold_utxos.delete_coinbase_above(fork_height)
+            uow.cold_utxos.unconfirm_above(fork_height)
+            uow.cold_utxos.unspend_above(fork_height)
             reverted = uow.transactions.confirmed_above(fork_height)
             for tx in reverted:
                 tx.status = "broadcast"
@@ -113,6 +131,8 @@ class Scanner:
                     now=utcnow(),
                 )
             uow.scanned_blocks.delete_above(fork_height)
+            for watcher in self.rollback_watchers:
+                watcher(uow, fork_height)
             uow.audit(
                 ACTOR,
                 "chain.reorg",
@@ -126,7 +146,9 @@ class Scanner:
             )
             log.warning("reorganisation: rolled back to height %d", fork_height)
 
-    def _scan_block(self, height: int, block_hash: str, raw: bytes) -> bool:
+    def _scan_block(
+        self, height: int, block_hash: str, raw: bytes, cold: dict[str, WatchedColdAddress]
+    ) -> bool:
         # Outside the lock: decoding the block, its txids and every output's script.
         block = CBlock.deserialize(raw)
         txids = [b2lx(tx.GetTxid()) for tx in block.vtx]
@@ -145,24 +167,33 @@ class Scanner:
             own_txids = _own_transactions_among(uow, txids)
             paid = _BlockPayments(uow, [o.script_hex for o in outputs])
             known = uow.utxos.of_txids(txids)
+            cold_coins = _cold_coins_spent_in(uow, block.vtx[1:])
             foreign: list[tuple[str, Utxo]] = []
             by_position: dict[int, list[_Output]] = {}
             for output in outputs:
                 by_position.setdefault(output.position, []).append(output)
             for position, (tx, txid) in enumerate(zip(block.vtx, txids, strict=True)):
                 for txin in tx.vin if position > 0 else ():
-                    coin = our_coins.get((b2lx(txin.prevout.hash), txin.prevout.n))
+                    outpoint = (b2lx(txin.prevout.hash), txin.prevout.n)
+                    coin = our_coins.get(outpoint)
                     if coin is not None:
                         coin.spent_by_txid = txid
                         coin.spent_height = height
                         if txid not in own_txids:
                             foreign.append((txid, coin))  # we never signed this spend
+                    cold_coin = cold_coins.get(outpoint)
+                    if cold_coin is not None:
+                        cold_coin.spent_by_txid = txid
+                        cold_coin.spent_height = height
                 for output in by_position.get(position, []):
                     self._record_output(uow, output, height, block_hash, paid, known)
+                    if output.script_hex in cold:
+                        _record_cold_output(uow, output, height, block_hash, cold)
                 if txid in own_txids:
                     paid.insert_new_coins()  # what confirming our transaction may look at
                     self._confirm_own(uow, txid, height, block_hash)
             paid.insert_new_coins()
+            _confirm_refills(uow, txids, height)
             uow.scanned_blocks.add(ScannedBlock(height=height, hash=block_hash))
             for watcher in self.block_watchers:
                 watcher(uow, height, foreign, sorted(own_txids))
@@ -269,6 +300,57 @@ def _coins_spent_in(uow: ReadUnitOfWork, txs: Sequence[Any]) -> dict[tuple[str, 
     """Our unspent coins that some input of ``txs`` spends, by outpoint."""
     prevout_txids = sorted({b2lx(txin.prevout.hash) for tx in txs for txin in tx.vin})
     return {(coin.txid, coin.vout): coin for coin in uow.utxos.unspent_of_txids(prevout_txids)}
+
+
+def _confirm_refills(uow: UnitOfWork, txids: list[str], height: int) -> None:
+    """Refills from cold whose transaction is in this block."""
+    for refill in uow.refills.by_txids(txids):
+        if refill.status in ("signed", "broadcast"):
+            refill.status = "confirmed"
+            details = {"txid": refill.txid, "height": height}
+            uow.audit(ACTOR, "refill.confirmed", "refill", refill.id, details)
+
+
+def _cold_coins_spent_in(
+    uow: ReadUnitOfWork, txs: Sequence[Any]
+) -> dict[tuple[str, int], ColdUtxo]:
+    prevout_txids = sorted({b2lx(txin.prevout.hash) for tx in txs for txin in tx.vin})
+    coins = uow.cold_utxos.unspent_of_txids(prevout_txids)
+    return {(coin.txid, coin.vout): coin for coin in coins}
+
+
+def _record_cold_output(
+    uow: UnitOfWork,
+    output: _Output,
+    height: int,
+    block_hash: str,
+    cold: dict[str, WatchedColdAddress],
+) -> None:
+    """An output paying a cold address: the cold balance (watch-only, no key involved)."""
+    watched = cold[output.script_hex]
+    existing = uow.cold_utxos.by_outpoint(output.txid, output.vout)
+    if existing is not None:
+        existing.block_height, existing.block_hash = height, block_hash
+        return
+    destination = uow.cold_destinations.get(watched.destination_id)
+    if destination is not None and destination.next_index <= watched.index:
+        # Paid straight to cold storage: the next sweep or refill change takes a later
+        # address, so no cold address is paid twice by us.
+        destination.next_index = watched.index + 1
+    uow.cold_utxos.add(
+        ColdUtxo(
+            wallet_id=watched.wallet_id,
+            cold_destination_id=watched.destination_id,
+            cold_index=watched.index,
+            txid=output.txid,
+            vout=output.vout,
+            amount_sat=output.amount_sat,
+            script_pubkey=output.script_hex,
+            is_coinbase=output.position == 0,
+            block_height=height,
+            block_hash=block_hash,
+        )
+    )
 
 
 def _own_transactions_among(uow: ReadUnitOfWork, txids: list[str]) -> set[str]:

@@ -53,6 +53,12 @@ from .locks import (
     wallet_lock,
 )
 from .models import AuditEvent, AuditHead, PendingAuditEvent, utcnow
+from .outbox import (
+    EVENT_TYPES,
+    PUBLISHED_AUDIT_ACTIONS,
+    capture_withdrawal_status_changes,
+    outbox_event,
+)
 from .repositories import ReadUnitOfWork
 
 GENESIS_HASH = "0" * 64
@@ -93,6 +99,11 @@ class AuditRecord:
     subject_type: str
     subject_id: str | None
     data: dict[str, Any] = field(default_factory=dict)
+
+
+# The audit action of every integrity finding at use, and the subject type of a broken head.
+INTEGRITY_FAILURE = "integrity.failure"
+AUDIT_HEAD_SUBJECT = "audit_head"
 
 
 def audit_digest(key: bytes, prev_hash: str, event_fields: dict[str, Any]) -> str:
@@ -168,6 +179,7 @@ class UnitOfWork(ReadUnitOfWork):
         self._freeze_gate_held = freeze_gate_held
         self.recorded_events = 0
         self._unchained: list[dict[str, Any]] = []
+        capture_withdrawal_status_changes(session)
 
     def hold_freeze_gate(self, *, exclusive: bool = False) -> None:
         """Hold the freeze gate until commit before reading or writing freezes.
@@ -192,17 +204,47 @@ class UnitOfWork(ReadUnitOfWork):
     ) -> None:
         """Record an event of this transaction; it is chained when the transaction ends,
         committed with it or not at all."""
-        self.recorded_events += 1
-        self._unchained.append(
-            {
+        self.audit_many(actor, action, subject_type, [(subject_id, data or {})])
+
+    def audit_many(
+        self,
+        actor: str,
+        action: str,
+        subject_type: str,
+        events: Sequence[tuple[str | None, dict[str, Any]]],
+    ) -> None:
+        """Record one event per (subject_id, data), in order, as ``audit`` would for each.
+
+        They join this transaction's other events and are chained with them at its end, in
+        the one multi-row insert (a payout round's thousands of events build no ORM object
+        each); ``audit verify`` cannot tell them from single ``audit`` calls. A published
+        action also goes to the webhook outbox, as with ``audit``.
+        """
+        for subject_id, data in events:
+            row = {
                 "created_at": utcnow(),
                 "actor": actor,
                 "action": action,
                 "subject_type": subject_type,
                 "subject_id": subject_id,
-                "data": json.loads(json.dumps(data or {}, default=str)),
+                "data": json.loads(json.dumps(data, default=str)),
             }
-        )
+            self._unchained.append(row)
+            self.recorded_events += 1
+            if action in PUBLISHED_AUDIT_ACTIONS:
+                self.emit(
+                    action,
+                    {"subject_type": subject_type, "subject_id": subject_id, "data": row["data"]},
+                )
+
+    def emit(self, event_type: str, payload: dict[str, Any]) -> None:
+        """Publish an event to webhooks, committed (or not) with this transaction.
+
+        Delivery happens later, by the dispatcher (walletsvc.webhooks.dispatcher): this never
+        waits on a receiver. ``payload`` must be JSON and hold no secrets."""
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"unknown webhook event type {event_type!r} (walletsvc.db.outbox)")
+        self.session.add(outbox_event(event_type, json.loads(json.dumps(payload, default=str))))
 
     def finish(self) -> bool:
         """Just before commit: chain this transaction's events. True if (on PostgreSQL) they
@@ -233,9 +275,45 @@ class UnitOfWork(ReadUnitOfWork):
         return False
 
 
+def head_integrity_finding(session: Session, key: bytes, head: AuditHead) -> dict[str, Any] | None:
+    """Refuse to launder a truncated tail: the event recording a broken head, or None.
+
+    Appending re-tags the head, so a head whose tag fails (the last events deleted and the
+    head pointed at the new last one) would verify again after the next append. The finding
+    goes into the chain first, where ``audit verify`` keeps reporting it and the risk monitor
+    freezes on it. Checked wherever events are chained (a writer's own chaining and the
+    appender's), once per chaining transaction: one tag and one lookup by primary key.
+    """
+    if not head.last_seq:
+        return None
+    reason = None
+    if not hmac.compare_digest(head.mac or "", audit_head_tag(key, head.last_seq, head.last_hash)):
+        reason = (
+            "the audit head fails its integrity tag (the last events removed, the head rewritten?)"
+        )
+    else:
+        last = session.get(AuditEvent, head.last_seq)
+        if last is None or last.hash != head.last_hash:
+            reason = "the audit head does not match the last event (events removed?)"
+    if reason is None:
+        return None
+    return {
+        "created_at": utcnow(),
+        "actor": "system",
+        "action": INTEGRITY_FAILURE,
+        "subject_type": AUDIT_HEAD_SUBJECT,
+        "subject_id": None,
+        "data": {"reason": reason, "head_seq": head.last_seq},
+    }
+
+
 def chain_rows(session: Session, key: bytes, head: AuditHead, rows: list[dict[str, Any]]) -> None:
     """Give each event (oldest first) the next sequence number and its hash, insert them in
-    one statement, and move the head (which the caller holds)."""
+    one statement, and move the head (which the caller holds). A broken head is recorded
+    first (``head_integrity_finding``)."""
+    finding = head_integrity_finding(session, key, head)
+    if finding is not None:
+        rows = [finding, *rows]
     chained = []
     seq, prev_hash = head.last_seq, head.last_hash
     for row in rows:

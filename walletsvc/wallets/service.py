@@ -11,7 +11,7 @@ from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.network import Network
 from walletsvc.domain.transaction import CHANGE_CHAIN, RECEIVE_CHAIN, KeyPath
 from walletsvc.keys.hd import AccountXpub
-from walletsvc.keys.keystore import MnemonicBackup, generate_seed
+from walletsvc.keys.keystore import MnemonicBackup, generate_seed, import_mnemonic
 from walletsvc.keys.sealing import SeedVault
 
 # BIP44's gap limit: the scanner watches this many unused addresses past the last used one, so
@@ -43,11 +43,23 @@ def current_epoch(uow: ReadUnitOfWork, wallet: Wallet) -> KeyEpoch:
 
 
 def create_wallet(
-    db: Database, vault: SeedVault, *, name: str, network: Network, actor: str
+    db: Database,
+    vault: SeedVault,
+    *,
+    name: str,
+    network: Network,
+    actor: str,
+    mnemonic: str | None = None,
 ) -> NewWallet:
+    """A new wallet with a fresh seed, or, with ``mnemonic``, the seed of those recovery words
+    (a restore: the same keys and addresses as the wallet they were written down for)."""
     if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
         raise InvalidInput("wallet names are 1-64 letters, digits, '-' or '_'", field="name")
-    seed = generate_seed(vault, wallet=name, epoch=1, network=network)
+    seed = (
+        import_mnemonic(vault, mnemonic, wallet=name, epoch=1, network=network)
+        if mnemonic is not None
+        else generate_seed(vault, wallet=name, epoch=1, network=network)
+    )
     with db.write() as uow:
         if uow.wallets.by_name(name) is not None:
             raise Conflict(f"wallet {name!r} exists already", field="name")

@@ -19,7 +19,7 @@ from walletsvc.api.deps import (
     require_access,
 )
 from walletsvc.api.errors import error_responses
-from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas import Prose, StrictModel, Text
 from walletsvc.api.schemas.incident import FreezeState, FreezeView
 from walletsvc.domain.errors import InvalidInput
 from walletsvc.incident.freeze import freeze, freeze_overview, show_freeze
@@ -31,11 +31,11 @@ Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL
 
 
 class FreezeRequest(StrictModel):
-    reason: str
+    reason: Prose
     # "wallet" (the contract's name for "everything of one wallet") is the same as "all"
     # with a wallet given.
     scope: Literal["all", "withdrawals", "deposits", "wallet"] = "all"
-    wallet: str | None = None
+    wallet: Text | None = None
 
 
 # A freeze has its own lane of worker threads. Sync routes and dependencies share one pool

@@ -7,8 +7,8 @@
 * ``ix_withdrawals_wallet_created`` goes: ``(wallet_id, created_at)`` is a prefix of
   ``ix_withdrawals_velocity_wallet`` (0007), which serves every query it served.
 
-Revision ID: 0009_scale_locks_and_lease
-Revises: 0008_token_and_audit_head_tags
+Revision ID: 0014_scale_locks_and_lease
+Revises: 0013_webhooks
 Create Date: 2026-11-29
 """
 
@@ -19,8 +19,8 @@ from alembic import op
 
 import walletsvc.db.models
 
-revision: str = "0009_scale_locks_and_lease"
-down_revision: str | Sequence[str] | None = "0008_token_and_audit_head_tags"
+revision: str = "0014_scale_locks_and_lease"
+down_revision: str | Sequence[str] | None = "0013_webhooks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
