@@ -30,10 +30,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from tests.conftest import WALLET, Tokens, auth
-from tests.governance_helpers import PASSWORD, Member, Team, default_document, install
+from tests.governance_helpers import (
+    PASSWORD,
+    Member,
+    Team,
+    default_document,
+    install,
+    with_ops_group,
+)
 from tests.helpers import dev_chain, external_destination, run_cli, verify_audit
 from walletsvc.bootstrap.runtime import Runtime
-from walletsvc.governance.tokens import SCOPES, hash_token
+from walletsvc.domain.access import SCOPES
+from walletsvc.governance.tokens import hash_token
 from walletsvc.policy.document import parse_policy, policy_hash
 from walletsvc.wallets.freezes import withdrawals_freeze
 from walletsvc.wallets.service import get_wallet
@@ -153,6 +161,7 @@ class Scene:
 
 @pytest.fixture
 def scene(client: TestClient, funded: Runtime, tokens: Tokens) -> Scene:
+    with_ops_group(funded)  # eve's group: staff can only be in groups the policy names
     team = Team(funded)
     for name in ("alice", "bob", "carol"):
         team.add(name)
