@@ -10,8 +10,8 @@ the current state, then write" to be atomic. The locks make that true on both da
     SQLite has one writer, so every write scope is this one lock; an in-process queue in
     front of it (walletsvc.db.locks) serves writers in arrival order, a freeze first.
   * PostgreSQL: transaction-scoped advisory locks. Everything a payout's limits depend on
-    belongs to one wallet, so intake and signing lock their wallet (and share the global
-    lock); everything else takes the global lock exclusively, as every write did before.
+    belongs to one wallet, so intake, payout rounds and signing lock their wallet (and share
+    the global lock); everything else takes the global lock exclusively, as every write did before.
     READ COMMITTED gives every statement after the lock a snapshot taken after it was
     granted. Applying a freeze takes only the freeze gate, which signers and broadcasters
     hold shared while they act (``UnitOfWork.hold_freeze_gate``), so a freeze never waits
