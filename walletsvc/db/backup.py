@@ -233,5 +233,27 @@ def _load_json(url: str, source: Path, progress: Progress) -> None:
                 if rows:
                     conn.execute(table.insert(), rows)
                 progress(f"database: {table.name}: {len(rows)} rows")
+            if conn.dialect.name == "postgresql":
+                _advance_sequences(conn)
     finally:
         engine.dispose()
+
+
+def _advance_sequences(conn: sa.Connection) -> None:
+    """PostgreSQL: rows inserted with their own ids leave each table's sequence where it
+    was, so the next insert would take an id the restore already used (the outbox's first
+    event after a restore). Move every sequence past its table's largest id."""
+    for table in metadata.sorted_tables:
+        column = table.autoincrement_column
+        if column is None:
+            continue
+        largest = sa.func.max(column)
+        conn.execute(
+            sa.select(
+                sa.func.setval(
+                    sa.func.pg_get_serial_sequence(table.name, column.name),
+                    sa.func.coalesce(largest, 1),
+                    largest.is_not(None),
+                )
+            ).select_from(table)
+        )
