@@ -32,6 +32,7 @@ from walletsvc.db.migrate import upgrade
 from walletsvc.devchain.service import open_dev_chain
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.governance.tokens import SCOPES, create_token
+from walletsvc.signer.server import SignerServer
 from walletsvc.wallets.service import current_address, get_wallet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,14 +95,18 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(
+def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
+    """The test's settings, with a real signer serving its socket (a thread of this process;
+    tests/signer starts real signer processes where the process boundary is the subject)."""
+    s = Settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
         kek_file=tmp_path / "data" / "kek.bin",
         policy_file=REPO / "policies" / "default.yaml",
         run_worker=False,
     )
+    with SignerServer(s):
+        yield s
 
 
 def uses_kernel(node: pytest.Item | pytest.Collector) -> bool:
@@ -206,6 +211,7 @@ def shared_app(
         policy_file=REPO / "policies" / "default.yaml",
         run_worker=False,
     )
+    signer = SignerServer(shared).start()
     initialise(shared, wallet=WALLET, policy_file=shared.policy_file, actor="test")
     rt = Runtime.open(shared, chain=open_test_chain(request.node, shared))
     try:
@@ -224,6 +230,7 @@ def shared_app(
             yield SharedApp(rt, test_client, tokens)
     finally:
         rt.close()
+        signer.close()
         if admin is not None:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

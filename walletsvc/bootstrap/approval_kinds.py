@@ -8,29 +8,29 @@ approval mechanism imports none of the features that use it.
 
 from __future__ import annotations
 
+from walletsvc.domain.ports import SignerPort
 from walletsvc.governance.allowlist import AllowlistApprovals
 from walletsvc.governance.approvals import ApprovalKind, register_kind
 from walletsvc.governance.policy_changes import PolicyChangeApprovals
 from walletsvc.incident.rotation import KeyRotationApprovals
 from walletsvc.incident.unfreeze import UnfreezeApprovals
-from walletsvc.keys.sealing import SeedVault
 from walletsvc.payouts.intake import WithdrawalApprovals
 from walletsvc.treasury.cold import ColdDestinationApprovals
 
 
-def approval_kinds(vault: SeedVault) -> tuple[ApprovalKind, ...]:
-    """Every kind; ``vault`` makes the new seed when a key rotation reaches its quorum."""
+def approval_kinds(signer: SignerPort) -> tuple[ApprovalKind, ...]:
+    """Every kind; ``signer`` makes the new seed when a key rotation reaches its quorum."""
     return (
         WithdrawalApprovals(),
         AllowlistApprovals(),
         PolicyChangeApprovals(),
-        UnfreezeApprovals(),
-        KeyRotationApprovals(vault),
+        UnfreezeApprovals(signer),
+        KeyRotationApprovals(signer),
         ColdDestinationApprovals(),
     )
 
 
-def register_approval_kinds(vault: SeedVault) -> None:
+def register_approval_kinds(signer: SignerPort) -> None:
     """Idempotent: registering the same kinds again replaces them with equal handlers."""
-    for kind in approval_kinds(vault):
+    for kind in approval_kinds(signer):
         register_kind(kind)

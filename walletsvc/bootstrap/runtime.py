@@ -1,4 +1,4 @@
-"""The composition root: settings -> database, KEK, chain backend, signer, worker, scanner.
+"""The composition root: settings -> database, KEK, chain backend, signer client, worker, scanner.
 
 The HTTP app, the CLI and the tests all build their parts here, so there is one wiring.
 """
@@ -12,7 +12,6 @@ from datetime import datetime
 
 from walletsvc.bootstrap.approval_kinds import register_approval_kinds
 from walletsvc.chain.factory import open_chain
-from walletsvc.chain.kernel import KernelScriptVerifier
 from walletsvc.chainsync.scanner import Scanner
 from walletsvc.config import Settings
 from walletsvc.db.database import Database
@@ -25,27 +24,27 @@ from walletsvc.incident.rotation import RotationService
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import load_kek
 from walletsvc.keys.sealing import TotpSealer
-from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.signing import SigningPipeline
 from walletsvc.payouts.worker import PayoutWorker
+from walletsvc.signer.client import SignerClient
 from walletsvc.treasury.fee_bumps import FeeBumper
 from walletsvc.treasury.sweeps import SweepService
 
 log = logging.getLogger(__name__)
-_DEPENDENCIES = ("chain", "database")
+_DEPENDENCIES = ("chain", "database", "signer")
 
 
 @dataclass
 class Runtime:
     settings: Settings
-    # The KEK itself stays here, in the composition root: the service side gets the row tagger
-    # (and the database the audit key); the signer side the seed vault (inside ``signer``) and
-    # the TOTP sealer.
+    # The KEK itself stays here, in the composition root: the service gets the row tagger, the
+    # database the audit key, staff checks the TOTP sealer. No seed and no seed key: those
+    # live in the signer process, reached only through ``signer`` (walletsvc.signer.client).
     tags: RowTagger
     totp_secrets: TotpSealer
     db: Database
     chain: ChainBackend
-    signer: HotSigner
+    signer: SignerClient
     worker: PayoutWorker
     scanner: Scanner
     sweeper: SweepService
@@ -63,11 +62,11 @@ class Runtime:
     @classmethod
     def open(cls, settings: Settings, *, chain: ChainBackend | None = None) -> Runtime:
         kek = load_kek(settings.kek_path)
-        vault, tags = kek.seed_vault(), kek.row_tagger()
-        register_approval_kinds(vault)
+        tags = kek.row_tagger()
+        signer = SignerClient(settings)
+        register_approval_kinds(signer)
         db = Database(settings.database_url, audit_key=kek.audit_key())
         chain = chain or open_chain(settings)
-        signer = HotSigner(vault, KernelScriptVerifier())
         risk = RiskMonitor(db, tags)
         scanner = Scanner(db, chain, start_height=settings.scan_start_height)
         scanner.block_watchers.append(risk.on_block)
@@ -136,7 +135,7 @@ class Runtime:
 
     def _trouble_of(self, exc: Exception) -> str:
         if isinstance(exc, DependencyUnavailable):
-            return "chain"
+            return "signer" if "signer" in exc.message else "chain"
         try:
             self.db.ping()
         except Exception:
@@ -162,11 +161,12 @@ class Runtime:
         for thread in self._threads:
             thread.join(timeout=10)
         self.chain.close()
+        self.signer.close()
         self.db.dispose()
 
 
 def open_database(settings: Settings) -> Database:
     """The database alone (CLI commands that need no chain), with the audit key from the KEK."""
     kek = load_kek(settings.kek_path)
-    register_approval_kinds(kek.seed_vault())
+    register_approval_kinds(SignerClient(settings))
     return Database(settings.database_url, audit_key=kek.audit_key())

@@ -22,6 +22,7 @@ from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import create_dev_kek, load_kek
 from walletsvc.policy.document import load_policy_yaml
+from walletsvc.signer.client import SignerClient
 from walletsvc.treasury.cold import cold_view, set_initial_cold_destination
 from walletsvc.wallets.service import NewWallet, create_wallet, current_address, get_wallet
 
@@ -69,13 +70,15 @@ def initialise(
         _install_first_policy(db, tags, policy_file, actor)
         with db.read() as uow:
             exists = uow.wallets.by_name(wallet) is not None
-        new = (
-            None
-            if exists
-            else create_wallet(
-                db, kek.seed_vault(), name=wallet, network=settings.network, actor=actor
+        signer = SignerClient(settings)
+        try:
+            new = (
+                None
+                if exists
+                else create_wallet(db, signer, name=wallet, network=settings.network, actor=actor)
             )
-        )
+        finally:
+            signer.close()
         cold = _set_cold(db, tags, wallet, cold_destination, actor) if cold_destination else None
     finally:
         db.dispose()

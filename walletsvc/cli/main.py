@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -102,13 +103,14 @@ def init(
         fail("give --cold-xpub or --cold-descriptor, not both")
     s = settings()
     try:
-        result = initialise(
-            s,
-            wallet=wallet,
-            policy_file=policy or s.policy_file,
-            actor=CLI_ACTOR,
-            cold_destination=cold_xpub or cold_descriptor,
-        )
+        with dev_signer(s):
+            result = initialise(
+                s,
+                wallet=wallet,
+                policy_file=policy or s.policy_file,
+                actor=CLI_ACTOR,
+                cold_destination=cold_xpub or cold_descriptor,
+            )
     except DomainError as exc:
         fail(f"init failed: {exc.message}")
         return
@@ -132,10 +134,10 @@ def init(
     typer.echo(f"master fingerprint:  {w.master_fingerprint}")
     typer.echo(f"first deposit addr:  {w.first_address}")
     typer.echo("")
-    typer.echo("BACK UP NOW, offline, and never store it next to the KEK:")
-    typer.echo(f"  recovery words (key epoch 1): {' '.join(w.mnemonic.reveal())}")
+    typer.echo("BACK UP NOW, offline: the signer's directory (its key and ledger hold the seed)")
+    typer.echo(f"  signer directory:             {s.signer_path}")
     typer.echo(f"  key-encryption key file:      {s.kek_path}")
-    typer.echo("These words are shown once; the database holds only their ciphertext.")
+    typer.echo("The database holds only the public keys; the seed never leaves the signer.")
 
 
 @app.command()
@@ -188,7 +190,42 @@ def serve(
     if s.chain_backend != "embedded":
         uvicorn.run(create_app(s), host=s.host, port=s.port, **_SERVICE_LOGS)
         return
-    _serve_with_dev_chain(s)
+    with dev_signer(s):
+        _serve_with_dev_chain(s)
+
+
+@app.command("signer")
+def signer_command() -> None:
+    """Run the signer: the only process that holds seeds (docs/runbook.md, "The signer").
+
+    It serves <signer_dir>/signer.sock (mode 0600) and, with WALLETSVC_SIGNER_TCP_HOST set,
+    a mutual-TLS port. Run it as its own OS user, or on its own host.
+    """
+    import signal
+
+    from walletsvc.signer.ledger import LedgerBroken
+    from walletsvc.signer.server import SignerServer, SignerSetupError
+
+    _use_service_logs()
+    s = settings()
+    try:
+        server = SignerServer(s)
+    except (LedgerBroken, SignerSetupError) as exc:
+        typer.secho(f"SIGNER REFUSES TO START: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(3) from None
+    # SIGTERM ends the serve loop like Ctrl-C, so the socket is removed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    typer.echo(f"signer serving {s.signer_socket}", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+
+
+def dev_signer(s: Settings) -> Any:
+    """On the embedded regtest default, a signer child process unless one already answers;
+    so `make run` stays one command. Elsewhere the operator runs `walletsvc signer` first."""
+    from walletsvc.cli.dev_signer import running_dev_signer
+
+    return running_dev_signer(s)
 
 
 # uvicorn keeps the JSON configuration (no log_config of its own); the request-id middleware
@@ -277,16 +314,22 @@ def freeze_command(
     scope: Annotated[str, typer.Option(help="all, withdrawals or deposits")] = "all",
     wallet: Annotated[str | None, typer.Option(help="One wallet (default: all)")] = None,
 ) -> None:
-    """Freeze now, straight in the database: works when the API is down or overloaded."""
+    """Freeze now: the signer first, then the database (works when the API is down)."""
     from walletsvc.bootstrap.runtime import open_database
-    from walletsvc.incident.freeze import freeze
+    from walletsvc.incident.freeze import SIGNER_SCOPES, freeze, freeze_signer
+    from walletsvc.signer.client import SignerClient
 
+    s = settings()
+    signer = SignerClient(s)
+    if scope in SIGNER_SCOPES and freeze_signer(signer, wallet, reason):
+        typer.secho("signer frozen: it signs nothing more for these wallets", fg=typer.colors.RED)
     try:
-        row = freeze(
-            open_database(settings()), scope=scope, wallet=wallet, reason=reason, actor=CLI_ACTOR
-        )
+        row = freeze(open_database(s), scope=scope, wallet=wallet, reason=reason, actor=CLI_ACTOR)
     except DomainError as exc:
         fail(exc.message)
+        return
+    except Exception as exc:  # the database is down: the signer's freeze above still holds
+        fail(f"the database freeze failed ({type(exc).__name__}); the signer is frozen")
         return
     target = f"wallet {wallet}" if wallet else "every wallet"
     typer.secho(f"FROZEN ({scope}) for {target}: freeze {row.id}", fg=typer.colors.RED)
@@ -453,12 +496,13 @@ def audit_verify() -> None:
     from walletsvc.bootstrap.runtime import open_database
     from walletsvc.governance import audit
     from walletsvc.keys.kek import load_kek
+    from walletsvc.signer.client import SignerClient
 
     s = settings()
     kek = load_kek(s.kek_path)
     db = open_database(s)
     # Pending approval requests are checked against their subjects, built by their kinds.
-    register_approval_kinds(kek.seed_vault())
+    register_approval_kinds(SignerClient(s))
     with db.read() as uow:
         report = audit.verify(uow, kek.row_tagger(), kek.audit_key())
     typer.echo(f"{report.events_checked} events, {report.rows_checked} governed rows checked")
@@ -514,7 +558,8 @@ def dev_bootstrap(
     s = settings()
     if s.network is not Network.REGTEST or s.chain_backend != "embedded":
         fail("dev bootstrap is for the embedded regtest chain only")
-    creds, token_created = bootstrap(s, open_dev_chain(s), wallet=wallet, actor=CLI_ACTOR)
+    with dev_signer(s):
+        creds, token_created = bootstrap(s, open_dev_chain(s), wallet=wallet, actor=CLI_ACTOR)
     typer.echo(f"dev wallet {creds['wallet']!r} funded on the embedded regtest chain")
     typer.echo(f"dev credentials written to {s.data_dir / 'dev-credentials.json'}")
     if token_created:

@@ -6,10 +6,12 @@ and, where unit tests want one, a fake. Integration tests always use the real ad
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .network import Network
+from .transaction import ApprovedPayout, SignedTransaction, TransactionPlan
 
 
 @dataclass(frozen=True)
@@ -67,3 +69,48 @@ class ScriptVerifier(Protocol):
     def verify_transaction(self, raw_tx: bytes, spent_outputs: list[SpentOutput]) -> None:
         """Raise VerificationFailed naming the first input whose script does not verify."""
         ...
+
+
+@dataclass(frozen=True)
+class EpochKeys:
+    """The public half of a key epoch the signer made: all the service needs to derive."""
+
+    wallet: str
+    epoch: int
+    account_xpub: str
+    master_fingerprint: str
+
+
+class SignerPort(Protocol):
+    """The signer process, as the service sees it (walletsvc.signer.client.SignerClient).
+
+    It holds every seed; the service holds only public keys. It raises SigningRefused when it
+    refuses (its own rules, from its own ledger), VerificationFailed when the kernel refuses a
+    signature, and DependencyUnavailable when it cannot be reached.
+    """
+
+    def new_epoch(self, wallet: str, epoch: int) -> EpochKeys:
+        """The seed of ``wallet``'s key epoch ``epoch`` (made now, or the one made before)."""
+        ...
+
+    def sign(
+        self,
+        *,
+        wallet: str,
+        kind: str,
+        plan: TransactionPlan,
+        approved: Sequence[ApprovedPayout],
+        sweep_scripts: frozenset[bytes] = frozenset(),
+    ) -> SignedTransaction: ...
+
+    def freeze(self, wallet: str | None, reason: str) -> None:
+        """Stop the signer signing for ``wallet`` (None: every wallet) at once."""
+        ...
+
+    def unfreeze(self, wallet: str | None) -> None: ...
+
+    def anchor_audit(self, seq: int, head_hash: str) -> None:
+        """Hand the signer the audit head the service just wrote."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...

@@ -34,7 +34,12 @@ def post_freeze(body: FreezeRequest, runtime: RuntimeDep, principal: Freezer) ->
         raise InvalidInput("scope 'wallet' needs the wallet to freeze", field="wallet")
     scope = "all" if body.scope == "wallet" else body.scope
     row = freeze(
-        runtime.db, scope=scope, wallet=body.wallet, reason=body.reason, actor=principal.actor
+        runtime.db,
+        scope=scope,
+        wallet=body.wallet,
+        reason=body.reason,
+        actor=principal.actor,
+        signer=runtime.signer,
     )
     return FreezeView.model_validate(show_freeze(runtime.db, row))
 

@@ -1,0 +1,34 @@
+"""seeds leave the database: key_epochs.encrypted_seed becomes optional
+
+The signer process (walletsvc.signer) makes and keeps every seed, sealed under its own key in
+its own ledger; the service stores only each epoch's account xpub and fingerprint, so new
+key epochs have no seed column value. The column stays (nullable) for databases made before
+this revision: their ciphertexts are not readable by the signer, and the operator moves such
+a wallet to the signer with a key rotation (docs/runbook.md, "The signer").
+
+Revision ID: 0009_signer_seeds_leave_the_database
+Revises: 0008_token_and_audit_head_tags
+Create Date: 2026-11-29
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0009_signer_seeds_leave_the_database"
+down_revision: str | Sequence[str] | None = "0008_token_and_audit_head_tags"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("key_epochs", schema=None) as batch_op:
+        batch_op.alter_column("encrypted_seed", existing_type=sa.Text(), nullable=True)
+
+
+def downgrade() -> None:
+    # Rows made by the signer have no ciphertext: an empty string keeps NOT NULL satisfiable.
+    op.execute("UPDATE key_epochs SET encrypted_seed = '' WHERE encrypted_seed IS NULL")
+    with op.batch_alter_table("key_epochs", schema=None) as batch_op:
+        batch_op.alter_column("encrypted_seed", existing_type=sa.Text(), nullable=False)

@@ -1,0 +1,44 @@
+"""Helpers for tests that need the signer's own files (a thief who stole them, a tamperer)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from walletsvc.chain.kernel import KernelScriptVerifier
+from walletsvc.config import Settings
+from walletsvc.domain.transaction import ApprovedPayout, SignedTransaction, TransactionPlan
+from walletsvc.keys.keystore import EncryptedSeed
+from walletsvc.keys.signer import HotSigner
+from walletsvc.signer.ledger import Ledger
+from walletsvc.signer.server import KEY_FILE, LEDGER_FILE, LEDGER_MAC, load_signer_key
+from walletsvc.signer.state import SignerState
+
+
+def sign_with_stolen_files(
+    settings: Settings,
+    wallet: str,
+    plan: TransactionPlan,
+    *,
+    approved: Sequence[ApprovedPayout] = (),
+    sweep_scripts: frozenset[bytes] = frozenset(),
+) -> SignedTransaction:
+    """Sign as someone who copied the signer's key and ledger: no rules, no record."""
+    assert (settings.signer_path / KEY_FILE).exists()
+    key = load_signer_key(settings)
+    state = SignerState()
+    for record in Ledger.open(settings.signer_path / LEDGER_FILE, key.subkey(LEDGER_MAC)):
+        state.apply(record)
+    seeds = {
+        epoch: EncryptedSeed.from_string(entry.sealed)
+        for (name, epoch), entry in state.seeds.items()
+        if name == wallet
+    }
+    return HotSigner(key.seed_vault(), KernelScriptVerifier()).sign(
+        wallet=wallet,
+        network=settings.network,
+        seeds=seeds,
+        plan=plan,
+        approved=approved,
+        sweep_scripts=sweep_scripts,
+        max_fee_sat=settings.max_fee_sat,
+    )

@@ -1,0 +1,429 @@
+"""The signer's decisions: every operation it answers, judged from its own ledger only.
+
+Nothing a request says about the past is believed. Whether a withdrawal was paid, whether a
+coin was spent, how much left the wallet this hour, whether the wallet is frozen, which
+policy applies: all of it comes from the ledger (:mod:`walletsvc.signer.state`). A request
+only proposes a transaction; the signer decides, records the decision durably, then answers.
+
+The rules before a signature (docs/architecture.md, "The signer"):
+
+* an exact replay of a request it already answered gets the same signed bytes back;
+* a withdrawal id it paid before, or a coin it spent before, is refused, unless the new
+  transaction is a replacement of its own that pays exactly the same withdrawal ids and
+  conflicts with every earlier transaction paying them (so at most one can confirm), or every
+  non-change output goes to the cold destination (sweeps, rotation, the theft shield);
+* a frozen wallet signs only transactions whose every non-change output goes to cold storage;
+* every newly paid withdrawal passes the signer's own copy of the policy (per-payout maximum,
+  velocity windows over what *it* signed, by *its* clock; denylist; approval tiers) with the
+  pure engine the service uses (:mod:`walletsvc.policy.engine`);
+* the fee is capped by the signer's own setting, not the request's;
+* then HotSigner re-derives every input and change key and libbitcoinkernel checks every
+  signature.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from walletsvc.domain.address import script_to_address
+from walletsvc.domain.canonical import content_digest
+from walletsvc.domain.errors import SigningRefused, VerificationFailed
+from walletsvc.domain.network import Network
+from walletsvc.domain.ports import ScriptVerifier
+from walletsvc.domain.transaction import ApprovedPayout, OutputPurpose, TransactionPlan
+from walletsvc.keys.kek import Kek
+from walletsvc.keys.keystore import EncryptedSeed, generate_seed
+from walletsvc.keys.signer import HotSigner
+from walletsvc.policy.document import PolicyDocument, canonical_dict
+from walletsvc.policy.engine import (
+    HeldPayout,
+    HistorySnapshot,
+    PayoutRequest,
+    evaluate,
+    history_horizon,
+)
+
+from . import wire
+from .ledger import Ledger
+from .state import (
+    AUDIT_ANCHOR,
+    EPOCH,
+    FREEZE,
+    INIT,
+    POLICY,
+    SIGNED,
+    UNFREEZE,
+    SignedTx,
+    SignerState,
+)
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+
+class SignerError(Exception):
+    """A refusal or bad request, answered as ``{code, message}``; never carries key material."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def refuse(message: str) -> SignerError:
+    return SignerError(wire.REFUSED, message)
+
+
+@dataclass(frozen=True)
+class SignerConfig:
+    network: Network
+    max_fee_sat: int
+
+
+class SignerCore:
+    """Answers one request at a time (the server holds ``lock`` around :meth:`handle`)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        key: Kek,
+        verifier: ScriptVerifier,
+        config: SignerConfig,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.config = config
+        self._vault = key.seed_vault()
+        self._hot = HotSigner(self._vault, verifier)
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self.lock = threading.Lock()
+        self.state = SignerState()
+        for record in ledger:
+            self.state.apply(record)
+        if self.state.network is None:
+            self._record(INIT, {"network": config.network.value})
+        elif self.state.network != config.network.value:
+            raise RuntimeError(
+                f"the signer ledger is for {self.state.network}, not {config.network.value}"
+            )
+
+    def __repr__(self) -> str:
+        return f"SignerCore({self.ledger!r})"
+
+    # -- local set-up (trust root: whoever holds the signer's files) -----------------------
+
+    def install_first_policy(self, policy: PolicyDocument) -> bool:
+        """Install the first policy; a no-op once the ledger holds one. Local only."""
+        if self.state.policy is not None:
+            return False
+        self._record(POLICY, {"document": canonical_dict(policy), "source": "local-init"})
+        return True
+
+    # -- the operations --------------------------------------------------------------------
+
+    def handle(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
+        handler = _OPS.get(op)
+        if handler is None:
+            raise SignerError(wire.INVALID_REQUEST, f"unknown operation {op!r}")
+        try:
+            return handler(self, params)
+        except wire.WireError as exc:
+            raise SignerError(wire.INVALID_REQUEST, str(exc)) from None
+        except SigningRefused as exc:
+            raise refuse(exc.message) from None
+        except VerificationFailed as exc:
+            raise SignerError(wire.VERIFICATION_FAILED, exc.message) from None
+
+    def status(self, params: dict[str, Any]) -> dict[str, Any]:
+        wallets: dict[str, list[int]] = {}
+        for wallet, epoch in self.state.seeds:
+            wallets.setdefault(wallet, []).append(epoch)
+        anchor = self.state.audit_anchor
+        return {
+            "network": self.state.network,
+            "records": len(self.ledger.records),
+            "policy_hash": self.state.policy_hash,
+            "frozen": dict(self.state.frozen),
+            "wallets": {w: sorted(e) for w, e in wallets.items()},
+            "signed_transactions": len(self.state.txs),
+            "audit_anchor": None if anchor is None else {"seq": anchor[0], "hash": anchor[1]},
+        }
+
+    def new_epoch(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Make the seed of ``wallet``'s key epoch ``epoch``; answer its public keys only.
+
+        Idempotent (a service that crashed after asking gets the same epoch again); epochs
+        come in order. The seed is sealed under the signer's key and lives in its ledger.
+        """
+        wallet, epoch = _wallet_name(params), params.get("epoch")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise SignerError(wire.INVALID_REQUEST, "epoch must be an integer >= 1")
+        existing = self.state.seeds.get((wallet, epoch))
+        if existing is None:
+            epochs = self.state.epochs_of(wallet)
+            expected = (epochs[-1] + 1) if epochs else 1
+            if epoch != expected:
+                raise refuse(f"wallet {wallet!r}: the next key epoch is {expected}, not {epoch}")
+            seed = generate_seed(self._vault, wallet=wallet, epoch=epoch, network=self.network)
+            body = {
+                "wallet": wallet,
+                "epoch": epoch,
+                "sealed": seed.encrypted.to_string(),
+                "account_xpub": seed.account_xpub,
+                "master_fingerprint": seed.master_fingerprint,
+            }
+            self._record(EPOCH, body)
+            existing = self.state.seeds[(wallet, epoch)]
+        return {
+            "wallet": wallet,
+            "epoch": epoch,
+            "account_xpub": existing.account_xpub,
+            "master_fingerprint": existing.master_fingerprint,
+        }
+
+    def sign(self, params: dict[str, Any]) -> dict[str, Any]:
+        wallet = _wallet_name(params)
+        kind = params.get("kind")
+        if kind not in wire.SIGN_KINDS:
+            kinds = sorted(wire.SIGN_KINDS)
+            raise SignerError(wire.INVALID_REQUEST, f"kind must be one of {kinds}")
+        plan = wire.decode_plan(params.get("plan"))
+        approved = [wire.decode_approved(a) for a in _list(params.get("approved", []))]
+        sweep_scripts = frozenset(bytes.fromhex(_hex(s)) for s in _list(params.get("sweep", [])))
+        digest = content_digest(
+            {
+                "wallet": wallet,
+                "kind": kind,
+                "plan": wire.encode_plan(plan),
+                "approved": sorted(
+                    (wire.encode_approved(a) for a in approved), key=lambda a: a["withdrawal_id"]
+                ),
+                "sweep": sorted(s.hex() for s in sweep_scripts),
+            }
+        )
+        earlier = self.state.by_request.get(digest)
+        if earlier is not None:
+            return dict(earlier.result)  # an exact replay: the same bytes, nothing new signed
+
+        cold_only = not approved and all(
+            o.purpose is not OutputPurpose.PAYOUT for o in plan.outputs
+        )
+        frozen = self.state.frozen_reason(wallet)
+        if frozen is not None and not cold_only:
+            raise SignerError(wire.FROZEN, f"wallet {wallet!r} is frozen in the signer: {frozen}")
+        fresh = self._check_never_twice(wallet, plan, approved, cold_only)
+        self._check_policy(wallet, approved, fresh)
+        seeds = {
+            epoch: EncryptedSeed.from_string(entry.sealed)
+            for (name, epoch), entry in self.state.seeds.items()
+            if name == wallet
+        }
+        signed = self._hot.sign(
+            wallet=wallet,
+            network=self.network,
+            seeds=seeds,
+            plan=plan,
+            approved=approved,
+            sweep_scripts=sweep_scripts,
+            max_fee_sat=self.config.max_fee_sat,
+        )
+        result = wire.encode_signed(signed)
+        body = {
+            "wallet": wallet,
+            "kind": kind,
+            "request_digest": digest,
+            "inputs": sorted(f"{c.txid.lower()}:{c.vout}" for c in plan.inputs),
+            "payouts": [
+                {
+                    "withdrawal_id": a.withdrawal_id,
+                    "amount_sat": a.amount_sat,
+                    "destination": self._destination(a.script_pubkey),
+                    "new": a.withdrawal_id in fresh,
+                }
+                for a in approved
+            ],
+            "result": result,
+        }
+        self._record(SIGNED, body)
+        log.info("signed %s for wallet %s (%s)", signed.txid, wallet, kind)
+        return result
+
+    def freeze(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Tightening: applies at once, on the service's word alone."""
+        wallet = _optional_wallet(params)
+        reason = params.get("reason")
+        if not isinstance(reason, str) or not reason:
+            raise SignerError(wire.INVALID_REQUEST, "reason must be a non-empty string")
+        self._record(FREEZE, {"wallet": wallet, "reason": reason[:500]})
+        return {"frozen": dict(self.state.frozen)}
+
+    def unfreeze(self, params: dict[str, Any]) -> dict[str, Any]:
+        # Loosening. Until the signer verifies quorum evidence itself, the service's governed
+        # unfreeze (its own approvals) is taken on its word: docs/threat-model.md lists this.
+        wallet = _optional_wallet(params)
+        if self.state.frozen.get(wallet or "*") is not None:
+            self._record(UNFREEZE, {"wallet": wallet})
+        return {"frozen": dict(self.state.frozen)}
+
+    def anchor_audit(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Record the service's audit head; a head that goes backwards or changes is refused."""
+        seq, head = params.get("seq"), params.get("hash")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise SignerError(wire.INVALID_REQUEST, "seq must be an integer >= 0")
+        if not isinstance(head, str) or not head:
+            raise SignerError(wire.INVALID_REQUEST, "hash must be a non-empty string")
+        anchor = self.state.audit_anchor
+        if anchor is not None:
+            if seq < anchor[0]:
+                raise refuse(f"the audit head went back from {anchor[0]} to {seq}")
+            if seq == anchor[0] and head != anchor[1]:
+                raise refuse(f"audit event {seq} changed since the signer anchored it")
+        if anchor is None or seq > anchor[0]:
+            self._record(AUDIT_ANCHOR, {"seq": seq, "hash": head})
+        return {"seq": seq, "hash": head}
+
+    # -- the rules -------------------------------------------------------------------------
+
+    @property
+    def network(self) -> Network:
+        return self.config.network
+
+    def _check_never_twice(
+        self,
+        wallet: str,
+        plan: TransactionPlan,
+        approved: list[ApprovedPayout],
+        cold_only: bool,
+    ) -> set[str]:
+        """Refuse a second payment; return the withdrawal ids paid here for the first time."""
+        ids = {a.withdrawal_id for a in approved}
+        inputs = {f"{c.txid.lower()}:{c.vout}" for c in plan.inputs}
+        earlier = {txid for i in inputs for txid in self.state.spent.get(i, [])}
+        earlier |= {txid for w in ids for txid in self.state.paid.get(w, [])}
+        if not earlier:
+            return ids
+        if cold_only:
+            return ids  # every non-change output goes to cold storage: nothing to pay twice
+        replaced = [self.state.txs[t] for t in sorted(earlier)]
+        replaced = [tx for tx in replaced if not self._superseded_by_cold(tx)]
+        if not replaced:
+            # Every earlier transaction paying these ids had all its coins swept to cold
+            # since (a key rotation), so at most one of it and its sweep can confirm. Paying
+            # again is then counted against the velocity budget again, as if new.
+            return ids
+        for tx in replaced:
+            txid = tx.txid
+            if tx.withdrawal_ids != ids:
+                paid_here = sorted(tx.withdrawal_ids & ids)
+                what = (
+                    f"withdrawal(s) {paid_here} were already signed in {txid}"
+                    if paid_here
+                    else f"coin(s) {sorted(tx.inputs & inputs)} were already spent by {txid}"
+                )
+                raise refuse(f"never twice: {what}")
+            if not tx.inputs & inputs:
+                raise refuse(
+                    f"never twice: withdrawal(s) {sorted(ids)} were already signed in {txid}, "
+                    "and this transaction does not replace it (no common input)"
+                )
+        return set()  # a replacement: the original already counted these payouts
+
+    def _superseded_by_cold(self, tx: SignedTx) -> bool:
+        """Did a later transaction without payouts (to cold) spend every coin of ``tx``?"""
+        if not tx.withdrawal_ids:
+            return False
+        return all(
+            any(
+                other != tx.txid and not self.state.txs[other].withdrawal_ids
+                for other in self.state.spent.get(outpoint, [])
+            )
+            for outpoint in tx.inputs
+        )
+
+    def _check_policy(self, wallet: str, approved: list[ApprovedPayout], fresh: set[str]) -> None:
+        policy = self.state.policy
+        if policy is None:
+            raise refuse("the signer holds no policy; install one at signer init")
+        if not fresh:
+            return
+        policy = _without_token_windows(policy)
+        now = self._clock()
+        since = now - history_horizon(policy)
+        held = tuple(p for p in self.state.history.get(wallet, []) if p.created_at >= since)
+        for payout in approved:
+            if payout.withdrawal_id not in fresh:
+                continue
+            destination = self._destination(payout.script_pubkey)
+            request = PayoutRequest(wallet, destination, payout.amount_sat)
+            decision = evaluate(request, HistorySnapshot(payouts=held), policy, now)
+            if decision.outcome == "deny":
+                failed = [r for r in decision.rules if r.result in ("fail", "error")]
+                reason = "; ".join(f"{r.rule}: {r.detail}" for r in failed) or "denied"
+                raise refuse(
+                    f"the signer's policy denies withdrawal {payout.withdrawal_id}: {reason}"
+                )
+            # require_approval: the tier's quorum is the service's to gather; the signer does
+            # not yet verify approval evidence itself (docs/threat-model.md, "Open").
+            held += (HeldPayout(payout.amount_sat, destination, None, now),)
+
+    def _destination(self, script: bytes) -> str:
+        try:
+            return script_to_address(bytes(script), self.network)
+        except ValueError:
+            return f"script:{bytes(script).hex()}"
+
+    def _record(self, type_: str, body: dict[str, Any]) -> None:
+        record = self.ledger.append(type_, body, at=self._clock())
+        self.state.apply(record)
+
+
+def _without_token_windows(policy: PolicyDocument) -> PolicyDocument:
+    """The signer cannot tell API tokens apart (whoever holds the API host can use any of
+    them), so its copy keeps the wallet and destination windows, which bound them all."""
+    velocity = [v for v in policy.velocity if v.scope != "token"]
+    if len(velocity) == len(policy.velocity):
+        return policy
+    return policy.model_copy(update={"velocity": tuple(velocity)})
+
+
+def _wallet_name(params: dict[str, Any]) -> str:
+    wallet = params.get("wallet")
+    if not isinstance(wallet, str) or not wallet or len(wallet) > 64:
+        raise SignerError(wire.INVALID_REQUEST, "wallet must be a wallet name")
+    return wallet
+
+
+def _optional_wallet(params: dict[str, Any]) -> str | None:
+    return None if params.get("wallet") is None else _wallet_name(params)
+
+
+def _list(value: object) -> list[Any]:
+    if not isinstance(value, list):
+        raise wire.WireError("expected a list")
+    return value
+
+
+def _hex(value: object) -> str:
+    if not isinstance(value, str):
+        raise wire.WireError("expected a hex string")
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        raise wire.WireError("expected a hex string") from None
+    return value
+
+
+_OPS: dict[str, Callable[[SignerCore, dict[str, Any]], dict[str, Any]]] = {
+    "status": SignerCore.status,
+    "new_epoch": SignerCore.new_epoch,
+    "sign": SignerCore.sign,
+    "freeze": SignerCore.freeze,
+    "unfreeze": SignerCore.unfreeze,
+    "anchor_audit": SignerCore.anchor_audit,
+}
