@@ -39,6 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("WALLETSVC_TEST_POSTGRES_URL", "")
 WALLET = "pool-hot"
 BACKENDS = ["sqlite", "postgresql"]
+# The in-process signers of the fixtures, by signer directory: tests that play the signer's
+# operator (a local set-up step on the signer host) reach its core through here.
+RUNNING_SIGNERS: dict[Path, SignerServer] = {}
 
 # Property tests judge outcomes, never speed: CI's 2 cores are often loaded, so no example may
 # fail for taking long (hypothesis' default 200 ms deadline) or for slow data generation.
@@ -105,8 +108,10 @@ def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
         policy_file=REPO / "policies" / "default.yaml",
         run_worker=False,
     )
-    with SignerServer(s):
+    with SignerServer(s) as signer:
+        RUNNING_SIGNERS[s.signer_path] = signer
         yield s
+    RUNNING_SIGNERS.pop(s.signer_path, None)
 
 
 def uses_kernel(node: pytest.Item | pytest.Collector) -> bool:
@@ -212,6 +217,7 @@ def shared_app(
         run_worker=False,
     )
     signer = SignerServer(shared).start()
+    RUNNING_SIGNERS[shared.signer_path] = signer
     initialise(shared, wallet=WALLET, policy_file=shared.policy_file, actor="test")
     rt = Runtime.open(shared, chain=open_test_chain(request.node, shared))
     try:

@@ -7,10 +7,18 @@ from collections.abc import Sequence
 from walletsvc.chain.kernel import KernelScriptVerifier
 from walletsvc.config import Settings
 from walletsvc.domain.transaction import ApprovedPayout, SignedTransaction, TransactionPlan
+from walletsvc.keys.descriptor import ColdDestination
 from walletsvc.keys.keystore import EncryptedSeed
 from walletsvc.keys.signer import HotSigner
 from walletsvc.signer.ledger import Ledger
-from walletsvc.signer.server import KEY_FILE, LEDGER_FILE, LEDGER_MAC, load_signer_key
+from walletsvc.signer.server import (
+    KEY_FILE,
+    LEDGER_FILE,
+    LEDGER_MAC,
+    close_core,
+    load_signer_key,
+    open_core,
+)
 from walletsvc.signer.state import SignerState
 
 
@@ -42,3 +50,19 @@ def sign_with_stolen_files(
         sweep_scripts=sweep_scripts,
         max_fee_sat=settings.max_fee_sat,
     )
+
+
+def install_cold_in_signer(settings: Settings, wallet: str, text: str) -> ColdDestination:
+    """The signer operator's local step (walletsvc signer set-cold), on the running
+    in-process signer of the fixtures or, when none runs, on its files."""
+    from tests.conftest import RUNNING_SIGNERS
+
+    running = RUNNING_SIGNERS.get(settings.signer_path)
+    if running is not None:
+        with running.core.lock:
+            return running.core.install_cold(wallet, text)
+    core = open_core(settings)
+    try:
+        return core.install_cold(wallet, text)
+    finally:
+        close_core(core)

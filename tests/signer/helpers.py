@@ -8,7 +8,7 @@ from tests.conftest import WALLET
 from tests.helpers import external_destination
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.domain.transaction import ApprovedPayout, Coin, TransactionPlan
-from walletsvc.domain.txplan import plan_payouts
+from walletsvc.domain.txplan import plan_payouts, plan_sweep
 from walletsvc.payouts.signing import spendable_coins
 from walletsvc.wallets.service import get_wallet, next_change_path
 
@@ -40,5 +40,21 @@ def plan_paying(
         change_path=change_path,
         fee_rate_sat_per_vb=fee_rate,
         max_fee_sat=runtime.settings.max_fee_sat,
+        min_confirmations=1,
+    )
+
+
+def plan_sweep_to(runtime: Runtime, script: bytes, *, using: Sequence[Coin]) -> TransactionPlan:
+    """Everything in ``using`` to ``script``, as a sweep to cold storage is planned."""
+    with runtime.db.write() as uow:
+        change_path, change_script = next_change_path(uow, get_wallet(uow, WALLET))
+    return plan_sweep(
+        using,
+        destination_script=script,
+        keep_sat=None,
+        fee_rate_sat_per_vb=2,
+        max_fee_sat=runtime.settings.max_fee_sat,
+        change_script=change_script,
+        change_path=change_path,
         min_confirmations=1,
     )

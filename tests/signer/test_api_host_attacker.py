@@ -14,11 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from embit import script
 
-from tests.conftest import REPO, WALLET, fund_wallet
+from tests.conftest import REPO, RUNNING_SIGNERS, WALLET, fund_wallet
 from tests.fakechain import FakeChain
 from tests.helpers import external_destination
-from tests.signer.helpers import coins, payout, plan_paying
+from tests.signer.helpers import coins, payout, plan_paying, plan_sweep_to
+from tests.signer_helpers import install_cold_in_signer
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.setup import initialise
 from walletsvc.config import Settings
@@ -45,7 +47,8 @@ def api_host(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
         policy_file=policy,
         run_worker=False,
     )
-    with SignerServer(settings):
+    with SignerServer(settings) as signer:
+        RUNNING_SIGNERS[settings.signer_path] = signer
         initialise(settings, wallet=WALLET, policy_file=policy, actor="test")
         runtime = Runtime.open(settings, chain=FakeChain())
         try:
@@ -53,6 +56,7 @@ def api_host(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
             yield runtime
         finally:
             runtime.close()
+            RUNNING_SIGNERS.pop(settings.signer_path, None)
 
 
 def signed_count(runtime: Runtime) -> int:
@@ -209,3 +213,44 @@ def test_malformed_requests_on_the_raw_socket_are_answered_and_change_nothing(
     assert [r["ok"] for r in replies] == [False] * 5
     assert {r["error"]["code"] for r in replies} == {"invalid_request"}
     assert signed_count(api_host) == 0
+
+
+def cold_destination() -> tuple[str, bytes]:
+    """The wallet's cold account (tests.treasury.test_sweeps) and its first address' script."""
+    from embit.networks import NETWORKS
+
+    from tests.treasury.test_sweeps import cold_account
+
+    account = cold_account()
+    tpub = account.to_base58(NETWORKS["regtest"]["xpub"])
+    return tpub, bytes(script.p2wpkh(account.derive([0, 0]).key).data)
+
+
+def test_a_sweep_to_anywhere_but_the_signers_cold_destination_is_refused(
+    api_host: Runtime,
+) -> None:
+    """A "sweep" is exempt from velocity and freezes, so "cold" must be the signer's own."""
+    thief = external_destination("thief's cold wallet")[1]
+    plan = plan_sweep_to(api_host, thief, using=coins(api_host)[:3])
+    with pytest.raises(SigningRefused, match="no cold destination in the signer"):
+        api_host.signer.sign(
+            wallet=WALLET, kind="sweep", plan=plan, approved=[], sweep_scripts=frozenset({thief})
+        )
+    tpub, _ = cold_destination()
+    install_cold_in_signer(api_host.settings, WALLET, tpub)
+    with pytest.raises(SigningRefused, match="not an address of the signer's cold destination"):
+        api_host.signer.sign(
+            wallet=WALLET, kind="sweep", plan=plan, approved=[], sweep_scripts=frozenset({thief})
+        )
+    assert signed_count(api_host) == 0
+
+
+def test_a_frozen_signer_still_sweeps_to_its_cold_destination(api_host: Runtime) -> None:
+    tpub, cold_script = cold_destination()
+    install_cold_in_signer(api_host.settings, WALLET, tpub)
+    api_host.signer.freeze(None, "everything stops")
+    plan = plan_sweep_to(api_host, cold_script, using=coins(api_host)[:3])
+    signed = api_host.signer.sign(
+        wallet=WALLET, kind="sweep", plan=plan, approved=[], sweep_scripts=frozenset({cold_script})
+    )
+    assert signed.fee_sat > 0 and signed_count(api_host) == 1

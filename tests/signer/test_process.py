@@ -34,7 +34,7 @@ from walletsvc.keys.keystore import SeedSecret
 from walletsvc.keys.sealing import AesGcmSeedVault
 from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
 from walletsvc.signer.client import SignerClient
-from walletsvc.signer.server import KEY_FILE, LEDGER_FILE
+from walletsvc.signer.server import KEY_FILE, LEDGER_FILE, close_core, open_core
 
 
 class SignerProcess:
@@ -258,3 +258,31 @@ def test_freeze_with_the_database_down_still_stops_the_signer(
     plan = plan_paying(runtime, paid, using=coins(runtime)[:1])
     with pytest.raises(SigningRefused, match="frozen"):
         runtime.signer.sign(wallet=WALLET, kind="payout", plan=plan, approved=paid)
+
+
+def test_init_gives_the_signer_its_own_copy_of_the_cold_destination(
+    shared_dir: Path, database_url: str
+) -> None:
+    """`walletsvc init --cold-xpub` on the embedded default: the signer's ledger gets the
+    destination locally, then a signer child process makes the wallet's seed."""
+    from embit.networks import NETWORKS
+
+    from tests.treasury.test_sweeps import cold_account
+
+    settings = Settings(
+        data_dir=shared_dir / "data",
+        database_url=database_url,
+        kek_file=shared_dir / "data" / "kek.bin",
+        policy_file=REPO / "policies" / "default.yaml",
+    )
+    tpub = cold_account().to_base58(NETWORKS["regtest"]["xpub"])
+    result = run_cli(settings, "init", "--cold-xpub", tpub)
+    assert result.returncode == 0, result.stderr
+    assert "recovery words" not in result.stdout  # no seed material leaves the signer
+    core = open_core(settings)
+    try:
+        assert core.state.cold[WALLET].startswith("wpkh(tpub")
+        assert core.state.epochs_of(WALLET) == [1]
+    finally:
+        close_core(core)
+    assert not settings.signer_socket.exists()  # the child signer stopped with init

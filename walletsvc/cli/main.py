@@ -102,6 +102,8 @@ def init(
     if cold_xpub and cold_descriptor:
         fail("give --cold-xpub or --cold-descriptor, not both")
     s = settings()
+    if cold_xpub or cold_descriptor:
+        _cold_in_signer(s, wallet, cold_xpub or cold_descriptor or "")
     try:
         with dev_signer(s):
             result = initialise(
@@ -138,6 +140,28 @@ def init(
     typer.echo(f"  signer directory:             {s.signer_path}")
     typer.echo(f"  key-encryption key file:      {s.kek_path}")
     typer.echo("The database holds only the public keys; the seed never leaves the signer.")
+
+
+def _cold_in_signer(s: Settings, wallet: str, text: str) -> None:
+    """`init --cold-*` on the signer's host: the signer's own copy first (it must be stopped;
+    on another host, run `walletsvc signer set-cold` there)."""
+    from walletsvc.signer.ledger import LedgerBroken
+    from walletsvc.signer.server import SignerSetupError, close_core, open_core
+
+    if s.signer_tcp_host:
+        typer.echo("the signer runs on another host: run `walletsvc signer set-cold` there too")
+        return
+    try:
+        core = open_core(s)
+    except (LedgerBroken, SignerSetupError) as exc:
+        fail(f"cannot give the signer its cold destination: {exc}")
+        return
+    try:
+        core.install_cold(wallet, text)
+    except DomainError as exc:
+        fail(f"init failed: {exc.message}")
+    finally:
+        close_core(core)
 
 
 @app.command()
@@ -194,13 +218,19 @@ def serve(
         _serve_with_dev_chain(s)
 
 
-@app.command("signer")
-def signer_command() -> None:
+signer_app = typer.Typer(help="The signer process and its local set-up (on the signer host).")
+app.add_typer(signer_app, name="signer")
+
+
+@signer_app.callback(invoke_without_command=True)
+def signer_command(ctx: typer.Context) -> None:
     """Run the signer: the only process that holds seeds (docs/runbook.md, "The signer").
 
     It serves <signer_dir>/signer.sock (mode 0600) and, with WALLETSVC_SIGNER_TCP_HOST set,
     a mutual-TLS port. Run it as its own OS user, or on its own host.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     import signal
 
     from walletsvc.signer.ledger import LedgerBroken
@@ -218,6 +248,35 @@ def signer_command() -> None:
     typer.echo(f"signer serving {s.signer_socket}", err=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
+
+
+@signer_app.command("set-cold")
+def signer_set_cold(
+    destination: Annotated[str, typer.Argument(help="Account xpub/zpub or wpkh/wsh descriptor")],
+    wallet: Annotated[str, typer.Option()] = "pool-hot",
+) -> None:
+    """Install a wallet's cold destination in the signer's own ledger (signer stopped).
+
+    Local only, by whoever holds the signer's files: the service can never point the
+    signer's "to cold" anywhere. Run it with the destination staff approved."""
+    from walletsvc.signer.ledger import LedgerBroken
+    from walletsvc.signer.server import SignerSetupError, close_core, open_core
+
+    s = settings()
+    try:
+        core = open_core(s)
+    except (LedgerBroken, SignerSetupError) as exc:
+        fail(str(exc))
+        return
+    try:
+        parsed = core.install_cold(wallet, destination)
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    finally:
+        close_core(core)
+    typer.echo(f"signer cold destination of {wallet}: {parsed.descriptor}")
+    typer.echo(f"fingerprint: {parsed.fingerprint}  (compare with the service's and devices)")
 
 
 def dev_signer(s: Settings) -> Any:

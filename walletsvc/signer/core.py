@@ -16,6 +16,8 @@ The rules before a signature (docs/architecture.md, "The signer"):
 * every newly paid withdrawal passes the signer's own copy of the policy (per-payout maximum,
   velocity windows over what *it* signed, by *its* clock; denylist; approval tiers) with the
   pure engine the service uses (:mod:`walletsvc.policy.engine`);
+* every sweep output pays an address of the signer's own copy of the wallet's cold
+  destination (it derives the script itself); without one, nothing goes "to cold";
 * the fee is capped by the signer's own setting, not the request's;
 * then HotSigner re-derives every input and change key and libbitcoinkernel checks every
   signature.
@@ -36,6 +38,7 @@ from walletsvc.domain.errors import SigningRefused, VerificationFailed
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ScriptVerifier
 from walletsvc.domain.transaction import ApprovedPayout, OutputPurpose, TransactionPlan
+from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.kek import Kek
 from walletsvc.keys.keystore import EncryptedSeed, generate_seed
 from walletsvc.keys.signer import HotSigner
@@ -52,6 +55,7 @@ from . import wire
 from .ledger import Ledger
 from .state import (
     AUDIT_ANCHOR,
+    COLD,
     EPOCH,
     FREEZE,
     INIT,
@@ -64,6 +68,10 @@ from .state import (
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+# How far past the highest cold address index seen so far the signer derives, looking for a
+# sweep's script (the service takes the next index for each sweep).
+COLD_SEARCH = 1_000
+COLD_CHUNK = 100
 
 
 class SignerError(Exception):
@@ -103,6 +111,8 @@ class SignerCore:
         self._hot = HotSigner(self._vault, verifier)
         self._clock = clock or (lambda: datetime.now(UTC))
         self.lock = threading.Lock()
+        self._cold: dict[str, _ColdScripts] = {}
+        self.files_lock: int | None = None  # the open lock file (walletsvc.signer.server)
         self.state = SignerState()
         for record in ledger:
             self.state.apply(record)
@@ -124,6 +134,16 @@ class SignerCore:
             return False
         self._record(POLICY, {"document": canonical_dict(policy), "source": "local-init"})
         return True
+
+    def install_cold(self, wallet: str, text: str) -> ColdDestination:
+        """Set the wallet's cold destination; local only (never over the socket), so the
+        API host cannot point "to cold" anywhere. Re-installing the same one is a no-op."""
+        _wallet_name({"wallet": wallet})
+        parsed = parse_cold_destination(text, self.network)
+        if self.state.cold.get(wallet) != parsed.descriptor:
+            body = {"wallet": wallet, "destination": parsed.descriptor, "source": "local"}
+            self._record(COLD, body)
+        return parsed
 
     # -- the operations --------------------------------------------------------------------
 
@@ -151,6 +171,7 @@ class SignerCore:
             "policy_hash": self.state.policy_hash,
             "frozen": dict(self.state.frozen),
             "wallets": {w: sorted(e) for w, e in wallets.items()},
+            "cold": dict(self.state.cold),
             "signed_transactions": len(self.state.txs),
             "audit_anchor": None if anchor is None else {"seq": anchor[0], "hash": anchor[1]},
         }
@@ -195,7 +216,7 @@ class SignerCore:
             raise SignerError(wire.INVALID_REQUEST, f"kind must be one of {kinds}")
         plan = wire.decode_plan(params.get("plan"))
         approved = [wire.decode_approved(a) for a in _list(params.get("approved", []))]
-        sweep_scripts = frozenset(bytes.fromhex(_hex(s)) for s in _list(params.get("sweep", [])))
+        requested_sweep = frozenset(bytes.fromhex(_hex(s)) for s in _list(params.get("sweep", [])))
         digest = content_digest(
             {
                 "wallet": wallet,
@@ -204,7 +225,7 @@ class SignerCore:
                 "approved": sorted(
                     (wire.encode_approved(a) for a in approved), key=lambda a: a["withdrawal_id"]
                 ),
-                "sweep": sorted(s.hex() for s in sweep_scripts),
+                "sweep": sorted(s.hex() for s in requested_sweep),
             }
         )
         earlier = self.state.by_request.get(digest)
@@ -217,6 +238,7 @@ class SignerCore:
         frozen = self.state.frozen_reason(wallet)
         if frozen is not None and not cold_only:
             raise SignerError(wire.FROZEN, f"wallet {wallet!r} is frozen in the signer: {frozen}")
+        sweep_scripts = self._check_cold(wallet, plan)
         fresh = self._check_never_twice(wallet, plan, approved, cold_only)
         self._check_policy(wallet, approved, fresh)
         seeds = {
@@ -293,6 +315,30 @@ class SignerCore:
     @property
     def network(self) -> Network:
         return self.config.network
+
+    def _check_cold(self, wallet: str, plan: TransactionPlan) -> frozenset[bytes]:
+        """The sweep outputs' scripts, each verified against the signer's cold copy."""
+        scripts = frozenset(
+            bytes(o.script_pubkey) for o in plan.outputs if o.purpose is OutputPurpose.SWEEP
+        )
+        if not scripts:
+            return scripts
+        text = self.state.cold.get(wallet)
+        if text is None:
+            raise refuse(
+                f"wallet {wallet!r} has no cold destination in the signer: install it on the "
+                "signer host (walletsvc signer set-cold)"
+            )
+        cold = self._cold.get(text)
+        if cold is None or cold.descriptor != text:
+            cold = self._cold[text] = _ColdScripts(parse_cold_destination(text, self.network))
+        for script in scripts:
+            if cold.index_of(script) is None:
+                raise refuse(
+                    f"sweep output pays {self._destination(script)}, which is not an address of "
+                    "the signer's cold destination for this wallet"
+                )
+        return scripts
 
     def _check_never_twice(
         self,
@@ -381,6 +427,28 @@ class SignerCore:
     def _record(self, type_: str, body: dict[str, Any]) -> None:
         record = self.ledger.append(type_, body, at=self._clock())
         self.state.apply(record)
+
+
+class _ColdScripts:
+    """The scripts of one cold destination, derived on demand (a few hundred at a time)."""
+
+    def __init__(self, destination: ColdDestination) -> None:
+        self.destination = destination
+        self.descriptor = destination.descriptor
+        self._scripts: dict[bytes, int] = {}
+        self._highest_seen = -1
+
+    def index_of(self, script: bytes) -> int | None:
+        while (
+            script not in self._scripts and len(self._scripts) <= self._highest_seen + COLD_SEARCH
+        ):
+            start = len(self._scripts)
+            for index in range(start, start + COLD_CHUNK):
+                self._scripts[self.destination.script_pubkey(index)] = index
+        found = self._scripts.get(script)
+        if found is not None:
+            self._highest_seen = max(self._highest_seen, found)
+        return found
 
 
 def _without_token_windows(policy: PolicyDocument) -> PolicyDocument:

@@ -14,6 +14,7 @@ reaches it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 KEY_FILE = "signer.key"
 LEDGER_FILE = "ledger.jsonl"
+LOCK_FILE = "signer.lock"
 LEDGER_MAC = "signer-ledger"  # HKDF purpose of the ledger's MAC key
 
 
@@ -68,19 +70,47 @@ def load_signer_key(settings: Settings) -> Kek:
 
 
 def open_core(settings: Settings) -> SignerCore:
-    """Open the signer from its files: key, verified ledger, first policy (local init)."""
+    """Open the signer from its files: key, verified ledger, first policy (local init).
+
+    One process at a time: an exclusive lock on ``signer.lock`` is held until
+    :func:`close_core`, so a local set-up command cannot write the ledger under a running
+    signer (two writers would break its chain)."""
     ensure_signer_dir(settings.signer_path)
-    key = load_signer_key(settings)
-    ledger = Ledger.open(settings.signer_path / LEDGER_FILE, key.subkey(LEDGER_MAC))
-    core = SignerCore(
-        ledger,
-        key,
-        KernelScriptVerifier(),
-        SignerConfig(network=settings.network, max_fee_sat=settings.max_fee_sat),
-    )
-    if core.state.policy is None:
-        core.install_first_policy(load_policy_yaml(settings.policy_file.read_text()))
+    lock = _lock(settings.signer_path / LOCK_FILE)
+    try:
+        key = load_signer_key(settings)
+        ledger = Ledger.open(settings.signer_path / LEDGER_FILE, key.subkey(LEDGER_MAC))
+        core = SignerCore(
+            ledger,
+            key,
+            KernelScriptVerifier(),
+            SignerConfig(network=settings.network, max_fee_sat=settings.max_fee_sat),
+        )
+        if core.state.policy is None:
+            core.install_first_policy(load_policy_yaml(settings.policy_file.read_text()))
+    except BaseException:
+        os.close(lock)
+        raise
+    core.files_lock = lock
     return core
+
+
+def close_core(core: SignerCore) -> None:
+    if core.files_lock is not None:
+        os.close(core.files_lock)  # releases the lock
+        core.files_lock = None
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SignerSetupError(
+            f"another signer process holds {path}: stop it before changing the signer's files"
+        ) from None
+    return fd
 
 
 def answer(core: SignerCore, line: bytes) -> dict[str, Any]:
@@ -182,12 +212,18 @@ class SignerServer:
 
     def __init__(self, settings: Settings, core: SignerCore | None = None) -> None:
         self.core = core or open_core(settings)
-        self._servers: list[socketserver.BaseServer] = [
-            _UnixServer(settings.signer_socket, self.core)
-        ]
-        if settings.signer_tcp_host:
-            address = (settings.signer_tcp_host, settings.signer_tcp_port)
-            self._servers.append(_TlsServer(address, self.core, server_tls_context(settings)))
+        self._servers: list[socketserver.BaseServer] = []
+        try:
+            self._servers.append(_UnixServer(settings.signer_socket, self.core))
+            if settings.signer_tcp_host:
+                address = (settings.signer_tcp_host, settings.signer_tcp_port)
+                context = server_tls_context(settings)
+                self._servers.append(_TlsServer(address, self.core, context))
+        except BaseException:
+            for server in self._servers:
+                server.server_close()
+            close_core(self.core)
+            raise
         self._threads: list[threading.Thread] = []
         self.socket_path = settings.signer_socket
 
@@ -226,6 +262,7 @@ class SignerServer:
         self._threads.clear()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
+        close_core(self.core)
 
     def __enter__(self) -> SignerServer:
         return self.start()
