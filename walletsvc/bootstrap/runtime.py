@@ -15,7 +15,7 @@ from walletsvc.chain.factory import open_chain
 from walletsvc.chainsync.scanner import Scanner
 from walletsvc.config import Settings
 from walletsvc.db.database import Database
-from walletsvc.domain.errors import DependencyUnavailable
+from walletsvc.domain.errors import DependencyUnavailable, SigningRefused
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.governance import approvals, policy_changes
 from walletsvc.governance.login_throttle import LoginThrottle
@@ -105,6 +105,19 @@ class Runtime:
         self.rotation.run()  # after a key rotation: old epochs to cold, held payouts re-signed
         if self.settings.auto_sweep and self.sweeper.after_scan():
             self.worker.broadcast_signed()
+        self.anchor_audit()
+
+    def anchor_audit(self) -> None:
+        """Hand the signer the audit head, once a pass: `audit verify` then detects a chain
+        rewritten or cut short below it, even by someone holding the audit key."""
+        with self.db.read() as uow:
+            head = uow.audit_events.head()
+        if head is None or head.last_seq == 0:
+            return
+        try:
+            self.signer.anchor_audit(head.last_seq, head.last_hash)
+        except SigningRefused as exc:
+            log.error("AUDIT LOG TAMPERING: the signer refused the audit head: %s", exc.message)
 
     def governance_tick(self, now: datetime | None = None) -> None:
         """Expire approval requests past their deadline (and their withdrawals), then apply

@@ -561,9 +561,19 @@ def audit_verify() -> None:
     kek = load_kek(s.kek_path)
     db = open_database(s)
     # Pending approval requests are checked against their subjects, built by their kinds.
-    register_approval_kinds(SignerClient(s))
+    signer = SignerClient(s)
+    register_approval_kinds(signer)
+    anchor: tuple[int, str] | None = None
+    try:
+        anchored = signer.status().get("audit_anchor")
+        if anchored:
+            anchor = (int(anchored["seq"]), str(anchored["hash"]))
+    except DomainError as exc:
+        typer.secho(f"not checked against the signer's anchor: {exc.message}", err=True)
     with db.read() as uow:
-        report = audit.verify(uow, kek.row_tagger(), kek.audit_key())
+        report = audit.verify(uow, kek.row_tagger(), kek.audit_key(), anchor=anchor)
+    if anchor is not None:
+        typer.echo(f"checked against the signer's anchor at event {anchor[0]}")
     typer.echo(f"{report.events_checked} events, {report.rows_checked} governed rows checked")
     if not report.ok:
         for problem in report.problems:

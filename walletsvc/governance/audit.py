@@ -42,8 +42,17 @@ def events_after(uow: ReadUnitOfWork, after: int, limit: int) -> list[dict[str, 
 
 
 def verify(
-    uow: ReadUnitOfWork, tags: RowTagger, audit_key: bytes, *, batch: int = 5_000
+    uow: ReadUnitOfWork,
+    tags: RowTagger,
+    audit_key: bytes,
+    *,
+    batch: int = 5_000,
+    anchor: tuple[int, str] | None = None,
 ) -> VerifyReport:
+    """The chain, the head, every governed row's tag and, with ``anchor`` (the signer's
+    record of a head it saw: walletsvc.signer), that the chain still holds that event as it
+    was. Whoever holds the audit key can rewrite a consistent shorter or different chain; the
+    signer's anchor is outside their reach."""
     report = VerifyReport()
     prev_hash, expected_seq, last_seq = GENESIS_HASH, 1, 0
     while True:
@@ -68,8 +77,25 @@ def verify(
         report.problems.append(
             "the audit head fails its integrity tag (the last events removed, the head rewritten?)"
         )
+    if anchor is not None:
+        _check_anchor(uow, anchor, report)
     _verify_rows(uow, tags, report)
     return report
+
+
+def _check_anchor(uow: ReadUnitOfWork, anchor: tuple[int, str], report: VerifyReport) -> None:
+    seq, anchored_hash = anchor
+    if seq == 0:
+        return
+    found = uow.audit_events.from_seq(seq, limit=1)
+    if not found or found[0].seq != seq:
+        report.problems.append(
+            f"audit event {seq}, which the signer anchored, is gone (the log was truncated)"
+        )
+    elif not hmac.compare_digest(found[0].hash, anchored_hash):
+        report.problems.append(
+            f"audit event {seq} is not the one the signer anchored (the log was rewritten)"
+        )
 
 
 def _verify_rows(uow: ReadUnitOfWork, tags: RowTagger, report: VerifyReport) -> None:
