@@ -189,7 +189,10 @@ class _TlsServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()
-        return self.context.wrap_socket(sock, server_side=True), addr
+        # The handshake runs on the first read, in the connection's own thread: a client that
+        # connects and stalls must not hold up the accept loop.
+        tls = self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return tls, addr
 
 
 def server_tls_context(settings: Settings) -> ssl.SSLContext:
