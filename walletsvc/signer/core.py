@@ -398,7 +398,7 @@ class SignerCore:
             raise refuse("the signer holds no policy; install one at signer init")
         if not fresh:
             return
-        policy = _without_token_windows(policy)
+        policy = signers_view(policy)
         now = self._clock()
         since = now - history_horizon(policy)
         held = tuple(p for p in self.state.history.get(wallet, []) if p.created_at >= since)
@@ -451,13 +451,22 @@ class _ColdScripts:
         return found
 
 
-def _without_token_windows(policy: PolicyDocument) -> PolicyDocument:
-    """The signer cannot tell API tokens apart (whoever holds the API host can use any of
-    them), so its copy keeps the wallet and destination windows, which bound them all."""
-    velocity = [v for v in policy.velocity if v.scope != "token"]
-    if len(velocity) == len(policy.velocity):
-        return policy
-    return policy.model_copy(update={"velocity": tuple(velocity)})
+def signers_view(policy: PolicyDocument) -> PolicyDocument:
+    """The rules of ``policy`` the signer can judge from what it holds.
+
+    * Token windows go: the signer cannot tell API tokens apart (whoever holds the API host
+      can use any of them); the wallet and destination windows bound them all.
+    * "The allowlist is required" goes (the denylist stays): the signer holds no copy of the
+      allowlist yet, and refusing every payout would stop the pool; the velocity budget
+      bounds what this lets through (docs/threat-model.md, "Open").
+    """
+    update: dict[str, Any] = {}
+    velocity = tuple(v for v in policy.velocity if v.scope != "token")
+    if len(velocity) != len(policy.velocity):
+        update["velocity"] = velocity
+    if policy.allowlist is not None and policy.allowlist.required:
+        update["allowlist"] = policy.allowlist.model_copy(update={"required": False})
+    return policy.model_copy(update=update) if update else policy
 
 
 def _wallet_name(params: dict[str, Any]) -> str:
