@@ -4,6 +4,7 @@ as its own OS user or on its own host: docs/runbook.md)."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,7 +35,11 @@ def running_dev_signer(s: Settings) -> Iterator[None]:
     if not embedded or s.signer_tcp_host or _answers(s):
         yield
         return
-    child = subprocess.Popen([sys.executable, "-m", "walletsvc.cli.main", "signer"])
+    # preexec_fn is safe here: the CLI starts the signer before it starts any thread.
+    child = subprocess.Popen(
+        [sys.executable, "-m", "walletsvc.cli.main", "signer"],
+        preexec_fn=_die_with_parent,  # noqa: PLW1509
+    )
     try:
         _wait_until_up(s, child)
         yield
@@ -45,6 +50,18 @@ def running_dev_signer(s: Settings) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+
+
+def _die_with_parent() -> None:
+    """Linux: the dev signer gets SIGTERM when its parent dies, however it dies (Ctrl-C,
+    kill -9), so `make run` leaves no signer behind. Elsewhere: nothing."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _wait_until_up(s: Settings, child: subprocess.Popen[bytes]) -> None:
