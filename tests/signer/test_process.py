@@ -206,7 +206,8 @@ def test_a_killed_signer_makes_the_service_wait_and_forgets_nothing(
         token_id="t1",
         actor="token:t1",
     ).withdrawal_id
-    runtime.tick()  # the worker finds the signer down: the payout waits, nothing freezes
+    runtime.background_pass()  # the signer is down: the payout waits, nothing freezes
+    assert runtime._trouble == "signer"  # logged once as "signer unavailable"
     assert status_of(runtime, waiting) == "approved"
     assert readiness(runtime)[1]["checks"]["signer"] == "unavailable"
     with runtime.db.read() as uow:

@@ -6,7 +6,7 @@ key epochs have no seed column value. The column stays (nullable) for databases 
 this revision: their ciphertexts are not readable by the signer, and the operator moves such
 a wallet to the signer with a key rotation (docs/runbook.md, "The signer").
 
-Revision ID: 0009_signer_seeds_leave_the_database
+Revision ID: 0009_signer_seeds_out_of_db
 Revises: 0008_token_and_audit_head_tags
 Create Date: 2026-11-29
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_signer_seeds_leave_the_database"
+revision: str = "0009_signer_seeds_out_of_db"
 down_revision: str | Sequence[str] | None = "0008_token_and_audit_head_tags"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
