@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Off regtest SQLite is refused unless this says it was chosen (a small test deployment).
     allow_sqlite: bool = False
-    # 32 random bytes that encrypt every seed; keep it outside the database and its backups.
+    # 32 random bytes behind the service's row tags, audit chain and staff TOTP secrets (the
+    # seeds are the signer's, under its own key); keep it outside the database and its backups.
     kek_file: Path | None = None
     network: Network = Network.REGTEST
 
