@@ -24,7 +24,7 @@ from tests.signer_helpers import install_cold_in_signer
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.setup import initialise
 from walletsvc.config import Settings
-from walletsvc.domain.errors import InvalidInput, SigningRefused
+from walletsvc.domain.errors import Frozen, InvalidInput, SigningRefused
 from walletsvc.domain.transaction import ApprovedPayout
 from walletsvc.signer.client import SignerClient
 from walletsvc.signer.server import SignerServer
@@ -171,7 +171,7 @@ def test_a_frozen_signer_refuses_whatever_the_database_says(api_host: Runtime) -
     api_host.signer.freeze(WALLET, "incident 42")
     paid = [payout("w-frozen", 1_000_000)]
     plan = plan_paying(api_host, paid, using=coins(api_host)[:1])
-    with pytest.raises(SigningRefused, match="frozen in the signer: incident 42"):
+    with pytest.raises(Frozen, match="frozen in the signer: incident 42"):
         api_host.signer.sign(wallet=WALLET, kind="payout", plan=plan, approved=paid)
     with api_host.db.read() as uow:
         assert uow.freezes.active(None) == []  # the database knows nothing of it

@@ -28,7 +28,7 @@ from walletsvc.bootstrap.health import readiness
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.setup import initialise
 from walletsvc.config import Settings
-from walletsvc.domain.errors import DependencyUnavailable, SigningRefused
+from walletsvc.domain.errors import DependencyUnavailable, Frozen, SigningRefused
 from walletsvc.keys.hd import AccountKeys
 from walletsvc.keys.keystore import SeedSecret
 from walletsvc.keys.sealing import AesGcmSeedVault
@@ -257,7 +257,7 @@ def test_freeze_with_the_database_down_still_stops_the_signer(
     assert SignerClient(runtime.settings).status()["frozen"] == {WALLET: "db is on fire"}
     paid = [payout("w-after-freeze", 1_000_000)]
     plan = plan_paying(runtime, paid, using=coins(runtime)[:1])
-    with pytest.raises(SigningRefused, match="frozen"):
+    with pytest.raises(Frozen, match="frozen in the signer"):
         runtime.signer.sign(wallet=WALLET, kind="payout", plan=plan, approved=paid)
 
 

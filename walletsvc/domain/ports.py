@@ -85,8 +85,9 @@ class SignerPort(Protocol):
     """The signer process, as the service sees it (walletsvc.signer.client.SignerClient).
 
     It holds every seed; the service holds only public keys. It raises SigningRefused when it
-    refuses (its own rules, from its own ledger), VerificationFailed when the kernel refuses a
-    signature, and DependencyUnavailable when it cannot be reached.
+    refuses (its own rules, from its own ledger), Frozen when the wallet is frozen in it,
+    VerificationFailed when the kernel refuses a signature, and DependencyUnavailable when it
+    cannot be reached.
     """
 
     def new_epoch(self, wallet: str, epoch: int) -> EpochKeys:

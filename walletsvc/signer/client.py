@@ -3,8 +3,9 @@
 ``SignerClient`` speaks the wire format (walletsvc.signer.wire) over the Unix socket, or over
 TCP with mutual TLS when ``signer_tcp_host`` is set, and turns the signer's answers into
 domain errors: a refusal is SigningRefused (the risk hook then freezes the wallet), a
-signature the kernel refused is VerificationFailed, and a signer that cannot be reached is
-DependencyUnavailable (the worker waits and tries again on its next pass).
+signature the kernel refused is VerificationFailed, a wallet frozen in the signer is Frozen,
+and a signer that cannot be reached is DependencyUnavailable (in both of the last two the
+worker waits and tries again on its next pass).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from walletsvc.config import Settings
 from walletsvc.domain.errors import (
     DependencyUnavailable,
     DomainError,
+    Frozen,
     InvalidInput,
     SigningRefused,
     VerificationFailed,
@@ -171,7 +173,11 @@ def client_tls_context(settings: Settings) -> ssl.SSLContext:
 
 
 def _domain_error(code: str, message: str) -> DomainError:
-    if code in (wire.REFUSED, wire.FROZEN):
+    if code == wire.FROZEN:
+        # Not an integrity alarm: a freeze reaches the signer before the database, so a
+        # batch claimed just before it lands here; it waits like any frozen payout.
+        return Frozen(message, field="wallet")
+    if code == wire.REFUSED:
         return SigningRefused(f"the signer refused: {message}")
     if code == wire.VERIFICATION_FAILED:
         return VerificationFailed(message)
