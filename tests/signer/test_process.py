@@ -8,7 +8,6 @@ line, not for time to pass.
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import stat
@@ -29,9 +28,6 @@ from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.setup import initialise
 from walletsvc.config import Settings
 from walletsvc.domain.errors import DependencyUnavailable, Frozen, SigningRefused
-from walletsvc.keys.hd import AccountKeys
-from walletsvc.keys.keystore import SeedSecret
-from walletsvc.keys.sealing import AesGcmSeedVault
 from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
 from walletsvc.signer.client import SignerClient
 from walletsvc.signer.server import KEY_FILE, LEDGER_FILE, close_core, open_core
@@ -158,20 +154,40 @@ def test_another_os_user_can_neither_read_the_key_nor_reach_the_socket(
     assert result.stdout.split("\n")[:3] == ["readable", "key refused", "socket refused"]
 
 
+SERVICE_PROCESS_PROBE = """
+import gc
+from tests.fakechain import FakeChain
+from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.config import Settings
+from walletsvc.keys.hd import AccountKeys
+from walletsvc.keys.keystore import SeedSecret
+from walletsvc.keys.sealing import AesGcmSeedVault
+
+runtime = Runtime.open(Settings(), chain=FakeChain())
+runtime.signer.status()
+runtime.signer.new_epoch("pool-hot", 1)  # asks for the seed's epoch: gets its xpub only
+runtime.tick()
+gc.collect()
+kinds = (AesGcmSeedVault, SeedSecret, AccountKeys)
+print(sorted(type(o).__name__ for o in gc.get_objects() if isinstance(o, kinds)))
+runtime.close()
+"""
+
+
 def test_the_service_process_holds_no_seed(separate: tuple[Runtime, SignerProcess]) -> None:
+    """A fresh service process, wired as `serve` wires it, after talking to the signer: no
+    seed vault, no decrypted seed and no private account key in its memory."""
     runtime, _ = separate
-    paid = [payout("w-1", 1_000_000)]
-    runtime.signer.sign(
-        wallet=WALLET,
-        kind="payout",
-        plan=plan_paying(runtime, paid, using=coins(runtime)[:1]),
-        approved=paid,
+    probe = subprocess.run(
+        [sys.executable, "-c", SERVICE_PROCESS_PROBE],
+        env=service_env(runtime.settings),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
-    gc.collect()
-    holders = [
-        o for o in gc.get_objects() if isinstance(o, AesGcmSeedVault | SeedSecret | AccountKeys)
-    ]
-    assert holders == []  # no seed vault, no decrypted seed, no private account key here
+    assert probe.stdout.strip().splitlines()[-1] == "[]"
     with runtime.db.read() as uow:
         wallet = uow.wallets.by_name(WALLET)
         assert wallet is not None
