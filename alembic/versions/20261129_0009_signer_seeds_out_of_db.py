@@ -3,8 +3,8 @@
 The signer process (walletsvc.signer) makes and keeps every seed, sealed under its own key in
 its own ledger; the service stores only each epoch's account xpub and fingerprint, so new
 key epochs have no seed column value. The column stays (nullable) for databases made before
-this revision: their ciphertexts are not readable by the signer, and the operator moves such
-a wallet to the signer with a key rotation (docs/runbook.md, "The signer").
+this revision: the signer cannot read their KEK ciphertexts, and an import of such seeds into
+the signer is not built (no production deployment predates this revision; docs/notes.md).
 
 Revision ID: 0009_signer_seeds_out_of_db
 Revises: 0008_token_and_audit_head_tags
