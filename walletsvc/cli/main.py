@@ -171,9 +171,15 @@ def sweep(
     ] = "pool-hot",
 ) -> None:
     """Force one sweep to the next cold address now (the service must not hold the chain)."""
+    s = settings()
+    with dev_signer(s):
+        _sweep(s, wallet)
+
+
+def _sweep(s: Settings, wallet: str) -> None:
     from walletsvc.treasury.sweeps import sweep_view
 
-    runtime = open_runtime(settings())
+    runtime = open_runtime(s)
     try:
         runtime.scanner.sync()
         row = runtime.sweeper.force(wallet, actor=CLI_ACTOR)
@@ -490,6 +496,11 @@ def old_epoch_summary(state: dict[str, Any]) -> str:
 
 
 def _rotation_pass(s: Settings, wallet: str) -> None:
+    with dev_signer(s):
+        _rotation_steps(s, wallet)
+
+
+def _rotation_steps(s: Settings, wallet: str) -> None:
     runtime = open_runtime(s)
     try:
         runtime.scanner.sync()
@@ -530,18 +541,19 @@ def approve_command(
         # Show what is being decided; the decision is bound to exactly this digest.
         shown = approvals.show_request(db, tags, request_id)
         typer.echo(json.dumps({"content": shown["content"], "digest": shown["digest"]}, indent=2))
-        status = approvals.decide(
-            db,
-            tags,
-            kek.totp_sealer(),
-            s,
-            request_id=request_id,
-            staff=principal,
-            decision="reject" if reject else "approve",
-            digest=shown["digest"],
-            totp=totp,
-            comment=comment,
-        )
+        with dev_signer(s):  # a rotation's or unfreeze's quorum asks the signer
+            status = approvals.decide(
+                db,
+                tags,
+                kek.totp_sealer(),
+                s,
+                request_id=request_id,
+                staff=principal,
+                decision="reject" if reject else "approve",
+                digest=shown["digest"],
+                totp=totp,
+                comment=comment,
+            )
     except DomainError as exc:
         fail(exc.message)
         return
