@@ -9,14 +9,15 @@ export WALLETSVC_DATA_DIR ?= .walletsvc
 # kernel) and every test owns its database and data directory, so the workers never share state.
 PYTEST_WORKERS ?= auto
 
-.PHONY: run test test-fast lint bench setup clean-data help
+.PHONY: run test test-fast fuzz lint bench setup clean-data help
 
 help:
 	@echo "make run    set up and start walletsvc on the embedded regtest chain (127.0.0.1:8000)"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make test-fast  the inner loop: SQLite only, without kernel-chain and slow tests"
+	@echo "make fuzz   a long contract run: generated requests against the OpenAPI document"
 	@echo "make lint   ruff, mypy and the import-linter architecture contracts"
-	@echo "make bench  signing, derivation and intake benchmarks (prints figures)"
+	@echo "make bench  signing, derivation, intake and theft-shield benchmarks (prints figures)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "walletsvc needs Python 3.11"'
@@ -43,6 +44,12 @@ test-fast: $(STAMP)
 	WALLETSVC_TEST_POSTGRES_URL= $(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) -m "not kernel and not slow" -k "not postgresql" $(PYTEST_ARGS); \
 	  rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
+# The contract test (tests/api/test_contract.py) with many more generated cases per operation
+# than `make test` runs; FUZZ_EXAMPLES sets how many, on SQLite (FUZZ_K=postgresql for PostgreSQL).
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(STAMP)
+	WALLETSVC_CONTRACT_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) tests/api/test_contract.py -k "$${FUZZ_K:-sqlite}" $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check walletsvc tests bench alembic
 	$(BIN)/ruff format --check walletsvc tests bench alembic
@@ -55,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_signing.py
 	$(BIN)/python bench/bench_signer_socket.py
 	$(BIN)/python bench/bench_intake.py $(BENCH_INTAKE_ARGS)
+	$(BIN)/python bench/bench_shield.py
 
 clean-data:
 	rm -rf $(WALLETSVC_DATA_DIR)

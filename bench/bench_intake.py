@@ -3,7 +3,7 @@
 Run: ``make bench`` (after the signing bench), or alone::
 
     .venv/bin/python bench/bench_intake.py [--quick] [--backend sqlite|postgresql|both]
-        [--only intake,history,freeze,scanner] [--profile SECONDS]
+        [--only intake,history,freeze,scanner,round] [--profile SECONDS]
 
 By default one database kind is measured: PostgreSQL when its URL is set (production's
 database, the issue's headline targets), else SQLite; ``--backend both`` measures both and
@@ -21,6 +21,9 @@ What it measures (figures and how to read them: docs/performance.md, "Intake"):
 3. POST /v1/freeze latency, idle and while 64 clients post payouts.
 4. The chain scanner's time for one block paying 1,000 of our outputs, with the wallet's
    initial watched addresses and with 100,000.
+5. A payout round of 2,000 payouts: POST /v1/payout-rounds until its answer (beside it, the
+   same payouts as single POST /v1/withdrawals, sequentially: a sample, extrapolated), then
+   the worker's pass that signs and broadcasts it.
 
 PostgreSQL runs in a fresh database on the server named by WALLETSVC_BENCH_POSTGRES_URL or
 WALLETSVC_TEST_POSTGRES_URL, and is skipped with a note when neither is set. Traffic goes to
@@ -128,6 +131,8 @@ class Plan:
     freeze_seconds: float = 30.0  # per condition (idle, loaded); fewer samples if slower
     scanner_watched: int = 100_000
     scanner_outputs: int = 1_000
+    round_payouts: int = 2_000
+    round_singles: int = 200  # single payouts timed for the comparison, then extrapolated
 
     @classmethod
     def quick(cls) -> Plan:
@@ -140,6 +145,7 @@ class Plan:
             freeze_samples=10,
             freeze_seconds=20.0,
             scanner_watched=10_000,
+            round_singles=50,
         )
 
 
@@ -655,6 +661,41 @@ def scanner_block_seconds(
         runtime.close()
 
 
+def round_sign_seconds(service: Service) -> tuple[float, int]:
+    """Seconds of one worker pass over the wallet's approved payouts (plan, sign with the
+    kernel check, store, broadcast to the embedded chain), after funding the wallet with
+    mature coinbases (not timed). In-process, with the server stopped. Returns (seconds,
+    transactions signed)."""
+    from walletsvc.bootstrap.runtime import Runtime
+    from walletsvc.config import Settings
+    from walletsvc.devchain.service import open_dev_chain
+    from walletsvc.wallets.service import current_address, get_wallet
+
+    data_dir = Path(service.env["WALLETSVC_DATA_DIR"])
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=service.database_url,
+        kek_file=data_dir / "kek.bin",
+        policy_file=Path(service.env["WALLETSVC_POLICY_FILE"]),
+        run_worker=False,
+    )
+    runtime = Runtime.open(settings, chain=open_dev_chain(settings))
+    try:
+        with runtime.db.read() as uow:
+            address = current_address(uow, get_wallet(uow, WALLET))
+        chain: Any = runtime.chain
+        chain.mine(110, bytes.fromhex(address.script_pubkey))
+        runtime.scanner.sync()
+        began = time.perf_counter()
+        report = runtime.worker.run_once()
+        took = time.perf_counter() - began
+        if report.errors or report.broadcast_txids != report.signed_txids:
+            print(f"  round: the worker reported {report.errors}", flush=True)
+        return took, len(report.signed_txids)
+    finally:
+        runtime.close()
+
+
 # == end of walletsvc internals ==================================================================
 
 
@@ -805,6 +846,65 @@ def measure_scanner(backend: str, workdir: Path, plan: Plan) -> None:
         )
 
 
+# -- payout round ----------------------------------------------------------------------------
+
+
+def round_destinations(n: int) -> list[str]:
+    """``n`` distinct regtest P2WPKH addresses that are not ours."""
+    from bip_utils import SegwitBech32Encoder
+
+    return [
+        str(
+            SegwitBech32Encoder.Encode(
+                "bcrt", 0, hashlib.new("ripemd160", f"round miner {i}".encode()).digest()
+            )
+        )
+        for i in range(n)
+    ]
+
+
+def measure_round(backend: str, workdir: Path, plan: Plan) -> None:
+    n = plan.round_payouts
+    body = {
+        "wallet": WALLET,
+        "reference": "bench round",
+        "payouts": [
+            {"destination": d, "amount_sat": AMOUNT_SAT + i}
+            for i, d in enumerate(round_destinations(n))
+        ],
+    }
+    with fresh_database(backend, workdir, "round") as url:
+        service = prepare_service(workdir / "round", url)
+        headers = {"Authorization": f"Bearer {service.token}"}
+        with (
+            serve_walletsvc(service, workdir) as server,
+            httpx.Client(base_url=server.url, timeout=120) as client,
+        ):
+            post = payout_poster(service.token, "single")
+            client.get("/v1/health").raise_for_status()  # warm-up, not timed
+            began = time.perf_counter()
+            answer = client.post(
+                "/v1/payout-rounds", json=body, headers={**headers, "Idempotency-Key": "round"}
+            )
+            accepted_s = time.perf_counter() - began
+            answer.raise_for_status()
+            # The single payouts come after the round, so the worker's first batch (oldest
+            # first, at most the output cap of 2,000) is exactly the round.
+            began = time.perf_counter()
+            for i in range(plan.round_singles):
+                post(client, i).raise_for_status()
+            single_s = (time.perf_counter() - began) / plan.round_singles
+        signed_s, transactions = round_sign_seconds(service)
+    print(
+        f"  round    {backend:<10} {n:,} payouts accepted in {accepted_s:6.3f} s"
+        f" ({accepted_s / n * 1000:.2f} ms per payout); as single POST /v1/withdrawals:"
+        f" {single_s * n:6.1f} s ({single_s * 1000:.1f} ms each over {plan.round_singles},"
+        f" extrapolated); signed and broadcast in {signed_s:6.3f} s ({transactions}"
+        f" transaction{'s' if transactions != 1 else ''})",
+        flush=True,
+    )
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -909,6 +1009,8 @@ def run_backend(backend: str, root: Path, plan: Plan, only: set[str], profile_s:
         rows += run_history(backend, workdir, plan, empty)
     if "scanner" in only:
         measure_scanner(backend, workdir, plan)
+    if "round" in only:
+        measure_round(backend, workdir, plan)
     if rows:
         print_table(rows)
 
@@ -924,8 +1026,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        default="intake,history,freeze,scanner",
-        help="comma-separated: intake,history,freeze,scanner",
+        default="intake,history,freeze,scanner,round",
+        help="comma-separated: intake,history,freeze,scanner,round",
     )
     parser.add_argument(
         "--profile",

@@ -91,7 +91,7 @@ class FakeChain:
             raise NotFound(f"block {block_hash} not found", field="block_hash")
         return raw
 
-    def broadcast(self, raw_tx: bytes) -> str:
+    def broadcast(self, raw_tx: bytes, *, max_fee_rate_sat_per_vb: int | None = None) -> str:
         with self._lock:
             txid = _txid_of_raw(raw_tx)
             if txid and (txid in self._mempool or txid in self._confirmed):

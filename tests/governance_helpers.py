@@ -157,6 +157,14 @@ def install(runtime: Runtime, data: dict[str, Any]) -> PolicyDocument:
     return doc
 
 
+def with_ops_group(runtime: Runtime) -> PolicyDocument:
+    """A policy in force that also names an ``ops`` group (it approves key rotations): staff
+    can only be in groups the policy names."""
+    document = default_document()
+    document["governance"]["key_rotation"] = {"group": "ops", "m": 2}
+    return install(runtime, document)
+
+
 def big_withdrawal(
     runtime: Runtime, *, amount: int = 20_000_000, key: str = "big-1", now: datetime | None = None
 ) -> str:

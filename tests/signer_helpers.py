@@ -10,6 +10,7 @@ from walletsvc.domain.transaction import ApprovedPayout, SignedTransaction, Tran
 from walletsvc.keys.descriptor import ColdDestination
 from walletsvc.keys.keystore import EncryptedSeed
 from walletsvc.keys.signer import HotSigner
+from walletsvc.policy.document import PolicyDocument
 from walletsvc.signer.ledger import Ledger
 from walletsvc.signer.server import (
     KEY_FILE,
@@ -29,6 +30,7 @@ def sign_with_stolen_files(
     *,
     approved: Sequence[ApprovedPayout] = (),
     sweep_scripts: frozenset[bytes] = frozenset(),
+    max_fee_sat: int | None = None,
 ) -> SignedTransaction:
     """Sign as someone who copied the signer's key and ledger: no rules, no record."""
     assert (settings.signer_path / KEY_FILE).exists()
@@ -48,7 +50,7 @@ def sign_with_stolen_files(
         plan=plan,
         approved=approved,
         sweep_scripts=sweep_scripts,
-        max_fee_sat=settings.max_fee_sat,
+        max_fee_sat=settings.max_fee_sat if max_fee_sat is None else max_fee_sat,
     )
 
 
@@ -64,5 +66,21 @@ def install_cold_in_signer(settings: Settings, wallet: str, text: str) -> ColdDe
     core = open_core(settings)
     try:
         return core.install_cold(wallet, text)
+    finally:
+        close_core(core)
+
+
+def install_policy_in_signer(settings: Settings, policy: PolicyDocument) -> None:
+    """The signer operator's local step (walletsvc signer set-policy), as install_cold_in_signer."""
+    from tests.conftest import RUNNING_SIGNERS
+
+    running = RUNNING_SIGNERS.get(settings.signer_path)
+    if running is not None:
+        with running.core.lock:
+            running.core.install_policy(policy)
+            return
+    core = open_core(settings)
+    try:
+        core.install_policy(policy)
     finally:
         close_core(core)

@@ -124,6 +124,9 @@ def test_the_wheel_holds_every_package_and_no_phantom_data(wheel: Path) -> None:
         "walletsvc/_migrations/env.py",
         "walletsvc/_migrations/script.py.mako",
         "walletsvc/_policies/default.yaml",
+        "walletsvc/api/console/templates/base.html",
+        "walletsvc/api/console/static/console.css",
+        "walletsvc/api/console/static/passkeys.js",
     ):
         assert shipped in names
     versions = {PurePosixPath(n).name for n in names if n.startswith("walletsvc/_migrations/v")}

@@ -70,7 +70,13 @@ class Settings(BaseSettings):
     # is advertised in <data_dir>/chain/rpc.json for `walletsvc devchain`).
     devchain_rpc_port: int = Field(default=0, ge=0, le=65_535)
     session_ttl_s: int = Field(default=900, ge=60)
-    max_batch_outputs: int = Field(default=100, ge=1, le=2_000)
+    # The console's public origin ("https://treasury.example.com"): passkeys are bound to its
+    # host name (the WebAuthn RP id) and assertions must come from exactly this origin. Empty:
+    # the origin the browser used (development only: behind a proxy, set it).
+    console_origin: str = ""
+    # Payouts per transaction (the output cap). A batch heavier than the standard weight or
+    # dearer than max_fee_sat is split further by the worker (docs/treasury.md).
+    max_batch_outputs: int = Field(default=2_000, ge=1, le=5_000)
     # Where the scanner starts on a fresh database (a production wallet's birth height).
     scan_start_height: int = Field(default=0, ge=0)
 
@@ -94,6 +100,27 @@ class Settings(BaseSettings):
     # Refill alerts are also POSTed here as JSON (empty: log, metric and audit event only).
     refill_webhook_url: str = ""
 
+    # HTTPS (docs/runbook.md, "TLS and client certificates"): serve with this certificate and
+    # key; with a client CA as well, every client must present a certificate it issued.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+
+    # Requests per client (API token, staff session, or address without credentials) in each
+    # window; over it the API answers 429 with RateLimit-* headers. 0 disables the limit.
+    rate_limit_requests: int = Field(default=600, ge=0, le=1_000_000)
+    rate_limit_window_s: float = Field(default=60.0, gt=0.0, le=86_400.0)
+
+    # Webhooks (docs/api.md, "Webhooks"). The dispatcher runs this often; a failed delivery is
+    # retried after base * 2**(attempt-1) seconds (at most cap), up to max_attempts attempts.
+    webhook_interval_s: float = Field(default=1.0, gt=0.0, le=3_600.0)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_backoff_base_s: float = Field(default=10.0, gt=0.0, le=86_400.0)
+    webhook_backoff_cap_s: float = Field(default=3_600.0, gt=0.0, le=604_800.0)
+    webhook_timeout_s: float = Field(default=5.0, gt=0.0, le=60.0)
+    # Webhook URLs must be https (bodies are signed, not encrypted) except to loopback.
+    webhook_allow_plain_http: bool = False
+
     # Incident response (docs/runbook.md). After a key rotation, old-epoch coins go to cold at
     # a high priority: the fee estimate for this confirmation target, at least this rate.
     rotation_sweep_target_blocks: int = Field(default=1, ge=1, le=1_008)
@@ -109,6 +136,14 @@ class Settings(BaseSettings):
     signer_tls_key: Path | None = None
     signer_tls_ca: Path | None = None
     signer_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # The theft shield's mempool watcher (docs/runbook.md, "The theft shield"). On Bitcoin
+    # Core: its ZMQ publishers (bitcoind -zmqpubrawtx=... -zmqpubsequence=...), empty for none;
+    # and in any case a gettxspendingprevout poll this often, which catches what a push missed.
+    zmq_rawtx_url: str = ""
+    zmq_sequence_url: str = ""
+    mempool_poll_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    # Run the watcher on its own thread in the service (tests drive it step by step instead).
+    run_mempool_watcher: bool = True
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
@@ -116,6 +151,10 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.data_dir / 'walletsvc.db').resolve()}"
         if self.kek_file is None:
             self.kek_file = self.data_dir / "kek.bin"
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("WALLETSVC_TLS_CERT and WALLETSVC_TLS_KEY go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("WALLETSVC_TLS_CLIENT_CA needs WALLETSVC_TLS_CERT and _KEY (HTTPS)")
         if self.chain_backend == "embedded" and self.network is not Network.REGTEST:
             raise ValueError("the embedded chain is regtest only; use chain_backend=rpc")
         return self

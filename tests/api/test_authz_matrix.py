@@ -68,6 +68,15 @@ MATRIX: list[Row] = [
     Row("GET", "/v1/withdrawals", scopes("withdrawals:read", "read") | ALL_STAFF),
     Row("GET", f"/v1/withdrawals/{NO_ID}", scopes("withdrawals:read", "read") | ALL_STAFF),
     Row("POST", f"/v1/withdrawals/{NO_ID}/cancel", scopes("withdrawals:create"), {}),
+    Row(
+        "POST",
+        "/v1/payout-rounds",
+        scopes("withdrawals:create"),
+        {"wallet": WALLET, "payouts": [{"destination": DEST, "amount_sat": 10_000}]},
+        {"Idempotency-Key": "matrix-round"},
+    ),
+    Row("GET", "/v1/payout-rounds", scopes("withdrawals:read", "read") | ALL_STAFF),
+    Row("GET", f"/v1/payout-rounds/{NO_ID}", scopes("withdrawals:read", "read") | ALL_STAFF),
     # --- Governance.
     Row("DELETE", "/v1/sessions/current", ALL_STAFF),
     Row("GET", "/v1/approvals?pending=true", scopes("read") | ALL_STAFF),
@@ -100,6 +109,18 @@ MATRIX: list[Row] = [
     ),
     Row("POST", f"/v1/policy/proposals/{NO_ID}/veto", roles("approver"), {"totp": "000000"}),
     Row("GET", "/v1/audit?after=0&limit=5", scopes("read") | roles("auditor", "operator")),
+    # --- Refills from cold: proposing moves nothing (cold keys sign offline).
+    Row("POST", f"/v1/wallets/{WALLET}/refills", scopes("sweeps:write") | roles("operator")),
+    Row("GET", f"/v1/refills/{NO_ID}", scopes("read") | ALL_STAFF),
+    Row(
+        "POST",
+        f"/v1/refills/{NO_ID}/signatures",
+        scopes("sweeps:write") | roles("operator", "approver"),
+        {"psbt": "cHNidP8="},
+    ),
+    Row("POST", f"/v1/refills/{NO_ID}/cancel", scopes("sweeps:write") | roles("operator")),
+    # --- Incident response: the theft shield's reports, read like the freezes.
+    Row("GET", "/v1/shield/incidents", scopes("read") | ALL_STAFF),
 ]
 
 

@@ -17,7 +17,7 @@ from walletsvc.api.app import create_app
 from walletsvc.bootstrap.runtime import Runtime
 
 # Success responses that are not JSON, with the media type they are declared with.
-NOT_JSON = {("get", "/v1/metrics"): "text/plain"}
+NOT_JSON = {("get", "/v1/metrics"): "text/plain", ("get", "/metrics"): "text/plain"}
 ERROR_BODY = "#/components/schemas/ErrorBody"
 # Failures answered with another body: readiness reports which check failed.
 OTHER_ERROR_BODIES = {("get", "/v1/ready", "503"): "#/components/schemas/Readiness"}
@@ -87,6 +87,7 @@ def test_204_responses_have_no_body(document: dict[str, Any]) -> None:
     assert {(m, p) for m, p, _ in no_content} == {
         ("delete", "/v1/sessions/current"),
         ("delete", "/v1/allowlist/{entry_id}"),
+        ("delete", "/v1/webhooks/{webhook_id}"),
     }
     assert all("content" not in response for _, _, response in no_content)
 
@@ -200,6 +201,25 @@ def test_real_responses_match_their_declared_schemas(
     cancelled = check(client.post(f"/v1/withdrawals/{created['id']}/cancel", headers=token), 200)
     assert cancelled["status"] == "cancelled"
 
+    payout_round = {
+        "wallet": WALLET,
+        "reference": "round 1",
+        "payouts": [{"destination": DEST, "amount_sat": 40_000}],
+    }
+    round_view = check(
+        client.post("/v1/payout-rounds", json=payout_round, headers=auth(tokens.all, "rk")), 201
+    )
+    assert round_view["payouts"][0]["txid"] is None
+    check(client.post("/v1/payout-rounds", json=payout_round, headers=auth(tokens.all, "rk")), 200)
+    check(client.get(f"/v1/payout-rounds/{round_view['id']}", headers=token), 200)
+    rounds_page = check(client.get("/v1/payout-rounds", headers=token), 200)
+    assert rounds_page["next_cursor"] is None
+    over_round = {**payout_round, "payouts": [{"destination": DEST, "amount_sat": 60_000_000}]}
+    refused = check(
+        client.post("/v1/payout-rounds", json=over_round, headers=auth(tokens.all, "rd")), 422
+    )
+    assert refused["error"]["payouts"][0]["index"] == 0
+
     check(client.get("/v1/approvals", headers=token), 200)
     check(client.get("/v1/allowlist", headers=token), 200)
     check(client.get("/v1/policy", headers=token), 200)
@@ -215,6 +235,10 @@ def test_real_responses_match_their_declared_schemas(
     assert denied["error"]["decision"]["outcome"] == "deny"
     frozen = check(client.post("/v1/freeze", json={"reason": "drill"}, headers=token), 201)
     locked = check(client.post("/v1/withdrawals", json=payout, headers=auth(tokens.all, "f")), 423)
+    locked_round = check(
+        client.post("/v1/payout-rounds", json=payout_round, headers=auth(tokens.all, "rf")), 423
+    )
+    assert locked_round["error"]["code"] == "frozen"
     assert locked["error"]["code"] == "frozen"
     assert frozen["lifted_at"] is None and frozen["wallet"] is None
     state = check(client.get("/v1/freeze", headers=token), 200)
@@ -246,5 +270,42 @@ def test_real_responses_match_their_declared_schemas(
     bad = {**payout, "amount_sat": 1.5}
     error = check(client.post("/v1/withdrawals", json=bad, headers=auth(tokens.all, "b")), 422)
     assert error["error"]["field"] == "amount_sat"
+    bad_round = {**payout_round, "payouts": [{"destination": DEST, "amount_sat": 1.5}]}
+    round_error = check(
+        client.post("/v1/payout-rounds", json=bad_round, headers=auth(tokens.all, "rb")), 422
+    )
+    assert round_error["error"]["field"] == "payouts[0].amount_sat"
+    check(client.get("/v1/payout-rounds/nope", headers=token), 404)
     conflict = check(client.post(f"/v1/withdrawals/{created['id']}/cancel", headers=token), 409)
     assert set(conflict["error"]) == {"code", "message", "field"}
+
+
+def test_every_operation_has_an_example_that_matches_its_schema(
+    document: dict[str, Any],
+) -> None:
+    problems = []
+    for method, path, operation in operations(document):
+        label = f"{method.upper()} {path}"
+        bodies = [
+            (status, response.get("content", {}).get("application/json"))
+            for status, response in operation["responses"].items()
+            if status.startswith("2") and status != "204"
+        ]
+        request = operation.get("requestBody", {}).get("content", {}).get("application/json")
+        if request is not None:
+            bodies.append(("request", request))
+        json_bodies = [(status, body) for status, body in bodies if body is not None]
+        if (
+            not json_bodies
+            and (method, path) not in NOT_JSON
+            and "204" not in operation["responses"]
+        ):
+            problems.append(f"{label}: no JSON body to illustrate")
+        for status, body in json_bodies:
+            if "example" not in body:
+                problems.append(f"{label} {status}: no example")
+                continue
+            schema = {**body["schema"], "components": document["components"]}
+            for error in Draft202012Validator(schema).iter_errors(body["example"]):
+                problems.append(f"{label} {status}: {error.message} at {list(error.path)}")
+    assert problems == []

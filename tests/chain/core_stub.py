@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from bitcoin.core import CTransaction, b2lx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -53,6 +54,8 @@ class CoreStub:
     pruned_blocks: set[str] = field(default_factory=set)
     password: str = ""  # Basic auth password for user "__cookie__"; empty: no auth
     seen: list[dict[str, Any]] = field(default_factory=list)
+    # txid -> (raw hex, base fee, descendant fees (BTC), vsize): getrawmempool and friends.
+    mempool: dict[str, tuple[str, Decimal, Decimal, int]] = field(default_factory=dict)
 
     def methods(self) -> list[str]:
         return [request["method"] for request in self.seen]
@@ -151,7 +154,51 @@ class CoreStub:
         return TXID
 
     def getrawmempool(self) -> list[str]:
-        return []
+        return sorted(self.mempool)
+
+    def gettxspendingprevout(self, outputs: list[dict[str, Any]], options: Any = None) -> Any:
+        spent: dict[tuple[str, int], str] = {}
+        for txid, (raw, *_) in self.mempool.items():
+            tx = CTransaction.deserialize(bytes.fromhex(raw))
+            for txin in tx.vin:
+                spent[(b2lx(txin.prevout.hash), txin.prevout.n)] = txid
+        result = []
+        for item in outputs:
+            row = {"txid": item["txid"], "vout": item["vout"]}
+            if (item["txid"], item["vout"]) in spent:
+                row["spendingtxid"] = spent[(item["txid"], item["vout"])]
+            result.append(row)
+        return result
+
+    def getmempoolentry(self, txid: str) -> dict[str, Any]:
+        if txid not in self.mempool:
+            raise CoreError(-5, "Transaction not in mempool")
+        _, base, descendant, vsize = self.mempool[txid]
+        return {
+            "vsize": vsize,
+            "weight": vsize * 4,
+            "time": 1_700_000_000,
+            "height": self.blocks,
+            "descendantcount": 1,
+            "descendantsize": vsize,
+            "ancestorcount": 1,
+            "ancestorsize": vsize,
+            "wtxid": WTXID,
+            "fees": {"base": base, "modified": base, "ancestor": base, "descendant": descendant},
+            "depends": [],
+            "spentby": [],
+            "bip125-replaceable": True,
+            "unbroadcast": False,
+        }
+
+    def getrawtransaction(self, txid: str, verbose: Any = 0, blockhash: Any = None) -> str:
+        if txid not in self.mempool:
+            raise CoreError(
+                -5,
+                "No such mempool or blockchain transaction. "
+                "Use gettransaction for wallet transactions.",
+            )
+        return self.mempool[txid][0]
 
     # -- the server ------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from tests.governance_helpers import PASSWORD, aligned_now, later
+from tests.governance_helpers import PASSWORD, aligned_now, later, with_ops_group
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.cli.main import app
 from walletsvc.db.models import AuditEvent
@@ -30,6 +30,7 @@ def cli_env(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Runtime:
 
 
 def test_add_prints_the_uri_once_and_stores_only_ciphertext(cli_env: Runtime) -> None:
+    with_ops_group(cli_env)
     runner = CliRunner()
     result = runner.invoke(
         app,
@@ -53,6 +54,7 @@ def test_add_prints_the_uri_once_and_stores_only_ciphertext(cli_env: Runtime) ->
     query = parse_qs(parsed.query)
     assert parsed.netloc == "totp" and query["issuer"] == ["walletsvc"]
     secret = query["secret"][0]
+    assert "▀" in result.output or "▄" in result.output  # the QR code, in the terminal
 
     with cli_env.db.read() as uow:
         session = uow.session
@@ -213,3 +215,15 @@ def test_the_cli_checks_passwords_with_the_login_check(cli_env: Runtime) -> None
         check_password(
             cli_env.db, cli_env.tags, cli_env.settings, username="nobody", password=PASSWORD
         )
+
+
+def test_a_group_the_policy_does_not_name_is_refused(cli_env: Runtime) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["staff", "add", "carol", "--role", "approver", "--group", "tresury", "--password-stdin"],
+        input=PASSWORD + "\n",
+    )
+    assert result.exit_code == 1
+    assert "unknown group(s) tresury" in result.output and "treasury" in result.output
+    with cli_env.db.read() as uow:
+        assert uow.staff.by_username("carol") is None

@@ -41,6 +41,7 @@ from walletsvc.db.models_governance import (
     ApprovalRequest,
     Staff,
 )
+from walletsvc.db.models_staff_auth import StaffPasskey
 from walletsvc.db.models_treasury import ColdDestinationRow
 from walletsvc.db.tags import GOVERNED_ROW_KINDS
 from walletsvc.governance.tokens import SCOPES, create_token, hash_token, revoke_token
@@ -365,6 +366,24 @@ def _governed_rows() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "decision": "reject",
                 "digest": "cd" * 32,
                 "totp_step": 101,
+                "passkey_id": "k2",  # a decision made with a passkey names it in its tag
+            },
+        ),
+        "staff passkey": (
+            StaffPasskey(
+                id="k1",
+                staff_id="s1",
+                credential_id="Y3JlZA",
+                public_key="a2V5",
+                disabled_at=None,
+                mac="",
+            ),
+            {
+                "id": "k2",
+                "staff_id": "s2",
+                "credential_id": "Y3JlZQ",
+                "public_key": "a2V6",
+                "disabled_at": _T0,
             },
         ),
         "allowlist entry": (

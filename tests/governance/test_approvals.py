@@ -19,6 +19,7 @@ from tests.governance_helpers import (
     default_document,
     install,
     later,
+    with_ops_group,
 )
 from tests.helpers import verify_audit
 from walletsvc.bootstrap.runtime import Runtime
@@ -39,6 +40,7 @@ def team(runtime: Runtime) -> Team:
     for name in ("alice", "bob", "carol"):
         team.add(name)
     team.add("otto", role="operator")
+    with_ops_group(runtime)
     team.add("eve", groups=("ops",))  # an approver, but not in treasury
     return team
 

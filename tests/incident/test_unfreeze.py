@@ -189,3 +189,59 @@ def test_unfreeze_with_nothing_frozen_is_a_conflict(client: TestClient, tokens: 
         "/v1/unfreeze", headers=auth(tokens.all), json={"reason": "x", "freeze_id": "nope"}
     )
     assert missing.status_code == 404
+
+
+def test_lifting_shows_the_held_payouts_and_a_cancelled_one_stays_out(
+    client: TestClient, runtime: Runtime, tokens: Tokens, team: Team
+) -> None:
+    fund_wallet(runtime)
+    _queue_payouts(runtime, 3)
+    frozen = freeze(runtime.db, scope="all", wallet=None, reason="key theft?", actor="test")
+    state = client.get("/v1/freeze", headers=auth(tokens.read_only)).json()
+    held = state["held_payouts"]
+    assert [(p["status"], p["amount_sat"]) for p in held] == [
+        ("approved", 10_000),
+        ("approved", 10_001),
+        ("approved", 10_002),
+    ]
+    otto = team.login(team.members["otto"])
+    proposed = client.post(
+        "/v1/unfreeze",
+        headers=otto.headers(),
+        json={"freeze_id": frozen.id, "reason": "rotated; the queue is ours"},
+    )
+    assert proposed.status_code == 201, proposed.text
+    body = proposed.json()
+    assert [p["id"] for p in body["held_payouts"]] == [p["id"] for p in held]
+
+    # An operator recognises one as not theirs and cancels it before the lift is approved.
+    unwanted = held[1]["id"]
+    cancelled = client.post(f"/v1/withdrawals/{unwanted}/cancel", headers=auth(tokens.all))
+    assert cancelled.status_code == 200, cancelled.text
+    shown = client.get(f"/v1/unfreeze/{body['id']}", headers=auth(tokens.all)).json()
+    assert unwanted not in [p["id"] for p in shown["held_payouts"]]
+
+    t0 = aligned_now()
+    approve(runtime, team.members["alice"], body["approval_request_id"], t0)
+    assert approve(runtime, team.members["bob"], body["approval_request_id"], later(t0, 1)) == (
+        "approved"
+    )
+    runtime.tick()
+    counts = _status_counts(runtime)
+    assert counts == {"broadcast": 2, "cancelled": 1}
+    after = client.get("/v1/freeze", headers=auth(tokens.read_only)).json()
+    assert after == {"frozen": False, "freezes": [], "held_payouts": []}
+
+
+def test_cli_freeze_and_unfreeze_list_the_held_payouts(runtime: Runtime) -> None:
+    fund_wallet(runtime)
+    _queue_payouts(runtime, 1)
+    frozen = run_cli(runtime.settings, "freeze", "--reason", "pager")
+    assert frozen.returncode == 0, frozen.stderr
+    assert "1 held payout(s), 10000 sat" in frozen.stdout
+    asked = run_cli(runtime.settings, "unfreeze", "--reason", "false alarm")
+    assert asked.returncode == 0, asked.stderr
+    with runtime.db.read() as uow:
+        (payout,) = uow.withdrawals.with_status("approved")
+    assert "1 held payout(s), 10000 sat, leave when the freezes lift" in asked.stdout
+    assert payout.id in asked.stdout and payout.destination in asked.stdout

@@ -26,8 +26,10 @@ from walletsvc.bootstrap.setup import initialise
 from walletsvc.config import Settings
 from walletsvc.domain.errors import Frozen, InvalidInput, SigningRefused
 from walletsvc.domain.transaction import ApprovedPayout
+from walletsvc.domain.txplan import plan_sweep
 from walletsvc.signer.client import SignerClient
 from walletsvc.signer.server import SignerServer
+from walletsvc.wallets.service import get_wallet, next_change_path
 
 DENIED_ADDRESS, DENIED_SCRIPT = external_destination("known thief")
 HOUR_BUDGET_SAT = 200_000_000  # policies/default.yaml, velocity wallet-1h
@@ -254,3 +256,59 @@ def test_a_frozen_signer_still_sweeps_to_its_cold_destination(api_host: Runtime)
         wallet=WALLET, kind="sweep", plan=plan, approved=[], sweep_scripts=frozenset({cold_script})
     )
     assert signed.fee_sat > 0 and signed_count(api_host) == 1
+
+
+def test_only_a_shield_answer_to_cold_may_pay_the_shield_budget_in_fees(
+    api_host: Runtime,
+) -> None:
+    """The theft shield outbids a thief with fees above the configured cap: the signer lets
+    that through only for kind "shield", only to its own cold destination, and only up to the
+    shield budget of its own policy copy (50 % of the coins spent by default). The service
+    asking for a higher cap changes nothing."""
+    tpub, cold_script = cold_destination()
+    install_cold_in_signer(api_host.settings, WALLET, tpub)
+    coin = coins(api_host)[0]
+    cap = api_host.settings.max_fee_sat
+    with api_host.db.write() as uow:
+        change_path, change_script = next_change_path(uow, get_wallet(uow, WALLET))
+    plan = plan_sweep(
+        [coin],
+        destination_script=cold_script,
+        keep_sat=None,
+        fee_rate_sat_per_vb=(cap * 3) // 100,  # about 3x the cap for a 1-in 1-out spend
+        max_fee_sat=coin.amount_sat,
+        change_script=change_script,
+        change_path=change_path,
+        min_confirmations=1,
+    )
+    assert cap < plan.fee_sat < coin.amount_sat // 2
+    asked = coin.amount_sat  # the API host asks for everything
+    with pytest.raises(SigningRefused, match="exceeds the cap"):
+        api_host.signer.sign(
+            wallet=WALLET,
+            kind="sweep",
+            plan=plan,
+            approved=[],
+            sweep_scripts=frozenset({cold_script}),
+            max_fee_sat=asked,
+        )
+    signed = api_host.signer.sign(
+        wallet=WALLET,
+        kind="shield",
+        plan=plan,
+        approved=[],
+        sweep_scripts=frozenset({cold_script}),
+        max_fee_sat=asked,
+    )
+    assert signed.fee_sat == plan.fee_sat > cap
+    # The service may lower the cap, never raise it past the signer's own.
+    with pytest.raises(SigningRefused, match="exceeds the cap"):
+        api_host.signer.sign(
+            wallet=WALLET,
+            kind="shield",
+            plan=plan,
+            approved=[],
+            sweep_scripts=frozenset({cold_script}),
+            max_fee_sat=cap,
+        )
+    assert signed_count(api_host) == 1

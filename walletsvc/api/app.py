@@ -7,7 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from walletsvc.api.console import install_console
 from walletsvc.api.errors import error_responses, install_error_handlers
+from walletsvc.api.examples import install_examples
+from walletsvc.api.input_guard import install_input_guard
+from walletsvc.api.rate_limits import RateLimiter, install_rate_limits
 from walletsvc.api.request_ids import install_request_ids
 from walletsvc.api.routes import (
     allowlist,
@@ -15,12 +19,16 @@ from walletsvc.api.routes import (
     audit,
     freeze,
     policy,
+    refills,
     rotation,
+    rounds,
     sessions,
+    shield,
     sweeps,
     system,
     unfreeze,
     wallets,
+    webhooks,
     withdrawals,
 )
 from walletsvc.bootstrap.runtime import Runtime
@@ -35,6 +43,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         owned = runtime is None
         rt = runtime or Runtime.open(settings or Settings())
         app.state.runtime = rt
+        limits = rt.settings
+        app.state.rate_limiter = (
+            RateLimiter(limits.rate_limit_requests, limits.rate_limit_window_s)
+            if limits.rate_limit_requests
+            else None
+        )
         if owned and rt.settings.run_worker:
             rt.start_background()
         try:
@@ -50,13 +64,21 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_input_guard(app)
+    # Inside the request-id middleware (installed after it, so outer): a 429 carries the id.
+    install_rate_limits(app)
     install_request_ids(app)
-    # Any operation may fail unexpectedly; even then the answer is the error body.
-    unexpected = error_responses(500)
+    # Any operation may be rate limited or fail unexpectedly; the answer is the error body.
+    unexpected = error_responses(429, 500)
     for router in (system.router, wallets.router, withdrawals.router, freeze.router):
         app.include_router(router, prefix="/v1", responses=unexpected)
-    governance = (sessions, approvals, allowlist, policy, audit, sweeps)
-    incident = (unfreeze, rotation)  # issue 5: governed unfreeze and key rotation
-    for module in (*governance, *incident):
+    governance = (sessions, approvals, allowlist, policy, audit, sweeps, refills)
+    incident = (unfreeze, rotation, shield)  # governed unfreeze, key rotation, theft shield
+    for module in (*governance, *incident, webhooks):
         app.include_router(module.router, prefix="/v1", responses=unexpected)
+    # Issue 10: payout rounds.
+    app.include_router(rounds.router, prefix="/v1", responses=unexpected)
+    app.include_router(system.root_router, responses=unexpected)
+    install_console(app)  # issue 12: the treasury console at /console
+    install_examples(app)
     return app

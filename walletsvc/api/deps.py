@@ -7,10 +7,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from walletsvc.api.tls import client_certificate_fingerprint
 from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.domain.access import ROLES
 from walletsvc.domain.errors import Forbidden, Unauthenticated
 from walletsvc.governance.sessions import authenticate_session, is_session_token
-from walletsvc.governance.staff import ROLES, StaffPrincipal
+from walletsvc.governance.staff import StaffPrincipal
 from walletsvc.governance.tokens import TokenPrincipal, authenticate_api_token
 
 
@@ -41,7 +43,12 @@ def authenticate(request: Request, runtime: Runtime) -> Principal:
     secret = bearer_secret(request)
     if is_session_token(secret):
         return authenticate_session(runtime.db, runtime.tags, secret)
-    return authenticate_api_token(runtime.db, runtime.tags, secret)
+    principal = authenticate_api_token(runtime.db, runtime.tags, secret)
+    bound = principal.cert_fingerprint
+    if bound is not None and client_certificate_fingerprint(request) != bound:
+        # A stolen token is useless without the client's certificate and key.
+        raise Unauthenticated("this API token is accepted only with its client certificate")
+    return principal
 
 
 def authorize(principal: Principal, scopes: Iterable[str], roles: Iterable[str]) -> None:

@@ -9,11 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from walletsvc.api.request_ids import HEADER, request_id_for
+from walletsvc.api.schemas.rounds import DeniedPayoutView
 from walletsvc.api.schemas.withdrawals import PolicyDecision
 from walletsvc.domain import errors as e
+from walletsvc.governance.audit import record_integrity_failure
 from walletsvc.governance.policies import IntegrityFailure
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,10 @@ class ErrorDetail(BaseModel):
     field: str | None = Field(description="The input to fix (`amount_sat`, `Idempotency-Key`, …).")
     decision: PolicyDecision | None = Field(
         default=None, description="Only with `policy_denied`: the decision that denied it."
+    )
+    payouts: list[DeniedPayoutView] | None = Field(
+        default=None,
+        description="Only when a payout round is refused: each denied payout and its rules.",
     )
 
 
@@ -90,13 +97,25 @@ def error_body(code: str, message: str, field: str | None, **extra: Any) -> dict
 
 
 def _field_from_location(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or None
+    """The field as clients write it: ``amount_sat``, ``payouts[17].amount_sat``."""
+    field = ""
+    for part in loc:
+        if part in ("body", "query", "path", "header"):
+            continue
+        if isinstance(part, int):
+            field += f"[{part}]"
+        else:
+            field += f".{part}" if field else str(part)
+    return field or None
+
+
+def _is_amount(field: str | None) -> bool:
+    return field is not None and (field == "amount_sat" or field.endswith(".amount_sat"))
 
 
 def _validation_message(err: dict[str, Any], field: str | None) -> str:
-    if field == "amount_sat":
-        return "amount_sat must be a JSON integer number of satoshis (no decimals, no strings)"
+    if _is_amount(field):
+        return f"{field} must be a JSON integer number of satoshis (no decimals, no strings)"
     if err.get("type") == "json_invalid":
         return "the request body is not valid JSON"
     if err.get("type") == "missing":
@@ -106,13 +125,30 @@ def _validation_message(err: dict[str, Any], field: str | None) -> str:
     return f"{field}: {err.get('msg', 'invalid value')}"
 
 
+def _record_integrity_failure(request: Request, exc: IntegrityFailure) -> None:
+    """A governed row failed its check on the way to a use: the use case rolled back, so the
+    finding is audited here, once for every use case (the risk monitor freezes on it)."""
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        return
+    try:
+        record_integrity_failure(runtime.db, exc.message)
+    except Exception:  # the database may be what is broken; the answer still goes out
+        log.exception("could not audit an integrity failure")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(e.DomainError)
-    async def _domain(_: Request, exc: e.DomainError) -> JSONResponse:
+    async def _domain(request: Request, exc: e.DomainError) -> JSONResponse:
+        if isinstance(exc, IntegrityFailure):
+            await run_in_threadpool(_record_integrity_failure, request, exc)
         extra: dict[str, Any] = {}
         decision = getattr(exc, "decision", None)
         if decision is not None:
             extra["decision"] = decision.to_dict()
+        denied_payouts = getattr(exc, "payouts", None)  # a refused payout round
+        if denied_payouts is not None:
+            extra["payouts"] = denied_payouts
         headers = {}
         retry_after = getattr(exc, "retry_after_s", None)
         if retry_after is not None:
@@ -128,7 +164,7 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         first = errors[0] if errors else {}
         field = _field_from_location(tuple(first.get("loc", ())))
-        code = "invalid_amount" if field == "amount_sat" else "invalid_input"
+        code = "invalid_amount" if _is_amount(field) else "invalid_input"
         if first.get("type") == "json_invalid":
             code, field = "invalid_json", None
         return JSONResponse(
@@ -137,6 +173,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's own 400: a body it could not decode (not UTF-8, say). Answered as the
+            # invalid JSON it is (422, as a syntax error is), the status the document declares.
+            message = "the request body is not valid JSON (it must be UTF-8 encoded JSON)"
+            return JSONResponse(error_body("invalid_json", message, None), status_code=422)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail), None), status_code=exc.status_code)
 

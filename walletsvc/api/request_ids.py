@@ -15,6 +15,9 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from fastapi import FastAPI, Request, Response
+from fastapi.routing import iter_route_contexts
+
+from walletsvc.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 HEADER = "X-Request-Id"
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -35,6 +38,26 @@ def request_id_for(request: Request) -> str:
     return chosen
 
 
+def route_template(request: Request) -> str:
+    """The matched route's full template (`/v1/withdrawals/{withdrawal_id}`), never the raw
+    path: ids and probes of unknown paths must not make a metric series each.
+
+    The route in the request scope carries its path without the prefix it was included under,
+    so the template is looked up among the application's effective routes by endpoint."""
+    endpoint = request.scope.get("endpoint")
+    if endpoint is None:
+        return "unmatched"
+    templates: dict[object, str] | None = getattr(request.app.state, "route_templates", None)
+    if templates is None:
+        templates = {
+            context.endpoint: str(context.path)
+            for context in iter_route_contexts(request.app.routes)
+            if context.endpoint is not None
+        }
+        request.app.state.route_templates = templates
+    return templates.get(endpoint, "unmatched")
+
+
 def install_request_ids(app: FastAPI) -> None:
     @app.middleware("http")
     async def _request_id(
@@ -46,6 +69,10 @@ def install_request_ids(app: FastAPI) -> None:
         started = time.perf_counter()
         response = await call_next(request)
         response.headers[HEADER] = request_id
+        elapsed = time.perf_counter() - started
+        route = route_template(request)
+        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        HTTP_DURATION.labels(request.method, route).observe(elapsed)
         # The path only: a query string is the caller's input, and headers may hold tokens.
         log.info(
             "request",
@@ -53,7 +80,7 @@ def install_request_ids(app: FastAPI) -> None:
                 "method": request.method,
                 "path": request.url.path,
                 "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                "duration_ms": round(elapsed * 1000, 1),
             },
         )
         return response

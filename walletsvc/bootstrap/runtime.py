@@ -12,23 +12,30 @@ from datetime import datetime
 
 from walletsvc.bootstrap.approval_kinds import register_approval_kinds
 from walletsvc.chain.factory import open_chain
+from walletsvc.chain.kernel import KernelScriptVerifier
+from walletsvc.chain.mempool import CoreMempoolSource
+from walletsvc.chain.rpc import BitcoinRpcBackend
+from walletsvc.chainsync.mempool import MempoolWatcher
 from walletsvc.chainsync.scanner import Scanner
 from walletsvc.config import Settings
 from walletsvc.db.database import Database
 from walletsvc.domain.errors import DependencyUnavailable, SigningRefused
-from walletsvc.domain.ports import ChainBackend
+from walletsvc.domain.ports import ChainBackend, MempoolSource
 from walletsvc.governance import approvals, policy_changes
 from walletsvc.governance.login_throttle import LoginThrottle
 from walletsvc.incident.risk import RiskMonitor
 from walletsvc.incident.rotation import RotationService
+from walletsvc.incident.shield import Shield
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import load_kek
-from walletsvc.keys.sealing import TotpSealer
+from walletsvc.keys.sealing import TotpSealer, WebhookSecretSealer
 from walletsvc.payouts.signing import SigningPipeline
 from walletsvc.payouts.worker import PayoutWorker
 from walletsvc.signer.client import SignerClient
 from walletsvc.treasury.fee_bumps import FeeBumper
+from walletsvc.treasury.refills import RefillService
 from walletsvc.treasury.sweeps import SweepService
+from walletsvc.webhooks.dispatcher import RetrySchedule, WebhookDispatcher
 
 log = logging.getLogger(__name__)
 _DEPENDENCIES = ("chain", "database", "signer")
@@ -51,6 +58,12 @@ class Runtime:
     fee_bumper: FeeBumper
     risk: RiskMonitor
     rotation: RotationService
+    refills: RefillService
+    shield: Shield
+    # Watches the mempool for thefts (None: the chain backend offers no mempool feed).
+    mempool_watcher: MempoolWatcher | None
+    webhook_secrets: WebhookSecretSealer
+    webhooks: WebhookDispatcher
     # Completed background passes: lets tests wait for "N more passes" instead of sleeping.
     passes: int = 0
     # Failed staff logins per client address and username (this process's memory).
@@ -64,7 +77,7 @@ class Runtime:
         kek = load_kek(settings.kek_path)
         tags = kek.row_tagger()
         signer = SignerClient(settings)
-        register_approval_kinds(signer)
+        register_approval_kinds(signer, kek.totp_sealer())
         db = Database(settings.database_url, audit_key=kek.audit_key())
         chain = chain or open_chain(settings)
         risk = RiskMonitor(db, tags)
@@ -79,6 +92,14 @@ class Runtime:
         sweeper = SweepService(db, tags, pipeline)
         fee_bumper = FeeBumper(db, tags, pipeline)
         rotation = RotationService(db, tags, pipeline)
+        refills = RefillService(db, tags, chain, KernelScriptVerifier(), settings)
+        shield = Shield(db, tags, pipeline)
+        scanner.block_watchers.append(shield.on_block)
+        scanner.rollback_watchers.append(shield.on_rollback)
+        watcher = _mempool_watcher(db, chain, settings)
+        if watcher is not None:
+            watcher.theft_hooks.append(shield.on_theft)
+        webhook_secrets = kek.webhook_sealer()
         return cls(
             settings=settings,
             tags=tags,
@@ -92,6 +113,11 @@ class Runtime:
             fee_bumper=fee_bumper,
             risk=risk,
             rotation=rotation,
+            refills=refills,
+            shield=shield,
+            mempool_watcher=watcher,
+            webhook_secrets=webhook_secrets,
+            webhooks=open_webhook_dispatcher(db, webhook_secrets, settings),
         )
 
     def tick(self) -> None:
@@ -103,6 +129,7 @@ class Runtime:
         self.worker.run_once()
         self.scanner.sync()
         self.rotation.run()  # after a key rotation: old epochs to cold, held payouts re-signed
+        self.shield.rebroadcast()  # the theft shield's answers still racing, whatever the freeze
         if self.settings.auto_sweep and self.sweeper.after_scan():
             self.worker.broadcast_signed()
         self.anchor_audit()
@@ -118,6 +145,10 @@ class Runtime:
             self.signer.anchor_audit(head.last_seq, head.last_hash)
         except SigningRefused as exc:
             log.error("AUDIT LOG TAMPERING: the signer refused the audit head: %s", exc.message)
+            anchored = self.signer.status().get("audit_anchor")
+            self.risk.audit_anchor_refused(
+                int(anchored["seq"]) if isinstance(anchored, dict) else None, exc
+            )
 
     def governance_tick(self, now: datetime | None = None) -> None:
         """Expire approval requests past their deadline (and their withdrawals), then apply
@@ -129,6 +160,21 @@ class Runtime:
         thread = threading.Thread(target=self._loop, name="walletsvc-worker", daemon=True)
         thread.start()
         self._threads.append(thread)
+        if self.mempool_watcher is not None and self.settings.run_mempool_watcher:
+            self.mempool_watcher.start(self.settings.mempool_poll_interval_s)
+        # Webhooks on a thread of their own: a slow receiver never delays a payout pass.
+        sender = threading.Thread(target=self._webhook_loop, name="walletsvc-webhooks", daemon=True)
+        sender.start()
+        self._threads.append(sender)
+
+    def _webhook_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.webhooks.run_once()
+            except Exception as exc:
+                # The database is down (the worker loop says so once); try again next time.
+                log.debug("webhook pass failed: %s", type(exc).__name__)
+            self._stop.wait(self.settings.webhook_interval_s)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -173,13 +219,46 @@ class Runtime:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        if self.mempool_watcher is not None:
+            self.mempool_watcher.stop()
+            if isinstance(self.mempool_watcher.source, CoreMempoolSource):
+                self.mempool_watcher.source.close()
+        self.webhooks.close()
         self.chain.close()
         self.signer.close()
         self.db.dispose()
 
 
+def _mempool_watcher(
+    db: Database, chain: ChainBackend, settings: Settings
+) -> MempoolWatcher | None:
+    """Bitcoin Core: ZMQ pushes (if configured) and gettxspendingprevout polls; a chain that
+    notifies by itself (the embedded development chain) is its own source."""
+    source: MempoolSource
+    if isinstance(chain, MempoolSource):
+        source = chain
+    elif isinstance(chain, BitcoinRpcBackend):
+        source = CoreMempoolSource(
+            chain, rawtx_url=settings.zmq_rawtx_url, sequence_url=settings.zmq_sequence_url
+        )
+    else:
+        return None
+    return MempoolWatcher(db, source)
+
+
+def open_webhook_dispatcher(
+    db: Database, sealer: WebhookSecretSealer, settings: Settings
+) -> WebhookDispatcher:
+    schedule = RetrySchedule(
+        max_attempts=settings.webhook_max_attempts,
+        base_s=settings.webhook_backoff_base_s,
+        cap_s=settings.webhook_backoff_cap_s,
+    )
+    return WebhookDispatcher(db, sealer, schedule=schedule, timeout_s=settings.webhook_timeout_s)
+
+
 def open_database(settings: Settings) -> Database:
     """The database alone (CLI commands that need no chain), with the audit key from the KEK."""
     kek = load_kek(settings.kek_path)
-    register_approval_kinds(SignerClient(settings))
+    register_approval_kinds(SignerClient(settings), kek.totp_sealer())
     return Database(settings.database_url, audit_key=kek.audit_key())

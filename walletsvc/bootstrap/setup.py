@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -12,12 +14,14 @@ from typing import Any, NamedTuple, Protocol
 from walletsvc.bootstrap.runtime import Runtime, open_database
 from walletsvc.config import Settings
 from walletsvc.db.migrate import upgrade
+from walletsvc.domain.access import SCOPES
 from walletsvc.domain.address import p2wpkh_script, script_to_address
 from walletsvc.domain.errors import DomainError, InvalidInput
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ChainBackend
-from walletsvc.governance.policies import install_policy
-from walletsvc.governance.tokens import SCOPES, authenticate_token, create_token
+from walletsvc.governance.policies import active_policy, install_policy
+from walletsvc.governance.staff import create_staff
+from walletsvc.governance.tokens import authenticate_token, create_token
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import create_dev_kek, load_kek
@@ -50,8 +54,13 @@ def initialise(
     policy_file: Path,
     actor: str,
     cold_destination: str | None = None,
+    progress: Callable[[str], None] = lambda _step: None,
 ) -> InitResult:
-    """``cold_destination``: an account xpub/zpub or a wpkh/wsh(sortedmulti) descriptor."""
+    """``cold_destination``: an account xpub/zpub or a wpkh/wsh(sortedmulti) descriptor;
+    a restore from recovery words imports them into the signer first (on the signer's host:
+    ``walletsvc restore --words``), and the wallet made here takes that epoch's keys.
+    ``progress`` is told each step as it starts (the CLI prints them)."""
+    progress(f"data directory {settings.data_dir}")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     kek_created = False
     if not settings.kek_path.exists():
@@ -63,13 +72,17 @@ def initialise(
         create_dev_kek(settings.kek_path)
         kek_created = True
     kek = load_kek(settings.kek_path)
+    progress("database schema (migrations)")
     upgrade(settings.database_url)
     db = open_database(settings)
     tags = kek.row_tagger()
     try:
+        progress("first policy")
         _install_first_policy(db, tags, policy_file, actor)
         with db.read() as uow:
             exists = uow.wallets.by_name(wallet) is not None
+        if not exists:
+            progress(f"wallet {wallet}: keys (the signer makes or holds the seed), first addresses")
         signer = SignerClient(settings)
         try:
             new = (
@@ -79,6 +92,8 @@ def initialise(
             )
         finally:
             signer.close()
+        if cold_destination:
+            progress("cold destination")
         cold = _set_cold(db, tags, wallet, cold_destination, actor) if cold_destination else None
     finally:
         db.dispose()
@@ -137,9 +152,52 @@ def dev_bootstrap(
             chain.mine(DEV_FUNDING_BLOCKS, bytes.fromhex(address.script_pubkey))
         runtime.scanner.sync()
         creds = _dev_credentials(settings, runtime, wallet)
+        if "staff" not in creds.values:
+            creds.values["staff"] = _dev_staff(runtime)
+            _write_private(settings.data_dir / "dev-credentials.json", creds.values)
     finally:
         runtime.close()
     return creds
+
+
+# Two approvers (a payout above the first tier needs two) and an operator for the console.
+DEV_STAFF = (("alice", "approver"), ("bob", "approver"), ("olga", "operator"))
+
+
+def _dev_staff(runtime: Runtime) -> dict[str, dict[str, Any]]:
+    """Dev staff a person can log in with: their passwords and TOTP secrets go into the
+    credentials file (mode 0600, development only; `walletsvc dev totp NAME` prints a code)."""
+    with runtime.db.read() as uow:
+        document = active_policy(uow, runtime.tags, None).document
+        taken = {row.username for row in uow.staff.all_by_username()}
+    group = (
+        document.approval_tiers[0].group
+        if document.approval_tiers
+        else document.quorum_for("unfreeze").group
+    )
+    staff: dict[str, dict[str, Any]] = {}
+    for username, role in DEV_STAFF:
+        if username in taken:
+            continue  # made by hand already: not ours to overwrite
+        password = secrets.token_urlsafe(12)
+        created = create_staff(
+            runtime.db,
+            runtime.tags,
+            runtime.totp_secrets,
+            username=username,
+            password=password,
+            role=role,
+            groups=[group] if role == "approver" else [],
+            actor="dev",
+        )
+        staff[username] = {
+            "role": role,
+            "groups": created.groups,
+            "password": password,
+            "totp_secret": created.totp_secret,
+            "otpauth_uri": created.otpauth_uri,
+        }
+    return staff
 
 
 def _dev_credentials(settings: Settings, runtime: Runtime, wallet: str) -> DevCredentials:

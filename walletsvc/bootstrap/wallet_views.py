@@ -15,7 +15,11 @@ from walletsvc.incident.freeze import freeze_view
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.treasury.cold import treasury_view
 from walletsvc.wallets.balances import wallet_balances
-from walletsvc.wallets.freezes import active_freezes, require_deposits_open
+from walletsvc.wallets.freezes import (
+    active_freezes,
+    require_current_address_servable,
+    require_deposits_open,
+)
 from walletsvc.wallets.service import (
     current_address,
     current_epoch,
@@ -85,7 +89,7 @@ def new_deposit_address(
 def current_deposit_address(db: Database, wallet: str) -> dict[str, Any]:
     with db.read() as uow:
         row = get_wallet(uow, wallet)
-        require_deposits_open(uow, row)
+        require_current_address_servable(uow, row)
         return address_view(current_address(uow, row), row)
 
 

@@ -365,14 +365,20 @@ class BitcoinRpcBackend:
                 ) from None
             raise
 
-    def broadcast(self, raw_tx: bytes) -> str:
+    def broadcast(self, raw_tx: bytes, *, max_fee_rate_sat_per_vb: int | None = None) -> str:
         """testmempoolaccept, then sendrawtransaction; a refusal sends nothing.
 
         A transaction the node already has is sent anyway: Core answers with its txid (in the
         mempool, re-announcing it) or -27 (confirmed), which is success here.
+        ``max_fee_rate_sat_per_vb`` replaces our usual maxfeerate for this transaction only.
         """
         self._ensure_node()
-        verdict, details = self._test_accept(raw_tx)
+        maxfeerate = (
+            self._maxfeerate
+            if max_fee_rate_sat_per_vb is None
+            else max_feerate_btc_per_kvb(max_fee_rate_sat_per_vb)
+        )
+        verdict, details = self._test_accept(raw_tx, maxfeerate)
         if not verdict.allowed and verdict.reason not in ALREADY_KNOWN_REASONS:
             reason = verdict.reason or "rejected"
             code = (
@@ -388,7 +394,7 @@ class BitcoinRpcBackend:
             )
         self._ensure_node()  # again, if the node restarted under testmempoolaccept
         try:
-            return str(self.call("sendrawtransaction", raw_tx.hex(), self._maxfeerate))
+            return str(self.call("sendrawtransaction", raw_tx.hex(), maxfeerate))
         except RpcError as exc:
             if exc.rpc_code == RPC_VERIFY_ALREADY_IN_CHAIN or any(
                 known in exc.message.lower() for known in ALREADY_KNOWN_MESSAGES
@@ -400,10 +406,14 @@ class BitcoinRpcBackend:
         self._ensure_node()
         return self._test_accept(raw_tx)[0]
 
-    def _test_accept(self, raw_tx: bytes) -> tuple[AcceptResult, str]:
+    def _test_accept(
+        self, raw_tx: bytes, maxfeerate: str | None = None
+    ) -> tuple[AcceptResult, str]:
         """testmempoolaccept's verdict and its ``reject-details`` (Core 29+; else empty)."""
         try:
-            (result,) = self.call("testmempoolaccept", [raw_tx.hex()], self._maxfeerate)
+            (result,) = self.call(
+                "testmempoolaccept", [raw_tx.hex()], maxfeerate or self._maxfeerate
+            )
         except RpcError as exc:
             if exc.rpc_code == RPC_DESERIALIZATION_ERROR:
                 return AcceptResult(txid="", allowed=False, reason="TX decode failed"), ""

@@ -1,5 +1,9 @@
 """Follows the chain tip and keeps our view of coins, confirmations and spends true.
 
+Cold storage is watched too (watch-only, from the cold destinations' public descriptors):
+outputs paying a cold address become ``cold_utxos`` (the cold balance, and what a refill can
+spend), and a refill's transaction confirming marks the refill confirmed.
+
 Reorganisations: each scanned block's hash is stored; on every pass we walk back from our
 highest scanned block until our hash matches the backend's at that height (the fork point),
 undo everything above it in one transaction, then scan forward again.
@@ -21,9 +25,11 @@ from walletsvc.db.models import (
     Utxo,
     utcnow,
 )
+from walletsvc.db.models_treasury import ColdUtxo
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.domain.withdrawal import WithdrawalStatus
+from walletsvc.treasury.cold import WatchedColdAddress, watched_cold_scripts
 from walletsvc.wallets.service import LOOKAHEAD, ensure_derived
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,10 @@ class ScanReport:
 # transactions that are not ours as (spending txid, coin), the txids of our own transactions
 # in the block): the risk monitor's chain watcher (walletsvc.incident.risk).
 BlockWatcher = Callable[[UnitOfWork, int, list[tuple[str, Utxo]], list[str]], None]
+# Called inside a reorganisation's write transaction with the fork height, after our records
+# above it were undone: what a watcher concluded from those blocks must be undone too (the
+# theft shield's saved/lost outcomes).
+RollbackWatcher = Callable[[UnitOfWork, int], None]
 
 
 class Scanner:
@@ -49,6 +59,7 @@ class Scanner:
         self.chain = chain
         self.start_height = start_height
         self.block_watchers: list[BlockWatcher] = []
+        self.rollback_watchers: list[RollbackWatcher] = []
 
     def sync(self, *, max_blocks: int = 2_000) -> ScanReport:
         tip = self.chain.tip()
@@ -63,12 +74,13 @@ class Scanner:
         scanned = 0
         with self.db.read() as uow:
             watched = _watched_scripts(uow)
+            cold = watched_cold_scripts(uow)
         while height <= tip.height and scanned < max_blocks:
             block_hash = self.chain.block_hash(height)
             if block_hash is None:
                 break
             raw = self.chain.block_bytes(block_hash)
-            if not self._scan_block(height, block_hash, raw, watched):
+            if not self._scan_block(height, block_hash, raw, watched, cold):
                 break  # the tip moved under us (a reorg mid-scan): the next pass handles it
             height += 1
             scanned += 1
@@ -100,6 +112,9 @@ class Scanner:
             # them if their transaction made it into the new branch.
             uow.utxos.unconfirm_above(fork_height)
             uow.utxos.unspend_above(fork_height)
+            uow.cold_utxos.delete_coinbase_above(fork_height)
+            uow.cold_utxos.unconfirm_above(fork_height)
+            uow.cold_utxos.unspend_above(fork_height)
             reverted = uow.transactions.confirmed_above(fork_height)
             for tx in reverted:
                 tx.status = "broadcast"
@@ -113,6 +128,8 @@ class Scanner:
                     now=utcnow(),
                 )
             uow.scanned_blocks.delete_above(fork_height)
+            for watcher in self.rollback_watchers:
+                watcher(uow, fork_height)
             uow.audit(
                 ACTOR,
                 "chain.reorg",
@@ -127,7 +144,12 @@ class Scanner:
             log.warning("reorganisation: rolled back to height %d", fork_height)
 
     def _scan_block(
-        self, height: int, block_hash: str, raw: bytes, watched: dict[str, Address]
+        self,
+        height: int,
+        block_hash: str,
+        raw: bytes,
+        watched: dict[str, Address],
+        cold: dict[str, WatchedColdAddress],
     ) -> bool:
         block = CBlock.deserialize(raw)
         txids = [b2lx(tx.GetTxid()) for tx in block.vtx]
@@ -139,18 +161,26 @@ class Scanner:
             # mainnet block has thousands of each.
             our_coins = _coins_spent_in(uow, block.vtx[1:])
             own_txids = _own_transactions_among(uow, txids)
+            cold_coins = _cold_coins_spent_in(uow, block.vtx[1:])
             foreign: list[tuple[str, Utxo]] = []
             for position, (tx, txid) in enumerate(zip(block.vtx, txids, strict=True)):
                 for txin in tx.vin if position > 0 else ():
-                    coin = our_coins.get((b2lx(txin.prevout.hash), txin.prevout.n))
+                    outpoint = (b2lx(txin.prevout.hash), txin.prevout.n)
+                    coin = our_coins.get(outpoint)
                     if coin is not None:
                         coin.spent_by_txid = txid
                         coin.spent_height = height
                         if txid not in own_txids:
                             foreign.append((txid, coin))  # we never signed this spend
+                    cold_coin = cold_coins.get(outpoint)
+                    if cold_coin is not None:
+                        cold_coin.spent_by_txid = txid
+                        cold_coin.spent_height = height
                 self._record_outputs(uow, tx, txid, height, block_hash, position == 0, watched)
+                _record_cold_outputs(uow, tx, txid, height, block_hash, position == 0, cold)
                 if txid in own_txids:
                     self._confirm_own(uow, txid, height, block_hash)
+            _confirm_refills(uow, txids, height)
             uow.scanned_blocks.add(ScannedBlock(height=height, hash=block_hash))
             for watcher in self.block_watchers:
                 watcher(uow, height, foreign, sorted(own_txids))
@@ -270,6 +300,63 @@ def _coins_spent_in(uow: ReadUnitOfWork, txs: Sequence[Any]) -> dict[tuple[str, 
     """Our unspent coins that some input of ``txs`` spends, by outpoint."""
     prevout_txids = sorted({b2lx(txin.prevout.hash) for tx in txs for txin in tx.vin})
     return {(coin.txid, coin.vout): coin for coin in uow.utxos.unspent_of_txids(prevout_txids)}
+
+
+def _confirm_refills(uow: UnitOfWork, txids: list[str], height: int) -> None:
+    """Refills from cold whose transaction is in this block."""
+    for refill in uow.refills.by_txids(txids):
+        if refill.status in ("signed", "broadcast"):
+            refill.status = "confirmed"
+            details = {"txid": refill.txid, "height": height}
+            uow.audit(ACTOR, "refill.confirmed", "refill", refill.id, details)
+
+
+def _cold_coins_spent_in(
+    uow: ReadUnitOfWork, txs: Sequence[Any]
+) -> dict[tuple[str, int], ColdUtxo]:
+    prevout_txids = sorted({b2lx(txin.prevout.hash) for tx in txs for txin in tx.vin})
+    coins = uow.cold_utxos.unspent_of_txids(prevout_txids)
+    return {(coin.txid, coin.vout): coin for coin in coins}
+
+
+def _record_cold_outputs(
+    uow: UnitOfWork,
+    tx: Any,
+    txid: str,
+    height: int,
+    block_hash: str,
+    is_coinbase: bool,
+    cold: dict[str, WatchedColdAddress],
+) -> None:
+    """Outputs paying a cold address: the cold balance (watch-only, no key involved)."""
+    for vout, txout in enumerate(tx.vout):
+        script_hex = bytes(txout.scriptPubKey).hex()
+        watched = cold.get(script_hex)
+        if watched is None:
+            continue
+        existing = uow.cold_utxos.by_outpoint(txid, vout)
+        if existing is not None:
+            existing.block_height, existing.block_hash = height, block_hash
+            continue
+        destination = uow.cold_destinations.get(watched.destination_id)
+        if destination is not None and destination.next_index <= watched.index:
+            # Paid straight to cold storage: the next sweep or refill change takes a later
+            # address, so no cold address is paid twice by us.
+            destination.next_index = watched.index + 1
+        uow.cold_utxos.add(
+            ColdUtxo(
+                wallet_id=watched.wallet_id,
+                cold_destination_id=watched.destination_id,
+                cold_index=watched.index,
+                txid=txid,
+                vout=vout,
+                amount_sat=int(txout.nValue),
+                script_pubkey=script_hex,
+                is_coinbase=is_coinbase,
+                block_height=height,
+                block_hash=block_hash,
+            )
+        )
 
 
 def _own_transactions_among(uow: ReadUnitOfWork, txids: list[str]) -> set[str]:

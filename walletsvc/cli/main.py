@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -13,14 +12,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from walletsvc.cli.conventions import operator_actor, use_plain_help
 from walletsvc.cli.staff import staff_app
+from walletsvc.cli.webhooks import webhook_app
 from walletsvc.config import Settings
-from walletsvc.domain.errors import DomainError
+from walletsvc.domain.access import SCOPES
+from walletsvc.domain.errors import DependencyUnavailable, DomainError
 from walletsvc.domain.network import Network
 
 if TYPE_CHECKING:
     from walletsvc.bootstrap.runtime import Runtime
+    from walletsvc.domain.ports import ChainBackend
 
+use_plain_help()
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 token_app = typer.Typer(no_args_is_help=True, help="API tokens for machine clients.")
 devchain_app = typer.Typer(no_args_is_help=True, help="The embedded regtest chain (dev only).")
@@ -31,8 +35,9 @@ app.add_typer(devchain_app, name="devchain")
 app.add_typer(audit_app, name="audit")
 app.add_typer(dev_app, name="dev")
 app.add_typer(staff_app, name="staff")
+app.add_typer(webhook_app, name="webhook")
 
-CLI_ACTOR = "cli:" + (os.environ.get("USER") or "operator")
+CLI_ACTOR = operator_actor()
 
 
 def settings() -> Settings:
@@ -112,6 +117,7 @@ def init(
                 policy_file=policy or s.policy_file,
                 actor=CLI_ACTOR,
                 cold_destination=cold_xpub or cold_descriptor,
+                progress=lambda step: typer.echo(f"… {step}", err=True),
             )
     except DomainError as exc:
         fail(f"init failed: {exc.message}")
@@ -218,7 +224,7 @@ def serve(
     if banner.exists():
         _print_newcomer_banner(json.loads(banner.read_text()), s)
     if s.chain_backend != "embedded":
-        uvicorn.run(create_app(s), host=s.host, port=s.port, **_SERVICE_LOGS)
+        uvicorn.run(create_app(s), host=s.host, port=s.port, **_SERVICE_LOGS, **_tls(s))
         return
     with dev_signer(s):
         _serve_with_dev_chain(s)
@@ -285,6 +291,35 @@ def signer_set_cold(
     typer.echo(f"fingerprint: {parsed.fingerprint}  (compare with the service's and devices)")
 
 
+@signer_app.command("set-policy")
+def signer_set_policy(
+    policy: Annotated[Path, typer.Argument(help="The policy YAML staff approved")],
+) -> None:
+    """Install a policy in the signer's own ledger (signer stopped): its limits, velocity
+    and theft-shield budget are the ones the signer itself enforces. Local only."""
+    from walletsvc.policy.document import PolicyError, load_policy_yaml, policy_hash
+    from walletsvc.signer.ledger import LedgerBroken
+    from walletsvc.signer.server import SignerSetupError, close_core, open_core
+
+    try:
+        document = load_policy_yaml(policy.read_text())
+    except (OSError, PolicyError) as exc:
+        fail(f"{policy}: {exc}")
+        return
+    s = settings()
+    try:
+        core = open_core(s)
+    except (LedgerBroken, SignerSetupError) as exc:
+        fail(str(exc))
+        return
+    try:
+        changed = core.install_policy(document)
+    finally:
+        close_core(core)
+    state = "installed" if changed else "already in force"
+    typer.echo(f"signer policy {policy_hash(document)}: {state}")
+
+
 def dev_signer(s: Settings) -> Any:
     """On the embedded regtest default, a signer child process unless one already answers;
     so `make run` stays one command. Elsewhere the operator runs `walletsvc signer` first."""
@@ -293,9 +328,41 @@ def dev_signer(s: Settings) -> Any:
     return running_dev_signer(s)
 
 
+@app.command()
+def worker() -> None:
+    """Run the background work alone (scanner, signing, broadcast, sweeps, webhooks).
+
+    For a deployment that runs the API with WALLETSVC_RUN_WORKER=false and the worker as a
+    service of its own (docs/deploy/). Stops cleanly on SIGTERM or Ctrl-C.
+    """
+    import signal
+    import threading
+
+    s = settings()
+    if s.chain_backend == "embedded":
+        fail("the embedded development chain lives inside `walletsvc serve`; run serve alone")
+    _use_service_logs()
+    runtime = open_runtime(s)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    runtime.start_background()
+    try:
+        stop.wait()
+    finally:
+        runtime.close()
+
+
 # uvicorn keeps the JSON configuration (no log_config of its own); the request-id middleware
 # writes one line per request, so uvicorn's plain access log would only repeat it.
 _SERVICE_LOGS: dict[str, Any] = {"log_config": None, "access_log": False}
+
+
+def _tls(s: Settings) -> dict[str, Any]:
+    """HTTPS (and client certificates) when the settings ask for it."""
+    from walletsvc.api.tls import uvicorn_tls_options
+
+    return uvicorn_tls_options(s)
 
 
 def _use_service_logs() -> None:
@@ -318,7 +385,7 @@ def _serve_with_dev_chain(s: Settings) -> None:
             if s.run_worker:
                 runtime.start_background()
             app = create_app(s, runtime=runtime)
-            uvicorn.run(app, host=s.host, port=s.port, **_SERVICE_LOGS)
+            uvicorn.run(app, host=s.host, port=s.port, **_SERVICE_LOGS, **_tls(s))
         finally:
             runtime.close()
 
@@ -326,7 +393,17 @@ def _serve_with_dev_chain(s: Settings) -> None:
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="Who uses this token")],
-    scope: Annotated[list[str], typer.Option(help="Repeat for each scope")],
+    scope: Annotated[
+        list[str],
+        typer.Option(help=f"Repeat for each scope; one of: {', '.join(sorted(SCOPES))}"),
+    ],
+    cert_fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            help="Bind the token to a client certificate: its SHA-256 fingerprint "
+            "(`openssl x509 -noout -fingerprint -sha256 -in client.pem`)"
+        ),
+    ] = None,
 ) -> None:
     """Create an API token; it is printed once and stored only as a hash."""
     from walletsvc.bootstrap.runtime import open_database
@@ -337,12 +414,19 @@ def token_create(
     db = open_database(s)
     try:
         created = create_token(
-            db, load_kek(s.kek_path).row_tagger(), name=name, scopes=scope, actor=CLI_ACTOR
+            db,
+            load_kek(s.kek_path).row_tagger(),
+            name=name,
+            scopes=scope,
+            actor=CLI_ACTOR,
+            cert_fingerprint=cert_fingerprint,
         )
     except DomainError as exc:
         fail(exc.message)
         return
     typer.echo(f"token id: {created.token_id}  scopes: {','.join(created.scopes)}")
+    if created.cert_fingerprint:
+        typer.echo(f"bound to the client certificate with SHA-256 {created.cert_fingerprint}")
     typer.echo(created.secret)
 
 
@@ -353,7 +437,10 @@ def token_list() -> None:
 
     db = open_database(settings())
     with db.read() as uow:
-        for t in list_tokens(uow):
+        rows = list_tokens(uow)
+        if not rows:
+            typer.echo("no API tokens (create one with `walletsvc token create`)")
+        for t in rows:
             state = "revoked" if t.revoked_at else "active"
             typer.echo(f"{t.id}  {t.name:20}  {state:8} {','.join(t.scopes)}")
 
@@ -376,20 +463,21 @@ def token_revoke(token_id: str) -> None:
 @app.command("freeze")
 def freeze_command(
     reason: Annotated[str, typer.Option(help="Why: goes into the audit log")],
-    scope: Annotated[str, typer.Option(help="all, withdrawals or deposits")] = "all",
+    scope: Annotated[str, typer.Option(help="One of: all, withdrawals, deposits")] = "all",
     wallet: Annotated[str | None, typer.Option(help="One wallet (default: all)")] = None,
 ) -> None:
     """Freeze now: the signer first, then the database (works when the API is down)."""
     from walletsvc.bootstrap.runtime import open_database
-    from walletsvc.incident.freeze import SIGNER_SCOPES, freeze, freeze_signer
+    from walletsvc.incident.freeze import SIGNER_SCOPES, freeze, freeze_overview, freeze_signer
     from walletsvc.signer.client import SignerClient
 
     s = settings()
     signer = SignerClient(s)
     if scope in SIGNER_SCOPES and freeze_signer(signer, wallet, reason):
         typer.secho("signer frozen: it signs nothing more for these wallets", fg=typer.colors.RED)
+    db = open_database(s)
     try:
-        row = freeze(open_database(s), scope=scope, wallet=wallet, reason=reason, actor=CLI_ACTOR)
+        row = freeze(db, scope=scope, wallet=wallet, reason=reason, actor=CLI_ACTOR)
     except DomainError as exc:
         fail(exc.message)
         return
@@ -399,6 +487,7 @@ def freeze_command(
     target = f"wallet {wallet}" if wallet else "every wallet"
     typer.secho(f"FROZEN ({scope}) for {target}: freeze {row.id}", fg=typer.colors.RED)
     typer.echo("Nothing more is signed or broadcast. Lifting it needs an approval quorum.")
+    echo_held_payouts(freeze_overview(db)["held_payouts"])
 
 
 @app.command("unfreeze")
@@ -411,7 +500,7 @@ def unfreeze_command(
 ) -> None:
     """Ask to lift freezes: opens an approval request (works with the API down)."""
     from walletsvc.bootstrap.runtime import open_database
-    from walletsvc.incident.unfreeze import Requester, Target, propose
+    from walletsvc.incident.unfreeze import Requester, Target, propose, show_unfreeze
     from walletsvc.keys.kek import load_kek
 
     if freeze_id and wallet:
@@ -431,6 +520,26 @@ def unfreeze_command(
     typer.echo(f"unfreeze request {row.id} for freezes {', '.join(row.freeze_ids)}")
     typer.echo(f"approval request: {row.approval_request_id}")
     typer.echo("The freezes lift when the governance.unfreeze quorum approves it.")
+    held = show_unfreeze(open_database(s), load_kek(s.kek_path).row_tagger(), row.id)
+    echo_held_payouts(held["held_payouts"])
+
+
+def echo_held_payouts(held: list[dict[str, Any]]) -> None:
+    """What a lift lets out, so that operators cancel what they do not want first."""
+    if not held:
+        typer.echo("No payouts are held: nothing leaves when the freezes lift.")
+        return
+    total = sum(p["amount_sat"] for p in held)
+    typer.secho(
+        f"{len(held)} held payout(s), {total} sat, leave when the freezes lift:",
+        fg=typer.colors.YELLOW,
+    )
+    for p in held:
+        typer.echo(
+            f"  {p['id']}  {p['status']:<8}  {p['amount_sat']:>16} sat  to {p['destination']}"
+            f"  ({p['wallet']}, {p['created_at']})"
+        )
+    typer.echo("Cancel an approved one you do not want: POST /v1/withdrawals/<id>/cancel")
 
 
 @app.command("rotate")
@@ -493,6 +602,155 @@ def old_epoch_summary(state: dict[str, Any]) -> str:
             "to cold on the pass at its height"
         )
     return "; ".join(lines)
+
+
+@app.command("backup")
+def backup_command(
+    to: Annotated[Path, typer.Option(help="A new directory to write the backup into")],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="sqlite, pg_dump or json (default: the database's own)"),
+    ] = None,
+) -> None:
+    """Back up the database and the data directory's key files (works with the API up)."""
+    from walletsvc.bootstrap.backup import backup
+
+    try:
+        manifest = backup(settings(), to, fmt=fmt, progress=_progress)
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    typer.echo(json.dumps(manifest, indent=2))
+    if manifest["kek_included"]:
+        typer.secho(
+            "This backup holds the key-encryption key (it was in the data directory): keep it "
+            "as you keep the KEK, never next to a copy of the database.",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+
+
+@app.command("restore")
+def restore_command(
+    from_: Annotated[
+        Path | None, typer.Option("--from", help="A directory written by walletsvc backup")
+    ] = None,
+    words: Annotated[
+        bool, typer.Option("--words", help="Rebuild from recovery words (read from stdin)")
+    ] = False,
+    wallet: Annotated[str, typer.Option(help="With --words: the wallet's name")] = "pool-hot",
+    cold_xpub: Annotated[str | None, typer.Option(help="With --words: cold storage")] = None,
+) -> None:
+    """Restore onto a fresh data directory: a backup, or the recovery words and a rescan."""
+    from walletsvc.bootstrap.backup import restore, restore_from_words
+
+    if (from_ is None) == (not words):
+        fail("give --from DIR or --words, one of the two")
+    s = settings()
+    try:
+        if from_ is not None:
+            restore(s, from_, progress=_progress)
+            return
+        phrase = sys.stdin.readline() if not sys.stdin.isatty() else ""
+        if not phrase.strip():
+            phrase = typer.prompt("recovery words", hide_input=True)
+        _import_words_into_signer(s, wallet, phrase)
+        with dev_signer(s):
+            result = restore_from_words(
+                s,
+                wallet=wallet,
+                chain=open_runtime_chain(s),
+                cold_destination=cold_xpub,
+                progress=_progress,
+            )
+    except DependencyUnavailable as exc:
+        if "signer" not in exc.message:
+            fail(exc.message)
+        fail(
+            f"{exc.message}. The words are in the signer's ledger now: start `walletsvc "
+            f"signer`, then `walletsvc init --wallet {wallet}` (the wallet takes the signer's "
+            "keys) and `walletsvc serve` (the scanner scans from SCAN_START_HEIGHT)"
+        )
+        return
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    assert result.wallet is not None
+    typer.echo(f"wallet {result.wallet.name} restored: xpub {result.wallet.account_xpub}")
+
+
+def _import_words_into_signer(s: Settings, wallet: str, words: str) -> None:
+    """The seed of the words into the signer's own ledger: local, with the signer's files and
+    the signer stopped (its lock says so), like ``walletsvc signer set-cold``."""
+    from walletsvc.signer.core import SignerError
+    from walletsvc.signer.ledger import LedgerBroken
+    from walletsvc.signer.server import SignerSetupError, close_core, open_core
+
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        core = open_core(s)
+    except (LedgerBroken, SignerSetupError) as exc:
+        fail(f"restore --words runs on the signer's host with the signer stopped: {exc}")
+        return
+    try:
+        keys = core.import_words(wallet, words)
+    except SignerError as exc:
+        fail(f"the signer refused the words: {exc.message}")
+        return
+    finally:
+        close_core(core)
+    _progress(f"signer: key epoch 1 of {wallet} imported (xpub {keys['account_xpub']})")
+
+
+def _progress(line: str) -> None:
+    typer.echo(line, err=True)  # stdout stays for the result
+
+
+def open_runtime_chain(s: Settings) -> ChainBackend:
+    """The chain alone, as ``open_runtime`` would use it."""
+    if s.chain_backend != "embedded":
+        from walletsvc.chain.factory import open_chain
+
+        return open_chain(s)
+    from walletsvc.devchain.service import open_dev_chain
+
+    return open_dev_chain(s)
+
+
+@app.command("shield")
+def shield_command(
+    wallet: Annotated[str | None, typer.Option(help="One wallet (default: every wallet)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+) -> None:
+    """The theft shield's incidents, newest first: JSON on stdout, one line each on stderr."""
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.incident.shield import shield_incidents
+
+    try:
+        report = shield_incidents(open_database(settings()), wallet=wallet, limit=limit)
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    typer.echo(json.dumps(report, indent=2))
+    if not report["incidents"]:
+        typer.echo("no theft was ever caught in the mempool", err=True)
+    for incident in report["incidents"]:
+        typer.echo(shield_summary(incident), err=True)
+
+
+def shield_summary(incident: dict[str, Any]) -> str:
+    """One incident in a line: who tried to take what, the rounds, and how it ended."""
+    outcome = {
+        "saved": f"SAVED {incident['saved_sat']} sat to cold for {incident['fees_spent_sat']} "
+        "sat in fees",
+        "lost": f"LOST {incident['lost_sat']} sat to {incident['resolved_txid']}",
+        "racing": "RACING (not mined yet)",
+    }[incident["status"]]
+    capped = "; fee budget reached" if incident["cap_reached"] else ""
+    return (
+        f"{incident['created_at']} {incident['wallet']}: {incident['stolen_sat']} sat stolen by "
+        f"{incident['first_theft_txid']}, {len(incident['rounds'])} round(s){capped}: {outcome}"
+    )
 
 
 def _rotation_pass(s: Settings, wallet: str) -> None:
@@ -643,12 +901,26 @@ def dev_bootstrap(
         creds, token_created = bootstrap(s, open_dev_chain(s), wallet=wallet, actor=CLI_ACTOR)
     typer.echo(f"dev wallet {creds['wallet']!r} funded on the embedded regtest chain")
     typer.echo(f"dev credentials written to {s.data_dir / 'dev-credentials.json'}")
+    typer.echo(f'console: {creds["base_url"]}/console (dev staff: "staff" in that file)')
     if token_created:
         # The one time the token is shown; `serve` points at the file instead.
         typer.echo(f"API token (dev, shown once): {creds['api_token']}")
 
 
-def _print_newcomer_banner(creds: dict[str, str], s: Settings) -> None:
+@dev_app.command("totp")
+def dev_totp(name: str) -> None:
+    """Print the current TOTP code of a dev staff member (from dev-credentials.json)."""
+    import pyotp
+
+    s = settings()
+    path = s.data_dir / "dev-credentials.json"
+    staff = json.loads(path.read_text()).get("staff", {}) if path.exists() else {}
+    if name not in staff:
+        fail(f"no dev staff member {name!r} in {path} (run `walletsvc dev bootstrap`)")
+    typer.echo(pyotp.TOTP(staff[name]["totp_secret"]).now())
+
+
+def _print_newcomer_banner(creds: dict[str, Any], s: Settings) -> None:
     """How to try the service. Never the token itself: this runs at every start and its
     output ends up in logs; the token is in the credentials file (mode 0600)."""
     path = s.data_dir / "dev-credentials.json"
@@ -661,6 +933,8 @@ def _print_newcomer_banner(creds: dict[str, str], s: Settings) -> None:
         "=" * 78,
         f" wallet:           {wallet}",
         f" credentials JSON: {path}",
+        f" Console:          {base}/console   (log in as a dev approver below)",
+        *_dev_staff_lines(creds, path),
         " API token (dev):  in the credentials JSON; load it with",
         "   export TOKEN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))"
         f'["api_token"])\' {path})',
@@ -684,6 +958,19 @@ def _print_newcomer_banner(creds: dict[str, str], s: Settings) -> None:
         "",
     ]
     typer.echo("\n".join(lines))
+
+
+def _dev_staff_lines(creds: dict[str, Any], path: Path) -> list[str]:
+    """Where the dev staff's credentials are (never the secrets: this banner reaches logs)."""
+    staff = creds.get("staff") or {}
+    if not staff:
+        return []
+    names = ", ".join(f"{name} ({info['role']})" for name, info in staff.items())
+    return [
+        f" Dev staff:        {names}",
+        f'   passwords and TOTP secrets: "staff" in {path}',
+        "   a TOTP code now: walletsvc dev totp alice   (or add otpauth_uri to an app)",
+    ]
 
 
 def _redact(url: str) -> str:

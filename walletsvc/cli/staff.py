@@ -1,25 +1,27 @@
 """`walletsvc staff add|list|disable`: treasury staff accounts.
 
-The TOTP secret is printed once, as an otpauth:// URI for an authenticator app; the database
-keeps only its ciphertext. No terminal QR code: no small, well-kept QR library is among the
-dependencies (see docs/approvals.md); paste the URI into the app or a local QR generator.
+The TOTP secret is printed once, as an otpauth:// URI and as a QR code (segno, drawn with
+Unicode blocks in the terminal) for an authenticator app; the database keeps only its
+ciphertext. Groups must be groups of the policy in force (a typo is refused).
 """
 
 from __future__ import annotations
 
-import os
+import io
 import sys
 from typing import Annotated
 
 import typer
 
+from walletsvc.cli.conventions import operator_actor
 from walletsvc.config import Settings
+from walletsvc.domain.access import ROLES
 from walletsvc.domain.errors import DomainError
 
 staff_app = typer.Typer(
     no_args_is_help=True, help="Treasury staff (approvers, operators, auditors)."
 )
-CLI_ACTOR = "cli:" + (os.environ.get("USER") or "operator")
+CLI_ACTOR = operator_actor()
 
 
 def _fail(message: str) -> None:
@@ -38,9 +40,13 @@ def _read_password(from_stdin: bool) -> str:
 @staff_app.command("add")
 def add(
     name: Annotated[str, typer.Argument(help="Username (lower case)")],
-    role: Annotated[str, typer.Option(help="approver | operator | auditor")],
+    role: Annotated[str, typer.Option(help=f"One of: {', '.join(ROLES)}")],
     group: Annotated[
-        list[str] | None, typer.Option(help="Approval group; repeat for several")
+        list[str] | None,
+        typer.Option(
+            help="Approval group (approvers); repeat for several. The groups are those the "
+            "active policy names in its approval tiers (`GET /v1/policy`), e.g. treasury"
+        ),
     ] = None,
     password_stdin: Annotated[
         bool, typer.Option("--password-stdin", help="Read the password from stdin")
@@ -71,6 +77,16 @@ def add(
     typer.echo(f"staff {created.username} ({created.role}; groups: {','.join(created.groups)})")
     typer.echo("Add this to the authenticator app now; it is shown once and never again:")
     typer.echo(created.otpauth_uri)
+    typer.echo(terminal_qr(created.otpauth_uri))
+
+
+def terminal_qr(text: str) -> str:
+    """``text`` as a QR code in Unicode half blocks (scan it from the screen)."""
+    import segno
+
+    out = io.StringIO()
+    segno.make(text, error="m").terminal(out=out, compact=True)
+    return out.getvalue()
 
 
 @staff_app.command("list")
@@ -81,7 +97,10 @@ def list_() -> None:
 
     db = open_database(Settings())
     with db.read() as uow:
-        for row in list_staff(uow):
+        rows = list_staff(uow)
+        if not rows:
+            typer.echo("no staff yet (add one with `walletsvc staff add`)")
+        for row in rows:
             state = "disabled" if row.disabled_at else "active"
             typer.echo(f"{row.username:24} {row.role:9} {state:8} {','.join(row.groups)}")
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, insert, select
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -32,6 +32,12 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from walletsvc.keys.integrity import canonical_json, encode_message
 
 from .models import AuditEvent, AuditHead, utcnow
+from .outbox import (
+    EVENT_TYPES,
+    PUBLISHED_AUDIT_ACTIONS,
+    capture_withdrawal_status_changes,
+    outbox_event,
+)
 from .repositories import ReadUnitOfWork
 
 GENESIS_HASH = "0" * 64
@@ -73,6 +79,11 @@ class AuditRecord:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+# The audit action of every integrity finding at use, and the subject type of a broken head.
+INTEGRITY_FAILURE = "integrity.failure"
+AUDIT_HEAD_SUBJECT = "audit_head"
+
+
 def audit_digest(key: bytes, prev_hash: str, event_fields: dict[str, Any]) -> str:
     body = canonical_json(event_fields)
     return hmac.new(key, prev_hash.encode() + body, hashlib.sha256).hexdigest()
@@ -105,6 +116,8 @@ class UnitOfWork(ReadUnitOfWork):
         super().__init__(session)
         self._audit_key = audit_key
         self._head: AuditHead | None = None
+        self._head_checked = False
+        capture_withdrawal_status_changes(session)
 
     def lock(self) -> None:
         head = self.session.execute(
@@ -123,6 +136,44 @@ class UnitOfWork(ReadUnitOfWork):
         """Append an event to the hash chain inside this transaction."""
         head = self._head
         assert head is not None, "audit() outside a locked write transaction"
+        if not self._head_checked:
+            self._head_checked = True
+            self._check_head(head)
+        return self._append(head, actor, action, subject_type, subject_id, data)
+
+    def _check_head(self, head: AuditHead) -> None:
+        """Refuse to launder a truncated tail. Appending re-tags the head, so a head whose
+        tag fails (the last events deleted and the head pointed at the new last one) would
+        verify again after the next write. The finding goes into the chain first, where
+        ``audit verify`` keeps reporting it and the risk monitor freezes on it. Once per
+        write transaction: one tag and one lookup by primary key."""
+        if not head.last_seq:
+            return
+        reason = None
+        if not hmac.compare_digest(
+            head.mac or "", audit_head_tag(self._audit_key, head.last_seq, head.last_hash)
+        ):
+            reason = (
+                "the audit head fails its integrity tag"
+                " (the last events removed, the head rewritten?)"
+            )
+        else:
+            last = self.session.get(AuditEvent, head.last_seq)
+            if last is None or last.hash != head.last_hash:
+                reason = "the audit head does not match the last event (events removed?)"
+        if reason is not None:
+            data = {"reason": reason, "head_seq": head.last_seq}
+            self._append(head, "system", INTEGRITY_FAILURE, AUDIT_HEAD_SUBJECT, None, data)
+
+    def _append(
+        self,
+        head: AuditHead,
+        actor: str,
+        action: str,
+        subject_type: str,
+        subject_id: str | None,
+        data: dict[str, Any] | None,
+    ) -> AuditEvent:
         ev = AuditEvent(
             seq=head.last_seq + 1,
             created_at=utcnow(),
@@ -138,7 +189,69 @@ class UnitOfWork(ReadUnitOfWork):
         head.last_seq = ev.seq
         head.last_hash = ev.hash
         head.mac = audit_head_tag(self._audit_key, ev.seq, ev.hash)
+        if action in PUBLISHED_AUDIT_ACTIONS:
+            self.emit(
+                action, {"subject_type": subject_type, "subject_id": subject_id, "data": ev.data}
+            )
         return ev
+
+    def audit_many(
+        self,
+        actor: str,
+        action: str,
+        subject_type: str,
+        events: Sequence[tuple[str | None, dict[str, Any]]],
+    ) -> None:
+        """Append one event per (subject_id, data), in order, with one multi-row INSERT.
+
+        The chain, hashes and head are exactly those of calling ``audit`` for each (``audit
+        verify`` cannot tell them apart); a payout round's thousands of events skip building
+        an ORM object each.
+        """
+        head = self._head
+        assert head is not None, "audit_many() outside a locked write transaction"
+        rows = []
+        seq, prev_hash = head.last_seq, head.last_hash
+        for subject_id, data in events:
+            seq += 1
+            created_at = utcnow()
+            row: dict[str, Any] = {
+                "seq": seq,
+                "actor": actor,
+                "action": action,
+                "subject_type": subject_type,
+                "subject_id": subject_id,
+                "data": json.loads(json.dumps(data, default=str)),
+            }
+            digest = audit_digest(
+                self._audit_key, prev_hash, {**row, "created_at": created_at.isoformat()}
+            )
+            rows.append({**row, "created_at": created_at, "prev_hash": prev_hash, "hash": digest})
+            prev_hash = digest
+        if not rows:
+            return
+        self.session.execute(insert(AuditEvent), rows)
+        head.last_seq, head.last_hash = seq, prev_hash
+        head.mac = audit_head_tag(self._audit_key, seq, prev_hash)
+        if action in PUBLISHED_AUDIT_ACTIONS:
+            for row in rows:
+                self.emit(
+                    action,
+                    {
+                        "subject_type": subject_type,
+                        "subject_id": row["subject_id"],
+                        "data": row["data"],
+                    },
+                )
+
+    def emit(self, event_type: str, payload: dict[str, Any]) -> None:
+        """Publish an event to webhooks, committed (or not) with this transaction.
+
+        Delivery happens later, by the dispatcher (walletsvc.webhooks.dispatcher): this never
+        waits on a receiver. ``payload`` must be JSON and hold no secrets."""
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"unknown webhook event type {event_type!r} (walletsvc.db.outbox)")
+        self.session.add(outbox_event(event_type, json.loads(json.dumps(payload, default=str))))
 
 
 class Database:

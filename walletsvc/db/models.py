@@ -86,7 +86,7 @@ class KeyEpoch(Base):
     """One seed generation of a wallet: its public keys. The seed lives in the signer.
 
     ``encrypted_seed`` is set only on rows made before the signer held the seeds (revision
-    0009); the signer never reads it."""
+    0014); the signer never reads it."""
 
     __tablename__ = "key_epochs"
     __table_args__ = (UniqueConstraint("wallet_id", "epoch"),)
@@ -184,11 +184,38 @@ class ChainTransaction(Base):
     confirmed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class PayoutRound(Base):
+    """One request for many payouts (a pool's payout round), decided as a whole.
+
+    Each payout is an ordinary ``withdrawals`` row pointing here (``round_id``, ``round_index``);
+    the round keeps what was asked once: the idempotency key and the body's hash.
+    """
+
+    __tablename__ = "payout_rounds"
+    __table_args__ = (
+        UniqueConstraint("token_id", "idempotency_key"),
+        Index("ix_payout_rounds_wallet_created", "wallet_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))
+    token_id: Mapped[str] = mapped_column(String(36))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    reference: Mapped[str | None] = mapped_column(String(200), default=None)
+    payout_count: Mapped[int] = mapped_column(Integer)
+    total_sat: Mapped[int] = mapped_column(BigInteger)
+    policy_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Withdrawal(Base):
     __tablename__ = "withdrawals"
     __table_args__ = (
         Index("ix_withdrawals_wallet_created", "wallet_id", "created_at"),
         Index("ix_withdrawals_status_created", "status", "created_at"),
+        # The payout engine looks its payouts up by its own reference (`?reference=`).
+        Index("ix_withdrawals_reference", "reference"),
         # The velocity rules' SUMs (walletsvc.payouts.intake): one range scan per scope, and
         # covering (status, amount) so the rows themselves are not read.
         Index("ix_withdrawals_velocity_wallet", "wallet_id", "created_at", "status", "amount_sat"),
@@ -208,6 +235,8 @@ class Withdrawal(Base):
             "status",
             "amount_sat",
         ),
+        # A round's payouts in the order they were asked for (walletsvc.payouts.rounds).
+        Index("ix_withdrawals_round", "round_id", "round_index"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -229,7 +258,11 @@ class Withdrawal(Base):
     fee_share_sat: Mapped[int | None] = mapped_column(BigInteger, default=None)
     failure_reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Indexed for polling (`GET /v1/withdrawals?updated_since=`); bumped on every UPDATE.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow, index=True)
+    # Set when the payout came in a payout round: the round and its position in the request.
+    round_id: Mapped[str | None] = mapped_column(ForeignKey("payout_rounds.id"), default=None)
+    round_index: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class IdempotencyKey(Base):
@@ -255,6 +288,8 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    # SHA-256 of the client certificate this token must come with (mutual TLS), if bound.
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
     # HMAC tag over id, name, hash, scopes and revocation (walletsvc.db.tags.api_token_message):
     # a token row inserted or widened in the database fails it and is refused. NULL only for
     # rows from before the column (refused too: re-issue them).

@@ -78,7 +78,8 @@ class ApprovalRequest(Base):
 
 
 class ApprovalDecision(Base):
-    """One staff member's approve/reject of one digest of a request, with its TOTP step."""
+    """One staff member's approve/reject of one digest of a request, with its step-up: the
+    TOTP step, or the passkey whose assertion signed the decision (then no TOTP step)."""
 
     __tablename__ = "approval_decisions"
     __table_args__ = (UniqueConstraint("request_id", "staff_id", "digest"),)
@@ -88,7 +89,8 @@ class ApprovalDecision(Base):
     staff_id: Mapped[str] = mapped_column(ForeignKey("staff.id"))
     decision: Mapped[str] = mapped_column(String(8))  # approve | reject
     digest: Mapped[str] = mapped_column(String(64))
-    totp_step: Mapped[int] = mapped_column(BigInteger)
+    totp_step: Mapped[int | None] = mapped_column(BigInteger)
+    passkey_id: Mapped[str | None] = mapped_column(String(36), default=None)
     comment: Mapped[str | None] = mapped_column(String(500), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     mac: Mapped[str] = mapped_column(String(64))

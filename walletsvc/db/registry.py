@@ -8,7 +8,9 @@ from walletsvc.db import (
     models_governance,  # noqa: F401
     models_incident,  # noqa: F401
     models_risk,  # noqa: F401
+    models_staff_auth,  # noqa: F401
     models_treasury,  # noqa: F401
+    models_webhooks,  # noqa: F401
 )
 from walletsvc.db.models import Base
 

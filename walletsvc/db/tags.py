@@ -18,10 +18,11 @@ from typing import Any
 from sqlalchemy import ColumnElement
 
 from walletsvc.domain.withdrawal import WithdrawalStatus
-from walletsvc.keys.integrity import encode_message
+from walletsvc.keys.integrity import Field, encode_message
 
 from .models import ApiToken, PolicyVersion, Withdrawal
 from .models_governance import AllowlistEntryRow, ApprovalDecision, ApprovalRequest, Staff
+from .models_staff_auth import StaffPasskey
 from .models_treasury import ColdDestinationRow
 
 
@@ -36,9 +37,12 @@ def staff_message(row: Staff) -> bytes:
 def api_token_message(row: ApiToken) -> bytes:
     """Which secret (by hash) grants which scopes, and whether it is revoked."""
     scopes = tuple(sorted(str(s) for s in row.scopes))
-    return encode_message(
-        "api-token", row.id, row.name, row.token_hash, scopes, row.revoked_at is not None
-    )
+    fields: list[Field] = [row.id, row.name, row.token_hash, scopes, row.revoked_at is not None]
+    # The certificate binding joins the message only when set, so tags made before the
+    # column existed stay valid; clearing a binding in SQL changes the message and fails.
+    if row.cert_fingerprint is not None:
+        fields.append(row.cert_fingerprint)
+    return encode_message("api-token", *fields)
 
 
 def policy_message(row: PolicyVersion) -> bytes:
@@ -76,16 +80,39 @@ def approval_request_message(row: ApprovalRequest) -> bytes:
 
 
 def approval_decision_message(row: ApprovalDecision) -> bytes:
-    """One staff member's decision on one request's content, at one TOTP step."""
+    """One staff member's decision on one request's content, at one TOTP step or with one
+    passkey. (A TOTP decision's message is the one from before passkeys, so its stored tags
+    still hold.)"""
+    fields = [row.request_id, row.staff_id, row.decision, row.digest, row.totp_step]
+    if row.passkey_id is not None:
+        fields.append(row.passkey_id)
+    return encode_message("approval-decision", *fields)
+
+
+def staff_passkey_message(row: StaffPasskey) -> bytes:
+    """Which public key may sign decisions for which staff member, and whether it still may."""
     return encode_message(
-        "approval-decision", row.request_id, row.staff_id, row.decision, row.digest, row.totp_step
+        "staff-passkey",
+        row.id,
+        row.staff_id,
+        row.credential_id,
+        row.public_key,
+        row.disabled_at is not None,
     )
 
 
 def withdrawal_authorization_message(row: Withdrawal) -> bytes:
     """What an approval binds to: the exact payee and amount of this payout."""
+    return authorization_message(row.id, row.wallet_id, row.script_pubkey, row.amount_sat)
+
+
+def authorization_message(
+    withdrawal_id: str, wallet_id: str, script_pubkey: str, amount_sat: int
+) -> bytes:
+    """``withdrawal_authorization_message`` from the values, before the row exists (a payout
+    round inserts its rows in bulk)."""
     return encode_message(
-        "withdrawal-authorization", row.id, row.wallet_id, row.script_pubkey, row.amount_sat
+        "withdrawal-authorization", withdrawal_id, wallet_id, script_pubkey, amount_sat
     )
 
 
@@ -137,4 +164,5 @@ GOVERNED_ROW_KINDS: tuple[GovernedRowKind, ...] = (
     GovernedRowKind(
         ColdDestinationRow, "cold destination", cold_destination_message, lambda r: r.mac
     ),
+    GovernedRowKind(StaffPasskey, "staff passkey", staff_passkey_message, lambda r: r.mac),
 )

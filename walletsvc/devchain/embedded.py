@@ -42,7 +42,13 @@ from walletsvc.domain.errors import (
 )
 from walletsvc.domain.money import COIN, MAX_MONEY
 from walletsvc.domain.network import Network
-from walletsvc.domain.ports import AcceptResult, BlockRef, SpentOutput
+from walletsvc.domain.ports import (
+    AcceptResult,
+    BlockRef,
+    MempoolEntry,
+    MempoolListener,
+    SpentOutput,
+)
 from walletsvc.domain.sizes import MAX_STANDARD_TX_WEIGHT
 
 log = logging.getLogger(__name__)
@@ -156,6 +162,9 @@ class EmbeddedChain:
         self._mempool_txs: dict[str, CTransaction] = {}
         self._spenders: dict[Outpoint, str] = {}
         self._miner: threading.Thread | None = None
+        # Told each txid the mempool accepts (the theft shield's watcher, the RPC server's
+        # ZMQ publisher); called under the chain lock, so a listener only records it.
+        self._mempool_listeners: list[MempoolListener] = []
         self._miner_stop = threading.Event()
         try:
             self._replay_block_log()
@@ -275,7 +284,8 @@ class EmbeddedChain:
             raise NotFound(f"block {block_hash} not found", field="block_hash")
         return raw
 
-    def broadcast(self, raw_tx: bytes) -> str:
+    def broadcast(self, raw_tx: bytes, *, max_fee_rate_sat_per_vb: int | None = None) -> str:
+        # In process there is no maxfeerate guard to raise (the RPC server applies one).
         with self._lock:
             txid = self._known_txid(raw_tx)
             if txid is not None:
@@ -311,6 +321,36 @@ class EmbeddedChain:
 
     def fee_rate_sat_per_vb(self, target_blocks: int) -> int:
         return self._fee_rate
+
+    # -- MempoolSource ---------------------------------------------------------------------
+
+    def subscribe(self, listener: MempoolListener) -> None:
+        """Call ``listener(txid)`` for every transaction the mempool accepts from now on."""
+        with self._lock:
+            self._mempool_listeners.append(listener)
+
+    def mempool_spenders(self, outpoints: Sequence[Outpoint]) -> dict[Outpoint, str]:
+        with self._lock:
+            return {op: self._spenders[op] for op in outpoints if op in self._spenders}
+
+    def mempool_transaction(self, txid: str) -> bytes | None:
+        with self._lock:
+            entry = self._mempool.get(txid)
+            return None if entry is None else entry.raw
+
+    def mempool_entry(self, txid: str) -> MempoolEntry | None:
+        with self._lock:
+            entry = self._mempool.get(txid)
+            if entry is None:
+                return None
+            family = self._descendants([txid])
+            return MempoolEntry(
+                txid=txid,
+                raw=entry.raw,
+                fee_sat=entry.fee_sat,
+                vsize=entry.vsize,
+                descendant_fees_sat=sum(self._mempool[t].fee_sat for t in family),
+            )
 
     # -- extra queries (dev tools, the RPC server, tests) ----------------------------------
 
@@ -876,6 +916,11 @@ class EmbeddedChain:
         self._mempool_txs[entry.txid] = candidate.tx
         for op in entry.prevouts:
             self._spenders[op] = entry.txid
+        for listener in self._mempool_listeners:
+            try:
+                listener(entry.txid)
+            except Exception:  # a listener's bug must not refuse a valid transaction
+                log.exception("mempool listener failed")
 
     def _remove(self, txids: Iterable[str]) -> None:
         for txid in txids:

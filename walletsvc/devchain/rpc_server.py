@@ -199,6 +199,8 @@ class _Methods:
             "testmempoolaccept": (self.testmempoolaccept, ("rawtxs", "maxfeerate")),
             "estimatesmartfee": (self.estimatesmartfee, ("conf_target", "estimate_mode")),
             "getrawmempool": (self.getrawmempool, ("verbose", "mempool_sequence")),
+            "getmempoolentry": (self.getmempoolentry, ("txid",)),
+            "gettxspendingprevout": (self.gettxspendingprevout, ("outputs", "options")),
             "getrawtransaction": (self.getrawtransaction, ("txid", "verbose", "blockhash")),
             "generatetoaddress": (self.generatetoaddress, ("nblocks", "address", "maxtries")),
             "generateblock": (self.generateblock, ("output", "transactions", "submit")),
@@ -457,6 +459,58 @@ class _Methods:
                 ),
             }
             for e in entries
+        }
+
+    def gettxspendingprevout(self, outputs: Any = None, options: Any = None) -> list[Any]:
+        """Core's gettxspendingprevout: each outpoint, with ``spendingtxid`` only when a
+        mempool transaction spends it."""
+        if not isinstance(outputs, list) or not outputs:
+            raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, outputs are missing")
+        asked: list[tuple[str, int]] = []
+        for item in outputs:
+            if not isinstance(item, dict):
+                raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, expected object")
+            vout = _int_param(item.get("vout"), "vout")
+            if vout < 0:
+                raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, vout cannot be negative")
+            asked.append((_hash_param(item.get("txid"), "txid"), vout))
+        spenders = self.chain.mempool_spenders(asked)
+        result = []
+        for txid, vout in asked:
+            row: dict[str, Any] = {"txid": txid, "vout": vout}
+            if (txid, vout) in spenders:
+                row["spendingtxid"] = spenders[(txid, vout)]
+            result.append(row)
+        return result
+
+    def getmempoolentry(self, txid: Any = None) -> dict[str, Any]:
+        """Core's getmempoolentry (src/rpc/mempool.cpp), the fields a replacement needs:
+        fees in BTC (``base``, ``modified``, ``ancestor``, ``descendant``), ``vsize``,
+        ``weight``, ``depends``, ``spentby``; -5 when the transaction is not in the mempool."""
+        txid = _hash_param(txid, "txid")
+        entry = self.chain.mempool_entry(txid)
+        if entry is None:
+            raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Transaction not in mempool")
+        entries = {e.txid: e for e in self.chain.mempool_entries()}
+        own = entries[txid]
+        return {
+            "vsize": own.vsize,
+            "weight": own.weight,
+            "time": own.time,
+            "height": self.chain.tip().height,
+            "wtxid": b2lx(CTransaction.deserialize(own.raw).GetHash()),
+            "fees": {
+                "base": _Btc(own.fee_sat),
+                "modified": _Btc(own.fee_sat),
+                "ancestor": _Btc(own.fee_sat),  # ancestors are not summed here
+                "descendant": _Btc(entry.descendant_fees_sat),
+            },
+            "depends": sorted(own.parents),
+            "spentby": sorted(t for t, e in entries.items() if txid in e.parents),
+            "bip125-replaceable": any(
+                txin.nSequence < 0xFFFFFFFE for txin in CTransaction.deserialize(own.raw).vin
+            ),
+            "unbroadcast": False,
         }
 
     def getrawtransaction(

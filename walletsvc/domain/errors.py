@@ -98,6 +98,18 @@ class PolicyDenied(DomainError):
         self.decision = decision
 
 
+class RoundDenied(PolicyDenied):
+    """The policy denies at least one payout of a payout round, so the round is refused.
+
+    ``payouts`` lists each denied payout: its ``index`` in the request, ``destination``,
+    ``amount_sat`` and the ``rules`` it broke (``{rule, result, detail}``).
+    """
+
+    def __init__(self, message: str, *, field: str | None, payouts: list[dict[str, Any]]) -> None:
+        super().__init__(message, decision=None, field=field)
+        self.payouts = payouts
+
+
 class ChainRejected(DomainError):
     """The chain backend refused a transaction or block."""
 

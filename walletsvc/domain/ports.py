@@ -6,9 +6,9 @@ and, where unit tests want one, a fake. Integration tests always use the real ad
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from .network import Network
 from .transaction import ApprovedPayout, SignedTransaction, TransactionPlan
@@ -46,7 +46,10 @@ class ChainBackend(Protocol):
 
     def block_bytes(self, block_hash: str) -> bytes: ...
 
-    def broadcast(self, raw_tx: bytes) -> str: ...
+    def broadcast(self, raw_tx: bytes, *, max_fee_rate_sat_per_vb: int | None = None) -> str:
+        """Send ``raw_tx``. ``max_fee_rate_sat_per_vb`` raises the node's fee-rate guard for
+        this one transaction (the theft shield outbids a thief above our usual ceiling)."""
+        ...
 
     def test_accept(self, raw_tx: bytes) -> AcceptResult: ...
 
@@ -69,6 +72,46 @@ class ScriptVerifier(Protocol):
     def verify_transaction(self, raw_tx: bytes, spent_outputs: list[SpentOutput]) -> None:
         """Raise VerificationFailed naming the first input whose script does not verify."""
         ...
+
+
+@dataclass(frozen=True)
+class MempoolEntry:
+    """A transaction in the node's mempool, with what a replacement of it must outbid."""
+
+    txid: str
+    raw: bytes
+    fee_sat: int
+    vsize: int
+    # This transaction's fee plus its mempool descendants' (Core's ``fees.descendant``): a
+    # replacement evicts them all and must pay for all of them (BIP125 rule 3).
+    descendant_fees_sat: int
+
+
+# Called with a txid when a transaction enters the mempool; may run on any thread, so a
+# listener only records the txid and returns (the chain may hold its own lock meanwhile).
+MempoolListener = Callable[[str], None]
+
+
+@runtime_checkable
+class MempoolSource(Protocol):
+    """What the mempool watcher needs from a node: new transactions as they arrive.
+
+    ``subscribe`` delivers txids pushed by the node (Core's ZMQ ``rawtx``/``sequence``, the
+    embedded chain's own notification); ``mempool_spenders`` is the polling fallback that
+    also catches anything a push missed: which mempool transactions spend these outpoints
+    (Core's ``gettxspendingprevout``), one call for all our coins however full the mempool
+    is. ``mempool_transaction`` and ``mempool_entry`` are None once the tx has left.
+    """
+
+    def subscribe(self, listener: MempoolListener) -> None: ...
+
+    def mempool_spenders(self, outpoints: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The mempool transaction spending each of ``outpoints`` that one spends."""
+        ...
+
+    def mempool_transaction(self, txid: str) -> bytes | None: ...
+
+    def mempool_entry(self, txid: str) -> MempoolEntry | None: ...
 
 
 @dataclass(frozen=True)
@@ -102,7 +145,11 @@ class SignerPort(Protocol):
         plan: TransactionPlan,
         approved: Sequence[ApprovedPayout],
         sweep_scripts: frozenset[bytes] = frozenset(),
-    ) -> SignedTransaction: ...
+        max_fee_sat: int | None = None,
+    ) -> SignedTransaction:
+        """``max_fee_sat`` may only lower the signer's own cap (the theft shield's answers:
+        the shield budget of the signer's policy copy; everything else: its configured cap)."""
+        ...
 
     def freeze(self, wallet: str | None, reason: str) -> None:
         """Stop the signer signing for ``wallet`` (None: every wallet) at once."""

@@ -7,7 +7,7 @@ outputs deterministically (BIP69-like), so the same request always yields the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .coinselect import (
     canonical_order,
@@ -86,6 +86,41 @@ def plan_payouts(
     return _finish(
         selection.coins, outputs, selection.fee_sat, rate=rate, cap=cap, locktime=locktime
     )
+
+
+def largest_fitting_batch(
+    plan_for: Callable[[Sequence[ApprovedPayout]], TransactionPlan],
+    payouts: Sequence[ApprovedPayout],
+) -> TransactionPlan:
+    """The plan paying the longest leading part of ``payouts`` that makes one transaction.
+
+    ``plan_for`` plans a batch (``plan_payouts`` with the caller's coins, change and caps).
+    When all of ``payouts`` exceed the standard weight (TooLarge) or the fee cap
+    (FeeTooHigh), a bisection finds the largest prefix that does not: fewer outputs never
+    weigh or cost more, so the prefixes that fit are exactly the short ones. Other failures
+    (not enough funds, bad input) are the whole batch's and are raised as they are, as is
+    the failure of a single payout.
+    """
+    if not payouts:
+        raise InvalidInput("there is nothing to pay", field="payouts")
+    try:
+        return plan_for(payouts)
+    except (TooLarge, FeeTooHigh) as too_big:
+        failure: TooLarge | FeeTooHigh = too_big
+    best: TransactionPlan | None = None
+    low, high = 1, len(payouts) - 1  # invariant: every count above ``high`` fails
+    while low <= high:
+        middle = (low + high) // 2
+        try:
+            best = plan_for(payouts[:middle])
+        except (TooLarge, FeeTooHigh) as exc:
+            failure = exc
+            high = middle - 1
+        else:
+            low = middle + 1
+    if best is None:
+        raise failure
+    return best
 
 
 def plan_sweep(
@@ -400,3 +435,27 @@ def _check_invariants(plan: TransactionPlan, cap: int) -> None:
         problems.append("over the standard weight limit")
     if problems:
         raise AssertionError("transaction plan invariant broken: " + ", ".join(problems))
+
+
+def outbid_rate(
+    *,
+    conflict_fee_sat: int,
+    conflict_vsize: int,
+    evicted_fees_sat: int,
+    own_vsize: int,
+    floor_rate: int = 1,
+) -> int:
+    """The lowest whole sat/vB at which a transaction of ``own_vsize`` (our upper estimate)
+    replaces a conflicting mempool transaction under Bitcoin Core's full-RBF rules.
+
+    Rule 6: a feerate strictly above the conflict's; Core compares sat/kvB truncated, and a
+    whole sat/vB above the conflict's rounded down is above it in any unit. Rules 3 and 4:
+    at least the fees of everything evicted (the conflict and its descendants) plus the
+    incremental relay fee on our own size. The fee is ``rate * own_vsize`` and our signed
+    size is at most the estimate, so both hold for the signed transaction too.
+    """
+    if conflict_vsize <= 0 or own_vsize <= 0:
+        raise InvalidInput("sizes must be positive", field="vsize")
+    higher_rate = conflict_fee_sat // conflict_vsize + 1
+    pays_for_evicted = -(-evicted_fees_sat // own_vsize) + INCREMENTAL_RELAY_FEE_SAT_PER_VB
+    return max(floor_rate, higher_rate, pays_for_evicted)

@@ -13,6 +13,7 @@ Removal is immediate (it only tightens) and audited.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -132,11 +133,21 @@ def entry_for_destination(
     """The policy engine's view of one destination (None: not on the list). Fails closed on a
     row whose tag does not verify."""
     row = _live_entry(uow, wallet_id, address)
-    if row is None:
-        return None
+    return None if row is None else _engine_view(tags, row)
+
+
+def _engine_view(tags: RowTagger, row: AllowlistEntryRow) -> AllowlistEntry:
     _verify(tags, row)
     status: Any = "active" if row.status == "active" else "pending"
     return AllowlistEntry(address=row.address, active_since=row.active_since, status=status)
+
+
+def entries_for_destinations(
+    uow: ReadUnitOfWork, tags: RowTagger, wallet_id: str, addresses: Sequence[str]
+) -> dict[str, AllowlistEntry]:
+    """``entry_for_destination`` for many destinations at once (absent: not on the list)."""
+    rows = uow.allowlist.newest_for_addresses(wallet_id, addresses, LIVE_STATUSES)
+    return {address: _engine_view(tags, row) for address, row in rows.items()}
 
 
 def list_entries(uow: ReadUnitOfWork, *, wallet: str | None, include_removed: bool) -> list[Any]:

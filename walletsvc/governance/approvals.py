@@ -24,12 +24,13 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from walletsvc.config import Settings
-from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.database import INTEGRITY_FAILURE, Database, UnitOfWork
 from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, Staff
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.repositories.base import Repository
 from walletsvc.db.tags import approval_decision_message, approval_request_message
 from walletsvc.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from walletsvc.governance.passkeys import RelyingParty, check_passkey
 from walletsvc.governance.policies import IntegrityFailure
 from walletsvc.governance.staff import (
     StaffPrincipal,
@@ -237,6 +238,7 @@ def governed_action(
 class Tally:
     approvers: tuple[str, ...]  # usernames whose approvals count
     rejecters: tuple[str, ...]
+    forged: tuple[str, ...] = ()  # ids of decisions that fail their tag (never counted)
 
 
 def _eligible(tags: RowTagger, request: ApprovalRequest, staff: Staff | None) -> bool:
@@ -250,19 +252,31 @@ def _eligible(tags: RowTagger, request: ApprovalRequest, staff: Staff | None) ->
     )
 
 
+def excluded_staff(uow: ReadUnitOfWork, request: ApprovalRequest) -> frozenset[str]:
+    """Staff ids who may not decide ``request`` besides its requester: a kind's own rule
+    (``excluded_staff(uow, subject_id)``), e.g. the member whose authenticator is reset."""
+    hook = getattr(get_kind(request.kind), "excluded_staff", None)
+    return frozenset(hook(uow, request.subject_id)) if hook is not None else frozenset()
+
+
 def tally(uow: ReadUnitOfWork, tags: RowTagger, request: ApprovalRequest) -> Tally:
     verify_request(tags, request)
     approvers: dict[str, str] = {}
     rejecters: dict[str, str] = {}
+    forged: list[str] = []
+    excluded = excluded_staff(uow, request)
     for d in uow.approval_decisions.on_content(request):
         if not tags.verify(approval_decision_message(d), d.mac):
-            continue  # a forged or edited decision never counts
+            forged.append(str(d.id))  # a forged or edited decision never counts
+            continue
         staff = uow.staff.get(d.staff_id)
-        if not _eligible(tags, request, staff):
+        if not _eligible(tags, request, staff) or d.staff_id in excluded:
             continue
         assert staff is not None
         (approvers if d.decision == "approve" else rejecters)[staff.id] = staff.username
-    return Tally(tuple(sorted(approvers.values())), tuple(sorted(rejecters.values())))
+    return Tally(
+        tuple(sorted(approvers.values())), tuple(sorted(rejecters.values())), tuple(forged)
+    )
 
 
 def require_quorum(uow: ReadUnitOfWork, tags: RowTagger, request: ApprovalRequest) -> Tally:
@@ -360,17 +374,22 @@ def decide(
     staff: StaffPrincipal,
     decision: str,
     digest: str,
-    totp: str,
+    totp: str | None,
     comment: str | None,
     now: datetime | None = None,
+    passkey: str | None = None,
+    rp: RelyingParty | None = None,
 ) -> str:
-    """Record one approver's decision (step-up TOTP required); settle the request if it can.
+    """Record one approver's decision (step-up required: a TOTP code, or a passkey assertion
+    over the digest and decision checked for relying party ``rp``); settle the request if it
+    can.
 
     ``digest`` is the content digest the approver reviewed (``GET /approvals/{id}``); a
     mismatch is refused. Returns the request's status afterwards.
     """
     if decision not in ("approve", "reject"):
         raise InvalidInput("decision must be 'approve' or 'reject'", field="decision")
+    step_up = _step_up(totp, passkey, rp)
     if comment is not None and len(comment) > MAX_COMMENT_LENGTH:
         raise InvalidInput(f"comment is longer than {MAX_COMMENT_LENGTH}", field="comment")
     moment = now_utc(now)
@@ -381,6 +400,8 @@ def decide(
         verify_request(tags, request)
         row = load_active_staff(uow, tags, staff.staff_id)
         check_may_decide(request, row)
+        if row.id in excluded_staff(uow, request):
+            raise Forbidden("nobody decides a request about their own account")
         if request.status != PENDING:
             raise Conflict(f"this approval request is {request.status}", field="id")
         if request.expires_at <= moment:
@@ -389,13 +410,59 @@ def decide(
         else:
             error = _check_content(ctx, request, digest)
             if error is None:
-                error = _record(ctx, totp_secrets, settings, request, row, decision, totp, comment)
+                error = _record(
+                    ctx, totp_secrets, settings, request, row, decision, step_up, comment
+                )
             if error is None:
                 settle(ctx, settings, request)
         status = request.status
     if error is not None:
         raise error  # after the commit: an expiry or a failed attempt is kept
     return status
+
+
+@dataclass(frozen=True)
+class StepUp:
+    """How an approver proves it is them, now: a TOTP code or a passkey assertion."""
+
+    totp: str | None
+    passkey: str | None
+    rp: RelyingParty | None
+
+
+def _step_up(totp: str | None, passkey: str | None, rp: RelyingParty | None) -> StepUp:
+    if (totp is None) == (passkey is None):
+        raise InvalidInput("give either a TOTP code or a passkey assertion", field="totp")
+    if passkey is not None and rp is None:
+        raise InvalidInput("passkeys are not available here", field="passkey")
+    return StepUp(totp, passkey, rp)
+
+
+def _check_step_up(
+    ctx: KindContext,
+    totp_secrets: TotpSealer,
+    settings: Settings,
+    request: ApprovalRequest,
+    staff: Staff,
+    decision: str,
+    step_up: StepUp,
+) -> tuple[int | None, str | None, DomainError | None]:
+    """(TOTP step, passkey id, error): exactly one of the first two when there is no error."""
+    if step_up.passkey is not None and step_up.rp is not None:
+        passkey_id, error = check_passkey(
+            ctx.uow,
+            ctx.tags,
+            settings,
+            step_up.rp,
+            staff,
+            assertion=step_up.passkey,
+            digest=request.digest,
+            decision=decision,
+            now=ctx.now,
+        )
+        return None, passkey_id, error
+    step, error = check_totp(ctx.uow, totp_secrets, settings, staff, step_up.totp or "", ctx.now)
+    return step, None, error
 
 
 def _record(
@@ -405,13 +472,15 @@ def _record(
     request: ApprovalRequest,
     staff: Staff,
     decision: str,
-    totp: str,
+    step_up: StepUp,
     comment: str | None,
 ) -> DomainError | None:
     if ctx.uow.approval_decisions.has_decided(request, staff.id):
         return Conflict("you have already decided this request", field="id")
-    step, error = check_totp(ctx.uow, totp_secrets, settings, staff, totp, ctx.now)
-    if error is not None or step is None:
+    step, passkey_id, error = _check_step_up(
+        ctx, totp_secrets, settings, request, staff, decision, step_up
+    )
+    if error is not None or (step is None and passkey_id is None):
         return error
     row = ApprovalDecision(
         request_id=request.id,
@@ -419,6 +488,7 @@ def _record(
         decision=decision,
         digest=request.digest,
         totp_step=step,
+        passkey_id=passkey_id,
         comment=comment,
         created_at=ctx.now,
         mac="",
@@ -436,6 +506,7 @@ def _record(
             "subject_id": request.subject_id,
             "digest": request.digest,
             "comment": comment,
+            "step_up": "passkey" if passkey_id else "totp",
         },
     )
     return None
@@ -444,6 +515,20 @@ def _record(
 def settle(ctx: KindContext, settings: Settings, request: ApprovalRequest) -> None:
     """Reject or approve the request if its valid decisions say so (same transaction)."""
     counted = tally(ctx.uow, ctx.tags, request)
+    if counted.forged:
+        # Someone wrote decisions into the database: they do not count, and it is audited
+        # (the risk monitor freezes on it) rather than silently skipped.
+        ctx.uow.audit(
+            "system",
+            INTEGRITY_FAILURE,
+            request.kind,
+            request.subject_id,
+            {
+                "reason": f"approval request {request.id} has decisions that fail their tag",
+                "approval_request_id": request.id,
+                "decisions": list(counted.forged),
+            },
+        )
     kind = get_kind(request.kind)
     if len(counted.rejecters) >= settings.approval_rejections_to_reject:
         _close(
@@ -592,6 +677,8 @@ def _waits_for(uow: ReadUnitOfWork, request: ApprovalRequest, staff: StaffPrinci
     if staff.role != "approver" or request.required_group not in staff.groups:
         return False
     if request.requester_staff_id == staff.staff_id:
+        return False
+    if staff.staff_id in excluded_staff(uow, request):
         return False
     return not uow.approval_decisions.has_decided(request, staff.staff_id)
 

@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from walletsvc.db.database import (
+    AUDIT_HEAD_SUBJECT,
     GENESIS_HASH,
+    INTEGRITY_FAILURE,
     Database,
     audit_digest,
     audit_fields,
     audit_head_tag,
 )
-from walletsvc.db.models import PolicyVersion, Withdrawal
+from walletsvc.db.models import AuditEvent, PolicyVersion, Withdrawal
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import GOVERNED_ROW_KINDS, approval_decision_message
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import DomainError
 from walletsvc.domain.network import Network
+from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.governance.approvals import content_problem
+from walletsvc.governance.staff import lock_cleared
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.document import PolicyError, parse_policy, policy_hash
+
+_UNPAID = (WithdrawalStatus.PENDING_APPROVAL.value, WithdrawalStatus.APPROVED.value)
 
 
 @dataclass
@@ -48,12 +55,15 @@ def verify(
     *,
     batch: int = 5_000,
     anchor: tuple[int, str] | None = None,
+    now: datetime | None = None,
 ) -> VerifyReport:
     """The chain, the head, every governed row's tag and, with ``anchor`` (the signer's
     record of a head it saw: walletsvc.signer), that the chain still holds that event as it
     was. Whoever holds the audit key can rewrite a consistent shorter or different chain; the
     signer's anchor is outside their reach."""
     report = VerifyReport()
+    # Payouts not yet paid by the rows' account; the log says which ones were signed.
+    unpaid = {w.id: w.status for w in uow.withdrawals.with_statuses(_UNPAID)}
     prev_hash, expected_seq, last_seq = GENESIS_HASH, 1, 0
     while True:
         rows = uow.audit_events.from_seq(expected_seq, limit=batch)
@@ -66,6 +76,7 @@ def verify(
                 report.problems.append(f"audit event {ev.seq} does not link to its predecessor")
             if audit_digest(audit_key, ev.prev_hash, audit_fields(ev)) != ev.hash:
                 report.problems.append(f"audit event {ev.seq} was altered")
+            _check_event(ev, unpaid, report)
             prev_hash, expected_seq, last_seq = ev.hash, ev.seq + 1, ev.seq
             report.events_checked += 1
     head = uow.audit_events.head()
@@ -80,6 +91,7 @@ def verify(
     if anchor is not None:
         _check_anchor(uow, anchor, report)
     _verify_rows(uow, tags, report)
+    _verify_staff_locks(uow, report, now or datetime.now(UTC))
     return report
 
 
@@ -96,6 +108,32 @@ def _check_anchor(uow: ReadUnitOfWork, anchor: tuple[int, str], report: VerifyRe
         report.problems.append(
             f"audit event {seq} is not the one the signer anchored (the log was rewritten)"
         )
+
+
+def _check_event(ev: AuditEvent, unpaid: dict[str, str], report: VerifyReport) -> None:
+    """What one event says about rows now: a payout it records as signed must not be waiting
+    to be paid (a paid payout flipped back, its transaction link deleted too); a broken head
+    found at a write stays a finding though that write re-tagged the head."""
+    if ev.action == "transaction.signed":
+        for withdrawal_id in ev.data.get("withdrawals", ()):
+            status = unpaid.get(str(withdrawal_id))
+            if status is not None:
+                report.problems.append(
+                    f"withdrawal {withdrawal_id} is {status} but audit event {ev.seq}"
+                    " records it signed (its status was edited?)"
+                )
+    elif ev.action == INTEGRITY_FAILURE and ev.subject_type == AUDIT_HEAD_SUBJECT:
+        report.problems.append(
+            f"audit event {ev.seq}: {ev.data.get('reason')} at seq {ev.data.get('head_seq')}"
+        )
+
+
+def _verify_staff_locks(uow: ReadUnitOfWork, report: VerifyReport, now: datetime) -> None:
+    """A lock the log records, still running, must still be on the staff row."""
+    for staff in uow.staff.all_by_username():
+        problem = lock_cleared(uow, staff, now)
+        if problem is not None:
+            report.problems.append(problem)
 
 
 def _verify_rows(uow: ReadUnitOfWork, tags: RowTagger, report: VerifyReport) -> None:
@@ -116,6 +154,12 @@ def _verify_rows(uow: ReadUnitOfWork, tags: RowTagger, report: VerifyReport) -> 
                 # API, in the audit log) must be that script's address.
                 report.problems.append(
                     f"approved withdrawal {row.id} shows an address that is not its script's"
+                )
+            elif isinstance(row, Withdrawal) and row.transaction_id is not None:
+                # The tag covers what is paid, not whether it was: see the worker.
+                report.problems.append(
+                    f"approved withdrawal {row.id} already belongs to transaction"
+                    f" {row.transaction_id} (its status was edited?)"
                 )
     # A request's tag covers its content's digest; the content and the subject are checked
     # against it (a rewritten pending payout, which carries no tag of its own, shows up here).
@@ -164,3 +208,10 @@ def audit_page(db: Database, *, after: int, limit: int) -> dict[str, Any]:
     with db.read() as uow:
         events = events_after(uow, after, limit)
     return {"events": events, "next_after": events[-1]["seq"] if events else after}
+
+
+def record_integrity_failure(db: Database, reason: str) -> None:
+    """Audit a governed row found failing its check at use, in a transaction of its own (the
+    use case's own transaction rolls back with the error). The risk monitor freezes on it."""
+    with db.write() as uow:
+        uow.audit("system", INTEGRITY_FAILURE, "governed_row", None, {"reason": reason})

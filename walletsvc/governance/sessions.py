@@ -78,7 +78,7 @@ def login(
         raise throttled or InvalidCredentials(_BAD_LOGIN)
     with db.write() as uow:
         row = _login_candidate(uow, tags, found_id)
-        ensure_not_locked(row, moment)
+        ensure_not_locked(uow, row, moment)
         _step, totp_error = check_totp(uow, totp_secrets, settings, row, totp, moment)
         error = _as_login_error(totp_error) if totp_error else None
         if error is None:
@@ -156,7 +156,7 @@ def _first_factor(
     The CLI's first factor: whoever runs the CLI already reaches the database and the KEK,
     so here a wrong password still counts toward the lock."""
     row = _login_candidate(uow, tags, staff_id)
-    ensure_not_locked(row, now)
+    ensure_not_locked(uow, row, now)
     if not password_ok:
         return row, _as_login_error(record_failure(uow, settings, row, now, "password_wrong"))
     return row, None

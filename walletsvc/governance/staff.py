@@ -22,6 +22,7 @@ from walletsvc.db.models import utcnow
 from walletsvc.db.models_governance import Staff
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import staff_message
+from walletsvc.domain.access import ROLES
 from walletsvc.domain.errors import (
     AccountLocked,
     Conflict,
@@ -31,12 +32,12 @@ from walletsvc.domain.errors import (
     NotFound,
     StepUpFailed,
 )
-from walletsvc.governance.policies import IntegrityFailure
+from walletsvc.governance.policies import IntegrityFailure, active_policy
 from walletsvc.keys.errors import SealedSecretError
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.sealing import TotpSealer
+from walletsvc.policy.document import GOVERNED_ACTIONS, PolicyDocument
 
-ROLES = ("approver", "operator", "auditor")
 TOTP_PERIOD_S = 30
 TOTP_DIGITS = 6
 ISSUER = "walletsvc"
@@ -130,6 +131,7 @@ def create_staff(
     with db.write() as uow:
         if uow.staff.by_username(username) is not None:
             raise Conflict(f"staff member {username!r} exists already", field="username")
+        check_groups_in_policy(uow, tags, groups)
         row = Staff(
             username=username,
             role=role,
@@ -153,6 +155,40 @@ def create_staff(
         name=username, issuer_name=ISSUER
     )
     return CreatedStaff(row.id, username, role, list(row.groups), secret, uri)
+
+
+def policy_groups(document: PolicyDocument) -> set[str]:
+    """Every approval group a policy names (tiers, governed actions, allowlist, risk rules)."""
+    groups = {tier.group for tier in document.approval_tiers}
+    groups |= {document.quorum_for(action).group for action in GOVERNED_ACTIONS}
+    if document.allowlist is not None and document.allowlist.approval is not None:
+        groups.add(document.allowlist.approval.group)
+    for rule in document.risk.rules if document.risk else ():
+        if rule.approval is not None:
+            groups.add(rule.approval.group)
+    return groups
+
+
+def known_groups(uow: ReadUnitOfWork, tags: RowTagger) -> set[str]:
+    """The groups of the policies in force (the default and every wallet's own)."""
+    groups = policy_groups(active_policy(uow, tags, None).document)
+    for wallet in uow.wallets.all_by_name():
+        groups |= policy_groups(active_policy(uow, tags, wallet).document)
+    return groups
+
+
+def check_groups_in_policy(uow: ReadUnitOfWork, tags: RowTagger, groups: list[str]) -> None:
+    """A group no policy names is a typo (``tresury``): its member could never approve."""
+    if not groups:
+        return
+    known = known_groups(uow, tags)
+    unknown = sorted(set(groups) - known)
+    if unknown:
+        raise InvalidInput(
+            f"unknown group(s) {', '.join(unknown)}: the policy in force names only"
+            f" {', '.join(sorted(known))}",
+            field="group",
+        )
 
 
 def list_staff(uow: ReadUnitOfWork) -> list[Staff]:
@@ -184,6 +220,52 @@ def disable_staff(db: Database, tags: RowTagger, *, username: str, actor: str) -
         )
 
 
+def change_password(
+    db: Database,
+    tags: RowTagger,
+    totp_secrets: TotpSealer,
+    settings: Settings,
+    staff: StaffPrincipal,
+    *,
+    current: str,
+    new: str,
+    totp: str,
+    now: datetime | None = None,
+) -> None:
+    """A staff member changes their own password: the current one and a fresh TOTP code.
+    Their other sessions end (whoever else held one knew the old password)."""
+    if len(new) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(
+            f"the new password must have at least {MIN_PASSWORD_LENGTH} characters",
+            field="new_password",
+        )
+    with db.read() as uow:
+        current_ok = verify_password(uow.staff.get(staff.staff_id), current)
+    new_hash = _hasher.hash(new)  # slow by design: outside the write lock
+    moment = now_utc(now)
+    error: DomainError | None = None
+    with db.write() as uow:
+        row = load_active_staff(uow, tags, staff.staff_id)
+        ensure_not_locked(uow, row, moment)
+        if not current_ok:
+            failed = record_failure(uow, settings, row, moment, "password_wrong")
+            error = (
+                failed
+                if failed.code == "account_locked"
+                else StepUpFailed("the current password is wrong", field="current_password")
+            )
+        else:
+            _step, error = check_totp(uow, totp_secrets, settings, row, totp, moment)
+        if error is None:
+            row.password_hash = new_hash
+            ended = uow.staff_sessions.revoke_others(row.id, staff.session_id, moment)
+            uow.audit(
+                staff.actor, "staff.password_changed", "staff", row.id, {"sessions_ended": ended}
+            )
+    if error is not None:
+        raise error  # after the commit: the failed attempt is recorded
+
+
 def principal_for(tags: RowTagger, row: Staff, session_id: str | None) -> StaffPrincipal:
     if not staff_is_genuine(tags, row):
         raise IntegrityFailure(f"staff member {row.username!r} fails its integrity check")
@@ -205,11 +287,37 @@ def time_step(now: datetime) -> int:
     return int(now.timestamp()) // TOTP_PERIOD_S
 
 
-def ensure_not_locked(row: Staff, now: datetime) -> None:
+def ensure_not_locked(uow: ReadUnitOfWork, row: Staff, now: datetime) -> None:
     if row.locked_until is not None and row.locked_until > now:
         raise AccountLocked(
             f"too many failed attempts; the account is locked until {row.locked_until.isoformat()}"
         )
+    cleared = lock_cleared(uow, row, now)
+    if cleared is not None:
+        raise IntegrityFailure(cleared)
+
+
+def lock_cleared(uow: ReadUnitOfWork, row: Staff, now: datetime) -> str | None:
+    """Why ``row`` is unlocked though the audit log records a lock still running, or None.
+
+    The lock fields change on every attempt, so they carry no tag; but every lock is audited
+    (``staff.locked``) and nothing lifts one early, so a row that forgot a running lock was
+    edited behind our back (someone clearing the lock to keep guessing codes)."""
+    event = uow.audit_events.latest("staff.locked", row.id)
+    if event is None:
+        return None
+    until = datetime.fromisoformat(str(event.data.get("locked_until")))
+    if until <= now or (row.locked_until is not None and _aware(row.locked_until) >= until):
+        return None
+    return (
+        f"staff member {row.id} is locked until {until.isoformat()} by audit event"
+        f" {event.seq}, but its row no longer says so (the lock was cleared?)"
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _matching_step(secret: str, code: str, now: datetime, window: int) -> int | None:
@@ -273,7 +381,7 @@ def check_totp(
     Why a per-account last step: RFC 6238 section 5.2 says a verifier must not accept the
     second attempt of the same OTP; storing the step makes that hold across the whole window.
     """
-    ensure_not_locked(row, now)
+    ensure_not_locked(uow, row, now)
     secret = decrypt_totp_secret(totp_secrets, row.id, row.totp_secret_enc)
     step = _matching_step(secret, code, now, settings.totp_valid_window)
     if step is None:

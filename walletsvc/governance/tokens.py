@@ -10,21 +10,11 @@ from walletsvc.db.database import Database
 from walletsvc.db.models import ApiToken, utcnow
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import api_token_message
+from walletsvc.domain.access import SCOPES
 from walletsvc.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
 from walletsvc.keys.integrity import RowTagger
+from walletsvc.tls import normalize_fingerprint
 
-SCOPES = frozenset(
-    {
-        "withdrawals:create",
-        "withdrawals:read",
-        "addresses:write",
-        "addresses:read",
-        "allowlist:propose",
-        "freeze",
-        "sweeps:write",
-        "read",
-    }
-)
 TOKEN_PREFIX = "wsvc_"  # noqa: S105  (a public prefix, not a secret)
 
 
@@ -33,6 +23,9 @@ class TokenPrincipal:
     token_id: str
     name: str
     scopes: frozenset[str]
+    # Set when the token is bound to a client certificate (SHA-256 hex): the API refuses it
+    # on a connection without that certificate.
+    cert_fingerprint: str | None = None
 
     @property
     def actor(self) -> str:
@@ -51,6 +44,7 @@ class CreatedToken:
     name: str
     scopes: list[str]
     secret: str  # shown once, never stored
+    cert_fingerprint: str | None = None
 
 
 def hash_token(secret: str) -> str:
@@ -58,20 +52,45 @@ def hash_token(secret: str) -> str:
 
 
 def create_token(
-    db: Database, tags: RowTagger, *, name: str, scopes: list[str], actor: str
+    db: Database,
+    tags: RowTagger,
+    *,
+    name: str,
+    scopes: list[str],
+    actor: str,
+    cert_fingerprint: str | None = None,
 ) -> CreatedToken:
+    """A new token; with ``cert_fingerprint`` (SHA-256 of a client certificate, hex, colons
+    allowed) it is accepted only over a connection presenting that certificate."""
     unknown = sorted(set(scopes) - SCOPES)
     if unknown or not scopes:
         raise InvalidInput(
             f"unknown or missing scopes {unknown}; choose from {sorted(SCOPES)}", field="scope"
         )
+    bound = None
+    if cert_fingerprint is not None:
+        try:
+            bound = normalize_fingerprint(cert_fingerprint)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="cert_fingerprint") from None
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with db.write() as uow:
-        row = ApiToken(name=name, token_hash=hash_token(secret), scopes=sorted(set(scopes)))
+        row = ApiToken(
+            name=name,
+            token_hash=hash_token(secret),
+            scopes=sorted(set(scopes)),
+            cert_fingerprint=bound,
+        )
         uow.tokens.add(row, flush=True)
         row.mac = tags.tag(api_token_message(row))
-        uow.audit(actor, "token.created", "api_token", row.id, {"name": name, "scopes": row.scopes})
-    return CreatedToken(row.id, name, list(row.scopes), secret)
+        uow.audit(
+            actor,
+            "token.created",
+            "api_token",
+            row.id,
+            {"name": name, "scopes": row.scopes, "cert_fingerprint": bound},
+        )
+    return CreatedToken(row.id, name, list(row.scopes), secret, bound)
 
 
 def revoke_token(db: Database, tags: RowTagger, *, token_id: str, actor: str) -> None:
@@ -99,7 +118,7 @@ def authenticate_token(uow: ReadUnitOfWork, tags: RowTagger, secret: str) -> Tok
         raise Unauthenticated("invalid or revoked API token")
     if not tags.verify(api_token_message(row), row.mac or ""):
         raise ForgedToken(row.id)
-    return TokenPrincipal(row.id, row.name, frozenset(row.scopes))
+    return TokenPrincipal(row.id, row.name, frozenset(row.scopes), row.cert_fingerprint)
 
 
 class ForgedToken(Unauthenticated):

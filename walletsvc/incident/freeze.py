@@ -14,6 +14,7 @@ database writer deletes the row afterwards (the signer keeps its own freeze in i
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from walletsvc.db.database import Database, UnitOfWork
@@ -22,6 +23,7 @@ from walletsvc.db.models_incident import Freeze
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import DomainError, InvalidInput, NotFound
 from walletsvc.domain.ports import SignerPort
+from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.wallets.freezes import active_freezes
 from walletsvc.wallets.service import get_wallet
 
@@ -144,7 +146,40 @@ def freeze_view(uow: ReadUnitOfWork, row: Freeze) -> dict[str, Any]:
 
 def freeze_state(uow: ReadUnitOfWork) -> dict[str, Any]:
     rows = active_freezes(uow)
-    return {"frozen": bool(rows), "freezes": [freeze_view(uow, r) for r in rows]}
+    return {
+        "frozen": bool(rows),
+        "freezes": [freeze_view(uow, r) for r in rows],
+        "held_payouts": held_payouts(uow, rows),
+    }
+
+
+# Payouts that leave once the freeze lifts: approved (signed at the next pass) and signed
+# (stored, broadcast at the next pass). Pending ones still wait for their approvers anyway.
+HELD_STATUSES = (WithdrawalStatus.APPROVED.value, WithdrawalStatus.SIGNED.value)
+
+
+def held_payouts(uow: ReadUnitOfWork, freezes: Sequence[Freeze]) -> list[dict[str, Any]]:
+    """What lifting ``freezes`` lets out: the held payouts of the wallets whose withdrawals
+    they stop, so operators can cancel any before the service resumes."""
+    holding = [f for f in freezes if f.scope in ("all", "withdrawals")]
+    if not holding:
+        return []
+    every_wallet = any(f.wallet_id is None for f in holding)
+    wallet_ids = None if every_wallet else sorted({f.wallet_id for f in holding if f.wallet_id})
+    rows = uow.withdrawals.with_statuses_of_wallets(HELD_STATUSES, wallet_ids)
+    names = {w.id: w.name for w in uow.wallets.all_by_name()}
+    return [
+        {
+            "id": w.id,
+            "wallet": names.get(w.wallet_id),
+            "status": w.status,
+            "destination": w.destination,
+            "amount_sat": w.amount_sat,
+            "reference": w.reference,
+            "created_at": w.created_at.isoformat(),
+        }
+        for w in rows
+    ]
 
 
 # --- Read use cases --------------------------------------------------------------------------

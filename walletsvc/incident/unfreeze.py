@@ -24,7 +24,13 @@ from walletsvc.governance import approvals
 from walletsvc.governance.approvals import Approvers, KindContext
 from walletsvc.governance.policies import active_policy
 from walletsvc.governance.staff import now_utc
-from walletsvc.incident.freeze import FREEZE_SCOPES, MAX_REASON_LENGTH, SIGNER_SCOPES, lift
+from walletsvc.incident.freeze import (
+    FREEZE_SCOPES,
+    MAX_REASON_LENGTH,
+    SIGNER_SCOPES,
+    held_payouts,
+    lift,
+)
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.wallets.freezes import active_freezes
 from walletsvc.wallets.service import get_wallet
@@ -156,6 +162,9 @@ def _lift_in_signer(uow: ReadUnitOfWork, signer: SignerPort, lifted: list[Freeze
 
 def _content(uow: ReadUnitOfWork, row: UnfreezeRequest) -> dict[str, Any]:
     # Approvers approve lifting exactly these freezes, for this reason.
+    # The held payouts are not part of it: cancelling one during the review would change the
+    # content, which the approval mechanism treats as tampering. The request's view lists
+    # them live instead (``unfreeze_view``).
     freezes = [uow.freezes.get(fid) for fid in row.freeze_ids]
     return {
         "kind": KIND,
@@ -214,7 +223,13 @@ def _close(uow: UnitOfWork, request: ApprovalRequest, status: str, now: datetime
 
 
 def unfreeze_view(uow: ReadUnitOfWork, row: UnfreezeRequest) -> dict[str, Any]:
+    freezes = [f for f in (uow.freezes.get(fid) for fid in row.freeze_ids) if f is not None]
+    pending = row.status == PENDING
     return {
+        # While the request waits: what its approval lets out (cancel any you do not want).
+        "held_payouts": held_payouts(uow, [f for f in freezes if f.lifted_at is None])
+        if pending
+        else [],
         "id": row.id,
         "status": row.status,
         "freeze_ids": row.freeze_ids,

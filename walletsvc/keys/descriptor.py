@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from walletsvc.domain.address import p2wsh_script, script_to_address
+from walletsvc.domain.hashes import hash160
 from walletsvc.domain.network import Network
 
 from .errors import InvalidXpub
@@ -133,6 +134,10 @@ class _ExtendedKey:
     xpub: str  # normalised (xpub/tpub version)
     steps: tuple[int, ...]
     node: _PubNode  # the node ``steps`` lead to; child i of it is the key of address i
+    # BIP174 key origin of the xpub: the origin's fingerprint and path, or (without an
+    # origin) the xpub's own fingerprint and an empty path, as Bitcoin Core does.
+    root_fingerprint: bytes
+    root_path: tuple[int, ...]
 
     def text(self) -> str:
         path = "".join(f"/{s}" for s in self.steps)
@@ -141,6 +146,21 @@ class _ExtendedKey:
     def pubkey(self, index: int) -> bytes:
         key, _ = _ckd_pub(self.node, index)
         return bytes(key.format(compressed=True))
+
+    def origin_of(self, index: int) -> KeyOrigin:
+        """The key of address ``index`` with its BIP32 origin, for a PSBT."""
+        return KeyOrigin(
+            self.pubkey(index), self.root_fingerprint, (*self.root_path, *self.steps, index)
+        )
+
+
+@dataclass(frozen=True)
+class KeyOrigin:
+    """A public key and where it comes from: what a hardware wallet needs to sign for it."""
+
+    pubkey: bytes  # compressed
+    fingerprint: bytes  # 4 bytes: the master (or the xpub's own) key fingerprint
+    path: tuple[int, ...]  # BIP32 steps from that key, hardened ones with the HARDENED bit
 
 
 def _parse_origin(text: str) -> tuple[str, str]:
@@ -192,7 +212,16 @@ def _parse_key(text: str, network: Network) -> _ExtendedKey:
     for index in steps:
         child, code = _ckd_pub(node, index)
         node = _PubNode(child, bytes(child.format(compressed=True)), code)
-    return _ExtendedKey(origin, key.xpub, tuple(steps), node)
+    root_fingerprint, root_path = _origin_parts(origin, key.public_key)
+    return _ExtendedKey(origin, key.xpub, tuple(steps), node, root_fingerprint, root_path)
+
+
+def _origin_parts(origin: str, xpub_key: bytes) -> tuple[bytes, tuple[int, ...]]:
+    if not origin:
+        return hash160(xpub_key)[:4], ()
+    fingerprint, *steps = origin[1:-1].split("/")
+    path = tuple(int(s[:-1]) | HARDENED if s.endswith("h") else int(s) for s in steps)
+    return bytes.fromhex(fingerprint), path
 
 
 # --- destinations -------------------------------------------------------------------------
@@ -247,6 +276,11 @@ class ColdDestination:
             + _push_small_int(len(keys))
             + b"\xae"  # OP_CHECKMULTISIG
         )
+
+    def key_origins(self, index: int) -> tuple[KeyOrigin, ...]:
+        """Every key of address ``index`` with its BIP32 origin, in descriptor order."""
+        _check_index(index)
+        return tuple(k.origin_of(index) for k in self._keys)
 
     def script_pubkey(self, index: int) -> bytes:
         if self.kind is ColdKind.SINGLE_SIG:

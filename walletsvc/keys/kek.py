@@ -24,7 +24,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import KekFileError
 from .integrity import HmacRowTagger, RowTagger
-from .sealing import AesGcmSeedVault, AesGcmTotpSealer, SeedVault, TotpSealer
+from .sealing import (
+    AesGcmSeedVault,
+    AesGcmTotpSealer,
+    AesGcmWebhookSealer,
+    SeedVault,
+    TotpSealer,
+    WebhookSecretSealer,
+)
 
 KEK_SIZE = 32
 MAX_PURPOSE_LENGTH = 64
@@ -39,6 +46,7 @@ _KEY_ID_INFO = b"walletsvc/kek/key-id/v1"
 ROW_MAC = "row-mac"
 AUDIT_CHAIN = "audit-chain"
 STAFF_TOTP = "staff-totp"
+WEBHOOK_SEALING = "webhook-secret"
 
 
 def _hkdf(key: bytes | bytearray, info: bytes) -> bytes:
@@ -111,6 +119,10 @@ class Kek:
     def totp_sealer(self) -> TotpSealer:
         """Seals staff TOTP secrets under their own subkey."""
         return AesGcmTotpSealer(self.subkey(STAFF_TOTP))
+
+    def webhook_sealer(self) -> WebhookSecretSealer:
+        """Seals webhook signing secrets under their own subkey (the dispatcher opens them)."""
+        return AesGcmWebhookSealer(self.subkey(WEBHOOK_SEALING))
 
     def wipe(self) -> None:
         """Overwrite the key bytes we own; the Kek is unusable afterwards."""

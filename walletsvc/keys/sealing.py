@@ -50,6 +50,18 @@ class TotpSealer(Protocol):
         ...
 
 
+class WebhookSecretSealer(Protocol):
+    """Seals a webhook's signing secret to the webhook's id, and opens it to sign a delivery."""
+
+    def seal(self, webhook_id: str, secret: str) -> str:
+        """The sealed secret, as stored in ``webhooks.secret_sealed``."""
+        ...
+
+    def unseal(self, webhook_id: str, sealed: str) -> str:
+        """The secret; SealedSecretError if it was altered or sealed for another webhook."""
+        ...
+
+
 class _Sealed:
     """Never shows, pickles or copies its key."""
 
@@ -113,6 +125,30 @@ class AesGcmTotpSealer(_Sealed):
         except (InvalidTag, ValueError, binascii.Error):
             raise SealedSecretError("a staff TOTP secret fails its integrity check") from None
         return plain.decode()
+
+
+class AesGcmWebhookSealer(_Sealed):
+    """AES-256-GCM under the KEK's webhook subkey; stored as base64(nonce + ciphertext)."""
+
+    __slots__ = ()
+
+    def seal(self, webhook_id: str, secret: str) -> str:
+        nonce = os.urandom(NONCE_SIZE)
+        sealed = self._aead.encrypt(nonce, secret.encode(), _webhook_aad(webhook_id))
+        return base64.b64encode(nonce + sealed).decode()
+
+    def unseal(self, webhook_id: str, sealed: str) -> str:
+        try:
+            raw = base64.b64decode(sealed, validate=True)
+            aad = _webhook_aad(webhook_id)
+            plain = self._aead.decrypt(raw[:NONCE_SIZE], raw[NONCE_SIZE:], aad)
+        except (InvalidTag, ValueError, binascii.Error):
+            raise SealedSecretError("a webhook secret fails its integrity check") from None
+        return plain.decode()
+
+
+def _webhook_aad(webhook_id: str) -> bytes:
+    return encode_message("webhook-secret/v1", webhook_id)
 
 
 def _totp_aad(staff_id: str) -> bytes:

@@ -21,6 +21,7 @@ SIGHASH_NONE = 0x02
 SIGHASH_SINGLE = 0x03
 SIGHASH_ANYONECANPAY = 0x80
 _ZERO32 = bytes(32)
+_AMOUNT = struct.Struct("<q")
 
 
 def p2wpkh_script_code(pubkey_hash: bytes) -> bytes:
@@ -65,30 +66,75 @@ def _ser_output(txout: _TxOut) -> bytes:
 class SegwitV0Sighasher:
     """BIP143 sighashes for one transaction; build once, then ask per input.
 
-    The transaction must not change after construction (the cached hashes would go stale).
+    Holds the transaction's serialised outpoints, sequences and outputs, not the transaction:
+    it must not change after construction (the cached hashes would go stale). For
+    SIGHASH_ALL, the only type the hot signer produces, everything in the preimage except the
+    input's outpoint, scriptCode, amount and sequence is joined once (``_all_head``,
+    ``_all_tail``), so each input costs one join of seven byte strings and one double-SHA256.
     """
 
     __slots__ = (
+        "_all_head",
+        "_all_tail",
         "_hash_outputs",
         "_hash_prevouts",
         "_hash_sequence",
         "_locktime",
-        "_tx",
+        "_outpoints",
+        "_outputs",
+        "_sequences",
         "_version",
     )
 
     def __init__(self, tx: _Tx) -> None:
-        self._tx = tx
-        self._version = struct.pack("<i", tx.nVersion)
-        self._locktime = struct.pack("<I", tx.nLockTime)
-        self._hash_prevouts = sha256d(b"".join(_ser_outpoint(i) for i in tx.vin))
-        self._hash_sequence = sha256d(b"".join(struct.pack("<I", i.nSequence) for i in tx.vin))
-        self._hash_outputs = sha256d(b"".join(_ser_output(o) for o in tx.vout))
+        self._setup(
+            tx.nVersion,
+            tx.nLockTime,
+            [_ser_outpoint(i) for i in tx.vin],
+            [struct.pack("<I", i.nSequence) for i in tx.vin],
+            [_ser_output(o) for o in tx.vout],
+        )
+
+    @classmethod
+    def from_serialized(
+        cls,
+        *,
+        version: int,
+        locktime: int,
+        outpoints: list[bytes],
+        sequences: list[bytes],
+        outputs: list[bytes],
+    ) -> SegwitV0Sighasher:
+        """From parts already in wire form (36-byte outpoints, 4-byte sequences, outputs):
+        the signer serialises them once for both the sighashes and the transaction."""
+        hasher = cls.__new__(cls)
+        hasher._setup(version, locktime, outpoints, sequences, outputs)
+        return hasher
+
+    def _setup(
+        self,
+        version: int,
+        locktime: int,
+        outpoints: list[bytes],
+        sequences: list[bytes],
+        outputs: list[bytes],
+    ) -> None:
+        if len(outpoints) != len(sequences):
+            raise ValueError("one sequence per outpoint")
+        self._version = struct.pack("<i", version)
+        self._locktime = struct.pack("<I", locktime)
+        self._outpoints = outpoints
+        self._sequences = sequences
+        self._outputs = outputs
+        self._hash_prevouts = sha256d(b"".join(outpoints))
+        self._hash_sequence = sha256d(b"".join(sequences))
+        self._hash_outputs = sha256d(b"".join(outputs))
+        self._all_head = self._version + self._hash_prevouts + self._hash_sequence
+        self._all_tail = self._hash_outputs + self._locktime + struct.pack("<I", SIGHASH_ALL)
 
     def sighash(self, index: int, script_code: bytes, amount_sat: int, hash_type: int) -> bytes:
         """The BIP143 digest for input ``index`` (``script_code`` without its length prefix)."""
-        tx = self._tx
-        if not 0 <= index < len(tx.vin):
+        if not 0 <= index < len(self._outpoints):
             raise IndexError(f"input {index} out of range")
         base = hash_type & 0x1F
         anyone_can_pay = bool(hash_type & SIGHASH_ANYONECANPAY)
@@ -100,21 +146,20 @@ class SegwitV0Sighasher:
         )
         if base not in (SIGHASH_SINGLE, SIGHASH_NONE):
             hash_outputs = self._hash_outputs
-        elif base == SIGHASH_SINGLE and index < len(tx.vout):
-            hash_outputs = sha256d(_ser_output(tx.vout[index]))
+        elif base == SIGHASH_SINGLE and index < len(self._outputs):
+            hash_outputs = sha256d(self._outputs[index])
         else:
             hash_outputs = _ZERO32
-        txin = tx.vin[index]
         preimage = b"".join(
             (
                 self._version,
                 hash_prevouts,
                 hash_sequence,
-                _ser_outpoint(txin),
+                self._outpoints[index],
                 compact_size(len(script_code)),
                 script_code,
                 struct.pack("<q", amount_sat),
-                struct.pack("<I", txin.nSequence),
+                self._sequences[index],
                 hash_outputs,
                 self._locktime,
                 struct.pack("<I", hash_type & 0xFFFF_FFFF),
@@ -124,7 +169,28 @@ class SegwitV0Sighasher:
 
     def sighash_all(self, index: int, script_code: bytes, amount_sat: int) -> bytes:
         """SIGHASH_ALL digest: the only type the hot signer produces."""
-        return self.sighash(index, script_code, amount_sat, SIGHASH_ALL)
+        return self.sighash_all_prefixed(
+            index, compact_size(len(script_code)) + script_code, amount_sat
+        )
+
+    def sighash_all_prefixed(
+        self, index: int, prefixed_script_code: bytes, amount_sat: int
+    ) -> bytes:
+        """SIGHASH_ALL digest with a scriptCode that already carries its CompactSize length
+        (the signer caches it per key): the per-input fast path."""
+        if index < 0:
+            raise IndexError(f"input {index} out of range")
+        preimage = b"".join(
+            (
+                self._all_head,
+                self._outpoints[index],  # IndexError past the last input
+                prefixed_script_code,
+                _AMOUNT.pack(amount_sat),
+                self._sequences[index],
+                self._all_tail,
+            )
+        )
+        return sha256d(preimage)
 
     def p2wpkh_sighash_all(self, index: int, pubkey_hash: bytes, amount_sat: int) -> bytes:
         """SIGHASH_ALL digest of a P2WPKH input spending ``amount_sat`` to ``pubkey_hash``."""

@@ -1,7 +1,8 @@
 """The hot signer: the only place where a seed becomes private keys and signatures.
 
-It trusts nothing the database says about keys. Before producing any signature it re-derives,
-from the decrypted seed, the key behind every input and every change output and compares
+It trusts nothing the database says about keys. Before producing any signature it takes, from
+its own derivation of the decrypted seed (each key derived once per process and kept until
+``wipe()``: keycache.py), the key behind every input and every change output and compares
 scripts; it matches payouts one-to-one against the approvals it was handed; and it caps the
 fee. After signing, Bitcoin Core's own script interpreter (libbitcoinkernel, through the
 ScriptVerifier port) must accept every input, or nothing is returned.
@@ -13,10 +14,11 @@ import re
 import struct
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 from walletsvc.domain.address import script_to_address
 from walletsvc.domain.errors import SigningRefused
-from walletsvc.domain.hashes import hash160, sha256d
+from walletsvc.domain.hashes import sha256d
 from walletsvc.domain.money import MAX_MONEY
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ScriptVerifier, SpentOutput
@@ -31,11 +33,11 @@ from walletsvc.domain.transaction import (
     TransactionPlan,
 )
 
-from .errors import SeedDecryptionError
-from .hd import HARDENED, AccountKeys, DerivedKey, p2wpkh_script_for_pubkey
-from .keystore import EncryptedSeed, decrypt_seed
+from .hd import HARDENED
+from .keycache import EpochKeys, KeyCache, SigningKey
+from .keystore import EncryptedSeed
 from .sealing import SeedVault
-from .sighash import SIGHASH_ALL, SegwitV0Sighasher, p2wpkh_script_code
+from .sighash import SIGHASH_ALL, SegwitV0Sighasher
 
 _TXID_RE = re.compile(r"[0-9a-fA-F]{64}")
 _UINT32_MAX = 0xFFFF_FFFF
@@ -56,55 +58,6 @@ def _path_str(path: KeyPath) -> str:
     return f"epoch {path.epoch} chain {path.chain} index {path.index}"
 
 
-class _KeySession:
-    """Per-call key cache: one decrypted account per epoch, one derivation per KeyPath."""
-
-    __slots__ = ("_accounts", "_keys", "_network", "_seeds", "_vault", "_wallet")
-
-    def __init__(
-        self, vault: SeedVault, wallet: str, network: Network, seeds: Mapping[int, EncryptedSeed]
-    ) -> None:
-        self._vault = vault
-        self._wallet = wallet
-        self._network = network
-        self._seeds = seeds
-        self._accounts: dict[int, AccountKeys] = {}
-        self._keys: dict[KeyPath, tuple[DerivedKey, bytes]] = {}
-
-    def _account(self, epoch: int) -> AccountKeys:
-        account = self._accounts.get(epoch)
-        if account is None:
-            try:
-                secret = decrypt_seed(
-                    self._vault,
-                    self._seeds[epoch],
-                    wallet=self._wallet,
-                    epoch=epoch,
-                    network=self._network,
-                )
-            except SeedDecryptionError as exc:
-                raise SigningRefused(f"cannot use the seed of key epoch {epoch}: {exc}") from exc
-            with secret:  # the account node is all we need; the seed is wiped right away
-                account = AccountKeys(secret.seed, self._network)
-            self._accounts[epoch] = account
-        return account
-
-    def key(self, path: KeyPath) -> tuple[DerivedKey, bytes]:
-        """The key at ``path`` and its P2WPKH scriptPubKey."""
-        cached = self._keys.get(path)
-        if cached is None:
-            key = self._account(path.epoch).key(path.chain, path.index)
-            cached = (key, p2wpkh_script_for_pubkey(key.public_key))
-            self._keys[path] = cached
-        return cached
-
-    def wipe(self) -> None:
-        for account in self._accounts.values():
-            account.wipe()
-        self._accounts.clear()
-        self._keys.clear()
-
-
 class HotSigner:
     """Signs TransactionPlans for one KEK, after re-checking them against approvals.
 
@@ -113,14 +66,47 @@ class HotSigner:
     material.
     """
 
-    __slots__ = ("_vault", "_verifier")
+    __slots__ = ("_keys", "_vault", "_verifier")
 
     def __init__(self, vault: SeedVault, verifier: ScriptVerifier) -> None:
         self._vault = vault
         self._verifier = verifier
+        # Seeds decrypted and keys derived once per process, until wipe(): see keycache.py.
+        self._keys = KeyCache(vault)
 
     def __repr__(self) -> str:
         return f"HotSigner(kek=Kek(id={self._vault.key_id}))"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a HotSigner holds unlocked keys and cannot be pickled or copied")
+
+    def unlock(
+        self,
+        *,
+        wallet: str,
+        network: Network,
+        seeds: Mapping[int, EncryptedSeed],
+        derive: Mapping[int, int] | None = None,
+    ) -> None:
+        """Decrypt ``seeds`` now and derive, per BIP84 chain in ``derive``, its first keys.
+
+        Optional: :meth:`sign` unlocks and derives on first use anyway. Calling it at start-up
+        moves that cost out of the first payout's latency. Raises SigningRefused for a seed
+        that does not decrypt for this wallet, epoch and network.
+        """
+        epochs = self._keys.epochs(wallet, network, seeds, set(seeds))
+        for chain, count in (derive or {}).items():
+            if chain not in (0, 1) or not 0 <= count <= HARDENED:
+                raise ValueError(f"cannot derive {count!r} keys on BIP84 chain {chain!r}")
+            for unlocked in epochs.values():
+                for index in range(count):
+                    unlocked.key(chain, index)
+
+    def wipe(self) -> None:
+        """Forget every decrypted account and derived key (Runtime.close calls it)."""
+        self._keys.wipe()
+
+    close = wipe
 
     def sign(
         self,
@@ -147,14 +133,9 @@ class HotSigner:
         if missing:
             raise SigningRefused(f"no seed for key epoch(s) {missing} of wallet {wallet!r}")
 
-        session = _KeySession(self._vault, wallet, network, seeds)
-        try:
-            _check_change(plan, session, network)
-            tx = _sign_inputs(plan, session)
-        finally:
-            session.wipe()
-
-        raw, base = tx.serialize()
+        epochs = self._keys.epochs(wallet, network, seeds, needed)
+        _check_change(plan, epochs, network)
+        raw, base = _sign_inputs(plan, _input_keys(plan, epochs))
         weight = 3 * len(base) + len(raw)
         txid = sha256d(base)[::-1].hex()
 
@@ -289,6 +270,18 @@ def _check_payouts_and_sweeps(
 
 
 def _check_path(path: KeyPath | None, what: str) -> KeyPath:
+    # The common case in one expression (exact ints, BIP84 chain, unhardened index); anything
+    # else goes through the checks below, which name what is wrong.
+    if (
+        type(path) is KeyPath
+        and type(path.epoch) is int
+        and type(path.chain) is int
+        and type(path.index) is int
+        and path.epoch >= 0
+        and path.chain in (0, 1)
+        and 0 <= path.index < HARDENED
+    ):
+        return path
     if path is None:
         raise SigningRefused(f"{what} has no key path")
     for name in ("epoch", "chain", "index"):
@@ -300,22 +293,23 @@ def _check_path(path: KeyPath | None, what: str) -> KeyPath:
     return path
 
 
-def _check_inputs(plan: TransactionPlan, session: _KeySession) -> list[DerivedKey]:
-    keys: list[DerivedKey] = []
+def _input_keys(plan: TransactionPlan, epochs: Mapping[int, EpochKeys]) -> list[SigningKey]:
+    """The key of every input, each checked to pay to the input's scriptPubKey."""
+    keys: list[SigningKey] = []
     for i, coin in enumerate(plan.inputs):
         path = _check_path(coin.key_path, f"input {i}")
-        key, script = session.key(path)
-        if bytes(coin.script_pubkey) != script:
+        key = epochs[path.epoch].key(path.chain, path.index)
+        if coin.script_pubkey != key.script_pubkey:
             raise SigningRefused(
                 f"input {i} ({coin.txid}:{coin.vout}) has scriptPubKey "
                 f"{bytes(coin.script_pubkey).hex()}, but our key at {_path_str(path)} "
-                f"pays to {script.hex()}"
+                f"pays to {key.script_pubkey.hex()}"
             )
         keys.append(key)
     return keys
 
 
-def _check_change(plan: TransactionPlan, session: _KeySession, network: Network) -> None:
+def _check_change(plan: TransactionPlan, epochs: Mapping[int, EpochKeys], network: Network) -> None:
     for i, out in enumerate(plan.outputs):
         if out.purpose is not OutputPurpose.CHANGE:
             continue
@@ -324,7 +318,7 @@ def _check_change(plan: TransactionPlan, session: _KeySession, network: Network)
             raise SigningRefused(
                 f"change output {i} uses chain {path.chain}; change must be on chain {CHANGE_CHAIN}"
             )
-        _, script = session.key(path)
+        script = epochs[path.epoch].key(path.chain, path.index).script_pubkey
         if bytes(out.script_pubkey) != script:
             raise SigningRefused(
                 f"change output {i} pays to {_describe(out.script_pubkey, network)}, but our "
@@ -332,75 +326,49 @@ def _check_change(plan: TransactionPlan, session: _KeySession, network: Network)
             )
 
 
-def _sign_inputs(plan: TransactionPlan, session: _KeySession) -> _RawTx:
-    """Check every input is ours, then sign it. Keys live only in this frame and the session."""
-    keys = _check_inputs(plan, session)
-    tx = _RawTx(plan)
-    hasher = SegwitV0Sighasher(tx)  # type: ignore[arg-type]  # structurally a sighash._Tx
-    for index, (coin, key) in enumerate(zip(plan.inputs, keys, strict=True)):
-        digest = hasher.sighash(
-            index, p2wpkh_script_code(hash160(key.public_key)), coin.amount_sat, SIGHASH_ALL
-        )
-        # libsecp256k1: RFC 6979 nonces and low-S signatures, DER-encoded.
-        signature = key.private_key.sign(digest, hasher=None) + bytes([SIGHASH_ALL])
-        tx.witnesses.append((signature, key.public_key))
-    return tx
+_SIGHASH_ALL_BYTE = bytes([SIGHASH_ALL])
+_OUTPOINT_INDEX = struct.Struct("<I")
 
 
-class _OutPoint:
-    __slots__ = ("hash", "n")
+def _sign_inputs(plan: TransactionPlan, keys: list[SigningKey]) -> tuple[bytes, bytes]:
+    """Sign every input; return (the BIP144 transaction, its serialisation without witnesses).
 
-    def __init__(self, txid: str, n: int) -> None:
-        self.hash = bytes.fromhex(txid)[::-1]  # internal byte order
-        self.n = n
-
-
-class _TxIn:
-    __slots__ = ("nSequence", "prevout")
-
-    def __init__(self, prevout: _OutPoint, sequence: int) -> None:
-        self.prevout = prevout
-        self.nSequence = sequence
-
-
-class _TxOut:
-    __slots__ = ("nValue", "scriptPubKey")
-
-    def __init__(self, value: int, script: bytes) -> None:
-        self.nValue = value
-        self.scriptPubKey = script
-
-
-class _RawTx:
-    """The transaction being signed, serialised directly (BIP144) rather than through
-    python-bitcoinlib's object graph: at thousands of inputs and outputs its per-field stream
-    serialisation was a tenth of the signing time. libbitcoinkernel checks every byte after.
+    The transaction is serialised directly rather than through python-bitcoinlib's object
+    graph: at thousands of inputs and outputs its per-field stream serialisation was a tenth
+    of the signing time. The outpoints, sequences and outputs are put in wire form once, for
+    both the BIP143 hashes and the transaction; libbitcoinkernel checks every byte after.
     """
-
-    __slots__ = ("nLockTime", "nVersion", "vin", "vout", "witnesses")
-
-    def __init__(self, plan: TransactionPlan) -> None:
-        self.nVersion = plan.version
-        self.nLockTime = plan.locktime
-        self.vin = [_TxIn(_OutPoint(c.txid, c.vout), plan.sequence) for c in plan.inputs]
-        self.vout = [_TxOut(o.amount_sat, bytes(o.script_pubkey)) for o in plan.outputs]
-        self.witnesses: list[tuple[bytes, bytes]] = []
-
-    def _body(self) -> list[bytes]:
-        parts = [compact_size(len(self.vin))]
-        for txin in self.vin:
-            parts.append(txin.prevout.hash + struct.pack("<IBI", txin.prevout.n, 0, txin.nSequence))
-        parts.append(compact_size(len(self.vout)))
-        for txout in self.vout:
-            parts.append(serialize_output(txout.nValue, txout.scriptPubKey))
-        return parts
-
-    def serialize(self) -> tuple[bytes, bytes]:
-        """(with witnesses, without): the raw transaction and what its txid hashes."""
-        version, locktime = struct.pack("<i", self.nVersion), struct.pack("<I", self.nLockTime)
-        body = b"".join(self._body())
-        witness = b"".join(
-            b"\x02" + compact_size(len(sig)) + sig + compact_size(len(pub)) + pub
-            for sig, pub in self.witnesses
+    sequence = _OUTPOINT_INDEX.pack(plan.sequence)
+    outpoints = [
+        bytes.fromhex(coin.txid)[::-1] + _OUTPOINT_INDEX.pack(coin.vout) for coin in plan.inputs
+    ]
+    outputs = [serialize_output(o.amount_sat, bytes(o.script_pubkey)) for o in plan.outputs]
+    hasher = SegwitV0Sighasher.from_serialized(
+        version=plan.version,
+        locktime=plan.locktime,
+        outpoints=outpoints,
+        sequences=[sequence] * len(outpoints),
+        outputs=outputs,
+    )
+    witnesses: list[bytes] = []
+    for index, (coin, key) in enumerate(zip(plan.inputs, keys, strict=True)):
+        digest = hasher.sighash_all_prefixed(index, key.script_code, coin.amount_sat)
+        # libsecp256k1: RFC 6979 nonces and low-S signatures, DER-encoded.
+        signature = key.private_key.sign(digest, hasher=None) + _SIGHASH_ALL_BYTE
+        # Two stack items: <signature> <33-byte compressed public key>.
+        witnesses.append(
+            b"\x02" + compact_size(len(signature)) + signature + b"\x21" + key.public_key
         )
-        return version + b"\x00\x01" + body + witness + locktime, version + body + locktime
+    empty_script_and_sequence = b"\x00" + sequence
+    body = b"".join(
+        (
+            compact_size(len(outpoints)),
+            b"".join([o + empty_script_and_sequence for o in outpoints]),
+            compact_size(len(outputs)),
+            b"".join(outputs),
+        )
+    )
+    version = struct.pack("<i", plan.version)
+    locktime = struct.pack("<I", plan.locktime)
+    raw = b"".join((version, b"\x00\x01", body, b"".join(witnesses), locktime))
+    return raw, version + body + locktime

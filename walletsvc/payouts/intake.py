@@ -12,7 +12,7 @@ from walletsvc.db.models import IdempotencyKey, Wallet, Withdrawal
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import withdrawal_authorization_message
-from walletsvc.domain.address import decode_address
+from walletsvc.domain.address import Destination, decode_address
 from walletsvc.domain.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
 from walletsvc.domain.money import require_payable
 from walletsvc.domain.network import Network
@@ -24,8 +24,9 @@ from walletsvc.domain.withdrawal import (
 from walletsvc.governance import approvals
 from walletsvc.governance.allowlist import entry_for_destination
 from walletsvc.governance.approvals import KindContext
-from walletsvc.governance.policies import active_policy
+from walletsvc.governance.policies import ActivePolicy, active_policy
 from walletsvc.keys.integrity import RowTagger, content_digest
+from walletsvc.metrics import POLICY_DECISIONS, POLICY_RULE_RESULTS
 from walletsvc.payouts.signing import tip_height
 from walletsvc.policy.document import PolicyDocument
 from walletsvc.policy.engine import (
@@ -83,16 +84,9 @@ def request_withdrawal(
     actor: str,
     now: datetime | None = None,
 ) -> WithdrawalResult:
-    if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise InvalidInput(
-            f"Idempotency-Key header is required (1-{MAX_IDEMPOTENCY_KEY_LENGTH} characters)",
-            field="Idempotency-Key",
-        )
+    require_idempotency_key(idempotency_key)
     amount = require_payable(body.amount_sat, field="amount_sat")
-    if body.reference is not None and len(body.reference) > MAX_REFERENCE_LENGTH:
-        raise InvalidInput(
-            f"reference is longer than {MAX_REFERENCE_LENGTH} characters", field="reference"
-        )
+    require_reference(body.reference, field="reference")
     digest = request_hash(body)
     with db.write() as uow:
         outcome = _decide_and_record(
@@ -112,6 +106,19 @@ def request_withdrawal(
     return outcome
 
 
+def require_idempotency_key(idempotency_key: str) -> None:
+    if not idempotency_key or len(idempotency_key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise InvalidInput(
+            f"Idempotency-Key header is required (1-{MAX_IDEMPOTENCY_KEY_LENGTH} characters)",
+            field="Idempotency-Key",
+        )
+
+
+def require_reference(reference: str | None, *, field: str) -> None:
+    if reference is not None and len(reference) > MAX_REFERENCE_LENGTH:
+        raise InvalidInput(f"{field} is longer than {MAX_REFERENCE_LENGTH} characters", field=field)
+
+
 def _decide_and_record(
     uow: UnitOfWork,
     tags: RowTagger,
@@ -128,34 +135,9 @@ def _decide_and_record(
     replay = _replay(uow, token_id, idempotency_key, digest)
     if replay is not None:
         return replay
-    wallet = get_wallet(uow, body.wallet)
-    destination = decode_address(body.destination, Network(wallet.network), field="destination")
-    # A frozen wallet takes no new payouts (423, nothing written): the payout engine retries
-    # with the same Idempotency-Key once the freeze is lifted. Payouts accepted before the
-    # freeze stay held until then.
-    require_withdrawals_open(uow, wallet)
     moment = now or datetime.now(UTC)
-    policy = active_policy(uow, tags, wallet)
-    decision = evaluate(
-        PayoutRequest(
-            wallet=wallet.name,
-            destination=destination.address,
-            amount_sat=amount,
-            token_id=token_id,
-        ),
-        _history(
-            uow,
-            wallet,
-            destination.address,
-            token_id,
-            policy.document,
-            moment,
-            entry_for_destination(uow, tags, wallet.id, destination.address),
-        ),
-        policy.document,
-        moment,
-        revision=policy.sha256,
-    )
+    wallet, destination, policy, decision = _decide(uow, tags, body, amount, token_id, moment)
+    _count(decision)
     if decision.outcome == "deny":
         uow.audit(
             actor,
@@ -168,7 +150,7 @@ def _decide_and_record(
                 "decision": decision.to_dict(),
             },
         )
-        return PolicyDenied(_deny_message(decision), decision=decision, field=_deny_field(decision))
+        return PolicyDenied(_deny_message(decision), decision=decision, field=deny_field(decision))
     status = (
         WithdrawalStatus.APPROVED
         if decision.outcome == "allow"
@@ -242,6 +224,88 @@ def _replay(uow: UnitOfWork, token_id: str, key: str, digest: str) -> Withdrawal
     return WithdrawalResult(existing.withdrawal_id, created=False)
 
 
+def _decide(
+    uow: ReadUnitOfWork,
+    tags: RowTagger,
+    body: WithdrawalInput,
+    amount: int,
+    token_id: str,
+    moment: datetime,
+) -> tuple[Wallet, Destination, ActivePolicy, Decision]:
+    """The policy's decision on a payout request now; writes nothing (dry runs share it)."""
+    wallet = get_wallet(uow, body.wallet)
+    destination = decode_address(body.destination, Network(wallet.network), field="destination")
+    # A frozen wallet takes no new payouts (423, nothing written): the payout engine retries
+    # with the same Idempotency-Key once the freeze is lifted. Payouts accepted before the
+    # freeze stay held until then.
+    require_withdrawals_open(uow, wallet)
+    policy = active_policy(uow, tags, wallet)
+    decision = evaluate(
+        PayoutRequest(
+            wallet=wallet.name,
+            destination=destination.address,
+            amount_sat=amount,
+            token_id=token_id,
+        ),
+        _history(
+            uow,
+            wallet,
+            destination.address,
+            token_id,
+            policy.document,
+            moment,
+            entry_for_destination(uow, tags, wallet.id, destination.address),
+        ),
+        policy.document,
+        moment,
+        revision=policy.sha256,
+    )
+    return wallet, destination, policy, decision
+
+
+def _count(decision: Decision) -> None:
+    POLICY_DECISIONS.labels(decision.outcome).inc()
+    for rule in decision.to_dict()["rules"]:
+        POLICY_RULE_RESULTS.labels(rule["rule"], rule["result"]).inc()
+
+
+def preview_withdrawal(
+    db: Database,
+    tags: RowTagger,
+    *,
+    body: WithdrawalInput,
+    token_id: str,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """A dry run: the decision ``request_withdrawal`` would make now, the same checks and
+    errors (bad amount or address 422, frozen 423), and nothing written or audited. A denial
+    is an answer here, not an error. The decision can differ by the time of the real request
+    (other payouts count against the same velocity windows)."""
+    amount = require_payable(body.amount_sat, field="amount_sat")
+    if body.reference is not None and len(body.reference) > MAX_REFERENCE_LENGTH:
+        raise InvalidInput(
+            f"reference is longer than {MAX_REFERENCE_LENGTH} characters", field="reference"
+        )
+    with db.read() as uow:
+        wallet, destination, policy, decision = _decide(
+            uow, tags, body, amount, token_id, now or datetime.now(UTC)
+        )
+    status = {
+        "allow": WithdrawalStatus.APPROVED,
+        "require_approval": WithdrawalStatus.PENDING_APPROVAL,
+    }
+    would_be = status.get(decision.outcome)
+    return {
+        "wallet": wallet.name,
+        "destination": destination.address,
+        "amount_sat": amount,
+        "reference": body.reference,
+        "status": would_be.value if would_be else None,
+        "decision": decision.to_dict(),
+        "policy_sha256": policy.sha256,
+    }
+
+
 def _history(
     uow: ReadUnitOfWork,
     wallet: Wallet,
@@ -287,19 +351,20 @@ def _history(
     )
 
 
-def _failed_rules(decision: Decision) -> list[Any]:
+def failed_rules(decision: Decision) -> list[Any]:
     return [r for r in decision.rules if r.result in ("fail", "error")]
 
 
 def _deny_message(decision: Decision) -> str:
-    failed = _failed_rules(decision)
+    failed = failed_rules(decision)
     if not failed:
         return "the policy denies this payout"
     return "the policy denies this payout: " + "; ".join(f"{r.rule}: {r.detail}" for r in failed)
 
 
-def _deny_field(decision: Decision) -> str | None:
-    for rule in _failed_rules(decision):
+def deny_field(decision: Decision) -> str | None:
+    """The request field a denial is about: the destination, or else the amount."""
+    for rule in failed_rules(decision):
         if rule.rule in ("allowlist", "denylist", "trust_ramp") or ".destination" in rule.rule:
             return "destination"
     return "amount_sat"
@@ -353,23 +418,36 @@ def withdrawal_view(uow: ReadUnitOfWork, row: Withdrawal) -> dict[str, Any]:
     }
 
 
-def encode_cursor(created_at: datetime, withdrawal_id: str) -> str:
-    """An opaque, URL-safe cursor: base64url of the last row's (created_at, id), unpadded."""
-    raw = f"{created_at.isoformat()}|{withdrawal_id}".encode()
+# The two orders a cursor can continue: newest created first (the default listing) or oldest
+# change first (polling with updated_since). The kind is inside the cursor, so a cursor of one
+# order given to the other is refused rather than silently skipping rows.
+NEWEST = "created"
+CHANGES = "changed"
+
+
+def encode_cursor(moment: datetime, withdrawal_id: str, *, kind: str = NEWEST) -> str:
+    """An opaque, URL-safe cursor: base64url of the last row's (time, id), unpadded."""
+    raw = f"{moment.isoformat()}|{withdrawal_id}".encode()
+    if kind != NEWEST:
+        raw = f"{kind}|".encode() + raw
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (created_at, id) a cursor from :func:`encode_cursor` names; 422 for anything else."""
+def decode_cursor(cursor: str, *, kind: str = NEWEST) -> tuple[datetime, str]:
+    """The (time, id) a cursor from :func:`encode_cursor` names; 422 for anything else."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        stamp, withdrawal_id = raw.decode("ascii").split("|", 1)
-        created_at = datetime.fromisoformat(stamp)
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        if kind != NEWEST:
+            prefix, raw = raw.split("|", 1)
+            if prefix != kind:
+                raise ValueError(kind)
+        stamp, withdrawal_id = raw.split("|", 1)
+        moment = datetime.fromisoformat(stamp)
     except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise InvalidInput("malformed cursor", field="cursor") from exc
-    if created_at.tzinfo is None or not withdrawal_id:
+    if moment.tzinfo is None or not withdrawal_id:
         raise InvalidInput("malformed cursor", field="cursor")
-    return created_at, withdrawal_id
+    return moment, withdrawal_id
 
 
 def list_withdrawals(
@@ -379,18 +457,39 @@ def list_withdrawals(
     wallet: str | None,
     cursor: str | None,
     limit: int,
+    reference: str | None = None,
+    updated_since: datetime | None = None,
 ) -> tuple[list[Withdrawal], str | None]:
-    """Newest first; the cursor is the (created_at, id) of the last row of the previous page."""
+    """Newest first; the cursor is the (created_at, id) of the last row of the previous page.
+
+    With ``updated_since`` (polling): the rows changed at or after it, oldest change first;
+    the cursor is then the (updated_at, id) of the last row, and the caller keeps the largest
+    ``updated_at`` it has seen for its next poll."""
     if status is not None:
         WithdrawalStatus(status)
     wallet_id = get_wallet(uow, wallet).id if wallet is not None else None
-    before = decode_cursor(cursor) if cursor else None
-    rows = uow.withdrawals.page(status=status, wallet_id=wallet_id, before=before, limit=limit + 1)
+    if updated_since is not None:
+        after = decode_cursor(cursor, kind=CHANGES) if cursor else None
+        rows = uow.withdrawals.changed_since(
+            status=status,
+            wallet_id=wallet_id,
+            reference=reference,
+            since=updated_since,
+            after=after,
+            limit=limit + 1,
+        )
+    else:
+        before = decode_cursor(cursor) if cursor else None
+        rows = uow.withdrawals.page(
+            status=status, wallet_id=wallet_id, before=before, limit=limit + 1, reference=reference
+        )
     next_cursor = None
     if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = encode_cursor(last.created_at, last.id)
+        rows, last = rows[:limit], rows[limit - 1]
+        if updated_since is not None:
+            next_cursor = encode_cursor(last.updated_at, last.id, kind=CHANGES)
+        else:
+            next_cursor = encode_cursor(last.created_at, last.id)
     return rows, next_cursor
 
 
@@ -504,14 +603,33 @@ def show_withdrawal(db: Database, withdrawal_id: str) -> dict[str, Any]:
 
 
 def withdrawals_index(
-    db: Database, *, status: str | None, wallet: str | None, cursor: str | None, limit: int
+    db: Database,
+    *,
+    status: str | None,
+    wallet: str | None,
+    cursor: str | None,
+    limit: int,
+    reference: str | None = None,
+    updated_since: datetime | None = None,
 ) -> dict[str, Any]:
-    """A page of withdrawals, newest first, and the cursor of the next page."""
+    """A page of withdrawals (newest first, or oldest change first with ``updated_since``)
+    and the cursor of the next page."""
     if status is not None and status not in {s.value for s in WithdrawalStatus}:
         raise InvalidInput(f"unknown status {status!r}", field="status")
+    if updated_since is not None and updated_since.tzinfo is None:
+        raise InvalidInput(
+            "updated_since needs a time zone (RFC 3339, e.g. 2026-01-31T12:00:00Z)",
+            field="updated_since",
+        )
     with db.read() as uow:
         rows, next_cursor = list_withdrawals(
-            uow, status=status, wallet=wallet, cursor=cursor, limit=limit
+            uow,
+            status=status,
+            wallet=wallet,
+            cursor=cursor,
+            limit=limit,
+            reference=reference,
+            updated_since=updated_since,
         )
         return {
             "withdrawals": [withdrawal_view(uow, r) for r in rows],

@@ -11,6 +11,7 @@ bytes to re-broadcast.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from walletsvc.config import Settings
@@ -33,6 +34,8 @@ from walletsvc.domain.errors import (
 from walletsvc.domain.ports import ChainBackend, SignerPort
 from walletsvc.domain.transaction import ApprovedPayout, Coin, KeyPath, TransactionPlan
 from walletsvc.domain.withdrawal import WithdrawalStatus, transition
+from walletsvc.governance.policies import IntegrityFailure
+from walletsvc.metrics import SIGNER_REFUSALS, SIGNER_SECONDS
 from walletsvc.wallets.freezes import withdrawals_freeze
 
 log = logging.getLogger(__name__)
@@ -44,8 +47,10 @@ SignerFailureHook = Callable[[str, DomainError], None]
 
 
 def report_signer_failure(hook: SignerFailureHook | None, wallet_id: str, exc: DomainError) -> None:
-    """Pass SigningRefused/VerificationFailed to ``hook``; other errors are not integrity alarms."""
-    if hook is not None and isinstance(exc, SigningRefused | VerificationFailed):
+    """Pass SigningRefused/VerificationFailed, and a governed row failing its tag on the way
+    to a signature (a swapped cold destination, say), to ``hook``; other errors are not
+    integrity alarms."""
+    if hook is not None and isinstance(exc, SigningRefused | VerificationFailed | IntegrityFailure):
         hook(wallet_id, exc)
 
 
@@ -142,20 +147,30 @@ class SigningPipeline:
         sweep_scripts: frozenset[bytes] = frozenset(),
         replaces_id: str | None = None,
         reserve: Reservation = reserve_inputs,
+        max_fee_sat: int | None = None,
     ) -> ChainTransaction:
         """Have the signer check and sign ``plan``; store it as `signed`; reserve its coins.
 
         ``reserve`` marks the inputs as spent by the new row: fresh coins by default, or
         coins taken over from a replaced or voided transaction. The caller moves its payouts
-        in the same transaction.
+        in the same transaction. ``max_fee_sat`` replaces the configured fee cap for this one
+        transaction (the theft shield's budget, from the policy); the signer holds it to its
+        own cap (a shield answer: the shield budget of its own policy copy).
         """
-        signed = self.signer.sign(
-            wallet=wallet.name,
-            kind="fee_bump" if replaces_id is not None else kind,
-            plan=plan,
-            approved=approved,
-            sweep_scripts=sweep_scripts,
-        )
+        started = time.perf_counter()
+        try:
+            signed = self.signer.sign(
+                wallet=wallet.name,
+                kind="fee_bump" if replaces_id is not None else kind,
+                plan=plan,
+                approved=approved,
+                sweep_scripts=sweep_scripts,
+                max_fee_sat=self.settings.max_fee_sat if max_fee_sat is None else max_fee_sat,
+            )
+        except DomainError as exc:
+            SIGNER_REFUSALS.labels(kind, exc.code).inc()
+            raise
+        SIGNER_SECONDS.labels(kind).observe(time.perf_counter() - started)
         tx = ChainTransaction(
             wallet_id=wallet.id,
             kind=kind,
@@ -203,17 +218,25 @@ class SigningPipeline:
         tx_ids: Sequence[str],
         *,
         despite_freeze: bool = False,
+        own_fee_rate_guard: bool = False,
         errors: list[str] | None = None,
     ) -> list[str]:
         """Broadcast these stored transactions (re-broadcast is idempotent); their txids.
 
-        ``despite_freeze``: rotation sweeps pay only the MAC-checked cold destination, which
-        is where a freeze wants the money anyway.
+        ``despite_freeze``: rotation sweeps and the theft shield's answers pay only the
+        MAC-checked cold destination, which is where a freeze wants the money anyway.
+        ``own_fee_rate_guard``: the node's maxfeerate guard is set to each transaction's own
+        rate (the shield outbids a thief above the usual ceiling, on purpose).
         """
         sent = []
         for tx_id in tx_ids:
             try:
-                txid = self._broadcast_one(tx_id, despite_freeze=despite_freeze, errors=errors)
+                txid = self._broadcast_one(
+                    tx_id,
+                    despite_freeze=despite_freeze,
+                    own_fee_rate_guard=own_fee_rate_guard,
+                    errors=errors,
+                )
             except DependencyUnavailable as exc:
                 log.warning("chain backend unavailable; will re-broadcast later: %s", exc.message)
                 break
@@ -222,7 +245,12 @@ class SigningPipeline:
         return sent
 
     def _broadcast_one(
-        self, tx_id: str, *, despite_freeze: bool, errors: list[str] | None
+        self,
+        tx_id: str,
+        *,
+        despite_freeze: bool,
+        own_fee_rate_guard: bool = False,
+        errors: list[str] | None,
     ) -> str | None:
         """Broadcast one stored transaction while holding the write lock.
 
@@ -236,8 +264,9 @@ class SigningPipeline:
                 return None
             if not despite_freeze and withdrawals_freeze(uow, tx.wallet_id) is not None:
                 return None  # held until the freeze is lifted
+            guard = -(-tx.fee_sat // tx.vsize) if own_fee_rate_guard else None
             try:
-                txid = self.chain.broadcast(bytes.fromhex(tx.raw_tx))
+                txid = self.chain.broadcast(bytes.fromhex(tx.raw_tx), max_fee_rate_sat_per_vb=guard)
             except ChainRejected as exc:
                 _record_broadcast_error(uow, tx, f"{exc.message} ({exc.reason})")
                 if errors is not None:
@@ -254,9 +283,11 @@ def _mark_broadcast(uow: UnitOfWork, tx: ChainTransaction) -> None:
     tx.broadcast_at = utcnow()
     tx.broadcast_attempts += 1
     tx.last_error = None
-    for w in uow.withdrawals.of_transaction(tx.id, status=WithdrawalStatus.SIGNED.value):
-        w.status = transition(w.status, WithdrawalStatus.BROADCAST).value
-        w.updated_at = utcnow()
+    # One statement for the whole batch (a payout round's can hold thousands of payouts).
+    broadcast = transition(WithdrawalStatus.SIGNED, WithdrawalStatus.BROADCAST)
+    uow.withdrawals.move_in_transaction(
+        tx.id, WithdrawalStatus.SIGNED.value, broadcast.value, now=tx.broadcast_at
+    )
     uow.audit(ACTOR, "transaction.broadcast", "chain_transaction", tx.id, {"txid": tx.txid})
 
 

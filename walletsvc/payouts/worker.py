@@ -10,11 +10,12 @@ second transaction for a payout that already has one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 
 from walletsvc.config import Settings
-from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.database import INTEGRITY_FAILURE, Database, UnitOfWork
 from walletsvc.db.models import (
     ChainTransaction,
     Wallet,
@@ -28,8 +29,8 @@ from walletsvc.domain.errors import (
     VerificationFailed,
 )
 from walletsvc.domain.ports import SignerPort
-from walletsvc.domain.transaction import ApprovedPayout, TransactionPlan
-from walletsvc.domain.txplan import plan_payouts
+from walletsvc.domain.transaction import ApprovedPayout, OutputPurpose, TransactionPlan
+from walletsvc.domain.txplan import largest_fitting_batch, plan_payouts
 from walletsvc.domain.withdrawal import WithdrawalStatus, transition
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.payouts.signing import SigningPipeline, spendable_coins, tip_height
@@ -65,6 +66,7 @@ class PayoutWorker:
 
     def run_once(self) -> WorkerReport:
         report = WorkerReport()
+        self._refuse_paid_again()
         with self.db.read() as uow:
             wallet_ids = uow.withdrawals.wallets_with_unsigned_approved()
         for wallet_id in wallet_ids:
@@ -80,6 +82,7 @@ class PayoutWorker:
             except DomainError as exc:
                 log.warning("wallet %s: cannot sign payouts yet: %s", wallet_id, exc.message)
                 report.errors.append(exc.message)
+                self.pipeline.report_failure(wallet_id, exc)  # only integrity alarms go on
                 continue
             if txid is not None:
                 report.signed_txids.append(txid)
@@ -112,7 +115,9 @@ class PayoutWorker:
             payouts = self._authorised_payouts(uow, wallet)
             if not payouts:
                 return None
-            tx, plan = sign_payout_batch(uow, self.pipeline, wallet, payouts)
+            tx, plan = sign_payout_batch(uow, self.pipeline, wallet, payouts, split=True)
+            # Those the batch left out (weight, fee cap) stay approved for the next one.
+            signed = [w for w in payouts if w.transaction_id == tx.id]
             uow.audit(
                 ACTOR,
                 "transaction.signed",
@@ -122,7 +127,7 @@ class PayoutWorker:
                     "txid": tx.txid,
                     "fee_sat": tx.fee_sat,
                     "vsize": tx.vsize,
-                    "withdrawals": [w.id for w in payouts],
+                    "withdrawals": [w.id for w in signed],
                     "inputs": [f"{c.txid}:{c.vout}" for c in plan.inputs],
                 },
             )
@@ -138,27 +143,46 @@ class PayoutWorker:
             ):
                 good.append(row)
                 continue
-            row.status = transition(row.status, WithdrawalStatus.FAILED).value
-            row.failure_reason = "integrity check failed: the approved payout row was altered"
-            row.updated_at = utcnow()
-            uow.audit(
-                ACTOR,
-                "integrity.failure",
-                "withdrawal",
-                row.id,
-                {
-                    "reason": row.failure_reason,
-                    "destination": row.destination,
-                    "amount_sat": row.amount_sat,
-                },
-            )
-            log.error("withdrawal %s failed its integrity check; not signing it", row.id)
+            _fail_tampered(uow, row, "integrity check failed: the approved payout row was altered")
         return good
+
+    def _refuse_paid_again(self) -> None:
+        """A paid payout set back to ``approved`` with its transaction link kept: its tag
+        still verifies (it covers what is paid, not whether it was), so it is caught by the
+        link. (With the link deleted too, only the audit log and, once it is a process of its
+        own, the signer's ledger of what it signed remember it.)"""
+        with self.db.read() as uow:
+            if not uow.withdrawals.approved_with_transaction():
+                return
+        with self.db.write() as uow:
+            for row in uow.withdrawals.approved_with_transaction():
+                _fail_tampered(
+                    uow,
+                    row,
+                    "integrity check failed: an approved payout already belongs to a"
+                    f" transaction ({row.transaction_id})",
+                )
 
     # -- broadcasting --------------------------------------------------------------------
 
     def broadcast_signed(self, report: WorkerReport | None = None) -> list[str]:
         return self.pipeline.broadcast_signed(None if report is None else report.errors)
+
+
+def _fail_tampered(uow: UnitOfWork, row: Withdrawal, reason: str) -> None:
+    """Never sign ``row``: fail it and audit ``integrity.failure`` (the risk monitor freezes
+    its wallet on that event)."""
+    row.status = transition(row.status, WithdrawalStatus.FAILED).value
+    row.failure_reason = reason
+    row.updated_at = utcnow()
+    uow.audit(
+        ACTOR,
+        INTEGRITY_FAILURE,
+        "withdrawal",
+        row.id,
+        {"reason": reason, "destination": row.destination, "amount_sat": row.amount_sat},
+    )
+    log.error("withdrawal %s failed its integrity check; not signing it", row.id)
 
 
 def sign_payout_batch(
@@ -168,23 +192,37 @@ def sign_payout_batch(
     payouts: list[Withdrawal],
     *,
     replaces_id: str | None = None,
+    split: bool = False,
 ) -> tuple[ChainTransaction, TransactionPlan]:
-    """Plan, sign and store one transaction paying ``payouts``; mark them signed."""
+    """Plan, sign and store one transaction paying ``payouts``; mark them signed.
+
+    With ``split``, a batch that would exceed the standard weight or the fee cap pays only
+    the longest leading part of ``payouts`` that fits (``largest_fitting_batch``); the rest
+    stay approved for the next batch. The caller reads which ones from the plan.
+    """
     tip = tip_height(uow)
     change_path, change_script = next_change_path(uow, wallet)
     settings = pipeline.settings
     rate = pipeline.fee_rate()
+    coins = spendable_coins(uow, wallet)
     approved = [ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat) for w in payouts]
-    plan = plan_payouts(
-        spendable_coins(uow, wallet),
-        approved,
-        change_script=change_script,
-        change_path=change_path,
-        fee_rate_sat_per_vb=rate,
-        max_fee_sat=settings.max_fee_sat,
-        min_confirmations=settings.min_confirmations,
-        locktime=max(tip, 0),
-    )
+
+    def plan_for(batch: Sequence[ApprovedPayout]) -> TransactionPlan:
+        return plan_payouts(
+            coins,
+            batch,
+            change_script=change_script,
+            change_path=change_path,
+            fee_rate_sat_per_vb=rate,
+            max_fee_sat=settings.max_fee_sat,
+            min_confirmations=settings.min_confirmations,
+            locktime=max(tip, 0),
+        )
+
+    plan = largest_fitting_batch(plan_for, approved) if split else plan_for(approved)
+    if split:
+        count = sum(o.purpose is OutputPurpose.PAYOUT for o in plan.outputs)
+        payouts, approved = payouts[:count], approved[:count]
     tx = pipeline.sign_and_store(
         uow,
         wallet=wallet,

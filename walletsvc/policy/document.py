@@ -35,7 +35,7 @@ from pydantic import (
 
 from walletsvc.domain import canonical
 from walletsvc.domain.errors import InvalidInput
-from walletsvc.domain.money import MAX_MONEY
+from walletsvc.domain.money import DUST_LIMIT_SAT, MAX_MONEY
 from walletsvc.domain.network import SEGWIT_HRPS
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -248,6 +248,33 @@ class HotThresholds(_Model):
     floor_sat: Sat
 
 
+DEFAULT_SHIELD_FEE_PERCENT = 50
+
+
+class Shield(_Model):
+    """The theft shield's budget (walletsvc.incident.shield): its answers to a theft seen in
+    the mempool may pay at most ``max_fee_percent`` of the stolen coins' value in fees, or,
+    with ``everything_to_fees``, all of it but a dust-sized output to cold storage (better
+    the miners than the thief). A whole percentage, not a fraction: no float near money.
+    Unset, ``max_fee_percent`` is 50 (100 with ``everything_to_fees``)."""
+
+    max_fee_percent: Annotated[int, Strict(), Field(ge=1, le=100)] | None = None
+    everything_to_fees: Annotated[bool, Strict()] = False
+
+    @property
+    def fee_percent(self) -> int:
+        if self.everything_to_fees:
+            return 100
+        return DEFAULT_SHIELD_FEE_PERCENT if self.max_fee_percent is None else self.max_fee_percent
+
+    def fee_budget(self, stolen_sat: int) -> int:
+        """The most the shield's answers may pay in fees for coins worth ``stolen_sat``
+        (one rule for the service's shield and the signer's own check of its answers)."""
+        if self.everything_to_fees:
+            return max(0, stolen_sat - DUST_LIMIT_SAT)  # cold still gets a standard output
+        return stolen_sat * self.fee_percent // 100
+
+
 def _risk_param(value: object) -> object:
     # A plain scalar check rather than a pydantic union: a union's errors carry the member
     # tags ('int', 'str') in their path, and the path must name the user's field only.
@@ -291,6 +318,8 @@ class PolicyDocument(_Model):
     governance: Governance
     hot: HotThresholds | None = None
     risk: Risk | None = None
+    # Absent: the shield runs with Shield()'s defaults.
+    shield: Shield | None = None
 
     @model_validator(mode="after")
     def _check_consistency(self) -> PolicyDocument:
@@ -302,6 +331,7 @@ class PolicyDocument(_Model):
             _check_allowlist(self.allowlist, self.approval_tiers)
             _check_hot(self.hot)
             _check_risk(self.risk)
+            _check_shield(self.shield)
         except PolicyError as exc:
             # Same message shape as the structural errors: "path: what is wrong".
             raise PolicyError(f"{exc.field}: {exc.message}", field=exc.field) from None
@@ -375,6 +405,17 @@ def _check_allowlist(allowlist: Allowlist | None, tiers: tuple[ApprovalTier, ...
                 f"{address} is on the denylist twice", field=f"allowlist.denylist[{i}]"
             )
         seen.add(norm)
+
+
+def _check_shield(shield: Shield | None) -> None:
+    if shield is None or not shield.everything_to_fees:
+        return
+    if shield.max_fee_percent not in (None, 100):
+        raise PolicyError(
+            "shield.everything_to_fees spends up to 100% in fees; max_fee_percent says "
+            f"{shield.max_fee_percent}: remove one of the two",
+            field="shield.max_fee_percent",
+        )
 
 
 def _check_hot(hot: HotThresholds | None) -> None:
@@ -526,6 +567,9 @@ def canonical_dict(doc: PolicyDocument) -> dict[str, Any]:
         )
     if data["risk"] is not None:
         data["risk"]["rules"] = sorted(data["risk"]["rules"], key=lambda r: r["id"])
+    if data["shield"] is None:
+        # Documents written before the section existed keep the digest they were approved at.
+        del data["shield"]
     return data
 
 

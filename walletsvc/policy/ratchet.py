@@ -30,6 +30,7 @@ from .document import (
     ApprovalTier,
     PolicyDocument,
     Quorum,
+    Shield,
     VelocityLimit,
     format_duration,
     normalize_address,
@@ -567,6 +568,21 @@ def _hot(old: PolicyDocument, new: PolicyDocument) -> list[Change]:
     return changes
 
 
+def _shield(old: PolicyDocument, new: PolicyDocument) -> list[Change]:
+    # Either way a change moves money: a lower budget lets a thief outbid the shield sooner, a
+    # higher one hands more to miners. Neither is judged safe, so any change is a loosening.
+    if old.shield == new.shield:
+        return []
+    return [Change("shield", "loosen", f"{_shield_text(old)} -> {_shield_text(new)}")]
+
+
+def _shield_text(doc: PolicyDocument) -> str:
+    shield = doc.shield or Shield()
+    if shield.everything_to_fees:
+        return "everything to fees"
+    return f"up to {shield.fee_percent}% in fees"
+
+
 def _risk(old: PolicyDocument, new: PolicyDocument) -> list[Change]:
     olds = _by_key(old.risk.rules if old.risk else (), lambda r: r.id)
     news = _by_key(new.risk.rules if new.risk else (), lambda r: r.id)
@@ -600,4 +616,5 @@ _CHECKS: tuple[Callable[[PolicyDocument, PolicyDocument], list[Change]], ...] = 
     _governance,
     _hot,
     _risk,
+    _shield,
 )

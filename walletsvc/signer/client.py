@@ -30,6 +30,7 @@ from walletsvc.domain.errors import (
 )
 from walletsvc.domain.ports import EpochKeys
 from walletsvc.domain.transaction import ApprovedPayout, SignedTransaction, TransactionPlan
+from walletsvc.tls import client_context
 
 from . import wire
 
@@ -69,14 +70,17 @@ class SignerClient:
         plan: TransactionPlan,
         approved: Sequence[ApprovedPayout],
         sweep_scripts: frozenset[bytes] = frozenset(),
+        max_fee_sat: int | None = None,
     ) -> SignedTransaction:
-        params = {
+        params: dict[str, Any] = {
             "wallet": wallet,
             "kind": kind,
             "plan": wire.encode_plan(plan),
             "approved": [wire.encode_approved(a) for a in approved],
             "sweep": sorted(bytes(s).hex() for s in sweep_scripts),
         }
+        if max_fee_sat is not None:
+            params["max_fee_sat"] = max_fee_sat
         return wire.decode_signed(self.call("sign", params))
 
     def freeze(self, wallet: str | None, reason: str) -> None:
@@ -165,11 +169,7 @@ def client_tls_context(settings: Settings) -> ssl.SSLContext:
         raise DependencyUnavailable(
             "the signer over TCP needs WALLETSVC_SIGNER_TLS_CERT, _KEY and _CA (mutual TLS)"
         )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_verify_locations(ca)
-    context.load_cert_chain(cert, key)
-    return context
+    return client_context(ca, cert_file=cert, key_file=key)  # the service's one TLS policy
 
 
 def _domain_error(code: str, message: str) -> DomainError:

@@ -40,9 +40,10 @@ from walletsvc.domain.ports import ScriptVerifier
 from walletsvc.domain.transaction import ApprovedPayout, OutputPurpose, TransactionPlan
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.kek import Kek
-from walletsvc.keys.keystore import EncryptedSeed, generate_seed
+from walletsvc.keys.keystore import EncryptedSeed, generate_seed, import_mnemonic
 from walletsvc.keys.signer import HotSigner
-from walletsvc.policy.document import PolicyDocument, canonical_dict
+from walletsvc.policy.document import PolicyDocument, canonical_dict, policy_hash
+from walletsvc.policy.document import Shield as ShieldPolicy
 from walletsvc.policy.engine import (
     HeldPayout,
     HistorySnapshot,
@@ -126,6 +127,10 @@ class SignerCore:
     def __repr__(self) -> str:
         return f"SignerCore({self.ledger!r})"
 
+    def wipe(self) -> None:
+        """Forget the signing engine's decrypted keys (its cache: keys/keycache.py)."""
+        self._hot.wipe()
+
     # -- local set-up (trust root: whoever holds the signer's files) -----------------------
 
     def install_first_policy(self, policy: PolicyDocument) -> bool:
@@ -133,6 +138,16 @@ class SignerCore:
         if self.state.policy is not None:
             return False
         self._record(POLICY, {"document": canonical_dict(policy), "source": "local-init"})
+        return True
+
+    def install_policy(self, policy: PolicyDocument) -> bool:
+        """Replace the signer's policy copy; local only (``walletsvc signer set-policy``,
+        with the version staff approved): a policy over the socket waits for the quorum the
+        signer verifies itself, which is not built (docs/threat-model.md, "Open"). False when
+        the ledger holds this policy already."""
+        if self.state.policy is not None and self.state.policy_hash == policy_hash(policy):
+            return False
+        self._record(POLICY, {"document": canonical_dict(policy), "source": "local"})
         return True
 
     def install_cold(self, wallet: str, text: str) -> ColdDestination:
@@ -144,6 +159,28 @@ class SignerCore:
             body = {"wallet": wallet, "destination": parsed.descriptor, "source": "local"}
             self._record(COLD, body)
         return parsed
+
+    def import_words(self, wallet: str, words: str) -> dict[str, Any]:
+        """Key epoch 1 of ``wallet`` from its recovery words (a restore). Local only, never
+        over the socket: whoever could import a seed they know could take its deposits.
+        Importing the same words again is a no-op; other words for an epoch the ledger
+        holds are refused."""
+        _wallet_name({"wallet": wallet})
+        seed = import_mnemonic(self._vault, words, wallet=wallet, epoch=1, network=self.network)
+        existing = self.state.seeds.get((wallet, 1))
+        if existing is None:
+            body = {
+                "wallet": wallet,
+                "epoch": 1,
+                "sealed": seed.encrypted.to_string(),
+                "account_xpub": seed.account_xpub,
+                "master_fingerprint": seed.master_fingerprint,
+                "source": "local-import",
+            }
+            self._record(EPOCH, body)
+        elif existing.account_xpub != seed.account_xpub:
+            raise refuse(f"wallet {wallet!r} has another seed in the signer already")
+        return self.new_epoch({"wallet": wallet, "epoch": 1})
 
     # -- the operations --------------------------------------------------------------------
 
@@ -217,6 +254,13 @@ class SignerCore:
         plan = wire.decode_plan(params.get("plan"))
         approved = [wire.decode_approved(a) for a in _list(params.get("approved", []))]
         requested_sweep = frozenset(bytes.fromhex(_hex(s)) for s in _list(params.get("sweep", [])))
+        requested_fee_cap = params.get("max_fee_sat")
+        if requested_fee_cap is not None and (
+            isinstance(requested_fee_cap, bool)
+            or not isinstance(requested_fee_cap, int)
+            or requested_fee_cap < 0
+        ):
+            raise SignerError(wire.INVALID_REQUEST, "max_fee_sat must be an integer >= 0")
         digest = content_digest(
             {
                 "wallet": wallet,
@@ -226,6 +270,7 @@ class SignerCore:
                     (wire.encode_approved(a) for a in approved), key=lambda a: a["withdrawal_id"]
                 ),
                 "sweep": sorted(s.hex() for s in requested_sweep),
+                "max_fee_sat": requested_fee_cap,
             }
         )
         earlier = self.state.by_request.get(digest)
@@ -253,7 +298,7 @@ class SignerCore:
             plan=plan,
             approved=approved,
             sweep_scripts=sweep_scripts,
-            max_fee_sat=self.config.max_fee_sat,
+            max_fee_sat=self._fee_cap(kind, plan, cold_only, requested_fee_cap),
         )
         result = wire.encode_signed(signed)
         body = {
@@ -315,6 +360,20 @@ class SignerCore:
     @property
     def network(self) -> Network:
         return self.config.network
+
+    def _fee_cap(
+        self, kind: str, plan: TransactionPlan, cold_only: bool, requested: int | None
+    ) -> int:
+        """The fee cap of this signature, by the signer's own rules; the service may only
+        lower it. A theft-shield answer (cold-only by then: _check_cold) may pay up to the
+        shield budget of the signer's policy copy over the coins it spends (what the thief
+        tried to take is at most those coins), else the configured cap."""
+        cap = self.config.max_fee_sat
+        if kind == "shield" and cold_only:
+            shield = self.state.policy.shield if self.state.policy is not None else None
+            spent = sum(c.amount_sat for c in plan.inputs)
+            cap = max(cap, (shield or ShieldPolicy()).fee_budget(spent))
+        return cap if requested is None else min(requested, cap)
 
     def _check_cold(self, wallet: str, plan: TransactionPlan) -> frozenset[bytes]:
         """The sweep outputs' scripts, each verified against the signer's cold copy."""

@@ -31,6 +31,7 @@ from walletsvc.config import Settings
 from walletsvc.keys.errors import KekFileError
 from walletsvc.keys.kek import Kek, create_dev_kek, load_kek
 from walletsvc.policy.document import load_policy_yaml
+from walletsvc.tls import server_context
 
 from . import wire
 from .core import SignerConfig, SignerCore, SignerError
@@ -96,6 +97,7 @@ def open_core(settings: Settings) -> SignerCore:
 
 
 def close_core(core: SignerCore) -> None:
+    core.wipe()  # the decrypted accounts and derived keys of the signing engine's cache
     if core.files_lock is not None:
         os.close(core.files_lock)  # releases the lock
         core.files_lock = None
@@ -202,12 +204,7 @@ def server_tls_context(settings: Settings) -> ssl.SSLContext:
         raise SignerSetupError(
             "the signer over TCP needs WALLETSVC_SIGNER_TLS_CERT, _KEY and _CA (mutual TLS)"
         )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
-    context.load_verify_locations(ca)
-    context.verify_mode = ssl.CERT_REQUIRED
-    return context
+    return server_context(cert, key, client_ca_file=ca)  # the service's one TLS policy
 
 
 class SignerServer:

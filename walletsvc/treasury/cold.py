@@ -10,6 +10,7 @@ is what runs when the quorum is met.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -26,9 +27,11 @@ from walletsvc.governance.approvals import Approvers, KindContext, Requester
 from walletsvc.governance.policies import IntegrityFailure, active_policy
 from walletsvc.governance.staff import now_utc
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
+from walletsvc.keys.errors import InvalidXpub
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.wallets.service import get_wallet
 
+log = logging.getLogger(__name__)
 KIND: Final = "cold_destination_change"
 ACTIVE = "active"
 PENDING = "pending_approval"
@@ -151,6 +154,50 @@ def reserve_cold_address(uow: UnitOfWork, tags: RowTagger, wallet: Wallet) -> Co
     return ColdAddress(
         row.id, row.fingerprint, index, parsed.script_pubkey(index), parsed.address(index)
     )
+
+
+# Cold addresses watched past the last one a sweep reserved: deposits made straight to cold
+# storage (from a hardware wallet's own receive screen) are usually among the first unused ones.
+COLD_LOOKAHEAD = 20
+
+
+@dataclass(frozen=True)
+class WatchedColdAddress:
+    wallet_id: str
+    destination_id: str
+    index: int
+
+
+def watched_cold_scripts(uow: ReadUnitOfWork) -> dict[str, WatchedColdAddress]:
+    """Every cold address to watch (scriptPubKey hex): of every destination a wallet has had,
+    retired ones included (their coins are still the treasury's), up to ``COLD_LOOKAHEAD``
+    past the next unused index. Watch-only: derived from the public descriptor."""
+    found: dict[str, WatchedColdAddress] = {}
+    for row in uow.cold_destinations.all():
+        wallet = uow.wallets.get(row.wallet_id)
+        if wallet is None:
+            continue
+        try:
+            parsed = _parse(row.descriptor, wallet)
+        except InvalidXpub:
+            # Altered behind our back: refills refuse it by its tag; watching skips it.
+            log.error("cold destination %s does not parse; not watched", row.id)
+            continue
+        for index in range(row.next_index + COLD_LOOKAHEAD):
+            found[parsed.script_pubkey(index).hex()] = WatchedColdAddress(wallet.id, row.id, index)
+    return found
+
+
+def verified_cold_destination(
+    uow: ReadUnitOfWork, tags: RowTagger, row: ColdDestinationRow, wallet: Wallet
+) -> ColdDestination:
+    """Any of the wallet's destinations (active or retired), its tag checked, parsed."""
+    if row.wallet_id != wallet.id or not tags.verify(cold_destination_message(row), row.mac):
+        raise IntegrityFailure(f"a cold destination of wallet {wallet.name!r} was altered")
+    parsed = _parse(row.descriptor, wallet)
+    if parsed.descriptor != row.descriptor or parsed.fingerprint != row.fingerprint:
+        raise IntegrityFailure(f"a cold destination of wallet {wallet.name!r} does not parse back")
+    return parsed
 
 
 def treasury_view(uow: ReadUnitOfWork, tags: RowTagger, wallet: Wallet) -> dict[str, Any]:

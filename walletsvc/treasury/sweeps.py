@@ -167,10 +167,11 @@ class SweepService:
         try:
             with self.db.write() as uow:
                 return self._sign_sweep(uow, wallet_id, trigger=trigger, actor=actor)
-        except DomainError:
+        except DomainError as exc:
             if raise_errors:
                 raise
             log.warning("sweep of wallet %s failed", wallet_id, exc_info=True)
+            self.pipeline.report_failure(wallet_id, exc)  # a swapped cold destination freezes
             return None
 
     def _sign_sweep(self, uow: UnitOfWork, wallet_id: str, *, trigger: str, actor: str) -> str:
@@ -276,11 +277,16 @@ def sign_sweep_to_cold(
     actor: str,
     take_over_reserved: bool = False,
     audit_extra: dict[str, Any] | None = None,
+    kind: str = "sweep",
+    max_fee_sat: int | None = None,
+    min_confirmations: int | None = None,
 ) -> tuple[ChainTransaction, Sweep]:
     """Sign and store one sweep of ``coins`` to the next cold address, keeping ``keep_sat``.
 
     ``take_over_reserved``: the coins may still be reserved by transactions that were voided
-    (never broadcast) by a key rotation; the sweep takes them over.
+    (never broadcast) by a key rotation, or outbid in the theft shield's race; the sweep
+    takes them over. ``kind``, ``max_fee_sat`` and ``min_confirmations`` let the shield
+    store its answer as kind ``shield`` under its own fee budget.
     """
     settings = pipeline.settings
     tip = tip_height(uow)
@@ -291,20 +297,23 @@ def sign_sweep_to_cold(
         destination_script=cold.script_pubkey,
         keep_sat=keep_sat,
         fee_rate_sat_per_vb=rate,
-        max_fee_sat=settings.max_fee_sat,
+        max_fee_sat=settings.max_fee_sat if max_fee_sat is None else max_fee_sat,
         change_script=change_script,
         change_path=change_path,
-        min_confirmations=settings.min_confirmations,
+        min_confirmations=(
+            settings.min_confirmations if min_confirmations is None else min_confirmations
+        ),
         locktime=max(tip, 0),
     )
     tx = pipeline.sign_and_store(
         uow,
         wallet=wallet,
         plan=plan,
-        kind="sweep",
+        kind=kind,
         rate=rate,
         sweep_scripts=frozenset({cold.script_pubkey}),
         reserve=_take_over_inputs if take_over_reserved else reserve_inputs,
+        max_fee_sat=max_fee_sat,
     )
     watch(uow, tx)
     swept = sum(o.amount_sat for o in plan.outputs if o.script_pubkey == cold.script_pubkey)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import StrictStr
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access
 from walletsvc.api.errors import error_responses
-from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas import StrictModel, Text
 from walletsvc.api.schemas.governance import AllowlistEntryList, AllowlistEntryView
 from walletsvc.governance import allowlist
 from walletsvc.governance.staff import StaffPrincipal
@@ -25,9 +24,9 @@ Writer = Annotated[
 
 
 class AllowlistCreate(StrictModel):
-    wallet: StrictStr
-    address: StrictStr
-    label: StrictStr | None = None
+    wallet: Text
+    address: Text
+    label: Text | None = None
 
 
 def _show(runtime: RuntimeDep, entry_id: str) -> AllowlistEntryView:

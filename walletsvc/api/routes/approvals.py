@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
-from pydantic import Field, StrictStr
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import Field
 
+from walletsvc.api.console.security import relying_party
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
 from walletsvc.api.errors import error_responses
-from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas import Prose, StrictModel, Text
 from walletsvc.api.schemas.governance import ApprovalRequestList, ApprovalRequestView
 from walletsvc.governance import approvals
 from walletsvc.governance.staff import StaffPrincipal
@@ -21,9 +23,14 @@ Approver = Annotated[StaffPrincipal, Depends(require_staff("approver"))]
 
 class DecisionBody(StrictModel):
     decision: Literal["approve", "reject"]
-    digest: StrictStr = Field(description="The content digest the approver reviewed (from GET).")
-    totp: StrictStr
-    comment: StrictStr | None = None
+    digest: Text = Field(description="The content digest the approver reviewed (from GET).")
+    totp: Text | None = Field(default=None, description="A fresh TOTP code; or `passkey`.")
+    passkey: dict[str, Any] | None = Field(
+        default=None,
+        description="In place of `totp`: the WebAuthn assertion (PublicKeyCredential JSON) of"
+        " a registered passkey over SHA-256('walletsvc-approval-v1' 0 decision 0 digest).",
+    )
+    comment: Prose | None = None
 
 
 @router.get("/approvals", responses=error_responses(422))
@@ -61,7 +68,7 @@ def show_approval(request_id: str, runtime: RuntimeDep, _: Reader) -> ApprovalRe
 
 @router.post("/approvals/{request_id}", responses=error_responses(404, 409, 422, 429))
 def decide(
-    request_id: str, body: DecisionBody, runtime: RuntimeDep, staff: Approver
+    request_id: str, body: DecisionBody, request: Request, runtime: RuntimeDep, staff: Approver
 ) -> ApprovalRequestView:
     try:
         approvals.decide(
@@ -75,6 +82,8 @@ def decide(
             digest=body.digest,
             totp=body.totp,
             comment=body.comment,
+            passkey=json.dumps(body.passkey) if body.passkey is not None else None,
+            rp=relying_party(request, runtime.settings),
         )
     except approvals.ContentTampered:
         # The integrity failure is committed; the risk monitor freezes the wallet on it now

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access
 from walletsvc.api.errors import error_responses
-from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas import Prose, StrictModel, Text
 from walletsvc.api.schemas.incident import FreezeState, FreezeView
 from walletsvc.domain.errors import InvalidInput
 from walletsvc.incident.freeze import freeze, freeze_overview, show_freeze
@@ -21,11 +21,11 @@ Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL
 
 
 class FreezeRequest(StrictModel):
-    reason: str
+    reason: Prose
     # "wallet" (the contract's name for "everything of one wallet") is the same as "all"
     # with a wallet given.
     scope: Literal["all", "withdrawals", "deposits", "wallet"] = "all"
-    wallet: str | None = None
+    wallet: Text | None = None
 
 
 @router.post("/freeze", status_code=201, responses=error_responses(404, 422))

@@ -9,7 +9,7 @@ from pydantic import StrictStr
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
 from walletsvc.api.errors import error_responses
-from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas import Prose, StrictModel, Text
 from walletsvc.api.schemas.governance import ActivePolicy, PolicyProposalList, PolicyProposalView
 from walletsvc.governance import policy_changes
 from walletsvc.governance.policies import policy_view
@@ -28,8 +28,8 @@ class ProposalCreate(StrictModel):
 
 
 class VetoBody(StrictModel):
-    totp: StrictStr
-    comment: StrictStr | None = None
+    totp: Text
+    comment: Prose | None = None
 
 
 @router.get("/policy", responses=error_responses(404, 422))

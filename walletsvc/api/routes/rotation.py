@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from pydantic import StrictStr
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access, require_staff
 from walletsvc.api.errors import error_responses
-from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas import Prose, StrictModel
 from walletsvc.api.schemas.incident import RotationDetail, WalletRotations
 from walletsvc.governance.staff import StaffPrincipal
 from walletsvc.incident import rotation
@@ -22,7 +21,7 @@ Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL
 
 
 class RotateBody(StrictModel):
-    reason: StrictStr
+    reason: Prose
 
 
 @router.post(

@@ -9,7 +9,7 @@ from pydantic import StrictStr
 
 from walletsvc.api.deps import RuntimeDep, require_staff
 from walletsvc.api.errors import error_responses
-from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas import StrictModel, Text
 from walletsvc.api.schemas.governance import SessionCreated
 from walletsvc.governance.sessions import end_session, login
 from walletsvc.governance.staff import StaffPrincipal
@@ -19,9 +19,9 @@ AnyStaff = Annotated[StaffPrincipal, Depends(require_staff())]
 
 
 class SessionCreate(StrictModel):
-    username: StrictStr
+    username: Text
     password: StrictStr
-    totp: StrictStr
+    totp: Text
 
 
 @router.post("/sessions", status_code=201, responses=error_responses(401, 403, 422, 429))

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from walletsvc.api.deps import Principal, RuntimeDep, require_access, require_scope
 from walletsvc.api.errors import error_responses
+from walletsvc.api.schemas import Prose, Text
 from walletsvc.api.schemas.treasury import (
     ColdDestinationChangeView,
     ColdDestinationState,
@@ -37,8 +38,8 @@ ColdProposer = Annotated[Principal, Depends(require_access(roles=("operator", "a
 class ColdDestinationProposal(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    descriptor: str = Field(min_length=1, max_length=4000)
-    reason: str | None = Field(default=None, max_length=500)
+    descriptor: Text = Field(min_length=1, max_length=4000)
+    reason: Prose | None = Field(default=None, max_length=500)
 
 
 @router.get("/sweeps", responses=error_responses(404, 422))

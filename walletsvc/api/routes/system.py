@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from walletsvc.api.deps import RuntimeDep, authenticate
 from walletsvc.api.schemas.system import Health, Readiness
 from walletsvc.bootstrap.health import readiness
 from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.bootstrap.state_metrics import state_registry
 
 router = APIRouter(tags=["system"])
 
@@ -45,16 +48,30 @@ def _is_authenticated(request: Request, runtime: Runtime) -> bool:
     return True
 
 
-@router.get(
-    "/metrics",
-    # A plain Response: the body is Prometheus text, described below, never JSON.
-    response_class=Response,
-    responses={
-        200: {
-            "description": "Prometheus text format",
-            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
-        }
-    },
-)
-def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+METRICS_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Prometheus text format",
+        "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+    }
+}
+
+
+def prometheus_text(runtime: Runtime) -> Response:
+    """The process's counters and histograms, then the state gauges read from the database."""
+    body = generate_latest(REGISTRY) + generate_latest(state_registry(runtime))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+# A plain Response: the body is Prometheus text, described below, never JSON.
+@router.get("/metrics", response_class=Response, responses=METRICS_RESPONSE)
+def metrics(runtime: RuntimeDep) -> Response:
+    return prometheus_text(runtime)
+
+
+# Prometheus' conventional path, outside the versioned API (same content).
+root_router = APIRouter(tags=["system"])
+
+
+@root_router.get("/metrics", response_class=Response, responses=METRICS_RESPONSE)
+def root_metrics(runtime: RuntimeDep) -> Response:
+    return prometheus_text(runtime)

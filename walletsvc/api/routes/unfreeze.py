@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends
-from pydantic import StrictStr
 
 from walletsvc.api.deps import ALL_ROLES, Principal, RuntimeDep, require_access
 from walletsvc.api.errors import error_responses
-from walletsvc.api.schemas import StrictModel
+from walletsvc.api.schemas import Prose, StrictModel, Text
 from walletsvc.api.schemas.incident import UnfreezeRequestDetail, UnfreezeRequestList
 from walletsvc.domain.errors import InvalidInput
 from walletsvc.governance.staff import StaffPrincipal
@@ -30,10 +29,10 @@ Reader = Annotated[Principal, Depends(require_access(scopes=("read",), roles=ALL
 
 
 class UnfreezeBody(StrictModel):
-    reason: StrictStr
-    freeze_id: StrictStr | None = None
+    reason: Prose
+    freeze_id: Text | None = None
     scope: Literal["all", "withdrawals", "deposits", "wallet"] | None = None
-    wallet: StrictStr | None = None
+    wallet: Text | None = None
 
 
 @router.post(

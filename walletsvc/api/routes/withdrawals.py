@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -10,14 +11,37 @@ from fastapi.responses import JSONResponse
 from walletsvc.api.deps import RuntimeDep, require_scope
 from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import WithdrawalCreate
-from walletsvc.api.schemas.withdrawals import WithdrawalPage, WithdrawalView
+from walletsvc.api.schemas.withdrawals import (
+    FeeEstimate,
+    WithdrawalPage,
+    WithdrawalPreview,
+    WithdrawalView,
+)
 from walletsvc.governance.tokens import TokenPrincipal
 from walletsvc.payouts import intake
-from walletsvc.payouts.intake import WithdrawalInput, cancel_withdrawal, request_withdrawal
+from walletsvc.payouts.fees import fee_estimate
+from walletsvc.payouts.intake import (
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    WithdrawalInput,
+    cancel_withdrawal,
+    preview_withdrawal,
+    request_withdrawal,
+)
 
 router = APIRouter(tags=["withdrawals"], responses=error_responses(401, 403))
 Creator = Annotated[TokenPrincipal, Depends(require_scope("withdrawals:create"))]
 Reader = Annotated[TokenPrincipal, Depends(require_scope("withdrawals:read"))]
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+        description="Any string unique to this payout (per API token): repeating a request "
+        "with the same key and body returns the original withdrawal (200).",
+        examples=["round-812/miner-77"],
+    ),
+]
 
 
 @router.post(
@@ -33,13 +57,13 @@ def create_withdrawal(
     body: WithdrawalCreate,
     runtime: RuntimeDep,
     principal: Creator,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey,
 ) -> JSONResponse:
     result = request_withdrawal(
         runtime.db,
         runtime.tags,
         body=WithdrawalInput(body.wallet, body.destination, body.amount_sat, body.reference),
-        idempotency_key=idempotency_key or "",
+        idempotency_key=idempotency_key,
         token_id=principal.token_id,
         actor=principal.actor,
     )
@@ -49,6 +73,31 @@ def create_withdrawal(
         WithdrawalView.model_validate(view).model_dump(mode="json"),
         status_code=201 if result.created else 200,
     )
+
+
+@router.post(
+    "/withdrawals/dry-run",
+    responses=error_responses(404, 422, 423),
+    summary="The policy decision a payout request would get now, creating nothing",
+)
+def dry_run(body: WithdrawalCreate, runtime: RuntimeDep, principal: Creator) -> WithdrawalPreview:
+    preview = preview_withdrawal(
+        runtime.db,
+        runtime.tags,
+        body=WithdrawalInput(body.wallet, body.destination, body.amount_sat, body.reference),
+        token_id=principal.token_id,
+    )
+    return WithdrawalPreview.model_validate(preview)
+
+
+@router.get("/fee-estimate", responses=error_responses(422, 503))
+def get_fee_estimate(
+    runtime: RuntimeDep,
+    _: Reader,
+    target_blocks: Annotated[int | None, Query(ge=1, le=1008)] = None,
+) -> FeeEstimate:
+    """The fee rate the signer would use now, and what a payout sent alone would pay."""
+    return FeeEstimate.model_validate(fee_estimate(runtime.chain, runtime.settings, target_blocks))
 
 
 @router.get("/withdrawals/{withdrawal_id}", responses=error_responses(404, 422))
@@ -62,12 +111,29 @@ def index_withdrawals(
     _: Reader,
     status: str | None = None,
     wallet: str | None = None,
+    reference: Annotated[
+        str | None, Query(max_length=200, description="Only the payout(s) with this reference.")
+    ] = None,
+    updated_since: Annotated[
+        datetime | None,
+        Query(
+            description="Polling: only payouts changed at or after this RFC 3339 time, oldest "
+            "change first. Pass the largest `updated_at` seen so far."
+        ),
+    ] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> WithdrawalPage:
+    """Newest first; with `updated_since`, oldest change first. `next_cursor` pages either."""
     return WithdrawalPage.model_validate(
         intake.withdrawals_index(
-            runtime.db, status=status, wallet=wallet, cursor=cursor, limit=limit
+            runtime.db,
+            status=status,
+            wallet=wallet,
+            cursor=cursor,
+            limit=limit,
+            reference=reference,
+            updated_since=updated_since,
         )
     )
 

@@ -25,6 +25,17 @@ def _no_control_characters(value: str) -> str:
 Text = Annotated[StrictStr, AfterValidator(_no_control_characters)]
 
 
+def _no_control_characters_but_lines(value: str) -> str:
+    # Reasons and comments may span lines and hold tabs; never NUL or other controls.
+    if any((ord(ch) < 0x20 and ch not in "\t\n\r") or ord(ch) == 0x7F for ch in value):
+        raise ValueError("control characters other than tab and newline are not allowed")
+    return value
+
+
+# Free text written by people (a freeze reason, an approver's comment).
+Prose = Annotated[StrictStr, AfterValidator(_no_control_characters_but_lines)]
+
+
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 

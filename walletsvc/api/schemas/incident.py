@@ -25,15 +25,38 @@ class FreezeView(ResponseModel):
     lifted_at: Timestamp | None
 
 
+class HeldPayout(ResponseModel):
+    """A payout a freeze holds: it leaves when the freeze lifts, unless cancelled first."""
+
+    id: str
+    wallet: str | None
+    status: Literal["approved", "signed"]
+    destination: str
+    amount_sat: int
+    reference: str | None
+    created_at: Timestamp
+
+
+_HELD = (
+    "Payouts approved (or signed) and held by these freezes: they leave when the freezes "
+    "lift. Cancel an approved one you do not want (POST /v1/withdrawals/{id}/cancel) "
+    "before approving the lift; a signed one is in a stored transaction already."
+)
+
+
 class FreezeState(ResponseModel):
     frozen: bool
     freezes: list[FreezeView]
+    held_payouts: list[HeldPayout] = Field(description=_HELD)
 
 
 class UnfreezeRequestView(ResponseModel):
     id: str
     status: str
     freeze_ids: list[str]
+    held_payouts: list[HeldPayout] = Field(
+        description=_HELD + " Listed while the request is pending (empty once decided)."
+    )
     reason: str
     requested_by: str
     approval_request_id: str | None
@@ -115,3 +138,50 @@ class WalletRotations(ResponseModel):
     payouts_waiting_to_be_resigned: bool
     rotation_sweeps: list[RotationSweep]
     rotations: list[RotationView]
+
+
+class ShieldRoundView(ResponseModel):
+    """One thief transaction seen in the mempool and the shield's answer to it."""
+
+    number: int
+    thief_txid: str
+    thief_fee_sat: int
+    thief_vsize: int
+    evicted_fees_sat: int = Field(
+        description="The thief's fee plus its mempool descendants': what the answer outbid."
+    )
+    outcome: Literal["answered", "cap_reached", "failed"]
+    answer_txid: str | None
+    answer_fee_sat: int | None
+    answer_rate: int | None = Field(description="sat/vB of the answer.")
+    answered_in_ms: int | None = Field(
+        description="From the node's notification to the answer signed and stored."
+    )
+    detail: str
+
+
+class ShieldIncidentView(ResponseModel):
+    """A theft caught in the mempool and how the race to cold storage ended."""
+
+    id: str
+    wallet: str | None
+    status: Literal["racing", "saved", "lost"]
+    first_theft_txid: str
+    stolen: list[str] = Field(description="`txid:vout` of our coins the thief spent.")
+    stolen_sat: int
+    max_fee_sat: int = Field(description="The policy's fee budget for this incident.")
+    cap_reached: bool
+    freeze_id: str | None
+    saved_sat: int = Field(description="What reached cold storage (status `saved`).")
+    lost_sat: int = Field(description="What the thief's mined transaction took (`lost`).")
+    fees_spent_sat: int = Field(description="The fee of our answer that was mined.")
+    resolved_txid: str | None
+    resolved_height: int | None
+    evidence: dict[str, Any]
+    created_at: Timestamp
+    resolved_at: Timestamp | None
+    rounds: list[ShieldRoundView]
+
+
+class ShieldIncidentList(ResponseModel):
+    incidents: list[ShieldIncidentView]

@@ -58,3 +58,32 @@ class WithdrawalView(ResponseModel):
 class WithdrawalPage(ResponseModel):
     withdrawals: list[WithdrawalView]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class WithdrawalPreview(ResponseModel):
+    """A dry run: what `POST /v1/withdrawals` would decide now; nothing was created."""
+
+    wallet: str
+    destination: str = Field(description="The destination in its canonical form.")
+    amount_sat: int
+    reference: str | None
+    status: Status | None = Field(
+        description="The status the withdrawal would start in; null when the policy denies it."
+    )
+    decision: PolicyDecision
+    policy_sha256: str = Field(description="The policy version that decided.")
+
+
+class FeeEstimate(ResponseModel):
+    target_blocks: int = Field(description="The confirmation target the rate is for.")
+    fee_rate_sat_per_vb: int = Field(
+        description="The rate the signer would use now (the chain's estimate within the "
+        "configured floor and ceiling)."
+    )
+    single_payout_vsize: int = Field(
+        description="Virtual size of a payout sent alone (one input, payout and change)."
+    )
+    single_payout_fee_sat: int = Field(
+        description="Its fee at this rate: an upper bound; batched payouts share the cost."
+    )
+    max_fee_sat: int = Field(description="No transaction is signed with a larger fee.")

@@ -23,16 +23,25 @@ from walletsvc.db.repositories.incident import (
     FreezeRepository,
     KeyRotationRepository,
     RiskEventRepository,
+    ShieldIncidentRepository,
+    ShieldRoundRepository,
     UnfreezeRequestRepository,
 )
 from walletsvc.db.repositories.policies import PolicyVersionRepository
 from walletsvc.db.repositories.policy_proposals import PolicyProposalRepository
+from walletsvc.db.repositories.rounds import PayoutRoundRepository
 from walletsvc.db.repositories.staff import StaffRepository, StaffSessionRepository
+from walletsvc.db.repositories.staff_auth import (
+    StaffPasskeyRepository,
+    StaffTotpResetRepository,
+)
 from walletsvc.db.repositories.tokens import ApiTokenRepository
 from walletsvc.db.repositories.treasury import (
     ColdDestinationChangeRepository,
     ColdDestinationRepository,
+    ColdUtxoRepository,
     HotAlertRepository,
+    RefillRepository,
     SweepRepository,
     TransactionWatchRepository,
 )
@@ -40,6 +49,11 @@ from walletsvc.db.repositories.wallets import (
     AddressRepository,
     KeyEpochRepository,
     WalletRepository,
+)
+from walletsvc.db.repositories.webhooks import (
+    OutboxEventRepository,
+    WebhookDeliveryRepository,
+    WebhookRepository,
 )
 from walletsvc.db.repositories.withdrawals import (
     IdempotencyKeyRepository,
@@ -61,9 +75,12 @@ class ReadUnitOfWork:
         self.transactions = ChainTransactionRepository(session)
         self.withdrawals = WithdrawalRepository(session)
         self.idempotency_keys = IdempotencyKeyRepository(session)
+        self.payout_rounds = PayoutRoundRepository(session)
         self.policies = PolicyVersionRepository(session)
         self.staff = StaffRepository(session)
         self.staff_sessions = StaffSessionRepository(session)
+        self.staff_passkeys = StaffPasskeyRepository(session)
+        self.staff_totp_resets = StaffTotpResetRepository(session)
         self.approval_requests = ApprovalRequestRepository(session)
         self.approval_decisions = ApprovalDecisionRepository(session)
         self.allowlist = AllowlistRepository(session)
@@ -74,8 +91,15 @@ class ReadUnitOfWork:
         self.sweeps = SweepRepository(session)
         self.watches = TransactionWatchRepository(session)
         self.hot_alerts = HotAlertRepository(session)
+        self.refills = RefillRepository(session)
+        self.cold_utxos = ColdUtxoRepository(session)
         self.freezes = FreezeRepository(session)
         self.unfreeze_requests = UnfreezeRequestRepository(session)
         self.rotations = KeyRotationRepository(session)
         self.risk_events = RiskEventRepository(session)
+        self.shield_incidents = ShieldIncidentRepository(session)
+        self.shield_rounds = ShieldRoundRepository(session)
         self.audit_events = AuditEventRepository(session)
+        self.webhooks = WebhookRepository(session)
+        self.outbox = OutboxEventRepository(session)
+        self.webhook_deliveries = WebhookDeliveryRepository(session)

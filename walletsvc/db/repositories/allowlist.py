@@ -28,6 +28,27 @@ class AllowlistRepository(Repository[AllowlistEntryRow]):
             .limit(1)
         )
 
+    def newest_for_addresses(
+        self, wallet_id: str, addresses: Sequence[str], statuses: Sequence[str]
+    ) -> dict[str, AllowlistEntryRow]:
+        """Address -> its newest entry in ``statuses``: ``newest_for_address`` for many
+        addresses in one statement per thousand (a payout round's destinations)."""
+        newest: dict[str, AllowlistEntryRow] = {}
+        unique = sorted(set(addresses))
+        for start in range(0, len(unique), 1_000):
+            rows = self.session.scalars(
+                select(AllowlistEntryRow)
+                .where(
+                    AllowlistEntryRow.wallet_id == wallet_id,
+                    AllowlistEntryRow.address.in_(unique[start : start + 1_000]),
+                    AllowlistEntryRow.status.in_(list(statuses)),
+                )
+                .order_by(AllowlistEntryRow.created_at)
+            )
+            for row in rows:
+                newest[row.address] = row  # oldest first: the newest one stays
+        return newest
+
     def with_wallet_names(
         self, *, wallet_id: str | None, statuses: Sequence[str] | None
     ) -> list[tuple[AllowlistEntryRow, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, func, select
 
 from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, Staff
 from walletsvc.db.repositories.base import Repository
@@ -14,6 +14,14 @@ PENDING = "pending"
 
 class ApprovalRequestRepository(Repository[ApprovalRequest]):
     model = ApprovalRequest
+
+    def pending_count_by_kind(self) -> dict[str, int]:
+        rows = self.session.execute(
+            select(ApprovalRequest.kind, func.count())
+            .where(ApprovalRequest.status == PENDING)
+            .group_by(ApprovalRequest.kind)
+        ).all()
+        return {kind: int(count) for kind, count in rows}
 
     def pending_for_subject(self, kind: str, subject_id: str) -> list[ApprovalRequest]:
         return list(

@@ -45,6 +45,16 @@ class AuditEventRepository(Repository[AuditEvent]):
             )
         )
 
+    def latest(self, action: str, subject_id: str) -> AuditEvent | None:
+        """The newest event of ``action`` about ``subject_id`` (rare actions: the action index
+        narrows the search)."""
+        return self.session.scalar(
+            select(AuditEvent)
+            .where(AuditEvent.action == action, AuditEvent.subject_id == subject_id)
+            .order_by(AuditEvent.seq.desc())
+            .limit(1)
+        )
+
     def head(self) -> AuditHead | None:
         """The chain's head row: the last sequence number and hash."""
         return self.session.get(AuditHead, 1)

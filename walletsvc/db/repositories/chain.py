@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 
 from walletsvc.db.models import Address, ChainTransaction, ScannedBlock, Utxo
 from walletsvc.db.models_treasury import TransactionWatch
@@ -46,6 +46,15 @@ class UtxoRepository(Repository[Utxo]):
             Utxo.block_height.is_not(None),
         )
 
+    def unspent_at_with_addresses(
+        self, outpoints: Sequence[tuple[str, int]]
+    ) -> list[tuple[Utxo, Address]]:
+        """Our coins at these outpoints not yet spent in a block, with their addresses."""
+        if not outpoints:
+            return []
+        at = or_(*(and_(Utxo.txid == txid, Utxo.vout == vout) for txid, vout in outpoints))
+        return self._with_addresses(at, Utxo.spent_by_txid.is_(None))
+
     def reserved_with_addresses(self, transaction_id: str) -> list[tuple[Utxo, Address]]:
         """The coins a transaction of ours spends, with their addresses."""
         return self._with_addresses(Utxo.reserved_by == transaction_id)
@@ -71,6 +80,13 @@ class UtxoRepository(Repository[Utxo]):
             Utxo.block_height.is_not(None),
             or_(Utxo.reserved_by.is_(None), Utxo.reserved_by.in_(voided_ids)),
         )
+
+    def unspent_outpoints(self) -> list[tuple[str, int]]:
+        """(txid, vout) of every coin of ours not yet spent in a block."""
+        rows = self.session.execute(
+            select(Utxo.txid, Utxo.vout).where(Utxo.spent_by_txid.is_(None))
+        ).all()
+        return [(txid, vout) for txid, vout in rows]
 
     def unspent_of_txids(self, txids: Sequence[str]) -> list[Utxo]:
         """Our unspent coins created by any of ``txids``."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import or_, select
 
-from walletsvc.db.models_incident import Freeze
+from walletsvc.db.models_incident import Freeze, ShieldIncident, ShieldRound
 from walletsvc.db.models_risk import KeyRotation, RiskEvent, UnfreezeRequest
 from walletsvc.db.repositories.base import Repository
 
@@ -76,3 +76,44 @@ class RiskEventRepository(Repository[RiskEvent]):
             )
         ).all()
         return {(rule, fingerprint) for rule, fingerprint in rows}
+
+
+class ShieldIncidentRepository(Repository[ShieldIncident]):
+    model = ShieldIncident
+
+    def racing(self, wallet_id: str | None = None) -> list[ShieldIncident]:
+        query = select(ShieldIncident).where(ShieldIncident.status == "racing")
+        if wallet_id is not None:
+            query = query.where(ShieldIncident.wallet_id == wallet_id)
+        return list(self.session.scalars(query.order_by(ShieldIncident.created_at)))
+
+    def resolved_above(self, height: int) -> list[ShieldIncident]:
+        return list(
+            self.session.scalars(
+                select(ShieldIncident).where(ShieldIncident.resolved_height > height)
+            )
+        )
+
+    def newest(self, *, wallet_id: str | None = None, limit: int = 100) -> list[ShieldIncident]:
+        query = select(ShieldIncident)
+        if wallet_id is not None:
+            query = query.where(ShieldIncident.wallet_id == wallet_id)
+        return list(
+            self.session.scalars(query.order_by(ShieldIncident.created_at.desc()).limit(limit))
+        )
+
+
+class ShieldRoundRepository(Repository[ShieldRound]):
+    model = ShieldRound
+
+    def by_thief_txid(self, txid: str) -> ShieldRound | None:
+        return self.session.scalar(select(ShieldRound).where(ShieldRound.thief_txid == txid))
+
+    def of_incident(self, incident_id: str) -> list[ShieldRound]:
+        return list(
+            self.session.scalars(
+                select(ShieldRound)
+                .where(ShieldRound.incident_id == incident_id)
+                .order_by(ShieldRound.number)
+            )
+        )

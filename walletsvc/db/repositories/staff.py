@@ -36,3 +36,16 @@ class StaffSessionRepository(Repository[StaffSession]):
             .values(revoked_at=now)
         )
         return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def revoke_others(self, staff_id: str, keep_session_id: str | None, now: datetime) -> int:
+        """End every open session of a staff member but ``keep_session_id``; how many."""
+        result = self.session.execute(
+            update(StaffSession)
+            .where(
+                StaffSession.staff_id == staff_id,
+                StaffSession.revoked_at.is_(None),
+                StaffSession.id != (keep_session_id or ""),
+            )
+            .values(revoked_at=now)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,15 +1,19 @@
-"""Treasury: cold destinations and their governed changes, sweeps, watched transactions and
-alerts about the hot balance."""
+"""Treasury: cold destinations and their governed changes, sweeps, watched transactions,
+alerts about the hot balance, refills from cold and the cold coins they spend."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, select, update
 
 from walletsvc.db.models import ChainTransaction, Wallet
 from walletsvc.db.models_treasury import (
     ColdDestinationChange,
     ColdDestinationRow,
+    ColdUtxo,
     HotAlert,
+    Refill,
     Sweep,
     TransactionWatch,
 )
@@ -27,6 +31,19 @@ class ColdDestinationRepository(Repository[ColdDestinationRow]):
                 ColdDestinationRow.wallet_id == wallet_id, ColdDestinationRow.status == ACTIVE
             )
         )
+
+    def of_wallet(self, wallet_id: str) -> list[ColdDestinationRow]:
+        """Every destination the wallet has had (retired ones may still hold coins)."""
+        return list(
+            self.session.scalars(
+                select(ColdDestinationRow)
+                .where(ColdDestinationRow.wallet_id == wallet_id)
+                .order_by(ColdDestinationRow.created_at, ColdDestinationRow.id)
+            )
+        )
+
+    def all(self) -> list[ColdDestinationRow]:
+        return list(self.session.scalars(select(ColdDestinationRow)))
 
 
 class ColdDestinationChangeRepository(Repository[ColdDestinationChange]):
@@ -106,3 +123,104 @@ class HotAlertRepository(Repository[HotAlert]):
                 HotAlert.wallet_id == wallet_id, HotAlert.kind == kind, HotAlert.status == "open"
             )
         )
+
+
+class RefillRepository(Repository[Refill]):
+    model = Refill
+
+    def by_txids(self, txids: Sequence[str]) -> list[Refill]:
+        found: list[Refill] = []
+        for start in range(0, len(txids), _IN_CHUNK):
+            chunk = txids[start : start + _IN_CHUNK]
+            found.extend(self.session.scalars(select(Refill).where(Refill.txid.in_(chunk))))
+        return found
+
+    def open_of_wallet(self, wallet_id: str) -> list[Refill]:
+        return list(
+            self.session.scalars(
+                select(Refill)
+                .where(Refill.wallet_id == wallet_id, Refill.status == "awaiting_signatures")
+                .order_by(Refill.created_at)
+            )
+        )
+
+
+class ColdUtxoRepository(Repository[ColdUtxo]):
+    model = ColdUtxo
+
+    def by_outpoint(self, txid: str, vout: int) -> ColdUtxo | None:
+        return self.session.scalar(
+            select(ColdUtxo).where(ColdUtxo.txid == txid, ColdUtxo.vout == vout)
+        )
+
+    def unspent_of_txids(self, txids: Sequence[str]) -> list[ColdUtxo]:
+        """Unspent cold coins created by any of ``txids``."""
+        found: list[ColdUtxo] = []
+        for start in range(0, len(txids), _IN_CHUNK):
+            chunk = txids[start : start + _IN_CHUNK]
+            found.extend(
+                self.session.scalars(
+                    select(ColdUtxo).where(
+                        ColdUtxo.txid.in_(chunk), ColdUtxo.spent_by_txid.is_(None)
+                    )
+                )
+            )
+        return found
+
+    def unspent_of_wallet(self, wallet_id: str, *, for_update: bool = False) -> list[ColdUtxo]:
+        """Confirmed, unspent cold coins, oldest first (reserved ones included)."""
+        query = (
+            select(ColdUtxo)
+            .where(
+                ColdUtxo.wallet_id == wallet_id,
+                ColdUtxo.spent_by_txid.is_(None),
+                ColdUtxo.block_height.is_not(None),
+            )
+            .order_by(ColdUtxo.block_height, ColdUtxo.txid, ColdUtxo.vout)
+        )
+        if for_update:
+            query = query.with_for_update()
+        return list(self.session.scalars(query))
+
+    def balance_of_wallet(self, wallet_id: str) -> int:
+        total = self.session.scalar(
+            select(func.coalesce(func.sum(ColdUtxo.amount_sat), 0)).where(
+                ColdUtxo.wallet_id == wallet_id,
+                ColdUtxo.spent_by_txid.is_(None),
+                ColdUtxo.block_height.is_not(None),
+            )
+        )
+        return int(total or 0)
+
+    def reserved_by_refill(self, refill_id: str) -> list[ColdUtxo]:
+        return list(
+            self.session.scalars(
+                select(ColdUtxo)
+                .where(ColdUtxo.reserved_by == refill_id)
+                .order_by(ColdUtxo.txid, ColdUtxo.vout)
+            )
+        )
+
+    # A reorganisation: what the scanner undoes above the fork (as for the hot coins).
+    def delete_coinbase_above(self, height: int) -> None:
+        self.session.execute(
+            delete(ColdUtxo).where(ColdUtxo.block_height > height, ColdUtxo.is_coinbase)
+        )
+
+    def unconfirm_above(self, height: int) -> None:
+        self.session.execute(
+            update(ColdUtxo)
+            .where(ColdUtxo.block_height > height)
+            .values(block_height=None, block_hash=None)
+        )
+
+    def unspend_above(self, height: int) -> None:
+        self.session.execute(
+            update(ColdUtxo)
+            .where(ColdUtxo.spent_height > height)
+            .values(spent_by_txid=None, spent_height=None)
+        )
+
+
+# Parameters per IN (...) list: far below every backend's limit.
+_IN_CHUNK = 500

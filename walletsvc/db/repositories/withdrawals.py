@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import defer
 
 from walletsvc.db.models import ChainTransaction, IdempotencyKey, Withdrawal
+from walletsvc.db.outbox import (
+    WITHDRAWAL_STATUS_CHANGED,
+    outbox_event,
+    withdrawal_status_payload,
+)
 from walletsvc.db.repositories.base import Repository
 from walletsvc.domain.withdrawal import WithdrawalStatus
 
@@ -37,6 +44,19 @@ class WithdrawalRepository(Repository[Withdrawal]):
             )
         )
 
+    def approved_with_transaction(self) -> list[Withdrawal]:
+        """Approved payouts that already belong to a transaction: no service path makes one
+        (approved -> signed sets the link, and nothing goes back), so each is a row edited
+        behind our back, a paid payout flipped back to be paid again."""
+        return list(
+            self.session.scalars(
+                select(Withdrawal).where(
+                    Withdrawal.status == WithdrawalStatus.APPROVED.value,
+                    Withdrawal.transaction_id.is_not(None),
+                )
+            )
+        )
+
     def unsigned_approved_backlog(self, wallet_id: str) -> tuple[int, datetime | None]:
         """How many approved payouts of the wallet wait for signing, and the oldest update."""
         count, oldest = self.session.execute(
@@ -47,12 +67,15 @@ class WithdrawalRepository(Repository[Withdrawal]):
         return int(count), oldest
 
     def unsigned_approved(self, wallet_id: str, *, limit: int) -> list[Withdrawal]:
-        """The wallet's approved payouts waiting for signing, oldest first (the next batch)."""
+        """The wallet's approved payouts waiting for signing, oldest first (the next batch);
+        a payout round's in the order of its request."""
         return list(
             self.session.scalars(
                 select(Withdrawal)
+                # The signer never reads the decision: not decoding thousands of JSON traces.
+                .options(defer(Withdrawal.decision))
                 .where(Withdrawal.wallet_id == wallet_id, *_unsigned_approved())
-                .order_by(Withdrawal.created_at, Withdrawal.id)
+                .order_by(Withdrawal.created_at, Withdrawal.round_index, Withdrawal.id)
                 .limit(limit)
             )
         )
@@ -117,6 +140,7 @@ class WithdrawalRepository(Repository[Withdrawal]):
 
     def set_status(self, ids: Sequence[str], status: str, *, now: datetime) -> None:
         """A bulk status change (the caller checked the transition)."""
+        self._emit_status_changes(Withdrawal.id.in_(list(ids)), status)
         self.session.execute(
             update(Withdrawal)
             .where(Withdrawal.id.in_(list(ids)))
@@ -127,11 +151,31 @@ class WithdrawalRepository(Repository[Withdrawal]):
         self, transaction_id: str, from_status: str, to_status: str, *, now: datetime
     ) -> None:
         """Move the transaction's payouts in ``from_status`` to ``to_status`` (a reorg)."""
+        moving = (Withdrawal.transaction_id == transaction_id) & (Withdrawal.status == from_status)
+        self._emit_status_changes(moving, to_status)
         self.session.execute(
             update(Withdrawal)
             .where(Withdrawal.transaction_id == transaction_id, Withdrawal.status == from_status)
             .values(status=to_status, updated_at=now)
         )
+
+    def _emit_status_changes(self, which: ColumnElement[bool], status: str) -> None:
+        # A bulk UPDATE bypasses the flush that catches attribute changes
+        # (walletsvc.db.outbox), so the payouts it moves are read first and told here.
+        rows = self.session.execute(
+            select(
+                Withdrawal.id, Withdrawal.reference, Withdrawal.amount_sat, Withdrawal.status
+            ).where(which, Withdrawal.status != status)
+        )
+        for row_id, reference, amount_sat, previous in rows:
+            payload = withdrawal_status_payload(
+                row_id,
+                reference=reference,
+                amount_sat=amount_sat,
+                status=status,
+                previous_status=previous,
+            )
+            self.session.add(outbox_event(WITHDRAWAL_STATUS_CHANGED, payload))
 
     def with_ids(self, ids: Sequence[str]) -> list[Withdrawal]:
         return list(self.session.scalars(select(Withdrawal).where(Withdrawal.id.in_(list(ids)))))
@@ -151,6 +195,26 @@ class WithdrawalRepository(Repository[Withdrawal]):
         ).all()
         return [(destination, at) for destination, at in rows]
 
+    def with_statuses(self, statuses: Sequence[str]) -> list[Withdrawal]:
+        return list(
+            self.session.scalars(select(Withdrawal).where(Withdrawal.status.in_(list(statuses))))
+        )
+
+    def with_statuses_of_wallets(
+        self, statuses: Sequence[str], wallet_ids: Sequence[str] | None
+    ) -> list[Withdrawal]:
+        """Payouts in ``statuses`` (of these wallets; None: of every wallet), oldest first."""
+        query = select(Withdrawal).where(Withdrawal.status.in_(list(statuses)))
+        if wallet_ids is not None:
+            query = query.where(Withdrawal.wallet_id.in_(list(wallet_ids)))
+        return list(self.session.scalars(query.order_by(Withdrawal.created_at, Withdrawal.id)))
+
+    def count_by_status(self) -> dict[str, int]:
+        rows = self.session.execute(
+            select(Withdrawal.status, func.count()).group_by(Withdrawal.status)
+        ).all()
+        return {status: int(count) for status, count in rows}
+
     def with_status(self, status: str) -> list[Withdrawal]:
         return list(self.session.scalars(select(Withdrawal).where(Withdrawal.status == status)))
 
@@ -161,13 +225,10 @@ class WithdrawalRepository(Repository[Withdrawal]):
         wallet_id: str | None,
         before: tuple[datetime, str] | None,
         limit: int,
+        reference: str | None = None,
     ) -> list[Withdrawal]:
         """Newest first, ``limit`` rows older than ``before`` (a row's created_at and id)."""
-        query = select(Withdrawal)
-        if status is not None:
-            query = query.where(Withdrawal.status == status)
-        if wallet_id is not None:
-            query = query.where(Withdrawal.wallet_id == wallet_id)
+        query = self._filtered(status, wallet_id, reference)
         if before is not None:
             after, last_id = before
             query = query.where(
@@ -179,6 +240,39 @@ class WithdrawalRepository(Repository[Withdrawal]):
                 query.order_by(Withdrawal.created_at.desc(), Withdrawal.id.desc()).limit(limit)
             )
         )
+
+    def changed_since(
+        self,
+        *,
+        status: str | None,
+        wallet_id: str | None,
+        reference: str | None,
+        since: datetime,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Withdrawal]:
+        """Oldest change first: rows updated at or after ``since`` and past ``after`` (the
+        (updated_at, id) of the last row of the previous page), for polling."""
+        query = self._filtered(status, wallet_id, reference).where(Withdrawal.updated_at >= since)
+        if after is not None:
+            changed_at, last_id = after
+            query = query.where(
+                (Withdrawal.updated_at > changed_at)
+                | ((Withdrawal.updated_at == changed_at) & (Withdrawal.id > last_id))
+            )
+        ordered = query.order_by(Withdrawal.updated_at, Withdrawal.id).limit(limit)
+        return list(self.session.scalars(ordered))
+
+    @staticmethod
+    def _filtered(status: str | None, wallet_id: str | None, reference: str | None) -> Any:
+        query = select(Withdrawal)
+        if status is not None:
+            query = query.where(Withdrawal.status == status)
+        if wallet_id is not None:
+            query = query.where(Withdrawal.wallet_id == wallet_id)
+        if reference is not None:
+            query = query.where(Withdrawal.reference == reference)
+        return query
 
     def held_since(
         self, wallet_id: str, since: datetime, statuses: Sequence[str]

@@ -6,8 +6,8 @@ key epochs have no seed column value. The column stays (nullable) for databases 
 this revision: the signer cannot read their KEK ciphertexts, and an import of such seeds into
 the signer is not built (no production deployment predates this revision; docs/notes.md).
 
-Revision ID: 0009_signer_seeds_out_of_db
-Revises: 0008_token_and_audit_head_tags
+Revision ID: 0014_signer_seeds_out_of_db
+Revises: 0013_webhooks
 Create Date: 2026-11-29
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0009_signer_seeds_out_of_db"
-down_revision: str | Sequence[str] | None = "0008_token_and_audit_head_tags"
+revision: str = "0014_signer_seeds_out_of_db"
+down_revision: str | Sequence[str] | None = "0013_webhooks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,1 @@
+"""Signed webhooks: subscriptions per API token, the dispatcher, and the signature scheme."""
