@@ -82,7 +82,7 @@ def initialise(
         with db.read() as uow:
             exists = uow.wallets.by_name(wallet) is not None
         if not exists:
-            progress(f"wallet {wallet}: keys (the signer makes or holds the seed), first addresses")
+            progress(f"wallet {wallet}: seed, keys and first addresses")
         signer = SignerClient(settings)
         try:
             new = (
