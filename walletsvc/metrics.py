@@ -50,14 +50,10 @@ WEBHOOK_DELIVERIES = Counter(
     "Webhook delivery attempts, by event type and outcome (delivered, retrying, failed)",
     ["event_type", "outcome"],
 )
-# For the payout-round and shield features (issue 13 leaves the counters ready for them).
+# Payout rounds as they are decided (accepted or refused as a whole). The theft shield keeps
+# its own counters beside its code (walletsvc.incident.shield: thefts detected, rounds).
 PAYOUT_ROUNDS = Counter(
     "walletsvc_payout_rounds_total",
-    "Payout rounds reaching a status",
+    "Payout rounds decided, by outcome (accepted, refused)",
     ["status"],
-)
-SHIELD_EVENTS = Counter(
-    "walletsvc_shield_events_total",
-    "Shield events, by kind",
-    ["kind"],
 )

@@ -38,6 +38,7 @@ from walletsvc.chain.rpc import BitcoinRpcBackend
 from walletsvc.chainsync.mempool import MempoolWatcher
 from walletsvc.config import Settings
 from walletsvc.db.models import ChainTransaction, Wallet
+from walletsvc.db.models_webhooks import OutboxEvent
 from walletsvc.domain.network import Network
 from walletsvc.domain.transaction import (
     ApprovedPayout,
@@ -122,6 +123,11 @@ def shield_freezes(runtime: Runtime) -> list[Any]:
         return [f for f in active_freezes(uow) if f.source == "shield"]
 
 
+def outbox_types(rt: Runtime) -> set[str]:
+    with rt.db.read() as uow:
+        return set(uow.session.scalars(select(OutboxEvent.event_type)))
+
+
 def test_a_low_fee_theft_is_replaced_by_a_transaction_to_cold(guarded: Runtime) -> None:
     rt = guarded
     alerts: list[TheftAlert] = []
@@ -151,6 +157,8 @@ def test_a_low_fee_theft_is_replaced_by_a_transaction_to_cold(guarded: Runtime) 
     assert {"freeze.applied", "shield.theft_detected", "shield.answered"} <= set(
         audit_actions(rt.db)
     )
+    # The same events wait in the outbox for the payout engine's and on-call's webhooks.
+    assert {"freeze.applied", "shield.theft_detected", "shield.answered"} <= outbox_types(rt)
 
     mine(rt)
 
@@ -161,6 +169,7 @@ def test_a_low_fee_theft_is_replaced_by_a_transaction_to_cold(guarded: Runtime) 
     assert incident["fees_spent_sat"] == answer.fee_sat
     assert incident["resolved_txid"] == answer.txid
     assert shield_freezes(rt), "a saved race does not lift the freeze"
+    assert "shield.saved" in outbox_types(rt)
     # What reached the cold address is on chain, not only in our records.
     cold_utxos = chain.utxos_for_script(bytes.fromhex(sweep.script_pubkey))
     assert sum(u.amount_sat for u in cold_utxos.values()) == sweep.amount_sat

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import Tokens, auth
+from tests.conftest import WALLET, Tokens, auth
 from tests.helpers import external_destination, request_payout
 from tests.webhooks.receiver import ManualClock, loopback_receiver
 from walletsvc.bootstrap.runtime import Runtime
@@ -216,3 +216,33 @@ def test_the_secret_is_stored_only_sealed(
     listed = client.get("/v1/webhooks", headers=auth(tokens.all)).json()["webhooks"]
     assert [w["id"] for w in listed] == [hook["id"]]
     assert "secret" not in listed[0]
+
+
+def test_an_accepted_round_reaches_the_receiver_with_its_payouts(
+    client: TestClient, runtime: Runtime, tokens: Tokens
+) -> None:
+    miners = [external_destination(f"webhook round miner {i}")[0] for i in range(3)]
+    body = {
+        "wallet": WALLET,
+        "reference": "pplns 9",
+        "payouts": [
+            {"destination": d, "amount_sat": 60_000 + i, "reference": f"m-{i}"}
+            for i, d in enumerate(miners)
+        ],
+    }
+    with loopback_receiver(200) as receiver:
+        register(client, tokens.all, receiver.url, event_types=["round.status_changed"])
+        accepted = client.post("/v1/payout-rounds", json=body, headers=auth(tokens.all, "rd-1"))
+        assert accepted.status_code == 201, accepted.text
+        dispatcher(runtime, ManualClock()).run_once()
+    [got] = receiver.received
+    event = got.json()
+    assert event["type"] == "round.status_changed"
+    assert event["data"]["round_id"] == accepted.json()["id"]
+    assert event["data"]["status"] == "accepted"
+    assert event["data"]["total_sat"] == sum(p["amount_sat"] for p in body["payouts"])
+    assert [(p["reference"], p["status"]) for p in event["data"]["payouts"]] == [
+        ("m-0", "approved"),
+        ("m-1", "approved"),
+        ("m-2", "approved"),
+    ]

@@ -23,9 +23,24 @@ OWNER_ID = "e8a1b2c3-d4e5-4f60-8a9b-0c1d2e3f4a5b"
 WEBHOOK_ID = "4a5b6c7d-8e9f-4a0b-9c1d-2e3f4a5b6c7d"
 DELIVERY_ID = "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
 EVENT_ID = "5f1e2d3c-4b5a-4697-8877-665544332211"
+ROUND_ID = "aef3806b-23d5-46f5-8e11-fc03fada3dc8"
+HELD_ID = "78ef62d9-5d36-49e4-b499-b4bae0e6274d"
+REFILL_ID = "758e6682-5a6c-469b-a880-00f3933c99bd"
+INCIDENT_ID = "252638a8-666b-4412-91d2-3289c40ff747"
+SHIELD_FREEZE_ID = "a8a98a0d-2243-46ce-8303-883fcf258eab"
 ADDRESS = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
 DEPOSIT = "bcrt1q6rz28mcfaxtmd6v789l9rrlrusdprr9pz3cppk"
 TXID = "a3b1c2d4e5f60718293a4b5c6d7e8f90112233445566778899aabbccddeeff00"
+REFILL_TXID = "b8ce56f9f4a6ada7b23e75141baad7bddd4920fd3c22c4228e59c8fedc0ca542"
+COLD_COIN_TXID = "4d2e4570b13abf7ae324b7360994552b1648a93ca879e9ab2a1788141eb048f6"
+THIEF_TXID = "8cdc18f3f7f3a3f2033568021a13e3a538b2d0acd6e9fd67d5e49e68b340e028"
+ANSWER_TXID = "2f5da13a9e0ef020ca32290502ebb0042bd44f00516cfbc0fafca1cb08ce1e48"
+MINERS = {
+    "round-812/miner-78": "bcrt1qqcf629kr23xdlqewm6kuskkldsfjcumhc7yj29",
+    "round-812/miner-79": "bcrt1q5l7uugl0m6a5dmjlfhcyvnzjhln58rdczefmxk",
+    "round-812/miner-80": "bcrt1q3fsg3qsq32gqq6edeslqyfhnncggcxjra783ye",
+}
+REFILL_ADDRESS = "bcrt1q58mgevkfg5adaw9kwlmmlu9z6v4xgn790zwkt0"
 SHA = "9c56cc51b374c3ba189210d5b6d4bf57790d351c96c47c02190ecf1e430635ab"
 XPUB = (
     "tpubDD4QasysWBhWTGU7gqXrnr2WSMZ9XhyLsZT6qQiH3rBbsncjgXQUAGVyC2uicBrH7RvczFoHDJ5uxpV"
@@ -77,7 +92,118 @@ FREEZE: dict[str, Any] = {
     "created_at": T0,
     "lifted_at": None,
 }
-FREEZE_STATE: dict[str, Any] = {"frozen": True, "freezes": [FREEZE]}
+# A payout approved after the freeze began: it waits, and leaves when the freeze lifts.
+HELD_PAYOUT: dict[str, Any] = {
+    "id": HELD_ID,
+    "wallet": WALLET,
+    "status": "approved",
+    "destination": MINERS["round-812/miner-79"],
+    "amount_sat": 95_000,
+    "reference": "round-813/miner-79",
+    "created_at": T1,
+}
+FREEZE_STATE: dict[str, Any] = {
+    "frozen": True,
+    "freezes": [FREEZE],
+    "held_payouts": [HELD_PAYOUT],
+}
+# Round 812: four payouts in one transaction (the 564 sat fee shared, 141 sat each).
+ROUND_PAYOUTS: list[dict[str, Any]] = [
+    {
+        "id": PAYOUT_ID,
+        "index": 0,
+        "destination": ADDRESS,
+        "amount_sat": 150_000,
+        "reference": "round-812/miner-77",
+        "status": "broadcast",
+        "txid": TXID,
+    },
+    *(
+        {
+            "id": payout_id,
+            "index": index,
+            "destination": MINERS[reference],
+            "amount_sat": amount_sat,
+            "reference": reference,
+            "status": "broadcast",
+            "txid": TXID,
+        }
+        for index, (payout_id, reference, amount_sat) in enumerate(
+            [
+                ("7c7d3b28-ee6d-4da0-8aab-44536355057b", "round-812/miner-78", 210_000),
+                ("6bc9b7be-5a23-4d82-a5be-ca275cfbae87", "round-812/miner-79", 95_000),
+                ("b8c14248-019f-4011-becc-99edd35e0e5d", "round-812/miner-80", 1_320_000),
+            ],
+            start=1,
+        )
+    ),
+]
+ROUND_SUMMARY: dict[str, Any] = {
+    "id": ROUND_ID,
+    "wallet": WALLET,
+    "reference": "round-812",
+    "payout_count": 4,
+    "total_sat": 1_775_000,
+    "counts": {"broadcast": 4},
+    "created_at": T0,
+}
+# Hot below its floor: a PSBT bringing it back to its 5_000_000_000 sat target, one cold coin
+# in, the rest back to the next cold address, waiting for the cold key's holder to sign.
+REFILL: dict[str, Any] = {
+    "id": REFILL_ID,
+    "wallet": WALLET,
+    "status": "awaiting_signatures",
+    "complete": False,
+    "signatures": [0],
+    "cold_kind": "wpkh",
+    "txid": REFILL_TXID,
+    "amount_sat": 4_100_000_000,
+    "fee_sat": 564,
+    "change_sat": 899_999_436,
+    "hot_address": REFILL_ADDRESS,
+    "inputs": [f"{COLD_COIN_TXID}:0"],
+    "cold_balance_sat": 9_800_000_000,
+    "psbt": "cHNidP8BAHECAAAAAf…",
+    "requested_by": "staff:carol",
+    "created_at": T1,
+    "completed_at": None,
+}
+# A coinbase's key leaked: the shield froze everything and outbid the thief to cold storage.
+SHIELD_INCIDENT: dict[str, Any] = {
+    "id": INCIDENT_ID,
+    "wallet": WALLET,
+    "status": "saved",
+    "first_theft_txid": THIEF_TXID,
+    "stolen": [f"{TXID}:4"],
+    "stolen_sat": 312_500_000,
+    "max_fee_sat": 156_250_000,
+    "cap_reached": False,
+    "freeze_id": SHIELD_FREEZE_ID,
+    "saved_sat": 312_495_600,
+    "lost_sat": 0,
+    "fees_spent_sat": 4_400,
+    "resolved_txid": ANSWER_TXID,
+    "resolved_height": 812_346,
+    "evidence": {},
+    "created_at": T0,
+    "resolved_at": T2,
+    "rounds": [
+        {
+            "number": 1,
+            "thief_txid": THIEF_TXID,
+            "thief_fee_sat": 1_410,
+            "thief_vsize": 141,
+            "evicted_fees_sat": 1_410,
+            "outcome": "answered",
+            "answer_txid": ANSWER_TXID,
+            "answer_fee_sat": 4_400,
+            "answer_rate": 40,
+            "answered_in_ms": 38,
+            "detail": "312495600 sat to cold address #3 at 40 sat/vB (fee 4400 sat) "
+            "against the thief's 1410 sat / 141 vB",
+        }
+    ],
+}
 APPROVAL: dict[str, Any] = {
     "id": REQUEST_ID,
     "kind": "withdrawal",
@@ -192,6 +318,7 @@ UNFREEZE: dict[str, Any] = {
     "id": "5a6b7c8d-9e0f-4a1b-8c2d-3e4f5a6b7c8d",
     "status": "pending_approval",
     "freeze_ids": [FREEZE_ID],
+    "held_payouts": [HELD_PAYOUT],
     "reason": "pattern explained: a new miner",
     "requested_by": "staff:carol",
     "approval_request_id": REQUEST_ID,
@@ -232,7 +359,7 @@ RESPONSES: dict[str, Any] = {
             "chain": {"status": "ok", "height": 812_345, "hash": "00" * 32},
             "signer": "ok",
         },
-        "freeze": {"frozen": False, "freezes": []},
+        "freeze": {"frozen": False, "freezes": [], "held_payouts": []},
     },
     "WalletList": {"wallets": [WALLET_VIEW]},
     "WalletView": WALLET_VIEW,
@@ -365,6 +492,10 @@ RESPONSES: dict[str, Any] = {
         "delivered_at": None,
     },
     "DeliveryList": {"deliveries": [DELIVERY]},
+    "PayoutRoundView": {**ROUND_SUMMARY, "payouts": ROUND_PAYOUTS},
+    "PayoutRoundPage": {"payout_rounds": [ROUND_SUMMARY], "next_cursor": None},
+    "RefillView": REFILL,
+    "ShieldIncidentList": {"incidents": [SHIELD_INCIDENT]},
 }
 
 REQUESTS: dict[str, Any] = {
@@ -391,6 +522,15 @@ REQUESTS: dict[str, Any] = {
         "url": "https://pool.example/walletsvc-events",
         "event_types": ["withdrawal.status_changed"],
     },
+    "PayoutRoundCreate": {
+        "wallet": WALLET,
+        "reference": "round-812",
+        "payouts": [
+            {key: payout[key] for key in ("destination", "amount_sat", "reference")}
+            for payout in ROUND_PAYOUTS
+        ],
+    },
+    "SignedPsbt": {"psbt": "cHNidP8BAHECAAAAAf…"},
 }
 
 

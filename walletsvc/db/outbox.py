@@ -34,11 +34,21 @@ PUBLISHED_AUDIT_ACTIONS: frozenset[str] = frozenset(
         "hot.refill_alert",
         "hot.refill_cleared",
         "risk.alert",
+        # The theft shield (walletsvc.incident.shield): a theft seen in the mempool, each
+        # round of its answer, and the outcome once a block decides it.
+        "shield.theft_detected",
+        "shield.answered",
+        "shield.cap_reached",
+        "shield.failed",
+        "shield.saved",
+        "shield.lost",
+        "shield.reopened",
     }
 )
 
 # Event types other features emit themselves with ``uow.emit`` (payout rounds, issue 13).
-EMITTED_BY_SERVICES: frozenset[str] = frozenset({"round.status_changed"})
+ROUND_STATUS_CHANGED = "round.status_changed"
+EMITTED_BY_SERVICES: frozenset[str] = frozenset({ROUND_STATUS_CHANGED})
 
 EVENT_TYPES: frozenset[str] = frozenset(
     {WITHDRAWAL_STATUS_CHANGED, *PUBLISHED_AUDIT_ACTIONS, *EMITTED_BY_SERVICES}

@@ -25,6 +25,7 @@ from typing import Any
 
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import PayoutRound, Wallet, new_id
+from walletsvc.db.outbox import ROUND_STATUS_CHANGED
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import authorization_message
 from walletsvc.domain.address import Destination, decode_address
@@ -36,6 +37,7 @@ from walletsvc.governance import approvals
 from walletsvc.governance.allowlist import entries_for_destinations
 from walletsvc.governance.policies import ActivePolicy, active_policy
 from walletsvc.keys.integrity import RowTagger, content_digest
+from walletsvc.metrics import PAYOUT_ROUNDS
 from walletsvc.payouts.intake import (
     KIND,
     decode_cursor,
@@ -328,6 +330,25 @@ def _audit_accepted(
             "policy_sha256": policy.sha256,
         },
     )
+    # The payout engine hears of the round and of each payout's first status here: a round's
+    # withdrawals are inserted in bulk, so the per-payout status events start with the next
+    # move (approved -> signed, ...), which carries the same withdrawal ids.
+    uow.emit(
+        ROUND_STATUS_CHANGED,
+        {
+            "round_id": round_row.id,
+            "wallet": wallet.name,
+            "reference": round_row.reference,
+            "status": "accepted",
+            "payout_count": round_row.payout_count,
+            "total_sat": round_row.total_sat,
+            "payouts": [
+                {"withdrawal_id": r["id"], "reference": r["reference"], "status": r["status"]}
+                for r in rows
+            ],
+        },
+    )
+    PAYOUT_ROUNDS.labels("accepted").inc()
 
 
 def _refuse(
@@ -347,6 +368,7 @@ def _refuse(
         }
         for i, decision in denied
     ]
+    PAYOUT_ROUNDS.labels("refused").inc()
     uow.audit(
         actor,
         "payout_round.denied",
