@@ -233,5 +233,21 @@ def _load_json(url: str, source: Path, progress: Progress) -> None:
                 if rows:
                     conn.execute(table.insert(), rows)
                 progress(f"database: {table.name}: {len(rows)} rows")
+            if conn.dialect.name == "postgresql":
+                _advance_sequences(conn)
     finally:
         engine.dispose()
+
+
+def _advance_sequences(conn: sa.Connection) -> None:
+    """Rows inserted with their own keys leave PostgreSQL's sequences where they were: move
+    each serial key's sequence past its table's largest key (the outbox's ``seq``)."""
+    for table in metadata.sorted_tables:
+        for column in table.primary_key.columns:
+            if not isinstance(column.type, sa.Integer) or column.autoincrement is False:
+                continue
+            largest = sa.select(sa.func.max(column)).scalar_subquery()
+            sequence = sa.func.pg_get_serial_sequence(table.name, column.name)
+            conn.execute(
+                sa.select(sa.func.setval(sequence, sa.func.coalesce(largest, 0) + 1, False))
+            )
