@@ -60,6 +60,7 @@ lint: $(STAMP)
 # is set, else SQLite; BENCH_INTAKE_ARGS="--backend both" for both, "--quick" for a short run.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_signing.py
+	$(BIN)/python bench/bench_signer_socket.py
 	$(BIN)/python bench/bench_intake.py $(BENCH_INTAKE_ARGS)
 	$(BIN)/python bench/bench_shield.py
 

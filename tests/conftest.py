@@ -32,12 +32,16 @@ from walletsvc.db.migrate import upgrade
 from walletsvc.devchain.service import open_dev_chain
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.governance.tokens import SCOPES, create_token
+from walletsvc.signer.server import SignerServer
 from walletsvc.wallets.service import current_address, get_wallet
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES_URL = os.environ.get("WALLETSVC_TEST_POSTGRES_URL", "")
 WALLET = "pool-hot"
 BACKENDS = ["sqlite", "postgresql"]
+# The in-process signers of the fixtures, by signer directory: tests that play the signer's
+# operator (a local set-up step on the signer host) reach its core through here.
+RUNNING_SIGNERS: dict[Path, SignerServer] = {}
 
 # Property tests judge outcomes, never speed: CI's 2 cores are often loaded, so no example may
 # fail for taking long (hypothesis' default 200 ms deadline) or for slow data generation.
@@ -94,14 +98,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(
+def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
+    """The test's settings, with a real signer serving its socket (a thread of this process;
+    tests/signer starts real signer processes where the process boundary is the subject)."""
+    s = Settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
         kek_file=tmp_path / "data" / "kek.bin",
         policy_file=REPO / "policies" / "default.yaml",
         run_worker=False,
     )
+    with SignerServer(s) as signer:
+        RUNNING_SIGNERS[s.signer_path] = signer
+        yield s
+    RUNNING_SIGNERS.pop(s.signer_path, None)
 
 
 def uses_kernel(node: pytest.Item | pytest.Collector) -> bool:
@@ -206,6 +216,8 @@ def shared_app(
         policy_file=REPO / "policies" / "default.yaml",
         run_worker=False,
     )
+    signer = SignerServer(shared).start()
+    RUNNING_SIGNERS[shared.signer_path] = signer
     initialise(shared, wallet=WALLET, policy_file=shared.policy_file, actor="test")
     rt = Runtime.open(shared, chain=open_test_chain(request.node, shared))
     try:
@@ -224,6 +236,7 @@ def shared_app(
             yield SharedApp(rt, test_client, tokens)
     finally:
         rt.close()
+        signer.close()
         if admin is not None:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

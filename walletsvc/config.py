@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     database_url: str = ""
     # Off regtest SQLite is refused unless this says it was chosen (a small test deployment).
     allow_sqlite: bool = False
-    # 32 random bytes that encrypt every seed; keep it outside the database and its backups.
+    # 32 random bytes behind the service's row tags, audit chain and staff TOTP secrets (the
+    # seeds are the signer's, under its own key); keep it outside the database and its backups.
     kek_file: Path | None = None
     network: Network = Network.REGTEST
 
@@ -130,6 +131,16 @@ class Settings(BaseSettings):
     rotation_sweep_target_blocks: int = Field(default=1, ge=1, le=1_008)
     rotation_sweep_min_fee_rate: int = Field(default=10, ge=1, le=10_000)
 
+    # The signer (walletsvc.signer; docs/runbook.md, "The signer"). Its own directory holds its
+    # key and ledger; the service reaches it over <signer_dir>/signer.sock, or over TCP with
+    # mutual TLS when signer_tcp_host is set (cert/key: this side's; ca: the peer's issuer).
+    signer_dir: Path | None = None
+    signer_tcp_host: str = ""
+    signer_tcp_port: int = Field(default=0, ge=0, le=65_535)
+    signer_tls_cert: Path | None = None
+    signer_tls_key: Path | None = None
+    signer_tls_ca: Path | None = None
+    signer_timeout_s: float = Field(default=30.0, gt=0, le=600)
     # The theft shield's mempool watcher (docs/runbook.md, "The theft shield"). On Bitcoin
     # Core: its ZMQ publishers (bitcoind -zmqpubrawtx=... -zmqpubsequence=...), empty for none;
     # and in any case a gettxspendingprevout poll this often, which catches what a push missed.
@@ -174,6 +185,14 @@ class Settings(BaseSettings):
     @property
     def chain_dir(self) -> Path:
         return self.data_dir / "chain"
+
+    @property
+    def signer_path(self) -> Path:
+        return self.signer_dir if self.signer_dir is not None else self.data_dir / "signer"
+
+    @property
+    def signer_socket(self) -> Path:
+        return self.signer_path / "signer.sock"
 
     @property
     def kek_path(self) -> Path:

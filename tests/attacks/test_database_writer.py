@@ -10,8 +10,8 @@ locked or tagged. Every case asserts the same four things:
   * the use path refuses the edited row;
   * where money was at stake, the wallet ends up frozen.
 
-Cases that only a separate signer (its own ledger and audit anchor, issue 9) can win are
-marked xfail(strict): they fail today for exactly that reason.
+Two cases only the separate signer wins (its ledger of withdrawal ids it signed, its anchor
+of the audit head: walletsvc.signer, issue 9); docs/threat-model.md names them.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ MINER, MINER_SCRIPT = external_destination("db-writer: honest miner")
 THIEF, THIEF_SCRIPT = external_destination("db-writer: thief")
 SMALL = 1_500_000  # below the default policy's 0.1 BTC tier: approved at once
 BIG = 15_000_000  # above it: two treasury approvers
-SIGNER_LEDGER = "needs the signer's ledger (issue 9)"
 
 
 # --- the scene: a running, funded service and an attacker's SQL connection ------------------
@@ -317,7 +316,6 @@ def test_a_confirmed_payout_flipped_back_to_approved_is_not_paid_again(scene: Sc
     scene.assert_frozen()
 
 
-@pytest.mark.xfail(strict=True, reason=SIGNER_LEDGER)
 def test_a_confirmed_payout_flipped_back_with_its_transaction_link_deleted(scene: Scene) -> None:
     """The attacker also clears the payout's link to its transaction. Its authorisation tag
     still verifies (it covers what is paid, not whether it was) and the database keeps no
@@ -330,7 +328,7 @@ def test_a_confirmed_payout_flipped_back_with_its_transaction_link_deleted(scene
     )
     scene.assert_verify_names(f"withdrawal {payout['id']} is approved but audit event")
     scene.run()
-    scene.assert_no_money_lost()  # fails today: the worker pays it a second time
+    scene.assert_no_money_lost()  # the signer refuses: it signed that withdrawal id before
 
 
 # --- the policy and the allowlist ------------------------------------------------------------
@@ -559,7 +557,6 @@ def test_a_truncated_tail_with_a_rewritten_head_is_caught_at_the_next_write(scen
     scene.assert_frozen()
 
 
-@pytest.mark.xfail(strict=True, reason=SIGNER_LEDGER)
 def test_a_truncated_tail_with_a_replayed_head_is_detected(scene: Scene) -> None:
     """The attacker saved an earlier head row (with its valid tag), deletes every event after
     it and restores that row: the database holds a shorter chain that verifies. Only an
@@ -571,6 +568,7 @@ def test_a_truncated_tail_with_a_replayed_head_is_detected(scene: Scene) -> None
         scene.scalar("SELECT mac FROM audit_head WHERE id = 1"),
     )
     scene.payout("erased", SMALL)
+    scene.runtime.anchor_audit()  # the worker's pass hands the signer the head, as every pass
     scene.sql("DELETE FROM audit_events WHERE seq > :seq", seq=saved[0])
     scene.sql(
         "UPDATE audit_head SET last_seq = :seq, last_hash = :hash, mac = :mac WHERE id = 1",
@@ -578,4 +576,5 @@ def test_a_truncated_tail_with_a_replayed_head_is_detected(scene: Scene) -> None
         hash=saved[1],
         mac=saved[2],
     )
-    assert not verify_audit(scene.runtime).ok  # fails today: the chain verifies
+    assert not verify_audit(scene.runtime).ok  # the chain verifies; the signer's anchor not
+    scene.run()  # the next pass: the signer refuses the shorter head

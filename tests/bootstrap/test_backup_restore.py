@@ -18,9 +18,18 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from bip_utils import Bip39MnemonicGenerator, Bip39WordsNum
 from fastapi.testclient import TestClient
 
-from tests.conftest import POSTGRES_URL, REPO, WALLET, _with_database, auth, fund_wallet
+from tests.conftest import (
+    POSTGRES_URL,
+    REPO,
+    RUNNING_SIGNERS,
+    WALLET,
+    _with_database,
+    auth,
+    fund_wallet,
+)
 from tests.helpers import (
     embedded,
     external_destination,
@@ -34,6 +43,7 @@ from walletsvc.api.app import create_app
 from walletsvc.bootstrap.setup import initialise
 from walletsvc.config import Settings
 from walletsvc.devchain.embedded import EmbeddedChain
+from walletsvc.signer.server import SignerServer
 from walletsvc.wallets.balances import wallet_balances
 
 pytestmark = pytest.mark.kernel
@@ -117,7 +127,12 @@ def test_backup_and_restore_drill(
             assert manifest["database"]["file"] == (native if fmt == "native" else "database.json")
             assert "database:" in made.stderr  # progress lines, on stderr
             assert manifest["kek_included"] is True  # the development KEK sits in the data dir
-            assert {f["path"] for f in manifest["key_files"]} >= {"kek.bin"}
+            # The seeds live in the signer's ledger, sealed under its key: both are kept.
+            assert {f["path"] for f in manifest["key_files"]} >= {
+                "kek.bin",
+                "signer/signer.key",
+                "signer/ledger.jsonl",
+            }
             assert not any(f["path"].startswith("chain") for f in manifest["key_files"])
 
     # The machine is gone. A fresh data directory and an empty database:
@@ -131,7 +146,8 @@ def test_backup_and_restore_drill(
     assert again.returncode != 0 and "fresh data directory" in again.stderr
 
     network = EmbeddedChain(settings.chain_dir)  # the same Bitcoin network
-    with opened(restored_settings, chain=network) as runtime:
+    # The restored signer serves from the restored files: its seeds, its ledger.
+    with SignerServer(restored_settings), opened(restored_settings, chain=network) as runtime:
         with TestClient(create_app(restored_settings, runtime=runtime)) as client:
             assert view(client, token) == before  # the API token works too
             runtime.tick()  # the restored keys sign the pending payouts
@@ -159,9 +175,15 @@ def test_a_tampered_backup_is_refused(settings: Settings, tmp_path: Path) -> Non
 def test_restore_from_the_recovery_words_alone_finds_the_coins(
     settings: Settings, tmp_path: Path
 ) -> None:
+    # The wallet's seed as its operator wrote it down: imported into the signer on the signer's
+    # host (the running test signer's core here), then the wallet takes its keys.
+    words = str(Bip39MnemonicGenerator().FromWordsNumber(Bip39WordsNum.WORDS_NUM_24))
+    running = RUNNING_SIGNERS[settings.signer_path]
+    with running.core.lock:
+        imported = running.core.import_words(WALLET, words)
     result = initialise(settings, wallet=WALLET, policy_file=settings.policy_file, actor="test")
     assert result.wallet is not None
-    words = " ".join(result.wallet.mnemonic.reveal())
+    assert result.wallet.account_xpub == imported["account_xpub"]
     with opened(settings) as runtime:
         fund_wallet(runtime, blocks=120)
         with runtime.db.read() as uow:
@@ -169,6 +191,12 @@ def test_restore_from_the_recovery_words_alone_finds_the_coins(
             assert wallet is not None
             balances = wallet_balances(uow, wallet, min_confirmations=1)
     assert balances.confirmed_sat > 0
+
+    # Seeds are imported with the signer's files and the signer stopped: never under a
+    # running signer (two writers of its ledger), never over its socket.
+    busy = run_cli(settings, "restore", "--words", "--wallet", "other", stdin=words + "\n")
+    assert busy.returncode != 0 and "signer stopped" in busy.stderr
+    assert words not in busy.stdout + busy.stderr
 
     target = fresh_settings(tmp_path, f"sqlite:///{tmp_path / 'restored' / 'walletsvc.db'}")
     target.data_dir.mkdir(parents=True)

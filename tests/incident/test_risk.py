@@ -14,15 +14,15 @@ from sqlalchemy import select, update
 from tests.conftest import WALLET, fund_wallet
 from tests.governance_helpers import default_document, install
 from tests.helpers import audit_events, external_destination
+from tests.signer_helpers import sign_with_stolen_files
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import Wallet, Withdrawal
 from walletsvc.db.models_incident import Freeze
 from walletsvc.db.models_risk import RiskEvent
 from walletsvc.domain.errors import PolicyDenied, VerificationFailed
-from walletsvc.domain.network import Network
 from walletsvc.domain.txplan import plan_sweep
 from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
-from walletsvc.payouts.signing import seeds_for, spendable_coins
+from walletsvc.payouts.signing import spendable_coins
 from walletsvc.wallets.freezes import active_freezes
 from walletsvc.wallets.service import next_change_path
 
@@ -162,14 +162,8 @@ def test_a_spend_we_never_signed_freezes_everything(guarded: Runtime) -> None:
             change_path=change_path,
             min_confirmations=1,
         )
-        signed = rt.signer.sign(
-            wallet=WALLET,
-            network=Network.REGTEST,
-            seeds=seeds_for(uow, wallet, plan),
-            plan=plan,
-            approved=[],
-            sweep_scripts=frozenset({thief_script}),
-            max_fee_sat=100_000,
+        signed = sign_with_stolen_files(
+            rt.settings, WALLET, plan, sweep_scripts=frozenset({thief_script})
         )
     rt.chain.broadcast(signed.raw)
     rt.chain.mine(1, external_destination("pool")[1])  # type: ignore[attr-defined]

@@ -1,10 +1,10 @@
 """The theft shield on the embedded chain: a thief holding our seed spends a hot coin; the
 mempool watcher sees it and the shield replaces it with a transaction to cold storage.
 
-The thief signs with the wallet's own seed, as an attacker who decrypted it would (through
-the HotSigner, handing it the theft as an "approved" payout). The watcher is driven step by
-step (``MempoolWatcher.step``): the embedded chain's notification has queued the txid when
-``broadcast`` returns, so nothing here waits on a clock.
+The thief signs with the wallet's own seed, as an attacker who copied the signer's files
+would (tests/signer_helpers.py: the HotSigner, handed the theft as an "approved" payout).
+The watcher is driven step by step (``MempoolWatcher.step``): the embedded chain's
+notification has queued the txid when ``broadcast`` returns, so nothing here waits on a clock.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tests.helpers import (
     run_cli,
 )
 from tests.incident.test_rotation import rotate_with_quorum
+from tests.signer_helpers import install_policy_in_signer, sign_with_stolen_files
 from tests.treasury.test_sweeps import with_cold
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.chain.mempool import CoreMempoolSource
@@ -49,7 +50,7 @@ from walletsvc.domain.transaction import (
 )
 from walletsvc.incident.shield import TheftAlert, shield_incidents
 from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
-from walletsvc.payouts.signing import seeds_for, spendable_coins, to_coins
+from walletsvc.payouts.signing import spendable_coins, to_coins
 from walletsvc.wallets.freezes import active_freezes
 from walletsvc.wallets.service import current_address, get_wallet
 
@@ -75,23 +76,21 @@ def a_hot_coin(runtime: Runtime) -> Coin:
 
 
 def steal(runtime: Runtime, coin: Coin, *, fee_sat: int) -> SignedTransaction:
-    """Sign, with our own seed, a spend of ``coin`` to the thief, and broadcast it."""
+    """Sign, with our own seed (stolen), a spend of ``coin`` to the thief, and broadcast it."""
     amount = coin.amount_sat - fee_sat
     plan = TransactionPlan(
         inputs=(coin,),
         outputs=(PlannedOutput(THIEF_SCRIPT, amount, OutputPurpose.PAYOUT, "loot"),),
         fee_sat=fee_sat,
     )
-    with runtime.db.read() as uow:
-        wallet = uow.session.scalars(select(Wallet)).one()
-        signed = runtime.signer.sign(
-            wallet=WALLET,
-            network=Network.REGTEST,
-            seeds=seeds_for(uow, wallet, plan),
-            plan=plan,
-            approved=[ApprovedPayout("loot", THIEF_SCRIPT, amount)],
-            max_fee_sat=coin.amount_sat,
-        )
+    # The thief holds copies of the signer's files: no rule of the signer's stands in the way.
+    signed = sign_with_stolen_files(
+        runtime.settings,
+        WALLET,
+        plan,
+        approved=[ApprovedPayout("loot", THIEF_SCRIPT, amount)],
+        max_fee_sat=coin.amount_sat,
+    )
     assert runtime.chain.broadcast(signed.raw) == signed.txid
     return signed
 
@@ -259,7 +258,9 @@ def test_the_fee_budget_stops_the_rounds(guarded: Runtime) -> None:
 
 def test_everything_to_fees_outbids_a_thief_who_pays_more_than_half(guarded: Runtime) -> None:
     rt = guarded
-    install(rt, default_document(shield={"everything_to_fees": True}))
+    budget = install(rt, default_document(shield={"everything_to_fees": True}))
+    # The signer holds answers to its own copy's budget: its operator installs it too.
+    install_policy_in_signer(rt.settings, budget)
     coin = a_hot_coin(rt)
     steal(rt, coin, fee_sat=500)
     watch(rt)

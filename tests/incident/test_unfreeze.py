@@ -73,6 +73,8 @@ def test_payouts_proceed_only_after_an_approved_unfreeze(
         json={"reason": "abnormal withdrawals seen by on-call", "scope": "all"},
     )
     assert frozen.status_code == 201, frozen.text
+    # The signer heard it first, in its own ledger: the database is not what stops it.
+    assert runtime.signer.status()["frozen"] == {"*": "abnormal withdrawals seen by on-call"}
     at_freeze = _snapshot(runtime)
 
     # The proposal (an operator's session) and one approval: no quorum, nothing moves.
@@ -103,6 +105,7 @@ def test_payouts_proceed_only_after_an_approved_unfreeze(
     with runtime.db.read() as uow:
         s = uow.session
         assert active_freezes(uow) == []
+    assert runtime.signer.status()["frozen"] == {}  # lifted in the signer with the quorum
     _wait_for(lambda: _status_counts(runtime).get("approved", 0) == 0, runtime)
     _wait_for(lambda: _status_counts(runtime).get("signed", 0) == 0, runtime)
     assert len(_snapshot(runtime)[1]) > len(at_freeze[1])

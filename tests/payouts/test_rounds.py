@@ -12,6 +12,7 @@ import hashlib
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from bitcoin.core import CMutableTransaction, CTransaction, CTxWitness
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import REPO, WALLET, Tokens, auth, fund_wallet
+from tests.conftest import REPO, RUNNING_SIGNERS, WALLET, Tokens, auth, fund_wallet
 from tests.helpers import (
     dev_chain,
     embedded,
@@ -37,6 +38,7 @@ from walletsvc.db.models import ChainTransaction
 from walletsvc.domain.address import script_to_address
 from walletsvc.domain.network import Network
 from walletsvc.domain.sizes import MAX_STANDARD_TX_WEIGHT
+from walletsvc.signer.server import SignerServer
 
 SUPPLY = 2_100_000_000_000_000
 PERMISSIVE_POLICY = f"""\
@@ -60,16 +62,21 @@ ROUNDS = "/v1/payout-rounds"
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
+    """The permissive policy, in the service and in its signer (tests.conftest's fixture)."""
     policy = tmp_path / "permissive.yaml"
     policy.write_text(PERMISSIVE_POLICY)
-    return Settings(
+    s = Settings(
         data_dir=tmp_path / "data",
         database_url=database_url,
         kek_file=tmp_path / "data" / "kek.bin",
         policy_file=policy,
         run_worker=False,
     )
+    with SignerServer(s) as signer:
+        RUNNING_SIGNERS[s.signer_path] = signer
+        yield s
+    RUNNING_SIGNERS.pop(s.signer_path, None)
 
 
 def p2wsh_destination(tag: str) -> tuple[str, bytes]:

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import WALLET, Tokens, auth, fund_wallet
 from tests.governance_helpers import shown_digest
 from tests.helpers import audit_events, verify_audit
+from tests.signer_helpers import install_cold_in_signer
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.governance import approvals
@@ -90,6 +91,7 @@ def test_change_needs_the_quorum_and_then_sweeps_use_the_new_destination(
         text=old_key.to_base58(REGTEST["xpub"]),
         actor="test",
     )
+    install_cold_in_signer(runtime.settings, WALLET, old_key.to_base58(REGTEST["xpub"]))
     operator = staff(runtime, "olga", "operator")
     bob, carol = staff(runtime, "bob", "approver"), staff(runtime, "carol", "approver")
 
@@ -145,6 +147,9 @@ def test_change_needs_the_quorum_and_then_sweeps_use_the_new_destination(
     view = client.get(f"/v1/wallets/{WALLET}", headers=auth(tokens.all)).json()
     assert view["cold_destination"]["fingerprint"] == change.fingerprint != old.fingerprint
     assert view["cold_destination"]["next_index"] == 0  # a fresh destination starts at 0
+    # The signer keeps its own copy: its operator installs the approved one on the signer
+    # host (it does not yet take a cold change over the socket, with or without a quorum).
+    install_cold_in_signer(runtime.settings, WALLET, new_key.to_base58(REGTEST["xpub"]))
 
     runtime.chain.mine(1)  # type: ignore[attr-defined]  (confirms the first sweep)
     runtime.tick()

@@ -23,6 +23,7 @@ from tests.helpers import (
     request_payout,
     verify_audit,
 )
+from tests.signer_helpers import install_cold_in_signer
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import ChainTransaction
 from walletsvc.db.models_treasury import Sweep
@@ -48,6 +49,7 @@ def cold_address(index: int) -> str:
 def with_cold(runtime: Runtime) -> None:
     tpub = cold_account().to_base58(REGTEST["xpub"])
     set_initial_cold_destination(runtime.db, runtime.tags, wallet=WALLET, text=tpub, actor="test")
+    install_cold_in_signer(runtime.settings, WALLET, tpub)  # the signer operator's copy
 
 
 def sweep_outputs(raw_hex: str) -> tuple[int, dict[str, int]]:

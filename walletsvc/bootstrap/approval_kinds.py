@@ -8,34 +8,35 @@ approval mechanism imports none of the features that use it.
 
 from __future__ import annotations
 
+from walletsvc.domain.ports import SignerPort
 from walletsvc.governance.allowlist import AllowlistApprovals
 from walletsvc.governance.approvals import ApprovalKind, register_kind
 from walletsvc.governance.policy_changes import PolicyChangeApprovals
 from walletsvc.governance.totp_resets import TotpResetApprovals
 from walletsvc.incident.rotation import KeyRotationApprovals
 from walletsvc.incident.unfreeze import UnfreezeApprovals
-from walletsvc.keys.sealing import SeedVault, TotpSealer
+from walletsvc.keys.sealing import TotpSealer
 from walletsvc.payouts.intake import WithdrawalApprovals
 from walletsvc.treasury.cold import ColdDestinationApprovals
 
 
 def approval_kinds(
-    vault: SeedVault, totp_secrets: TotpSealer | None = None
+    signer: SignerPort, totp_secrets: TotpSealer | None = None
 ) -> tuple[ApprovalKind, ...]:
-    """Every kind; ``vault`` makes the new seed when a key rotation reaches its quorum,
+    """Every kind; ``signer`` makes the new seed when a key rotation reaches its quorum,
     ``totp_secrets`` seals the new secret when an authenticator reset reaches its quorum."""
     return (
         WithdrawalApprovals(),
         AllowlistApprovals(),
         PolicyChangeApprovals(),
-        UnfreezeApprovals(),
-        KeyRotationApprovals(vault),
+        UnfreezeApprovals(signer),
+        KeyRotationApprovals(signer),
         ColdDestinationApprovals(),
         TotpResetApprovals(totp_secrets),
     )
 
 
-def register_approval_kinds(vault: SeedVault, totp_secrets: TotpSealer | None = None) -> None:
+def register_approval_kinds(signer: SignerPort, totp_secrets: TotpSealer | None = None) -> None:
     """Idempotent: registering the same kinds again replaces them with equal handlers."""
-    for kind in approval_kinds(vault, totp_secrets):
+    for kind in approval_kinds(signer, totp_secrets):
         register_kind(kind)

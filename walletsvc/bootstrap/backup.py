@@ -160,21 +160,22 @@ def restore_from_words(
     settings: Settings,
     *,
     wallet: str,
-    words: str,
     chain: ChainBackend,
     cold_destination: str | None = None,
     progress: Progress = _quiet,
 ) -> InitResult:
     """A wallet rebuilt from its recovery words (key epoch 1) and a rescan of the chain.
 
-    Takes ownership of ``chain`` (closed with the runtime)."""
+    The words go into the signer first, on the signer's host (``walletsvc restore --words``
+    imports them into its ledger: the service never sees seed words); the wallet made here
+    takes the keys the signer then holds for epoch 1. Takes ownership of ``chain`` (closed
+    with the runtime)."""
     result = initialise(
         settings,
         wallet=wallet,
         policy_file=settings.policy_file,
         actor="cli:restore",
         cold_destination=cold_destination,
-        mnemonic=words,
     )
     if result.wallet is None:
         chain.close()

@@ -26,8 +26,16 @@ def readiness(runtime: Runtime, *, detail: bool = True) -> tuple[bool, dict[str,
         checks["chain"] = {"status": "ok", "height": tip.height, "hash": tip.hash}
     except Exception as exc:
         checks["chain"] = {"status": f"unavailable: {type(exc).__name__}"}
-    checks["signer"] = "ok" if runtime.signer is not None else "unavailable"
-    ok = checks["database"] == "ok" and checks["chain"].get("status") == "ok"
+    try:
+        runtime.signer.status()
+        checks["signer"] = "ok"
+    except Exception:
+        checks["signer"] = "unavailable"
+    ok = (
+        checks["database"] == "ok"
+        and checks["chain"].get("status") == "ok"
+        and checks["signer"] == "ok"
+    )
     if not detail:
         return ok, {"ready": ok}
     body: dict[str, Any] = {"ready": ok, "checks": checks, "freeze": None}

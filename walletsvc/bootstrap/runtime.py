@@ -1,4 +1,4 @@
-"""The composition root: settings -> database, KEK, chain backend, signer, worker, scanner.
+"""The composition root: settings -> database, KEK, chain backend, signer client, worker, scanner.
 
 The HTTP app, the CLI and the tests all build their parts here, so there is one wiring.
 """
@@ -21,7 +21,7 @@ from walletsvc.chainsync.scanner import Scanner
 from walletsvc.config import Settings
 from walletsvc.db.database import Database
 from walletsvc.db.leader import LeaderLease
-from walletsvc.domain.errors import DependencyUnavailable
+from walletsvc.domain.errors import DependencyUnavailable, SigningRefused
 from walletsvc.domain.ports import ChainBackend, MempoolSource
 from walletsvc.governance import approvals, policy_changes
 from walletsvc.governance.login_throttle import LoginThrottle
@@ -31,29 +31,29 @@ from walletsvc.incident.shield import Shield
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import load_kek
 from walletsvc.keys.sealing import TotpSealer, WebhookSecretSealer
-from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.signing import SigningPipeline
 from walletsvc.payouts.worker import PayoutWorker
+from walletsvc.signer.client import SignerClient
 from walletsvc.treasury.fee_bumps import FeeBumper
 from walletsvc.treasury.refills import RefillService
 from walletsvc.treasury.sweeps import SweepService
 from walletsvc.webhooks.dispatcher import RetrySchedule, WebhookDispatcher
 
 log = logging.getLogger(__name__)
-_DEPENDENCIES = ("chain", "database")
+_DEPENDENCIES = ("chain", "database", "signer")
 
 
 @dataclass
 class Runtime:
     settings: Settings
-    # The KEK itself stays here, in the composition root: the service side gets the row tagger
-    # (and the database the audit key); the signer side the seed vault (inside ``signer``) and
-    # the TOTP sealer.
+    # The KEK itself stays here, in the composition root: the service gets the row tagger, the
+    # database the audit key, staff checks the TOTP sealer. No seed and no seed key: those
+    # live in the signer process, reached only through ``signer`` (walletsvc.signer.client).
     tags: RowTagger
     totp_secrets: TotpSealer
     db: Database
     chain: ChainBackend
-    signer: HotSigner
+    signer: SignerClient
     worker: PayoutWorker
     scanner: Scanner
     sweeper: SweepService
@@ -79,11 +79,11 @@ class Runtime:
     @classmethod
     def open(cls, settings: Settings, *, chain: ChainBackend | None = None) -> Runtime:
         kek = load_kek(settings.kek_path)
-        vault, tags = kek.seed_vault(), kek.row_tagger()
-        register_approval_kinds(vault, kek.totp_sealer())
+        tags = kek.row_tagger()
+        signer = SignerClient(settings)
+        register_approval_kinds(signer, kek.totp_sealer())
         db = Database(settings.database_url, audit_key=kek.audit_key())
         chain = chain or open_chain(settings)
-        signer = HotSigner(vault, KernelScriptVerifier())
         risk = RiskMonitor(db, tags)
         scanner = Scanner(db, chain, start_height=settings.scan_start_height)
         scanner.block_watchers.append(risk.on_block)
@@ -140,6 +140,23 @@ class Runtime:
         self.shield.rebroadcast()  # the theft shield's answers still racing, whatever the freeze
         if self.settings.auto_sweep and self.sweeper.after_scan():
             self.worker.broadcast_signed()
+        self.anchor_audit()
+
+    def anchor_audit(self) -> None:
+        """Hand the signer the audit head, once a pass: `audit verify` then detects a chain
+        rewritten or cut short below it, even by someone holding the audit key."""
+        with self.db.read() as uow:
+            head = uow.audit_events.head()
+        if head is None or head.last_seq == 0:
+            return
+        try:
+            self.signer.anchor_audit(head.last_seq, head.last_hash)
+        except SigningRefused as exc:
+            log.error("AUDIT LOG TAMPERING: the signer refused the audit head: %s", exc.message)
+            anchored = self.signer.status().get("audit_anchor")
+            self.risk.audit_anchor_refused(
+                int(anchored["seq"]) if isinstance(anchored, dict) else None, exc
+            )
 
     def governance_tick(self, now: datetime | None = None) -> None:
         """Expire approval requests past their deadline (and their withdrawals), then apply
@@ -205,7 +222,7 @@ class Runtime:
 
     def _trouble_of(self, exc: Exception) -> str:
         if isinstance(exc, DependencyUnavailable):
-            return "chain"
+            return "signer" if "signer" in exc.message else "chain"
         try:
             self.db.ping()
         except Exception:
@@ -238,8 +255,8 @@ class Runtime:
         if self.leader.held:
             self.leader.release()
         self.chain.close()
+        self.signer.close()
         self.db.dispose()
-        self.signer.wipe()  # the signer's unlocked keys live until here
 
 
 def _mempool_watcher(
@@ -273,5 +290,5 @@ def open_webhook_dispatcher(
 def open_database(settings: Settings) -> Database:
     """The database alone (CLI commands that need no chain), with the audit key from the KEK."""
     kek = load_kek(settings.kek_path)
-    register_approval_kinds(kek.seed_vault(), kek.totp_sealer())
+    register_approval_kinds(SignerClient(settings), kek.totp_sealer())
     return Database(settings.database_url, audit_key=kek.audit_key())

@@ -26,6 +26,7 @@ from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import create_dev_kek, load_kek
 from walletsvc.policy.document import load_policy_yaml
+from walletsvc.signer.client import SignerClient
 from walletsvc.treasury.cold import cold_view, set_initial_cold_destination
 from walletsvc.wallets.service import NewWallet, create_wallet, current_address, get_wallet
 
@@ -53,11 +54,11 @@ def initialise(
     policy_file: Path,
     actor: str,
     cold_destination: str | None = None,
-    mnemonic: str | None = None,
     progress: Callable[[str], None] = lambda _step: None,
 ) -> InitResult:
     """``cold_destination``: an account xpub/zpub or a wpkh/wsh(sortedmulti) descriptor;
-    ``mnemonic``: the wallet's recovery words, to restore it instead of making a new seed.
+    a restore from recovery words imports them into the signer first (on the signer's host:
+    ``walletsvc restore --words``), and the wallet made here takes that epoch's keys.
     ``progress`` is told each step as it starts (the CLI prints them)."""
     progress(f"data directory {settings.data_dir}")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -82,18 +83,15 @@ def initialise(
             exists = uow.wallets.by_name(wallet) is not None
         if not exists:
             progress(f"wallet {wallet}: seed, keys and first addresses")
-        new = (
-            None
-            if exists
-            else create_wallet(
-                db,
-                kek.seed_vault(),
-                name=wallet,
-                network=settings.network,
-                actor=actor,
-                mnemonic=mnemonic,
+        signer = SignerClient(settings)
+        try:
+            new = (
+                None
+                if exists
+                else create_wallet(db, signer, name=wallet, network=settings.network, actor=actor)
             )
-        )
+        finally:
+            signer.close()
         if cold_destination:
             progress("cold destination")
         cold = _set_cold(db, tags, wallet, cold_destination, actor) if cold_destination else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -16,7 +17,7 @@ from walletsvc.cli.staff import staff_app
 from walletsvc.cli.webhooks import webhook_app
 from walletsvc.config import Settings
 from walletsvc.domain.access import SCOPES
-from walletsvc.domain.errors import DomainError
+from walletsvc.domain.errors import DependencyUnavailable, DomainError
 from walletsvc.domain.network import Network
 
 if TYPE_CHECKING:
@@ -106,15 +107,18 @@ def init(
     if cold_xpub and cold_descriptor:
         fail("give --cold-xpub or --cold-descriptor, not both")
     s = settings()
+    if cold_xpub or cold_descriptor:
+        _cold_in_signer(s, wallet, cold_xpub or cold_descriptor or "")
     try:
-        result = initialise(
-            s,
-            wallet=wallet,
-            policy_file=policy or s.policy_file,
-            actor=CLI_ACTOR,
-            cold_destination=cold_xpub or cold_descriptor,
-            progress=lambda step: typer.echo(f"… {step}", err=True),
-        )
+        with dev_signer(s):
+            result = initialise(
+                s,
+                wallet=wallet,
+                policy_file=policy or s.policy_file,
+                actor=CLI_ACTOR,
+                cold_destination=cold_xpub or cold_descriptor,
+                progress=lambda step: typer.echo(f"… {step}", err=True),
+            )
     except DomainError as exc:
         fail(f"init failed: {exc.message}")
         return
@@ -138,10 +142,32 @@ def init(
     typer.echo(f"master fingerprint:  {w.master_fingerprint}")
     typer.echo(f"first deposit addr:  {w.first_address}")
     typer.echo("")
-    typer.echo("BACK UP NOW, offline, and never store it next to the KEK:")
-    typer.echo(f"  recovery words (key epoch 1): {' '.join(w.mnemonic.reveal())}")
+    typer.echo("BACK UP NOW, offline: the signer's directory (its key and ledger hold the seed)")
+    typer.echo(f"  signer directory:             {s.signer_path}")
     typer.echo(f"  key-encryption key file:      {s.kek_path}")
-    typer.echo("These words are shown once; the database holds only their ciphertext.")
+    typer.echo("The database holds only the public keys; the seed never leaves the signer.")
+
+
+def _cold_in_signer(s: Settings, wallet: str, text: str) -> None:
+    """`init --cold-*` on the signer's host: the signer's own copy first (it must be stopped;
+    on another host, run `walletsvc signer set-cold` there)."""
+    from walletsvc.signer.ledger import LedgerBroken
+    from walletsvc.signer.server import SignerSetupError, close_core, open_core
+
+    if s.signer_tcp_host:
+        typer.echo("the signer runs on another host: run `walletsvc signer set-cold` there too")
+        return
+    try:
+        core = open_core(s)
+    except (LedgerBroken, SignerSetupError) as exc:
+        fail(f"cannot give the signer its cold destination: {exc}")
+        return
+    try:
+        core.install_cold(wallet, text)
+    except DomainError as exc:
+        fail(f"init failed: {exc.message}")
+    finally:
+        close_core(core)
 
 
 @app.command()
@@ -151,9 +177,15 @@ def sweep(
     ] = "pool-hot",
 ) -> None:
     """Force one sweep to the next cold address now (the service must not hold the chain)."""
+    s = settings()
+    with dev_signer(s):
+        _sweep(s, wallet)
+
+
+def _sweep(s: Settings, wallet: str) -> None:
     from walletsvc.treasury.sweeps import sweep_view
 
-    runtime = open_runtime(settings())
+    runtime = open_runtime(s)
     try:
         runtime.scanner.sync()
         row = runtime.sweeper.force(wallet, actor=CLI_ACTOR)
@@ -194,7 +226,106 @@ def serve(
     if s.chain_backend != "embedded":
         uvicorn.run(create_app(s), host=s.host, port=s.port, **_SERVICE_LOGS, **_tls(s))
         return
-    _serve_with_dev_chain(s)
+    with dev_signer(s):
+        _serve_with_dev_chain(s)
+
+
+signer_app = typer.Typer(help="The signer process and its local set-up (on the signer host).")
+app.add_typer(signer_app, name="signer")
+
+
+@signer_app.callback(invoke_without_command=True)
+def signer_command(ctx: typer.Context) -> None:
+    """Run the signer: the only process that holds seeds (docs/runbook.md, "The signer").
+
+    It serves <signer_dir>/signer.sock (mode 0600) and, with WALLETSVC_SIGNER_TCP_HOST set,
+    a mutual-TLS port. Run it as its own OS user, or on its own host.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import signal
+
+    from walletsvc.signer.ledger import LedgerBroken
+    from walletsvc.signer.server import SignerServer, SignerSetupError
+
+    _use_service_logs()
+    s = settings()
+    try:
+        server = SignerServer(s)
+    except (LedgerBroken, SignerSetupError) as exc:
+        typer.secho(f"SIGNER REFUSES TO START: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(3) from None
+    # SIGTERM ends the serve loop like Ctrl-C, so the socket is removed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    typer.echo(f"signer serving {s.signer_socket}", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+
+
+@signer_app.command("set-cold")
+def signer_set_cold(
+    destination: Annotated[str, typer.Argument(help="Account xpub/zpub or wpkh/wsh descriptor")],
+    wallet: Annotated[str, typer.Option()] = "pool-hot",
+) -> None:
+    """Install a wallet's cold destination in the signer's own ledger (signer stopped).
+
+    Local only, by whoever holds the signer's files: the service can never point the
+    signer's "to cold" anywhere. Run it with the destination staff approved."""
+    from walletsvc.signer.ledger import LedgerBroken
+    from walletsvc.signer.server import SignerSetupError, close_core, open_core
+
+    s = settings()
+    try:
+        core = open_core(s)
+    except (LedgerBroken, SignerSetupError) as exc:
+        fail(str(exc))
+        return
+    try:
+        parsed = core.install_cold(wallet, destination)
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    finally:
+        close_core(core)
+    typer.echo(f"signer cold destination of {wallet}: {parsed.descriptor}")
+    typer.echo(f"fingerprint: {parsed.fingerprint}  (compare with the service's and devices)")
+
+
+@signer_app.command("set-policy")
+def signer_set_policy(
+    policy: Annotated[Path, typer.Argument(help="The policy YAML staff approved")],
+) -> None:
+    """Install a policy in the signer's own ledger (signer stopped): its limits, velocity
+    and theft-shield budget are the ones the signer itself enforces. Local only."""
+    from walletsvc.policy.document import PolicyError, load_policy_yaml, policy_hash
+    from walletsvc.signer.ledger import LedgerBroken
+    from walletsvc.signer.server import SignerSetupError, close_core, open_core
+
+    try:
+        document = load_policy_yaml(policy.read_text())
+    except (OSError, PolicyError) as exc:
+        fail(f"{policy}: {exc}")
+        return
+    s = settings()
+    try:
+        core = open_core(s)
+    except (LedgerBroken, SignerSetupError) as exc:
+        fail(str(exc))
+        return
+    try:
+        changed = core.install_policy(document)
+    finally:
+        close_core(core)
+    state = "installed" if changed else "already in force"
+    typer.echo(f"signer policy {policy_hash(document)}: {state}")
+
+
+def dev_signer(s: Settings) -> Any:
+    """On the embedded regtest default, a signer child process unless one already answers;
+    so `make run` stays one command. Elsewhere the operator runs `walletsvc signer` first."""
+    from walletsvc.cli.dev_signer import running_dev_signer
+
+    return running_dev_signer(s)
 
 
 @app.command()
@@ -335,15 +466,23 @@ def freeze_command(
     scope: Annotated[str, typer.Option(help="One of: all, withdrawals, deposits")] = "all",
     wallet: Annotated[str | None, typer.Option(help="One wallet (default: all)")] = None,
 ) -> None:
-    """Freeze now, straight in the database: works when the API is down or overloaded."""
+    """Freeze now: the signer first, then the database (works when the API is down)."""
     from walletsvc.bootstrap.runtime import open_database
-    from walletsvc.incident.freeze import freeze, freeze_overview
+    from walletsvc.incident.freeze import SIGNER_SCOPES, freeze, freeze_overview, freeze_signer
+    from walletsvc.signer.client import SignerClient
 
-    db = open_database(settings())
+    s = settings()
+    signer = SignerClient(s)
+    if scope in SIGNER_SCOPES and freeze_signer(signer, wallet, reason):
+        typer.secho("signer frozen: it signs nothing more for these wallets", fg=typer.colors.RED)
+    db = open_database(s)
     try:
         row = freeze(db, scope=scope, wallet=wallet, reason=reason, actor=CLI_ACTOR)
     except DomainError as exc:
         fail(exc.message)
+        return
+    except Exception as exc:  # the database is down: the signer's freeze above still holds
+        fail(f"the database freeze failed ({type(exc).__name__}); the signer is frozen")
         return
     target = f"wallet {wallet}" if wallet else "every wallet"
     typer.secho(f"FROZEN ({scope}) for {target}: freeze {row.id}", fg=typer.colors.RED)
@@ -515,20 +654,52 @@ def restore_command(
         phrase = sys.stdin.readline() if not sys.stdin.isatty() else ""
         if not phrase.strip():
             phrase = typer.prompt("recovery words", hide_input=True)
-        chain = open_runtime_chain(s)
-        result = restore_from_words(
-            s,
-            wallet=wallet,
-            words=phrase,
-            chain=chain,
-            cold_destination=cold_xpub,
-            progress=_progress,
+        _import_words_into_signer(s, wallet, phrase)
+        with dev_signer(s):
+            result = restore_from_words(
+                s,
+                wallet=wallet,
+                chain=open_runtime_chain(s),
+                cold_destination=cold_xpub,
+                progress=_progress,
+            )
+    except DependencyUnavailable as exc:
+        if "signer" not in exc.message:
+            fail(exc.message)
+        fail(
+            f"{exc.message}. The words are in the signer's ledger now: start `walletsvc "
+            f"signer`, then `walletsvc init --wallet {wallet}` (the wallet takes the signer's "
+            "keys) and `walletsvc serve` (the scanner scans from SCAN_START_HEIGHT)"
         )
+        return
     except DomainError as exc:
         fail(exc.message)
         return
     assert result.wallet is not None
     typer.echo(f"wallet {result.wallet.name} restored: xpub {result.wallet.account_xpub}")
+
+
+def _import_words_into_signer(s: Settings, wallet: str, words: str) -> None:
+    """The seed of the words into the signer's own ledger: local, with the signer's files and
+    the signer stopped (its lock says so), like ``walletsvc signer set-cold``."""
+    from walletsvc.signer.core import SignerError
+    from walletsvc.signer.ledger import LedgerBroken
+    from walletsvc.signer.server import SignerSetupError, close_core, open_core
+
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        core = open_core(s)
+    except (LedgerBroken, SignerSetupError) as exc:
+        fail(f"restore --words runs on the signer's host with the signer stopped: {exc}")
+        return
+    try:
+        keys = core.import_words(wallet, words)
+    except SignerError as exc:
+        fail(f"the signer refused the words: {exc.message}")
+        return
+    finally:
+        close_core(core)
+    _progress(f"signer: key epoch 1 of {wallet} imported (xpub {keys['account_xpub']})")
 
 
 def _progress(line: str) -> None:
@@ -583,6 +754,11 @@ def shield_summary(incident: dict[str, Any]) -> str:
 
 
 def _rotation_pass(s: Settings, wallet: str) -> None:
+    with dev_signer(s):
+        _rotation_steps(s, wallet)
+
+
+def _rotation_steps(s: Settings, wallet: str) -> None:
     runtime = open_runtime(s)
     try:
         runtime.scanner.sync()
@@ -623,18 +799,19 @@ def approve_command(
         # Show what is being decided; the decision is bound to exactly this digest.
         shown = approvals.show_request(db, tags, request_id)
         typer.echo(json.dumps({"content": shown["content"], "digest": shown["digest"]}, indent=2))
-        status = approvals.decide(
-            db,
-            tags,
-            kek.totp_sealer(),
-            s,
-            request_id=request_id,
-            staff=principal,
-            decision="reject" if reject else "approve",
-            digest=shown["digest"],
-            totp=totp,
-            comment=comment,
-        )
+        with dev_signer(s):  # a rotation's or unfreeze's quorum asks the signer
+            status = approvals.decide(
+                db,
+                tags,
+                kek.totp_sealer(),
+                s,
+                request_id=request_id,
+                staff=principal,
+                decision="reject" if reject else "approve",
+                digest=shown["digest"],
+                totp=totp,
+                comment=comment,
+            )
     except DomainError as exc:
         fail(exc.message)
         return
@@ -648,14 +825,25 @@ def audit_verify() -> None:
     from walletsvc.bootstrap.runtime import open_database
     from walletsvc.governance import audit
     from walletsvc.keys.kek import load_kek
+    from walletsvc.signer.client import SignerClient
 
     s = settings()
     kek = load_kek(s.kek_path)
     db = open_database(s)
     # Pending approval requests are checked against their subjects, built by their kinds.
-    register_approval_kinds(kek.seed_vault())
+    signer = SignerClient(s)
+    register_approval_kinds(signer)
+    anchor: tuple[int, str] | None = None
+    try:
+        anchored = signer.status().get("audit_anchor")
+        if anchored:
+            anchor = (int(anchored["seq"]), str(anchored["hash"]))
+    except DomainError as exc:
+        typer.secho(f"not checked against the signer's anchor: {exc.message}", err=True)
     with db.read() as uow:
-        report = audit.verify(uow, kek.row_tagger(), kek.audit_key())
+        report = audit.verify(uow, kek.row_tagger(), kek.audit_key(), anchor=anchor)
+    if anchor is not None:
+        typer.echo(f"checked against the signer's anchor at event {anchor[0]}")
     typer.echo(f"{report.events_checked} events, {report.rows_checked} governed rows checked")
     if not report.ok:
         for problem in report.problems:
@@ -709,7 +897,8 @@ def dev_bootstrap(
     s = settings()
     if s.network is not Network.REGTEST or s.chain_backend != "embedded":
         fail("dev bootstrap is for the embedded regtest chain only")
-    creds, token_created = bootstrap(s, open_dev_chain(s), wallet=wallet, actor=CLI_ACTOR)
+    with dev_signer(s):
+        creds, token_created = bootstrap(s, open_dev_chain(s), wallet=wallet, actor=CLI_ACTOR)
     typer.echo(f"dev wallet {creds['wallet']!r} funded on the embedded regtest chain")
     typer.echo(f"dev credentials written to {s.data_dir / 'dev-credentials.json'}")
     typer.echo(f'console: {creds["base_url"]}/console (dev staff: "staff" in that file)')

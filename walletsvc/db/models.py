@@ -83,7 +83,10 @@ class Wallet(Base):
 
 
 class KeyEpoch(Base):
-    """One seed generation of a wallet. Only the ciphertext of the seed is stored."""
+    """One seed generation of a wallet: its public keys. The seed lives in the signer.
+
+    ``encrypted_seed`` is set only on rows made before the signer held the seeds (revision
+    0014); the signer never reads it."""
 
     __tablename__ = "key_epochs"
     __table_args__ = (UniqueConstraint("wallet_id", "epoch"),)
@@ -91,7 +94,7 @@ class KeyEpoch(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     wallet_id: Mapped[str] = mapped_column(ForeignKey("wallets.id"))
     epoch: Mapped[int] = mapped_column(Integer)
-    encrypted_seed: Mapped[str] = mapped_column(Text)
+    encrypted_seed: Mapped[str | None] = mapped_column(Text, default=None)
     account_xpub: Mapped[str] = mapped_column(String(128))
     master_fingerprint: Mapped[str] = mapped_column(String(8))
     next_receive_index: Mapped[int] = mapped_column(Integer, default=0)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .network import Network
+from .transaction import ApprovedPayout, SignedTransaction, TransactionPlan
 
 
 @dataclass(frozen=True)
@@ -111,3 +112,53 @@ class MempoolSource(Protocol):
     def mempool_transaction(self, txid: str) -> bytes | None: ...
 
     def mempool_entry(self, txid: str) -> MempoolEntry | None: ...
+
+
+@dataclass(frozen=True)
+class EpochKeys:
+    """The public half of a key epoch the signer made: all the service needs to derive."""
+
+    wallet: str
+    epoch: int
+    account_xpub: str
+    master_fingerprint: str
+
+
+class SignerPort(Protocol):
+    """The signer process, as the service sees it (walletsvc.signer.client.SignerClient).
+
+    It holds every seed; the service holds only public keys. It raises SigningRefused when it
+    refuses (its own rules, from its own ledger), Frozen when the wallet is frozen in it,
+    VerificationFailed when the kernel refuses a signature, and DependencyUnavailable when it
+    cannot be reached.
+    """
+
+    def new_epoch(self, wallet: str, epoch: int) -> EpochKeys:
+        """The seed of ``wallet``'s key epoch ``epoch`` (made now, or the one made before)."""
+        ...
+
+    def sign(
+        self,
+        *,
+        wallet: str,
+        kind: str,
+        plan: TransactionPlan,
+        approved: Sequence[ApprovedPayout],
+        sweep_scripts: frozenset[bytes] = frozenset(),
+        max_fee_sat: int | None = None,
+    ) -> SignedTransaction:
+        """``max_fee_sat`` may only lower the signer's own cap (the theft shield's answers:
+        the shield budget of the signer's policy copy; everything else: its configured cap)."""
+        ...
+
+    def freeze(self, wallet: str | None, reason: str) -> None:
+        """Stop the signer signing for ``wallet`` (None: every wallet) at once."""
+        ...
+
+    def unfreeze(self, wallet: str | None) -> None: ...
+
+    def anchor_audit(self, seq: int, head_hash: str) -> None:
+        """Hand the signer the audit head the service just wrote."""
+        ...
+
+    def status(self) -> dict[str, Any]: ...

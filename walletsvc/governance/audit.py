@@ -54,8 +54,13 @@ def verify(
     audit_key: bytes,
     *,
     batch: int = 5_000,
+    anchor: tuple[int, str] | None = None,
     now: datetime | None = None,
 ) -> VerifyReport:
+    """The chain, the head, every governed row's tag and, with ``anchor`` (the signer's
+    record of a head it saw: walletsvc.signer), that the chain still holds that event as it
+    was. Whoever holds the audit key can rewrite a consistent shorter or different chain; the
+    signer's anchor is outside their reach."""
     report = VerifyReport()
     # Payouts not yet paid by the rows' account; the log says which ones were signed.
     unpaid = {w.id: w.status for w in uow.withdrawals.with_statuses(_UNPAID)}
@@ -83,9 +88,26 @@ def verify(
         report.problems.append(
             "the audit head fails its integrity tag (the last events removed, the head rewritten?)"
         )
+    if anchor is not None:
+        _check_anchor(uow, anchor, report)
     _verify_rows(uow, tags, report)
     _verify_staff_locks(uow, report, now or datetime.now(UTC))
     return report
+
+
+def _check_anchor(uow: ReadUnitOfWork, anchor: tuple[int, str], report: VerifyReport) -> None:
+    seq, anchored_hash = anchor
+    if seq == 0:
+        return
+    found = uow.audit_events.from_seq(seq, limit=1)
+    if not found or found[0].seq != seq:
+        report.problems.append(
+            f"audit event {seq}, which the signer anchored, is gone (the log was truncated)"
+        )
+    elif not hmac.compare_digest(found[0].hash, anchored_hash):
+        report.problems.append(
+            f"audit event {seq} is not the one the signer anchored (the log was rewritten)"
+        )
 
 
 def _check_event(ev: AuditEvent, unpaid: dict[str, str], report: VerifyReport) -> None:

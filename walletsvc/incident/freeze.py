@@ -6,10 +6,15 @@ every transaction that signs or broadcasts checks for a freeze through that gate
 no broadcast that started before it can still be running. It waits for nothing else: not for
 intake, the scanner or any other writer (on SQLite it goes first in the writers' queue).
 Lifting a freeze is governed (an approval quorum); see walletsvc.incident.unfreeze.
+
+The signer hears of a freeze first: ``freeze(..., signer=...)`` tells the signer process
+before it writes the row, so the signer stops signing even when the database is down or a
+database writer deletes the row afterwards (the signer keeps its own freeze in its ledger).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,12 +22,15 @@ from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import utcnow
 from walletsvc.db.models_incident import Freeze
 from walletsvc.db.repositories import ReadUnitOfWork
-from walletsvc.domain.errors import InvalidInput, NotFound
+from walletsvc.domain.errors import DomainError, InvalidInput, NotFound
+from walletsvc.domain.ports import SignerPort
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.wallets.freezes import active_freezes
 from walletsvc.wallets.service import get_wallet
 
+log = logging.getLogger(__name__)
 FREEZE_SCOPES = ("all", "withdrawals", "deposits")
+SIGNER_SCOPES = ("all", "withdrawals")  # the scopes that stop signing
 MAX_REASON_LENGTH = 1_000
 
 
@@ -35,7 +43,15 @@ def freeze(
     actor: str,
     source: str = "manual",
     evidence: dict[str, Any] | None = None,
+    signer: SignerPort | None = None,
 ) -> Freeze:
+    """Freeze: the signer first (when given), then the database row.
+
+    A signer that cannot be reached does not stop the database freeze (logged); a database
+    that cannot be written leaves the signer frozen and raises.
+    """
+    if signer is not None and scope in SIGNER_SCOPES:
+        freeze_signer(signer, wallet, reason)
     with db.write(freeze=True) as uow:
         return apply_freeze(
             uow,
@@ -46,6 +62,17 @@ def freeze(
             source=source,
             evidence=evidence,
         )
+
+
+def freeze_signer(signer: SignerPort, wallet: str | None, reason: str) -> bool:
+    """Tell the signer to stop signing for ``wallet`` (None: all); False if it is unreachable."""
+    text = (reason or "").strip()[:MAX_REASON_LENGTH] or "frozen"
+    try:
+        signer.freeze(wallet, text)
+    except DomainError as exc:
+        log.error("the signer did not take the freeze (%s): %s", exc.code, exc.message)
+        return False
+    return True
 
 
 def apply_freeze(

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from bitcoin.core import CTransaction, b2lx
 from prometheus_client import Counter
 
-from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.database import AUDIT_HEAD_SUBJECT, INTEGRITY_FAILURE, Database, UnitOfWork
 from walletsvc.db.models import (
     AuditEvent,
     Utxo,
@@ -192,6 +192,28 @@ class RiskMonitor:
                 error.message[:500],
             )
             record(uow, finding, wallet_id)
+
+    def audit_anchor_refused(self, anchored_seq: int | None, error: DomainError) -> None:
+        """The signer refused the audit head: the log was cut short or rewritten below the
+        head the signer saw (an anchor outside the database, walletsvc.signer). Record it as
+        an integrity failure of the audit head and freeze every wallet, once per anchor."""
+        with self.db.write() as uow:
+            rule = _signer_rule(uow, self.tags, None)
+            finding = signer_failure(
+                rule, None, f"audit-anchor:{anchored_seq}", error.code, error.message[:500]
+            )
+            if record(uow, finding, None) is None:
+                return
+            uow.audit(
+                ACTOR,
+                INTEGRITY_FAILURE,
+                AUDIT_HEAD_SUBJECT,
+                None,
+                {
+                    "reason": f"the signer refused the audit head: {error.message[:500]}",
+                    "head_seq": anchored_seq,
+                },
+            )
 
     # -- the chain watcher (scanner, inside the block's transaction) -------------------
 

@@ -49,7 +49,7 @@ from walletsvc.domain.errors import (
     InvalidInput,
     NotFound,
 )
-from walletsvc.domain.network import Network
+from walletsvc.domain.ports import SignerPort
 from walletsvc.domain.transaction import Coin
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.governance import approvals
@@ -58,8 +58,6 @@ from walletsvc.governance.policies import active_policy
 from walletsvc.governance.staff import now_utc
 from walletsvc.incident.freeze import MAX_REASON_LENGTH
 from walletsvc.keys.integrity import RowTagger
-from walletsvc.keys.keystore import generate_seed
-from walletsvc.keys.sealing import SeedVault
 from walletsvc.payouts.signing import SigningPipeline, tip_height, to_coins
 from walletsvc.payouts.worker import sign_payout_batch
 from walletsvc.treasury.sweeps import sign_sweep_to_cold
@@ -135,19 +133,17 @@ def get_rotation(uow: ReadUnitOfWork, rotation_id: str) -> KeyRotation:
 # --- At quorum -------------------------------------------------------------------------------
 
 
-def rotate(ctx: KindContext, vault: SeedVault, row: KeyRotation, approved_by: list[str]) -> None:
+def rotate(ctx: KindContext, signer: SignerPort, row: KeyRotation, approved_by: list[str]) -> None:
     """The new epoch, retired addresses, the new current address, voided unbroadcast txs."""
     uow = ctx.uow
     wallet = uow.wallets.get(row.wallet_id)
     assert wallet is not None
     new_epoch = wallet.current_epoch + 1
-    network = Network(wallet.network)
-    seed = generate_seed(vault, wallet=wallet.name, epoch=new_epoch, network=network)
+    seed = signer.new_epoch(wallet.name, new_epoch)  # the signer makes and keeps the seed
     uow.key_epochs.add(
         KeyEpoch(
             wallet_id=wallet.id,
             epoch=new_epoch,
-            encrypted_seed=seed.encrypted.to_string(),
             account_xpub=seed.account_xpub,
             master_fingerprint=seed.master_fingerprint,
         )
@@ -210,12 +206,12 @@ def _content(uow: ReadUnitOfWork, row: KeyRotation) -> dict[str, Any]:
 
 
 class KeyRotationApprovals:
-    """At quorum a new seed is made: the handler holds the seed vault (the signer side)."""
+    """At quorum the signer makes the new epoch's seed; the service gets its xpub."""
 
     name = KIND
 
-    def __init__(self, vault: SeedVault) -> None:
-        self.vault = vault
+    def __init__(self, signer: SignerPort) -> None:
+        self.signer = signer
 
     def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
         return _content(uow, get_rotation(uow, subject_id))
@@ -223,7 +219,7 @@ class KeyRotationApprovals:
     def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
         row = get_rotation(ctx.uow, request.subject_id)
         counted = approvals.require_quorum(ctx.uow, ctx.tags, request)
-        rotate(ctx, self.vault, row, list(counted.approvers))
+        rotate(ctx, self.signer, row, list(counted.approvers))
 
     def on_rejected(self, ctx: KindContext, request: ApprovalRequest) -> None:
         get_rotation(ctx.uow, request.subject_id).status = "rejected"

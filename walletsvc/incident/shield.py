@@ -61,7 +61,6 @@ from walletsvc.domain.errors import (
     FeeTooHigh,
     InsufficientFunds,
 )
-from walletsvc.domain.money import DUST_LIMIT_SAT
 from walletsvc.domain.ports import MempoolEntry
 from walletsvc.domain.sizes import estimate_vsize
 from walletsvc.domain.transaction import Coin, KeyPath
@@ -124,10 +123,7 @@ class _Answer:
 
 def fee_budget(policy: ShieldPolicy | None, stolen_sat: int) -> int:
     """The most the shield's answers may pay in fees for coins worth ``stolen_sat``."""
-    shield = policy or ShieldPolicy()
-    if shield.everything_to_fees:
-        return max(0, stolen_sat - DUST_LIMIT_SAT)  # cold still gets a standard output
-    return stolen_sat * shield.fee_percent // 100
+    return (policy or ShieldPolicy()).fee_budget(stolen_sat)
 
 
 class Shield:

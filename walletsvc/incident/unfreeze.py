@@ -19,11 +19,18 @@ from walletsvc.db.models_incident import Freeze
 from walletsvc.db.models_risk import UnfreezeRequest
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
+from walletsvc.domain.ports import SignerPort
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import Approvers, KindContext
 from walletsvc.governance.policies import active_policy
 from walletsvc.governance.staff import now_utc
-from walletsvc.incident.freeze import FREEZE_SCOPES, MAX_REASON_LENGTH, held_payouts, lift
+from walletsvc.incident.freeze import (
+    FREEZE_SCOPES,
+    MAX_REASON_LENGTH,
+    SIGNER_SCOPES,
+    held_payouts,
+    lift,
+)
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.wallets.freezes import active_freezes
 from walletsvc.wallets.service import get_wallet
@@ -140,6 +147,19 @@ def get_unfreeze_request(uow: ReadUnitOfWork, request_id: str) -> UnfreezeReques
     return row
 
 
+def _lift_in_signer(uow: ReadUnitOfWork, signer: SignerPort, lifted: list[Freeze]) -> None:
+    """Lift the signer's freeze of each wallet (or of all) no active freeze still stops.
+
+    The signer takes this on the service's word for now: it does not yet verify the quorum
+    itself (docs/threat-model.md, "Open")."""
+    still = {f.wallet_id for f in uow.freezes.active(None) if f.scope in SIGNER_SCOPES}
+    for wallet_id in sorted({f.wallet_id for f in lifted if f.scope in SIGNER_SCOPES}, key=str):
+        if wallet_id in still:
+            continue
+        wallet = uow.wallets.get(wallet_id) if wallet_id is not None else None
+        signer.unfreeze(wallet.name if wallet is not None else None)
+
+
 def _content(uow: ReadUnitOfWork, row: UnfreezeRequest) -> dict[str, Any]:
     # Approvers approve lifting exactly these freezes, for this reason.
     # The held payouts are not part of it: cancelling one during the review would change the
@@ -159,7 +179,12 @@ def _content(uow: ReadUnitOfWork, row: UnfreezeRequest) -> dict[str, Any]:
 
 
 class UnfreezeApprovals:
+    """At quorum the freezes lift, and the signer's own freeze of the same wallets with them."""
+
     name = KIND
+
+    def __init__(self, signer: SignerPort | None = None) -> None:
+        self.signer = signer
 
     def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
         return _content(uow, get_unfreeze_request(uow, subject_id))
@@ -168,8 +193,9 @@ class UnfreezeApprovals:
         row = get_unfreeze_request(ctx.uow, request.subject_id)
         counted = approvals.require_quorum(ctx.uow, ctx.tags, request)
         who = f"{row.requested_by}; approved by {', '.join(counted.approvers)}"
-        for freeze_id in row.freeze_ids:
-            lift(ctx.uow, freeze_id, lifted_by=who[:400])
+        lifted = [lift(ctx.uow, freeze_id, lifted_by=who[:400]) for freeze_id in row.freeze_ids]
+        if self.signer is not None:
+            _lift_in_signer(ctx.uow, self.signer, lifted)
         row.status, row.decided_at = "applied", ctx.now
         ctx.uow.audit(
             ctx.actor,

@@ -1,7 +1,8 @@
 """From a plan to a stored, signed transaction: the one path every signing use case takes.
 
 Payout batches, sweeps, fee bumps and rotation re-signs all go through ``SigningPipeline``:
-the HotSigner re-checks and signs (the kernel verifies every signature), and the row is stored
+the signer process (walletsvc.signer, reached through its client) re-checks the plan against
+its own ledger and policy and signs (the kernel verifies every signature), and the row is stored
 as `signed` with its coins reserved inside the caller's locked transaction. Only a committed
 `signed` row is ever broadcast, so a crash at any point leaves either nothing or the exact
 bytes to re-broadcast.
@@ -30,13 +31,10 @@ from walletsvc.domain.errors import (
     SigningRefused,
     VerificationFailed,
 )
-from walletsvc.domain.network import Network
-from walletsvc.domain.ports import ChainBackend
+from walletsvc.domain.ports import ChainBackend, SignerPort
 from walletsvc.domain.transaction import ApprovedPayout, Coin, KeyPath, TransactionPlan
 from walletsvc.domain.withdrawal import WithdrawalStatus, transition
 from walletsvc.governance.policies import IntegrityFailure
-from walletsvc.keys.keystore import EncryptedSeed
-from walletsvc.keys.signer import HotSigner
 from walletsvc.metrics import SIGNER_REFUSALS, SIGNER_SECONDS
 from walletsvc.wallets.freezes import withdrawals_freeze
 
@@ -95,15 +93,6 @@ def spendable_coins(uow: ReadUnitOfWork, wallet: Wallet) -> list[Coin]:
     return to_coins(uow, uow.utxos.spendable_with_addresses(wallet.id, wallet.current_epoch))
 
 
-def seeds_for(
-    uow: ReadUnitOfWork, wallet: Wallet, plan: TransactionPlan
-) -> dict[int, EncryptedSeed]:
-    """The encrypted seeds the signer needs: every input's epoch and the current one."""
-    epochs = {c.key_path.epoch for c in plan.inputs} | {wallet.current_epoch}
-    rows = uow.key_epochs.of_wallet_in(wallet.id, epochs)
-    return {row.epoch: EncryptedSeed.from_string(row.encrypted_seed) for row in rows}
-
-
 def reserve_inputs(uow: ReadUnitOfWork, plan: TransactionPlan, tx_id: str) -> None:
     """Mark the plan's coins as spent by ``tx_id`` so coin selection never offers them again."""
     for coin in plan.inputs:
@@ -129,7 +118,7 @@ class SigningPipeline:
         self,
         db: Database,
         chain: ChainBackend,
-        signer: HotSigner,
+        signer: SignerPort,
         settings: Settings,
         *,
         on_signer_failure: SignerFailureHook | None = None,
@@ -165,14 +154,14 @@ class SigningPipeline:
         ``reserve`` marks the inputs as spent by the new row: fresh coins by default, or
         coins taken over from a replaced or voided transaction. The caller moves its payouts
         in the same transaction. ``max_fee_sat`` replaces the configured fee cap for this one
-        transaction (the theft shield's budget, from the policy).
+        transaction (the theft shield's budget, from the policy); the signer holds it to its
+        own cap (a shield answer: the shield budget of its own policy copy).
         """
         started = time.perf_counter()
         try:
             signed = self.signer.sign(
                 wallet=wallet.name,
-                network=Network(wallet.network),
-                seeds=seeds_for(uow, wallet, plan),
+                kind="fee_bump" if replaces_id is not None else kind,
                 plan=plan,
                 approved=approved,
                 sweep_scripts=sweep_scripts,

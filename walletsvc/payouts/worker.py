@@ -28,11 +28,11 @@ from walletsvc.domain.errors import (
     SigningRefused,
     VerificationFailed,
 )
+from walletsvc.domain.ports import SignerPort
 from walletsvc.domain.transaction import ApprovedPayout, OutputPurpose, TransactionPlan
 from walletsvc.domain.txplan import largest_fitting_batch, plan_payouts
 from walletsvc.domain.withdrawal import WithdrawalStatus, transition
 from walletsvc.keys.integrity import RowTagger
-from walletsvc.keys.signer import HotSigner
 from walletsvc.payouts.signing import SigningPipeline, spendable_coins, tip_height
 from walletsvc.wallets.freezes import withdrawals_freeze
 from walletsvc.wallets.service import next_change_path
@@ -56,12 +56,12 @@ class PayoutWorker:
         self.settings: Settings = pipeline.settings
 
     @property
-    def signer(self) -> HotSigner:
+    def signer(self) -> SignerPort:
         """The pipeline's signer (swapped here by fault-injection tests)."""
         return self.pipeline.signer
 
     @signer.setter
-    def signer(self, signer: HotSigner) -> None:
+    def signer(self, signer: SignerPort) -> None:
         self.pipeline.signer = signer
 
     def run_once(self) -> WorkerReport:

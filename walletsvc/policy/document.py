@@ -35,7 +35,7 @@ from pydantic import (
 
 from walletsvc.domain import canonical
 from walletsvc.domain.errors import InvalidInput
-from walletsvc.domain.money import MAX_MONEY
+from walletsvc.domain.money import DUST_LIMIT_SAT, MAX_MONEY
 from walletsvc.domain.network import SEGWIT_HRPS
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -266,6 +266,13 @@ class Shield(_Model):
         if self.everything_to_fees:
             return 100
         return DEFAULT_SHIELD_FEE_PERCENT if self.max_fee_percent is None else self.max_fee_percent
+
+    def fee_budget(self, stolen_sat: int) -> int:
+        """The most the shield's answers may pay in fees for coins worth ``stolen_sat``
+        (one rule for the service's shield and the signer's own check of its answers)."""
+        if self.everything_to_fees:
+            return max(0, stolen_sat - DUST_LIMIT_SAT)  # cold still gets a standard output
+        return stolen_sat * self.fee_percent // 100
 
 
 def _risk_param(value: object) -> object:

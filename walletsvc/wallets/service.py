@@ -9,10 +9,9 @@ from walletsvc.db.models import Address, KeyEpoch, Wallet, utcnow
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.network import Network
+from walletsvc.domain.ports import SignerPort
 from walletsvc.domain.transaction import CHANGE_CHAIN, RECEIVE_CHAIN, KeyPath
 from walletsvc.keys.hd import AccountXpub
-from walletsvc.keys.keystore import MnemonicBackup, generate_seed, import_mnemonic
-from walletsvc.keys.sealing import SeedVault
 
 # BIP44's gap limit: the scanner watches this many unused addresses past the last used one, so
 # a payer that skips ahead (or a restore) still finds its coins.
@@ -27,7 +26,6 @@ class NewWallet:
     network: Network
     account_xpub: str
     master_fingerprint: str
-    mnemonic: MnemonicBackup  # shown once by `walletsvc init`, never stored in clear
     first_address: str
 
 
@@ -43,23 +41,16 @@ def current_epoch(uow: ReadUnitOfWork, wallet: Wallet) -> KeyEpoch:
 
 
 def create_wallet(
-    db: Database,
-    vault: SeedVault,
-    *,
-    name: str,
-    network: Network,
-    actor: str,
-    mnemonic: str | None = None,
+    db: Database, signer: SignerPort, *, name: str, network: Network, actor: str
 ) -> NewWallet:
-    """A new wallet with a fresh seed, or, with ``mnemonic``, the seed of those recovery words
-    (a restore: the same keys and addresses as the wallet they were written down for)."""
+    """The wallet and its first key epoch; the signer makes the seed and keeps it."""
     if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").isalnum():
         raise InvalidInput("wallet names are 1-64 letters, digits, '-' or '_'", field="name")
-    seed = (
-        import_mnemonic(vault, mnemonic, wallet=name, epoch=1, network=network)
-        if mnemonic is not None
-        else generate_seed(vault, wallet=name, epoch=1, network=network)
-    )
+    with db.read() as uow:
+        if uow.wallets.by_name(name) is not None:
+            raise Conflict(f"wallet {name!r} exists already", field="name")
+    # Asked before the write: the signer's answer for epoch 1 is the same if asked again.
+    seed = signer.new_epoch(name, 1)
     with db.write() as uow:
         if uow.wallets.by_name(name) is not None:
             raise Conflict(f"wallet {name!r} exists already", field="name")
@@ -69,7 +60,6 @@ def create_wallet(
         epoch = KeyEpoch(
             wallet_id=wallet.id,
             epoch=1,
-            encrypted_seed=seed.encrypted.to_string(),
             account_xpub=seed.account_xpub,
             master_fingerprint=seed.master_fingerprint,
         )
@@ -88,7 +78,6 @@ def create_wallet(
         network,
         seed.account_xpub,
         seed.master_fingerprint,
-        seed.mnemonic,
         first.address,
     )
 

@@ -59,7 +59,12 @@ def _freeze(body: FreezeRequest, request: Request) -> FreezeView:
         raise InvalidInput("scope 'wallet' needs the wallet to freeze", field="wallet")
     scope = "all" if body.scope == "wallet" else body.scope
     row = freeze(
-        runtime.db, scope=scope, wallet=body.wallet, reason=body.reason, actor=principal.actor
+        runtime.db,
+        scope=scope,
+        wallet=body.wallet,
+        reason=body.reason,
+        actor=principal.actor,
+        signer=runtime.signer,
     )
     return FreezeView.model_validate(show_freeze(runtime.db, row))
 

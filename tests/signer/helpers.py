@@ -1,0 +1,60 @@
+"""Building what an attacker on the API host would send the signer: real plans of our coins."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tests.conftest import WALLET
+from tests.helpers import external_destination
+from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.domain.transaction import ApprovedPayout, Coin, TransactionPlan
+from walletsvc.domain.txplan import plan_payouts, plan_sweep
+from walletsvc.payouts.signing import spendable_coins
+from walletsvc.wallets.service import get_wallet, next_change_path
+
+
+def payout(withdrawal_id: str, amount_sat: int, tag: str | None = None) -> ApprovedPayout:
+    """A payout to a destination that is not ours, under any withdrawal id we like."""
+    return ApprovedPayout(withdrawal_id, external_destination(tag or withdrawal_id)[1], amount_sat)
+
+
+def coins(runtime: Runtime) -> list[Coin]:
+    with runtime.db.read() as uow:
+        return spendable_coins(uow, get_wallet(uow, WALLET))
+
+
+def plan_paying(
+    runtime: Runtime,
+    payouts: Sequence[ApprovedPayout],
+    *,
+    using: Sequence[Coin],
+    fee_rate: int = 2,
+) -> TransactionPlan:
+    """A valid plan paying ``payouts`` from ``using``, with change to a fresh key of ours."""
+    with runtime.db.write() as uow:
+        change_path, change_script = next_change_path(uow, get_wallet(uow, WALLET))
+    return plan_payouts(
+        using,
+        payouts,
+        change_script=change_script,
+        change_path=change_path,
+        fee_rate_sat_per_vb=fee_rate,
+        max_fee_sat=runtime.settings.max_fee_sat,
+        min_confirmations=1,
+    )
+
+
+def plan_sweep_to(runtime: Runtime, script: bytes, *, using: Sequence[Coin]) -> TransactionPlan:
+    """Everything in ``using`` to ``script``, as a sweep to cold storage is planned."""
+    with runtime.db.write() as uow:
+        change_path, change_script = next_change_path(uow, get_wallet(uow, WALLET))
+    return plan_sweep(
+        using,
+        destination_script=script,
+        keep_sat=None,
+        fee_rate_sat_per_vb=2,
+        max_fee_sat=runtime.settings.max_fee_sat,
+        change_script=change_script,
+        change_path=change_path,
+        min_confirmations=1,
+    )

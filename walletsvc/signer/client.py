@@ -1,0 +1,186 @@
+"""The service's side of the signer: the only signer module the service imports.
+
+``SignerClient`` speaks the wire format (walletsvc.signer.wire) over the Unix socket, or over
+TCP with mutual TLS when ``signer_tcp_host`` is set, and turns the signer's answers into
+domain errors: a refusal is SigningRefused (the risk hook then freezes the wallet), a
+signature the kernel refused is VerificationFailed, a wallet frozen in the signer is Frozen,
+and a signer that cannot be reached is DependencyUnavailable (in both of the last two the
+worker waits and tries again on its next pass).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import ssl
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import IO, Any
+
+from walletsvc.config import Settings
+from walletsvc.domain.errors import (
+    DependencyUnavailable,
+    DomainError,
+    Frozen,
+    InvalidInput,
+    SigningRefused,
+    VerificationFailed,
+)
+from walletsvc.domain.ports import EpochKeys
+from walletsvc.domain.transaction import ApprovedPayout, SignedTransaction, TransactionPlan
+from walletsvc.tls import client_context
+
+from . import wire
+
+
+class SignerClient:
+    """One connection, reused across calls and re-opened once after it broke."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._file: IO[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"SignerClient({self.where})"
+
+    @property
+    def where(self) -> str:
+        s = self._settings
+        if s.signer_tcp_host:
+            return f"tls://{s.signer_tcp_host}:{s.signer_tcp_port}"
+        return str(s.signer_socket)
+
+    # -- operations ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return self.call("status", {})
+
+    def new_epoch(self, wallet: str, epoch: int) -> EpochKeys:
+        return wire.decode_epoch(self.call("new_epoch", {"wallet": wallet, "epoch": epoch}))
+
+    def sign(
+        self,
+        *,
+        wallet: str,
+        kind: str,
+        plan: TransactionPlan,
+        approved: Sequence[ApprovedPayout],
+        sweep_scripts: frozenset[bytes] = frozenset(),
+        max_fee_sat: int | None = None,
+    ) -> SignedTransaction:
+        params: dict[str, Any] = {
+            "wallet": wallet,
+            "kind": kind,
+            "plan": wire.encode_plan(plan),
+            "approved": [wire.encode_approved(a) for a in approved],
+            "sweep": sorted(bytes(s).hex() for s in sweep_scripts),
+        }
+        if max_fee_sat is not None:
+            params["max_fee_sat"] = max_fee_sat
+        return wire.decode_signed(self.call("sign", params))
+
+    def freeze(self, wallet: str | None, reason: str) -> None:
+        self.call("freeze", {"wallet": wallet, "reason": reason})
+
+    def unfreeze(self, wallet: str | None) -> None:
+        self.call("unfreeze", {"wallet": wallet})
+
+    def anchor_audit(self, seq: int, head_hash: str) -> None:
+        self.call("anchor_audit", {"seq": seq, "hash": head_hash})
+
+    # -- transport -------------------------------------------------------------------------
+
+    def call(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
+        request_id = uuid.uuid4().hex
+        line = json.dumps({"id": request_id, "op": op, "params": params}).encode() + b"\n"
+        with self._lock:
+            reply = self._exchange(line)
+        if not isinstance(reply, dict) or reply.get("id") != request_id:
+            self.close()
+            raise DependencyUnavailable("the signer answered another request; reconnecting")
+        if reply.get("ok") is True and isinstance(reply.get("result"), dict):
+            result: dict[str, Any] = reply["result"]
+            return result
+        error = reply.get("error")
+        if not isinstance(error, dict):
+            error = {}
+        raise _domain_error(str(error.get("code")), str(error.get("message", "no message")))
+
+    def _exchange(self, line: bytes) -> Any:
+        for attempt in (1, 2):
+            try:
+                stream = self._stream()
+                stream.write(line)
+                stream.flush()
+                answer = stream.readline(wire.MAX_LINE_BYTES + 1)
+                if not answer:
+                    raise ConnectionError("the signer closed the connection")
+                return json.loads(answer)
+            except (OSError, ValueError) as exc:
+                self.close()
+                if attempt == 2:
+                    raise DependencyUnavailable(
+                        f"the signer at {self.where} is unreachable ({type(exc).__name__})"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    def _stream(self) -> IO[bytes]:
+        if self._file is None:
+            self._sock = self._connect()
+            stream: IO[bytes] = self._sock.makefile("rwb")  # type: ignore[assignment]
+            self._file = stream
+        return self._file
+
+    def _connect(self) -> socket.socket:
+        s = self._settings
+        timeout = s.signer_timeout_s
+        if not s.signer_tcp_host:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(str(s.signer_socket))
+            except OSError:
+                sock.close()
+                raise
+            return sock
+        raw = socket.create_connection((s.signer_tcp_host, s.signer_tcp_port), timeout=timeout)
+        try:
+            return client_tls_context(s).wrap_socket(raw, server_hostname=s.signer_tcp_host)
+        except (OSError, ssl.SSLError):
+            raw.close()
+            raise
+
+    def close(self) -> None:
+        for closable in (self._file, self._sock):
+            if closable is not None:
+                with contextlib.suppress(OSError):
+                    closable.close()
+        self._file, self._sock = None, None
+
+
+def client_tls_context(settings: Settings) -> ssl.SSLContext:
+    """Verify the signer against the configured CA (and its name); present our certificate."""
+    cert, key, ca = settings.signer_tls_cert, settings.signer_tls_key, settings.signer_tls_ca
+    if cert is None or key is None or ca is None:
+        raise DependencyUnavailable(
+            "the signer over TCP needs WALLETSVC_SIGNER_TLS_CERT, _KEY and _CA (mutual TLS)"
+        )
+    return client_context(ca, cert_file=cert, key_file=key)  # the service's one TLS policy
+
+
+def _domain_error(code: str, message: str) -> DomainError:
+    if code == wire.FROZEN:
+        # Not an integrity alarm: a freeze reaches the signer before the database, so a
+        # batch claimed just before it lands here; it waits like any frozen payout.
+        return Frozen(message, field="wallet")
+    if code == wire.REFUSED:
+        return SigningRefused(f"the signer refused: {message}")
+    if code == wire.VERIFICATION_FAILED:
+        return VerificationFailed(message)
+    if code == wire.INVALID_REQUEST:
+        return InvalidInput(f"the signer refused a malformed request: {message}")
+    return DependencyUnavailable(f"the signer failed: {message}")

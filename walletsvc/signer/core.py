@@ -1,0 +1,565 @@
+"""The signer's decisions: every operation it answers, judged from its own ledger only.
+
+Nothing a request says about the past is believed. Whether a withdrawal was paid, whether a
+coin was spent, how much left the wallet this hour, whether the wallet is frozen, which
+policy applies: all of it comes from the ledger (:mod:`walletsvc.signer.state`). A request
+only proposes a transaction; the signer decides, records the decision durably, then answers.
+
+The rules before a signature (docs/architecture.md, "The signer"):
+
+* an exact replay of a request it already answered gets the same signed bytes back;
+* a withdrawal id it paid before, or a coin it spent before, is refused, unless the new
+  transaction is a replacement of its own that pays exactly the same withdrawal ids and
+  conflicts with every earlier transaction paying them (so at most one can confirm), or every
+  non-change output goes to the cold destination (sweeps, rotation, the theft shield);
+* a frozen wallet signs only transactions whose every non-change output goes to cold storage;
+* every newly paid withdrawal passes the signer's own copy of the policy (per-payout maximum,
+  velocity windows over what *it* signed, by *its* clock; denylist; approval tiers) with the
+  pure engine the service uses (:mod:`walletsvc.policy.engine`);
+* every sweep output pays an address of the signer's own copy of the wallet's cold
+  destination (it derives the script itself); without one, nothing goes "to cold";
+* the fee is capped by the signer's own setting, not the request's;
+* then HotSigner re-derives every input and change key and libbitcoinkernel checks every
+  signature.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from walletsvc.domain.address import script_to_address
+from walletsvc.domain.canonical import content_digest
+from walletsvc.domain.errors import SigningRefused, VerificationFailed
+from walletsvc.domain.network import Network
+from walletsvc.domain.ports import ScriptVerifier
+from walletsvc.domain.transaction import ApprovedPayout, OutputPurpose, TransactionPlan
+from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
+from walletsvc.keys.kek import Kek
+from walletsvc.keys.keystore import EncryptedSeed, generate_seed, import_mnemonic
+from walletsvc.keys.signer import HotSigner
+from walletsvc.policy.document import PolicyDocument, canonical_dict, policy_hash
+from walletsvc.policy.document import Shield as ShieldPolicy
+from walletsvc.policy.engine import (
+    HeldPayout,
+    HistorySnapshot,
+    PayoutRequest,
+    evaluate,
+    history_horizon,
+)
+
+from . import wire
+from .ledger import Ledger
+from .state import (
+    AUDIT_ANCHOR,
+    COLD,
+    EPOCH,
+    FREEZE,
+    INIT,
+    POLICY,
+    SIGNED,
+    UNFREEZE,
+    SignedTx,
+    SignerState,
+)
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+# How far past the highest cold address index seen so far the signer derives, looking for a
+# sweep's script (the service takes the next index for each sweep).
+COLD_SEARCH = 1_000
+COLD_CHUNK = 100
+
+
+class SignerError(Exception):
+    """A refusal or bad request, answered as ``{code, message}``; never carries key material."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def refuse(message: str) -> SignerError:
+    return SignerError(wire.REFUSED, message)
+
+
+@dataclass(frozen=True)
+class SignerConfig:
+    network: Network
+    max_fee_sat: int
+
+
+class SignerCore:
+    """Answers one request at a time (the server holds ``lock`` around :meth:`handle`)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        key: Kek,
+        verifier: ScriptVerifier,
+        config: SignerConfig,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.config = config
+        self._vault = key.seed_vault()
+        self._hot = HotSigner(self._vault, verifier)
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self.lock = threading.Lock()
+        self._cold: dict[str, _ColdScripts] = {}
+        self.files_lock: int | None = None  # the open lock file (walletsvc.signer.server)
+        self.state = SignerState()
+        for record in ledger:
+            self.state.apply(record)
+        if self.state.network is None:
+            self._record(INIT, {"network": config.network.value})
+        elif self.state.network != config.network.value:
+            raise RuntimeError(
+                f"the signer ledger is for {self.state.network}, not {config.network.value}"
+            )
+
+    def __repr__(self) -> str:
+        return f"SignerCore({self.ledger!r})"
+
+    def wipe(self) -> None:
+        """Forget the signing engine's decrypted keys (its cache: keys/keycache.py)."""
+        self._hot.wipe()
+
+    # -- local set-up (trust root: whoever holds the signer's files) -----------------------
+
+    def install_first_policy(self, policy: PolicyDocument) -> bool:
+        """Install the first policy; a no-op once the ledger holds one. Local only."""
+        if self.state.policy is not None:
+            return False
+        self._record(POLICY, {"document": canonical_dict(policy), "source": "local-init"})
+        return True
+
+    def install_policy(self, policy: PolicyDocument) -> bool:
+        """Replace the signer's policy copy; local only (``walletsvc signer set-policy``,
+        with the version staff approved): a policy over the socket waits for the quorum the
+        signer verifies itself, which is not built (docs/threat-model.md, "Open"). False when
+        the ledger holds this policy already."""
+        if self.state.policy is not None and self.state.policy_hash == policy_hash(policy):
+            return False
+        self._record(POLICY, {"document": canonical_dict(policy), "source": "local"})
+        return True
+
+    def install_cold(self, wallet: str, text: str) -> ColdDestination:
+        """Set the wallet's cold destination; local only (never over the socket), so the
+        API host cannot point "to cold" anywhere. Re-installing the same one is a no-op."""
+        _wallet_name({"wallet": wallet})
+        parsed = parse_cold_destination(text, self.network)
+        if self.state.cold.get(wallet) != parsed.descriptor:
+            body = {"wallet": wallet, "destination": parsed.descriptor, "source": "local"}
+            self._record(COLD, body)
+        return parsed
+
+    def import_words(self, wallet: str, words: str) -> dict[str, Any]:
+        """Key epoch 1 of ``wallet`` from its recovery words (a restore). Local only, never
+        over the socket: whoever could import a seed they know could take its deposits.
+        Importing the same words again is a no-op; other words for an epoch the ledger
+        holds are refused."""
+        _wallet_name({"wallet": wallet})
+        seed = import_mnemonic(self._vault, words, wallet=wallet, epoch=1, network=self.network)
+        existing = self.state.seeds.get((wallet, 1))
+        if existing is None:
+            body = {
+                "wallet": wallet,
+                "epoch": 1,
+                "sealed": seed.encrypted.to_string(),
+                "account_xpub": seed.account_xpub,
+                "master_fingerprint": seed.master_fingerprint,
+                "source": "local-import",
+            }
+            self._record(EPOCH, body)
+        elif existing.account_xpub != seed.account_xpub:
+            raise refuse(f"wallet {wallet!r} has another seed in the signer already")
+        return self.new_epoch({"wallet": wallet, "epoch": 1})
+
+    # -- the operations --------------------------------------------------------------------
+
+    def handle(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
+        handler = _OPS.get(op)
+        if handler is None:
+            raise SignerError(wire.INVALID_REQUEST, f"unknown operation {op!r}")
+        try:
+            return handler(self, params)
+        except wire.WireError as exc:
+            raise SignerError(wire.INVALID_REQUEST, str(exc)) from None
+        except SigningRefused as exc:
+            raise refuse(exc.message) from None
+        except VerificationFailed as exc:
+            raise SignerError(wire.VERIFICATION_FAILED, exc.message) from None
+
+    def status(self, params: dict[str, Any]) -> dict[str, Any]:
+        wallets: dict[str, list[int]] = {}
+        for wallet, epoch in self.state.seeds:
+            wallets.setdefault(wallet, []).append(epoch)
+        anchor = self.state.audit_anchor
+        return {
+            "network": self.state.network,
+            "records": len(self.ledger.records),
+            "policy_hash": self.state.policy_hash,
+            "frozen": dict(self.state.frozen),
+            "wallets": {w: sorted(e) for w, e in wallets.items()},
+            "cold": dict(self.state.cold),
+            "signed_transactions": len(self.state.txs),
+            "audit_anchor": None if anchor is None else {"seq": anchor[0], "hash": anchor[1]},
+        }
+
+    def new_epoch(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Make the seed of ``wallet``'s key epoch ``epoch``; answer its public keys only.
+
+        Idempotent (a service that crashed after asking gets the same epoch again); epochs
+        come in order. The seed is sealed under the signer's key and lives in its ledger.
+        """
+        wallet, epoch = _wallet_name(params), params.get("epoch")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise SignerError(wire.INVALID_REQUEST, "epoch must be an integer >= 1")
+        existing = self.state.seeds.get((wallet, epoch))
+        if existing is None:
+            epochs = self.state.epochs_of(wallet)
+            expected = (epochs[-1] + 1) if epochs else 1
+            if epoch != expected:
+                raise refuse(f"wallet {wallet!r}: the next key epoch is {expected}, not {epoch}")
+            seed = generate_seed(self._vault, wallet=wallet, epoch=epoch, network=self.network)
+            body = {
+                "wallet": wallet,
+                "epoch": epoch,
+                "sealed": seed.encrypted.to_string(),
+                "account_xpub": seed.account_xpub,
+                "master_fingerprint": seed.master_fingerprint,
+            }
+            self._record(EPOCH, body)
+            existing = self.state.seeds[(wallet, epoch)]
+        return {
+            "wallet": wallet,
+            "epoch": epoch,
+            "account_xpub": existing.account_xpub,
+            "master_fingerprint": existing.master_fingerprint,
+        }
+
+    def sign(self, params: dict[str, Any]) -> dict[str, Any]:
+        wallet = _wallet_name(params)
+        kind = params.get("kind")
+        if kind not in wire.SIGN_KINDS:
+            kinds = sorted(wire.SIGN_KINDS)
+            raise SignerError(wire.INVALID_REQUEST, f"kind must be one of {kinds}")
+        plan = wire.decode_plan(params.get("plan"))
+        approved = [wire.decode_approved(a) for a in _list(params.get("approved", []))]
+        requested_sweep = frozenset(bytes.fromhex(_hex(s)) for s in _list(params.get("sweep", [])))
+        requested_fee_cap = params.get("max_fee_sat")
+        if requested_fee_cap is not None and (
+            isinstance(requested_fee_cap, bool)
+            or not isinstance(requested_fee_cap, int)
+            or requested_fee_cap < 0
+        ):
+            raise SignerError(wire.INVALID_REQUEST, "max_fee_sat must be an integer >= 0")
+        digest = content_digest(
+            {
+                "wallet": wallet,
+                "kind": kind,
+                "plan": wire.encode_plan(plan),
+                "approved": sorted(
+                    (wire.encode_approved(a) for a in approved), key=lambda a: a["withdrawal_id"]
+                ),
+                "sweep": sorted(s.hex() for s in requested_sweep),
+                "max_fee_sat": requested_fee_cap,
+            }
+        )
+        earlier = self.state.by_request.get(digest)
+        if earlier is not None:
+            return dict(earlier.result)  # an exact replay: the same bytes, nothing new signed
+
+        cold_only = not approved and all(
+            o.purpose is not OutputPurpose.PAYOUT for o in plan.outputs
+        )
+        frozen = self.state.frozen_reason(wallet)
+        if frozen is not None and not cold_only:
+            raise SignerError(wire.FROZEN, f"wallet {wallet!r} is frozen in the signer: {frozen}")
+        sweep_scripts = self._check_cold(wallet, plan)
+        fresh = self._check_never_twice(wallet, plan, approved, cold_only)
+        self._check_policy(wallet, approved, fresh)
+        seeds = {
+            epoch: EncryptedSeed.from_string(entry.sealed)
+            for (name, epoch), entry in self.state.seeds.items()
+            if name == wallet
+        }
+        signed = self._hot.sign(
+            wallet=wallet,
+            network=self.network,
+            seeds=seeds,
+            plan=plan,
+            approved=approved,
+            sweep_scripts=sweep_scripts,
+            max_fee_sat=self._fee_cap(kind, plan, cold_only, requested_fee_cap),
+        )
+        result = wire.encode_signed(signed)
+        body = {
+            "wallet": wallet,
+            "kind": kind,
+            "request_digest": digest,
+            "inputs": sorted(f"{c.txid.lower()}:{c.vout}" for c in plan.inputs),
+            "payouts": [
+                {
+                    "withdrawal_id": a.withdrawal_id,
+                    "amount_sat": a.amount_sat,
+                    "destination": self._destination(a.script_pubkey),
+                    "new": a.withdrawal_id in fresh,
+                }
+                for a in approved
+            ],
+            "result": result,
+        }
+        self._record(SIGNED, body)
+        log.info("signed %s for wallet %s (%s)", signed.txid, wallet, kind)
+        return result
+
+    def freeze(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Tightening: applies at once, on the service's word alone."""
+        wallet = _optional_wallet(params)
+        reason = params.get("reason")
+        if not isinstance(reason, str) or not reason:
+            raise SignerError(wire.INVALID_REQUEST, "reason must be a non-empty string")
+        self._record(FREEZE, {"wallet": wallet, "reason": reason[:500]})
+        return {"frozen": dict(self.state.frozen)}
+
+    def unfreeze(self, params: dict[str, Any]) -> dict[str, Any]:
+        # Loosening. Until the signer verifies quorum evidence itself, the service's governed
+        # unfreeze (its own approvals) is taken on its word: docs/threat-model.md lists this.
+        wallet = _optional_wallet(params)
+        if self.state.frozen.get(wallet or "*") is not None:
+            self._record(UNFREEZE, {"wallet": wallet})
+        return {"frozen": dict(self.state.frozen)}
+
+    def anchor_audit(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Record the service's audit head; a head that goes backwards or changes is refused."""
+        seq, head = params.get("seq"), params.get("hash")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise SignerError(wire.INVALID_REQUEST, "seq must be an integer >= 0")
+        if not isinstance(head, str) or not head:
+            raise SignerError(wire.INVALID_REQUEST, "hash must be a non-empty string")
+        anchor = self.state.audit_anchor
+        if anchor is not None:
+            if seq < anchor[0]:
+                raise refuse(f"the audit head went back from {anchor[0]} to {seq}")
+            if seq == anchor[0] and head != anchor[1]:
+                raise refuse(f"audit event {seq} changed since the signer anchored it")
+        if anchor is None or seq > anchor[0]:
+            self._record(AUDIT_ANCHOR, {"seq": seq, "hash": head})
+        return {"seq": seq, "hash": head}
+
+    # -- the rules -------------------------------------------------------------------------
+
+    @property
+    def network(self) -> Network:
+        return self.config.network
+
+    def _fee_cap(
+        self, kind: str, plan: TransactionPlan, cold_only: bool, requested: int | None
+    ) -> int:
+        """The fee cap of this signature, by the signer's own rules; the service may only
+        lower it. A theft-shield answer (cold-only by then: _check_cold) may pay up to the
+        shield budget of the signer's policy copy over the coins it spends (what the thief
+        tried to take is at most those coins), else the configured cap."""
+        cap = self.config.max_fee_sat
+        if kind == "shield" and cold_only:
+            shield = self.state.policy.shield if self.state.policy is not None else None
+            spent = sum(c.amount_sat for c in plan.inputs)
+            cap = max(cap, (shield or ShieldPolicy()).fee_budget(spent))
+        return cap if requested is None else min(requested, cap)
+
+    def _check_cold(self, wallet: str, plan: TransactionPlan) -> frozenset[bytes]:
+        """The sweep outputs' scripts, each verified against the signer's cold copy."""
+        scripts = frozenset(
+            bytes(o.script_pubkey) for o in plan.outputs if o.purpose is OutputPurpose.SWEEP
+        )
+        if not scripts:
+            return scripts
+        text = self.state.cold.get(wallet)
+        if text is None:
+            raise refuse(
+                f"wallet {wallet!r} has no cold destination in the signer: install it on the "
+                "signer host (walletsvc signer set-cold)"
+            )
+        cold = self._cold.get(text)
+        if cold is None or cold.descriptor != text:
+            cold = self._cold[text] = _ColdScripts(parse_cold_destination(text, self.network))
+        for script in scripts:
+            if cold.index_of(script) is None:
+                raise refuse(
+                    f"sweep output pays {self._destination(script)}, which is not an address of "
+                    "the signer's cold destination for this wallet"
+                )
+        return scripts
+
+    def _check_never_twice(
+        self,
+        wallet: str,
+        plan: TransactionPlan,
+        approved: list[ApprovedPayout],
+        cold_only: bool,
+    ) -> set[str]:
+        """Refuse a second payment; return the withdrawal ids paid here for the first time."""
+        ids = {a.withdrawal_id for a in approved}
+        inputs = {f"{c.txid.lower()}:{c.vout}" for c in plan.inputs}
+        earlier = {txid for i in inputs for txid in self.state.spent.get(i, [])}
+        earlier |= {txid for w in ids for txid in self.state.paid.get(w, [])}
+        if not earlier:
+            return ids
+        if cold_only:
+            return ids  # every non-change output goes to cold storage: nothing to pay twice
+        replaced = [self.state.txs[t] for t in sorted(earlier)]
+        replaced = [tx for tx in replaced if not self._superseded_by_cold(tx)]
+        if not replaced:
+            # Every earlier transaction paying these ids had all its coins swept to cold
+            # since (a key rotation), so at most one of it and its sweep can confirm. Paying
+            # again is then counted against the velocity budget again, as if new.
+            return ids
+        for tx in replaced:
+            txid = tx.txid
+            if tx.withdrawal_ids != ids:
+                paid_here = sorted(tx.withdrawal_ids & ids)
+                what = (
+                    f"withdrawal(s) {paid_here} were already signed in {txid}"
+                    if paid_here
+                    else f"coin(s) {sorted(tx.inputs & inputs)} were already spent by {txid}"
+                )
+                raise refuse(f"never twice: {what}")
+            if not tx.inputs & inputs:
+                raise refuse(
+                    f"never twice: withdrawal(s) {sorted(ids)} were already signed in {txid}, "
+                    "and this transaction does not replace it (no common input)"
+                )
+        return set()  # a replacement: the original already counted these payouts
+
+    def _superseded_by_cold(self, tx: SignedTx) -> bool:
+        """Did a later transaction without payouts (to cold) spend every coin of ``tx``?"""
+        if not tx.withdrawal_ids:
+            return False
+        return all(
+            any(
+                other != tx.txid and not self.state.txs[other].withdrawal_ids
+                for other in self.state.spent.get(outpoint, [])
+            )
+            for outpoint in tx.inputs
+        )
+
+    def _check_policy(self, wallet: str, approved: list[ApprovedPayout], fresh: set[str]) -> None:
+        policy = self.state.policy
+        if policy is None:
+            raise refuse("the signer holds no policy; install one at signer init")
+        if not fresh:
+            return
+        policy = signers_view(policy)
+        now = self._clock()
+        since = now - history_horizon(policy)
+        held = tuple(p for p in self.state.history.get(wallet, []) if p.created_at >= since)
+        for payout in approved:
+            if payout.withdrawal_id not in fresh:
+                continue
+            destination = self._destination(payout.script_pubkey)
+            request = PayoutRequest(wallet, destination, payout.amount_sat)
+            decision = evaluate(request, HistorySnapshot(payouts=held), policy, now)
+            if decision.outcome == "deny":
+                failed = [r for r in decision.rules if r.result in ("fail", "error")]
+                reason = "; ".join(f"{r.rule}: {r.detail}" for r in failed) or "denied"
+                raise refuse(
+                    f"the signer's policy denies withdrawal {payout.withdrawal_id}: {reason}"
+                )
+            # require_approval: the tier's quorum is the service's to gather; the signer does
+            # not yet verify approval evidence itself (docs/threat-model.md, "Open").
+            held += (HeldPayout(payout.amount_sat, destination, None, now),)
+
+    def _destination(self, script: bytes) -> str:
+        try:
+            return script_to_address(bytes(script), self.network)
+        except ValueError:
+            return f"script:{bytes(script).hex()}"
+
+    def _record(self, type_: str, body: dict[str, Any]) -> None:
+        record = self.ledger.append(type_, body, at=self._clock())
+        self.state.apply(record)
+
+
+class _ColdScripts:
+    """The scripts of one cold destination, derived on demand (a few hundred at a time)."""
+
+    def __init__(self, destination: ColdDestination) -> None:
+        self.destination = destination
+        self.descriptor = destination.descriptor
+        self._scripts: dict[bytes, int] = {}
+        self._highest_seen = -1
+
+    def index_of(self, script: bytes) -> int | None:
+        while (
+            script not in self._scripts and len(self._scripts) <= self._highest_seen + COLD_SEARCH
+        ):
+            start = len(self._scripts)
+            for index in range(start, start + COLD_CHUNK):
+                self._scripts[self.destination.script_pubkey(index)] = index
+        found = self._scripts.get(script)
+        if found is not None:
+            self._highest_seen = max(self._highest_seen, found)
+        return found
+
+
+def signers_view(policy: PolicyDocument) -> PolicyDocument:
+    """The rules of ``policy`` the signer can judge from what it holds.
+
+    * Token windows go: the signer cannot tell API tokens apart (whoever holds the API host
+      can use any of them); the wallet and destination windows bound them all.
+    * "The allowlist is required" goes (the denylist stays): the signer holds no copy of the
+      allowlist yet, and refusing every payout would stop the pool; the velocity budget
+      bounds what this lets through (docs/threat-model.md, "Open").
+    """
+    update: dict[str, Any] = {}
+    velocity = tuple(v for v in policy.velocity if v.scope != "token")
+    if len(velocity) != len(policy.velocity):
+        update["velocity"] = velocity
+    if policy.allowlist is not None and policy.allowlist.required:
+        update["allowlist"] = policy.allowlist.model_copy(update={"required": False})
+    return policy.model_copy(update=update) if update else policy
+
+
+def _wallet_name(params: dict[str, Any]) -> str:
+    wallet = params.get("wallet")
+    if not isinstance(wallet, str) or not wallet or len(wallet) > 64:
+        raise SignerError(wire.INVALID_REQUEST, "wallet must be a wallet name")
+    return wallet
+
+
+def _optional_wallet(params: dict[str, Any]) -> str | None:
+    return None if params.get("wallet") is None else _wallet_name(params)
+
+
+def _list(value: object) -> list[Any]:
+    if not isinstance(value, list):
+        raise wire.WireError("expected a list")
+    return value
+
+
+def _hex(value: object) -> str:
+    if not isinstance(value, str):
+        raise wire.WireError("expected a hex string")
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        raise wire.WireError("expected a hex string") from None
+    return value
+
+
+_OPS: dict[str, Callable[[SignerCore, dict[str, Any]], dict[str, Any]]] = {
+    "status": SignerCore.status,
+    "new_epoch": SignerCore.new_epoch,
+    "sign": SignerCore.sign,
+    "freeze": SignerCore.freeze,
+    "unfreeze": SignerCore.unfreeze,
+    "anchor_audit": SignerCore.anchor_audit,
+}
