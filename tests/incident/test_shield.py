@@ -153,6 +153,8 @@ def test_a_low_fee_theft_is_replaced_by_a_transaction_to_cold(guarded: Runtime) 
     (frozen,) = shield_freezes(rt)
     assert frozen.scope == "all" and frozen.wallet_id is None
     assert frozen.evidence["thief_txid"] == theft.txid
+    # The signer itself is frozen (it still signed the answer: every output goes to cold).
+    assert "*" in rt.signer.status()["frozen"]
     assert alerts and alerts[0].thief_txid == theft.txid and alerts[0].outcome == "answered"
     assert {"freeze.applied", "shield.theft_detected", "shield.answered"} <= set(
         audit_actions(rt.db)

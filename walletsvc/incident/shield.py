@@ -188,6 +188,8 @@ class Shield:
             "and was not signed by us",
             actor=ACTOR,
             source="shield",
+            # The signer too, at once: it then signs only transactions to cold (the answer).
+            signer=self.pipeline.signer,
             evidence={
                 "thief_txid": spend.entry.txid,
                 "stolen": [f"{c.txid}:{c.vout}" for c in coins],
