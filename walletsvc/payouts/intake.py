@@ -287,15 +287,20 @@ def _decide_and_record(
     return WithdrawalResult(withdrawal.id, created=True)
 
 
-def _replay(uow: ReadUnitOfWork, token_id: str, key: str, digest: str) -> WithdrawalResult | None:
-    existing = uow.idempotency_keys.by_token_and_key(token_id, key)
-    if existing is None:
-        return None
-    if existing.request_hash != digest:
+def require_same_body(stored_hash: str, digest: str) -> None:
+    """An Idempotency-Key replays only the body it first came with (409 otherwise)."""
+    if stored_hash != digest:
         raise IdempotencyConflict(
             "this Idempotency-Key was used with a different request body",
             field="Idempotency-Key",
         )
+
+
+def _replay(uow: ReadUnitOfWork, token_id: str, key: str, digest: str) -> WithdrawalResult | None:
+    existing = uow.idempotency_keys.by_token_and_key(token_id, key)
+    if existing is None:
+        return None
+    require_same_body(existing.request_hash, digest)
     return WithdrawalResult(existing.withdrawal_id, created=False)
 
 

@@ -29,7 +29,7 @@ from walletsvc.db.outbox import ROUND_STATUS_CHANGED
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import authorization_message
 from walletsvc.domain.address import Destination, decode_address
-from walletsvc.domain.errors import IdempotencyConflict, InvalidInput, NotFound, RoundDenied
+from walletsvc.domain.errors import InvalidInput, NotFound, RoundDenied
 from walletsvc.domain.money import require_payable
 from walletsvc.domain.network import Network
 from walletsvc.domain.withdrawal import HOLDING_STATUSES, WithdrawalStatus
@@ -47,6 +47,7 @@ from walletsvc.payouts.intake import (
     idempotency_lock,
     require_idempotency_key,
     require_reference,
+    require_same_body,
 )
 from walletsvc.policy.document import Scope
 from walletsvc.policy.engine import (
@@ -178,11 +179,7 @@ def _replay(uow: ReadUnitOfWork, token_id: str, key: str, digest: str) -> RoundR
     existing = uow.payout_rounds.by_token_and_key(token_id, key)
     if existing is None:
         return None
-    if existing.request_hash != digest:
-        raise IdempotencyConflict(
-            "this Idempotency-Key was used with a different request body",
-            field="Idempotency-Key",
-        )
+    require_same_body(existing.request_hash, digest)
     return RoundResult(existing.id, created=False)
 
 
