@@ -15,6 +15,8 @@ from typing import Any
 from walletsvc.policy.document import PolicyDocument, parse_policy, policy_hash
 from walletsvc.policy.engine import HeldPayout
 
+from . import evidence
+from .evidence import Evidence
 from .ledger import Record
 
 ALL_WALLETS = "*"
@@ -63,9 +65,13 @@ class SignerState:
     frozen: dict[str, str] = field(default_factory=dict)  # wallet (or "*") -> reason
     cold: dict[str, str] = field(default_factory=dict)  # wallet -> cold destination text
     audit_anchor: tuple[int, str] | None = None
+    evidence: Evidence = field(default_factory=Evidence)  # staff and verified decisions
 
     def apply(self, record: Record) -> None:
         handler = _HANDLERS.get(record.type)
+        if handler is None and record.type in evidence.HANDLERS:
+            evidence.HANDLERS[record.type](self.evidence, record.body, record.at)
+            return
         if handler is None:
             raise ValueError(f"unknown ledger record type {record.type!r}")
         handler(self, record.body, record.at)
