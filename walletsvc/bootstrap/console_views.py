@@ -157,6 +157,27 @@ class ConsoleViews:
             "sweeps": sweeps_index(db, wallet=None, limit=RECENT)["sweeps"],
         }
 
+    def refills(self) -> dict[str, Any]:
+        """Each wallet's hot balance against its floor and target, and the recent refills."""
+        service = self.runtime.refills
+        return {"positions": service.positions(), "refills": service.recent(RECENT)}
+
+    def refill(self, refill_id: str) -> dict[str, Any]:
+        """One refill and where it stands: signatures per input against what each needs."""
+        service = self.runtime.refills
+        view = service.show(refill_id)
+        needed = service.signatures_needed(refill_id)
+        return {
+            "refill": view,
+            "needed": needed,
+            "stages": {
+                "Signatures combined": all(n >= needed for n in view["signatures"]),
+                "Finalised and verified": view["complete"],
+                "Broadcast": view["status"] in ("broadcast", "confirmed"),
+                "Confirmed": view["status"] == "confirmed",
+            },
+        }
+
     def allowlist(self) -> dict[str, Any]:
         listed = list_allowlist(
             self.runtime.db, self.runtime.tags, wallet=None, include_removed=True
