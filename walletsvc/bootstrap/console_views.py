@@ -110,7 +110,9 @@ class ConsoleViews:
                     "groups": list(row.groups),
                     "disabled": row.disabled_at is not None,
                     "locked_until": row.locked_until.isoformat() if row.locked_until else None,
-                    "passkeys": len(uow.staff_passkeys.of_staff(row.id)),
+                    "passkeys": sum(
+                        1 for p in uow.staff_passkeys.of_staff(row.id) if p.disabled_at is None
+                    ),
                 }
                 for row in list_staff(uow)
             ]

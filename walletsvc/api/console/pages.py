@@ -331,6 +331,22 @@ def register_passkey(
     return _passkeys(visit, status=201, message="Passkey registered: you can approve with it.")
 
 
+@router.post("/passkeys/{passkey_id}/remove", response_class=HTMLResponse)
+def remove_my_passkey(
+    passkey_id: str, request: Request, csrf_token: OptionalFormText = None
+) -> Response:
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    try:
+        removed = passkeys.remove_passkey(
+            visit.runtime.db, visit.runtime.tags, visit.staff, passkey_id=passkey_id
+        )
+    except DomainError as exc:
+        return _passkeys(visit, error=exc)
+    return _passkeys(visit, message=f"Passkey {removed.label!r} removed: it approves nothing now.")
+
+
 # --- Staff administration (operators) and one's own password --------------------------------
 
 
