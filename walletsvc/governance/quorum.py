@@ -75,7 +75,7 @@ def staff_shortfalls(uow: ReadUnitOfWork, tags: RowTagger) -> list[str]:
     """Where a policy in force asks for more approvers than the staff can provide: the default
     policy (every wallet without its own, and the actions of no wallet), and each wallet's own
     policy, each read as the service enforces it (its integrity tag checked)."""
-    warnings = []
+    warnings: list[str] = []
     for scope, document in _policies_in_force(uow, tags, warnings):
         for need in policy_needs(document):
             members = len(_approvers_of(uow, tags, need.group))

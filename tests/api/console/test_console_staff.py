@@ -246,8 +246,8 @@ def test_quorum_warnings_read_the_policies_in_force(client: TestClient, team: Te
     shown = client.get("/console/staff").text
     assert "unfreeze needs" not in shown.split("wallet &#39;")[0]
     assert (
-        f"wallet &#39;{WALLET}&#39;: payouts above 10000000 sat needs 3 of group &#39;treasury&#39;,"
-        " which has 2 enabled approver(s): it can never be approved"
+        f"wallet &#39;{WALLET}&#39;: payouts above 10000000 sat needs 3 of group"
+        " &#39;treasury&#39;, which has 2 enabled approver(s): it can never be approved"
     ) in shown
     # The wallet's own policy keeps unfreeze at 2 of 2: said for that wallet only.
     assert f"wallet &#39;{WALLET}&#39;: unfreeze needs 2 of group" in shown
