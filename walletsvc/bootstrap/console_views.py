@@ -22,6 +22,7 @@ from walletsvc.incident import unfreeze
 from walletsvc.incident.freeze import freeze_overview
 from walletsvc.payouts.intake import KIND as WITHDRAWAL_KIND
 from walletsvc.payouts.intake import get_withdrawal, withdrawal_view, withdrawals_index
+from walletsvc.payouts.rounds import rounds_index
 from walletsvc.treasury.sweeps import sweeps_index
 
 QUEUE_LIMIT = 200
@@ -156,6 +157,7 @@ class ConsoleViews:
             "payouts": withdrawals_index(db, status=None, wallet=None, cursor=None, limit=RECENT)[
                 "withdrawals"
             ],
+            "rounds": rounds_index(db, wallet=None, cursor=None, limit=RECENT)["payout_rounds"],
             "sweeps": sweeps_index(db, wallet=None, limit=RECENT)["sweeps"],
         }
 
@@ -188,8 +190,13 @@ class ConsoleViews:
 
     def policy(self) -> dict[str, Any]:
         rt = self.runtime
+        with rt.db.read() as uow:
+            names = [w.name for w in uow.wallets.all_by_name()]
+        scoped = {name: policy_view(rt.db, rt.tags, name) for name in names}
         return {
             "policy": policy_view(rt.db, rt.tags, None),
+            # Wallets with a policy of their own: it, not the default, is in force for them.
+            "wallet_policies": {n: v for n, v in scoped.items() if v["wallet_scoped"]},
             "proposals": proposals_index(rt.db, status=None, limit=RECENT)["proposals"],
         }
 
