@@ -149,7 +149,10 @@ class ConsoleViews:
     def wallets(self) -> dict[str, Any]:
         rt = self.runtime
         listed = list_wallet_views(rt.db, rt.tags, min_confirmations=rt.settings.min_confirmations)
-        return {"wallets": listed["wallets"]}
+        # "Below its floor" by the figure a refill uses (pending payouts' needs and change in
+        # flight counted), so this page and Refills never disagree.
+        below = {p.wallet for p in rt.refills.positions() if p.below_floor}
+        return {"wallets": listed["wallets"], "below_floor": below}
 
     def payouts(self) -> dict[str, Any]:
         db = self.runtime.db

@@ -74,7 +74,8 @@ def test_an_operator_proposes_a_refill_against_floor_and_target(
     for shown in ("Floor", "50,000,000 sat", "Target", "200,000,000 sat", "Propose refill"):
         assert shown in listed
     assert "A refill now brings" in listed
-    assert 'href="/console/refills"' in client.get("/console/wallets").text
+    wallets = client.get("/console/wallets").text
+    assert 'Below its floor: <a href="/console/refills">refill from cold</a>.' in wallets
 
     refill_id, detail = _propose(client, page)
     assert "Refill proposed" in detail and "input 1: 0 of 1" in detail
