@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from tests.api.test_approvals_api import login
 from tests.governance_helpers import Team, big_withdrawal
+from tests.helpers import audit_events
 from tests.soft_authenticator import SoftAuthenticator
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models_staff_auth import StaffPasskey
@@ -135,3 +136,43 @@ def test_exactly_one_step_up_is_given(client: TestClient, team: Team) -> None:
         )
         assert refused.status_code == 422
         assert refused.json()["error"]["field"] == "totp"
+
+
+def test_a_removed_passkey_no_longer_approves(client: TestClient, team: Team) -> None:
+    runtime = team.runtime
+    request_id, digest = _request(team)
+    device = _with_passkey(team, "alice")
+    alice, bob = login(client, team, "alice"), login(client, team, "bob")
+    (listed,) = client.get("/v1/passkeys", headers=alice).json()["passkeys"]
+    assert listed["label"] == "test key" and set(listed) == {
+        "id",
+        "label",
+        "created_at",
+        "last_used_at",
+    }
+    assert client.get("/v1/passkeys", headers=bob).json() == {"passkeys": []}
+    # Another member's passkey is "no such passkey": neither removed nor confirmed to exist.
+    foreign = client.delete(f"/v1/passkeys/{listed['id']}", headers=bob)
+    assert foreign.status_code == 404 and foreign.json()["error"]["field"] == "passkey_id"
+
+    assert client.delete(f"/v1/passkeys/{listed['id']}", headers=alice).status_code == 204
+    assert client.get("/v1/passkeys", headers=alice).json() == {"passkeys": []}
+    assert client.delete(f"/v1/passkeys/{listed['id']}", headers=alice).status_code == 404
+    refused = client.post(
+        f"/v1/approvals/{request_id}",
+        json={
+            "decision": "approve",
+            "digest": digest,
+            "passkey": json.loads(device.assert_(approval_challenge(digest, "approve"))),
+        },
+        headers=alice,
+    )
+    assert refused.status_code == 403
+    assert refused.json()["error"] == {
+        "code": "invalid_totp",  # the step-up failure code, for passkeys too
+        "message": "this passkey may not approve for you (not registered, or removed)",
+        "field": "passkey",
+    }
+    assert show_request(runtime.db, runtime.tags, request_id)["decisions"] == []
+    (event,) = audit_events(runtime.db, "staff.passkey_removed")
+    assert event.actor == "staff:alice" and event.data["passkey_id"] == listed["id"]

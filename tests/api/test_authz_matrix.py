@@ -79,6 +79,8 @@ MATRIX: list[Row] = [
     Row("GET", f"/v1/payout-rounds/{NO_ID}", scopes("withdrawals:read", "read") | ALL_STAFF),
     # --- Governance.
     Row("DELETE", "/v1/sessions/current", ALL_STAFF),
+    Row("GET", "/v1/passkeys", ALL_STAFF),
+    Row("DELETE", f"/v1/passkeys/{NO_ID}", ALL_STAFF),
     Row("GET", "/v1/approvals?pending=true", scopes("read") | ALL_STAFF),
     Row("GET", f"/v1/approvals/{NO_ID}", scopes("read") | ALL_STAFF),
     Row(

@@ -88,6 +88,7 @@ def test_204_responses_have_no_body(document: dict[str, Any]) -> None:
         ("delete", "/v1/sessions/current"),
         ("delete", "/v1/allowlist/{entry_id}"),
         ("delete", "/v1/webhooks/{webhook_id}"),
+        ("delete", "/v1/passkeys/{passkey_id}"),
     }
     assert all("content" not in response for _, _, response in no_content)
 

@@ -18,6 +18,7 @@ from walletsvc.api.routes import (
     approvals,
     audit,
     freeze,
+    passkeys,
     policy,
     refills,
     rotation,
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     unexpected = error_responses(429, 500)
     for router in (system.router, wallets.router, withdrawals.router, freeze.router):
         app.include_router(router, prefix="/v1", responses=unexpected)
-    governance = (sessions, approvals, allowlist, policy, audit, sweeps, refills)
+    governance = (sessions, passkeys, approvals, allowlist, policy, audit, sweeps, refills)
     incident = (unfreeze, rotation, shield)  # governed unfreeze, key rotation, theft shield
     for module in (*governance, *incident, webhooks):
         app.include_router(module.router, prefix="/v1", responses=unexpected)

@@ -390,6 +390,16 @@ RESPONSES: dict[str, Any] = {
         "expires_at": T2,
         "staff": {"username": "alice", "role": "approver", "groups": ["treasury"]},
     },
+    "PasskeyList": {
+        "passkeys": [
+            {
+                "id": "5b7e2c1d-8f4a-4c3e-9b1a-2d6f0e4c8a71",
+                "label": "YubiKey 5C",
+                "created_at": T2,
+                "last_used_at": None,
+            }
+        ]
+    },
     "ApprovalRequestList": {"approvals": [APPROVAL]},
     "ApprovalRequestView": APPROVAL,
     "AllowlistEntryView": ALLOWLIST_ENTRY,

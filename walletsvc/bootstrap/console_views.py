@@ -22,6 +22,7 @@ from walletsvc.incident import unfreeze
 from walletsvc.incident.freeze import freeze_overview
 from walletsvc.payouts.intake import KIND as WITHDRAWAL_KIND
 from walletsvc.payouts.intake import get_withdrawal, withdrawal_view, withdrawals_index
+from walletsvc.payouts.rounds import rounds_index
 from walletsvc.treasury.sweeps import sweeps_index
 
 QUEUE_LIMIT = 200
@@ -110,7 +111,9 @@ class ConsoleViews:
                     "groups": list(row.groups),
                     "disabled": row.disabled_at is not None,
                     "locked_until": row.locked_until.isoformat() if row.locked_until else None,
-                    "passkeys": len(uow.staff_passkeys.of_staff(row.id)),
+                    "passkeys": sum(
+                        1 for p in uow.staff_passkeys.of_staff(row.id) if p.disabled_at is None
+                    ),
                 }
                 for row in list_staff(uow)
             ]
@@ -146,7 +149,10 @@ class ConsoleViews:
     def wallets(self) -> dict[str, Any]:
         rt = self.runtime
         listed = list_wallet_views(rt.db, rt.tags, min_confirmations=rt.settings.min_confirmations)
-        return {"wallets": listed["wallets"]}
+        # "Below its floor" by the figure a refill uses (pending payouts' needs and change in
+        # flight counted), so this page and Refills never disagree.
+        below = {p.wallet for p in rt.refills.positions() if p.below_floor}
+        return {"wallets": listed["wallets"], "below_floor": below}
 
     def payouts(self) -> dict[str, Any]:
         db = self.runtime.db
@@ -154,7 +160,29 @@ class ConsoleViews:
             "payouts": withdrawals_index(db, status=None, wallet=None, cursor=None, limit=RECENT)[
                 "withdrawals"
             ],
+            "rounds": rounds_index(db, wallet=None, cursor=None, limit=RECENT)["payout_rounds"],
             "sweeps": sweeps_index(db, wallet=None, limit=RECENT)["sweeps"],
+        }
+
+    def refills(self) -> dict[str, Any]:
+        """Each wallet's hot balance against its floor and target, and the recent refills."""
+        service = self.runtime.refills
+        return {"positions": service.positions(), "refills": service.recent(RECENT)}
+
+    def refill(self, refill_id: str) -> dict[str, Any]:
+        """One refill and where it stands: signatures per input against what each needs."""
+        service = self.runtime.refills
+        view = service.show(refill_id)
+        needed = service.signatures_needed(refill_id)
+        return {
+            "refill": view,
+            "needed": needed,
+            "stages": {
+                "Signatures combined": all(n >= needed for n in view["signatures"]),
+                "Finalised and verified": view["complete"],
+                "Broadcast": view["status"] in ("broadcast", "confirmed"),
+                "Confirmed": view["status"] == "confirmed",
+            },
         }
 
     def allowlist(self) -> dict[str, Any]:
@@ -165,8 +193,13 @@ class ConsoleViews:
 
     def policy(self) -> dict[str, Any]:
         rt = self.runtime
+        with rt.db.read() as uow:
+            names = [w.name for w in uow.wallets.all_by_name()]
+        scoped = {name: policy_view(rt.db, rt.tags, name) for name in names}
         return {
             "policy": policy_view(rt.db, rt.tags, None),
+            # Wallets with a policy of their own: it, not the default, is in force for them.
+            "wallet_policies": {n: v for n, v in scoped.items() if v["wallet_scoped"]},
             "proposals": proposals_index(rt.db, status=None, limit=RECENT)["proposals"],
         }
 

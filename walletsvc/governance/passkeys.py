@@ -1,4 +1,5 @@
-"""Staff passkeys: register one (with a TOTP step-up), list them, and use one to decide.
+"""Staff passkeys: register one (with a TOTP step-up), list them, remove one, and use one to
+decide.
 
 The WebAuthn checks themselves are walletsvc.keys.passkeys (no framework, no database), so the
 separate signer can run the very same verification of an approval. Here: the rows, their
@@ -15,7 +16,7 @@ from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models_governance import Staff
 from walletsvc.db.models_staff_auth import StaffPasskey
 from walletsvc.db.tags import staff_passkey_message
-from walletsvc.domain.errors import Conflict, DomainError, InvalidInput
+from walletsvc.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from walletsvc.governance.staff import (
     StaffPrincipal,
     check_totp,
@@ -127,6 +128,43 @@ def register_passkey(
     return passkey_id
 
 
+def remove_passkey(
+    db: Database,
+    tags: RowTagger,
+    staff: StaffPrincipal,
+    *,
+    passkey_id: str,
+    now: datetime | None = None,
+) -> PasskeyInfo:
+    """Remove one of ``staff``'s own passkeys (a key lost, replaced or given away): from now on
+    it approves nothing. The row stays, disabled and re-tagged, so past decisions made with it
+    still name it and the audit trail still resolves.
+
+    No TOTP step-up, unlike registering: removing takes a way to approve away, never adds one,
+    and the member's TOTP keeps working. Another member's passkey, or one already removed, is
+    "no such passkey" (404): whose keys exist is not told to others.
+    """
+    moment = now_utc(now)
+    with db.write() as uow:
+        row = load_active_staff(uow, tags, staff.staff_id)
+        passkey = uow.staff_passkeys.get(passkey_id, for_update=True)
+        if passkey is None or passkey.staff_id != row.id or not _usable(tags, passkey):
+            raise NotFound("no such passkey of yours", field="passkey_id")
+        passkey.disabled_at = moment
+        passkey.mac = tags.tag(staff_passkey_message(passkey))
+        uow.audit(
+            staff.actor,
+            "staff.passkey_removed",
+            "staff",
+            row.id,
+            {"passkey_id": passkey.id, "label": passkey.label},
+        )
+        # When the signer verifies passkey approvals itself, it keeps its own list of keys:
+        # the signer op `remove_passkey` goes here, inside this transaction, so that a failed
+        # call to the signer leaves the key in place on both sides rather than on one.
+        return PasskeyInfo(passkey.id, passkey.label, passkey.created_at, passkey.last_used_at)
+
+
 def approval_options(
     db: Database,
     tags: RowTagger,
@@ -162,21 +200,25 @@ def check_passkey(
     ensure_not_locked(uow, row, now)
     passkey = uow.staff_passkeys.by_credential_id(webauthn.credential_id_of(assertion))
     if passkey is None or passkey.staff_id != row.id or not _usable(tags, passkey):
-        return None, record_failure(uow, settings, row, now, "passkey_unknown")
+        unknown = "this passkey may not approve for you (not registered, or removed)"
+        return None, _passkey_failure(uow, settings, row, now, "passkey_unknown", unknown)
     stored = StoredPasskey(passkey.credential_id, passkey.public_key, passkey.sign_count)
     try:
         count = webauthn.verify_approval(
             rp, stored, assertion, expected_challenge=approval_challenge(digest, decision)
         )
     except DomainError:
-        return None, _passkey_failure(uow, settings, row, now)
+        wrong = "the passkey signature does not verify for this decision"
+        return None, _passkey_failure(uow, settings, row, now, "passkey_wrong", wrong)
     passkey.sign_count, passkey.last_used_at = count, now
     row.failed_attempts = 0
     return passkey.id, None
 
 
-def _passkey_failure(uow: UnitOfWork, settings: Settings, row: Staff, now: datetime) -> DomainError:
-    error = record_failure(uow, settings, row, now, "passkey_wrong")
+def _passkey_failure(
+    uow: UnitOfWork, settings: Settings, row: Staff, now: datetime, reason: str, message: str
+) -> DomainError:
+    error = record_failure(uow, settings, row, now, reason)
     if error.code == "account_locked":
         return error
-    return type(error)("the passkey signature does not verify for this decision", field="passkey")
+    return type(error)(message, field="passkey")

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from walletsvc.db.models import Wallet
 from walletsvc.db.models_governance import ApprovalRequest, Staff
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.governance.approvals import excluded_staff
-from walletsvc.governance.policies import active_policy
+from walletsvc.governance.policies import IntegrityFailure, active_policy
 from walletsvc.governance.staff import staff_is_genuine
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.document import GOVERNED_ACTIONS, PolicyDocument
@@ -71,20 +72,43 @@ def policy_needs(document: PolicyDocument) -> list[QuorumNeed]:
 
 
 def staff_shortfalls(uow: ReadUnitOfWork, tags: RowTagger) -> list[str]:
-    """Where the policy in force asks for more approvers than the staff can provide."""
-    document = active_policy(uow, tags, None).document
-    warnings = []
-    for need in policy_needs(document):
-        members = len(_approvers_of(uow, tags, need.group))
-        if members < need.m:
+    """Where a policy in force asks for more approvers than the staff can provide: the default
+    policy (every wallet without its own, and the actions of no wallet), and each wallet's own
+    policy, each read as the service enforces it (its integrity tag checked)."""
+    warnings: list[str] = []
+    for scope, document in _policies_in_force(uow, tags, warnings):
+        for need in policy_needs(document):
+            members = len(_approvers_of(uow, tags, need.group))
+            if members < need.m:
+                outcome = "it can never be approved"
+            elif members - 1 < need.m:
+                outcome = (
+                    "if one of them asks, it can never be approved"
+                    " (nobody approves their own request)"
+                )
+            else:
+                continue
             warnings.append(
-                f"{need.what} needs {need.m} of group {need.group!r}, which has {members}"
-                " enabled approver(s): it can never be approved"
+                f"{scope}{need.what} needs {need.m} of group {need.group!r}, which has"
+                f" {members} enabled approver(s): {outcome}"
             )
-        elif members - 1 < need.m:
-            warnings.append(
-                f"{need.what} needs {need.m} of group {need.group!r}, which has {members}"
-                " enabled approver(s): if one of them asks, it can never be approved"
-                " (nobody approves their own request)"
-            )
-    return warnings
+    return list(dict.fromkeys(warnings))  # a broken default policy is said once, not per wallet
+
+
+def _policies_in_force(
+    uow: ReadUnitOfWork, tags: RowTagger, warnings: list[str]
+) -> list[tuple[str, PolicyDocument]]:
+    """(prefix naming the scope, document) of the default policy and of every wallet's own;
+    a policy failing its integrity check is a warning of its own (it decides nothing)."""
+    found: list[tuple[str, PolicyDocument]] = []
+    scopes: list[tuple[str, Wallet | None]] = [("", None)]
+    scopes += [(f"wallet {w.name!r}: ", w) for w in uow.wallets.all_by_name()]
+    for prefix, wallet in scopes:
+        try:
+            active = active_policy(uow, tags, wallet)
+        except IntegrityFailure as exc:
+            warnings.append(f"{prefix}{exc.message}: its quorums cannot be checked")
+            continue
+        if wallet is None or active.wallet_scoped:
+            found.append((prefix, active.document))
+    return found

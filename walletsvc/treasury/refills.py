@@ -87,6 +87,30 @@ _MAX_SIGNATURE = 72
 
 
 @dataclass(frozen=True)
+class RefillPosition:
+    """A wallet's hot balance against its thresholds: whether a refill is due, and of what."""
+
+    wallet: str
+    balance_sat: int  # confirmed, plus change in flight, minus what payouts already need
+    floor_sat: int | None  # None: the policy in force sets no hot thresholds
+    target_sat: int | None
+    cold_balance_sat: int
+    has_cold_destination: bool
+    open_refill: str | None  # the refill still waiting for signatures, if any
+
+    @property
+    def below_floor(self) -> bool:
+        return self.floor_sat is not None and self.balance_sat < self.floor_sat
+
+    @property
+    def proposed_sat(self) -> int | None:
+        """What a refill proposed now would bring to the hot wallet (up to its target)."""
+        if not self.below_floor or self.target_sat is None:
+            return None
+        return self.target_sat - self.balance_sat
+
+
+@dataclass(frozen=True)
 class _Candidate:
     row: ColdUtxo
     coin: ColdInput
@@ -372,6 +396,44 @@ class RefillService:
     def show(self, refill_id: str) -> dict[str, Any]:
         with self.db.read() as uow:
             return refill_view(uow, _get(uow, refill_id))
+
+    def signatures_needed(self, refill_id: str) -> int:
+        """How many signatures each input of the refill needs (1, or the multisig's M)."""
+        with self.db.read() as uow:
+            refill = _get(uow, refill_id)
+            wallet = uow.wallets.get(refill.wallet_id)
+            assert wallet is not None
+            destination = _destinations(uow, self.tags, wallet).get(refill.cold_destination_id)
+            if destination is None:
+                raise IntegrityFailure(f"refill {refill.id} has no cold destination")
+            return destination.threshold
+
+    def positions(self) -> list[RefillPosition]:
+        """Every wallet's hot balance against its floor and target, as a refill sees it."""
+        with self.db.read() as uow:
+            return [self._position(uow, wallet) for wallet in uow.wallets.all_by_name()]
+
+    def _position(self, uow: ReadUnitOfWork, wallet: Wallet) -> RefillPosition:
+        try:
+            hot = active_policy(uow, self.tags, wallet).document.hot
+        except IntegrityFailure:
+            hot = None  # the policy pages report it; no refill is offered meanwhile
+        position = hot_position(uow, wallet, min_confirmations=self.settings.min_confirmations)
+        balance = position.available_sat
+        pending = uow.refills.open_of_wallet(wallet.id)
+        return RefillPosition(
+            wallet=wallet.name,
+            balance_sat=balance,
+            floor_sat=hot.floor_sat if hot is not None else None,
+            target_sat=hot.target_sat if hot is not None else None,
+            cold_balance_sat=uow.cold_utxos.balance_of_wallet(wallet.id),
+            has_cold_destination=active_cold_destination(uow, self.tags, wallet) is not None,
+            open_refill=pending[0].id if pending else None,
+        )
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        with self.db.read() as uow:
+            return [refill_view(uow, row) for row in uow.refills.recent(limit)]
 
 
 def _get(uow: ReadUnitOfWork, refill_id: str, *, for_update: bool = False) -> Refill:

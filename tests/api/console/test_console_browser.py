@@ -109,6 +109,13 @@ def test_an_approver_registers_a_passkey_and_approves_with_it(
         )
         shots.take(page, "approved-with-passkey")
 
+        page.get_by_role("link", name="Passkeys").click()
+        mine = page.get_by_role("listitem", name="Passkey virtual authenticator")
+        mine.get_by_role("button", name="Remove").click()
+        expect(page.get_by_role("status").first).to_contain_text("removed")
+        expect(page.get_by_text("You have no passkey yet.")).to_be_visible()
+        shots.take(page, "passkey-removed")
+
     shown = show_request(funded.db, funded.tags, request_id)
     assert shown["approvals_counted"] == 1
     assert [(d["staff"], d["decision"], d["counts"]) for d in shown["decisions"]] == [

@@ -8,7 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.console.helpers import csrf_of, log_in
-from tests.governance_helpers import PASSWORD, Team, big_withdrawal
+from tests.governance_helpers import PASSWORD, Team, big_withdrawal, principal
+from tests.soft_authenticator import SoftAuthenticator
 from walletsvc.api.console.security import (
     CONTENT_SECURITY_POLICY,
     SESSION_COOKIE,
@@ -16,6 +17,7 @@ from walletsvc.api.console.security import (
 )
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.governance.approvals import show_request
+from walletsvc.governance.passkeys import RelyingParty, my_passkeys, register_passkey
 from walletsvc.governance.sessions import login
 from walletsvc.incident.freeze import freeze_overview
 from walletsvc.payouts.intake import show_withdrawal
@@ -261,3 +263,43 @@ def test_an_auditor_may_freeze_but_not_ask_for_the_unfreeze(client: TestClient, 
     assert refused.status_code == 403
     assert "Unfreeze requested" not in refused.text
     assert freeze_overview(team.runtime.db)["frozen"] is True
+
+
+def test_a_member_removes_their_passkey_in_the_console(client: TestClient, team: Team) -> None:
+    runtime = team.runtime
+    alice = team.members["alice"]
+    device = SoftAuthenticator("testserver", "http://testserver")
+    register_passkey(
+        runtime.db,
+        runtime.tags,
+        runtime.totp_secrets,
+        runtime.settings,
+        RelyingParty(rp_id="testserver", origin="http://testserver"),
+        principal(runtime, alice),
+        challenge=b"challenge",
+        credential=device.register(b"challenge"),
+        totp=alice.live_code(),
+        label="old key",
+    )
+    big_withdrawal(runtime)
+    page = log_in(client, alice)
+    assert "Sign with my passkey instead of a TOTP code" in page
+    shown = client.get("/console/passkeys").text
+    passkey_id = shown.split('action="/console/passkeys/', 1)[1].split("/remove", 1)[0]
+    assert ">Remove</button>" in shown
+    forged = client.post(f"/console/passkeys/{passkey_id}/remove", data={})
+    assert forged.status_code == 403
+    assert len(my_passkeys(runtime.db, runtime.tags, principal(runtime, alice))) == 1
+    removed = client.post(
+        f"/console/passkeys/{passkey_id}/remove", data={"csrf_token": csrf_of(shown)}
+    )
+    assert removed.status_code == 200, removed.text
+    assert "Passkey &#39;old key&#39; removed" in removed.text
+    assert "You have no passkey yet." in removed.text
+    assert my_passkeys(runtime.db, runtime.tags, principal(runtime, alice)) == []
+    # The queue stops offering it; removing it again is a clear "no such passkey".
+    assert "Sign with my passkey" not in client.get("/console/queue").text
+    again = client.post(
+        f"/console/passkeys/{passkey_id}/remove", data={"csrf_token": csrf_of(shown)}
+    )
+    assert again.status_code == 404 and "no such passkey of yours" in again.text

@@ -10,15 +10,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.console.helpers import csrf_of, log_in
-from tests.governance_helpers import PASSWORD, Member, Team, shown_digest
+from tests.conftest import WALLET
+from tests.governance_helpers import PASSWORD, Member, Team, default_document, install, shown_digest
 from tests.governance_helpers import principal as governance_principal
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.domain.errors import InvalidCredentials
-from walletsvc.governance import approvals
+from walletsvc.governance import approvals, quorum
+from walletsvc.governance.policies import install_policy
 from walletsvc.governance.sessions import CreatedSession, authenticate_session, login
 from walletsvc.governance.staff import StaffPrincipal
 from walletsvc.incident.freeze import freeze
 from walletsvc.incident.unfreeze import Requester, Target, propose
+from walletsvc.policy.document import parse_policy
 
 
 @pytest.fixture
@@ -224,3 +227,40 @@ def _login_with(runtime: Runtime, username: str, code: str) -> CreatedSession:
         password=PASSWORD,
         totp=code,
     )
+
+
+def test_quorum_warnings_read_the_policies_in_force(client: TestClient, team: Team) -> None:
+    """Not the shipped default: the active default policy, and each wallet's own policy."""
+    runtime = team.runtime
+    # The default in force now asks 1 of treasury to unfreeze (2 in policies/default.yaml) ...
+    loosened = default_document()
+    loosened["governance"]["unfreeze"] = {"group": "treasury", "m": 1}
+    install(runtime, loosened)
+    # ... and the hot wallet's own policy asks 3 of treasury above 0.1 BTC (only 2 exist).
+    own = default_document(approval_tiers=[{"above_sat": 10_000_000, "group": "treasury", "m": 3}])
+    with runtime.db.write() as uow:
+        wallet = uow.wallets.by_name(WALLET)
+        assert wallet is not None
+        install_policy(uow, runtime.tags, parse_policy(own), wallet_id=wallet.id, actor="test")
+    log_in(client, team.members["olga"])
+    shown = client.get("/console/staff").text
+    assert "unfreeze needs" not in shown.split("wallet &#39;")[0]
+    assert (
+        f"wallet &#39;{WALLET}&#39;: payouts above 10000000 sat needs 3 of group"
+        " &#39;treasury&#39;, which has 2 enabled approver(s): it can never be approved"
+    ) in shown
+    # The wallet's own policy keeps unfreeze at 2 of 2: said for that wallet only.
+    assert f"wallet &#39;{WALLET}&#39;: unfreeze needs 2 of group" in shown
+    # A policy whose integrity tag fails is said, never silently replaced by the default.
+    with runtime.db.write() as uow:
+        (row,) = uow.policies.active(wallet.id)
+        row.mac = "0" * 64
+    broken = client.get("/console/staff").text
+    assert f"policy version {row.version} fails its integrity check" in broken
+    assert f"wallet &#39;{WALLET}&#39;: unfreeze needs" not in broken
+    with runtime.db.read() as uow:
+        warnings = quorum.staff_shortfalls(uow, runtime.tags)
+    assert f"wallet {WALLET!r}: policy version {row.version} fails its integrity check" in (
+        " ".join(warnings)
+    )
+    assert not any(w.startswith(f"wallet {WALLET!r}: unfreeze") for w in warnings)

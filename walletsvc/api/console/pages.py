@@ -8,13 +8,14 @@ renders a template. A domain error is shown on the page with the status the API 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import segno
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
@@ -51,6 +52,10 @@ FormText = Annotated[str, Form()]
 OptionalFormText = Annotated[str | None, Form()]
 AUDIT_READERS = ("auditor", "operator")
 UNFREEZE_PROPOSERS = ("approver", "operator")
+REFILL_PROPOSERS = ("operator",)
+REFILL_SIGNERS = ("operator", "approver")
+MAX_PSBT_BYTES = 6_000_000  # as POST /v1/refills/{id}/signatures
+BINARY_PSBT_MAGIC = b"psbt\xff"  # BIP174: a PSBT file may hold the raw bytes, not base64
 EXPIRED = "Your session has expired or ended. Log in again."
 
 
@@ -326,6 +331,22 @@ def register_passkey(
     return _passkeys(visit, status=201, message="Passkey registered: you can approve with it.")
 
 
+@router.post("/passkeys/{passkey_id}/remove", response_class=HTMLResponse)
+def remove_my_passkey(
+    passkey_id: str, request: Request, csrf_token: OptionalFormText = None
+) -> Response:
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    try:
+        removed = passkeys.remove_passkey(
+            visit.runtime.db, visit.runtime.tags, visit.staff, passkey_id=passkey_id
+        )
+    except DomainError as exc:
+        return _passkeys(visit, error=exc)
+    return _passkeys(visit, message=f"Passkey {removed.label!r} removed: it approves nothing now.")
+
+
 # --- Staff administration (operators) and one's own password --------------------------------
 
 
@@ -514,6 +535,134 @@ def unfreeze_request(
         message=f"Unfreeze requested ({request_id}); it lifts when its approvers agree.",
         **visit.views.freeze_page(),
     )
+
+
+# --- Refills from cold storage ------------------------------------------------------------
+
+
+def _refills(visit: Visit, **extra: Any) -> HTMLResponse:
+    return _page(visit, "refills.html", **visit.views.refills(), **extra)
+
+
+def _refill(visit: Visit, refill_id: str, **extra: Any) -> HTMLResponse:
+    return _page(visit, "refill.html", **visit.views.refill(refill_id), **extra)
+
+
+def _refill_or_error(visit: Visit, refill_id: str, error: DomainError) -> HTMLResponse:
+    """The refill's page with the error on it, or the error page if the refill is unknown."""
+    try:
+        return _refill(visit, refill_id, error=error)
+    except DomainError:
+        return _page(visit, "error.html", error=error)
+
+
+def _psbt_upload(file_bytes: bytes, pasted: str) -> str:
+    """The uploaded PSBT as base64 text, from a file (binary BIP174 or base64) or the text box;
+    what it contains is checked by the refill service (walletsvc.keys.psbt.parse_psbt)."""
+    pasted = pasted.strip()
+    if file_bytes and pasted:
+        raise InvalidInput("choose a file or paste the PSBT, not both", field="psbt")
+    if len(file_bytes) > MAX_PSBT_BYTES or len(pasted) > MAX_PSBT_BYTES:
+        raise InvalidInput(f"the PSBT is larger than {MAX_PSBT_BYTES} bytes", field="psbt")
+    if file_bytes.startswith(BINARY_PSBT_MAGIC):
+        return base64.b64encode(file_bytes).decode("ascii")
+    if file_bytes:
+        try:
+            return file_bytes.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise InvalidInput(
+                "the file is neither a binary PSBT nor base64 text", field="psbt"
+            ) from None
+    if not pasted:
+        raise InvalidInput("choose a signed PSBT file or paste its base64", field="psbt")
+    return pasted
+
+
+@router.get("/refills", response_class=HTMLResponse)
+def refills(request: Request) -> Response:
+    return _get(request, _refills)
+
+
+@router.post("/wallets/{wallet}/refills", response_class=HTMLResponse)
+def propose_refill(wallet: str, request: Request, csrf_token: OptionalFormText = None) -> Response:
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    try:
+        if visit.staff.role not in REFILL_PROPOSERS:  # as POST /v1/wallets/{w}/refills
+            raise Forbidden("operators propose refills")
+        proposed = visit.runtime.refills.propose(wallet, actor=visit.staff.actor)
+    except DomainError as exc:
+        return _refills(visit, error=exc)
+    message = "Refill proposed: download the PSBT, sign it on the cold wallet's device, upload it."
+    return _refill(visit, proposed["id"], status=201, message=message)
+
+
+@router.get("/refills/{refill_id}", response_class=HTMLResponse)
+def refill_page(refill_id: str, request: Request) -> Response:
+    return _get(request, lambda v: _refill(v, refill_id))
+
+
+@router.get("/refills/{refill_id}/psbt")
+def download_psbt(refill_id: str, request: Request) -> Response:
+    """The proposal (with the signatures combined so far) as a base64 ``.psbt`` file, the form
+    hardware wallets and their companion apps (Sparrow, HWI, Coldcard's SD card) import."""
+
+    def render(visit: Visit) -> Response:
+        shown = visit.runtime.refills.show(refill_id)
+        name = f"refill-{shown['wallet']}-{shown['txid'][:12]}.psbt"
+        return Response(
+            shown["psbt"],
+            media_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    return _get(request, render)
+
+
+@router.post("/refills/{refill_id}/signatures", response_class=HTMLResponse)
+def upload_signed_psbt(
+    refill_id: str,
+    request: Request,
+    psbt_file: Annotated[UploadFile | None, File()] = None,
+    psbt_text: FormText = "",
+    csrf_token: OptionalFormText = None,
+) -> Response:
+    """A signed PSBT, as a file (binary or base64) or pasted base64."""
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    try:
+        if visit.staff.role not in REFILL_SIGNERS:  # as POST /v1/refills/{id}/signatures
+            raise Forbidden("operators and approvers upload signed PSBTs")
+        uploaded = _psbt_upload(
+            psbt_file.file.read(MAX_PSBT_BYTES + 1) if psbt_file is not None else b"",
+            psbt_text,
+        )
+        after = visit.runtime.refills.add_signatures(refill_id, uploaded, actor=visit.staff.actor)
+    except DomainError as exc:
+        return _refill_or_error(visit, refill_id, exc)
+    if after["status"] == "awaiting_signatures":
+        message = "Signatures added; the refill still needs more before it can be broadcast."
+    else:
+        message = f"The refill is complete and {after['status'].replace('_', ' ')}."
+    return _refill(visit, refill_id, message=message)
+
+
+@router.post("/refills/{refill_id}/cancel", response_class=HTMLResponse)
+def cancel_refill(
+    refill_id: str, request: Request, csrf_token: OptionalFormText = None
+) -> Response:
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    try:
+        if visit.staff.role not in REFILL_PROPOSERS:  # as POST /v1/refills/{id}/cancel
+            raise Forbidden("operators cancel refills")
+        visit.runtime.refills.cancel(refill_id, actor=visit.staff.actor)
+    except DomainError as exc:
+        return _refill_or_error(visit, refill_id, exc)
+    return _refill(visit, refill_id, message="Refill cancelled; its cold coins are free again.")
 
 
 # --- Read-only pages -------------------------------------------------------------------------

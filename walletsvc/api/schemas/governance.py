@@ -23,6 +23,19 @@ class SessionCreated(ResponseModel):
     staff: StaffSummary
 
 
+class PasskeyView(ResponseModel):
+    """One of the caller's own passkeys (the public key and credential id are not shown)."""
+
+    id: str
+    label: str
+    created_at: Timestamp
+    last_used_at: Timestamp | None
+
+
+class PasskeyList(ResponseModel):
+    passkeys: list[PasskeyView]
+
+
 # --- Approvals -------------------------------------------------------------------------------
 
 

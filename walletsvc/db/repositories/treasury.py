@@ -135,6 +135,13 @@ class RefillRepository(Repository[Refill]):
             found.extend(self.session.scalars(select(Refill).where(Refill.txid.in_(chunk))))
         return found
 
+    def recent(self, limit: int) -> list[Refill]:
+        return list(
+            self.session.scalars(
+                select(Refill).order_by(Refill.created_at.desc(), Refill.id).limit(limit)
+            )
+        )
+
     def open_of_wallet(self, wallet_id: str) -> list[Refill]:
         return list(
             self.session.scalars(
