@@ -137,6 +137,15 @@ class StaffEnrolment:
         return f"StaffEnrolment({self.staff_id}, secret={'<hidden>' if self.totp_secret else None})"
 
 
+@dataclass(frozen=True)
+class DecisionReceipt:
+    """The signer recorded a decision: on this content digest, with this TOTP step (None:
+    a passkey)."""
+
+    digest: str
+    totp_step: int | None
+
+
 class SignerPort(Protocol):
     """The signer process, as the service sees it (walletsvc.signer.client.SignerClient).
 
@@ -215,8 +224,8 @@ class SignerPort(Protocol):
         decision: str,
         totp: str | None = None,
         passkey: str | None = None,
-    ) -> str:
-        """Have the signer check the step-up and record the decision; the content digest."""
+    ) -> DecisionReceipt:
+        """Have the signer check the step-up and record the decision."""
         ...
 
     def register_passkey(

@@ -33,7 +33,7 @@ from walletsvc.domain.errors import (
     StepUpReplayed,
     VerificationFailed,
 )
-from walletsvc.domain.ports import EpochKeys, StaffEnrolment
+from walletsvc.domain.ports import DecisionReceipt, EpochKeys, StaffEnrolment
 from walletsvc.domain.transaction import ApprovedPayout, SignedTransaction, TransactionPlan
 from walletsvc.tls import client_context
 
@@ -140,7 +140,7 @@ class SignerClient:
         decision: str,
         totp: str | None = None,
         passkey: str | None = None,
-    ) -> str:
+    ) -> DecisionReceipt:
         params: dict[str, Any] = {
             "staff_id": staff_id,
             "kind": kind,
@@ -152,7 +152,9 @@ class SignerClient:
         if passkey is not None:
             params["passkey"] = passkey
         try:
-            return str(self.call("record_decision", params)["digest"])
+            answer = self.call("record_decision", params)
+            step = answer.get("step")
+            return DecisionReceipt(str(answer["digest"]), step if isinstance(step, int) else None)
         except StepUpFailed as exc:
             if passkey is None:
                 raise

@@ -265,11 +265,12 @@ class People:
         digest = content_digest(content)
         if any(d.staff_id == entry.staff_id for d in self.state.evidence.decisions.get(digest, [])):
             raise SignerError(wire.CONFLICT, "this member decided this content already")
+        step: int | None = None
         if passkey is not None:
             self._accept_passkey(entry, passkey, digest, decision)
             proof = "passkey"
         else:
-            self._accept_totp(entry, totp)
+            step = self._accept_totp(entry, totp)
             proof = "totp"
         body = {
             "staff_id": entry.staff_id,
@@ -279,7 +280,7 @@ class People:
             "proof": proof,
         }
         self.record(DECISION, body)
-        return {"digest": digest}
+        return {"digest": digest, "step": step}
 
     def register_passkey(self, params: dict[str, Any]) -> dict[str, Any]:
         """A member's new passkey, with the member's own TOTP code checked here: the API host

@@ -36,7 +36,7 @@ from walletsvc.policy.document import load_policy_yaml
 from walletsvc.tls import server_context
 
 from . import wire
-from .core import SignerConfig, SignerCore
+from .core import Clock, SignerConfig, SignerCore
 from .errors import SignerError
 from .ledger import Ledger
 from .people import PeopleConfig
@@ -74,7 +74,7 @@ def load_signer_key(settings: Settings) -> Kek:
         raise SignerSetupError(str(exc).replace("KEK", "signer key")) from None
 
 
-def open_core(settings: Settings) -> SignerCore:
+def open_core(settings: Settings, *, clock: Clock | None = None) -> SignerCore:
     """Open the signer from its files: key, verified ledger, first policy (local init).
 
     One process at a time: an exclusive lock on ``signer.lock`` is held until
@@ -94,6 +94,7 @@ def open_core(settings: Settings) -> SignerCore:
                 max_fee_sat=settings.max_fee_sat,
                 people=people_config(settings),
             ),
+            clock=clock,
         )
         if core.state.policy is None:
             core.install_first_policy(load_policy_yaml(settings.policy_file.read_text()))
