@@ -46,7 +46,6 @@ BACKENDS = ["sqlite", "postgresql"]
 RUNNING_SIGNERS: dict[Path, SignerServer] = {}
 
 
-
 class SignerClock:
     """The clock of the fixtures' in-process signers: real time, except while a test has
     handed the service an explicit moment (``now=``, the TOTP tests' clock injection): the

@@ -155,7 +155,12 @@ def sign_params(plan: TransactionPlan, payout: ApprovedPayout, content: dict[str
     approved = wire.encode_approved(payout)
     if content is not None:
         approved["approval"] = content
-    return {"wallet": WALLET, "kind": "payout", "plan": wire.encode_plan(plan), "approved": [approved]}
+    return {
+        "wallet": WALLET,
+        "kind": "payout",
+        "plan": wire.encode_plan(plan),
+        "approved": [approved],
+    }
 
 
 def above_tier(s: Signer, withdrawal_id: str = "w-above") -> tuple[ApprovedPayout, TransactionPlan]:
@@ -196,9 +201,7 @@ def test_a_wrong_code_and_a_replayed_code_are_refused(signer: Signer) -> None:
     # The code of a step accepted once (here by a login's check) never serves again.
     signer.moment -= timedelta(seconds=30)
     assert signer.ok("check_totp", staff_id="id-alice", code=right)["step"] > 0
-    signer.refused(
-        "record_decision", wire.TOTP_REPLAYED, decision="approve", totp=right, **params
-    )
+    signer.refused("record_decision", wire.TOTP_REPLAYED, decision="approve", totp=right, **params)
     assert content_digest(content) not in _decided_digests(signer)
 
 
@@ -228,9 +231,7 @@ def test_staff_enrolment_after_genesis_needs_a_quorum_recorded_in_the_signer(
     mallory = {"staff_id": "id-mallory", "username": "mallory", "role": "approver"}
     mallory["groups"] = ["treasury"]  # type: ignore[assignment]
     assert "genesis is closed" in signer.refused("enrol_staff", wire.NOT_ALLOWED, **mallory)
-    signer.refused(
-        "enrol_staff", wire.NOT_ALLOWED, totp_secret=pyotp.random_base32(), **mallory
-    )
+    signer.refused("enrol_staff", wire.NOT_ALLOWED, totp_secret=pyotp.random_base32(), **mallory)
     change = {"kind": "staff_change", "action": "enrol", **mallory}
     signer.decide("alice", change)
     assert "genesis is closed" in signer.refused("enrol_staff", wire.NOT_ALLOWED, **mallory)
