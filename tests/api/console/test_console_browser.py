@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.browser, needs_chromium]
 def server(funded: Runtime) -> Iterator[LiveServer]:
     with live_server(create_app(funded.settings, runtime=funded)) as running:
         # The signer verifies passkeys for the console's origin: this server's.
-        use_relying_party(funded.settings, "127.0.0.1", running.url)
+        use_relying_party(funded.settings, "localhost", f"http://localhost:{running.port}")
         yield running
 
 
