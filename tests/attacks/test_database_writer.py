@@ -596,6 +596,19 @@ def _retag_authorization(scene: Scene, withdrawal_id: str) -> None:
     scene.sql("UPDATE withdrawals SET authorization_mac = :mac WHERE id = :id", mac=mac, id=row.id)
 
 
+def _the_signer_refused(scene: Scene, withdrawal_id: str) -> None:
+    """The refusal came from the signer's count of its own evidence (the risk monitor
+    recorded it with the signer's message)."""
+    from sqlalchemy import select
+
+    from walletsvc.db.models import AuditEvent
+
+    with scene.runtime.db.read() as uow:
+        events = uow.session.scalars(select(AuditEvent.data)).all()
+    text = json.dumps(list(events), default=str)
+    assert f"withdrawal {withdrawal_id} needs 2 approvals" in text, text[-2000:]
+
+
 def test_with_the_kek_a_payout_above_a_tier_approved_in_sql_pays_nothing(scene: Scene) -> None:
     payout, _digest = _pending_big(scene, "kek-fake-approval")
     scene.sql("UPDATE withdrawals SET status = 'approved' WHERE id = :id", id=payout["id"])
@@ -607,6 +620,7 @@ def test_with_the_kek_a_payout_above_a_tier_approved_in_sql_pays_nothing(scene: 
     scene.run()
     assert scene.status(payout["id"]) != "confirmed"
     assert scene.runtime.signer.status()["signed_transactions"] == 0
+    _the_signer_refused(scene, payout["id"])
     scene.assert_no_money_lost()
     scene.assert_frozen()  # the signer refusing its own work freezes the wallet
 
@@ -629,6 +643,7 @@ def test_with_the_kek_an_approved_payout_rewritten_after_its_approvals_pays_noth
     _retag_authorization(scene, payout["id"])
     scene.run()
     assert scene.status(payout["id"]) != "confirmed"
+    _the_signer_refused(scene, payout["id"])  # the rewritten content: a digest nobody decided
     scene.assert_no_money_lost()
     scene.assert_frozen()
 
