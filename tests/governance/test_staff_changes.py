@@ -117,3 +117,17 @@ def test_one_approval_is_not_enough_for_the_signer(runtime: Runtime, team: Team)
         )
     with runtime.db.read() as uow:
         assert uow.staff.by_username("erin") is None
+
+
+def test_genesis_closes_at_service_start_once_the_approvers_meet_every_quorum(
+    runtime: Runtime,
+) -> None:
+    """policies/default.yaml's largest quorum is 3 of treasury (its second tier)."""
+    team = Team(runtime)
+    team.add("alice")
+    team.add("bob")
+    assert runtime.close_genesis_when_ready() is True  # 2 approvers cannot meet 3 of treasury
+    assert runtime.signer.status()["genesis_open"] is True
+    team.add("carol")
+    assert runtime.close_genesis_when_ready() is False
+    assert runtime.signer.status()["genesis_open"] is False
