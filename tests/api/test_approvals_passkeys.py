@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from tests.api.test_approvals_api import login
 from tests.governance_helpers import Team, big_withdrawal
 from tests.helpers import audit_events
+from tests.signer_helpers import use_relying_party
 from tests.soft_authenticator import SoftAuthenticator
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models_staff_auth import StaffPasskey
@@ -23,6 +24,7 @@ RP = RelyingParty(rp_id="testserver", origin="http://testserver")
 
 @pytest.fixture
 def team(funded: Runtime) -> Team:
+    use_relying_party(funded.settings, RP.rp_id, RP.origin)  # the signer verifies passkeys
     team = Team(funded)
     team.add("alice")
     team.add("bob")
@@ -38,7 +40,7 @@ def _with_passkey(team: Team, name: str) -> SoftAuthenticator:
     register_passkey(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         RP,
         principal(runtime, member),
@@ -170,7 +172,8 @@ def test_a_removed_passkey_no_longer_approves(client: TestClient, team: Team) ->
     assert refused.status_code == 403
     assert refused.json()["error"] == {
         "code": "invalid_totp",  # the step-up failure code, for passkeys too
-        "message": "this passkey may not approve for you (not registered, or removed)",
+        "message": "the passkey does not verify for this decision: "
+        "this passkey may not approve for you (not registered, or removed)",
         "field": "passkey",
     }
     assert show_request(runtime.db, runtime.tags, request_id)["decisions"] == []

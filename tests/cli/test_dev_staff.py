@@ -37,7 +37,7 @@ def test_dev_approvers_can_log_in_and_the_banner_shows_the_console_not_secrets(
         session = login(
             runtime.db,
             runtime.tags,
-            runtime.totp_secrets,
+            runtime.signer,
             runtime.settings,
             username="alice",
             password=staff["alice"]["password"],
@@ -75,7 +75,7 @@ def test_the_dev_approvers_release_a_payout_above_the_tier(settings: Settings) -
             session = login(
                 runtime.db,
                 runtime.tags,
-                runtime.totp_secrets,
+                runtime.signer,
                 runtime.settings,
                 username=name,
                 password=staff[name]["password"],
@@ -85,7 +85,7 @@ def test_the_dev_approvers_release_a_payout_above_the_tier(settings: Settings) -
             status = approvals.decide(
                 runtime.db,
                 runtime.tags,
-                runtime.totp_secrets,
+                runtime.signer,
                 runtime.settings,
                 request_id=request_id,
                 staff=session.principal,

@@ -12,19 +12,17 @@ from walletsvc.domain.ports import SignerPort
 from walletsvc.governance.allowlist import AllowlistApprovals
 from walletsvc.governance.approvals import ApprovalKind, register_kind
 from walletsvc.governance.policy_changes import PolicyChangeApprovals
+from walletsvc.governance.staff_changes import StaffChangeApprovals
 from walletsvc.governance.totp_resets import TotpResetApprovals
 from walletsvc.incident.rotation import KeyRotationApprovals
 from walletsvc.incident.unfreeze import UnfreezeApprovals
-from walletsvc.keys.sealing import TotpSealer
 from walletsvc.payouts.intake import WithdrawalApprovals
 from walletsvc.treasury.cold import ColdDestinationApprovals
 
 
-def approval_kinds(
-    signer: SignerPort, totp_secrets: TotpSealer | None = None
-) -> tuple[ApprovalKind, ...]:
-    """Every kind; ``signer`` makes the new seed when a key rotation reaches its quorum,
-    ``totp_secrets`` seals the new secret when an authenticator reset reaches its quorum."""
+def approval_kinds(signer: SignerPort) -> tuple[ApprovalKind, ...]:
+    """Every kind; ``signer`` makes the new seed when a key rotation reaches its quorum (and
+    the new TOTP secret when an approved authenticator reset is applied)."""
     return (
         WithdrawalApprovals(),
         AllowlistApprovals(),
@@ -32,11 +30,12 @@ def approval_kinds(
         UnfreezeApprovals(signer),
         KeyRotationApprovals(signer),
         ColdDestinationApprovals(),
-        TotpResetApprovals(totp_secrets),
+        TotpResetApprovals(),
+        StaffChangeApprovals(),
     )
 
 
-def register_approval_kinds(signer: SignerPort, totp_secrets: TotpSealer | None = None) -> None:
+def register_approval_kinds(signer: SignerPort) -> None:
     """Idempotent: registering the same kinds again replaces them with equal handlers."""
-    for kind in approval_kinds(signer, totp_secrets):
+    for kind in approval_kinds(signer):
         register_kind(kind)

@@ -1,8 +1,10 @@
 """`walletsvc staff add|list|disable`: treasury staff accounts.
 
-The TOTP secret is printed once, as an otpauth:// URI and as a QR code (segno, drawn with
-Unicode blocks in the terminal) for an authenticator app; the database keeps only its
-ciphertext. Groups must be groups of the policy in force (a typo is refused).
+The TOTP secret is made by the signer, which keeps it sealed under its own key; it is printed
+once, as an otpauth:// URI and as a QR code (segno, drawn with Unicode blocks in the
+terminal) for an authenticator app, and the database never holds it. After the signer's
+genesis closed, enrolling needs a quorum recorded in the signer (docs/runbook.md). Groups
+must be groups of the policy in force (a typo is refused).
 """
 
 from __future__ import annotations
@@ -52,32 +54,84 @@ def add(
         bool, typer.Option("--password-stdin", help="Read the password from stdin")
     ] = False,
 ) -> None:
-    """Create a staff member; prints the TOTP provisioning URI once."""
+    """Create a staff member; prints the TOTP provisioning URI once. After the signer's
+    genesis, opens a governed enrolment instead (then `walletsvc staff apply`)."""
     from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.cli.dev_signer import running_dev_signer
+    from walletsvc.governance.approvals import Requester
     from walletsvc.governance.staff import create_staff
+    from walletsvc.governance.staff_changes import request_enrolment
     from walletsvc.keys.kek import load_kek
+    from walletsvc.signer.client import SignerClient
 
     s = Settings()
     password = _read_password(password_stdin)
     kek = load_kek(s.kek_path)
     try:
-        created = create_staff(
-            open_database(s),
-            kek.row_tagger(),
-            kek.totp_sealer(),
-            username=name,
-            password=password,
-            role=role,
-            groups=group or [],
-            actor=CLI_ACTOR,
-        )
+        with running_dev_signer(s):  # the signer enrols (and makes the secret)
+            signer = SignerClient(s)
+            if not signer.status().get("genesis_open", True):
+                pending = request_enrolment(
+                    open_database(s),
+                    kek.row_tagger(),
+                    username=name,
+                    password=password,
+                    role=role,
+                    groups=group or [],
+                    requester=Requester(CLI_ACTOR, None),
+                )
+                typer.echo(
+                    f"the signer's genesis is closed: enrolling {name} needs the policy_change "
+                    f"quorum (approval request {pending.approval_request_id}); once approved:"
+                )
+                typer.echo(f"walletsvc staff apply {pending.change_id}")
+                return
+            created = create_staff(
+                open_database(s),
+                kek.row_tagger(),
+                signer,
+                username=name,
+                password=password,
+                role=role,
+                groups=group or [],
+                actor=CLI_ACTOR,
+            )
     except DomainError as exc:
         _fail(exc.message)
         return
-    typer.echo(f"staff {created.username} ({created.role}; groups: {','.join(created.groups)})")
+    _show_enrolment(created.username, created.role, created.groups, created.otpauth_uri)
+
+
+@staff_app.command("apply")
+def apply(change_id: str) -> None:
+    """Apply an approved enrolment (after genesis): prints the TOTP provisioning URI once."""
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.cli.dev_signer import running_dev_signer
+    from walletsvc.governance.staff_changes import apply_enrolment
+    from walletsvc.keys.kek import load_kek
+    from walletsvc.signer.client import SignerClient
+
+    s = Settings()
+    try:
+        with running_dev_signer(s):
+            created = apply_enrolment(
+                open_database(s),
+                load_kek(s.kek_path).row_tagger(),
+                SignerClient(s),
+                change_id=change_id,
+                actor=CLI_ACTOR,
+            )
+    except DomainError as exc:
+        _fail(exc.message)
+        return
+    _show_enrolment(created.username, created.role, created.groups, created.otpauth_uri)
+
+
+def _show_enrolment(username: str, role: str, groups: list[str], uri: str) -> None:
+    typer.echo(f"staff {username} ({role}; groups: {','.join(groups)})")
     typer.echo("Add this to the authenticator app now; it is shown once and never again:")
-    typer.echo(created.otpauth_uri)
-    typer.echo(terminal_qr(created.otpauth_uri))
+    typer.echo(uri)
+    typer.echo(terminal_qr(uri))
 
 
 def terminal_qr(text: str) -> str:
@@ -109,14 +163,21 @@ def list_() -> None:
 def disable(name: str) -> None:
     """Disable a staff member at once; their sessions end now."""
     from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.cli.dev_signer import running_dev_signer
     from walletsvc.governance.staff import disable_staff
     from walletsvc.keys.kek import load_kek
+    from walletsvc.signer.client import SignerClient
 
     s = Settings()
     try:
-        disable_staff(
-            open_database(s), load_kek(s.kek_path).row_tagger(), username=name, actor=CLI_ACTOR
-        )
+        with running_dev_signer(s):  # the signer hears it first
+            disable_staff(
+                open_database(s),
+                load_kek(s.kek_path).row_tagger(),
+                SignerClient(s),
+                username=name,
+                actor=CLI_ACTOR,
+            )
     except DomainError as exc:
         _fail(exc.message)
     typer.echo(f"disabled {name}")

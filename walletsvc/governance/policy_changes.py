@@ -26,6 +26,7 @@ from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models_governance import ApprovalRequest, PolicyProposal
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from walletsvc.domain.ports import SignerPort
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import Approvers, KindContext, Requester
 from walletsvc.governance.policies import (
@@ -36,7 +37,6 @@ from walletsvc.governance.policies import (
 )
 from walletsvc.governance.staff import StaffPrincipal, check_totp, load_active_staff, now_utc
 from walletsvc.keys.integrity import RowTagger, canonical_json
-from walletsvc.keys.sealing import TotpSealer
 from walletsvc.policy.document import (
     PolicyDocument,
     canonical_dict,
@@ -235,7 +235,7 @@ class PolicyChangeApprovals:
 def veto(
     db: Database,
     tags: RowTagger,
-    totp_secrets: TotpSealer,
+    signer: SignerPort,
     settings: Settings,
     *,
     proposal_id: str,
@@ -255,7 +255,7 @@ def veto(
             raise Forbidden(f"only approvers of group {request.required_group!r} can veto")
         if p.status != "time_locked":
             raise Conflict(f"only a time-locked proposal can be vetoed; this one is {p.status}")
-        _step, error = check_totp(uow, totp_secrets, settings, row, totp, moment)
+        _step, error = check_totp(uow, signer, settings, row, totp, moment)
         if error is None:
             p.status, p.vetoed_by = "vetoed", staff.actor
             uow.audit(

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from tests.api.console.helpers import csrf_of, log_in
 from tests.governance_helpers import PASSWORD, Team, big_withdrawal, principal
+from tests.signer_helpers import use_relying_party
 from tests.soft_authenticator import SoftAuthenticator
 from walletsvc.api.console.security import (
     CONTENT_SECURITY_POLICY,
@@ -158,7 +159,7 @@ def test_an_expired_session_is_refused(client: TestClient, team: Team) -> None:
     expired = login(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         username="alice",
         password=PASSWORD,
@@ -269,10 +270,11 @@ def test_a_member_removes_their_passkey_in_the_console(client: TestClient, team:
     runtime = team.runtime
     alice = team.members["alice"]
     device = SoftAuthenticator("testserver", "http://testserver")
+    use_relying_party(runtime.settings, "testserver", "http://testserver")  # the signer's RP
     register_passkey(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         RelyingParty(rp_id="testserver", origin="http://testserver"),
         principal(runtime, alice),

@@ -42,7 +42,7 @@ def test_my_queue_shows_all_that_is_needed_to_decide(client: TestClient, team: T
     approvals.decide(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         request_id=request_id,
         staff=principal(runtime, alice),

@@ -59,7 +59,7 @@ def test_an_operator_adds_a_member_who_enrols_from_the_qr_code(
     created = login(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         username="carol",
         password=PASSWORD,
@@ -134,7 +134,7 @@ def _approve(team: Team, member: Member, request_id: str) -> str:
     return approvals.decide(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         request_id=request_id,
         staff=governance_principal(runtime, member),
@@ -157,8 +157,8 @@ def test_a_lost_authenticator_is_replaced_only_after_a_quorum(
         data={"reason": "phone lost", "csrf_token": csrf_of(page)},
     )
     assert asked.status_code == 201, asked.text
-    new_secret = _secret_in(asked.text)
-    request_id = asked.text.split("after approval request ", 1)[1].split(" ", 1)[0]
+    assert "otpauth://" not in asked.text  # no secret exists yet: the signer makes it later
+    request_id = asked.text.split("once approval request ", 1)[1].split(" ", 1)[0]
 
     # Nobody decides a request about their own account.
     with pytest.raises(Exception, match="their own account"):
@@ -171,12 +171,32 @@ def test_a_lost_authenticator_is_replaced_only_after_a_quorum(
         assert pending == []
 
     assert _approve(team, team.members["bob"], request_id) == "pending"
-    # Until the quorum, the new secret opens nothing.
-    with pytest.raises(InvalidCredentials):
-        _login_with(runtime, "alice", pyotp.TOTP(new_secret).now())
+    with runtime.db.read() as uow:
+        reset_id = uow.staff_totp_resets.newest(1)[0].id
+    # Until the quorum, nothing to apply.
+    page = client.get("/console/staff").text
+    early = client.post(
+        f"/console/staff/resets/{reset_id}/apply", data={"csrf_token": csrf_of(page)}
+    )
+    assert early.status_code == 409 and "otpauth://" not in early.text
     assert _approve(team, carol, request_id) == "approved"
+    page = client.get("/console/staff").text
+    applied = client.post(
+        f"/console/staff/resets/{reset_id}/apply", data={"csrf_token": csrf_of(page)}
+    )
+    assert applied.status_code == 201, applied.text
+    new_secret = _secret_in(applied.text)
+    assert new_secret != alice.secret
     session = _login_with(runtime, "alice", pyotp.TOTP(new_secret).now())
     assert session.principal.username == "alice"
+    # The old authenticator no longer opens anything; the reset applies once.
+    with pytest.raises(InvalidCredentials):
+        _login_with(runtime, "alice", pyotp.TOTP(alice.secret).now())
+    page = client.get("/console/staff").text
+    again = client.post(
+        f"/console/staff/resets/{reset_id}/apply", data={"csrf_token": csrf_of(page)}
+    )
+    assert again.status_code == 409
     shown = client.get("/console/staff").text
     assert "phone lost" in shown and "applied" in shown
 
@@ -221,7 +241,7 @@ def _login_with(runtime: Runtime, username: str, code: str) -> CreatedSession:
     return login(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         username=username,
         password=PASSWORD,

@@ -41,5 +41,5 @@ def list_my_passkeys(runtime: RuntimeDep, staff: AnyStaff) -> PasskeyList:
 )
 def delete_my_passkey(passkey_id: str, runtime: RuntimeDep, staff: AnyStaff) -> Response:
     """Remove one of the caller's own passkeys: it approves nothing from now on (audited)."""
-    remove_passkey(runtime.db, runtime.tags, staff, passkey_id=passkey_id)
+    remove_passkey(runtime.db, runtime.tags, runtime.signer, staff, passkey_id=passkey_id)
     return Response(status_code=204)
