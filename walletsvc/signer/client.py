@@ -71,6 +71,7 @@ class SignerClient:
         approved: Sequence[ApprovedPayout],
         sweep_scripts: frozenset[bytes] = frozenset(),
         max_fee_sat: int | None = None,
+        audit_head: tuple[int, str] | None = None,
     ) -> SignedTransaction:
         params: dict[str, Any] = {
             "wallet": wallet,
@@ -81,6 +82,8 @@ class SignerClient:
         }
         if max_fee_sat is not None:
             params["max_fee_sat"] = max_fee_sat
+        if audit_head is not None:
+            params["audit_head"] = {"seq": audit_head[0], "hash": audit_head[1]}
         return wire.decode_signed(self.call("sign", params))
 
     def freeze(self, wallet: str | None, reason: str) -> None:
@@ -91,6 +94,25 @@ class SignerClient:
 
     def anchor_audit(self, seq: int, head_hash: str) -> None:
         self.call("anchor_audit", {"seq": seq, "hash": head_hash})
+
+    def audit_anchors(self) -> list[tuple[int, str]]:
+        """Every audit head the signer recorded, oldest first (paged over the wire)."""
+        found: list[tuple[int, str]] = []
+        after: int | None = 0
+        while after is not None:
+            page = self.call("audit_anchors", {"after": after})
+            seqs, hashes, after = page.get("seqs"), page.get("hashes"), page.get("next_after")
+            if (
+                not isinstance(seqs, list)
+                or not isinstance(hashes, list)
+                or len(seqs) != len(hashes)
+                or not all(isinstance(s, int) and not isinstance(s, bool) for s in seqs)
+                or not all(isinstance(h, str) for h in hashes)
+                or (after is not None and (not seqs or after != seqs[-1]))  # always progress
+            ):
+                raise DependencyUnavailable("the signer answered a malformed list of anchors")
+            found.extend(zip(seqs, hashes, strict=True))
+        return found
 
     # -- transport -------------------------------------------------------------------------
 
