@@ -84,7 +84,7 @@ class Runtime:
         register_approval_kinds(signer, kek.totp_sealer())
         db = Database(settings.database_url, audit_key=kek.audit_key())
         chain = chain or open_chain(settings)
-        risk = RiskMonitor(db, tags)
+        risk = RiskMonitor(db, tags, signer)  # its automatic freezes reach the signer first
         scanner = Scanner(db, chain, start_height=settings.scan_start_height)
         scanner.block_watchers.append(risk.on_block)
         # One signing pipeline for every service that signs: the signer refusing its own
