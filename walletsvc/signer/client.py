@@ -76,8 +76,7 @@ class SignerClient:
         params: dict[str, Any] = {
             "wallet": wallet,
             "kind": kind,
-            "plan": wire.encode_plan(plan),
-            "approved": [wire.encode_approved(a) for a in approved],
+            "batch": wire.pack_batch(plan, approved).hex(),
             "sweep": sorted(bytes(s).hex() for s in sweep_scripts),
         }
         if max_fee_sat is not None:

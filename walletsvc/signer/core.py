@@ -25,6 +25,7 @@ The rules before a signature (docs/architecture.md, "The signer"):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -251,8 +252,7 @@ class SignerCore:
         if kind not in wire.SIGN_KINDS:
             kinds = sorted(wire.SIGN_KINDS)
             raise SignerError(wire.INVALID_REQUEST, f"kind must be one of {kinds}")
-        plan = wire.decode_plan(params.get("plan"))
-        approved = [wire.decode_approved(a) for a in _list(params.get("approved", []))]
+        plan, approved, batch = wire.decode_batch(params.get("batch"))
         requested_sweep = frozenset(bytes.fromhex(_hex(s)) for s in _list(params.get("sweep", [])))
         requested_fee_cap = params.get("max_fee_sat")
         if requested_fee_cap is not None and (
@@ -270,10 +270,7 @@ class SignerCore:
             {
                 "wallet": wallet,
                 "kind": kind,
-                "plan": wire.encode_plan(plan),
-                "approved": sorted(
-                    (wire.encode_approved(a) for a in approved), key=lambda a: a["withdrawal_id"]
-                ),
+                "batch": hashlib.sha256(batch).hexdigest(),  # canonical bytes: wire.pack_batch
                 "sweep": sorted(s.hex() for s in requested_sweep),
                 "max_fee_sat": requested_fee_cap,
             }
