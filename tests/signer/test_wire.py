@@ -4,10 +4,16 @@ refuses anything but the exact form (truncated, padded, bad flags, unsorted payo
 from __future__ import annotations
 
 import dataclasses
+import json
+import socket
 import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from walletsvc.config import Settings
 from walletsvc.domain.transaction import (
     ApprovedPayout,
     Coin,
@@ -16,7 +22,9 @@ from walletsvc.domain.transaction import (
     PlannedOutput,
     TransactionPlan,
 )
+from walletsvc.shipped import development_policy_file
 from walletsvc.signer import wire
+from walletsvc.signer.server import SignerServer
 
 
 def a_batch() -> tuple[TransactionPlan, list[ApprovedPayout]]:
@@ -42,7 +50,7 @@ def a_batch() -> tuple[TransactionPlan, list[ApprovedPayout]]:
 def test_a_batch_round_trips_every_field() -> None:
     plan, approved = a_batch()
     data = wire.pack_batch(plan, approved)
-    again, payouts, raw = wire.decode_batch(data.hex())
+    again, payouts, raw = wire.decode_batch(data)
     assert raw == data
     assert again == plan
     assert payouts == sorted(approved, key=lambda a: a.withdrawal_id)  # the canonical order
@@ -103,8 +111,8 @@ def test_anything_but_the_exact_form_is_refused(case: str) -> None:
         wire.unpack_batch(malformed()[case])
 
 
-@pytest.mark.parametrize("value", [None, 7, "", "zz", ["00"]])
-def test_the_batch_parameter_is_a_hex_string(value: object) -> None:
+@pytest.mark.parametrize("value", [None, 7, b"", "00" * 40, ["00"]])
+def test_the_batch_parameter_is_the_attachments_bytes(value: object) -> None:
     with pytest.raises(wire.WireError):
         wire.decode_batch(value)
 
@@ -116,3 +124,71 @@ def test_a_zero_payout_does_not_pack_silently_and_is_refused() -> None:
         wire.unpack_batch(data)
     with pytest.raises(wire.WireError, match="does not fit"):
         wire.pack_batch(plan, [ApprovedPayout("wd-1", b"\x00", -1)])
+
+
+# -- the attachment framing, against a real signer on a real socket ---------------------------
+
+
+@pytest.fixture
+def signer_socket(tmp_path: Path) -> Iterator[Callable[[], socket.socket]]:
+    settings = Settings(data_dir=tmp_path, policy_file=development_policy_file())
+    with SignerServer(settings):
+
+        def connect() -> socket.socket:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(30)
+            sock.connect(str(settings.signer_socket))
+            return sock
+
+        yield connect
+
+
+def _send(stream: Any, envelope: dict[str, Any], attachment: bytes = b"") -> dict[str, Any]:
+    stream.write(json.dumps(envelope).encode() + b"\n" + attachment)
+    stream.flush()
+    reply: dict[str, Any] = json.loads(stream.readline())
+    return reply
+
+
+def test_a_batch_is_read_whole_and_the_stream_stays_in_step(
+    signer_socket: Callable[[], socket.socket],
+) -> None:
+    stream = signer_socket().makefile("rwb")
+    plan, approved = a_batch()
+    good = wire.pack_batch(plan, approved)
+    sign = {"id": "a", "op": "sign", "params": {"wallet": "w", "kind": "payout"}}
+    # A malformed batch, then the same one inside params: both refused, the stream in step.
+    refused = _send(stream, {**sign, "attachment": len(good) + 1}, good + b"\x00")
+    assert refused["error"]["code"] == "invalid_request" and "batch" in refused["error"]["message"]
+    inline = _send(stream, {**sign, "id": "b", "params": {**sign["params"], "batch": "00"}})
+    assert inline["id"] == "b" and "attachment" in inline["error"]["message"]
+    missing = _send(stream, {**sign, "id": "c"})
+    assert missing["id"] == "c" and "attachment" in missing["error"]["message"]
+    # A well-formed batch reaches the signer's own rules (this wallet has no keys there).
+    judged = _send(stream, {**sign, "id": "d", "attachment": len(good)}, good)
+    assert judged["id"] == "d" and judged["error"]["code"] != "invalid_request"
+    assert _send(stream, {"id": "e", "op": "status"})["ok"] is True
+
+
+@pytest.mark.parametrize("size", [-1, 0, "12", True, wire.MAX_LINE_BYTES + 1])
+def test_an_attachment_size_that_is_not_one_hangs_up(
+    signer_socket: Callable[[], socket.socket], size: object
+) -> None:
+    stream = signer_socket().makefile("rwb")
+    reply = _send(stream, {"id": "a", "op": "sign", "params": {}, "attachment": size})
+    assert reply["error"]["code"] == "invalid_request"
+    assert stream.readline() == b""  # the server hung up: what followed was not a request
+
+
+def test_a_connection_closed_inside_the_attachment_is_survived(
+    signer_socket: Callable[[], socket.socket],
+) -> None:
+    sock = signer_socket()
+    sock.sendall(json.dumps({"id": "a", "op": "sign", "attachment": 1000}).encode() + b"\n")
+    sock.sendall(b"\x01" * 10)
+    sock.shutdown(socket.SHUT_WR)
+    reply = json.loads(sock.makefile("rb").readline())
+    assert "closed inside the attachment" in reply["error"]["message"]
+    sock.close()
+    stream = signer_socket().makefile("rwb")  # the signer still answers
+    assert _send(stream, {"id": "b", "op": "status"})["ok"] is True

@@ -76,14 +76,14 @@ class SignerClient:
         params: dict[str, Any] = {
             "wallet": wallet,
             "kind": kind,
-            "batch": wire.pack_batch(plan, approved).hex(),
             "sweep": sorted(bytes(s).hex() for s in sweep_scripts),
         }
         if max_fee_sat is not None:
             params["max_fee_sat"] = max_fee_sat
         if audit_head is not None:
             params["audit_head"] = {"seq": audit_head[0], "hash": audit_head[1]}
-        return wire.decode_signed(self.call("sign", params))
+        batch = wire.pack_batch(plan, approved)
+        return wire.decode_signed(self.call("sign", params, attachment=batch))
 
     def freeze(self, wallet: str | None, reason: str) -> None:
         self.call("freeze", {"wallet": wallet, "reason": reason})
@@ -115,11 +115,17 @@ class SignerClient:
 
     # -- transport -------------------------------------------------------------------------
 
-    def call(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
+    def call(
+        self, op: str, params: dict[str, Any], *, attachment: bytes | None = None
+    ) -> dict[str, Any]:
+        """One request; ``attachment`` (raw bytes: a signing batch) follows its line."""
         request_id = uuid.uuid4().hex
-        line = json.dumps({"id": request_id, "op": op, "params": params}).encode() + b"\n"
+        envelope: dict[str, Any] = {"id": request_id, "op": op, "params": params}
+        if attachment is not None:
+            envelope["attachment"] = len(attachment)
+        line = json.dumps(envelope).encode() + b"\n"
         with self._lock:
-            reply = self._exchange(line)
+            reply = self._exchange(line, attachment or b"")
         if not isinstance(reply, dict) or reply.get("id") != request_id:
             self.close()
             raise DependencyUnavailable("the signer answered another request; reconnecting")
@@ -131,11 +137,13 @@ class SignerClient:
             error = {}
         raise _domain_error(str(error.get("code")), str(error.get("message", "no message")))
 
-    def _exchange(self, line: bytes) -> Any:
+    def _exchange(self, line: bytes, attachment: bytes) -> Any:
         for attempt in (1, 2):
             try:
                 stream = self._stream()
                 stream.write(line)
+                if attachment:
+                    stream.write(attachment)
                 stream.flush()
                 answer = stream.readline(wire.MAX_LINE_BYTES + 1)
                 if not answer:
