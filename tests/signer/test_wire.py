@@ -117,7 +117,7 @@ def test_the_batch_parameter_is_the_attachments_bytes(value: object) -> None:
         wire.decode_batch(value)
 
 
-def test_a_zero_payout_does_not_pack_silently_and_is_refused() -> None:
+def test_payout_amounts_below_one_are_refused() -> None:
     plan, _ = a_batch()
     data = wire.pack_batch(plan, [ApprovedPayout("wd-1", b"\x00", 0)])
     with pytest.raises(wire.WireError, match="amount_sat"):
