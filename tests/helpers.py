@@ -130,11 +130,10 @@ def audit_actions(db: Database) -> list[str]:
 
 
 def verify_audit(runtime: Runtime) -> VerifyReport:
-    """What `walletsvc audit verify` reports: the chain, the rows, and the signer's anchor."""
-    anchored = runtime.signer.status().get("audit_anchor")
-    anchor = (int(anchored["seq"]), str(anchored["hash"])) if anchored else None
+    """What `walletsvc audit verify` reports: the chain, the rows, and the signer's anchors."""
+    anchors = runtime.signer.audit_anchors()
     with runtime.db.read() as uow:
-        return verify(uow, runtime.tags, runtime.db.audit_key, anchor=anchor)
+        return verify(uow, runtime.tags, runtime.db.audit_key, anchors=anchors)
 
 
 def utxo_keys(db: Database) -> list[tuple[str, int]]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.conftest import Tokens, auth
 from tests.governance_helpers import (
@@ -22,8 +22,10 @@ from tests.governance_helpers import (
     later,
     principal,
 )
+from tests.helpers import verify_audit
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent
+from walletsvc.db.models_governance import PolicyProposal
 from walletsvc.governance import policy_changes
 
 
@@ -328,3 +330,31 @@ def test_a_tier_that_moves_unlisted_payouts_to_ops_needs_quorum_and_time_lock(
     p = _one_approval_does_not_apply(client, runtime, team, tokens, document)
     loosened = {c["path"] for c in p["assessment"]["changes"] if c["direction"] == "loosen"}
     assert "approval_tiers[>0]" in loosened
+
+
+@pytest.mark.parametrize("edit", ["lock shortened", "status forged"])
+def test_a_time_lock_edited_in_the_database_never_applies_and_is_named_by_verify(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens, edit: str
+) -> None:
+    """A database writer ends a loosening's veto window early (or marks a proposal still
+    waiting for its quorum as time-locked): the time lock fails its tag, `audit verify`
+    names it, and the loosening is never applied."""
+    before = active_sha(client, tokens)
+    p = propose(client, team, default_document(max_per_payout_sat=60_000_000))
+    t0 = aligned_now()
+    approve(runtime, team.members["bob"], p["approval_request_id"], t0)
+    if edit == "lock shortened":
+        approve(runtime, team.members["carol"], p["approval_request_id"], t0)
+        assert verify_audit(runtime).ok
+        values: dict[str, Any] = {"effective_at": t0, "effective_height": 0}
+    else:
+        values = {"status": "time_locked", "effective_at": t0, "effective_height": 0}
+    with runtime.db.engine.begin() as conn:
+        conn.execute(update(PolicyProposal).where(PolicyProposal.id == p["id"]).values(**values))
+    problem = f"time-locked policy proposal {p['id']} fails its integrity tag"
+    assert problem in verify_audit(runtime).problems
+    runtime.governance_tick(now=t0 + timedelta(minutes=1))
+    assert active_sha(client, tokens) == before
+    assert proposal(client, tokens, p["id"])["status"] == "failed"
+    failed = [d for _, action, d in audit(runtime) if action == "policy.proposal_failed"]
+    assert failed == [{"reason": problem}]

@@ -39,10 +39,11 @@ from walletsvc.db.models_governance import (
     AllowlistEntryRow,
     ApprovalDecision,
     ApprovalRequest,
+    PolicyProposal,
     Staff,
 )
 from walletsvc.db.models_staff_auth import StaffPasskey
-from walletsvc.db.models_treasury import ColdDestinationRow
+from walletsvc.db.models_treasury import ColdDestinationRow, Refill
 from walletsvc.db.tags import GOVERNED_ROW_KINDS
 from walletsvc.governance.tokens import SCOPES, create_token, hash_token, revoke_token
 from walletsvc.keys.integrity import HmacRowTagger
@@ -422,6 +423,64 @@ def _governed_rows() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "descriptor": "wpkh(tpubB/0/*)",
                 "fingerprint": "01020305",
                 "status": "retired",
+            },
+        ),
+        "refill": (
+            Refill(
+                id="f1",
+                wallet_id="wal1",
+                cold_destination_id="c1",
+                amount_sat=150_000_000,
+                fee_sat=500,
+                change_sat=0,
+                change_index=None,
+                hot_address=DEST,
+                hot_script_pubkey="0014" + "11" * 20,
+                txid="dd" * 32,
+                unsigned_tx="0200",
+                requested_by="token:engine",
+                mac="",
+            ),
+            {
+                "id": "f2",
+                "wallet_id": "wal2",
+                "cold_destination_id": "c2",
+                "amount_sat": 150_000_001,
+                "fee_sat": 501,
+                "change_sat": 1,
+                "change_index": 0,
+                "hot_address": THIEF,
+                "hot_script_pubkey": "0014" + "22" * 20,
+                "txid": "de" * 32,
+                "unsigned_tx": "0201",
+                "requested_by": "staff:mallory",
+            },
+        ),
+        "time-locked policy proposal": (
+            PolicyProposal(
+                id="pp1",
+                wallet_id=None,
+                sha256="aa" * 32,
+                base_sha256="bb" * 32,
+                base_version="default/1",
+                direction="loosen",
+                timelock_s=172_800,
+                approval_request_id="r1",
+                effective_at=_T1,
+                effective_height=288,
+                mac="",
+            ),
+            {
+                "id": "pp2",
+                "wallet_id": "wal1",
+                "sha256": "ab" * 32,
+                "base_sha256": "bc" * 32,
+                "base_version": "default/2",
+                "direction": "tighten",
+                "timelock_s": 1,
+                "approval_request_id": "r2",
+                "effective_at": _T0,
+                "effective_height": 1,
             },
         ),
     }

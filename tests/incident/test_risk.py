@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from tests.conftest import WALLET, fund_wallet
 from tests.governance_helpers import default_document, install
@@ -191,3 +191,28 @@ def test_same_destination_paid_twice_freezes(guarded: Runtime) -> None:
     assert frozen.evidence["kind"] == "duplicate_payment"
     assert frozen.evidence["amount_sat"] == 250_000
     assert len(frozen.evidence["outputs"]) == 2
+
+
+def test_an_automatic_freeze_reaches_the_signer_and_outlives_its_row(guarded: Runtime) -> None:
+    """A risk freeze stops the signer first: a database writer deleting the freeze row then
+    gets no payout signed (the signer's own freeze is in its ledger)."""
+    fund_wallet(guarded)
+    for n in range(5):
+        with pytest.raises(PolicyDenied):
+            ask(guarded, n, amount=60_000_000)  # a burst of denials: the risk rule freezes
+    guarded.risk.evaluate()
+    (frozen,) = freezes(guarded)
+    assert frozen.source == "risk"
+    assert WALLET in guarded.signer.status()["frozen"]
+
+    with guarded.db.engine.begin() as conn:  # the attacker: the database, not the signer
+        conn.execute(delete(RiskEvent))
+        conn.execute(delete(Freeze))
+    assert freezes(guarded) == []
+    wid = ask(guarded, 10, amount=100_000).withdrawal_id
+    guarded.worker.run_once()
+    with guarded.db.read() as uow:
+        row = uow.session.get(Withdrawal, wid)
+        assert row is not None
+        assert row.status == "approved" and row.transaction_id is None  # the signer refused
+    assert guarded.signer.status()["signed_transactions"] == 0

@@ -16,7 +16,7 @@ import json
 import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,7 +37,8 @@ ADDRESS, SCRIPT = external_destination("a miner paid above the tier")
 
 
 class RawSigner:
-    """The signer's socket spoken to directly: any op, any params, one JSON line each way."""
+    """The signer's socket spoken to directly: any op, any params, one JSON line each way
+    (a signing batch, passed as ``batch=<bytes>``, follows its line as the attachment)."""
 
     def __init__(self, path: str) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -48,8 +49,11 @@ class RawSigner:
         return "RawSigner()"
 
     def ask(self, op: str, **params: Any) -> dict[str, Any]:
-        line = json.dumps({"id": uuid.uuid4().hex, "op": op, "params": params})
-        self._file.write(line.encode() + b"\n")
+        batch = params.pop("batch", None)
+        envelope: dict[str, Any] = {"id": uuid.uuid4().hex, "op": op, "params": params}
+        if batch is not None:
+            envelope["attachment"] = len(batch)
+        self._file.write(json.dumps(envelope).encode() + b"\n" + (batch or b""))
         self._file.flush()
         reply: dict[str, Any] = json.loads(self._file.readline())
         return reply
@@ -152,15 +156,9 @@ def content_of(payout: ApprovedPayout, **changes: Any) -> dict[str, Any]:
 
 
 def sign_params(plan: TransactionPlan, payout: ApprovedPayout, content: dict[str, Any] | None):
-    approved = wire.encode_approved(payout)
     if content is not None:
-        approved["approval"] = content
-    return {
-        "wallet": WALLET,
-        "kind": "payout",
-        "plan": wire.encode_plan(plan),
-        "approved": [approved],
-    }
+        payout = replace(payout, approval=canonical_json(content).decode())
+    return {"wallet": WALLET, "kind": "payout", "batch": wire.pack_batch(plan, [payout])}
 
 
 def above_tier(s: Signer, withdrawal_id: str = "w-above") -> tuple[ApprovedPayout, TransactionPlan]:
@@ -320,5 +318,8 @@ def _decided_digests(s: Signer) -> set[str]:
 
 def test_canonical_content_is_what_travels() -> None:
     payout = ApprovedPayout("w-wire", SCRIPT, AMOUNT_SAT, canonical_json({"b": 1, "a": 2}).decode())
-    decoded = wire.decode_approved(json.loads(json.dumps(wire.encode_approved(payout))))
-    assert decoded == payout
+    plan = TransactionPlan((), (), 0, 0, 2, 0, 1)
+    assert wire.unpack_batch(wire.pack_batch(plan, [payout]))[1] == [payout]
+    packed = wire.pack_batch(plan, [replace(payout, approval='{"b":1, "a":2}')])
+    with pytest.raises(wire.WireError, match="canonical"):
+        wire.unpack_batch(packed)  # one content, one encoding: the batch's bytes stay canonical

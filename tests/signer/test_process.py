@@ -27,6 +27,7 @@ from walletsvc.bootstrap.health import readiness
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.setup import initialise
 from walletsvc.config import Settings
+from walletsvc.domain.coinselect import COINBASE_MATURITY
 from walletsvc.domain.errors import DependencyUnavailable, Frozen, SigningRefused
 from walletsvc.payouts.intake import WithdrawalInput, request_withdrawal
 from walletsvc.signer.client import SignerClient
@@ -159,6 +160,7 @@ import gc
 from tests.fakechain import FakeChain
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.config import Settings
+from walletsvc.domain.coinselect import COINBASE_MATURITY
 from walletsvc.keys.hd import AccountKeys
 from walletsvc.keys.keystore import SeedSecret
 from walletsvc.keys.sealing import AesGcmSeedVault
@@ -207,7 +209,11 @@ def test_a_killed_signer_makes_the_service_wait_and_forgets_nothing(
 ) -> None:
     runtime, signer = separate
     paid = [payout("w-before-kill", 1_000_000)]
-    available = coins(runtime)
+    # The coin the worker's selection (largest first, then by txid) reaches last: the service
+    # never learns it was spent here, so the worker must not plan with it below. (The first
+    # coin in the database's order was the worker's pick whenever its txid sorted first.)
+    mature = [c for c in coins(runtime) if c.confirmations >= COINBASE_MATURITY]
+    available = sorted(mature, key=lambda c: (-c.amount_sat, c.txid, c.vout))[::-1]
     plan = plan_paying(runtime, paid, using=available[:1])
     first = runtime.signer.sign(wallet=WALLET, kind="payout", plan=plan, approved=paid)
 

@@ -15,12 +15,14 @@ from embit.networks import NETWORKS
 from embit.psbt import PSBT, OutputScope
 from embit.transaction import TransactionOutput
 from fastapi.testclient import TestClient
+from sqlalchemy import insert, select, update
 
 from tests.conftest import WALLET, Tokens, auth
-from tests.helpers import audit_actions, dev_chain, wallet_balances
+from tests.helpers import audit_actions, dev_chain, verify_audit, wallet_balances
 from tests.treasury.cold_wallets import COLD, Cold, pay_cold, root, single_key, two_of_three
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.chain.kernel import KernelScriptVerifier
+from walletsvc.db.models_treasury import Refill
 from walletsvc.domain.address import script_to_address
 from walletsvc.domain.network import Network
 from walletsvc.domain.ports import SpentOutput
@@ -235,3 +237,43 @@ def test_a_cancelled_refill_frees_its_cold_coins(
     assert second["id"] != first["id"]
     again = client.post(f"/v1/refills/{first['id']}/cancel", headers=auth(tokens.all))
     assert again.status_code == 409
+
+
+@pytest.mark.parametrize("edit", ["amount", "hot address", "tag removed"])
+def test_a_refill_edited_in_the_database_is_refused_and_named_by_verify(
+    client: TestClient, runtime: Runtime, tokens: Tokens, edit: str
+) -> None:
+    """A database writer redirects a proposed refill (more from cold, another hot address):
+    its row fails its tag, so uploaded signatures are refused (audited) and `audit verify`
+    names the row."""
+    cold = single_key()
+    with_cold_coins(runtime, cold)
+    view = propose(client, tokens)
+    assert verify_audit(runtime).ok
+    thief = script_to_address(bytes([0, 20]) + bytes(range(20)), Network.REGTEST)
+    values: dict[str, Any] = {
+        "amount": {"amount_sat": view["amount_sat"] + 1},
+        "hot address": {"hot_address": thief},
+        "tag removed": {"mac": None},
+    }[edit]
+    with runtime.db.engine.begin() as conn:
+        conn.execute(update(Refill).where(Refill.id == view["id"]).values(**values))
+    assert f"refill {view['id']} fails its integrity tag" in verify_audit(runtime).problems
+    response = upload(client, tokens, view["id"], signed_by(view, cold.signers[0]))
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "integrity_failure"
+    assert "integrity.failure" in audit_actions(runtime.db)
+    after = client.get(f"/v1/refills/{view['id']}", headers=auth(tokens.all)).json()
+    assert after["status"] == "awaiting_signatures" and after["psbt"] == view["psbt"]
+
+
+def test_a_refill_inserted_in_the_database_is_named_by_verify(
+    client: TestClient, runtime: Runtime, tokens: Tokens
+) -> None:
+    with_cold_coins(runtime, single_key())
+    view = propose(client, tokens)
+    with runtime.db.engine.begin() as conn:  # a copy under a new id, its tag carried over
+        row = conn.execute(select(Refill).where(Refill.id == view["id"])).mappings().one()
+        copy = {**row, "id": "forged-refill", "txid": "ab" * 32, "status": "cancelled"}
+        conn.execute(insert(Refill).values(**copy))
+    assert "refill forged-refill fails its integrity tag" in verify_audit(runtime).problems

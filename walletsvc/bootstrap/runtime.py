@@ -31,7 +31,7 @@ from walletsvc.incident.shield import Shield
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import load_kek
 from walletsvc.keys.sealing import WebhookSecretSealer
-from walletsvc.payouts.signing import SigningPipeline
+from walletsvc.payouts.signing import AUDIT_HEAD_ORDER, SigningPipeline, audit_head
 from walletsvc.payouts.worker import PayoutWorker
 from walletsvc.signer.client import SignerClient
 from walletsvc.treasury.fee_bumps import FeeBumper
@@ -84,7 +84,7 @@ class Runtime:
         register_approval_kinds(signer)
         db = Database(settings.database_url, audit_key=kek.audit_key())
         chain = chain or open_chain(settings)
-        risk = RiskMonitor(db, tags)
+        risk = RiskMonitor(db, tags, signer)  # its automatic freezes reach the signer first
         scanner = Scanner(db, chain, start_height=settings.scan_start_height)
         scanner.block_watchers.append(risk.on_block)
         # One signing pipeline for every service that signs: the signer refusing its own
@@ -142,14 +142,16 @@ class Runtime:
         self.anchor_audit()
 
     def anchor_audit(self) -> None:
-        """Hand the signer the audit head, once a pass: `audit verify` then detects a chain
-        rewritten or cut short below it, even by someone holding the audit key."""
-        with self.db.read() as uow:
-            head = uow.audit_events.head()
-        if head is None or head.last_seq == 0:
-            return
+        """Hand the signer the audit head once a pass, besides every signature: `audit verify`
+        then detects a chain rewritten or cut short below it, even by whoever holds the
+        audit key."""
         try:
-            self.signer.anchor_audit(head.last_seq, head.last_hash)
+            with AUDIT_HEAD_ORDER:
+                with self.db.read() as uow:
+                    seq, head_hash = audit_head(uow)
+                if seq == 0:
+                    return
+                self.signer.anchor_audit(seq, head_hash)
         except SigningRefused as exc:
             log.error("AUDIT LOG TAMPERING: the signer refused the audit head: %s", exc.message)
             anchored = self.signer.status().get("audit_anchor")

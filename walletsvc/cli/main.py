@@ -858,17 +858,18 @@ def audit_verify() -> None:
     # Pending approval requests are checked against their subjects, built by their kinds.
     signer = SignerClient(s)
     register_approval_kinds(signer)
-    anchor: tuple[int, str] | None = None
+    anchors: list[tuple[int, str]] = []
     try:
-        anchored = signer.status().get("audit_anchor")
-        if anchored:
-            anchor = (int(anchored["seq"]), str(anchored["hash"]))
+        anchors = signer.audit_anchors()
     except DomainError as exc:
-        typer.secho(f"not checked against the signer's anchor: {exc.message}", err=True)
+        typer.secho(f"not checked against the signer's anchors: {exc.message}", err=True)
     with db.read() as uow:
-        report = audit.verify(uow, kek.row_tagger(), kek.audit_key(), anchor=anchor)
-    if anchor is not None:
-        typer.echo(f"checked against the signer's anchor at event {anchor[0]}")
+        report = audit.verify(uow, kek.row_tagger(), kek.audit_key(), anchors=anchors)
+    if anchors:
+        typer.echo(
+            f"checked against the signer's {len(anchors)} anchors, the last at event"
+            f" {anchors[-1][0]}"
+        )
     typer.echo(f"{report.events_checked} events, {report.rows_checked} governed rows checked")
     if not report.ok:
         for problem in report.problems:

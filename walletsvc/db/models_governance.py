@@ -145,3 +145,6 @@ class PolicyProposal(Base):
     effective_height: Mapped[int | None] = mapped_column(Integer, default=None)
     applied_at: Mapped[datetime | None] = mapped_column(default=None)
     vetoed_by: Mapped[str | None] = mapped_column(String(120), default=None)
+    # HMAC (row key) over the time lock (db/tags.py, policy_time_lock_message), set when the
+    # quorum starts it: a database writer cannot shorten the veto window. NULL before that.
+    mac: Mapped[str | None] = mapped_column(String(64), default=None)

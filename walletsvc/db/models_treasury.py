@@ -138,6 +138,9 @@ class Refill(Base):
     requested_by: Mapped[str] = mapped_column(String(120))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # HMAC (row key) over the proposal (db/tags.py, refill_message); NULL only on refills
+    # proposed before revision 0016, which fail their check: cancel and propose again.
+    mac: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class ColdUtxo(Base):

@@ -21,9 +21,15 @@ from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.keys.integrity import Field, encode_message
 
 from .models import ApiToken, PolicyVersion, Withdrawal
-from .models_governance import AllowlistEntryRow, ApprovalDecision, ApprovalRequest, Staff
+from .models_governance import (
+    AllowlistEntryRow,
+    ApprovalDecision,
+    ApprovalRequest,
+    PolicyProposal,
+    Staff,
+)
 from .models_staff_auth import StaffPasskey
-from .models_treasury import ColdDestinationRow
+from .models_treasury import ColdDestinationRow, Refill
 
 
 def staff_message(row: Staff) -> bytes:
@@ -129,6 +135,45 @@ def cold_destination_message(row: ColdDestinationRow) -> bytes:
     )
 
 
+def policy_time_lock_message(row: PolicyProposal) -> bytes:
+    """A loosening approved by its quorum and waiting out its time lock: which document
+    replaces which version, and when (by the clock and by the chain) it may apply."""
+    return encode_message(
+        "policy-time-lock",
+        row.id,
+        row.wallet_id,
+        row.sha256,
+        row.base_sha256,
+        row.base_version,
+        row.direction,
+        row.timelock_s,
+        row.approval_request_id,
+        row.effective_at,
+        row.effective_height,
+    )
+
+
+def refill_message(row: Refill) -> bytes:
+    """What a refill from cold proposes, as the cold keys' holders are shown it: which cold
+    destination pays how much to which hot address, in which exact transaction. (Not its
+    status or collected signatures: the signatures are checked against the keys.)"""
+    return encode_message(
+        "refill",
+        row.id,
+        row.wallet_id,
+        row.cold_destination_id,
+        row.amount_sat,
+        row.fee_sat,
+        row.change_sat,
+        row.change_index,
+        row.hot_address,
+        row.hot_script_pubkey,
+        row.txid,
+        row.unsigned_tx,
+        row.requested_by,
+    )
+
+
 @dataclass(frozen=True)
 class GovernedRowKind:
     """One kind of tagged row, for checks that walk them all (``walletsvc audit verify``)."""
@@ -165,4 +210,12 @@ GOVERNED_ROW_KINDS: tuple[GovernedRowKind, ...] = (
         ColdDestinationRow, "cold destination", cold_destination_message, lambda r: r.mac
     ),
     GovernedRowKind(StaffPasskey, "staff passkey", staff_passkey_message, lambda r: r.mac),
+    GovernedRowKind(Refill, "refill", refill_message, lambda r: r.mac),
+    GovernedRowKind(
+        PolicyProposal,
+        "time-locked policy proposal",
+        policy_time_lock_message,
+        lambda r: r.mac,
+        only=PolicyProposal.status == "time_locked",
+    ),
 )

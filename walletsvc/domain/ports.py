@@ -168,9 +168,12 @@ class SignerPort(Protocol):
         approved: Sequence[ApprovedPayout],
         sweep_scripts: frozenset[bytes] = frozenset(),
         max_fee_sat: int | None = None,
+        audit_head: tuple[int, str] | None = None,
     ) -> SignedTransaction:
         """``max_fee_sat`` may only lower the signer's own cap (the theft shield's answers:
-        the shield budget of the signer's policy copy; everything else: its configured cap)."""
+        the shield budget of the signer's policy copy; everything else: its configured cap).
+        ``audit_head`` (seq, hash) is the audit log's head at this moment: the signer anchors
+        it, or refuses the signature if it went back or changed."""
         ...
 
     def freeze(self, wallet: str | None, reason: str) -> None:
@@ -181,6 +184,10 @@ class SignerPort(Protocol):
 
     def anchor_audit(self, seq: int, head_hash: str) -> None:
         """Hand the signer the audit head the service just wrote."""
+        ...
+
+    def audit_anchors(self) -> list[tuple[int, str]]:
+        """Every audit head the signer recorded, oldest first (``audit verify`` checks each)."""
         ...
 
     def status(self) -> dict[str, Any]: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -54,14 +55,17 @@ def verify(
     audit_key: bytes,
     *,
     batch: int = 5_000,
-    anchor: tuple[int, str] | None = None,
+    anchors: Sequence[tuple[int, str]] = (),
     now: datetime | None = None,
 ) -> VerifyReport:
-    """The chain, the head, every governed row's tag and, with ``anchor`` (the signer's
-    record of a head it saw: walletsvc.signer), that the chain still holds that event as it
-    was. Whoever holds the audit key can rewrite a consistent shorter or different chain; the
-    signer's anchor is outside their reach."""
+    """The chain, the head, every governed row's tag and, with ``anchors`` (every head the
+    signer recorded: walletsvc.signer.anchors), that the chain still holds each anchored
+    event as it was. Whoever holds the audit key can rewrite a consistent shorter or
+    different chain, and grow it past the last anchor so that the signer anchors the
+    rewritten one next; the earlier anchors are outside their reach. Every anchor is
+    checked: each pins the events before it."""
     report = VerifyReport()
+    pinned = dict(anchors)
     # Payouts not yet paid by the rows' account; the log says which ones were signed.
     unpaid = {w.id: w.status for w in uow.withdrawals.with_statuses(_UNPAID)}
     prev_hash, expected_seq, last_seq = GENESIS_HASH, 1, 0
@@ -77,6 +81,12 @@ def verify(
             if audit_digest(audit_key, ev.prev_hash, audit_fields(ev)) != ev.hash:
                 report.problems.append(f"audit event {ev.seq} was altered")
             _check_event(ev, unpaid, report)
+            anchored = pinned.pop(ev.seq, None)
+            if anchored is not None and not hmac.compare_digest(ev.hash, anchored):
+                report.problems.append(
+                    f"audit event {ev.seq} is not the one the signer anchored (the log was"
+                    " rewritten)"
+                )
             prev_hash, expected_seq, last_seq = ev.hash, ev.seq + 1, ev.seq
             report.events_checked += 1
     head = uow.audit_events.head()
@@ -88,26 +98,26 @@ def verify(
         report.problems.append(
             "the audit head fails its integrity tag (the last events removed, the head rewritten?)"
         )
-    if anchor is not None:
-        _check_anchor(uow, anchor, report)
+    _report_lost_anchors(pinned, last_seq, report)
     _verify_rows(uow, tags, report)
     _verify_staff_locks(uow, report, now or datetime.now(UTC))
     return report
 
 
-def _check_anchor(uow: ReadUnitOfWork, anchor: tuple[int, str], report: VerifyReport) -> None:
-    seq, anchored_hash = anchor
-    if seq == 0:
+def _report_lost_anchors(lost: dict[int, str], last_seq: int, report: VerifyReport) -> None:
+    """Anchored events the walk did not meet: cut off the end, or deleted from the middle.
+    (A genesis anchor, seq 0, names no event.)"""
+    seqs = sorted(seq for seq in lost if seq > 0)
+    if not seqs:
         return
-    found = uow.audit_events.from_seq(seq, limit=1)
-    if not found or found[0].seq != seq:
+    beyond = [seq for seq in seqs if seq > last_seq]
+    if beyond:
         report.problems.append(
-            f"audit event {seq}, which the signer anchored, is gone (the log was truncated)"
+            f"audit event {beyond[-1]}, which the signer anchored, is gone (the log was"
+            f" truncated after event {last_seq})"
         )
-    elif not hmac.compare_digest(found[0].hash, anchored_hash):
-        report.problems.append(
-            f"audit event {seq} is not the one the signer anchored (the log was rewritten)"
-        )
+    for seq in [seq for seq in seqs if seq <= last_seq][:20]:
+        report.problems.append(f"audit event {seq}, which the signer anchored, is gone")
 
 
 def _check_event(ev: AuditEvent, unpaid: dict[str, str], report: VerifyReport) -> None:

@@ -25,6 +25,7 @@ from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models_governance import ApprovalRequest, PolicyProposal
 from walletsvc.db.repositories import ReadUnitOfWork
+from walletsvc.db.tags import policy_time_lock_message
 from walletsvc.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from walletsvc.domain.ports import SignerPort
 from walletsvc.governance import approvals
@@ -213,6 +214,7 @@ class PolicyChangeApprovals:
         p.status = "time_locked"
         p.effective_at = ctx.now + timedelta(seconds=p.timelock_s)
         p.effective_height = ctx.uow.scanned_blocks.tip_height() + timelock_blocks(p.timelock_s)
+        p.mac = ctx.tags.tag(policy_time_lock_message(p))
         ctx.uow.audit(
             ctx.actor,
             "policy.time_locked",
@@ -288,6 +290,8 @@ def _apply_one(uow: UnitOfWork, tags: RowTagger, p: PolicyProposal, now: datetim
     ctx = KindContext(uow, tags, "system:policy-timelock", now)
     request = approvals.get_request(uow, p.approval_request_id or "")
     try:
+        if not tags.verify(policy_time_lock_message(p), p.mac):
+            raise IntegrityFailure(f"time-locked policy proposal {p.id} fails its integrity tag")
         _apply(ctx, p, request)
     except IntegrityFailure as exc:
         # Fail closed: the change is not applied, and the reason is on the record.

@@ -33,9 +33,10 @@ from walletsvc.db.models import (
 from walletsvc.db.models_risk import RiskEvent
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import DomainError
+from walletsvc.domain.ports import SignerPort
 from walletsvc.domain.withdrawal import HOLDING_STATUSES
 from walletsvc.governance.policies import active_policy
-from walletsvc.incident.freeze import apply_freeze
+from walletsvc.incident.freeze import SIGNER_SCOPES, apply_freeze, freeze_signer
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.document import PolicyDocument, RiskRule, parse_duration
 from walletsvc.policy.risk import (
@@ -64,8 +65,15 @@ FREEZE_SCOPE = {"foreign_spend": "all"}
 FINDINGS = Counter("walletsvc_risk_findings_total", "Risk rules that fired", ["rule", "action"])
 
 
-def record(uow: UnitOfWork, finding: Finding, wallet_id: str | None) -> RiskEvent | None:
-    """Act on ``finding`` inside ``uow`` unless its evidence was reported before."""
+def record(
+    uow: UnitOfWork,
+    finding: Finding,
+    wallet_id: str | None,
+    signer: SignerPort | None = None,
+) -> RiskEvent | None:
+    """Act on ``finding`` inside ``uow`` unless its evidence was reported before. A freeze
+    reaches ``signer`` first, as every freeze does (walletsvc.incident.freeze): a database
+    writer deleting the row, or this transaction failing, leaves the signer frozen."""
     if uow.risk_events.seen(finding.rule_id, finding.fingerprint):
         return None
     event = RiskEvent(
@@ -86,11 +94,15 @@ def record(uow: UnitOfWork, finding: Finding, wallet_id: str | None) -> RiskEven
     }
     FINDINGS.labels(rule=finding.rule_id, action=finding.action).inc()
     if finding.action == "freeze":
+        scope = FREEZE_SCOPE.get(finding.kind, "withdrawals")
+        reason = f"risk rule {finding.rule_id}: {finding.summary}"[:1000]
+        if signer is not None and scope in SIGNER_SCOPES:
+            freeze_signer(signer, finding.wallet, reason)
         row = apply_freeze(
             uow,
-            scope=FREEZE_SCOPE.get(finding.kind, "withdrawals"),
+            scope=scope,
             wallet=finding.wallet,
-            reason=f"risk rule {finding.rule_id}: {finding.summary}"[:1000],
+            reason=reason,
             actor=ACTOR,
             source="risk",
             evidence=evidence,
@@ -111,9 +123,10 @@ def _wallet_id(uow: ReadUnitOfWork, name: str | None) -> str | None:
 
 
 class RiskMonitor:
-    def __init__(self, db: Database, tags: RowTagger) -> None:
+    def __init__(self, db: Database, tags: RowTagger, signer: SignerPort | None = None) -> None:
         self.db = db
         self.tags = tags
+        self.signer = signer  # every automatic freeze reaches it first
         self._integrity_seq = 0  # integrity.failure events up to here were looked at
 
     # -- each background pass ----------------------------------------------------------
@@ -152,7 +165,7 @@ class RiskMonitor:
         acted = []
         with self.db.write() as uow:
             for finding in fresh:
-                if record(uow, finding, _wallet_id(uow, finding.wallet)) is not None:
+                if record(uow, finding, _wallet_id(uow, finding.wallet), self.signer) is not None:
                     acted.append(finding)
         return acted
 
@@ -191,7 +204,7 @@ class RiskMonitor:
                 error.code,
                 error.message[:500],
             )
-            record(uow, finding, wallet_id)
+            record(uow, finding, wallet_id, self.signer)
 
     def audit_anchor_refused(self, anchored_seq: int | None, error: DomainError) -> None:
         """The signer refused the audit head: the log was cut short or rewritten below the
@@ -202,7 +215,7 @@ class RiskMonitor:
             finding = signer_failure(
                 rule, None, f"audit-anchor:{anchored_seq}", error.code, error.message[:500]
             )
-            if record(uow, finding, None) is None:
+            if record(uow, finding, None, self.signer) is None:
                 return
             uow.audit(
                 ACTOR,
@@ -252,7 +265,7 @@ class RiskMonitor:
                 recent = recent_payments(uow, wallet, mine, window_of(rule))
                 findings += duplicate_payments(rule, mine, recent)
         for finding in findings:
-            record(uow, finding, wallet.id)
+            record(uow, finding, wallet.id, self.signer)
 
 
 def _signer_rule(uow: ReadUnitOfWork, tags: RowTagger, wallet: Wallet | None) -> RiskRule:

@@ -11,11 +11,12 @@ bytes to re-broadcast.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 
 from walletsvc.config import Settings
-from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.database import GENESIS_HASH, Database, UnitOfWork
 from walletsvc.db.models import (
     Address,
     ChainTransaction,
@@ -52,6 +53,21 @@ def report_signer_failure(hook: SignerFailureHook | None, wallet_id: str, exc: D
     integrity alarms."""
     if hook is not None and isinstance(exc, SigningRefused | VerificationFailed | IntegrityFailure):
         hook(wallet_id, exc)
+
+
+# Held from reading the audit head to the signer's answer, by every signature and by the
+# pass's anchor (Runtime.anchor_audit): the heads this process hands the signer then never go
+# back, which the signer would refuse as a log cut short. (Each head is read in a transaction
+# that sees every commit before it: SQLite's write lock; PostgreSQL's READ COMMITTED.)
+AUDIT_HEAD_ORDER = threading.Lock()
+
+
+def audit_head(uow: ReadUnitOfWork) -> tuple[int, str]:
+    """The audit log's head as the signer anchors it: (last seq, its hash)."""
+    head = uow.audit_events.head()
+    if head is None:
+        return 0, GENESIS_HASH
+    return head.last_seq, head.last_hash
 
 
 def tip_height(uow: ReadUnitOfWork) -> int:
@@ -159,14 +175,17 @@ class SigningPipeline:
         """
         started = time.perf_counter()
         try:
-            signed = self.signer.sign(
-                wallet=wallet.name,
-                kind="fee_bump" if replaces_id is not None else kind,
-                plan=plan,
-                approved=approved,
-                sweep_scripts=sweep_scripts,
-                max_fee_sat=self.settings.max_fee_sat if max_fee_sat is None else max_fee_sat,
-            )
+            with AUDIT_HEAD_ORDER:
+                # Every event before this signature is then pinned by the signer's anchor.
+                signed = self.signer.sign(
+                    wallet=wallet.name,
+                    kind="fee_bump" if replaces_id is not None else kind,
+                    plan=plan,
+                    approved=approved,
+                    sweep_scripts=sweep_scripts,
+                    max_fee_sat=self.settings.max_fee_sat if max_fee_sat is None else max_fee_sat,
+                    audit_head=audit_head(uow),
+                )
         except DomainError as exc:
             SIGNER_REFUSALS.labels(kind, exc.code).inc()
             raise

@@ -76,17 +76,19 @@ class SignerClient:
         approved: Sequence[ApprovedPayout],
         sweep_scripts: frozenset[bytes] = frozenset(),
         max_fee_sat: int | None = None,
+        audit_head: tuple[int, str] | None = None,
     ) -> SignedTransaction:
         params: dict[str, Any] = {
             "wallet": wallet,
             "kind": kind,
-            "plan": wire.encode_plan(plan),
-            "approved": [wire.encode_approved(a) for a in approved],
             "sweep": sorted(bytes(s).hex() for s in sweep_scripts),
         }
         if max_fee_sat is not None:
             params["max_fee_sat"] = max_fee_sat
-        return wire.decode_signed(self.call("sign", params))
+        if audit_head is not None:
+            params["audit_head"] = {"seq": audit_head[0], "hash": audit_head[1]}
+        batch = wire.pack_batch(plan, approved)
+        return wire.decode_signed(self.call("sign", params, attachment=batch))
 
     def freeze(self, wallet: str | None, reason: str) -> None:
         self.call("freeze", {"wallet": wallet, "reason": reason})
@@ -169,13 +171,38 @@ class SignerClient:
     def remove_passkey(self, staff_id: str, credential_id: str) -> None:
         self.call("remove_passkey", {"staff_id": staff_id, "credential_id": credential_id})
 
+    def audit_anchors(self) -> list[tuple[int, str]]:
+        """Every audit head the signer recorded, oldest first (paged over the wire)."""
+        found: list[tuple[int, str]] = []
+        after: int | None = 0
+        while after is not None:
+            page = self.call("audit_anchors", {"after": after})
+            seqs, hashes, after = page.get("seqs"), page.get("hashes"), page.get("next_after")
+            if (
+                not isinstance(seqs, list)
+                or not isinstance(hashes, list)
+                or len(seqs) != len(hashes)
+                or not all(isinstance(s, int) and not isinstance(s, bool) for s in seqs)
+                or not all(isinstance(h, str) for h in hashes)
+                or (after is not None and (not seqs or after != seqs[-1]))  # always progress
+            ):
+                raise DependencyUnavailable("the signer answered a malformed list of anchors")
+            found.extend(zip(seqs, hashes, strict=True))
+        return found
+
     # -- transport -------------------------------------------------------------------------
 
-    def call(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
+    def call(
+        self, op: str, params: dict[str, Any], *, attachment: bytes | None = None
+    ) -> dict[str, Any]:
+        """One request; ``attachment`` (raw bytes: a signing batch) follows its line."""
         request_id = uuid.uuid4().hex
-        line = json.dumps({"id": request_id, "op": op, "params": params}).encode() + b"\n"
+        envelope: dict[str, Any] = {"id": request_id, "op": op, "params": params}
+        if attachment is not None:
+            envelope["attachment"] = len(attachment)
+        line = json.dumps(envelope).encode() + b"\n"
         with self._lock:
-            reply = self._exchange(line)
+            reply = self._exchange(line, attachment or b"")
         if not isinstance(reply, dict) or reply.get("id") != request_id:
             self.close()
             raise DependencyUnavailable("the signer answered another request; reconnecting")
@@ -187,11 +214,13 @@ class SignerClient:
             error = {}
         raise _domain_error(str(error.get("code")), str(error.get("message", "no message")))
 
-    def _exchange(self, line: bytes) -> Any:
+    def _exchange(self, line: bytes, attachment: bytes) -> Any:
         for attempt in (1, 2):
             try:
                 stream = self._stream()
                 stream.write(line)
+                if attachment:
+                    stream.write(attachment)
                 stream.flush()
                 answer = stream.readline(wire.MAX_LINE_BYTES + 1)
                 if not answer:

@@ -25,6 +25,7 @@ The rules before a signature (docs/architecture.md, "The signer"):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -54,7 +55,7 @@ from walletsvc.policy.engine import (
     history_horizon,
 )
 
-from . import wire
+from . import anchors, wire
 from .errors import SignerError, refuse
 from .ledger import Ledger
 from .people import People, PeopleConfig
@@ -248,8 +249,7 @@ class SignerCore:
         if kind not in wire.SIGN_KINDS:
             kinds = sorted(wire.SIGN_KINDS)
             raise SignerError(wire.INVALID_REQUEST, f"kind must be one of {kinds}")
-        plan = wire.decode_plan(params.get("plan"))
-        approved = [wire.decode_approved(a) for a in _list(params.get("approved", []))]
+        plan, approved, batch = wire.decode_batch(params.get("batch"))
         requested_sweep = frozenset(bytes.fromhex(_hex(s)) for s in _list(params.get("sweep", [])))
         requested_fee_cap = params.get("max_fee_sat")
         if requested_fee_cap is not None and (
@@ -258,14 +258,16 @@ class SignerCore:
             or requested_fee_cap < 0
         ):
             raise SignerError(wire.INVALID_REQUEST, "max_fee_sat must be an integer >= 0")
+        if params.get("audit_head") is not None:
+            # Before anything else, an exact replay included: no event before this signature
+            # can then be cut or edited unseen (walletsvc.signer.anchors). Not in the digest:
+            # a retry after a crash carries a later head and is still the same request.
+            self._anchor(*anchors.parse_head(params["audit_head"]))
         digest = content_digest(
             {
                 "wallet": wallet,
                 "kind": kind,
-                "plan": wire.encode_plan(plan),
-                "approved": sorted(
-                    (wire.encode_approved(a) for a in approved), key=lambda a: a["withdrawal_id"]
-                ),
+                "batch": hashlib.sha256(batch).hexdigest(),  # canonical bytes: wire.pack_batch
                 "sweep": sorted(s.hex() for s in requested_sweep),
                 "max_fee_sat": requested_fee_cap,
             }
@@ -337,20 +339,13 @@ class SignerCore:
 
     def anchor_audit(self, params: dict[str, Any]) -> dict[str, Any]:
         """Record the service's audit head; a head that goes backwards or changes is refused."""
-        seq, head = params.get("seq"), params.get("hash")
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-            raise SignerError(wire.INVALID_REQUEST, "seq must be an integer >= 0")
-        if not isinstance(head, str) or not head:
-            raise SignerError(wire.INVALID_REQUEST, "hash must be a non-empty string")
-        anchor = self.state.audit_anchor
-        if anchor is not None:
-            if seq < anchor[0]:
-                raise refuse(f"the audit head went back from {anchor[0]} to {seq}")
-            if seq == anchor[0] and head != anchor[1]:
-                raise refuse(f"audit event {seq} changed since the signer anchored it")
-        if anchor is None or seq > anchor[0]:
-            self._record(AUDIT_ANCHOR, {"seq": seq, "hash": head})
+        seq, head = anchors.parse_head(params)
+        self._anchor(seq, head)
         return {"seq": seq, "hash": head}
+
+    def audit_anchors(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Every audit head recorded, a page at a time, for `audit verify`."""
+        return anchors.page(self.state, params)
 
     # -- the rules -------------------------------------------------------------------------
 
@@ -525,6 +520,10 @@ class SignerCore:
         except ValueError:
             return f"script:{bytes(script).hex()}"
 
+    def _anchor(self, seq: int, head: str) -> None:
+        if anchors.is_new(self.state, seq, head):
+            self._record(AUDIT_ANCHOR, {"seq": seq, "hash": head})
+
     def _record(self, type_: str, body: dict[str, Any]) -> None:
         record = self.ledger.append(type_, body, at=self._clock())
         self.state.apply(record)
@@ -612,4 +611,5 @@ _OPS: dict[str, Callable[[SignerCore, dict[str, Any]], dict[str, Any]]] = {
     "record_decision": lambda core, params: core.people.record_decision(params),
     "register_passkey": lambda core, params: core.people.register_passkey(params),
     "remove_passkey": lambda core, params: core.people.remove_passkey(params),
+    "audit_anchors": SignerCore.audit_anchors,
 }

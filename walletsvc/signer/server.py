@@ -23,6 +23,7 @@ import socketserver
 import ssl
 import stat
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -137,31 +138,64 @@ def _lock(path: Path) -> int:
     return fd
 
 
-def answer(core: SignerCore, line: bytes) -> dict[str, Any]:
-    """One request line in, one reply object out. Never raises; never echoes secrets."""
+def answer(
+    core: SignerCore, line: bytes, read_attachment: Callable[[int], bytes] | None = None
+) -> tuple[dict[str, Any], bool]:
+    """One request line (and its attachment, read with ``read_attachment``) in, one reply
+    object out, and whether the stream is still in step. Never raises; never echoes secrets.
+
+    An attachment (``"attachment": n`` in the envelope, then exactly n raw bytes: a signing
+    batch, wire.pack_batch) becomes the ``batch`` parameter. It is read before the request is
+    judged, so the stream stays in step whatever the verdict; a size that is not one, or a
+    connection closed inside the attachment, leaves it out of step: the server hangs up."""
     request_id: object = None
     try:
         request = json.loads(line)
         if not isinstance(request, dict):
             raise wire.WireError("a request is a JSON object")
+        attachment = _attachment(request, read_attachment)
         request_id = request.get("id")
         if not isinstance(request_id, str) or not request_id:
             raise wire.WireError("every request carries a string id")
         op, params = request.get("op"), request.get("params", {})
         if not isinstance(op, str) or not isinstance(params, dict):
             raise wire.WireError("op must be a string and params an object")
+        if "batch" in params:
+            raise wire.WireError("a batch travels as the request's attachment, not in params")
+        if attachment is not None:
+            params = {**params, "batch": attachment}
         with core.lock:
             result = core.handle(op, params)
-        return {"id": request_id, "ok": True, "result": result}
+        return {"id": request_id, "ok": True, "result": result}, True
+    except _OutOfStep as exc:
+        return _error(request_id, wire.INVALID_REQUEST, str(exc)), False
     except (ValueError, wire.WireError) as exc:
-        return _error(request_id, wire.INVALID_REQUEST, str(exc)[:300])
+        return _error(request_id, wire.INVALID_REQUEST, str(exc)[:300]), True
     except SignerError as exc:
         if exc.code != wire.INVALID_REQUEST:
             log.warning("signer refused %s: %s", request_id, exc.message)
-        return _error(request_id, exc.code, exc.message)
+        return _error(request_id, exc.code, exc.message), True
     except Exception:
         log.exception("signer request %s failed", request_id)
-        return _error(request_id, wire.INTERNAL, "the signer failed; see its log")
+        return _error(request_id, wire.INTERNAL, "the signer failed; see its log"), True
+
+
+class _OutOfStep(Exception):
+    """The attachment's size is not one, or fewer bytes came: the next line is unknown."""
+
+
+def _attachment(
+    request: dict[str, Any], read_attachment: Callable[[int], bytes] | None
+) -> bytes | None:
+    size = request.get("attachment")
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= wire.MAX_LINE_BYTES:
+        raise _OutOfStep(f"attachment must be a size in bytes, 1 to {wire.MAX_LINE_BYTES}")
+    data = read_attachment(size) if read_attachment is not None else b""
+    if len(data) != size:
+        raise _OutOfStep("the connection closed inside the attachment")
+    return data
 
 
 def _error(request_id: object, code: str, message: str) -> dict[str, Any]:
@@ -170,6 +204,7 @@ def _error(request_id: object, code: str, message: str) -> dict[str, Any]:
 
 class _Handler(socketserver.StreamRequestHandler):
     server: _UnixServer | _TlsServer
+    rbufsize = 1 << 20  # a 1,000 x 1,000 batch is ~250 KB: a few reads, not thirty
 
     def handle(self) -> None:
         while True:
@@ -180,9 +215,11 @@ class _Handler(socketserver.StreamRequestHandler):
                 reply = _error(None, wire.INVALID_REQUEST, "request too large")
                 self.wfile.write(json.dumps(reply).encode() + b"\n")
                 return
-            reply = answer(self.server.core, line)
+            reply, in_step = answer(self.server.core, line, self.rfile.read)
             self.wfile.write(json.dumps(reply).encode() + b"\n")
             self.wfile.flush()
+            if not in_step:
+                return  # what follows cannot be told apart from a request: hang up
 
 
 class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

@@ -64,7 +64,9 @@ class SignerState:
     history: dict[str, list[HeldPayout]] = field(default_factory=lambda: defaultdict(list))
     frozen: dict[str, str] = field(default_factory=dict)  # wallet (or "*") -> reason
     cold: dict[str, str] = field(default_factory=dict)  # wallet -> cold destination text
-    audit_anchor: tuple[int, str] | None = None
+    audit_anchor: tuple[int, str] | None = None  # the last audit head recorded
+    # Every audit head recorded, seq -> hash: `audit verify` checks each (walletsvc.signer.anchors).
+    audit_anchors: dict[int, str] = field(default_factory=dict)
     evidence: Evidence = field(default_factory=Evidence)  # staff and verified decisions
 
     def apply(self, record: Record) -> None:
@@ -133,6 +135,7 @@ def _cold(state: SignerState, body: dict[str, Any], at: datetime) -> None:
 
 def _anchor(state: SignerState, body: dict[str, Any], at: datetime) -> None:
     state.audit_anchor = (body["seq"], body["hash"])
+    state.audit_anchors[body["seq"]] = body["hash"]
 
 
 _HANDLERS = {

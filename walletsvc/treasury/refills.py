@@ -28,6 +28,7 @@ from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import Wallet, utcnow
 from walletsvc.db.models_treasury import ColdUtxo, Refill
 from walletsvc.db.repositories import ReadUnitOfWork
+from walletsvc.db.tags import refill_message
 from walletsvc.domain.coinselect import COINBASE_MATURITY
 from walletsvc.domain.errors import (
     ChainRejected,
@@ -168,6 +169,7 @@ class RefillService:
             refill, spends = self._propose(uow, row, amount=hot.target_sat - balance, rate=rate)
             refill.requested_by = actor
             uow.refills.add(refill, flush=True)
+            refill.mac = self.tags.tag(refill_message(refill))  # its id exists from the flush
             for coin_row in spends:  # reserved, so no other refill offers them again
                 coin_row.reserved_by = refill.id
             view = refill_view(uow, refill)
@@ -325,6 +327,8 @@ class RefillService:
     def _check_proposal(self, uow: UnitOfWork, refill: Refill, wallet: Wallet) -> list[ColdInput]:
         """The proposal's inputs, re-derived from the tagged cold destinations, and its outputs
         checked to be the wallet's own hot address and cold change."""
+        if not self.tags.verify(refill_message(refill), refill.mac):
+            raise IntegrityFailure(f"refill {refill.id} fails its integrity tag")
         tx = parse_psbt(refill.psbt, field="id").tx
         reserved = {(r.txid, r.vout): r for r in uow.cold_utxos.reserved_by_refill(refill.id)}
         destinations = _destinations(uow, self.tags, wallet)
