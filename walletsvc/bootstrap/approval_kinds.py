@@ -23,15 +23,16 @@ from walletsvc.treasury.cold import ColdDestinationApprovals
 def approval_kinds(
     signer: SignerPort, totp_secrets: TotpSealer | None = None
 ) -> tuple[ApprovalKind, ...]:
-    """Every kind; ``signer`` makes the new seed when a key rotation reaches its quorum,
+    """Every kind; ``signer`` takes every governed change first (with the approved content,
+    whose quorum it counts itself) and makes the new seed of a key rotation;
     ``totp_secrets`` seals the new secret when an authenticator reset reaches its quorum."""
     return (
         WithdrawalApprovals(),
-        AllowlistApprovals(),
-        PolicyChangeApprovals(),
+        AllowlistApprovals(signer),
+        PolicyChangeApprovals(signer),
         UnfreezeApprovals(signer),
         KeyRotationApprovals(signer),
-        ColdDestinationApprovals(),
+        ColdDestinationApprovals(signer),
         TotpResetApprovals(totp_secrets),
     )
 

@@ -162,7 +162,7 @@ class Runtime:
         """Expire approval requests past their deadline (and their withdrawals), then apply
         policy changes whose time lock has run out."""
         approvals.expire_due(self.db, self.tags, now=now)
-        policy_changes.apply_due(self.db, self.tags, now=now)
+        policy_changes.apply_due(self.db, self.tags, self.signer, now=now)
 
     def start_background(self) -> None:
         thread = threading.Thread(target=self._loop, name="walletsvc-worker", daemon=True)

@@ -682,9 +682,9 @@ def restore_command(
 def _import_words_into_signer(s: Settings, wallet: str, words: str) -> None:
     """The seed of the words into the signer's own ledger: local, with the signer's files and
     the signer stopped (its lock says so), like ``walletsvc signer set-cold``."""
-    from walletsvc.signer.core import SignerError
     from walletsvc.signer.ledger import LedgerBroken
     from walletsvc.signer.server import SignerSetupError, close_core, open_core
+    from walletsvc.signer.wire import SignerError
 
     s.data_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -42,9 +42,10 @@ from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.kek import Kek
 from walletsvc.keys.keystore import EncryptedSeed, generate_seed, import_mnemonic
 from walletsvc.keys.signer import HotSigner
-from walletsvc.policy.document import PolicyDocument, canonical_dict, policy_hash
+from walletsvc.policy.document import PolicyDocument, canonical_dict, normalize_address, policy_hash
 from walletsvc.policy.document import Shield as ShieldPolicy
 from walletsvc.policy.engine import (
+    AllowlistEntry,
     HeldPayout,
     HistorySnapshot,
     PayoutRequest,
@@ -52,7 +53,7 @@ from walletsvc.policy.engine import (
     history_horizon,
 )
 
-from . import wire
+from . import governed, wire
 from .ledger import Ledger
 from .state import (
     AUDIT_ANCHOR,
@@ -62,10 +63,10 @@ from .state import (
     INIT,
     POLICY,
     SIGNED,
-    UNFREEZE,
     SignedTx,
     SignerState,
 )
+from .wire import SignerError, refuse
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -73,19 +74,6 @@ Clock = Callable[[], datetime]
 # sweep's script (the service takes the next index for each sweep).
 COLD_SEARCH = 1_000
 COLD_CHUNK = 100
-
-
-class SignerError(Exception):
-    """A refusal or bad request, answered as ``{code, message}``; never carries key material."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def refuse(message: str) -> SignerError:
-    return SignerError(wire.REFUSED, message)
 
 
 @dataclass(frozen=True)
@@ -141,11 +129,13 @@ class SignerCore:
         return True
 
     def install_policy(self, policy: PolicyDocument) -> bool:
-        """Replace the signer's policy copy; local only (``walletsvc signer set-policy``,
-        with the version staff approved): a policy over the socket waits for the quorum the
-        signer verifies itself, which is not built (docs/threat-model.md, "Open"). False when
-        the ledger holds this policy already."""
-        if self.state.policy is not None and self.state.policy_hash == policy_hash(policy):
+        """Replace the signer's policy copy (the document's wallet's, or the default); local
+        only (``walletsvc signer set-policy``, the trust root like set-cold). Over the socket
+        a policy arrives only as a governed change (``apply_governed``, with quorum evidence
+        the signer verifies). False when the ledger holds this policy already."""
+        wallet = policy.wallet
+        current = self.state.wallet_policies.get(wallet) if wallet else self.state.policy
+        if current is not None and policy_hash(current) == policy_hash(policy):
             return False
         self._record(POLICY, {"document": canonical_dict(policy), "source": "local"})
         return True
@@ -228,6 +218,13 @@ class SignerCore:
             expected = (epochs[-1] + 1) if epochs else 1
             if epoch != expected:
                 raise refuse(f"wallet {wallet!r}: the next key epoch is {expected}, not {epoch}")
+            if epoch > 1 and (wallet, epoch) not in self.state.rotations_allowed:
+                # A new epoch moves the wallet's deposits to keys nobody has reviewed; only a
+                # key rotation with its quorum evidence makes one (apply_governed).
+                raise refuse(
+                    f"wallet {wallet!r}: key epoch {epoch} needs an approved key rotation "
+                    "(apply_governed kind 'key_rotation')"
+                )
             seed = generate_seed(self._vault, wallet=wallet, epoch=epoch, network=self.network)
             body = {
                 "wallet": wallet,
@@ -298,7 +295,7 @@ class SignerCore:
             plan=plan,
             approved=approved,
             sweep_scripts=sweep_scripts,
-            max_fee_sat=self._fee_cap(kind, plan, cold_only, requested_fee_cap),
+            max_fee_sat=self._fee_cap(wallet, kind, plan, cold_only, requested_fee_cap),
         )
         result = wire.encode_signed(signed)
         body = {
@@ -331,12 +328,18 @@ class SignerCore:
         return {"frozen": dict(self.state.frozen)}
 
     def unfreeze(self, params: dict[str, Any]) -> dict[str, Any]:
-        # Loosening. Until the signer verifies quorum evidence itself, the service's governed
-        # unfreeze (its own approvals) is taken on its word: docs/threat-model.md lists this.
-        wallet = _optional_wallet(params)
-        if self.state.frozen.get(wallet or "*") is not None:
-            self._record(UNFREEZE, {"wallet": wallet})
-        return {"frozen": dict(self.state.frozen)}
+        """Loosening: never on the service's word. The governed unfreeze carries the quorum
+        evidence (``apply_governed`` kind ``unfreeze``); the ``UNFREEZE`` record stays for
+        ledgers written before."""
+        raise refuse(
+            "an unfreeze needs quorum evidence: apply_governed kind 'unfreeze' with the "
+            "approved content"
+        )
+
+    def apply_governed(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A governed change with the quorum evidence the signer counts itself
+        (:mod:`walletsvc.signer.governed`)."""
+        return governed.apply_governed(self, params)
 
     def anchor_audit(self, params: dict[str, Any]) -> dict[str, Any]:
         """Record the service's audit head; a head that goes backwards or changes is refused."""
@@ -361,8 +364,20 @@ class SignerCore:
     def network(self) -> Network:
         return self.config.network
 
+    def now(self) -> datetime:
+        return self._clock()
+
+    def record(self, type_: str, body: dict[str, Any]) -> None:
+        """Append one record and fold it (walletsvc.signer.governed uses this)."""
+        self._record(type_, body)
+
     def _fee_cap(
-        self, kind: str, plan: TransactionPlan, cold_only: bool, requested: int | None
+        self,
+        wallet: str,
+        kind: str,
+        plan: TransactionPlan,
+        cold_only: bool,
+        requested: int | None,
     ) -> int:
         """The fee cap of this signature, by the signer's own rules; the service may only
         lower it. A theft-shield answer (cold-only by then: _check_cold) may pay up to the
@@ -370,7 +385,8 @@ class SignerCore:
         tried to take is at most those coins), else the configured cap."""
         cap = self.config.max_fee_sat
         if kind == "shield" and cold_only:
-            shield = self.state.policy.shield if self.state.policy is not None else None
+            policy = self.state.policy_for(wallet)
+            shield = policy.shield if policy is not None else None
             spent = sum(c.amount_sat for c in plan.inputs)
             cap = max(cap, (shield or ShieldPolicy()).fee_budget(spent))
         return cap if requested is None else min(requested, cap)
@@ -452,7 +468,7 @@ class SignerCore:
         )
 
     def _check_policy(self, wallet: str, approved: list[ApprovedPayout], fresh: set[str]) -> None:
-        policy = self.state.policy
+        policy = self.state.policy_for(wallet)
         if policy is None:
             raise refuse("the signer holds no policy; install one at signer init")
         if not fresh:
@@ -466,7 +482,9 @@ class SignerCore:
                 continue
             destination = self._destination(payout.script_pubkey)
             request = PayoutRequest(wallet, destination, payout.amount_sat)
-            decision = evaluate(request, HistorySnapshot(payouts=held), policy, now)
+            entry = self._allowlist_entry(wallet, destination)
+            snapshot = HistorySnapshot(payouts=held, allowlist_entry=entry)
+            decision = evaluate(request, snapshot, policy, now)
             if decision.outcome == "deny":
                 failed = [r for r in decision.rules if r.result in ("fail", "error")]
                 reason = "; ".join(f"{r.rule}: {r.detail}" for r in failed) or "denied"
@@ -476,6 +494,14 @@ class SignerCore:
             # require_approval: the tier's quorum is the service's to gather; the signer does
             # not yet verify approval evidence itself (docs/threat-model.md, "Open").
             held += (HeldPayout(payout.amount_sat, destination, None, now),)
+
+    def _allowlist_entry(self, wallet: str, destination: str) -> AllowlistEntry | None:
+        """The engine's view of ``destination`` from the signer's own allowlist copy:
+        cooling-off and trust ramp run from when the signer learned the quorum."""
+        copy = self.state.allowlist.get((wallet, normalize_address(destination)))
+        if copy is None:
+            return None
+        return AllowlistEntry(address=destination, active_since=copy.active_since, status="active")
 
     def _destination(self, script: bytes) -> str:
         try:
@@ -515,17 +541,14 @@ def signers_view(policy: PolicyDocument) -> PolicyDocument:
 
     * Token windows go: the signer cannot tell API tokens apart (whoever holds the API host
       can use any of them); the wallet and destination windows bound them all.
-    * "The allowlist is required" goes (the denylist stays): the signer holds no copy of the
-      allowlist yet, and refusing every payout would stop the pool; the velocity budget
-      bounds what this lets through (docs/threat-model.md, "Open").
+
+    The allowlist stays whole ("required", cooling-off, trust ramp, denylist): the signer
+    judges it from its own copy (:mod:`walletsvc.signer.governed`).
     """
-    update: dict[str, Any] = {}
     velocity = tuple(v for v in policy.velocity if v.scope != "token")
-    if len(velocity) != len(policy.velocity):
-        update["velocity"] = velocity
-    if policy.allowlist is not None and policy.allowlist.required:
-        update["allowlist"] = policy.allowlist.model_copy(update={"required": False})
-    return policy.model_copy(update=update) if update else policy
+    if len(velocity) == len(policy.velocity):
+        return policy
+    return policy.model_copy(update={"velocity": velocity})
 
 
 def _wallet_name(params: dict[str, Any]) -> str:
@@ -561,5 +584,6 @@ _OPS: dict[str, Callable[[SignerCore, dict[str, Any]], dict[str, Any]]] = {
     "sign": SignerCore.sign,
     "freeze": SignerCore.freeze,
     "unfreeze": SignerCore.unfreeze,
+    "apply_governed": SignerCore.apply_governed,
     "anchor_audit": SignerCore.anchor_audit,
 }

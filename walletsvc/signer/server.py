@@ -34,8 +34,9 @@ from walletsvc.policy.document import load_policy_yaml
 from walletsvc.tls import server_context
 
 from . import wire
-from .core import SignerConfig, SignerCore, SignerError
+from .core import SignerConfig, SignerCore
 from .ledger import Ledger
+from .wire import SignerError
 
 log = logging.getLogger(__name__)
 

@@ -35,6 +35,19 @@ INTERNAL = "internal_error"
 SIGN_KINDS = frozenset({"payout", "sweep", "fee_bump", "rotation", "shield"})
 
 
+class SignerError(Exception):
+    """A refusal or bad request, answered as ``{code, message}``; never carries key material."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def refuse(message: str) -> SignerError:
+    return SignerError(REFUSED, message)
+
+
 class WireError(ValueError):
     """A request or reply that does not follow the wire format."""
 
