@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,7 @@ from walletsvc.db.migrate import upgrade
 from walletsvc.devchain.service import open_dev_chain
 from walletsvc.domain.ports import ChainBackend
 from walletsvc.governance.tokens import SCOPES, create_token
-from walletsvc.signer.server import SignerServer
+from walletsvc.signer.server import SignerServer, open_core
 from walletsvc.wallets.service import current_address, get_wallet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +44,45 @@ BACKENDS = ["sqlite", "postgresql"]
 # The in-process signers of the fixtures, by signer directory: tests that play the signer's
 # operator (a local set-up step on the signer host) reach its core through here.
 RUNNING_SIGNERS: dict[Path, SignerServer] = {}
+
+
+class SignerClock:
+    """The clock of the fixtures' in-process signers: real time, except while a test has
+    handed the service an explicit moment (``now=``, the TOTP tests' clock injection): the
+    signer, which checks every step-up code by its own clock, is then at that moment too."""
+
+    def __init__(self) -> None:
+        self.pinned: datetime | None = None
+
+    def __repr__(self) -> str:
+        return f"SignerClock(pinned={self.pinned})"
+
+    def __call__(self) -> datetime:
+        return self.pinned or datetime.now(UTC)
+
+
+SIGNER_CLOCK = SignerClock()
+
+
+@pytest.fixture(autouse=True)
+def signer_follows_injected_now(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every service call that takes ``now`` reads it through governance.staff.now_utc; here
+    that also sets the in-process signer's clock, so codes of an injected moment are checked
+    at that moment (no sleeping, no step-boundary luck)."""
+    from walletsvc.governance import staff
+
+    original = staff.now_utc
+
+    def now_utc(now: datetime | None) -> datetime:
+        SIGNER_CLOCK.pinned = now
+        return original(now)
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("walletsvc.") and getattr(module, "now_utc", None) is original:
+            monkeypatch.setattr(module, "now_utc", now_utc)
+    yield
+    SIGNER_CLOCK.pinned = None
+
 
 # Property tests judge outcomes, never speed: CI's 2 cores are often loaded, so no example may
 # fail for taking long (hypothesis' default 200 ms deadline) or for slow data generation.
@@ -108,7 +149,7 @@ def settings(tmp_path: Path, database_url: str) -> Iterator[Settings]:
         policy_file=REPO / "policies" / "default.yaml",
         run_worker=False,
     )
-    with SignerServer(s) as signer:
+    with SignerServer(s, open_core(s, clock=SIGNER_CLOCK)) as signer:
         RUNNING_SIGNERS[s.signer_path] = signer
         yield s
     RUNNING_SIGNERS.pop(s.signer_path, None)

@@ -74,7 +74,7 @@ class Team:
         created = create_staff(
             self.runtime.db,
             self.runtime.tags,
-            self.runtime.totp_secrets,
+            self.runtime.signer,
             username=name,
             password=PASSWORD,
             role=role,
@@ -90,7 +90,7 @@ class Team:
         session = login(
             self.runtime.db,
             self.runtime.tags,
-            self.runtime.totp_secrets,
+            self.runtime.signer,
             self.runtime.settings,
             username=member.username,
             password=PASSWORD,
@@ -132,7 +132,7 @@ def decide(
     return approvals.decide(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         request_id=request_id,
         staff=principal(runtime, member),
@@ -142,6 +142,20 @@ def decide(
         comment=comment,
         now=moment,
     )
+
+
+def assert_nowhere_in_database(runtime: Runtime, secret: str) -> None:
+    """``secret`` is in no column of any row of any table (in any case)."""
+    import sqlalchemy as sa
+
+    from walletsvc.db.registry import metadata
+
+    needle = secret.lower()
+    with runtime.db.read() as uow:
+        for table in metadata.sorted_tables:
+            for row in uow.session.execute(sa.select(table)).all():
+                text = " ".join(str(value) for value in row).lower()
+                assert needle not in text, f"the secret is in table {table.name}"
 
 
 def default_document(**changes: Any) -> dict[str, Any]:

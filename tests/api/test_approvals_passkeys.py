@@ -37,7 +37,7 @@ def _with_passkey(team: Team, name: str) -> SoftAuthenticator:
     register_passkey(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         RP,
         principal(runtime, member),

@@ -176,7 +176,7 @@ def test_disabled_staff_and_ended_sessions_are_refused_at_once(
     alice = team.login(team.add("alice"))
     bob = team.login(team.add("bob"))
     assert client.get("/v1/policy", headers=alice.headers()).status_code == 200
-    disable_staff(runtime.db, runtime.tags, username="alice", actor="test")
+    disable_staff(runtime.db, runtime.tags, runtime.signer, username="alice", actor="test")
     assert client.get("/v1/policy", headers=alice.headers()).status_code == 401
     assert client.delete("/v1/sessions/current", headers=bob.headers()).status_code == 204
     assert client.get("/v1/policy", headers=bob.headers()).status_code == 401

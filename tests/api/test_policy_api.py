@@ -165,7 +165,7 @@ def test_a_single_veto_cancels_a_time_locked_loosening(
     policy_changes.veto(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         proposal_id=p["id"],
         staff=principal(runtime, dave),

@@ -34,7 +34,7 @@ def test_dev_approvers_can_log_in_and_the_banner_shows_the_console_not_secrets(
         session = login(
             runtime.db,
             runtime.tags,
-            runtime.totp_secrets,
+            runtime.signer,
             runtime.settings,
             username="alice",
             password=staff["alice"]["password"],

@@ -10,14 +10,20 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from tests.governance_helpers import PASSWORD, aligned_now, later, with_ops_group
+from tests.governance_helpers import (
+    PASSWORD,
+    aligned_now,
+    assert_nowhere_in_database,
+    later,
+    with_ops_group,
+)
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.cli.main import app
 from walletsvc.db.models import AuditEvent
 from walletsvc.db.models_governance import Staff, StaffSession
 from walletsvc.domain.errors import Conflict, InvalidCredentials, InvalidInput
 from walletsvc.governance.sessions import check_password, login
-from walletsvc.governance.staff import create_staff, decrypt_totp_secret
+from walletsvc.governance.staff import create_staff
 
 
 @pytest.fixture
@@ -29,7 +35,9 @@ def cli_env(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Runtime:
     return runtime
 
 
-def test_add_prints_the_uri_once_and_stores_only_ciphertext(cli_env: Runtime) -> None:
+def test_add_prints_the_uri_once_and_the_database_never_holds_the_secret(
+    cli_env: Runtime,
+) -> None:
     with_ops_group(cli_env)
     runner = CliRunner()
     result = runner.invoke(
@@ -62,16 +70,17 @@ def test_add_prints_the_uri_once_and_stores_only_ciphertext(cli_env: Runtime) ->
         assert row is not None
         assert (row.role, row.groups) == ("approver", ["ops", "treasury"])
         assert secret not in row.totp_secret_enc
-        assert decrypt_totp_secret(cli_env.totp_secrets, row.id, row.totp_secret_enc) == secret
+        assert decrypt_totp_secret(cli_env.signer, row.id, row.totp_secret_enc) == secret
         audit = json.dumps([e.data for e in session.scalars(select(AuditEvent))], default=str)
     assert secret not in audit and PASSWORD not in audit
+    assert_nowhere_in_database(cli_env, secret)  # the signer holds it, sealed under its key
 
     # The printed secret works: a real code logs in.
     t0 = aligned_now()
     created = login(
         cli_env.db,
         cli_env.tags,
-        cli_env.totp_secrets,
+        cli_env.signer,
         cli_env.settings,
         username="alice",
         password=PASSWORD,
@@ -89,7 +98,7 @@ def test_disable_revokes_at_once(cli_env: Runtime) -> None:
     created = create_staff(
         cli_env.db,
         cli_env.tags,
-        cli_env.totp_secrets,
+        cli_env.signer,
         username="bob",
         password=PASSWORD,
         role="approver",
@@ -100,7 +109,7 @@ def test_disable_revokes_at_once(cli_env: Runtime) -> None:
     login(
         cli_env.db,
         cli_env.tags,
-        cli_env.totp_secrets,
+        cli_env.signer,
         cli_env.settings,
         username="bob",
         password=PASSWORD,
@@ -117,7 +126,7 @@ def test_disable_revokes_at_once(cli_env: Runtime) -> None:
         login(
             cli_env.db,
             cli_env.tags,
-            cli_env.totp_secrets,
+            cli_env.signer,
             cli_env.settings,
             username="bob",
             password=PASSWORD,
@@ -146,7 +155,7 @@ def test_bad_staff_input_is_refused(
         **kwargs,
     }
     with pytest.raises(InvalidInput) as caught:
-        create_staff(runtime.db, runtime.tags, runtime.totp_secrets, actor="test", **args)  # type: ignore[arg-type]
+        create_staff(runtime.db, runtime.tags, runtime.signer, actor="test", **args)  # type: ignore[arg-type]
     assert caught.value.field == field
     assert PASSWORD not in caught.value.message
 
@@ -155,7 +164,7 @@ def test_usernames_are_unique(runtime: Runtime) -> None:
     create_staff(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         username="dan",
         password=PASSWORD,
         role="auditor",
@@ -166,7 +175,7 @@ def test_usernames_are_unique(runtime: Runtime) -> None:
         create_staff(
             runtime.db,
             runtime.tags,
-            runtime.totp_secrets,
+            runtime.signer,
             username="dan",
             password=PASSWORD,
             role="auditor",
@@ -181,7 +190,7 @@ def test_the_cli_checks_passwords_with_the_login_check(cli_env: Runtime) -> None
     created = create_staff(
         cli_env.db,
         cli_env.tags,
-        cli_env.totp_secrets,
+        cli_env.signer,
         username="carol",
         password=PASSWORD,
         role="approver",

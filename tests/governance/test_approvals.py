@@ -150,7 +150,7 @@ def test_a_replayed_code_is_refused_even_inside_its_window(runtime: Runtime, tea
     login(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         username="alice",
         password="correct horse battery staple",
@@ -190,7 +190,7 @@ def test_wrong_codes_lock_the_account_and_the_lock_is_audited(runtime: Runtime, 
         login(
             runtime.db,
             runtime.tags,
-            runtime.totp_secrets,
+            runtime.signer,
             runtime.settings,
             username="alice",
             password="correct horse battery staple",
@@ -416,6 +416,6 @@ def test_a_disabled_approver_no_longer_counts(runtime: Runtime, team: Team) -> N
     wid = big_withdrawal(runtime, now=t0)
     request = request_of(runtime, wid)
     decide(runtime, team.members["alice"], request.id, t0)
-    disable_staff(runtime.db, runtime.tags, username="alice", actor="test")
+    disable_staff(runtime.db, runtime.tags, runtime.signer, username="alice", actor="test")
     assert decide(runtime, team.members["bob"], request.id, t0) == "pending"
     assert decide(runtime, team.members["carol"], request.id, t0) == "approved"

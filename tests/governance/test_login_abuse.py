@@ -27,7 +27,7 @@ def _login(
     return login(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         username=username,
         password=password,

@@ -40,7 +40,7 @@ def staff(runtime: Runtime, name: str, role: str) -> tuple[StaffPrincipal, str]:
     created = create_staff(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         username=name,
         password=PASSWORD,
         role=role,
@@ -62,7 +62,7 @@ def approve(
     return approvals.decide(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         request_id=request_id,
         staff=principal,

@@ -15,17 +15,14 @@ from walletsvc.governance.policy_changes import PolicyChangeApprovals
 from walletsvc.governance.totp_resets import TotpResetApprovals
 from walletsvc.incident.rotation import KeyRotationApprovals
 from walletsvc.incident.unfreeze import UnfreezeApprovals
-from walletsvc.keys.sealing import TotpSealer
 from walletsvc.payouts.intake import WithdrawalApprovals
 from walletsvc.treasury.cold import ColdDestinationApprovals
 
 
-def approval_kinds(
-    signer: SignerPort, totp_secrets: TotpSealer | None = None
-) -> tuple[ApprovalKind, ...]:
+def approval_kinds(signer: SignerPort) -> tuple[ApprovalKind, ...]:
     """Every kind; ``signer`` takes every governed change first (with the approved content,
-    whose quorum it counts itself) and makes the new seed of a key rotation;
-    ``totp_secrets`` seals the new secret when an authenticator reset reaches its quorum."""
+    whose quorum it counts itself), makes the new seed when a key rotation reaches its quorum
+    (and the new TOTP secret when an approved authenticator reset is applied)."""
     return (
         WithdrawalApprovals(),
         AllowlistApprovals(signer),
@@ -33,11 +30,11 @@ def approval_kinds(
         UnfreezeApprovals(signer),
         KeyRotationApprovals(signer),
         ColdDestinationApprovals(signer),
-        TotpResetApprovals(totp_secrets),
+        TotpResetApprovals(),
     )
 
 
-def register_approval_kinds(signer: SignerPort, totp_secrets: TotpSealer | None = None) -> None:
+def register_approval_kinds(signer: SignerPort) -> None:
     """Idempotent: registering the same kinds again replaces them with equal handlers."""
-    for kind in approval_kinds(signer, totp_secrets):
+    for kind in approval_kinds(signer):
         register_kind(kind)

@@ -21,7 +21,7 @@ from walletsvc.chainsync.scanner import Scanner
 from walletsvc.config import Settings
 from walletsvc.db.database import Database
 from walletsvc.db.leader import LeaderLease
-from walletsvc.domain.errors import DependencyUnavailable, SigningRefused
+from walletsvc.domain.errors import DependencyUnavailable, DomainError, SigningRefused
 from walletsvc.domain.ports import ChainBackend, MempoolSource
 from walletsvc.governance import approvals, policy_changes
 from walletsvc.governance.login_throttle import LoginThrottle
@@ -30,7 +30,7 @@ from walletsvc.incident.rotation import RotationService
 from walletsvc.incident.shield import Shield
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.keys.kek import load_kek
-from walletsvc.keys.sealing import TotpSealer, WebhookSecretSealer
+from walletsvc.keys.sealing import WebhookSecretSealer
 from walletsvc.payouts.signing import SigningPipeline
 from walletsvc.payouts.worker import PayoutWorker
 from walletsvc.signer.client import SignerClient
@@ -47,10 +47,10 @@ _DEPENDENCIES = ("chain", "database", "signer")
 class Runtime:
     settings: Settings
     # The KEK itself stays here, in the composition root: the service gets the row tagger, the
-    # database the audit key, staff checks the TOTP sealer. No seed and no seed key: those
-    # live in the signer process, reached only through ``signer`` (walletsvc.signer.client).
+    # database the audit key. No seed, no seed key and no TOTP secret: those live in the
+    # signer process, reached only through ``signer`` (walletsvc.signer.client), which also
+    # checks every step-up code and records every approval decision.
     tags: RowTagger
-    totp_secrets: TotpSealer
     db: Database
     chain: ChainBackend
     signer: SignerClient
@@ -81,7 +81,7 @@ class Runtime:
         kek = load_kek(settings.kek_path)
         tags = kek.row_tagger()
         signer = SignerClient(settings)
-        register_approval_kinds(signer, kek.totp_sealer())
+        register_approval_kinds(signer)
         db = Database(settings.database_url, audit_key=kek.audit_key())
         chain = chain or open_chain(settings)
         risk = RiskMonitor(db, tags)
@@ -107,7 +107,6 @@ class Runtime:
         return cls(
             settings=settings,
             tags=tags,
-            totp_secrets=kek.totp_sealer(),
             db=db,
             chain=chain,
             signer=signer,
@@ -164,7 +163,25 @@ class Runtime:
         approvals.expire_due(self.db, self.tags, now=now)
         policy_changes.apply_due(self.db, self.tags, self.signer, now=now)
 
+    def close_genesis_when_ready(self) -> bool:
+        """At service start: end the signer's trusted enrolment once its enabled approvers
+        can meet every quorum of its policy (docs/threat-model.md, "Genesis"). True while
+        genesis stays open."""
+        try:
+            still_open = self.signer.close_genesis(only_if_quorums_met=True)
+        except DomainError as exc:
+            log.warning("could not ask the signer to close genesis: %s", exc.message)
+            return True
+        if still_open:
+            log.warning(
+                "the signer's genesis is open: staff are enrolled on the service's word until "
+                "its approvers can meet every quorum of its policy (or `walletsvc signer "
+                "close-genesis`)"
+            )
+        return still_open
+
     def start_background(self) -> None:
+        self.close_genesis_when_ready()
         thread = threading.Thread(target=self._loop, name="walletsvc-worker", daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -290,5 +307,5 @@ def open_webhook_dispatcher(
 def open_database(settings: Settings) -> Database:
     """The database alone (CLI commands that need no chain), with the audit key from the KEK."""
     kek = load_kek(settings.kek_path)
-    register_approval_kinds(SignerClient(settings), kek.totp_sealer())
+    register_approval_kinds(SignerClient(settings))
     return Database(settings.database_url, audit_key=kek.audit_key())

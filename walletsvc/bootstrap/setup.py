@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from walletsvc.bootstrap.runtime import Runtime, open_database
+from walletsvc.bootstrap.staff_import import TotpImporter
 from walletsvc.config import Settings
 from walletsvc.db.migrate import upgrade
 from walletsvc.domain.access import SCOPES
@@ -73,7 +74,11 @@ def initialise(
         kek_created = True
     kek = load_kek(settings.kek_path)
     progress("database schema (migrations)")
-    upgrade(settings.database_url)
+    importer = TotpImporter(settings)  # staff secrets of an older database go to the signer
+    try:
+        upgrade(settings.database_url, totp_import=importer)
+    finally:
+        importer.close()
     db = open_database(settings)
     tags = kek.row_tagger()
     try:
@@ -155,6 +160,9 @@ def dev_bootstrap(
         if "staff" not in creds.values:
             creds.values["staff"] = _dev_staff(runtime)
             _write_private(settings.data_dir / "dev-credentials.json", creds.values)
+            # The dev approvers are the whole staff: enrolling anyone else now needs their
+            # quorum, recorded in the signer (docs/runbook.md, "Genesis").
+            runtime.signer.close_genesis()
     finally:
         runtime.close()
     return creds
@@ -183,7 +191,7 @@ def _dev_staff(runtime: Runtime) -> dict[str, dict[str, Any]]:
         created = create_staff(
             runtime.db,
             runtime.tags,
-            runtime.totp_secrets,
+            runtime.signer,
             username=username,
             password=password,
             role=role,

@@ -81,11 +81,16 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema (Alembic)."""
+    from walletsvc.bootstrap.staff_import import TotpImporter
     from walletsvc.db.migrate import upgrade
 
     s = settings()
     s.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(s.database_url)
+    importer = TotpImporter(s)  # 0016: staff TOTP secrets move into the signer
+    try:
+        upgrade(s.database_url, totp_import=importer)
+    finally:
+        importer.close()
     typer.echo(f"database at head: {_redact(s.database_url)}")
 
 
@@ -289,6 +294,25 @@ def signer_set_cold(
         close_core(core)
     typer.echo(f"signer cold destination of {wallet}: {parsed.descriptor}")
     typer.echo(f"fingerprint: {parsed.fingerprint}  (compare with the service's and devices)")
+
+
+@signer_app.command("close-genesis")
+def signer_close_genesis() -> None:
+    """End the signer's trusted enrolment: from now on a new staff member, or a changed one,
+    needs the policy's policy_change quorum recorded in the signer. Cannot be undone."""
+    from walletsvc.signer.client import SignerClient
+
+    s = settings()
+    with dev_signer(s):
+        signer = SignerClient(s)
+        try:
+            still_open = signer.close_genesis()
+        except DomainError as exc:
+            fail(exc.message)
+            return
+        finally:
+            signer.close()
+    typer.echo("signer genesis: " + ("open" if still_open else "closed"))
 
 
 @signer_app.command("set-policy")
@@ -682,9 +706,9 @@ def restore_command(
 def _import_words_into_signer(s: Settings, wallet: str, words: str) -> None:
     """The seed of the words into the signer's own ledger: local, with the signer's files and
     the signer stopped (its lock says so), like ``walletsvc signer set-cold``."""
+    from walletsvc.signer.errors import SignerError
     from walletsvc.signer.ledger import LedgerBroken
     from walletsvc.signer.server import SignerSetupError, close_core, open_core
-    from walletsvc.signer.wire import SignerError
 
     s.data_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -786,6 +810,7 @@ def approve_command(
     from walletsvc.governance import approvals
     from walletsvc.governance.sessions import check_password
     from walletsvc.keys.kek import load_kek
+    from walletsvc.signer.client import SignerClient
 
     s = settings()
     db, kek = open_database(s), load_kek(s.kek_path)
@@ -803,7 +828,7 @@ def approve_command(
             status = approvals.decide(
                 db,
                 tags,
-                kek.totp_sealer(),
+                SignerClient(s),
                 s,
                 request_id=request_id,
                 staff=principal,

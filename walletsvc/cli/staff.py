@@ -1,8 +1,10 @@
 """`walletsvc staff add|list|disable`: treasury staff accounts.
 
-The TOTP secret is printed once, as an otpauth:// URI and as a QR code (segno, drawn with
-Unicode blocks in the terminal) for an authenticator app; the database keeps only its
-ciphertext. Groups must be groups of the policy in force (a typo is refused).
+The TOTP secret is made by the signer, which keeps it sealed under its own key; it is printed
+once, as an otpauth:// URI and as a QR code (segno, drawn with Unicode blocks in the
+terminal) for an authenticator app, and the database never holds it. After the signer's
+genesis closed, enrolling needs a quorum recorded in the signer (docs/runbook.md). Groups
+must be groups of the policy in force (a typo is refused).
 """
 
 from __future__ import annotations
@@ -54,23 +56,26 @@ def add(
 ) -> None:
     """Create a staff member; prints the TOTP provisioning URI once."""
     from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.cli.dev_signer import running_dev_signer
     from walletsvc.governance.staff import create_staff
     from walletsvc.keys.kek import load_kek
+    from walletsvc.signer.client import SignerClient
 
     s = Settings()
     password = _read_password(password_stdin)
     kek = load_kek(s.kek_path)
     try:
-        created = create_staff(
-            open_database(s),
-            kek.row_tagger(),
-            kek.totp_sealer(),
-            username=name,
-            password=password,
-            role=role,
-            groups=group or [],
-            actor=CLI_ACTOR,
-        )
+        with running_dev_signer(s):  # the signer enrols (and makes the secret)
+            created = create_staff(
+                open_database(s),
+                kek.row_tagger(),
+                SignerClient(s),
+                username=name,
+                password=password,
+                role=role,
+                groups=group or [],
+                actor=CLI_ACTOR,
+            )
     except DomainError as exc:
         _fail(exc.message)
         return
@@ -109,14 +114,21 @@ def list_() -> None:
 def disable(name: str) -> None:
     """Disable a staff member at once; their sessions end now."""
     from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.cli.dev_signer import running_dev_signer
     from walletsvc.governance.staff import disable_staff
     from walletsvc.keys.kek import load_kek
+    from walletsvc.signer.client import SignerClient
 
     s = Settings()
     try:
-        disable_staff(
-            open_database(s), load_kek(s.kek_path).row_tagger(), username=name, actor=CLI_ACTOR
-        )
+        with running_dev_signer(s):  # the signer hears it first
+            disable_staff(
+                open_database(s),
+                load_kek(s.kek_path).row_tagger(),
+                SignerClient(s),
+                username=name,
+                actor=CLI_ACTOR,
+            )
     except DomainError as exc:
         _fail(exc.message)
     typer.echo(f"disabled {name}")

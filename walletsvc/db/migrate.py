@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from alembic import command
 from alembic.config import Config
 
@@ -18,8 +21,17 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str, revision: str = "heads") -> None:
-    command.upgrade(alembic_config(url), revision)
+TotpImport = Callable[[dict[str, Any]], None]
+
+
+def upgrade(url: str, revision: str = "heads", *, totp_import: TotpImport | None = None) -> None:
+    """``totp_import`` moves a member's TOTP secret from the database into the signer
+    (migration 0016; walletsvc.bootstrap.staff_import); only needed for databases made
+    before it that hold staff."""
+    cfg = alembic_config(url)
+    if totp_import is not None:
+        cfg.attributes["totp_import"] = totp_import
+    command.upgrade(cfg, revision)
 
 
 def check(url: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .models import Base, new_id, utcnow
@@ -27,9 +27,8 @@ class Staff(Base):
     role: Mapped[str] = mapped_column(String(16))  # approver | operator | auditor
     groups: Mapped[list[Any]] = mapped_column()
     password_hash: Mapped[str] = mapped_column(String(200))  # argon2id, PHC string
-    # AES-256-GCM under a KEK subkey, bound to the staff id (base64 of nonce || ciphertext).
-    totp_secret_enc: Mapped[str] = mapped_column(Text)
-    # The last RFC 6238 time step accepted: any code of a step <= this one is refused (replay).
+    # No TOTP secret: the signer holds it (migration 0016). The last RFC 6238 time step the
+    # signer accepted for this member, kept for the record (the signer refuses replays itself).
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     failed_attempts: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(default=None)

@@ -42,10 +42,9 @@ class StaffTotpReset(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     staff_id: Mapped[str] = mapped_column(ForeignKey("staff.id"), index=True)
-    # The new secret, sealed by the TotpSealer bound to the staff id (never in clear).
-    totp_secret_enc: Mapped[str] = mapped_column(Text)
     reason: Mapped[str] = mapped_column(String(1000))
-    # pending_approval | applied | rejected | expired
+    # pending_approval | approved (to apply: the signer makes the secret) | applied | rejected
+    # | expired
     status: Mapped[str] = mapped_column(String(20))
     requested_by: Mapped[str] = mapped_column(String(120))
     approval_request_id: Mapped[str | None] = mapped_column(String(36), default=None)

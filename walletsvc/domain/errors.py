@@ -148,3 +148,7 @@ class StepUpFailed(Forbidden):
     """The TOTP code of an approval (or veto) is wrong, or was already used (replay)."""
 
     code = "invalid_totp"
+
+
+class StepUpReplayed(StepUpFailed):
+    """A TOTP code of a time step this member already used (RFC 6238 section 5.2)."""

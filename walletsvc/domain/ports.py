@@ -124,6 +124,28 @@ class EpochKeys:
     master_fingerprint: str
 
 
+@dataclass(frozen=True)
+class StaffEnrolment:
+    """The signer's answer to an enrolment: the secret and its URI once (None when an
+    existing member was changed or a secret imported). Shown to the member, never stored."""
+
+    staff_id: str
+    totp_secret: str | None
+    otpauth_uri: str | None
+
+    def __repr__(self) -> str:
+        return f"StaffEnrolment({self.staff_id}, secret={'<hidden>' if self.totp_secret else None})"
+
+
+@dataclass(frozen=True)
+class DecisionReceipt:
+    """The signer recorded a decision: on this content digest, with this TOTP step (None:
+    a passkey)."""
+
+    digest: str
+    totp_step: int | None
+
+
 class SignerPort(Protocol):
     """The signer process, as the service sees it (walletsvc.signer.client.SignerClient).
 
@@ -172,3 +194,52 @@ class SignerPort(Protocol):
         ...
 
     def status(self) -> dict[str, Any]: ...
+
+    # People: the signer holds the TOTP secrets and records the decisions it verified.
+
+    def enrol_staff(
+        self,
+        *,
+        staff_id: str,
+        username: str,
+        role: str,
+        groups: Sequence[str],
+        totp_secret: str | None = None,
+    ) -> StaffEnrolment:
+        """Enrol (the signer makes the secret, answered once) or change a member; during
+        genesis on the service's word (``totp_secret`` imports an existing one), after it
+        only on a quorum recorded in the signer."""
+        ...
+
+    def reset_totp(self, staff_id: str, content: dict[str, Any]) -> StaffEnrolment:
+        """A new secret for a member, on the quorum of decisions on ``content``."""
+        ...
+
+    def disable_staff(self, staff_id: str) -> None: ...
+
+    def close_genesis(self, *, only_if_quorums_met: bool = False) -> bool:
+        """End the trusted enrolment; True while genesis is still open afterwards."""
+        ...
+
+    def check_totp(self, staff_id: str, code: str) -> int:
+        """The accepted time step; StepUpFailed (StepUpReplayed), Forbidden, AccountLocked."""
+        ...
+
+    def record_decision(
+        self,
+        *,
+        staff_id: str,
+        kind: str,
+        content: dict[str, Any],
+        decision: str,
+        totp: str | None = None,
+        passkey: str | None = None,
+    ) -> DecisionReceipt:
+        """Have the signer check the step-up and record the decision."""
+        ...
+
+    def register_passkey(
+        self, *, staff_id: str, credential: str, challenge: bytes, totp: str
+    ) -> str: ...
+
+    def remove_passkey(self, staff_id: str, credential_id: str) -> None: ...

@@ -81,11 +81,17 @@ class TransactionPlan:
 
 @dataclass(frozen=True)
 class ApprovedPayout:
-    """What the signer may pay: one approved withdrawal, with its authorisation tag."""
+    """What the signer may pay: one approved withdrawal.
+
+    ``approval`` is the canonical JSON of the content its approvers reviewed (the payout's
+    approval content), carried to the signer for a payout above an approval tier: the signer
+    checks it names this payout, hashes it itself and counts the decisions it recorded on
+    that digest. None for a payout that needed no approval."""
 
     withdrawal_id: str
     script_pubkey: bytes
     amount_sat: int
+    approval: str | None = None
 
 
 @dataclass(frozen=True)

@@ -29,18 +29,29 @@ from walletsvc.db.models_governance import ApprovalDecision, ApprovalRequest, St
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.repositories.base import Repository
 from walletsvc.db.tags import approval_decision_message, approval_request_message
-from walletsvc.domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
-from walletsvc.governance.passkeys import RelyingParty, check_passkey
+from walletsvc.domain.errors import (
+    AccountLocked,
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StepUpFailed,
+)
+from walletsvc.domain.ports import SignerPort
 from walletsvc.governance.policies import IntegrityFailure
 from walletsvc.governance.staff import (
     StaffPrincipal,
-    check_totp,
+    accepted,
+    ensure_not_locked,
     load_active_staff,
     now_utc,
     staff_is_genuine,
+    step_up_failed,
 )
+from walletsvc.keys import passkeys as webauthn
 from walletsvc.keys.integrity import RowTagger, content_digest
-from walletsvc.keys.sealing import TotpSealer
+from walletsvc.keys.passkeys import RelyingParty
 from walletsvc.policy.document import GovernedAction, PolicyDocument
 from walletsvc.policy.engine import approval_deadline
 
@@ -367,7 +378,7 @@ def _check_content(ctx: KindContext, request: ApprovalRequest, reviewed: str) ->
 def decide(
     db: Database,
     tags: RowTagger,
-    totp_secrets: TotpSealer,
+    signer: SignerPort,
     settings: Settings,
     *,
     request_id: str,
@@ -410,9 +421,7 @@ def decide(
         else:
             error = _check_content(ctx, request, digest)
             if error is None:
-                error = _record(
-                    ctx, totp_secrets, settings, request, row, decision, step_up, comment
-                )
+                error = _record(ctx, signer, settings, request, row, decision, step_up, comment)
             if error is None:
                 settle(ctx, settings, request)
         status = request.status
@@ -438,36 +447,9 @@ def _step_up(totp: str | None, passkey: str | None, rp: RelyingParty | None) -> 
     return StepUp(totp, passkey, rp)
 
 
-def _check_step_up(
-    ctx: KindContext,
-    totp_secrets: TotpSealer,
-    settings: Settings,
-    request: ApprovalRequest,
-    staff: Staff,
-    decision: str,
-    step_up: StepUp,
-) -> tuple[int | None, str | None, DomainError | None]:
-    """(TOTP step, passkey id, error): exactly one of the first two when there is no error."""
-    if step_up.passkey is not None and step_up.rp is not None:
-        passkey_id, error = check_passkey(
-            ctx.uow,
-            ctx.tags,
-            settings,
-            step_up.rp,
-            staff,
-            assertion=step_up.passkey,
-            digest=request.digest,
-            decision=decision,
-            now=ctx.now,
-        )
-        return None, passkey_id, error
-    step, error = check_totp(ctx.uow, totp_secrets, settings, staff, step_up.totp or "", ctx.now)
-    return step, None, error
-
-
 def _record(
     ctx: KindContext,
-    totp_secrets: TotpSealer,
+    signer: SignerPort,
     settings: Settings,
     request: ApprovalRequest,
     staff: Staff,
@@ -475,19 +457,44 @@ def _record(
     step_up: StepUp,
     comment: str | None,
 ) -> DomainError | None:
+    """The signer first: it checks the step-up itself (the TOTP code, or the passkey's
+    signature over the digest and decision) and records the decision in its ledger, where
+    sign-time tiers and governed changes count it; then the row here."""
     if ctx.uow.approval_decisions.has_decided(request, staff.id):
         return Conflict("you have already decided this request", field="id")
-    step, passkey_id, error = _check_step_up(
-        ctx, totp_secrets, settings, request, staff, decision, step_up
-    )
-    if error is not None or (step is None and passkey_id is None):
-        return error
+    ensure_not_locked(ctx.uow, staff, ctx.now)
+    passkey_row = None
+    if step_up.passkey is not None:
+        passkey_row = ctx.uow.staff_passkeys.by_credential_id(
+            webauthn.credential_id_of(step_up.passkey)
+        )
+    try:
+        receipt = signer.record_decision(
+            staff_id=staff.id,
+            kind=request.kind,
+            content=request.content,
+            decision=decision,
+            totp=step_up.totp if step_up.passkey is None else None,
+            passkey=step_up.passkey,
+        )
+    except StepUpFailed as exc:
+        return step_up_failed(ctx.uow, settings, staff, ctx.now, exc)
+    except (AccountLocked, Conflict) as exc:
+        return exc
+    if receipt.digest != request.digest:
+        raise IntegrityFailure(
+            f"the signer hashed approval request {request.id}'s content to another digest"
+        )
+    accepted(staff, receipt.totp_step)
+    if passkey_row is not None and passkey_row.staff_id == staff.id:
+        passkey_row.last_used_at = ctx.now
+    passkey_id = passkey_row.id if passkey_row is not None else None
     row = ApprovalDecision(
         request_id=request.id,
         staff_id=staff.id,
         decision=decision,
         digest=request.digest,
-        totp_step=step,
+        totp_step=receipt.totp_step,
         passkey_id=passkey_id,
         comment=comment,
         created_at=ctx.now,
@@ -506,7 +513,7 @@ def _record(
             "subject_id": request.subject_id,
             "digest": request.digest,
             "comment": comment,
-            "step_up": "passkey" if passkey_id else "totp",
+            "step_up": "passkey" if step_up.passkey is not None else "totp",
         },
     )
     return None

@@ -11,23 +11,22 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from walletsvc.config import Settings
-from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models_governance import Staff
+from walletsvc.db.database import Database
 from walletsvc.db.models_staff_auth import StaffPasskey
 from walletsvc.db.tags import staff_passkey_message
-from walletsvc.domain.errors import Conflict, DomainError, InvalidInput
+from walletsvc.domain.errors import AccountLocked, Conflict, DomainError, InvalidInput, StepUpFailed
+from walletsvc.domain.ports import SignerPort
 from walletsvc.governance.staff import (
     StaffPrincipal,
-    check_totp,
+    accepted,
     ensure_not_locked,
     load_active_staff,
     now_utc,
-    record_failure,
+    step_up_failed,
 )
 from walletsvc.keys import passkeys as webauthn
 from walletsvc.keys.integrity import RowTagger
-from walletsvc.keys.passkeys import RelyingParty, StoredPasskey, approval_challenge
-from walletsvc.keys.sealing import TotpSealer
+from walletsvc.keys.passkeys import RelyingParty, approval_challenge
 
 __all__ = ["RelyingParty", "approval_challenge"]
 MAX_LABEL_LENGTH = 100
@@ -78,7 +77,7 @@ def registration_options(
 def register_passkey(
     db: Database,
     tags: RowTagger,
-    totp_secrets: TotpSealer,
+    signer: SignerPort,
     settings: Settings,
     rp: RelyingParty,
     staff: StaffPrincipal,
@@ -89,8 +88,10 @@ def register_passkey(
     label: str,
     now: datetime | None = None,
 ) -> str:
-    """Store a new passkey of ``staff`` after a fresh TOTP code: a passkey can approve, so
-    adding one is a step-up like an approval (a stolen session alone cannot add one)."""
+    """Register a new passkey of ``staff`` with a fresh TOTP code: a passkey can approve, so
+    adding one is a step-up like an approval (a stolen session alone cannot add one). The
+    signer checks the code and the registration itself and keeps the public key it will
+    verify approvals with; the row here lists it."""
     label = label.strip() or "passkey"
     if len(label) > MAX_LABEL_LENGTH:
         raise InvalidInput(f"the label is longer than {MAX_LABEL_LENGTH}", field="label")
@@ -99,10 +100,19 @@ def register_passkey(
     error: DomainError | None = None
     with db.write() as uow:
         row = load_active_staff(uow, tags, staff.staff_id)
-        _step, error = check_totp(uow, totp_secrets, settings, row, totp, moment)
+        ensure_not_locked(uow, row, moment)
+        if uow.staff_passkeys.by_credential_id(stored.credential_id) is not None:
+            raise Conflict("this passkey is registered already", field="passkey")
+        try:
+            signer.register_passkey(
+                staff_id=row.id, credential=credential, challenge=challenge, totp=totp
+            )
+        except StepUpFailed as exc:
+            error = step_up_failed(uow, settings, row, moment, exc)
+        except AccountLocked as exc:
+            error = exc
         if error is None:
-            if uow.staff_passkeys.by_credential_id(stored.credential_id) is not None:
-                raise Conflict("this passkey is registered already", field="passkey")
+            accepted(row, None)
             passkey = StaffPasskey(
                 staff_id=row.id,
                 credential_id=stored.credential_id,
@@ -142,41 +152,3 @@ def approval_options(
         raise Conflict("you have no passkey; register one first", field="passkey")
     challenge = approval_challenge(digest, decision)
     return webauthn.approval_options(rp, challenge=challenge, allowed=allowed)
-
-
-def check_passkey(
-    uow: UnitOfWork,
-    tags: RowTagger,
-    settings: Settings,
-    rp: RelyingParty,
-    row: Staff,
-    *,
-    assertion: str,
-    digest: str,
-    decision: str,
-    now: datetime,
-) -> tuple[str | None, DomainError | None]:
-    """The passkey step-up of a decision, inside the caller's write transaction, as
-    walletsvc.governance.staff.check_totp: (passkey id, None) or (None, error), a failure
-    recorded toward the account's lock (so the caller lets it commit, then raises)."""
-    ensure_not_locked(uow, row, now)
-    passkey = uow.staff_passkeys.by_credential_id(webauthn.credential_id_of(assertion))
-    if passkey is None or passkey.staff_id != row.id or not _usable(tags, passkey):
-        return None, record_failure(uow, settings, row, now, "passkey_unknown")
-    stored = StoredPasskey(passkey.credential_id, passkey.public_key, passkey.sign_count)
-    try:
-        count = webauthn.verify_approval(
-            rp, stored, assertion, expected_challenge=approval_challenge(digest, decision)
-        )
-    except DomainError:
-        return None, _passkey_failure(uow, settings, row, now)
-    passkey.sign_count, passkey.last_used_at = count, now
-    row.failed_attempts = 0
-    return passkey.id, None
-
-
-def _passkey_failure(uow: UnitOfWork, settings: Settings, row: Staff, now: datetime) -> DomainError:
-    error = record_failure(uow, settings, row, now, "passkey_wrong")
-    if error.code == "account_locked":
-        return error
-    return type(error)("the passkey signature does not verify for this decision", field="passkey")

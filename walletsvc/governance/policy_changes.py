@@ -43,7 +43,6 @@ from walletsvc.governance.policies import (
 from walletsvc.governance.signer_gate import send_governed
 from walletsvc.governance.staff import StaffPrincipal, check_totp, load_active_staff, now_utc
 from walletsvc.keys.integrity import RowTagger, canonical_json
-from walletsvc.keys.sealing import TotpSealer
 from walletsvc.policy.document import (
     PolicyDocument,
     canonical_dict,
@@ -259,7 +258,7 @@ class PolicyChangeApprovals:
 def veto(
     db: Database,
     tags: RowTagger,
-    totp_secrets: TotpSealer,
+    signer: SignerPort,
     settings: Settings,
     *,
     proposal_id: str,
@@ -279,7 +278,7 @@ def veto(
             raise Forbidden(f"only approvers of group {request.required_group!r} can veto")
         if p.status != "time_locked":
             raise Conflict(f"only a time-locked proposal can be vetoed; this one is {p.status}")
-        _step, error = check_totp(uow, totp_secrets, settings, row, totp, moment)
+        _step, error = check_totp(uow, signer, settings, row, totp, moment)
         if error is None:
             p.status, p.vetoed_by = "vetoed", staff.actor
             uow.audit(

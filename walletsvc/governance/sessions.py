@@ -16,6 +16,7 @@ from walletsvc.config import Settings
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models_governance import Staff, StaffSession
 from walletsvc.domain.errors import DomainError, InvalidCredentials, Unauthenticated
+from walletsvc.domain.ports import SignerPort
 from walletsvc.governance.login_throttle import LoginThrottle
 from walletsvc.governance.staff import (
     StaffPrincipal,
@@ -28,7 +29,6 @@ from walletsvc.governance.staff import (
     verify_password,
 )
 from walletsvc.keys.integrity import RowTagger
-from walletsvc.keys.sealing import TotpSealer
 
 SESSION_PREFIX = "wsst_"
 _BAD_LOGIN = "invalid username, password or TOTP code"
@@ -52,7 +52,7 @@ def is_session_token(secret: str) -> bool:
 def login(
     db: Database,
     tags: RowTagger,
-    totp_secrets: TotpSealer,
+    signer: SignerPort,
     settings: Settings,
     *,
     username: str,
@@ -79,7 +79,7 @@ def login(
     with db.write() as uow:
         row = _login_candidate(uow, tags, found_id)
         ensure_not_locked(uow, row, moment)
-        _step, totp_error = check_totp(uow, totp_secrets, settings, row, totp, moment)
+        _step, totp_error = check_totp(uow, signer, settings, row, totp, moment)
         error = _as_login_error(totp_error) if totp_error else None
         if error is None:
             created = _open_session(uow, tags, settings, row, moment)

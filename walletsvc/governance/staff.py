@@ -1,18 +1,19 @@
-"""Treasury staff: accounts, argon2 passwords, encrypted TOTP secrets and the step-up check.
+"""Treasury staff: accounts, argon2 passwords, and the TOTP step-up checked by the signer.
 
-Secrets handled here never reach logs, audit data or exception messages: the password is
-hashed with argon2id at once; the TOTP secret is returned once (for the otpauth:// URI) and
-stored only sealed by a TotpSealer (walletsvc.keys.sealing), bound to the staff id.
+The TOTP secrets live in the signer (walletsvc.signer.people), sealed under its key: the
+signer makes a new member's secret when the service enrols them, answers it once (shown to
+the member for the otpauth:// URI, never stored here) and verifies every code itself, each
+time step once per member. The service keeps the account's lockout counters in front of it.
+Secrets handled here never reach logs, audit data or exception messages; the password is
+hashed with argon2id at once.
 """
 
 from __future__ import annotations
 
-import hmac
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
@@ -31,11 +32,11 @@ from walletsvc.domain.errors import (
     InvalidInput,
     NotFound,
     StepUpFailed,
+    StepUpReplayed,
 )
+from walletsvc.domain.ports import SignerPort
 from walletsvc.governance.policies import IntegrityFailure, active_policy
-from walletsvc.keys.errors import SealedSecretError
 from walletsvc.keys.integrity import RowTagger
-from walletsvc.keys.sealing import TotpSealer
 from walletsvc.policy.document import GOVERNED_ACTIONS, PolicyDocument
 
 TOTP_PERIOD_S = 30
@@ -72,7 +73,7 @@ class CreatedStaff:
     username: str
     role: str
     groups: list[str]
-    totp_secret: str  # one-time output: shown to the new staff member, never stored in clear
+    totp_secret: str  # one-time output from the signer: shown to the new member, never stored
     otpauth_uri: str
 
 
@@ -85,13 +86,6 @@ def tag_staff(tags: RowTagger, row: Staff) -> None:
 
 def staff_is_genuine(tags: RowTagger, row: Staff) -> bool:
     return tags.verify(staff_message(row), row.mac)
-
-
-def decrypt_totp_secret(totp_secrets: TotpSealer, staff_id: str, sealed: str) -> str:
-    try:
-        return totp_secrets.unseal(staff_id, sealed)
-    except SealedSecretError as exc:
-        raise IntegrityFailure(str(exc)) from None
 
 
 # --- Accounts --------------------------------------------------------------------------------
@@ -117,7 +111,7 @@ def _check_new_staff(username: str, password: str, role: str, groups: list[str])
 def create_staff(
     db: Database,
     tags: RowTagger,
-    totp_secrets: TotpSealer,
+    signer: SignerPort,
     *,
     username: str,
     password: str,
@@ -125,8 +119,10 @@ def create_staff(
     groups: list[str],
     actor: str,
 ) -> CreatedStaff:
+    """A new member: the row here, the enrolment (and the TOTP secret) in the signer, in the
+    same transaction (a refusal of the signer, e.g. after genesis without quorum evidence,
+    leaves no row)."""
     _check_new_staff(username, password, role, groups)
-    secret = pyotp.random_base32()
     password_hash = _hasher.hash(password)  # slow by design: outside the write lock
     with db.write() as uow:
         if uow.staff.by_username(username) is not None:
@@ -137,24 +133,26 @@ def create_staff(
             role=role,
             groups=sorted(set(groups)),
             password_hash=password_hash,
-            totp_secret_enc="",
             failed_attempts=0,
             mac="",
         )
         uow.staff.add(row, flush=True)
-        row.totp_secret_enc = totp_secrets.seal(row.id, secret)
         tag_staff(tags, row)
+        enrolment = signer.enrol_staff(
+            staff_id=row.id, username=username, role=role, groups=row.groups
+        )
         uow.audit(
             actor,
             "staff.created",
             "staff",
             row.id,
-            {"username": username, "role": role, "groups": row.groups},
+            {"username": username, "role": role, "groups": row.groups, "enrolled": "signer"},
         )
-    uri = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD_S).provisioning_uri(
-        name=username, issuer_name=ISSUER
+    if enrolment.totp_secret is None or enrolment.otpauth_uri is None:
+        raise IntegrityFailure(f"the signer knew staff member {row.id} already")
+    return CreatedStaff(
+        row.id, username, role, list(row.groups), enrolment.totp_secret, enrolment.otpauth_uri
     )
-    return CreatedStaff(row.id, username, role, list(row.groups), secret, uri)
 
 
 def policy_groups(document: PolicyDocument) -> set[str]:
@@ -202,8 +200,14 @@ def get_staff_by_name(uow: ReadUnitOfWork, username: str) -> Staff:
     return row
 
 
-def disable_staff(db: Database, tags: RowTagger, *, username: str, actor: str) -> None:
-    """Disable at once: the account can no longer log in, and its sessions end now."""
+def disable_staff(
+    db: Database, tags: RowTagger, signer: SignerPort, *, username: str, actor: str
+) -> None:
+    """Disable at once: the signer first (its decisions stop counting there, even if the
+    database says otherwise later), then the account here; its sessions end now."""
+    with db.read() as uow:
+        staff_id = get_staff_by_name(uow, username).id
+    signer.disable_staff(staff_id)
     with db.write() as uow:
         row = get_staff_by_name(uow, username)
         now = utcnow()
@@ -223,7 +227,7 @@ def disable_staff(db: Database, tags: RowTagger, *, username: str, actor: str) -
 def change_password(
     db: Database,
     tags: RowTagger,
-    totp_secrets: TotpSealer,
+    signer: SignerPort,
     settings: Settings,
     staff: StaffPrincipal,
     *,
@@ -255,7 +259,7 @@ def change_password(
                 else StepUpFailed("the current password is wrong", field="current_password")
             )
         else:
-            _step, error = check_totp(uow, totp_secrets, settings, row, totp, moment)
+            _step, error = check_totp(uow, signer, settings, row, totp, moment)
         if error is None:
             row.password_hash = new_hash
             ended = uow.staff_sessions.revoke_others(row.id, staff.session_id, moment)
@@ -320,18 +324,6 @@ def _aware(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def _matching_step(secret: str, code: str, now: datetime, window: int) -> int | None:
-    if not (isinstance(code, str) and len(code) == TOTP_DIGITS and code.isdigit()):
-        return None
-    totp = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD_S)
-    current = time_step(now)
-    # Newest first, so the highest matching step is the one recorded as used.
-    for step in range(current + window, current - window - 1, -1):
-        if hmac.compare_digest(totp.at(step * TOTP_PERIOD_S), code):
-            return step
-    return None
-
-
 def record_failure(
     uow: UnitOfWork, settings: Settings, row: Staff, now: datetime, reason: str
 ) -> DomainError:
@@ -368,29 +360,46 @@ def record_failure(
 
 def check_totp(
     uow: UnitOfWork,
-    totp_secrets: TotpSealer,
+    signer: SignerPort,
     settings: Settings,
     row: Staff,
     code: str,
     now: datetime,
 ) -> tuple[int | None, DomainError | None]:
-    """Verify a step-up code inside the caller's write transaction.
+    """Have the signer verify a step-up code, inside the caller's write transaction.
 
     Returns (accepted step, None) or (None, error). On failure the attempt is recorded in this
-    transaction, so the caller must let it commit and raise the error afterwards.
-    Why a per-account last step: RFC 6238 section 5.2 says a verifier must not accept the
-    second attempt of the same OTP; storing the step makes that hold across the whole window.
+    transaction, so the caller must let it commit and raise the error afterwards. The signer
+    checks the code with its own clock and accepts each time step once per member (RFC 6238
+    section 5.2); the step is kept here too, for the record.
     """
     ensure_not_locked(uow, row, now)
-    secret = decrypt_totp_secret(totp_secrets, row.id, row.totp_secret_enc)
-    step = _matching_step(secret, code, now, settings.totp_valid_window)
-    if step is None:
-        return None, record_failure(uow, settings, row, now, "totp_wrong")
-    if row.totp_last_step is not None and step <= row.totp_last_step:
+    try:
+        step = signer.check_totp(row.id, code)
+    except StepUpReplayed:
         return None, record_failure(uow, settings, row, now, "totp_replayed")
-    row.totp_last_step = step
-    row.failed_attempts = 0
+    except StepUpFailed:
+        return None, record_failure(uow, settings, row, now, "totp_wrong")
+    accepted(row, step)
     return step, None
+
+
+def step_up_failed(
+    uow: UnitOfWork, settings: Settings, row: Staff, now: datetime, error: StepUpFailed
+) -> DomainError:
+    """Count a step-up the signer refused (a wrong or replayed code) toward the lockout."""
+    reason = "totp_replayed" if isinstance(error, StepUpReplayed) else "totp_wrong"
+    if error.field == "passkey":
+        reason = "passkey_failed"
+    counted = record_failure(uow, settings, row, now, reason)
+    return counted if isinstance(counted, AccountLocked) or reason != "passkey_failed" else error
+
+
+def accepted(row: Staff, step: int | None) -> None:
+    """A step-up the signer accepted: the failure counter starts again."""
+    if step is not None:
+        row.totp_last_step = step
+    row.failed_attempts = 0
 
 
 def load_active_staff(uow: UnitOfWork, tags: RowTagger, staff_id: str) -> Staff:

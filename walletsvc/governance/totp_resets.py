@@ -5,10 +5,10 @@ the new secret can approve as that member. The quorum is the policy's ``policy_c
 (a reset changes who can approve, as a policy change does), and the member concerned never
 counts toward it.
 
-The operator who asks gets the new enrolment (otpauth:// URI, QR code) once, at once, to hand
-to the member; it works only after the approvals. Meanwhile the new secret is sealed to the
-reset (not to the member), so copying it into the member's row by hand yields nothing that
-opens: only the approval re-seals it to the member.
+The secret is the signer's (walletsvc.signer.people): once the request is approved, an
+operator applies the reset (:func:`apply_reset`); the signer counts the decisions it recorded
+on the reset's content itself (its own ``policy_change`` quorum, the member excluded), makes
+the new secret and answers it once, to hand to the member. Each reset applies once.
 """
 
 from __future__ import annotations
@@ -17,65 +17,59 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pyotp
-
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import new_id
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.models_staff_auth import StaffTotpReset
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
+from walletsvc.domain.ports import SignerPort
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import Approvers, KindContext, Requester
 from walletsvc.governance.policies import IntegrityFailure, active_policy
-from walletsvc.governance.staff import (
-    ISSUER,
-    TOTP_DIGITS,
-    TOTP_PERIOD_S,
-    get_staff_by_name,
-    now_utc,
-)
-from walletsvc.keys.errors import SealedSecretError
+from walletsvc.governance.staff import get_staff_by_name, now_utc
 from walletsvc.keys.integrity import RowTagger
-from walletsvc.keys.sealing import TotpSealer
 
 KIND = "staff_totp_reset"
 PENDING = "pending_approval"
+APPROVED = "approved"  # the quorum agreed: an operator applies it (the signer's new secret)
 MAX_REASON_LENGTH = 1_000
 
 
 @dataclass(frozen=True)
-class PendingEnrolment:
-    """One-time output: the new authenticator's enrolment, valid once approved."""
+class PendingReset:
+    """A reset waiting for its quorum."""
 
     reset_id: str
     approval_request_id: str
     username: str
+
+
+@dataclass(frozen=True)
+class AppliedReset:
+    """One-time output: the new authenticator's enrolment, from the signer."""
+
+    reset_id: str
+    username: str
     otpauth_uri: str
-
-
-def _binding(reset_id: str) -> str:
-    return f"totp-reset:{reset_id}"
 
 
 def request_reset(
     db: Database,
     tags: RowTagger,
-    totp_secrets: TotpSealer,
     *,
     username: str,
     reason: str,
     requester: Requester,
     now: datetime | None = None,
-) -> PendingEnrolment:
-    """Open a reset of ``username``'s authenticator; returns the new enrolment once."""
+) -> PendingReset:
+    """Open a reset of ``username``'s authenticator (applied once its quorum agreed)."""
     reason = (reason or "").strip()
     if not reason or len(reason) > MAX_REASON_LENGTH:
         raise InvalidInput(
             f"a reason (1-{MAX_REASON_LENGTH} characters) is required", field="reason"
         )
     moment = now_utc(now)
-    secret = pyotp.random_base32()
     with db.write() as uow:
         target = get_staff_by_name(uow, username)
         if target.disabled_at is not None:
@@ -92,7 +86,6 @@ def request_reset(
             requested_by=requester.actor,
             created_at=moment,
         )
-        row.totp_secret_enc = totp_secrets.seal(_binding(row.id), secret)
         request = approvals.governed_action(
             uow,
             tags,
@@ -111,10 +104,46 @@ def request_reset(
             },
         )
         assert request is not None
-    uri = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_PERIOD_S).provisioning_uri(
-        name=username, issuer_name=ISSUER
-    )
-    return PendingEnrolment(row.id, request.id, username, uri)
+    return PendingReset(row.id, request.id, username)
+
+
+def apply_reset(
+    db: Database,
+    signer: SignerPort,
+    *,
+    reset_id: str,
+    actor: str,
+    now: datetime | None = None,
+) -> AppliedReset:
+    """Apply an approved reset: the signer checks the quorum on the reset's content itself,
+    makes the new secret and answers it once; here the member's lock and sessions end."""
+    moment = now_utc(now)
+    with db.write() as uow:
+        row = _get(uow, reset_id)
+        if row.status != APPROVED:
+            raise Conflict(f"this authenticator reset is {row.status}", field="id")
+        request = (
+            uow.approval_requests.get(row.approval_request_id) if row.approval_request_id else None
+        )
+        target = uow.staff.get(row.staff_id)
+        if request is None or target is None:
+            raise IntegrityFailure(f"authenticator reset {row.id} has lost its request or member")
+        enrolment = signer.reset_totp(target.id, request.content)
+        if enrolment.otpauth_uri is None:
+            raise IntegrityFailure("the signer answered a reset without an enrolment")
+        target.totp_last_step = None
+        target.failed_attempts = 0
+        target.locked_until = None
+        revoked = uow.staff_sessions.revoke_all_of(target.id, moment)
+        _close(uow, row, "applied", moment)
+        uow.audit(
+            actor,
+            "staff.totp_reset_applied",
+            "staff",
+            target.id,
+            {"username": target.username, "reset_id": row.id, "sessions_revoked": revoked},
+        )
+        return AppliedReset(row.id, target.username, enrolment.otpauth_uri)
 
 
 def _get(uow: ReadUnitOfWork, reset_id: str) -> StaffTotpReset:
@@ -139,13 +168,10 @@ def _content(uow: ReadUnitOfWork, row: StaffTotpReset) -> dict[str, Any]:
 
 
 class TotpResetApprovals:
-    """The handler; ``totp_secrets`` re-seals the new secret to the member at approval (the
-    CLI's read-only commands register it without one: they never approve)."""
+    """The handler: an approved reset waits for an operator to apply it (:func:`apply_reset`),
+    which is when the signer makes the new secret."""
 
     name = KIND
-
-    def __init__(self, totp_secrets: TotpSealer | None) -> None:
-        self._totp_secrets = totp_secrets
 
     def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
         return _content(uow, _get(uow, subject_id))
@@ -154,28 +180,14 @@ class TotpResetApprovals:
         return {_get(uow, subject_id).staff_id}
 
     def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        if self._totp_secrets is None:
-            raise IntegrityFailure("this process cannot apply an authenticator reset")
         row = _get(ctx.uow, request.subject_id)
-        target = ctx.uow.staff.get(row.staff_id)
-        if target is None:
-            raise IntegrityFailure(f"authenticator reset {row.id} has lost its staff member")
-        try:
-            secret = self._totp_secrets.unseal(_binding(row.id), row.totp_secret_enc)
-        except SealedSecretError as exc:
-            raise IntegrityFailure(str(exc)) from None
-        target.totp_secret_enc = self._totp_secrets.seal(target.id, secret)
-        target.totp_last_step = None
-        target.failed_attempts = 0
-        target.locked_until = None
-        revoked = ctx.uow.staff_sessions.revoke_all_of(target.id, ctx.now)
-        _close(ctx.uow, row, "applied", ctx.now)
+        row.status = APPROVED
         ctx.uow.audit(
             ctx.actor,
-            "staff.totp_reset_applied",
+            "staff.totp_reset_approved",
             "staff",
-            target.id,
-            {"username": target.username, "reset_id": row.id, "sessions_revoked": revoked},
+            row.staff_id,
+            {"reset_id": row.id, "approval_request_id": request.id},
         )
 
     def on_rejected(self, ctx: KindContext, request: ApprovalRequest) -> None:
@@ -195,6 +207,7 @@ def resets_index(db: Database, *, limit: int = 50) -> list[dict[str, Any]]:
             {
                 **_content(uow, row),
                 "status": row.status,
+                "id": row.id,
                 "approval_request_id": row.approval_request_id,
                 "created_at": row.created_at.isoformat(),
             }

@@ -23,6 +23,7 @@ from walletsvc.db.models import (
     utcnow,
 )
 from walletsvc.db.tags import withdrawal_authorization_message
+from walletsvc.domain.canonical import canonical_json
 from walletsvc.domain.errors import (
     DomainError,
     SigningRefused,
@@ -33,6 +34,7 @@ from walletsvc.domain.transaction import ApprovedPayout, OutputPurpose, Transact
 from walletsvc.domain.txplan import largest_fitting_batch, plan_payouts
 from walletsvc.domain.withdrawal import WithdrawalStatus, transition
 from walletsvc.keys.integrity import RowTagger
+from walletsvc.payouts.intake import approval_content
 from walletsvc.payouts.signing import SigningPipeline, spendable_coins, tip_height
 from walletsvc.wallets.freezes import withdrawals_freeze
 from walletsvc.wallets.service import next_change_path
@@ -187,6 +189,17 @@ def _fail_tampered(uow: UnitOfWork, row: Withdrawal, reason: str) -> None:
     log.error("withdrawal %s failed its integrity check; not signing it", row.id)
 
 
+def approved_payout(w: Withdrawal) -> ApprovedPayout:
+    """What the signer is asked to pay for ``w``. A payout its policy decision sent to
+    approvals carries the content approvers reviewed, rebuilt from the row as it is now: the
+    signer counts the decisions it recorded on that content's digest, so a row rewritten after
+    the approvals finds none and is refused."""
+    approval = None
+    if (w.decision or {}).get("outcome") == "require_approval":
+        approval = canonical_json(approval_content(w)).decode()
+    return ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat, approval)
+
+
 def sign_payout_batch(
     uow: UnitOfWork,
     pipeline: SigningPipeline,
@@ -207,7 +220,7 @@ def sign_payout_batch(
     settings = pipeline.settings
     rate = pipeline.fee_rate()
     coins = spendable_coins(uow, wallet)
-    approved = [ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat) for w in payouts]
+    approved = [approved_payout(w) for w in payouts]
 
     def plan_for(batch: Sequence[ApprovedPayout]) -> TransactionPlan:
         return plan_payouts(

@@ -21,14 +21,19 @@ from typing import IO, Any
 
 from walletsvc.config import Settings
 from walletsvc.domain.errors import (
+    AccountLocked,
+    Conflict,
     DependencyUnavailable,
     DomainError,
+    Forbidden,
     Frozen,
     InvalidInput,
     SigningRefused,
+    StepUpFailed,
+    StepUpReplayed,
     VerificationFailed,
 )
-from walletsvc.domain.ports import EpochKeys
+from walletsvc.domain.ports import DecisionReceipt, EpochKeys, StaffEnrolment
 from walletsvc.domain.transaction import ApprovedPayout, SignedTransaction, TransactionPlan
 from walletsvc.tls import client_context
 
@@ -99,6 +104,83 @@ class SignerClient:
 
     def anchor_audit(self, seq: int, head_hash: str) -> None:
         self.call("anchor_audit", {"seq": seq, "hash": head_hash})
+
+    # -- people (walletsvc.signer.people) -------------------------------------------------
+
+    def enrol_staff(
+        self,
+        *,
+        staff_id: str,
+        username: str,
+        role: str,
+        groups: Sequence[str],
+        totp_secret: str | None = None,
+    ) -> StaffEnrolment:
+        params: dict[str, Any] = {
+            "staff_id": staff_id,
+            "username": username,
+            "role": role,
+            "groups": sorted(set(groups)),
+        }
+        if totp_secret is not None:
+            params["totp_secret"] = totp_secret
+        return _enrolment(self.call("enrol_staff", params))
+
+    def reset_totp(self, staff_id: str, content: dict[str, Any]) -> StaffEnrolment:
+        return _enrolment(self.call("reset_totp", {"staff_id": staff_id, "content": content}))
+
+    def disable_staff(self, staff_id: str) -> None:
+        self.call("disable_staff", {"staff_id": staff_id})
+
+    def close_genesis(self, *, only_if_quorums_met: bool = False) -> bool:
+        answer = self.call("close_genesis", {"only_if_quorums_met": only_if_quorums_met})
+        return bool(answer.get("genesis_open"))
+
+    def check_totp(self, staff_id: str, code: str) -> int:
+        return int(self.call("check_totp", {"staff_id": staff_id, "code": code})["step"])
+
+    def record_decision(
+        self,
+        *,
+        staff_id: str,
+        kind: str,
+        content: dict[str, Any],
+        decision: str,
+        totp: str | None = None,
+        passkey: str | None = None,
+    ) -> DecisionReceipt:
+        params: dict[str, Any] = {
+            "staff_id": staff_id,
+            "kind": kind,
+            "content": content,
+            "decision": decision,
+        }
+        if totp is not None:
+            params["totp"] = totp
+        if passkey is not None:
+            params["passkey"] = passkey
+        try:
+            answer = self.call("record_decision", params)
+            step = answer.get("step")
+            return DecisionReceipt(str(answer["digest"]), step if isinstance(step, int) else None)
+        except StepUpFailed as exc:
+            if passkey is None:
+                raise
+            raise StepUpFailed(exc.message, field="passkey") from None
+
+    def register_passkey(
+        self, *, staff_id: str, credential: str, challenge: bytes, totp: str
+    ) -> str:
+        params = {
+            "staff_id": staff_id,
+            "credential": credential,
+            "challenge": challenge.hex(),
+            "totp": totp,
+        }
+        return str(self.call("register_passkey", params)["credential_id"])
+
+    def remove_passkey(self, staff_id: str, credential_id: str) -> None:
+        self.call("remove_passkey", {"staff_id": staff_id, "credential_id": credential_id})
 
     # -- transport -------------------------------------------------------------------------
 
@@ -180,6 +262,15 @@ def client_tls_context(settings: Settings) -> ssl.SSLContext:
     return client_context(ca, cert_file=cert, key_file=key)  # the service's one TLS policy
 
 
+def _enrolment(answer: dict[str, Any]) -> StaffEnrolment:
+    secret, uri = answer.get("totp_secret"), answer.get("otpauth_uri")
+    return StaffEnrolment(
+        staff_id=str(answer["staff_id"]),
+        totp_secret=secret if isinstance(secret, str) else None,
+        otpauth_uri=uri if isinstance(uri, str) else None,
+    )
+
+
 def _domain_error(code: str, message: str) -> DomainError:
     if code == wire.FROZEN:
         # Not an integrity alarm: a freeze reaches the signer before the database, so a
@@ -189,6 +280,16 @@ def _domain_error(code: str, message: str) -> DomainError:
         return SigningRefused(f"the signer refused: {message}")
     if code == wire.VERIFICATION_FAILED:
         return VerificationFailed(message)
+    if code == wire.TOTP_REPLAYED:
+        return StepUpReplayed(message, field="totp")
+    if code == wire.STEP_UP_FAILED:
+        return StepUpFailed(message, field="totp")
+    if code == wire.THROTTLED:
+        return AccountLocked(message)
+    if code == wire.NOT_ALLOWED:
+        return Forbidden(f"the signer refused: {message}")
+    if code == wire.CONFLICT:
+        return Conflict(message, field="id")
     if code == wire.INVALID_REQUEST:
         return InvalidInput(f"the signer refused a malformed request: {message}")
     return DependencyUnavailable(f"the signer failed: {message}")

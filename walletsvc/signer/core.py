@@ -25,10 +25,11 @@ The rules before a signature (docs/architecture.md, "The signer"):
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,12 +50,15 @@ from walletsvc.policy.engine import (
     HeldPayout,
     HistorySnapshot,
     PayoutRequest,
+    Required,
     evaluate,
     history_horizon,
 )
 
 from . import governed, wire
+from .errors import SignerError, refuse
 from .ledger import Ledger
+from .people import People, PeopleConfig
 from .state import (
     AUDIT_ANCHOR,
     COLD,
@@ -66,7 +70,6 @@ from .state import (
     SignedTx,
     SignerState,
 )
-from .wire import SignerError, refuse
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -74,12 +77,14 @@ Clock = Callable[[], datetime]
 # sweep's script (the service takes the next index for each sweep).
 COLD_SEARCH = 1_000
 COLD_CHUNK = 100
+WITHDRAWAL_KIND = "withdrawal"  # the approval kind of payouts (walletsvc.payouts.intake.KIND)
 
 
 @dataclass(frozen=True)
 class SignerConfig:
     network: Network
     max_fee_sat: int
+    people: PeopleConfig = field(default_factory=PeopleConfig)
 
 
 class SignerCore:
@@ -105,6 +110,7 @@ class SignerCore:
         self.state = SignerState()
         for record in ledger:
             self.state.apply(record)
+        self.people = People(self.state, self._vault, self._record, self._clock, config.people)
         if self.state.network is None:
             self._record(INIT, {"network": config.network.value})
         elif self.state.network != config.network.value:
@@ -201,6 +207,9 @@ class SignerCore:
             "cold": dict(self.state.cold),
             "signed_transactions": len(self.state.txs),
             "audit_anchor": None if anchor is None else {"seq": anchor[0], "hash": anchor[1]},
+            "genesis_open": self.state.evidence.genesis_open,
+            "staff": len(self.state.evidence.staff),
+            "quorums_met": self.people.quorums_met(),
         }
 
     def new_epoch(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -491,8 +500,8 @@ class SignerCore:
                 raise refuse(
                     f"the signer's policy denies withdrawal {payout.withdrawal_id}: {reason}"
                 )
-            # require_approval: the tier's quorum is the service's to gather; the signer does
-            # not yet verify approval evidence itself (docs/threat-model.md, "Open").
+            if decision.outcome == "require_approval":
+                self._check_approvals(payout, destination, decision.required)
             held += (HeldPayout(payout.amount_sat, destination, None, now),)
 
     def _allowlist_entry(self, wallet: str, destination: str) -> AllowlistEntry | None:
@@ -502,6 +511,51 @@ class SignerCore:
         if copy is None:
             return None
         return AllowlistEntry(address=destination, active_since=copy.active_since, status="active")
+
+    def _check_approvals(
+        self, payout: ApprovedPayout, destination: str, required: Required | None
+    ) -> None:
+        """A payout above a tier is signed only on decisions this signer recorded itself
+        (each after checking the approver's step-up) on the digest of content that names
+        exactly this payout. Content edited after the decisions hashes to another digest,
+        on which nobody decided: refused, never re-bound."""
+        wid = payout.withdrawal_id
+        if required is None:
+            raise refuse(f"withdrawal {wid} needs approvals, but the policy names no quorum")
+        if payout.approval is None:
+            raise refuse(
+                f"withdrawal {wid} needs {required.m} approvals of group {required.group!r}, "
+                "and the request carries no approval content"
+            )
+        content = json.loads(payout.approval)
+        expected = {
+            "kind": WITHDRAWAL_KIND,
+            "withdrawal_id": wid,
+            "script_pubkey": bytes(payout.script_pubkey).hex(),
+            "amount_sat": payout.amount_sat,
+        }
+        differs = sorted(k for k, v in expected.items() if content.get(k) != v)
+        if str(content.get("destination", "")).lower() != destination.lower():
+            differs.append("destination")
+        if differs:
+            raise refuse(
+                f"withdrawal {wid}: the approval content does not name this payout ({differs})"
+            )
+        digest = content_digest(content)
+        reached = self.state.evidence.quorum_reached_at(
+            kind=WITHDRAWAL_KIND, digest=digest, group=required.group, m=required.m
+        )
+        if reached is None:
+            counted = sum(
+                1
+                for d in self.state.evidence.decisions.get(digest, [])
+                if d.kind == WITHDRAWAL_KIND and d.decision == "approve"
+            )
+            raise refuse(
+                f"withdrawal {wid} needs {required.m} approvals of group {required.group!r} "
+                f"recorded in the signer on content {digest}; it holds {counted} approval(s) "
+                "(or a rejection)"
+            )
 
     def _destination(self, script: bytes) -> str:
         try:
@@ -586,4 +640,12 @@ _OPS: dict[str, Callable[[SignerCore, dict[str, Any]], dict[str, Any]]] = {
     "unfreeze": SignerCore.unfreeze,
     "apply_governed": SignerCore.apply_governed,
     "anchor_audit": SignerCore.anchor_audit,
+    "enrol_staff": lambda core, params: core.people.enrol_staff(params),
+    "reset_totp": lambda core, params: core.people.reset_totp(params),
+    "disable_staff": lambda core, params: core.people.disable_staff(params),
+    "close_genesis": lambda core, params: core.people.close_genesis(params),
+    "check_totp": lambda core, params: core.people.check_totp(params),
+    "record_decision": lambda core, params: core.people.record_decision(params),
+    "register_passkey": lambda core, params: core.people.register_passkey(params),
+    "remove_passkey": lambda core, params: core.people.remove_passkey(params),
 }

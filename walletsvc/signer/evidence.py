@@ -9,7 +9,9 @@ other content (TOTP binds to no content; a passkey does), never invent one.
 Record types folded here (registered in :mod:`walletsvc.signer.state`):
 
 * ``staff``: a member enrolled or changed: ``{staff_id, username, role, groups,
-  sealed_totp, source}``; ``sealed_totp`` is under the signer key's seed vault, never clear.
+  sealed_totp, source, evidence?}``; ``sealed_totp`` is under the signer key's seed vault,
+  never clear; ``evidence`` (after genesis) is the digest of the quorum-approved content that
+  allowed it, used once.
 * ``staff_disabled``: ``{staff_id}``; a disabled member's decisions stop counting at once.
 * ``totp_used``: ``{staff_id, step}``; a code is accepted once per member and step.
 * ``passkey`` / ``passkey_removed``: ``{staff_id, credential_id, public_key, sign_count}``.
@@ -64,6 +66,7 @@ class Evidence:
     staff: dict[str, StaffEntry] = field(default_factory=dict)
     decisions: dict[str, list[RecordedDecision]] = field(default_factory=dict)  # by digest
     genesis_open: bool = True
+    consumed: set[str] = field(default_factory=set)  # evidence digests an enrolment used
 
     def eligible(self, staff_id: str, group: str, excluded: frozenset[str]) -> bool:
         entry = self.staff.get(staff_id)
@@ -111,6 +114,8 @@ def _staff(ev: Evidence, body: dict[str, Any], at: datetime) -> None:
         last_totp_step=earlier.last_totp_step if earlier else None,
         passkeys=earlier.passkeys if earlier else {},
     )
+    if body.get("evidence"):
+        ev.consumed.add(body["evidence"])
 
 
 def _staff_disabled(ev: Evidence, body: dict[str, Any], at: datetime) -> None:

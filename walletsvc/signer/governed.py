@@ -50,6 +50,7 @@ from walletsvc.policy.document import (
 from walletsvc.policy.ratchet import compare
 
 from . import wire
+from .errors import SignerError, refuse
 from .state import (
     ALL_WALLETS,
     ALLOWLIST_ADD,
@@ -60,7 +61,6 @@ from .state import (
     ROTATION,
     SignerState,
 )
-from .wire import SignerError, refuse
 
 
 class SignerCore(Protocol):

@@ -23,6 +23,7 @@ import socketserver
 import ssl
 import stat
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,15 @@ from walletsvc.chain.kernel import KernelScriptVerifier
 from walletsvc.config import Settings
 from walletsvc.keys.errors import KekFileError
 from walletsvc.keys.kek import Kek, create_dev_kek, load_kek
+from walletsvc.keys.passkeys import RelyingParty
 from walletsvc.policy.document import load_policy_yaml
 from walletsvc.tls import server_context
 
 from . import wire
-from .core import SignerConfig, SignerCore
+from .core import Clock, SignerConfig, SignerCore
+from .errors import SignerError
 from .ledger import Ledger
-from .wire import SignerError
+from .people import PeopleConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ def load_signer_key(settings: Settings) -> Kek:
         raise SignerSetupError(str(exc).replace("KEK", "signer key")) from None
 
 
-def open_core(settings: Settings) -> SignerCore:
+def open_core(settings: Settings, *, clock: Clock | None = None) -> SignerCore:
     """Open the signer from its files: key, verified ledger, first policy (local init).
 
     One process at a time: an exclusive lock on ``signer.lock`` is held until
@@ -86,7 +89,12 @@ def open_core(settings: Settings) -> SignerCore:
             ledger,
             key,
             KernelScriptVerifier(),
-            SignerConfig(network=settings.network, max_fee_sat=settings.max_fee_sat),
+            SignerConfig(
+                network=settings.network,
+                max_fee_sat=settings.max_fee_sat,
+                people=people_config(settings),
+            ),
+            clock=clock,
         )
         if core.state.policy is None:
             core.install_first_policy(load_policy_yaml(settings.policy_file.read_text()))
@@ -95,6 +103,19 @@ def open_core(settings: Settings) -> SignerCore:
         raise
     core.files_lock = lock
     return core
+
+
+def people_config(settings: Settings) -> PeopleConfig:
+    """The signer's own step-up rules and passkey relying party (the console's origin, the
+    one passkeys are bound to; by default the service's own address, as in development)."""
+    origin = settings.console_origin.rstrip("/") or f"http://{settings.host}:{settings.port}"
+    host = origin.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    return PeopleConfig(
+        totp_window=settings.totp_valid_window,
+        relying_party=RelyingParty(rp_id=host.strip("[]"), origin=origin),
+        max_failures=settings.totp_max_failures,
+        lockout=timedelta(seconds=settings.totp_lockout_s),
+    )
 
 
 def close_core(core: SignerCore) -> None:

@@ -8,8 +8,10 @@ anything malformed is a ``WireError``, which the server answers as ``invalid_req
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from walletsvc.domain.canonical import canonical_json
 from walletsvc.domain.ports import EpochKeys
 from walletsvc.domain.transaction import (
     ApprovedPayout,
@@ -29,23 +31,17 @@ FROZEN = "frozen"
 INVALID_REQUEST = "invalid_request"
 VERIFICATION_FAILED = "verification_failed"
 INTERNAL = "internal_error"
+# Refusals of people's operations (walletsvc.signer.people): not signing refusals, so the
+# service answers them like its own step-up failures instead of freezing a wallet.
+STEP_UP_FAILED = "step_up_failed"  # a wrong TOTP code, or a passkey assertion that fails
+TOTP_REPLAYED = "totp_replayed"  # a code of a time step this member already used
+NOT_ALLOWED = "not_allowed"  # unknown or disabled member, not an approver, no evidence
+CONFLICT = "conflict"  # decided this digest before; a passkey registered already
+THROTTLED = "throttled"  # too many failed step-ups for this member: wait
 
 # What a transaction is for; recorded in the ledger. The signer's rules do not trust it: they
 # look at the outputs (every non-change output to the cold destination, or payouts).
 SIGN_KINDS = frozenset({"payout", "sweep", "fee_bump", "rotation", "shield"})
-
-
-class SignerError(Exception):
-    """A refusal or bad request, answered as ``{code, message}``; never carries key material."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def refuse(message: str) -> SignerError:
-    return SignerError(REFUSED, message)
 
 
 class WireError(ValueError):
@@ -180,19 +176,24 @@ def decode_plan(value: object) -> TransactionPlan:
 
 
 def encode_approved(approved: ApprovedPayout) -> dict[str, Any]:
-    return {
+    encoded: dict[str, Any] = {
         "withdrawal_id": approved.withdrawal_id,
         "script_pubkey": bytes(approved.script_pubkey).hex(),
         "amount_sat": approved.amount_sat,
     }
+    if approved.approval is not None:
+        encoded["approval"] = json.loads(approved.approval)
+    return encoded
 
 
 def decode_approved(value: object) -> ApprovedPayout:
     obj = _dict(value, "approved payout")
+    approval = obj.get("approval")
     return ApprovedPayout(
         withdrawal_id=_str(obj, "withdrawal_id"),
         script_pubkey=_hex(obj, "script_pubkey"),
         amount_sat=_int(obj, "amount_sat", minimum=1),
+        approval=None if approval is None else canonical_json(_dict(approval, "approval")).decode(),
     )
 
 

@@ -156,7 +156,7 @@ def test_an_expired_session_is_refused(client: TestClient, team: Team) -> None:
     expired = login(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         username="alice",
         password=PASSWORD,

@@ -56,7 +56,7 @@ def test_an_operator_adds_a_member_who_enrols_from_the_qr_code(
     created = login(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         username="carol",
         password=PASSWORD,
@@ -131,7 +131,7 @@ def _approve(team: Team, member: Member, request_id: str) -> str:
     return approvals.decide(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         request_id=request_id,
         staff=governance_principal(runtime, member),
@@ -218,7 +218,7 @@ def _login_with(runtime: Runtime, username: str, code: str) -> CreatedSession:
     return login(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         username=username,
         password=PASSWORD,

@@ -190,7 +190,7 @@ def login_submit(
         created = login(
             runtime.db,
             runtime.tags,
-            runtime.totp_secrets,
+            runtime.signer,
             runtime.settings,
             username=username.strip(),
             password=password,
@@ -254,7 +254,7 @@ def decide(
         status = approvals.decide(
             runtime.db,
             runtime.tags,
-            runtime.totp_secrets,
+            runtime.signer,
             runtime.settings,
             request_id=request_id,
             staff=visit.staff,
@@ -312,7 +312,7 @@ def register_passkey(
         passkeys.register_passkey(
             runtime.db,
             runtime.tags,
-            runtime.totp_secrets,
+            runtime.signer,
             runtime.settings,
             visit.relying_party,
             visit.staff,
@@ -369,7 +369,7 @@ def add_member(
         created = create_staff(
             runtime.db,
             runtime.tags,
-            runtime.totp_secrets,
+            runtime.signer,
             username=username.strip(),
             password=password,
             role=role,
@@ -399,7 +399,11 @@ def disable_member(
         if username == visit.staff.username:
             raise Forbidden("you cannot disable yourself; ask another operator")
         disable_staff(
-            visit.runtime.db, visit.runtime.tags, username=username, actor=visit.staff.actor
+            visit.runtime.db,
+            visit.runtime.tags,
+            visit.runtime.signer,
+            username=username,
+            actor=visit.staff.actor,
         )
     except DomainError as exc:
         return _staff(visit, error=exc)
@@ -419,22 +423,43 @@ def reset_authenticator(
         pending = totp_resets.request_reset(
             runtime.db,
             runtime.tags,
-            runtime.totp_secrets,
             username=username,
             reason=reason,
             requester=approvals.Requester(visit.staff.actor, visit.staff.staff_id),
         )
     except DomainError as exc:
         return _staff(visit, error=exc)
-    note = (
-        f"Give this to {username} now (shown only once). It works after approval request"
-        f" {pending.approval_request_id} reaches its quorum; until then the old one stays."
-    )
     return _staff(
         visit,
         status=201,
-        message=f"Authenticator reset of {username} requested.",
-        enrolment=_enrolment(username, pending.otpauth_uri, note),
+        message=(
+            f"Authenticator reset of {username} requested: once approval request"
+            f" {pending.approval_request_id} reaches its quorum, apply it here to get the new"
+            " enrolment (the old authenticator works until then)."
+        ),
+    )
+
+
+@router.post("/staff/resets/{reset_id}/apply", response_class=HTMLResponse)
+def apply_authenticator_reset(
+    reset_id: str, request: Request, csrf_token: OptionalFormText = None
+) -> Response:
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    try:
+        _operator(visit)
+        applied = totp_resets.apply_reset(
+            visit.runtime.db, visit.runtime.signer, reset_id=reset_id, actor=visit.staff.actor
+        )
+    except DomainError as exc:
+        return _staff(visit, error=exc)
+    note = f"Give this to {applied.username} now: it is shown only once, and works at once."
+    return _staff(
+        visit,
+        status=201,
+        message=f"Authenticator of {applied.username} reset.",
+        enrolment=_enrolment(applied.username, applied.otpauth_uri, note),
     )
 
 
@@ -454,7 +479,7 @@ def change_my_password(
         change_password(
             runtime.db,
             runtime.tags,
-            runtime.totp_secrets,
+            runtime.signer,
             runtime.settings,
             visit.staff,
             current=current_password,

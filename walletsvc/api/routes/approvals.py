@@ -74,7 +74,7 @@ def decide(
         approvals.decide(
             runtime.db,
             runtime.tags,
-            runtime.totp_secrets,
+            runtime.signer,
             runtime.settings,
             request_id=request_id,
             staff=staff,

@@ -69,7 +69,7 @@ def veto(
     policy_changes.veto(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         proposal_id=proposal_id,
         staff=staff,

@@ -29,7 +29,7 @@ def create_session(body: SessionCreate, request: Request, runtime: RuntimeDep) -
     created = login(
         runtime.db,
         runtime.tags,
-        runtime.totp_secrets,
+        runtime.signer,
         runtime.settings,
         username=body.username,
         password=body.password,
