@@ -205,6 +205,10 @@ class SignerCore:
             "frozen": dict(self.state.frozen),
             "wallets": {w: sorted(e) for w, e in wallets.items()},
             "cold": dict(self.state.cold),
+            "wallet_policies": {
+                w: policy_hash(d) for w, d in sorted(self.state.wallet_policies.items())
+            },
+            "allowlist": _allowlist_view(self.state),
             "signed_transactions": len(self.state.txs),
             "audit_anchor": None if anchor is None else {"seq": anchor[0], "hash": anchor[1]},
             "genesis_open": self.state.evidence.genesis_open,
@@ -603,6 +607,14 @@ def signers_view(policy: PolicyDocument) -> PolicyDocument:
     if len(velocity) == len(policy.velocity):
         return policy
     return policy.model_copy(update={"velocity": velocity})
+
+
+def _allowlist_view(state: SignerState) -> dict[str, list[dict[str, str]]]:
+    view: dict[str, list[dict[str, str]]] = {}
+    for (wallet, address), entry in sorted(state.allowlist.items()):
+        since = entry.active_since.isoformat()
+        view.setdefault(wallet, []).append({"address": address, "active_since": since})
+    return view
 
 
 def _wallet_name(params: dict[str, Any]) -> str:
