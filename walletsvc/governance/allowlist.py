@@ -124,9 +124,10 @@ def remove_entry(
         entry = get_entry(uow, entry_id)
         if entry.status == "removed":
             return
-        if entry.status == "active":
+        if entry.status in LIVE_STATUSES:
             # Tightening: the signer drops its copy at once, first (an unreachable signer
-            # raises and nothing changes here).
+            # raises and nothing changes here). Pending too: the signer may hold it if the
+            # service stopped between handing it over and its commit.
             wallet = uow.wallets.get(entry.wallet_id)
             removal = {
                 "kind": "allowlist_remove",
