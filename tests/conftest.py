@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,7 +75,10 @@ def signer_follows_injected_now(monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     original = staff.now_utc
 
     def now_utc(now: datetime | None) -> datetime:
-        SIGNER_CLOCK.pinned = now
+        # The service's own background threads (walletsvc-worker, -webhooks) ask for "now"
+        # all the time: they must not move the clock a test pinned for its next call.
+        if now is not None or not threading.current_thread().name.startswith("walletsvc-"):
+            SIGNER_CLOCK.pinned = now
         return original(now)
 
     for name, module in list(sys.modules.items()):

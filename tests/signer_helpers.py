@@ -84,3 +84,19 @@ def install_policy_in_signer(settings: Settings, policy: PolicyDocument) -> None
         core.install_policy(policy)
     finally:
         close_core(core)
+
+
+def use_relying_party(settings: Settings, rp_id: str, origin: str) -> None:
+    """The signer operator's setting of the console origin its passkeys belong to
+    (``WALLETSVC_CONSOLE_ORIGIN`` on the signer's side), on the running in-process signer:
+    TestClient's pages come from http://testserver, a live server from its own port."""
+    from dataclasses import replace
+
+    from tests.conftest import RUNNING_SIGNERS
+    from walletsvc.keys.passkeys import RelyingParty
+
+    core = RUNNING_SIGNERS[settings.signer_path].core
+    with core.lock:
+        core.people.config = replace(
+            core.people.config, relying_party=RelyingParty(rp_id=rp_id, origin=origin)
+        )

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from tests.conftest import WALLET, Tokens, auth
-from tests.governance_helpers import DEST, PASSWORD, Team
+from tests.governance_helpers import DEST, PASSWORD, Team, assert_nowhere_in_database
 from tests.helpers import external_destination, verify_audit
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent
@@ -111,9 +111,9 @@ def test_login_failures_are_vague_counted_and_never_leak_secrets(
         # A wrong password no longer counts toward the lock (anyone could cause it); the login
         # throttle slows guessing instead (tests/governance/test_login_abuse.py).
         assert row is not None and row.failed_attempts == 0
-        assert alice.secret not in row.totp_secret_enc  # stored as ciphertext only
         assert PASSWORD not in row.password_hash and row.password_hash.startswith("$argon2id$")
         events = json.dumps([e.data for e in session.scalars(select(AuditEvent))], default=str)
+    assert_nowhere_in_database(runtime, alice.secret)  # the signer holds it
     for secret in (alice.secret, PASSWORD, "not the password"):
         assert secret not in events
 

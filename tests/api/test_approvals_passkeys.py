@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from tests.api.test_approvals_api import login
 from tests.governance_helpers import Team, big_withdrawal
+from tests.signer_helpers import use_relying_party
 from tests.soft_authenticator import SoftAuthenticator
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models_staff_auth import StaffPasskey
@@ -22,6 +23,7 @@ RP = RelyingParty(rp_id="testserver", origin="http://testserver")
 
 @pytest.fixture
 def team(funded: Runtime) -> Team:
+    use_relying_party(funded.settings, RP.rp_id, RP.origin)  # the signer verifies passkeys
     team = Team(funded)
     team.add("alice")
     team.add("bob")

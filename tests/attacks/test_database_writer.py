@@ -608,3 +608,82 @@ def test_a_truncated_tail_with_a_replayed_head_is_detected(scene: Scene) -> None
     )
     assert not verify_audit(scene.runtime).ok  # the chain verifies; the signer's anchor not
     scene.run()  # the next pass: the signer refuses the shorter head
+
+
+# --- the database writer who also holds the KEK (root on the API host) ----------------------
+# Every tag above can then be forged; what stays out of reach is the signer's own evidence:
+# it signs a payout above a tier only on decisions it recorded itself, each after checking
+# the approver's TOTP code, on the digest of the exact content it is asked to pay.
+
+
+def _retag_authorization(scene: Scene, withdrawal_id: str) -> None:
+    from walletsvc.db.tags import withdrawal_authorization_message
+
+    with scene.runtime.db.read() as uow:
+        row = uow.withdrawals.get(withdrawal_id)
+        assert row is not None
+        mac = scene.runtime.tags.tag(withdrawal_authorization_message(row))
+    scene.sql("UPDATE withdrawals SET authorization_mac = :mac WHERE id = :id", mac=mac, id=row.id)
+
+
+def _the_signer_refused(scene: Scene, withdrawal_id: str) -> None:
+    """The refusal came from the signer's count of its own evidence (the risk monitor
+    recorded it with the signer's message)."""
+    from sqlalchemy import select
+
+    from walletsvc.db.models import AuditEvent
+
+    with scene.runtime.db.read() as uow:
+        events = uow.session.scalars(select(AuditEvent.data)).all()
+    text = json.dumps(list(events), default=str)
+    assert f"withdrawal {withdrawal_id} needs 2 approvals" in text, text[-2000:]
+
+
+def test_with_the_kek_a_payout_above_a_tier_approved_in_sql_pays_nothing(scene: Scene) -> None:
+    payout, _digest = _pending_big(scene, "kek-fake-approval")
+    scene.sql("UPDATE withdrawals SET status = 'approved' WHERE id = :id", id=payout["id"])
+    scene.sql(
+        "UPDATE approval_requests SET status = 'approved' WHERE id = :id",
+        id=payout["approval_request_id"],
+    )
+    _retag_authorization(scene, payout["id"])  # the service's own check passes now
+    scene.run()
+    assert scene.status(payout["id"]) != "confirmed"
+    assert scene.runtime.signer.status()["signed_transactions"] == 0
+    _the_signer_refused(scene, payout["id"])
+    scene.assert_no_money_lost()
+    scene.assert_frozen()  # the signer refusing its own work freezes the wallet
+
+
+def test_with_the_kek_an_approved_payout_rewritten_after_its_approvals_pays_nothing(
+    scene: Scene,
+) -> None:
+    payout, digest = _pending_big(scene, "kek-rewrite")
+    for name in ("alice", "bob"):  # real approvals, recorded in the signer
+        decided = scene.decide(name, scene.login(name), payout["approval_request_id"], digest)
+        assert decided.status_code == 200, decided.text
+    assert scene.status(payout["id"]) == "approved"
+    scene.sql(
+        "UPDATE withdrawals SET amount_sat = 40000000, destination = :address,"
+        " script_pubkey = :script WHERE id = :id",
+        address=THIEF,
+        script=THIEF_SCRIPT.hex(),
+        id=payout["id"],
+    )
+    _retag_authorization(scene, payout["id"])
+    scene.run()
+    assert scene.status(payout["id"]) != "confirmed"
+    _the_signer_refused(scene, payout["id"])  # the rewritten content: a digest nobody decided
+    scene.assert_no_money_lost()
+    scene.assert_frozen()
+
+
+def test_an_honest_payout_above_a_tier_is_paid_on_the_signers_evidence(scene: Scene) -> None:
+    payout, digest = _pending_big(scene, "honest-big")
+    for name in ("alice", "carol"):
+        decided = scene.decide(name, scene.login(name), payout["approval_request_id"], digest)
+        assert decided.status_code == 200, decided.text
+    scene.allowed[(MINER_SCRIPT.hex(), BIG)] += 1
+    scene.run()
+    assert scene.status(payout["id"]) == "confirmed"
+    scene.assert_no_money_lost()

@@ -12,6 +12,7 @@ from walletsvc.domain.ports import SignerPort
 from walletsvc.governance.allowlist import AllowlistApprovals
 from walletsvc.governance.approvals import ApprovalKind, register_kind
 from walletsvc.governance.policy_changes import PolicyChangeApprovals
+from walletsvc.governance.staff_changes import StaffChangeApprovals
 from walletsvc.governance.totp_resets import TotpResetApprovals
 from walletsvc.incident.rotation import KeyRotationApprovals
 from walletsvc.incident.unfreeze import UnfreezeApprovals
@@ -31,6 +32,7 @@ def approval_kinds(signer: SignerPort) -> tuple[ApprovalKind, ...]:
         KeyRotationApprovals(signer),
         ColdDestinationApprovals(signer),
         TotpResetApprovals(),
+        StaffChangeApprovals(),
     )
 
 

@@ -54,10 +54,13 @@ def add(
         bool, typer.Option("--password-stdin", help="Read the password from stdin")
     ] = False,
 ) -> None:
-    """Create a staff member; prints the TOTP provisioning URI once."""
+    """Create a staff member; prints the TOTP provisioning URI once. After the signer's
+    genesis, opens a governed enrolment instead (then `walletsvc staff apply`)."""
     from walletsvc.bootstrap.runtime import open_database
     from walletsvc.cli.dev_signer import running_dev_signer
+    from walletsvc.governance.approvals import Requester
     from walletsvc.governance.staff import create_staff
+    from walletsvc.governance.staff_changes import request_enrolment
     from walletsvc.keys.kek import load_kek
     from walletsvc.signer.client import SignerClient
 
@@ -66,10 +69,27 @@ def add(
     kek = load_kek(s.kek_path)
     try:
         with running_dev_signer(s):  # the signer enrols (and makes the secret)
+            signer = SignerClient(s)
+            if not signer.status().get("genesis_open", True):
+                pending = request_enrolment(
+                    open_database(s),
+                    kek.row_tagger(),
+                    username=name,
+                    password=password,
+                    role=role,
+                    groups=group or [],
+                    requester=Requester(CLI_ACTOR, None),
+                )
+                typer.echo(
+                    f"the signer's genesis is closed: enrolling {name} needs the policy_change "
+                    f"quorum (approval request {pending.approval_request_id}); once approved:"
+                )
+                typer.echo(f"walletsvc staff apply {pending.change_id}")
+                return
             created = create_staff(
                 open_database(s),
                 kek.row_tagger(),
-                SignerClient(s),
+                signer,
                 username=name,
                 password=password,
                 role=role,
@@ -79,10 +99,39 @@ def add(
     except DomainError as exc:
         _fail(exc.message)
         return
-    typer.echo(f"staff {created.username} ({created.role}; groups: {','.join(created.groups)})")
+    _show_enrolment(created.username, created.role, created.groups, created.otpauth_uri)
+
+
+@staff_app.command("apply")
+def apply(change_id: str) -> None:
+    """Apply an approved enrolment (after genesis): prints the TOTP provisioning URI once."""
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.cli.dev_signer import running_dev_signer
+    from walletsvc.governance.staff_changes import apply_enrolment
+    from walletsvc.keys.kek import load_kek
+    from walletsvc.signer.client import SignerClient
+
+    s = Settings()
+    try:
+        with running_dev_signer(s):
+            created = apply_enrolment(
+                open_database(s),
+                load_kek(s.kek_path).row_tagger(),
+                SignerClient(s),
+                change_id=change_id,
+                actor=CLI_ACTOR,
+            )
+    except DomainError as exc:
+        _fail(exc.message)
+        return
+    _show_enrolment(created.username, created.role, created.groups, created.otpauth_uri)
+
+
+def _show_enrolment(username: str, role: str, groups: list[str], uri: str) -> None:
+    typer.echo(f"staff {username} ({role}; groups: {','.join(groups)})")
     typer.echo("Add this to the authenticator app now; it is shown once and never again:")
-    typer.echo(created.otpauth_uri)
-    typer.echo(terminal_qr(created.otpauth_uri))
+    typer.echo(uri)
+    typer.echo(terminal_qr(uri))
 
 
 def terminal_qr(text: str) -> str:

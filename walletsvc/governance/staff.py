@@ -91,7 +91,7 @@ def staff_is_genuine(tags: RowTagger, row: Staff) -> bool:
 # --- Accounts --------------------------------------------------------------------------------
 
 
-def _check_new_staff(username: str, password: str, role: str, groups: list[str]) -> None:
+def check_new_staff(username: str, password: str, role: str, groups: list[str]) -> None:
     if not USERNAME_RE.match(username):
         raise InvalidInput(
             "username: lower-case letters, digits, '.', '_', '-'; 1-64 characters",
@@ -122,7 +122,7 @@ def create_staff(
     """A new member: the row here, the enrolment (and the TOTP secret) in the signer, in the
     same transaction (a refusal of the signer, e.g. after genesis without quorum evidence,
     leaves no row)."""
-    _check_new_staff(username, password, role, groups)
+    check_new_staff(username, password, role, groups)
     password_hash = _hasher.hash(password)  # slow by design: outside the write lock
     with db.write() as uow:
         if uow.staff.by_username(username) is not None:
@@ -276,6 +276,11 @@ def principal_for(tags: RowTagger, row: Staff, session_id: str | None) -> StaffP
     return StaffPrincipal(row.id, row.username, row.role, frozenset(row.groups), session_id)
 
 
+def hash_password(password: str) -> str:
+    """argon2id, slow by design: call it outside the write lock."""
+    return _hasher.hash(password)
+
+
 def verify_password(row: Staff | None, password: str) -> bool:
     """Constant-ish time: an unknown user costs one argon2 verification too."""
     try:
@@ -387,12 +392,17 @@ def check_totp(
 def step_up_failed(
     uow: UnitOfWork, settings: Settings, row: Staff, now: datetime, error: StepUpFailed
 ) -> DomainError:
-    """Count a step-up the signer refused (a wrong or replayed code) toward the lockout."""
-    reason = "totp_replayed" if isinstance(error, StepUpReplayed) else "totp_wrong"
+    """Count a step-up the signer refused (a wrong or replayed code, a passkey assertion
+    that does not verify) toward the lockout; the error to answer."""
     if error.field == "passkey":
-        reason = "passkey_failed"
-    counted = record_failure(uow, settings, row, now, reason)
-    return counted if isinstance(counted, AccountLocked) or reason != "passkey_failed" else error
+        counted = record_failure(uow, settings, row, now, "passkey_wrong")
+        if isinstance(counted, AccountLocked):
+            return counted
+        return StepUpFailed(
+            f"the passkey does not verify for this decision: {error.message}", field="passkey"
+        )
+    reason = "totp_replayed" if isinstance(error, StepUpReplayed) else "totp_wrong"
+    return record_failure(uow, settings, row, now, reason)
 
 
 def accepted(row: Staff, step: int | None) -> None:

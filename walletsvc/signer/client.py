@@ -159,14 +159,9 @@ class SignerClient:
             params["totp"] = totp
         if passkey is not None:
             params["passkey"] = passkey
-        try:
-            answer = self.call("record_decision", params)
-            step = answer.get("step")
-            return DecisionReceipt(str(answer["digest"]), step if isinstance(step, int) else None)
-        except StepUpFailed as exc:
-            if passkey is None:
-                raise
-            raise StepUpFailed(exc.message, field="passkey") from None
+        answer = self.call("record_decision", params)
+        step = answer.get("step")
+        return DecisionReceipt(str(answer["digest"]), step if isinstance(step, int) else None)
 
     def register_passkey(
         self, *, staff_id: str, credential: str, challenge: bytes, totp: str
@@ -284,6 +279,8 @@ def _domain_error(code: str, message: str) -> DomainError:
         return StepUpReplayed(message, field="totp")
     if code == wire.STEP_UP_FAILED:
         return StepUpFailed(message, field="totp")
+    if code == wire.PASSKEY_FAILED:
+        return StepUpFailed(message, field="passkey")
     if code == wire.THROTTLED:
         return AccountLocked(message)
     if code == wire.NOT_ALLOWED:

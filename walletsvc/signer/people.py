@@ -299,7 +299,7 @@ class People:
         try:
             stored = verify_registration(rp, credential, challenge=challenge)
         except DomainError as exc:
-            raise SignerError(wire.STEP_UP_FAILED, exc.message) from None
+            raise SignerError(wire.PASSKEY_FAILED, exc.message) from None
         if any(stored.credential_id in e.passkeys for e in self.state.evidence.staff.values()):
             raise SignerError(wire.CONFLICT, "this passkey is registered already")
         self._accept_totp(entry, params.get("totp"))
@@ -375,7 +375,7 @@ class People:
             body = entry.passkeys.get(credential_id)
             if body is None:
                 raise self._failed(
-                    entry.staff_id, wire.STEP_UP_FAILED, "not a passkey of this member"
+                    entry.staff_id, wire.PASSKEY_FAILED, "not a passkey of this member"
                 )
             stored = StoredPasskey(credential_id, body["public_key"], int(body["sign_count"]))
             new_count = verify_approval(
@@ -384,7 +384,7 @@ class People:
         except InvalidInput as exc:
             raise _invalid(exc.message) from None
         except DomainError as exc:
-            raise self._failed(entry.staff_id, wire.STEP_UP_FAILED, exc.message) from None
+            raise self._failed(entry.staff_id, wire.PASSKEY_FAILED, exc.message) from None
         stored = StoredPasskey(credential_id, stored.public_key, new_count)
         self.record(PASSKEY, _passkey_body(entry.staff_id, stored))
         self._failures.pop(entry.staff_id, None)

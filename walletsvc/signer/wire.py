@@ -34,6 +34,7 @@ INTERNAL = "internal_error"
 # Refusals of people's operations (walletsvc.signer.people): not signing refusals, so the
 # service answers them like its own step-up failures instead of freezing a wallet.
 STEP_UP_FAILED = "step_up_failed"  # a wrong TOTP code, or a passkey assertion that fails
+PASSKEY_FAILED = "passkey_failed"  # a registration or assertion that does not verify
 TOTP_REPLAYED = "totp_replayed"  # a code of a time step this member already used
 NOT_ALLOWED = "not_allowed"  # unknown or disabled member, not an approver, no evidence
 CONFLICT = "conflict"  # decided this digest before; a passkey registered already

@@ -46,7 +46,7 @@ from walletsvc.payouts.signing import (
     tip_height,
     to_coins,
 )
-from walletsvc.payouts.worker import split_fee
+from walletsvc.payouts.worker import approved_payout, split_fee
 from walletsvc.wallets.freezes import withdrawals_freeze
 from walletsvc.wallets.service import next_change_path
 
@@ -217,7 +217,7 @@ def _approved(tags: RowTagger, w: Withdrawal) -> ApprovedPayout:
         withdrawal_authorization_message(w), w.authorization_mac
     ):
         raise SigningRefused(f"withdrawal {w.id} fails its integrity check; not re-signing it")
-    return ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat)
+    return approved_payout(w)  # with its approval content, should the signer count it again
 
 
 def _reconstruct(

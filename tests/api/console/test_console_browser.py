@@ -19,6 +19,7 @@ from tests.api.console.browser import (
 )
 from tests.governance_helpers import Team, big_withdrawal
 from tests.helpers import LiveServer, live_server
+from tests.signer_helpers import use_relying_party
 from walletsvc.api.app import create_app
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.governance.approvals import show_request
@@ -31,6 +32,8 @@ pytestmark = [pytest.mark.browser, needs_chromium]
 @pytest.fixture
 def server(funded: Runtime) -> Iterator[LiveServer]:
     with live_server(create_app(funded.settings, runtime=funded)) as running:
+        # The signer verifies passkeys for the console's origin: this server's.
+        use_relying_party(funded.settings, "localhost", f"http://localhost:{running.port}")
         yield running
 
 

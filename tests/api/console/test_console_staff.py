@@ -154,8 +154,8 @@ def test_a_lost_authenticator_is_replaced_only_after_a_quorum(
         data={"reason": "phone lost", "csrf_token": csrf_of(page)},
     )
     assert asked.status_code == 201, asked.text
-    new_secret = _secret_in(asked.text)
-    request_id = asked.text.split("after approval request ", 1)[1].split(" ", 1)[0]
+    assert "otpauth://" not in asked.text  # no secret exists yet: the signer makes it later
+    request_id = asked.text.split("once approval request ", 1)[1].split(" ", 1)[0]
 
     # Nobody decides a request about their own account.
     with pytest.raises(Exception, match="their own account"):
@@ -168,12 +168,32 @@ def test_a_lost_authenticator_is_replaced_only_after_a_quorum(
         assert pending == []
 
     assert _approve(team, team.members["bob"], request_id) == "pending"
-    # Until the quorum, the new secret opens nothing.
-    with pytest.raises(InvalidCredentials):
-        _login_with(runtime, "alice", pyotp.TOTP(new_secret).now())
+    with runtime.db.read() as uow:
+        reset_id = uow.staff_totp_resets.newest(1)[0].id
+    # Until the quorum, nothing to apply.
+    page = client.get("/console/staff").text
+    early = client.post(
+        f"/console/staff/resets/{reset_id}/apply", data={"csrf_token": csrf_of(page)}
+    )
+    assert early.status_code == 409 and "otpauth://" not in early.text
     assert _approve(team, carol, request_id) == "approved"
+    page = client.get("/console/staff").text
+    applied = client.post(
+        f"/console/staff/resets/{reset_id}/apply", data={"csrf_token": csrf_of(page)}
+    )
+    assert applied.status_code == 201, applied.text
+    new_secret = _secret_in(applied.text)
+    assert new_secret != alice.secret
     session = _login_with(runtime, "alice", pyotp.TOTP(new_secret).now())
     assert session.principal.username == "alice"
+    # The old authenticator no longer opens anything; the reset applies once.
+    with pytest.raises(InvalidCredentials):
+        _login_with(runtime, "alice", pyotp.TOTP(alice.secret).now())
+    page = client.get("/console/staff").text
+    again = client.post(
+        f"/console/staff/resets/{reset_id}/apply", data={"csrf_token": csrf_of(page)}
+    )
+    assert again.status_code == 409
     shown = client.get("/console/staff").text
     assert "phone lost" in shown and "applied" in shown
 

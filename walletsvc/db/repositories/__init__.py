@@ -32,6 +32,7 @@ from walletsvc.db.repositories.policy_proposals import PolicyProposalRepository
 from walletsvc.db.repositories.rounds import PayoutRoundRepository
 from walletsvc.db.repositories.staff import StaffRepository, StaffSessionRepository
 from walletsvc.db.repositories.staff_auth import (
+    StaffChangeRepository,
     StaffPasskeyRepository,
     StaffTotpResetRepository,
 )
@@ -81,6 +82,7 @@ class ReadUnitOfWork:
         self.staff_sessions = StaffSessionRepository(session)
         self.staff_passkeys = StaffPasskeyRepository(session)
         self.staff_totp_resets = StaffTotpResetRepository(session)
+        self.staff_changes = StaffChangeRepository(session)
         self.approval_requests = ApprovalRequestRepository(session)
         self.approval_decisions = ApprovalDecisionRepository(session)
         self.allowlist = AllowlistRepository(session)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from walletsvc.db.models_staff_auth import StaffPasskey, StaffTotpReset
+from walletsvc.db.models_staff_auth import StaffChange, StaffPasskey, StaffTotpReset
 from walletsvc.db.repositories.base import Repository
 
 
@@ -35,5 +35,18 @@ class StaffTotpResetRepository(Repository[StaffTotpReset]):
                 select(StaffTotpReset)
                 .order_by(StaffTotpReset.created_at.desc(), StaffTotpReset.id)
                 .limit(limit)
+            )
+        )
+
+
+class StaffChangeRepository(Repository[StaffChange]):
+    model = StaffChange
+
+    def open_for_username(self, username: str) -> StaffChange | None:
+        """A change of ``username`` not yet applied, rejected or expired."""
+        return self.session.scalar(
+            select(StaffChange).where(
+                StaffChange.username == username,
+                StaffChange.status.in_(("pending_approval", "approved")),
             )
         )
