@@ -100,6 +100,7 @@ def test_a_tightening_applies_at_once_on_one_approvers_word(
         "approved"
     )
     assert active_sha(client, tokens) == p["sha256"] != before
+    assert runtime.signer.status()["policy_hash"] == p["sha256"]  # at once in the signer too
     assert proposal(client, tokens, p["id"])["status"] == "applied"
     events = audit(runtime)
     assert ("staff:alice", "policy.proposed") in [(a, b) for a, b, _ in events]

@@ -248,6 +248,29 @@ def test_a_wallet_policy_is_the_signers_copy_for_that_wallet_only(api_host: Runt
     assert core.state.policy_for(WALLET) == old and core.state.wallet_policies == {}
 
 
+def test_an_approved_wallet_policy_governs_that_wallet_only(
+    api_host: Runtime, clock: Clock
+) -> None:
+    old = active(api_host)
+    own = load_policy_yaml(f"wallet: {WALLET}\n" + POLICY_TEXT)
+    tighter = own.model_copy(update={"max_per_payout_sat": 1_000_000})
+    content = policy_content(old, tighter)
+    approve_in_signer(api_host, "policy_change", content)
+    clock.now += timedelta(hours=48)
+    governed(api_host, "policy_change", content, canonical_dict(tighter))
+    status = api_host.signer.status()
+    assert status["wallet_policies"] == {WALLET: policy_hash(tighter)}
+    assert status["policy_hash"] == policy_hash(old)  # the default copy is unchanged
+    # The wallet's own copy is the one the signer judges its payouts by.
+    address, script = external_destination("listed for the wallet policy")
+    listing = allowlist_content(address)
+    approve_in_signer(api_host, "allowlist_add", listing)
+    governed(api_host, "allowlist_add", listing)
+    clock.now += timedelta(days=30)
+    with pytest.raises(SigningRefused, match="max_per_payout"):
+        pay(api_host, "w-1", script, 1_000_001)
+
+
 # --- the allowlist ---------------------------------------------------------------------------
 
 
