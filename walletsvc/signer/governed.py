@@ -63,8 +63,8 @@ from .state import (
 )
 
 
-class SignerCore(Protocol):
-    """What a governed change needs of walletsvc.signer.core.SignerCore."""
+class CoreView(Protocol):
+    """What a governed change needs of walletsvc.signer.core.SignerCore (no import cycle)."""
 
     state: SignerState
 
@@ -88,7 +88,7 @@ KINDS = (
 )
 
 
-def apply_governed(core: SignerCore, params: dict[str, Any]) -> dict[str, Any]:
+def apply_governed(core: CoreView, params: dict[str, Any]) -> dict[str, Any]:
     kind = params.get("kind")
     if kind not in KINDS:
         raise _invalid(f"kind must be one of {list(KINDS)}")
@@ -108,7 +108,7 @@ def apply_governed(core: SignerCore, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _policy_change(
-    core: SignerCore, content: dict[str, Any], payload: object, digest: str
+    core: CoreView, content: dict[str, Any], payload: object, digest: str
 ) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise _invalid("payload must be the policy document")
@@ -152,7 +152,7 @@ def _policy_change(
 
 
 def _allowlist_add(
-    core: SignerCore, content: dict[str, Any], payload: object, digest: str
+    core: CoreView, content: dict[str, Any], payload: object, digest: str
 ) -> dict[str, Any]:
     wallet, address = _wallet(content), _address(content)
     policy = _policy(core, wallet)
@@ -163,7 +163,7 @@ def _allowlist_add(
 
 
 def _allowlist_remove(
-    core: SignerCore, content: dict[str, Any], payload: object, digest: str
+    core: CoreView, content: dict[str, Any], payload: object, digest: str
 ) -> dict[str, Any]:
     # Tightening: at once, on the service's word.
     wallet, address = _wallet(content), _address(content)
@@ -172,7 +172,7 @@ def _allowlist_remove(
 
 
 def _cold_change(
-    core: SignerCore, content: dict[str, Any], payload: object, digest: str
+    core: CoreView, content: dict[str, Any], payload: object, digest: str
 ) -> dict[str, Any]:
     wallet = _wallet(content)
     text = content.get("descriptor")
@@ -190,7 +190,7 @@ def _cold_change(
 
 
 def _unfreeze(
-    core: SignerCore, content: dict[str, Any], payload: object, digest: str
+    core: CoreView, content: dict[str, Any], payload: object, digest: str
 ) -> dict[str, Any]:
     freezes = content.get("freezes")
     if not isinstance(freezes, list) or not freezes:
@@ -228,7 +228,7 @@ def _unfreeze(
 
 
 def _key_rotation(
-    core: SignerCore, content: dict[str, Any], payload: object, digest: str
+    core: CoreView, content: dict[str, Any], payload: object, digest: str
 ) -> dict[str, Any]:
     wallet = _wallet(content)
     from_epoch = content.get("from_epoch")
@@ -242,7 +242,7 @@ def _key_rotation(
     return core.new_epoch({"wallet": wallet, "epoch": epoch})
 
 
-def _already(core: SignerCore, kind: str, content: dict[str, Any], digest: str) -> dict[str, Any]:
+def _already(core: CoreView, kind: str, content: dict[str, Any], digest: str) -> dict[str, Any]:
     if kind == "key_rotation":
         wallet = _wallet(content)
         epoch = core.state.rotations.get(digest)
@@ -265,7 +265,7 @@ _APPLY = {
 
 
 def _quorum(
-    core: SignerCore, policy: PolicyDocument, action: GovernedAction, kind: str, digest: str
+    core: CoreView, policy: PolicyDocument, action: GovernedAction, kind: str, digest: str
 ) -> datetime:
     quorum = policy.quorum_for(action)
     reached = core.state.evidence.quorum_reached_at(
@@ -279,7 +279,7 @@ def _quorum(
     return reached
 
 
-def _policy(core: SignerCore, wallet: str | None) -> PolicyDocument:
+def _policy(core: CoreView, wallet: str | None) -> PolicyDocument:
     policy = core.state.policy_for(wallet)
     if policy is None:
         raise _refuse("the signer holds no policy; install one at signer init")
