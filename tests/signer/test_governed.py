@@ -10,6 +10,7 @@ tightening applies at once. The signer's clock is injected (no sleeping for time
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +22,7 @@ from embit.networks import NETWORKS
 
 from tests.conftest import REPO, RUNNING_SIGNERS, WALLET, fund_wallet
 from tests.fakechain import FakeChain
-from tests.helpers import external_destination
+from tests.helpers import external_destination, run_cli
 from tests.signer.helpers import coins, plan_paying
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.setup import initialise
@@ -406,3 +407,16 @@ def test_a_new_key_epoch_needs_an_approved_rotation(api_host: Runtime) -> None:
     assert api_host.signer.new_epoch(WALLET, 2) == keys
     with pytest.raises(SigningRefused, match="approved key rotation"):
         api_host.signer.new_epoch(WALLET, 3)
+
+
+def test_walletsvc_signer_status_shows_the_signers_copies(api_host: Runtime) -> None:
+    address, _ = external_destination("shown by status")
+    content = allowlist_content(address)
+    approve_in_signer(api_host, "allowlist_add", content)
+    governed(api_host, "allowlist_add", content)
+    done = run_cli(api_host.settings, "signer", "status")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    assert shown["allowlist"] == {WALLET: [{"address": address, "active_since": START.isoformat()}]}
+    assert shown["policy_hash"] == policy_hash(active(api_host))
+    assert shown["wallet_policies"] == {}
