@@ -11,6 +11,7 @@ import pyotp
 import yaml
 
 from tests.conftest import REPO, WALLET
+from tests.signer_helpers import install_policy_in_signer
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.governance.policies import install_policy
 from walletsvc.governance.sessions import login
@@ -165,9 +166,12 @@ def default_document(**changes: Any) -> dict[str, Any]:
 
 
 def install(runtime: Runtime, data: dict[str, Any]) -> PolicyDocument:
+    """The policy in force, set up as an operator does: in the database and, locally, in the
+    signer (whose copy decides each governed change's quorum and a policy change's base)."""
     doc = parse_policy(data)
     with runtime.db.write() as uow:
         install_policy(uow, runtime.tags, doc, wallet_id=None, actor="test")
+    install_policy_in_signer(runtime.settings, doc)
     return doc
 
 

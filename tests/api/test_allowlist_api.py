@@ -53,8 +53,18 @@ def test_a_staff_entry_needs_the_quorum_then_cools_off(
     assert shown["active_since"] == t0.isoformat()
     assert shown["usable_from"] == (t0 + timedelta(hours=24)).isoformat()  # cooling-off
     assert shown["integrity_ok"] is True
+    # The signer took it first, with the quorum it recorded itself; its cooling-off runs
+    # from its own clock (here the moment the test injected).
+    assert runtime.signer.status()["allowlist"] == {
+        WALLET: [{"address": DEST, "active_since": t0.isoformat()}]
+    }
     # A second entry for the same address is refused while this one lives.
     assert propose(client, alice.headers()).status_code == 409
+
+    # Removal tightens: the signer drops its copy at once, before the database.
+    response = client.delete(f"/v1/allowlist/{entry['id']}", headers=alice.headers())
+    assert response.status_code == 204
+    assert runtime.signer.status()["allowlist"] == {}
 
 
 def test_a_payout_engine_entry_is_accepted_when_the_allowlist_is_not_required(

@@ -23,10 +23,12 @@ from tests.governance_helpers import (
     principal,
 )
 from tests.helpers import verify_audit
+from tests.signer_helpers import install_policy_in_signer
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import AuditEvent
 from walletsvc.db.models_governance import PolicyProposal
 from walletsvc.governance import policy_changes
+from walletsvc.policy.document import parse_policy
 
 
 @pytest.fixture
@@ -100,6 +102,7 @@ def test_a_tightening_applies_at_once_on_one_approvers_word(
         "approved"
     )
     assert active_sha(client, tokens) == p["sha256"] != before
+    assert runtime.signer.status()["policy_hash"] == p["sha256"]  # at once in the signer too
     assert proposal(client, tokens, p["id"])["status"] == "applied"
     events = audit(runtime)
     assert ("staff:alice", "policy.proposed") in [(a, b) for a, b, _ in events]
@@ -112,6 +115,27 @@ def test_a_tightening_applies_at_once_on_one_approvers_word(
             "approved_by": ["bob"],
         }
     ]
+
+
+def test_a_change_the_signer_refuses_is_audited_and_not_applied(
+    client: TestClient, runtime: Runtime, team: Team, tokens: Tokens
+) -> None:
+    """The signer's copy was changed on its host since the proposal was assessed (the
+    operator's local override): the proposal's base is not its copy, so it refuses, and the
+    service installs nothing either."""
+    before = active_sha(client, tokens)
+    p = propose(client, team, default_document(max_per_payout_sat=40_000_000))
+    install_policy_in_signer(
+        runtime.settings, parse_policy(default_document(max_per_payout_sat=45_000_000))
+    )
+    assert approve(runtime, team.members["bob"], p["approval_request_id"], aligned_now()) == (
+        "approved"
+    )
+    assert active_sha(client, tokens) == before
+    assert proposal(client, tokens, p["id"])["status"] == "failed"
+    refused = [d for _, action, d in audit(runtime) if action == "governed.signer_refused"]
+    assert len(refused) == 1 and "assessed against policy" in refused[0]["reason"]
+    assert refused[0]["kind"] == "policy_change"
 
 
 def test_a_loosening_needs_the_quorum_then_the_time_lock(
@@ -140,6 +164,7 @@ def test_a_loosening_needs_the_quorum_then_the_time_lock(
 
     runtime.governance_tick(now=t0 + timedelta(hours=48, seconds=1))
     assert active_sha(client, tokens) == p["sha256"]
+    assert runtime.signer.status()["policy_hash"] == p["sha256"]  # the signer's copy too
     assert proposal(client, tokens, p["id"])["status"] == "applied"
     applied = [(a, d) for a, action, d in audit(runtime) if action == "policy.proposal_applied"]
     assert applied == [

@@ -39,8 +39,12 @@ from tests.governance_helpers import (
     with_ops_group,
 )
 from tests.helpers import dev_chain, external_destination, run_cli, verify_audit
+from tests.signer.helpers import coins, plan_paying, plan_sweep_to
+from tests.signer_helpers import install_policy_in_signer
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.domain.access import SCOPES
+from walletsvc.domain.errors import SigningRefused
+from walletsvc.domain.transaction import ApprovedPayout
 from walletsvc.governance.tokens import hash_token
 from walletsvc.policy.document import parse_policy, policy_hash
 from walletsvc.wallets.freezes import withdrawals_freeze
@@ -178,6 +182,24 @@ def _pending_big(scene: Scene, key: str) -> tuple[dict[str, Any], str]:
     )
     assert shown.status_code == 200, shown.text
     return payout, str(shown.json()["digest"])
+
+
+def _the_signer_refuses_itself(
+    scene: Scene, plan_outputs: list[ApprovedPayout] | bytes, match: str
+) -> None:
+    """Skip the service's checks (as if its own copy had been fooled too) and ask the signer
+    directly: it judges from its own ledger and copies, which no database write reaches."""
+    runtime = scene.runtime
+    available = coins(runtime)[:1]
+    if isinstance(plan_outputs, bytes):
+        plan = plan_sweep_to(runtime, plan_outputs, using=available)
+        with pytest.raises(SigningRefused, match=match):
+            runtime.signer.sign(wallet=WALLET, kind="sweep", plan=plan, approved=[])
+    else:
+        plan = plan_paying(runtime, plan_outputs, using=available)
+        with pytest.raises(SigningRefused, match=match):
+            runtime.signer.sign(wallet=WALLET, kind="payout", plan=plan, approved=plan_outputs)
+    assert runtime.signer.status()["signed_transactions"] == 0
 
 
 def _refused_as_integrity_failure(response: Any) -> None:
@@ -344,6 +366,8 @@ def test_an_edited_active_policy_refuses_every_payout_and_freezes(scene: Scene) 
         doc=json.dumps(loose),
         sha=policy_hash(parse_policy(loose)),
     )
+    to_thief = [ApprovedPayout("w-loose", THIEF_SCRIPT, 300_000_000)]
+    _the_signer_refuses_itself(scene, to_thief, "max_per_payout")
     scene.assert_verify_names(f"policy version {version} fails its integrity tag")
     refused = scene.client.post(
         "/v1/withdrawals",
@@ -362,6 +386,7 @@ def test_an_allowlist_entry_inserted_in_sql_is_refused(scene: Scene) -> None:
         allowlist={**default_document()["allowlist"], "required": True, "on_missing": "deny"}
     )
     install(scene.runtime, strict)
+    install_policy_in_signer(scene.runtime.settings, parse_policy(strict))  # its operator
     denied = scene.client.post(
         "/v1/withdrawals",
         json={"wallet": WALLET, "destination": THIEF, "amount_sat": SMALL},
@@ -380,6 +405,8 @@ def test_an_allowlist_entry_inserted_in_sql_is_refused(scene: Scene) -> None:
         at=long_ago,
         mac="0" * 64,
     )
+    to_thief = [ApprovedPayout("w-listed", THIEF_SCRIPT, SMALL)]
+    _the_signer_refuses_itself(scene, to_thief, "not on the allowlist")
     scene.assert_verify_names("allowlist entry 00000000-0000-4000-8000-00000000a11e fails")
     refused = scene.client.post(
         "/v1/withdrawals",
@@ -397,6 +424,7 @@ def test_an_allowlist_entry_inserted_in_sql_is_refused(scene: Scene) -> None:
 
 
 def test_a_swapped_cold_destination_is_never_swept_to(scene: Scene) -> None:
+    from embit import script
     from embit.networks import NETWORKS
 
     from tests.treasury.test_sweeps import cold_account, with_cold
@@ -409,6 +437,8 @@ def test_a_swapped_cold_destination_is_never_swept_to(scene: Scene) -> None:
         descriptor=f"wpkh({theirs}/0/*)",
         id=cold_id,
     )
+    their_script = script.p2wpkh(cold_account().derive([7, 0, 0]).key).data
+    _the_signer_refuses_itself(scene, their_script, "not an address of the signer's cold")
     scene.assert_verify_names(f"cold destination {cold_id} fails its integrity tag")
     scene.run()  # the sweep is due on every pass and refused on every pass
     assert scene.scalar("SELECT count(*) FROM sweeps") == 0

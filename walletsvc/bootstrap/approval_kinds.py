@@ -21,15 +21,16 @@ from walletsvc.treasury.cold import ColdDestinationApprovals
 
 
 def approval_kinds(signer: SignerPort) -> tuple[ApprovalKind, ...]:
-    """Every kind; ``signer`` makes the new seed when a key rotation reaches its quorum (and
-    the new TOTP secret when an approved authenticator reset is applied)."""
+    """Every kind; ``signer`` takes every governed change first (with the approved content,
+    whose quorum it counts itself), makes the new seed when a key rotation reaches its quorum
+    (and the new TOTP secret when an approved authenticator reset is applied)."""
     return (
         WithdrawalApprovals(),
-        AllowlistApprovals(),
-        PolicyChangeApprovals(),
+        AllowlistApprovals(signer),
+        PolicyChangeApprovals(signer),
         UnfreezeApprovals(signer),
         KeyRotationApprovals(signer),
-        ColdDestinationApprovals(),
+        ColdDestinationApprovals(signer),
         TotpResetApprovals(),
         StaffChangeApprovals(),
     )

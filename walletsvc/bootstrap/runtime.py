@@ -163,7 +163,7 @@ class Runtime:
         """Expire approval requests past their deadline (and their withdrawals), then apply
         policy changes whose time lock has run out."""
         approvals.expire_due(self.db, self.tags, now=now)
-        policy_changes.apply_due(self.db, self.tags, now=now)
+        policy_changes.apply_due(self.db, self.tags, self.signer, now=now)
 
     def close_genesis_when_ready(self) -> bool:
         """At service start: end the signer's trusted enrolment once its enabled approvers

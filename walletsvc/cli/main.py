@@ -315,6 +315,25 @@ def signer_close_genesis() -> None:
     typer.echo("signer genesis: " + ("open" if still_open else "closed"))
 
 
+@signer_app.command("status")
+def signer_status() -> None:
+    """What the running signer holds (JSON): its policy hashes (default and per wallet), key
+    epochs, cold destinations, allowlist copy, freezes and audit anchor. No secrets."""
+    import json
+
+    from walletsvc.signer.client import SignerClient
+
+    signer = SignerClient(settings())
+    try:
+        status = signer.status()
+    except DomainError as exc:
+        fail(exc.message)
+        return
+    finally:
+        signer.close()
+    typer.echo(json.dumps(status, indent=2, sort_keys=True))
+
+
 @signer_app.command("set-policy")
 def signer_set_policy(
     policy: Annotated[Path, typer.Argument(help="The policy YAML staff approved")],

@@ -180,7 +180,17 @@ class SignerPort(Protocol):
         """Stop the signer signing for ``wallet`` (None: every wallet) at once."""
         ...
 
-    def unfreeze(self, wallet: str | None) -> None: ...
+    def apply_governed(
+        self, kind: str, content: dict[str, Any], payload: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A governed change (policy, allowlist, cold destination, unfreeze) with the exact
+        content staff approved; the signer counts the quorum in its own ledger and refuses
+        (SigningRefused) without it. A tightening applies at once."""
+        ...
+
+    def rotate_epoch(self, content: dict[str, Any]) -> EpochKeys:
+        """The next key epoch, made by the signer for an approved key rotation's content."""
+        ...
 
     def anchor_audit(self, seq: int, head_hash: str) -> None:
         """Hand the signer the audit head the service just wrote."""

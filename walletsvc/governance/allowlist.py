@@ -9,6 +9,12 @@ Two sources:
     requirement); if it is not required, they are accepted at once and become usable after
     the cooling-off, with the trust ramp applying from then.
 Removal is immediate (it only tightens) and audited.
+
+The signer keeps its own copy (walletsvc.signer.governed): an entry approved by the quorum
+reaches it first, with the approved content, and is active here only once the signer took
+it (its cooling-off runs from then, on its clock); a removal reaches it first too. Entries
+accepted without a quorum (payout addresses while the list is not required) stay the
+service's: with the list not required the signer pays unlisted destinations anyway.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from walletsvc.db.tags import allowlist_entry_message
 from walletsvc.domain.address import decode_address
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.network import Network
+from walletsvc.domain.ports import SignerPort
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import Approvers, KindContext
 from walletsvc.governance.policies import IntegrityFailure, active_policy
+from walletsvc.governance.signer_gate import send_governed
 from walletsvc.governance.staff import now_utc
 from walletsvc.keys.integrity import RowTagger
 from walletsvc.policy.engine import AllowlistEntry
@@ -96,24 +104,42 @@ def propose_entry(
             now=moment,
             event="allowlist.proposed",
             subject_type="allowlist_entry",
-            details=lambda: {**_content(entry), "status": entry.status},
+            details=lambda: {**_content(uow, entry), "status": entry.status},
         )
         _tag(tags, entry)
         return entry.id
 
 
 def remove_entry(
-    db: Database, tags: RowTagger, *, entry_id: str, actor: str, now: datetime | None = None
+    db: Database,
+    tags: RowTagger,
+    signer: SignerPort,
+    *,
+    entry_id: str,
+    actor: str,
+    now: datetime | None = None,
 ) -> None:
     moment = now_utc(now)
     with db.write() as uow:
         entry = get_entry(uow, entry_id)
         if entry.status == "removed":
             return
+        if entry.status in LIVE_STATUSES:
+            # Tightening: the signer drops its copy at once, first (an unreachable signer
+            # raises and nothing changes here). Pending too: the signer may hold it if the
+            # service stopped between handing it over and its commit.
+            wallet = uow.wallets.get(entry.wallet_id)
+            removal = {
+                "kind": "allowlist_remove",
+                "entry_id": entry.id,
+                "wallet": wallet.name if wallet is not None else entry.wallet_id,
+                "address": entry.address,
+            }
+            signer.apply_governed("allowlist_remove", removal)
         approvals.cancel_for_subject(uow, actor=actor, now=moment, kind=KIND, subject_id=entry.id)
         entry.status, entry.removed_at = "removed", moment
         _tag(tags, entry)
-        uow.audit(actor, "allowlist.removed", "allowlist_entry", entry.id, _content(entry))
+        uow.audit(actor, "allowlist.removed", "allowlist_entry", entry.id, _content(uow, entry))
 
 
 def get_entry(uow: ReadUnitOfWork, entry_id: str) -> AllowlistEntryRow:
@@ -183,11 +209,14 @@ def entry_view(
     }
 
 
-def _content(entry: AllowlistEntryRow) -> dict[str, Any]:
+def _content(uow: ReadUnitOfWork, entry: AllowlistEntryRow) -> dict[str, Any]:
+    # The wallet's name too: the signer knows wallets by name (the sign path's).
+    wallet = uow.wallets.get(entry.wallet_id)
     return {
         "kind": KIND,
         "entry_id": entry.id,
         "wallet_id": entry.wallet_id,
+        "wallet": wallet.name if wallet is not None else None,
         "address": entry.address,
         "label": entry.label,
         "source": entry.source,
@@ -199,8 +228,11 @@ class AllowlistApprovals:
 
     name = KIND
 
+    def __init__(self, signer: SignerPort) -> None:
+        self.signer = signer
+
     def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
-        return _content(get_entry(uow, subject_id))
+        return _content(uow, get_entry(uow, subject_id))
 
     def on_approved(self, ctx: KindContext, request: Any) -> None:
         self._settle(ctx, request, "active")
@@ -216,12 +248,23 @@ class AllowlistApprovals:
         _verify(ctx.tags, entry)
         if entry.status != "pending":
             return
+        if status == "active":
+            sent = send_governed(
+                ctx.uow,
+                self.signer,
+                actor=ctx.actor,
+                kind=KIND,
+                content=_content(ctx.uow, entry),
+                subject=("allowlist_entry", entry.id),
+            )
+            if sent is None:
+                return  # refused by the signer (audited): the entry stays pending
         entry.status = status
         if status == "active":
             entry.active_since = ctx.now  # the cooling-off starts now
         _tag(ctx.tags, entry)
         ctx.uow.audit(
-            ctx.actor, f"allowlist.{status}", "allowlist_entry", entry.id, _content(entry)
+            ctx.actor, f"allowlist.{status}", "allowlist_entry", entry.id, _content(ctx.uow, entry)
         )
 
 

@@ -14,6 +14,11 @@
   before the proposal applies (even one with the same document: A -> B -> A), the
   assessment is stale: the proposal is marked ``superseded`` and must be proposed again
   (otherwise a loosening could silently undo a tightening made since).
+* The signer keeps its own copy (walletsvc.signer.governed): a proposal is installed here
+  only after the signer took it, with the approved content and the document. The signer
+  judges the direction itself, applies a tightening at once, and a loosening only with the
+  quorum in its own ledger and its own time lock (its clock, from when it counted the
+  quorum). A refusal is audited and the proposal ``failed``: nothing changes here.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from walletsvc.governance.policies import (
     active_policy,
     install_policy,
 )
+from walletsvc.governance.signer_gate import send_governed
 from walletsvc.governance.staff import StaffPrincipal, check_totp, load_active_staff, now_utc
 from walletsvc.keys.integrity import RowTagger, canonical_json
 from walletsvc.policy.document import (
@@ -161,7 +167,9 @@ def _document_hash(p: PolicyProposal) -> str:
         return "invalid:" + canonical_json(p.document).decode()[:64]
 
 
-def _apply(ctx: KindContext, p: PolicyProposal, request: ApprovalRequest) -> None:
+def _apply(
+    ctx: KindContext, signer: SignerPort, p: PolicyProposal, request: ApprovalRequest
+) -> None:
     """Install the proposal's document if its base is still the active policy."""
     wallet = ctx.uow.wallets.get(p.wallet_id) if p.wallet_id else None
     active = active_policy(ctx.uow, ctx.tags, wallet)
@@ -184,6 +192,18 @@ def _apply(ctx: KindContext, p: PolicyProposal, request: ApprovalRequest) -> Non
     document = parse_policy(p.document)
     if policy_hash(document) != p.sha256:
         raise IntegrityFailure(f"policy proposal {p.id} does not match its hash")
+    sent = send_governed(
+        ctx.uow,
+        signer,
+        actor=ctx.actor,
+        kind=KIND,
+        content=_content(p),
+        payload=canonical_dict(document),
+        subject=("policy_proposal", p.id),
+    )
+    if sent is None:
+        p.status = "failed"  # the signer's refusal is on the record (signer_gate)
+        return
     install_policy(ctx.uow, ctx.tags, document, wallet_id=p.wallet_id, actor=ctx.actor)
     p.status, p.applied_at = "applied", ctx.now
     ctx.uow.audit(
@@ -203,13 +223,16 @@ def _apply(ctx: KindContext, p: PolicyProposal, request: ApprovalRequest) -> Non
 class PolicyChangeApprovals:
     name = KIND
 
+    def __init__(self, signer: SignerPort) -> None:
+        self.signer = signer
+
     def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
         return _content(get_proposal(uow, subject_id))
 
     def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
         p = get_proposal(ctx.uow, request.subject_id)
         if p.direction == "tighten":
-            _apply(ctx, p, request)
+            _apply(ctx, self.signer, p, request)
             return
         p.status = "time_locked"
         p.effective_at = ctx.now + timedelta(seconds=p.timelock_s)
@@ -271,7 +294,9 @@ def veto(
         raise error
 
 
-def apply_due(db: Database, tags: RowTagger, *, now: datetime | None = None) -> int:
+def apply_due(
+    db: Database, tags: RowTagger, signer: SignerPort, *, now: datetime | None = None
+) -> int:
     """Apply time-locked proposals whose lock has run out (Runtime.tick). Returns how many."""
     moment = now_utc(now)
     applied = 0
@@ -282,17 +307,19 @@ def apply_due(db: Database, tags: RowTagger, *, now: datetime | None = None) -> 
         # Both locks must have run out; a proposal without a block height never is due.
         due = uow.policy_proposals.time_locked_due(moment, uow.scanned_blocks.tip_height())
         for p in due:
-            applied += _apply_one(uow, tags, p, moment)
+            applied += _apply_one(uow, tags, signer, p, moment)
     return applied
 
 
-def _apply_one(uow: UnitOfWork, tags: RowTagger, p: PolicyProposal, now: datetime) -> int:
+def _apply_one(
+    uow: UnitOfWork, tags: RowTagger, signer: SignerPort, p: PolicyProposal, now: datetime
+) -> int:
     ctx = KindContext(uow, tags, "system:policy-timelock", now)
     request = approvals.get_request(uow, p.approval_request_id or "")
     try:
         if not tags.verify(policy_time_lock_message(p), p.mac):
             raise IntegrityFailure(f"time-locked policy proposal {p.id} fails its integrity tag")
-        _apply(ctx, p, request)
+        _apply(ctx, signer, p, request)
     except IntegrityFailure as exc:
         # Fail closed: the change is not applied, and the reason is on the record.
         p.status = "failed"

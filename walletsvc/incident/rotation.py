@@ -48,13 +48,15 @@ from walletsvc.domain.errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    SigningRefused,
 )
 from walletsvc.domain.ports import SignerPort
 from walletsvc.domain.transaction import Coin
 from walletsvc.domain.withdrawal import WithdrawalStatus
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import Approvers, KindContext, Requester
-from walletsvc.governance.policies import active_policy
+from walletsvc.governance.policies import IntegrityFailure, active_policy
+from walletsvc.governance.signer_gate import SIGNER_REFUSED
 from walletsvc.governance.staff import now_utc
 from walletsvc.incident.freeze import MAX_REASON_LENGTH
 from walletsvc.keys.integrity import RowTagger
@@ -134,12 +136,30 @@ def get_rotation(uow: ReadUnitOfWork, rotation_id: str) -> KeyRotation:
 
 
 def rotate(ctx: KindContext, signer: SignerPort, row: KeyRotation, approved_by: list[str]) -> None:
-    """The new epoch, retired addresses, the new current address, voided unbroadcast txs."""
+    """The new epoch, retired addresses, the new current address, voided unbroadcast txs.
+
+    The signer makes and keeps the seed, only for the approved content (it counts the
+    quorum itself); refused, the rotation stays pending and the refusal is audited."""
     uow = ctx.uow
     wallet = uow.wallets.get(row.wallet_id)
     assert wallet is not None
     new_epoch = wallet.current_epoch + 1
-    seed = signer.new_epoch(wallet.name, new_epoch)  # the signer makes and keeps the seed
+    try:
+        seed = signer.rotate_epoch(_content(uow, row))
+    except SigningRefused as exc:
+        uow.audit(
+            ctx.actor,
+            SIGNER_REFUSED,
+            "key_rotation",
+            row.id,
+            {"kind": KIND, "wallet": wallet.name, "reason": exc.message},
+        )
+        return
+    if seed.epoch != new_epoch:
+        raise IntegrityFailure(
+            f"the signer made key epoch {seed.epoch} of {wallet.name}, the database expects "
+            f"{new_epoch}"
+        )
     uow.key_epochs.add(
         KeyEpoch(
             wallet_id=wallet.id,
@@ -196,10 +216,12 @@ def _void_unbroadcast(uow: UnitOfWork, wallet: Wallet) -> list[str]:
 
 
 def _content(uow: ReadUnitOfWork, row: KeyRotation) -> dict[str, Any]:
+    wallet = uow.wallets.get(row.wallet_id)
     return {
         "kind": KIND,
         "rotation_id": row.id,
         "wallet_id": row.wallet_id,
+        "wallet": wallet.name if wallet is not None else None,  # the signer's name for it
         "from_epoch": row.from_epoch,
         "reason": row.reason,
     }

@@ -23,6 +23,7 @@ from walletsvc.domain.ports import SignerPort
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import Approvers, KindContext
 from walletsvc.governance.policies import active_policy
+from walletsvc.governance.signer_gate import send_governed
 from walletsvc.governance.staff import now_utc
 from walletsvc.incident.freeze import (
     FREEZE_SCOPES,
@@ -147,17 +148,37 @@ def get_unfreeze_request(uow: ReadUnitOfWork, request_id: str) -> UnfreezeReques
     return row
 
 
-def _lift_in_signer(uow: ReadUnitOfWork, signer: SignerPort, lifted: list[Freeze]) -> None:
-    """Lift the signer's freeze of each wallet (or of all) no active freeze still stops.
-
-    The signer takes this on the service's word for now: it does not yet verify the quorum
-    itself (docs/threat-model.md, "Open")."""
-    still = {f.wallet_id for f in uow.freezes.active(None) if f.scope in SIGNER_SCOPES}
-    for wallet_id in sorted({f.wallet_id for f in lifted if f.scope in SIGNER_SCOPES}, key=str):
+def _lift_in_signer(
+    ctx: KindContext, signer: SignerPort, row: UnfreezeRequest, lifting: list[Freeze]
+) -> bool:
+    """Ask the signer to lift its freeze of each wallet (or of all) that no other active
+    freeze still stops, with the approved content: it counts the quorum itself. False when
+    it refused (audited by send_governed)."""
+    uow = ctx.uow
+    ids = {f.id for f in lifting}
+    still = {
+        f.wallet_id
+        for f in uow.freezes.active(None)
+        if f.scope in SIGNER_SCOPES and f.id not in ids
+    }
+    names: list[str | None] = []
+    for wallet_id in sorted({f.wallet_id for f in lifting if f.scope in SIGNER_SCOPES}, key=str):
         if wallet_id in still:
             continue
         wallet = uow.wallets.get(wallet_id) if wallet_id is not None else None
-        signer.unfreeze(wallet.name if wallet is not None else None)
+        names.append(wallet.name if wallet is not None else None)
+    if not names:
+        return True
+    sent = send_governed(
+        uow,
+        signer,
+        actor=ctx.actor,
+        kind=KIND,
+        content=_content(uow, row),
+        payload={"wallets": names},
+        subject=("unfreeze_request", row.id),
+    )
+    return sent is not None
 
 
 def _content(uow: ReadUnitOfWork, row: UnfreezeRequest) -> dict[str, Any]:
@@ -166,16 +187,30 @@ def _content(uow: ReadUnitOfWork, row: UnfreezeRequest) -> dict[str, Any]:
     # content, which the approval mechanism treats as tampering. The request's view lists
     # them live instead (``unfreeze_view``).
     freezes = [uow.freezes.get(fid) for fid in row.freeze_ids]
+    names = {f.wallet_id: _wallet_name(uow, f.wallet_id) for f in freezes if f is not None}
     return {
         "kind": KIND,
         "unfreeze_request_id": row.id,
         "reason": row.reason,
         "freezes": [
-            {"id": f.id, "scope": f.scope, "wallet_id": f.wallet_id, "reason": f.reason}
+            {
+                "id": f.id,
+                "scope": f.scope,
+                "wallet_id": f.wallet_id,
+                "wallet": names[f.wallet_id],  # the signer knows wallets by name
+                "reason": f.reason,
+            }
             for f in freezes
             if f is not None
         ],
     }
+
+
+def _wallet_name(uow: ReadUnitOfWork, wallet_id: str | None) -> str | None:
+    wallet = uow.wallets.get(wallet_id) if wallet_id is not None else None
+    if wallet_id is not None and wallet is None:
+        return wallet_id  # no such wallet: the signer finds nothing frozen under this name
+    return wallet.name if wallet is not None else None
 
 
 class UnfreezeApprovals:
@@ -192,10 +227,13 @@ class UnfreezeApprovals:
     def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
         row = get_unfreeze_request(ctx.uow, request.subject_id)
         counted = approvals.require_quorum(ctx.uow, ctx.tags, request)
-        who = f"{row.requested_by}; approved by {', '.join(counted.approvers)}"
-        lifted = [lift(ctx.uow, freeze_id, lifted_by=who[:400]) for freeze_id in row.freeze_ids]
         if self.signer is not None:
-            _lift_in_signer(ctx.uow, self.signer, lifted)
+            lifting = [f for f in (ctx.uow.freezes.get(i) for i in row.freeze_ids) if f]
+            if not _lift_in_signer(ctx, self.signer, row, lifting):
+                return  # the signer refused (audited): every freeze stays
+        who = f"{row.requested_by}; approved by {', '.join(counted.approvers)}"
+        for freeze_id in row.freeze_ids:
+            lift(ctx.uow, freeze_id, lifted_by=who[:400])
         row.status, row.decided_at = "applied", ctx.now
         ctx.uow.audit(
             ctx.actor,

@@ -93,8 +93,16 @@ class SignerClient:
     def freeze(self, wallet: str | None, reason: str) -> None:
         self.call("freeze", {"wallet": wallet, "reason": reason})
 
-    def unfreeze(self, wallet: str | None) -> None:
-        self.call("unfreeze", {"wallet": wallet})
+    def apply_governed(
+        self, kind: str, content: dict[str, Any], payload: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"kind": kind, "content": content}
+        if payload is not None:
+            params["payload"] = payload
+        return self.call("apply_governed", params)
+
+    def rotate_epoch(self, content: dict[str, Any]) -> EpochKeys:
+        return wire.decode_epoch(self.apply_governed("key_rotation", content))
 
     def anchor_audit(self, seq: int, head_hash: str) -> None:
         self.call("anchor_audit", {"seq": seq, "hash": head_hash})

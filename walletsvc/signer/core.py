@@ -44,9 +44,10 @@ from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.kek import Kek
 from walletsvc.keys.keystore import EncryptedSeed, generate_seed, import_mnemonic
 from walletsvc.keys.signer import HotSigner
-from walletsvc.policy.document import PolicyDocument, canonical_dict, policy_hash
+from walletsvc.policy.document import PolicyDocument, canonical_dict, normalize_address, policy_hash
 from walletsvc.policy.document import Shield as ShieldPolicy
 from walletsvc.policy.engine import (
+    AllowlistEntry,
     HeldPayout,
     HistorySnapshot,
     PayoutRequest,
@@ -55,7 +56,7 @@ from walletsvc.policy.engine import (
     history_horizon,
 )
 
-from . import anchors, wire
+from . import anchors, governed, wire
 from .errors import SignerError, refuse
 from .ledger import Ledger
 from .people import People, PeopleConfig
@@ -67,7 +68,6 @@ from .state import (
     INIT,
     POLICY,
     SIGNED,
-    UNFREEZE,
     SignedTx,
     SignerState,
 )
@@ -136,11 +136,13 @@ class SignerCore:
         return True
 
     def install_policy(self, policy: PolicyDocument) -> bool:
-        """Replace the signer's policy copy; local only (``walletsvc signer set-policy``,
-        with the version staff approved): a policy over the socket waits for the quorum the
-        signer verifies itself, which is not built (docs/threat-model.md, "Open"). False when
-        the ledger holds this policy already."""
-        if self.state.policy is not None and self.state.policy_hash == policy_hash(policy):
+        """Replace the signer's policy copy (the document's wallet's, or the default); local
+        only (``walletsvc signer set-policy``, the trust root like set-cold). Over the socket
+        a policy arrives only as a governed change (``apply_governed``, with quorum evidence
+        the signer verifies). False when the ledger holds this policy already."""
+        wallet = policy.wallet
+        current = self.state.wallet_policies.get(wallet) if wallet else self.state.policy
+        if current is not None and policy_hash(current) == policy_hash(policy):
             return False
         self._record(POLICY, {"document": canonical_dict(policy), "source": "local"})
         return True
@@ -204,6 +206,10 @@ class SignerCore:
             "frozen": dict(self.state.frozen),
             "wallets": {w: sorted(e) for w, e in wallets.items()},
             "cold": dict(self.state.cold),
+            "wallet_policies": {
+                w: policy_hash(d) for w, d in sorted(self.state.wallet_policies.items())
+            },
+            "allowlist": _allowlist_view(self.state),
             "signed_transactions": len(self.state.txs),
             "audit_anchor": None if anchor is None else {"seq": anchor[0], "hash": anchor[1]},
             "genesis_open": self.state.evidence.genesis_open,
@@ -226,6 +232,13 @@ class SignerCore:
             expected = (epochs[-1] + 1) if epochs else 1
             if epoch != expected:
                 raise refuse(f"wallet {wallet!r}: the next key epoch is {expected}, not {epoch}")
+            if epoch > 1 and (wallet, epoch) not in self.state.rotations_allowed:
+                # A new epoch moves the wallet's deposits to keys nobody has reviewed; only a
+                # key rotation with its quorum evidence makes one (apply_governed).
+                raise refuse(
+                    f"wallet {wallet!r}: key epoch {epoch} needs an approved key rotation "
+                    "(apply_governed kind 'key_rotation')"
+                )
             seed = generate_seed(self._vault, wallet=wallet, epoch=epoch, network=self.network)
             body = {
                 "wallet": wallet,
@@ -297,7 +310,7 @@ class SignerCore:
             plan=plan,
             approved=approved,
             sweep_scripts=sweep_scripts,
-            max_fee_sat=self._fee_cap(kind, plan, cold_only, requested_fee_cap),
+            max_fee_sat=self._fee_cap(wallet, kind, plan, cold_only, requested_fee_cap),
         )
         result = wire.encode_signed(signed)
         body = {
@@ -330,12 +343,18 @@ class SignerCore:
         return {"frozen": dict(self.state.frozen)}
 
     def unfreeze(self, params: dict[str, Any]) -> dict[str, Any]:
-        # Loosening. Until the signer verifies quorum evidence itself, the service's governed
-        # unfreeze (its own approvals) is taken on its word: docs/threat-model.md lists this.
-        wallet = _optional_wallet(params)
-        if self.state.frozen.get(wallet or "*") is not None:
-            self._record(UNFREEZE, {"wallet": wallet})
-        return {"frozen": dict(self.state.frozen)}
+        """Loosening: never on the service's word. The governed unfreeze carries the quorum
+        evidence (``apply_governed`` kind ``unfreeze``); the ``UNFREEZE`` record stays for
+        ledgers written before."""
+        raise refuse(
+            "an unfreeze needs quorum evidence: apply_governed kind 'unfreeze' with the "
+            "approved content"
+        )
+
+    def apply_governed(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A governed change with the quorum evidence the signer counts itself
+        (:mod:`walletsvc.signer.governed`)."""
+        return governed.apply_governed(self, params)
 
     def anchor_audit(self, params: dict[str, Any]) -> dict[str, Any]:
         """Record the service's audit head; a head that goes backwards or changes is refused."""
@@ -353,8 +372,20 @@ class SignerCore:
     def network(self) -> Network:
         return self.config.network
 
+    def now(self) -> datetime:
+        return self._clock()
+
+    def record(self, type_: str, body: dict[str, Any]) -> None:
+        """Append one record and fold it (walletsvc.signer.governed uses this)."""
+        self._record(type_, body)
+
     def _fee_cap(
-        self, kind: str, plan: TransactionPlan, cold_only: bool, requested: int | None
+        self,
+        wallet: str,
+        kind: str,
+        plan: TransactionPlan,
+        cold_only: bool,
+        requested: int | None,
     ) -> int:
         """The fee cap of this signature, by the signer's own rules; the service may only
         lower it. A theft-shield answer (cold-only by then: _check_cold) may pay up to the
@@ -362,7 +393,8 @@ class SignerCore:
         tried to take is at most those coins), else the configured cap."""
         cap = self.config.max_fee_sat
         if kind == "shield" and cold_only:
-            shield = self.state.policy.shield if self.state.policy is not None else None
+            policy = self.state.policy_for(wallet)
+            shield = policy.shield if policy is not None else None
             spent = sum(c.amount_sat for c in plan.inputs)
             cap = max(cap, (shield or ShieldPolicy()).fee_budget(spent))
         return cap if requested is None else min(requested, cap)
@@ -444,7 +476,7 @@ class SignerCore:
         )
 
     def _check_policy(self, wallet: str, approved: list[ApprovedPayout], fresh: set[str]) -> None:
-        policy = self.state.policy
+        policy = self.state.policy_for(wallet)
         if policy is None:
             raise refuse("the signer holds no policy; install one at signer init")
         if not fresh:
@@ -458,7 +490,9 @@ class SignerCore:
                 continue
             destination = self._destination(payout.script_pubkey)
             request = PayoutRequest(wallet, destination, payout.amount_sat)
-            decision = evaluate(request, HistorySnapshot(payouts=held), policy, now)
+            entry = self._allowlist_entry(wallet, destination)
+            snapshot = HistorySnapshot(payouts=held, allowlist_entry=entry)
+            decision = evaluate(request, snapshot, policy, now)
             if decision.outcome == "deny":
                 failed = [r for r in decision.rules if r.result in ("fail", "error")]
                 reason = "; ".join(f"{r.rule}: {r.detail}" for r in failed) or "denied"
@@ -468,6 +502,14 @@ class SignerCore:
             if decision.outcome == "require_approval":
                 self._check_approvals(payout, destination, decision.required)
             held += (HeldPayout(payout.amount_sat, destination, None, now),)
+
+    def _allowlist_entry(self, wallet: str, destination: str) -> AllowlistEntry | None:
+        """The engine's view of ``destination`` from the signer's own allowlist copy:
+        cooling-off and trust ramp run from when the signer learned the quorum."""
+        copy = self.state.allowlist.get((wallet, normalize_address(destination)))
+        if copy is None:
+            return None
+        return AllowlistEntry(address=destination, active_since=copy.active_since, status="active")
 
     def _check_approvals(
         self, payout: ApprovedPayout, destination: str, required: Required | None
@@ -556,17 +598,22 @@ def signers_view(policy: PolicyDocument) -> PolicyDocument:
 
     * Token windows go: the signer cannot tell API tokens apart (whoever holds the API host
       can use any of them); the wallet and destination windows bound them all.
-    * "The allowlist is required" goes (the denylist stays): the signer holds no copy of the
-      allowlist yet, and refusing every payout would stop the pool; the velocity budget
-      bounds what this lets through (docs/threat-model.md, "Open").
+
+    The allowlist stays whole ("required", cooling-off, trust ramp, denylist): the signer
+    judges it from its own copy (:mod:`walletsvc.signer.governed`).
     """
-    update: dict[str, Any] = {}
     velocity = tuple(v for v in policy.velocity if v.scope != "token")
-    if len(velocity) != len(policy.velocity):
-        update["velocity"] = velocity
-    if policy.allowlist is not None and policy.allowlist.required:
-        update["allowlist"] = policy.allowlist.model_copy(update={"required": False})
-    return policy.model_copy(update=update) if update else policy
+    if len(velocity) == len(policy.velocity):
+        return policy
+    return policy.model_copy(update={"velocity": velocity})
+
+
+def _allowlist_view(state: SignerState) -> dict[str, list[dict[str, str]]]:
+    view: dict[str, list[dict[str, str]]] = {}
+    for (wallet, address), entry in sorted(state.allowlist.items()):
+        since = entry.active_since.isoformat()
+        view.setdefault(wallet, []).append({"address": address, "active_since": since})
+    return view
 
 
 def _wallet_name(params: dict[str, Any]) -> str:
@@ -602,6 +649,7 @@ _OPS: dict[str, Callable[[SignerCore, dict[str, Any]], dict[str, Any]]] = {
     "sign": SignerCore.sign,
     "freeze": SignerCore.freeze,
     "unfreeze": SignerCore.unfreeze,
+    "apply_governed": SignerCore.apply_governed,
     "anchor_audit": SignerCore.anchor_audit,
     "enrol_staff": lambda core, params: core.people.enrol_staff(params),
     "reset_totp": lambda core, params: core.people.reset_totp(params),

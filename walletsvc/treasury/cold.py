@@ -22,9 +22,11 @@ from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import cold_destination_message
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.network import Network
+from walletsvc.domain.ports import SignerPort
 from walletsvc.governance import approvals
 from walletsvc.governance.approvals import Approvers, KindContext, Requester
 from walletsvc.governance.policies import IntegrityFailure, active_policy
+from walletsvc.governance.signer_gate import send_governed
 from walletsvc.governance.staff import now_utc
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
 from walletsvc.keys.errors import InvalidXpub
@@ -324,16 +326,31 @@ def change_view(change: ColdDestinationChange) -> dict[str, Any]:
 
 
 class ColdDestinationApprovals:
-    """The approval kind: content to approve, and what each outcome does."""
+    """The approval kind: content to approve, and what each outcome does. At quorum the
+    signer takes the new destination first (it counts the quorum itself); refused, the
+    change stays pending here and the refusal is audited."""
 
     name = KIND
+
+    def __init__(self, signer: SignerPort) -> None:
+        self.signer = signer
 
     def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
         return _change_content(uow, get_change(uow, subject_id))
 
     def on_approved(self, ctx: KindContext, request: Any) -> None:
         change = get_change(ctx.uow, request.subject_id)
-        if change.status == PENDING:
+        if change.status != PENDING:
+            return
+        sent = send_governed(
+            ctx.uow,
+            self.signer,
+            actor=ctx.actor,
+            kind=KIND,
+            content=_change_content(ctx.uow, change),
+            subject=("cold_destination_change", change.id),
+        )
+        if sent is not None:
             apply_cold_destination_change(ctx.uow, ctx.tags, change, actor=ctx.actor)
 
     def on_rejected(self, ctx: KindContext, request: Any) -> None:

@@ -70,5 +70,7 @@ def show(entry_id: str, runtime: RuntimeDep, _: Reader) -> AllowlistEntryView:
 
 @router.delete("/allowlist/{entry_id}", status_code=204, responses=error_responses(404, 409, 422))
 def remove(entry_id: str, runtime: RuntimeDep, principal: Writer) -> Response:
-    allowlist.remove_entry(runtime.db, runtime.tags, entry_id=entry_id, actor=principal.actor)
+    allowlist.remove_entry(
+        runtime.db, runtime.tags, runtime.signer, entry_id=entry_id, actor=principal.actor
+    )
     return Response(status_code=204)
