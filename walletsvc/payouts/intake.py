@@ -403,19 +403,21 @@ def _history(
     moment: datetime,
     entry: AllowlistEntry | None,
 ) -> HistorySnapshot:
-    """What the engine needs of the money on its way out, by indexed aggregates.
+    """What the engine needs of the money on its way out, from the velocity counters.
 
-    One SUM per velocity window and scope (a covering index range scan: no payout of the
-    window is loaded into Python), and the destination's own payouts for the trust ramp.
+    Per velocity window and scope, the counter buckets inside it plus the rows of its oldest,
+    partial bucket (no payout of the window is loaded into Python, and the cost does not
+    grow with the payouts in the window), and the destination's own payouts for the trust
+    ramp.
     Destinations compare exactly: every stored one went through ``decode_address`` as this
     one did, so they share its canonical form.
     """
     statuses = [s.value for s in HOLDING_STATUSES]
     windows = velocity_windows(policy)
-    # One statement for every window (one round trip under the wallet's lock).
-    sums = uow.withdrawals.held_totals_since(
+    # One statement for every window (one round trip under the wallet's lock), from the
+    # velocity counters: a bounded number of counter rows per window, however many payouts.
+    sums = uow.withdrawals.counted_totals_since(
         wallet.id,
-        statuses,
         [
             HeldWindow(
                 moment - timedelta(seconds=window),

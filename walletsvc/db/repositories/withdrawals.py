@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, literal, select, union_all, update
 from sqlalchemy.orm import defer
 
-from walletsvc.db.models import ChainTransaction, IdempotencyKey, Withdrawal
+from walletsvc.db.models import (
+    VELOCITY_BUCKET_SECONDS,
+    ChainTransaction,
+    IdempotencyKey,
+    VelocityBucket,
+    Withdrawal,
+)
 from walletsvc.db.outbox import (
     WITHDRAWAL_STATUS_CHANGED,
     outbox_event,
     withdrawal_status_payload,
 )
 from walletsvc.db.repositories.base import Repository
-from walletsvc.domain.withdrawal import WithdrawalStatus
+from walletsvc.domain.withdrawal import HOLDING_STATUSES, WithdrawalStatus
 
 # Requests accepted but not yet signed: they hold funds of the wallet.
 _AWAITING = [WithdrawalStatus.PENDING_APPROVAL.value, WithdrawalStatus.APPROVED.value]
@@ -355,6 +361,57 @@ class WithdrawalRepository(Repository[Withdrawal]):
         by_position = {int(p): (int(t), int(c)) for p, t, c in rows}
         return [by_position[i] for i in range(len(windows))]
 
+    def counted_totals_since(
+        self, wallet_id: str, windows: Sequence[HeldWindow]
+    ) -> list[tuple[int, int]]:
+        """``held_totals_since`` over the holding statuses, from the velocity counters: per
+        window, the buckets after the one ``since`` falls in (a bounded range of counter
+        rows, however many payouts they count) plus the rows of that oldest, partial bucket
+        from ``since`` on (at most one bucket's payouts). One statement for all windows."""
+        holding = [s.value for s in HOLDING_STATUSES]
+        parts = []
+        for position, window in enumerate(windows):
+            first_full = bucket_of(window.since) + 1
+            scope, key = _counter_scope(window)
+            parts.append(
+                select(
+                    literal(position).label("position"),
+                    func.coalesce(func.sum(VelocityBucket.amount_sat), 0).label("total"),
+                    func.coalesce(func.sum(VelocityBucket.payouts), 0).label("count"),
+                ).where(
+                    VelocityBucket.wallet_id == wallet_id,
+                    VelocityBucket.scope == scope,
+                    VelocityBucket.scope_key == key,
+                    VelocityBucket.bucket >= first_full,
+                )
+            )
+            conditions = [
+                Withdrawal.wallet_id == wallet_id,
+                Withdrawal.created_at >= window.since,
+                Withdrawal.created_at < bucket_start(first_full),
+                Withdrawal.status.in_(holding),
+            ]
+            if window.destination is not None:
+                conditions.append(Withdrawal.destination == window.destination)
+            if window.by_token and window.token_id is None:
+                conditions.append(Withdrawal.token_id.is_(None))
+            elif window.by_token:
+                conditions.append(Withdrawal.token_id == window.token_id)
+            parts.append(
+                select(
+                    literal(position).label("position"),
+                    func.coalesce(func.sum(Withdrawal.amount_sat), 0).label("total"),
+                    func.count().label("count"),
+                ).where(*conditions)
+            )
+        if not parts:
+            return []
+        totals = [(0, 0)] * len(windows)
+        for p, t, c in self.session.execute(union_all(*parts)).all():
+            amount, count = totals[int(p)]
+            totals[int(p)] = (amount + int(t), count + int(c))
+        return totals
+
     def held_to_destination_since(
         self, wallet_id: str, destination: str, since: datetime, statuses: Sequence[str]
     ) -> list[tuple[int, str, str | None, datetime]]:
@@ -373,6 +430,28 @@ class WithdrawalRepository(Repository[Withdrawal]):
             )
         ).all()
         return [(a, d, t, c) for a, d, t, c in rows]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BUCKET = timedelta(seconds=VELOCITY_BUCKET_SECONDS)
+
+
+def bucket_of(moment: datetime) -> int:
+    """The velocity counter bucket ``moment`` falls in (as the migration's triggers compute
+    it from ``created_at``: whole seconds since the epoch over the bucket width)."""
+    return (moment - _EPOCH) // _BUCKET
+
+
+def bucket_start(bucket: int) -> datetime:
+    return _EPOCH + bucket * _BUCKET
+
+
+def _counter_scope(window: HeldWindow) -> tuple[str, str]:
+    if window.destination is not None:
+        return "destination", window.destination
+    if window.by_token:
+        return "token", window.token_id or ""
+    return "wallet", ""
 
 
 def _unsigned_approved() -> tuple[ColumnElement[bool], ...]:
