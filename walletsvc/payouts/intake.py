@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import IdempotencyKey, Wallet, Withdrawal, new_id
+from walletsvc.db.models import ChainTransaction, IdempotencyKey, Wallet, Withdrawal, new_id
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.repositories.withdrawals import HeldWindow
@@ -63,6 +63,9 @@ class WithdrawalInput:
 class WithdrawalResult:
     withdrawal_id: str
     created: bool  # False: an idempotent replay of an earlier request
+    # A new withdrawal's view (as ``show_withdrawal`` would read it back), built from what
+    # intake just wrote: the reply costs no second transaction. None for a replay.
+    view: dict[str, Any] | None = None
 
 
 def request_hash(body: WithdrawalInput) -> str:
@@ -270,9 +273,10 @@ def _decide_and_record(
             "policy_sha256": policy.sha256,
         },
     )
+    request_id = None
     if decision.required is not None and status is WithdrawalStatus.PENDING_APPROVAL:
         # Same transaction: a payout never waits without its approval request.
-        approvals.open_request(
+        request_id = approvals.open_request(
             uow,
             tags,
             kind=KIND,
@@ -283,8 +287,10 @@ def _decide_and_record(
             requester=actor,
             requester_staff_id=None,
             now=moment,
-        )
-    return WithdrawalResult(withdrawal.id, created=True)
+        ).id
+    return WithdrawalResult(
+        withdrawal.id, created=True, view=new_withdrawal_view(withdrawal, wallet.name, request_id)
+    )
 
 
 def require_same_body(stored_hash: str, digest: str) -> None:
@@ -495,16 +501,42 @@ def withdrawal_view(uow: ReadUnitOfWork, row: Withdrawal) -> dict[str, Any]:
     confirmations = 0
     if tx is not None and tx.block_height is not None:
         confirmations = max(0, tip_height(uow) - tx.block_height + 1)
+    return _view(
+        row,
+        wallet.name if wallet else None,
+        request.id if request else None,
+        approvals.decisions_view(uow, request) if request else [],
+        tx,
+        confirmations,
+    )
+
+
+def new_withdrawal_view(
+    row: Withdrawal, wallet_name: str, request_id: str | None
+) -> dict[str, Any]:
+    """``withdrawal_view`` of a withdrawal just requested, without reading it back: it has
+    no transaction and its approval request (if any) no decisions yet."""
+    return _view(row, wallet_name, request_id, [], None, 0)
+
+
+def _view(
+    row: Withdrawal,
+    wallet_name: str | None,
+    request_id: str | None,
+    decisions: list[dict[str, Any]],
+    tx: ChainTransaction | None,
+    confirmations: int,
+) -> dict[str, Any]:
     return {
         "id": row.id,
-        "wallet": wallet.name if wallet else None,
+        "wallet": wallet_name,
         "destination": row.destination,
         "amount_sat": row.amount_sat,
         "reference": row.reference,
         "status": row.status,
         "decision": row.decision,
-        "approval_request_id": request.id if request else None,
-        "approvals": approvals.decisions_view(uow, request) if request else [],
+        "approval_request_id": request_id,
+        "approvals": decisions,
         "txid": tx.txid if tx else None,
         "raw_tx": tx.raw_tx if tx else None,
         "fee_sat": row.fee_share_sat,
