@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal, select, union_all, update
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    ColumnElement,
+    String,
+    TextClause,
+    bindparam,
+    func,
+    literal,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import defer
 
 from walletsvc.db.models import (
     VELOCITY_BUCKET_SECONDS,
     ChainTransaction,
     IdempotencyKey,
-    VelocityBucket,
+    UTCDateTime,
     Withdrawal,
 )
 from walletsvc.db.outbox import (
@@ -368,46 +382,20 @@ class WithdrawalRepository(Repository[Withdrawal]):
         window, the buckets after the one ``since`` falls in (a bounded range of counter
         rows, however many payouts they count) plus the rows of that oldest, partial bucket
         from ``since`` on (at most one bucket's payouts). One statement for all windows."""
-        holding = [s.value for s in HOLDING_STATUSES]
-        parts = []
-        for position, window in enumerate(windows):
-            first_full = bucket_of(window.since) + 1
-            scope, key = _counter_scope(window)
-            parts.append(
-                select(
-                    literal(position).label("position"),
-                    func.coalesce(func.sum(VelocityBucket.amount_sat), 0).label("total"),
-                    func.coalesce(func.sum(VelocityBucket.payouts), 0).label("count"),
-                ).where(
-                    VelocityBucket.wallet_id == wallet_id,
-                    VelocityBucket.scope == scope,
-                    VelocityBucket.scope_key == key,
-                    VelocityBucket.bucket >= first_full,
-                )
-            )
-            conditions = [
-                Withdrawal.wallet_id == wallet_id,
-                Withdrawal.created_at >= window.since,
-                Withdrawal.created_at < bucket_start(first_full),
-                Withdrawal.status.in_(holding),
-            ]
-            if window.destination is not None:
-                conditions.append(Withdrawal.destination == window.destination)
-            if window.by_token and window.token_id is None:
-                conditions.append(Withdrawal.token_id.is_(None))
-            elif window.by_token:
-                conditions.append(Withdrawal.token_id == window.token_id)
-            parts.append(
-                select(
-                    literal(position).label("position"),
-                    func.coalesce(func.sum(Withdrawal.amount_sat), 0).label("total"),
-                    func.count().label("count"),
-                ).where(*conditions)
-            )
-        if not parts:
+        if not windows:
             return []
+        params: dict[str, Any] = {"wallet": wallet_id}
+        for i, window in enumerate(windows):
+            first_full = bucket_of(window.since) + 1
+            params |= {
+                f"key{i}": _counter_scope(window)[1],
+                f"first{i}": first_full,
+                f"since{i}": window.since,
+                f"edge{i}": bucket_start(first_full),
+            }
+        statement = _counted_totals_statement(tuple(_counter_shape(w) for w in windows))
         totals = [(0, 0)] * len(windows)
-        for p, t, c in self.session.execute(union_all(*parts)).all():
+        for p, t, c in self.session.execute(statement, params).all():
             amount, count = totals[int(p)]
             totals[int(p)] = (amount + int(t), count + int(c))
         return totals
@@ -452,6 +440,52 @@ def _counter_scope(window: HeldWindow) -> tuple[str, str]:
     if window.by_token:
         return "token", window.token_id or ""
     return "wallet", ""
+
+
+def _counter_shape(window: HeldWindow) -> str:
+    """What a window's part of the statement looks like: its scope, and a token window of
+    requests made without a token (``IS NULL`` on the rows)."""
+    scope = _counter_scope(window)[0]
+    return "token_null" if scope == "token" and window.token_id is None else scope
+
+
+_ROW_FILTER = {
+    "wallet": "",
+    "destination": " AND destination = :key{i}",
+    "token": " AND token_id = :key{i}",
+    "token_null": " AND token_id IS NULL",
+}
+_HOLDING_SQL = ", ".join(f"'{s.value}'" for s in sorted(HOLDING_STATUSES))
+
+
+@functools.lru_cache(maxsize=64)
+def _counted_totals_statement(shapes: tuple[str, ...]) -> TextClause:
+    """The velocity totals statement for windows of these shapes, built once: building and
+    compiling the equivalent Core union on every request cost more than running it (7 ms
+    against 0.2 ms on SQLite). Only constants of this module go into the text."""
+    parts = []
+    for i, shape in enumerate(shapes):
+        scope = "token" if shape == "token_null" else shape
+        parts.append(
+            f"SELECT {i} AS position, coalesce(sum(amount_sat), 0) AS total,"  # noqa: S608
+            " coalesce(sum(payouts), 0) AS count FROM velocity_buckets"
+            f" WHERE wallet_id = :wallet AND scope = '{scope}' AND scope_key = :key{i}"
+            f" AND bucket >= :first{i}"
+        )
+        parts.append(
+            f"SELECT {i}, coalesce(sum(amount_sat), 0), count(*) FROM withdrawals"  # noqa: S608
+            f" WHERE wallet_id = :wallet AND created_at >= :since{i} AND created_at < :edge{i}"
+            f" AND status IN ({_HOLDING_SQL}){_ROW_FILTER[shape].format(i=i)}"
+        )
+    binds: list[BindParameter[Any]] = [bindparam("wallet", type_=String())]
+    for i in range(len(shapes)):
+        binds += [
+            bindparam(f"key{i}", type_=String()),
+            bindparam(f"first{i}", type_=BigInteger()),
+            bindparam(f"since{i}", type_=UTCDateTime()),
+            bindparam(f"edge{i}", type_=UTCDateTime()),
+        ]
+    return text(" UNION ALL ".join(parts)).bindparams(*binds)
 
 
 def _unsigned_approved() -> tuple[ColumnElement[bool], ...]:
