@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
+import threading
 import weakref
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -124,26 +128,170 @@ def _locked_request(
     # decoding. Only the decision and the insert run under the locks.
     wallet_id, network = _wallet_identity(db, body.wallet)
     destination = decode_address(body.destination, network, field="destination")
-    # The wallet's lock (its limits are the wallet's alone), the idempotency key's (the same
-    # key may name another wallet in a concurrent request), and the freeze gate shared.
-    with db.write(
-        wallet_id=wallet_id,
-        also_lock=[idempotency_lock(token_id, idempotency_key)],
-        honour_freeze=True,
-    ) as uow:
-        return _decide_and_record(
-            uow,
-            tags,
-            body=body,
-            amount=amount,
-            digest=digest,
-            idempotency_key=idempotency_key,
-            token_id=token_id,
-            actor=actor,
-            now=now,
-            destination=destination,
-            wallet_id=wallet_id,
-        )
+    job = _IntakeJob(body, amount, digest, idempotency_key, token_id, actor, now, destination)
+    return _combiner(db, wallet_id).submit(db, tags, wallet_id, job)
+
+
+# The most requests of one wallet decided in one transaction: enough to share a commit, the
+# locks and the audit chain's head among a burst, few enough that a freeze (which waits for
+# the intake transaction in flight) does not wait long.
+MAX_BATCH = 16
+
+
+@dataclass
+class _IntakeJob:
+    """One payout request waiting for its wallet's next intake transaction."""
+
+    body: WithdrawalInput
+    amount: int
+    digest: str
+    idempotency_key: str
+    token_id: str
+    actor: str
+    now: datetime | None
+    destination: Destination
+    done: bool = False
+    outcome: WithdrawalResult | PolicyDenied | None = None
+    error: BaseException | None = None
+
+
+class _WalletIntake:
+    """Decides a wallet's queued payout requests together (flat combining).
+
+    A wallet's payouts are decided one at a time whatever happens (its limits must hold
+    exactly), so instead of one transaction each, a request that finds the wallet busy
+    queues here, and whoever runs the wallet's next transaction decides every request
+    queued by then (up to ``MAX_BATCH``), in arrival order, each seeing the ones before it:
+    one lock statement, one audit chain insert and one commit for the lot. A request refused
+    before it wrote anything (a replayed key with another body, a freeze, an integrity
+    failure) is refused alone; a failure after a request began writing rolls the whole
+    transaction back and is raised to every request in it (nothing of theirs committed, so
+    their clients retry with the same Idempotency-Key).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: deque[_IntakeJob] = deque()
+        self._busy = False
+
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def submit(
+        self, db: Database, tags: RowTagger, wallet_id: str, job: _IntakeJob
+    ) -> WithdrawalResult | PolicyDenied:
+        with self._cond:
+            self._queue.append(job)
+        while True:
+            with self._cond:
+                while self._busy and not job.done:
+                    self._cond.wait()
+                if job.done:
+                    break
+                self._busy = True  # this thread runs the wallet's next transaction
+            batch: list[_IntakeJob] = []
+            try:
+                _decide_batch(db, tags, wallet_id, batch, functools.partial(self._take, batch))
+            except BaseException as exc:
+                for queued in batch or [job]:
+                    if not queued.done:
+                        queued.error, queued.done = exc, True
+                if not batch:  # failed before taking its batch: its own request is out
+                    with self._cond:
+                        if job in self._queue:
+                            self._queue.remove(job)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+        if job.error is not None:
+            raise job.error
+        assert job.outcome is not None
+        return job.outcome
+
+    def _take(self, batch: list[_IntakeJob]) -> list[str]:
+        """Called once the write lock's queue lets the runner through: the batch is every
+        request queued by then (the runner's own among them unless more than a batch came
+        first); the locks to take are their idempotency keys'."""
+        with self._cond:
+            while self._queue and len(batch) < MAX_BATCH:
+                batch.append(self._queue.popleft())
+        return [idempotency_lock(j.token_id, j.idempotency_key) for j in batch]
+
+
+_INTAKES: weakref.WeakKeyDictionary[Database, dict[str, _WalletIntake]] = (
+    weakref.WeakKeyDictionary()
+)
+_INTAKES_GUARD = threading.Lock()
+
+
+def _combiner(db: Database, wallet_id: str) -> _WalletIntake:
+    with _INTAKES_GUARD:
+        by_wallet = _INTAKES.setdefault(db, {})
+        intake = by_wallet.get(wallet_id)
+        if intake is None:
+            intake = by_wallet[wallet_id] = _WalletIntake()
+        return intake
+
+
+def waiting_intakes(db: Database, wallet_id: str) -> int:
+    """Payout requests of this process queued for the wallet's next intake transaction (for
+    tests that wait on a queue instead of sleeping)."""
+    return _combiner(db, wallet_id).waiting()
+
+
+def _decide_batch(
+    db: Database,
+    tags: RowTagger,
+    wallet_id: str,
+    batch: list[_IntakeJob],
+    take: Callable[[], list[str]],
+) -> None:
+    # The wallet's lock (its limits are the wallet's alone), every request's idempotency key
+    # (the same key may name another wallet in a concurrent request), and the freeze gate
+    # shared. ``take`` fills ``batch`` once the wallet's turn has come.
+    with db.write(wallet_id=wallet_id, also_lock=take, honour_freeze=True) as uow:
+        settled = _Settled()
+        for job in batch:
+            try:
+                judged = _judge(
+                    uow,
+                    tags,
+                    body=job.body,
+                    amount=job.amount,
+                    digest=job.digest,
+                    idempotency_key=job.idempotency_key,
+                    token_id=job.token_id,
+                    now=job.now,
+                    destination=job.destination,
+                    wallet_id=wallet_id,
+                    settled=settled,
+                )
+            except Exception as exc:  # nothing of this request was written: it alone fails
+                job.error, job.done = exc, True
+                continue
+            job.outcome = (
+                judged
+                if isinstance(judged, WithdrawalResult)
+                else _record(
+                    uow,
+                    tags,
+                    judged,
+                    body=job.body,
+                    amount=job.amount,
+                    digest=job.digest,
+                    idempotency_key=job.idempotency_key,
+                    token_id=job.token_id,
+                    actor=job.actor,
+                )
+            )
+            # Its writes fail here, as its own (and roll back the batch), not in the next
+            # request's reads.
+            uow.session.flush()
+    # Committed: only now are the outcomes (a denial included) handed back.
+    for job in batch:
+        job.done = True
 
 
 class _StaleWallet(Exception):
@@ -207,13 +355,100 @@ def _decide_and_record(
     """Idempotency, policy and the new withdrawal, inside the caller's locked transaction
     (the wallet's lock and the idempotency key's). ``destination``: already decoded;
     ``wallet_id``: the wallet the caller locked, resolved from its name outside the lock."""
+    judged = _judge(
+        uow,
+        tags,
+        body=body,
+        amount=amount,
+        digest=digest,
+        idempotency_key=idempotency_key,
+        token_id=token_id,
+        now=now,
+        destination=destination,
+        wallet_id=wallet_id,
+    )
+    if isinstance(judged, WithdrawalResult):
+        return judged
+    return _record(
+        uow,
+        tags,
+        judged,
+        body=body,
+        amount=amount,
+        digest=digest,
+        idempotency_key=idempotency_key,
+        token_id=token_id,
+        actor=actor,
+    )
+
+
+@dataclass
+class _Settled:
+    """What every request of one intake transaction shares (``_decide``)."""
+
+    wallet: Wallet | None = None
+    policy: ActivePolicy | None = None
+
+
+@dataclass(frozen=True)
+class _Judged:
+    wallet: Wallet
+    destination: Destination
+    policy: ActivePolicy
+    decision: Decision
+    moment: datetime
+
+
+def _judge(
+    uow: UnitOfWork,
+    tags: RowTagger,
+    *,
+    body: WithdrawalInput,
+    amount: int,
+    digest: str,
+    idempotency_key: str,
+    token_id: str,
+    now: datetime | None,
+    destination: Destination | None,
+    wallet_id: str | None,
+    settled: _Settled | None = None,
+) -> WithdrawalResult | _Judged:
+    """The replay of an earlier request, or the policy's decision: reads only, so whatever
+    it raises leaves nothing of this request behind."""
     replay = _replay(uow, token_id, idempotency_key, digest)
     if replay is not None:
         return replay
     moment = now or datetime.now(UTC)
     wallet, destination, policy, decision = _decide(
-        uow, tags, body, amount, token_id, moment, destination=destination, wallet_id=wallet_id
+        uow,
+        tags,
+        body,
+        amount,
+        token_id,
+        moment,
+        destination=destination,
+        wallet_id=wallet_id,
+        settled=settled,
     )
+    return _Judged(wallet, destination, policy, decision, moment)
+
+
+def _record(
+    uow: UnitOfWork,
+    tags: RowTagger,
+    judged: _Judged,
+    *,
+    body: WithdrawalInput,
+    amount: int,
+    digest: str,
+    idempotency_key: str,
+    token_id: str,
+    actor: str,
+) -> WithdrawalResult | PolicyDenied:
+    """The decision's writes: the denial's audit event, or the withdrawal, its idempotency
+    key, its audit event and (above an approval tier) its approval request."""
+    wallet, destination, policy = judged.wallet, judged.destination, judged.policy
+    decision, moment = judged.decision, judged.moment
     _count(decision)
     if decision.outcome == "deny":
         uow.audit(
@@ -320,20 +555,31 @@ def _decide(
     *,
     destination: Destination | None = None,
     wallet_id: str | None = None,
+    settled: _Settled | None = None,
 ) -> tuple[Wallet, Destination, ActivePolicy, Decision]:
     """The policy's decision on a payout request now; writes nothing (dry runs share it).
     ``destination``: already decoded; ``wallet_id``: the wallet the caller locked (resolved
-    from its name outside the lock: ``_StaleWallet`` if the name names another one now)."""
-    wallet = get_wallet(uow, body.wallet)
-    if wallet_id is not None and wallet.id != wallet_id:
-        raise _StaleWallet(body.wallet)
+    from its name outside the lock: ``_StaleWallet`` if the name names another one now);
+    ``settled``: the wallet, its open withdrawals and its policy as an earlier request of
+    the same locked transaction found them."""
+    if settled is not None and settled.wallet is not None and settled.policy is not None:
+        # Within one intake transaction none of these can change: a policy change takes
+        # the global lock exclusively (held shared here), a freeze the freeze gate
+        # exclusively (held shared here; SQLite: the one writer lock).
+        wallet, policy = settled.wallet, settled.policy
+    else:
+        wallet = get_wallet(uow, body.wallet)
+        if wallet_id is not None and wallet.id != wallet_id:
+            raise _StaleWallet(body.wallet)
+        # A frozen wallet takes no new payouts (423, nothing written): the payout engine
+        # retries with the same Idempotency-Key once the freeze is lifted. Payouts accepted
+        # before the freeze stay held until then.
+        require_withdrawals_open(uow, wallet)
+        policy = active_policy(uow, tags, wallet)
+        if settled is not None:
+            settled.wallet, settled.policy = wallet, policy
     if destination is None:
         destination = decode_address(body.destination, Network(wallet.network), field="destination")
-    # A frozen wallet takes no new payouts (423, nothing written): the payout engine retries
-    # with the same Idempotency-Key once the freeze is lifted. Payouts accepted before the
-    # freeze stay held until then.
-    require_withdrawals_open(uow, wallet)
-    policy = active_policy(uow, tags, wallet)
     decision = evaluate(
         PayoutRequest(
             wallet=wallet.name,
