@@ -98,8 +98,10 @@ def test_a_batch_decides_in_order_holds_the_limit_and_keeps_keys_apart(runtime: 
             posters.append(threading.Thread(target=post, args=(i,)))
             posters[-1].start()
             _wait_until(
-                lambda i=i: waiting_intakes(runtime.db, wallet_id) == i + 1
-                and runtime.db.waiting_writers(wallet_id) == 1,
+                lambda i=i: (
+                    waiting_intakes(runtime.db, wallet_id) == i + 1
+                    and runtime.db.waiting_writers(wallet_id) == 1
+                ),
                 f"request {i} queued",
             )
         commits: list[object] = []
