@@ -29,9 +29,9 @@ from walletsvc.wallets.service import get_wallet
 
 DEADLINE_S = 120  # a bound on waiting for an observable condition, never a pause
 AMOUNT = 10_000
-ALLOWED = 5  # the wallet's limit fits this many payouts
 DEST, _ = external_destination("batched miner")
 OTHER, _ = external_destination("another batched miner")
+THIRD, _ = external_destination("a third batched miner")
 
 
 def _wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -48,21 +48,19 @@ def test_a_batch_decides_in_order_holds_the_limit_and_keeps_keys_apart(runtime: 
         runtime,
         default_document(
             velocity=[
-                {
-                    "id": "wallet-1h",
-                    "window": "1h",
-                    "scope": "wallet",
-                    "max_amount_sat": ALLOWED * AMOUNT,
-                }
+                # Two payouts in all, one per destination.
+                {"id": "wallet-1h", "window": "1h", "scope": "wallet", "max_count": 2},
+                {"id": "dest-1h", "window": "1h", "scope": "destination", "max_count": 1},
             ]
         ),
     )
     with runtime.db.read() as uow:
         wallet_id = get_wallet(uow, WALLET).id
-    # (key, destination): 8 distinct keys, one key sent twice with the same body (a replay)
-    # and once with another body (409). 10 requests, one batch (MAX_BATCH is larger).
-    requests = [(f"k-{i}", DEST) for i in range(8)]
-    requests += [("k-0", DEST), ("k-1", OTHER)]
+    # (key, destination): 8 distinct keys, one key sent again with the same body (a replay)
+    # and one with another body (409). 10 requests, one batch (MAX_BATCH is larger).
+    destinations = [DEST, DEST, OTHER, THIRD, OTHER, THIRD, DEST, OTHER]
+    requests = [(f"k-{i}", d) for i, d in enumerate(destinations)]
+    requests += [("k-0", DEST), ("k-2", DEST)]  # k-0 and k-2 are accepted
     assert len(requests) <= MAX_BATCH
     outcomes: dict[int, object] = {}
     holding, release = threading.Event(), threading.Event()
@@ -119,11 +117,16 @@ def test_a_batch_decides_in_order_holds_the_limit_and_keeps_keys_apart(runtime: 
     assert len(commits) == 2  # the holder's, then one for all ten requests
 
     created = [outcomes[i] for i in range(8)]
-    allowed = [o for o in created if isinstance(o, WithdrawalResult)]
-    denied = [o for o in created if isinstance(o, PolicyDenied)]
-    # In arrival order: the first five fit the limit, the next three do not.
-    assert [isinstance(o, WithdrawalResult) for o in created] == [True] * 5 + [False] * 3
-    assert len(allowed) == ALLOWED and len(denied) == 3
+    # In arrival order, each seeing the ones before it: k-1 is the destination's second,
+    # k-3 the wallet's third, and every later one breaks one limit or both.
+    assert [isinstance(o, WithdrawalResult) for o in created] == [True, False, True] + [False] * 5
+    failed = [
+        {r.rule for r in o.decision.rules if r.result == "fail"}
+        for o in created
+        if isinstance(o, PolicyDenied) and o.decision is not None
+    ]
+    assert failed[:2] == [{"velocity.dest-1h"}, {"velocity.wallet-1h"}]
+    assert len(failed) == 6
     replay = outcomes[8]
     assert isinstance(replay, WithdrawalResult) and not replay.created
     first = outcomes[0]
@@ -136,6 +139,6 @@ def test_a_batch_decides_in_order_holds_the_limit_and_keeps_keys_apart(runtime: 
                 Withdrawal.wallet_id == wallet_id
             )
         ).one()
-    assert tuple(held) == (ALLOWED, ALLOWED * AMOUNT)
-    assert len(audit_events(runtime.db, "withdrawal.requested")) == ALLOWED
-    assert len(audit_events(runtime.db, "withdrawal.denied")) == 3
+    assert tuple(held) == (2, 2 * AMOUNT)
+    assert len(audit_events(runtime.db, "withdrawal.requested")) == 2
+    assert len(audit_events(runtime.db, "withdrawal.denied")) == 6

@@ -448,6 +448,14 @@ class Database:
                 # the next writer's append chains them.
                 log.warning("audit append deferred: %s", type(exc).__name__)
 
+    def freeze_pending(self) -> bool:
+        """Whether a freeze of this process waits for writers in flight (on SQLite queued
+        for the one writer lock, on PostgreSQL on its way to the freeze gate): a writer
+        doing a batch of work commits what it has instead of going on."""
+        if self.is_sqlite:
+            return self._queues.get(SQLITE_WRITER).urgent_pending()
+        return self._queues.get(FREEZE_LOCK).busy()
+
     def waiting_writers(self, wallet_id: str | None = None) -> int:
         """Writers of this process queued for the wallet's lock (SQLite: for the one writer
         lock), for tests that wait on a queue instead of sleeping."""

@@ -8,7 +8,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -192,7 +192,14 @@ class _WalletIntake:
                 self._busy = True  # this thread runs the wallet's next transaction
             batch: list[_IntakeJob] = []
             try:
-                _decide_batch(db, tags, wallet_id, batch, functools.partial(self._take, batch))
+                _decide_batch(
+                    db,
+                    tags,
+                    wallet_id,
+                    batch,
+                    functools.partial(self._take, batch),
+                    self._give_back,
+                )
             except BaseException as exc:
                 for queued in batch or [job]:
                     if not queued.done:
@@ -209,6 +216,11 @@ class _WalletIntake:
             raise job.error
         assert job.outcome is not None
         return job.outcome
+
+    def _give_back(self, jobs: list[_IntakeJob]) -> None:
+        """Requests a batch stopped short of (for a freeze): first in the queue again."""
+        with self._cond:
+            self._queue.extendleft(reversed(jobs))
 
     def _take(self, batch: list[_IntakeJob]) -> list[str]:
         """Called once the write lock's queue lets the runner through: the batch is every
@@ -247,13 +259,25 @@ def _decide_batch(
     wallet_id: str,
     batch: list[_IntakeJob],
     take: Callable[[], list[str]],
+    give_back: Callable[[list[_IntakeJob]], None],
 ) -> None:
     # The wallet's lock (its limits are the wallet's alone), every request's idempotency key
     # (the same key may name another wallet in a concurrent request), and the freeze gate
     # shared. ``take`` fills ``batch`` once the wallet's turn has come.
     with db.write(wallet_id=wallet_id, also_lock=take, honour_freeze=True) as uow:
-        settled = _Settled()
-        for job in batch:
+        # One moment for the batch: its requests are decided (and dated) together, so they
+        # share their velocity windows' reads.
+        moment = datetime.now(UTC)
+        keys = [(job.destination.address, job.token_id) for job in batch]
+        totals = _BatchTotals(uow, wallet_id, keys)
+        settled = _Settled(totals=totals)
+        for position, job in enumerate(batch):
+            if position and db.freeze_pending():
+                # A freeze waits for this transaction: commit the requests decided so far
+                # and leave the rest to the next one (which will see the freeze).
+                give_back(batch[position:])
+                del batch[position:]
+                break
             try:
                 judged = _judge(
                     uow,
@@ -263,7 +287,7 @@ def _decide_batch(
                     digest=job.digest,
                     idempotency_key=job.idempotency_key,
                     token_id=job.token_id,
-                    now=job.now,
+                    now=job.now or moment,
                     destination=job.destination,
                     wallet_id=wallet_id,
                     settled=settled,
@@ -271,21 +295,22 @@ def _decide_batch(
             except Exception as exc:  # nothing of this request was written: it alone fails
                 job.error, job.done = exc, True
                 continue
-            job.outcome = (
-                judged
-                if isinstance(judged, WithdrawalResult)
-                else _record(
-                    uow,
-                    tags,
-                    judged,
-                    body=job.body,
-                    amount=job.amount,
-                    digest=job.digest,
-                    idempotency_key=job.idempotency_key,
-                    token_id=job.token_id,
-                    actor=job.actor,
-                )
+            if isinstance(judged, WithdrawalResult):
+                job.outcome = judged
+                continue
+            job.outcome = _record(
+                uow,
+                tags,
+                judged,
+                body=job.body,
+                amount=job.amount,
+                digest=job.digest,
+                idempotency_key=job.idempotency_key,
+                token_id=job.token_id,
+                actor=job.actor,
             )
+            if isinstance(job.outcome, WithdrawalResult):  # it holds money from now on
+                totals.accepted(job.amount, judged.destination.address, job.token_id, judged.moment)
             # Its writes fail here, as its own (and roll back the batch), not in the next
             # request's reads.
             uow.session.flush()
@@ -388,6 +413,56 @@ class _Settled:
 
     wallet: Wallet | None = None
     policy: ActivePolicy | None = None
+    totals: _BatchTotals | None = None
+
+
+class _BatchTotals:
+    """Velocity totals for the requests of one intake transaction: each window read from
+    the counters once (the first request's read covers every request's destination and
+    token in one statement), plus the payouts the transaction accepted after that read.
+    Exact: a read sees every payout flushed before it, and only later ones are added."""
+
+    def __init__(self, uow: ReadUnitOfWork, wallet_id: str, keys: list[tuple[str, str]]) -> None:
+        self._uow = uow
+        self._wallet_id = wallet_id
+        self._keys = keys  # every request's (destination, token id) in the transaction
+        # window -> (satoshis, count, how many accepted payouts the read already saw)
+        self._read: dict[HeldWindow, tuple[int, int, int]] = {}
+        self._accepted: list[tuple[int, str, str, datetime]] = []
+
+    def __call__(self, windows: list[HeldWindow]) -> list[tuple[int, int]]:
+        missing = [w for w in windows if w not in self._read]
+        if missing:
+            wanted = list(dict.fromkeys(missing + self._same_for_the_others(missing)))
+            seen = len(self._accepted)
+            sums = self._uow.withdrawals.counted_totals_since(self._wallet_id, wanted)
+            for window, (amount, count) in zip(wanted, sums, strict=True):
+                self._read.setdefault(window, (amount, count, seen))
+        totals = []
+        for window in windows:
+            amount, count, seen = self._read[window]
+            for paid, destination, token_id, created_at in self._accepted[seen:]:
+                if (
+                    created_at >= window.since
+                    and window.destination in (None, destination)
+                    and (not window.by_token or (window.token_id or "") == token_id)
+                ):
+                    amount, count = amount + paid, count + 1
+            totals.append((amount, count))
+        return totals
+
+    def _same_for_the_others(self, windows: list[HeldWindow]) -> list[HeldWindow]:
+        others = []
+        for window in windows:
+            for destination, token_id in self._keys:
+                if window.destination is not None:
+                    others.append(replace(window, destination=destination))
+                if window.by_token:
+                    others.append(replace(window, token_id=token_id or None))
+        return others
+
+    def accepted(self, amount: int, destination: str, token_id: str | None, at: datetime) -> None:
+        self._accepted.append((amount, destination, token_id or "", at))
 
 
 @dataclass(frozen=True)
@@ -595,6 +670,7 @@ def _decide(
             policy.document,
             moment,
             entry_for_destination(uow, tags, wallet.id, destination.address),
+            settled.totals if settled is not None else None,
         ),
         policy.document,
         moment,
@@ -654,6 +730,7 @@ def _history(
     policy: PolicyDocument,
     moment: datetime,
     entry: AllowlistEntry | None,
+    counted: _BatchTotals | None = None,
 ) -> HistorySnapshot:
     """What the engine needs of the money on its way out, from the velocity counters.
 
@@ -668,17 +745,19 @@ def _history(
     windows = velocity_windows(policy)
     # One statement for every window (one round trip under the wallet's lock), from the
     # velocity counters: a bounded number of counter rows per window, however many payouts.
-    sums = uow.withdrawals.counted_totals_since(
-        wallet.id,
-        [
-            HeldWindow(
-                moment - timedelta(seconds=window),
-                destination=destination if scope == "destination" else None,
-                token_id=token_id,
-                by_token=scope == "token",
-            )
-            for scope, window in windows
-        ],
+    held_windows = [
+        HeldWindow(
+            moment - timedelta(seconds=window),
+            destination=destination if scope == "destination" else None,
+            token_id=token_id if scope == "token" else None,
+            by_token=scope == "token",
+        )
+        for scope, window in windows
+    ]
+    sums = (
+        counted(held_windows)
+        if counted is not None
+        else uow.withdrawals.counted_totals_since(wallet.id, held_windows)
     )
     totals = [
         HeldTotal(scope, window, amount, count)
