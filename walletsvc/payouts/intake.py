@@ -28,9 +28,9 @@ from walletsvc.domain.withdrawal import (
     transition,
 )
 from walletsvc.governance import approvals
-from walletsvc.governance.allowlist import entry_for_destination
+from walletsvc.governance.allowlist import entries_for_destinations, entry_for_destination
 from walletsvc.governance.approvals import KindContext
-from walletsvc.governance.policies import ActivePolicy, active_policy
+from walletsvc.governance.policies import ActivePolicy, IntegrityFailure, active_policy
 from walletsvc.keys.integrity import RowTagger, content_digest
 from walletsvc.metrics import POLICY_DECISIONS, POLICY_RULE_RESULTS
 from walletsvc.payouts.signing import tip_height
@@ -270,7 +270,15 @@ def _decide_batch(
         moment = datetime.now(UTC)
         keys = [(job.destination.address, job.token_id) for job in batch]
         totals = _BatchTotals(uow, wallet_id, keys)
-        settled = _Settled(totals=totals)
+        stored = uow.idempotency_keys.for_token_keys(
+            [(job.token_id, job.idempotency_key) for job in batch]
+        )
+        known = {pair: (row.request_hash, row.withdrawal_id) for pair, row in stored.items()}
+        settled = _Settled(
+            totals=totals,
+            addresses=tuple(dict.fromkeys(job.destination.address for job in batch)),
+            keys=known,
+        )
         for position, job in enumerate(batch):
             if position and db.freeze_pending():
                 # A freeze waits for this transaction: commit the requests decided so far
@@ -310,6 +318,10 @@ def _decide_batch(
                 actor=job.actor,
             )
             if isinstance(job.outcome, WithdrawalResult):  # it holds money from now on
+                known[(job.token_id, job.idempotency_key)] = (
+                    job.digest,
+                    job.outcome.withdrawal_id,
+                )
                 totals.accepted(job.amount, judged.destination.address, job.token_id, judged.moment)
             # Its writes fail here, as its own (and roll back the batch), not in the next
             # request's reads.
@@ -409,11 +421,32 @@ def _decide_and_record(
 
 @dataclass
 class _Settled:
-    """What every request of one intake transaction shares (``_decide``)."""
+    """What every request of one intake transaction shares (``_decide``), read once for
+    all of them: none of it can change while the transaction holds its locks."""
 
     wallet: Wallet | None = None
     policy: ActivePolicy | None = None
     totals: _BatchTotals | None = None
+    # Every request's destination, and the allowlist entries of those (read at first use).
+    addresses: tuple[str, ...] = ()
+    entries: dict[str, AllowlistEntry] | None = None
+    entries_one_by_one: bool = False
+    # (token, Idempotency-Key) -> (request hash, withdrawal id): the batch's keys already
+    # stored, read at its start, and the ones its own requests recorded since.
+    keys: dict[tuple[str, str], tuple[str, str]] | None = None
+
+    def allowlist_entry(
+        self, uow: ReadUnitOfWork, tags: RowTagger, wallet_id: str, address: str
+    ) -> AllowlistEntry | None:
+        if self.entries is None and not self.entries_one_by_one:
+            try:
+                self.entries = entries_for_destinations(uow, tags, wallet_id, self.addresses)
+            except IntegrityFailure:
+                # A tampered entry fails the requests to its destination only.
+                self.entries_one_by_one = True
+        if self.entries is None:
+            return entry_for_destination(uow, tags, wallet_id, address)
+        return self.entries.get(address)
 
 
 class _BatchTotals:
@@ -490,9 +523,15 @@ def _judge(
 ) -> WithdrawalResult | _Judged:
     """The replay of an earlier request, or the policy's decision: reads only, so whatever
     it raises leaves nothing of this request behind."""
-    replay = _replay(uow, token_id, idempotency_key, digest)
-    if replay is not None:
-        return replay
+    if settled is not None and settled.keys is not None:
+        stored = settled.keys.get((token_id, idempotency_key))
+        if stored is not None:
+            require_same_body(stored[0], digest)
+            return WithdrawalResult(stored[1], created=False)
+    else:
+        replay = _replay(uow, token_id, idempotency_key, digest)
+        if replay is not None:
+            return replay
     moment = now or datetime.now(UTC)
     wallet, destination, policy, decision = _decide(
         uow,
@@ -669,7 +708,11 @@ def _decide(
             token_id,
             policy.document,
             moment,
-            entry_for_destination(uow, tags, wallet.id, destination.address),
+            (
+                settled.allowlist_entry(uow, tags, wallet.id, destination.address)
+                if settled is not None
+                else entry_for_destination(uow, tags, wallet.id, destination.address)
+            ),
             settled.totals if settled is not None else None,
         ),
         policy.document,

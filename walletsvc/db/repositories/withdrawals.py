@@ -19,6 +19,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    tuple_,
     union_all,
     update,
 )
@@ -497,6 +498,19 @@ def _unsigned_approved() -> tuple[ColumnElement[bool], ...]:
 
 class IdempotencyKeyRepository(Repository[IdempotencyKey]):
     model = IdempotencyKey
+
+    def for_token_keys(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], IdempotencyKey]:
+        """``by_token_and_key`` for many (token, key) pairs in one statement."""
+        if not pairs:
+            return {}
+        rows = self.session.scalars(
+            select(IdempotencyKey).where(
+                tuple_(IdempotencyKey.token_id, IdempotencyKey.key).in_(list(set(pairs)))
+            )
+        )
+        return {(row.token_id, row.key): row for row in rows}
 
     def by_token_and_key(self, token_id: str, key: str) -> IdempotencyKey | None:
         return self.session.scalar(
