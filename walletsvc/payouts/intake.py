@@ -336,7 +336,7 @@ class _StaleWallet(Exception):
 
 
 # Wallet name -> (id, network), both fixed for a wallet's life: resolving them needs no
-# transaction per request. Checked under the lock (``_decide_and_record``).
+# transaction per request. Checked under the lock (``_decide``).
 _WALLET_IDENTITIES: weakref.WeakKeyDictionary[Database, dict[str, tuple[str, Network]]] = (
     weakref.WeakKeyDictionary()
 )
@@ -373,50 +373,6 @@ def require_idempotency_key(idempotency_key: str) -> None:
 def require_reference(reference: str | None, *, field: str) -> None:
     if reference is not None and len(reference) > MAX_REFERENCE_LENGTH:
         raise InvalidInput(f"{field} is longer than {MAX_REFERENCE_LENGTH} characters", field=field)
-
-
-def _decide_and_record(
-    uow: UnitOfWork,
-    tags: RowTagger,
-    *,
-    body: WithdrawalInput,
-    amount: int,
-    digest: str,
-    idempotency_key: str,
-    token_id: str,
-    actor: str,
-    now: datetime | None,
-    destination: Destination | None = None,
-    wallet_id: str | None = None,
-) -> WithdrawalResult | PolicyDenied:
-    """Idempotency, policy and the new withdrawal, inside the caller's locked transaction
-    (the wallet's lock and the idempotency key's). ``destination``: already decoded;
-    ``wallet_id``: the wallet the caller locked, resolved from its name outside the lock."""
-    judged = _judge(
-        uow,
-        tags,
-        body=body,
-        amount=amount,
-        digest=digest,
-        idempotency_key=idempotency_key,
-        token_id=token_id,
-        now=now,
-        destination=destination,
-        wallet_id=wallet_id,
-    )
-    if isinstance(judged, WithdrawalResult):
-        return judged
-    return _record(
-        uow,
-        tags,
-        judged,
-        body=body,
-        amount=amount,
-        digest=digest,
-        idempotency_key=idempotency_key,
-        token_id=token_id,
-        actor=actor,
-    )
 
 
 @dataclass
