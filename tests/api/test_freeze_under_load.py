@@ -14,6 +14,7 @@ from tests.conftest import WALLET, Tokens, auth
 from tests.helpers import audit_events, external_destination, request_payout
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import Wallet
+from walletsvc.payouts.intake import waiting_intakes
 
 DEADLINE_S = 120  # a bound on waiting for an observable condition, never a pause
 SHARED_POOL_THREADS = 40  # anyio's default thread limiter, which sync routes share
@@ -38,7 +39,9 @@ def test_a_freeze_goes_before_payouts_queued_in_every_pool_thread(
     holding, release = threading.Event(), threading.Event()
 
     def queued() -> int:
-        return runtime.db.waiting_writers(wallet_id)
+        # Payouts wait in the wallet's intake queue (walletsvc.payouts.intake), the one that
+        # runs its next transaction (still counted there) for the write lock as well.
+        return waiting_intakes(runtime.db, wallet_id)
 
     def hold_the_wallet() -> None:  # a long payout decision in progress
         with runtime.db.write(wallet_id=wallet_id):
@@ -71,8 +74,9 @@ def test_a_freeze_goes_before_payouts_queued_in_every_pool_thread(
         freezer = threading.Thread(target=post_freeze)
         freezer.start()
         if runtime.db.is_sqlite:
-            # One writer: the freeze waits for the holder, but queues ahead of the payouts.
-            _wait_until(lambda: queued() > SHARED_POOL_THREADS, "the freeze is queued")
+            # One writer: the freeze waits for the holder, but queues ahead of the payouts'
+            # runner.
+            _wait_until(lambda: runtime.db.waiting_writers(wallet_id) == 2, "the freeze is queued")
         else:
             # The freeze gate is its own lock: it commits while the wallet is still held.
             _wait_until(lambda: frozen == [201], "the freeze returned")

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from fastapi.testclient import TestClient
 
-from tests.conftest import Tokens
+from tests.conftest import Tokens, auth
 from tests.helpers import (
     audit_events,
     count_rows,
@@ -105,3 +105,20 @@ def test_fifty_concurrent_requests_with_one_key_make_one_withdrawal(
         "chain_transactions": 0,
     }
     assert len(audit_events(runtime.db, "withdrawal.requested")) == 1
+
+
+def test_the_created_reply_is_what_reading_the_withdrawal_back_shows(
+    client: TestClient, tokens: Tokens
+) -> None:
+    """The 201 is built from what intake wrote (no read-back): it must equal the GET, for an
+    allowed payout and for one waiting for approvers (its approval request named)."""
+    small = request_payout(client, tokens.all, key="v-1", destination=DEST, reference="r-1")
+    # Above the default policy's approval tier: waits for staff.
+    big = request_payout(client, tokens.all, key="v-2", destination=DEST, amount_sat=20_000_000)
+    assert [small.status_code, big.status_code] == [201, 201]
+    assert big.json()["status"] == "pending_approval"
+    assert big.json()["approval_request_id"] is not None
+    for created in (small, big):
+        shown = client.get(f"/v1/withdrawals/{created.json()['id']}", headers=auth(tokens.all))
+        assert shown.status_code == 200
+        assert created.json() == shown.json()

@@ -13,6 +13,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,12 @@ from tests.helpers import (
 from walletsvc.api.app import create_app
 from walletsvc.bootstrap.setup import initialise
 from walletsvc.config import Settings
+from walletsvc.db.repositories.withdrawals import HeldWindow
 from walletsvc.devchain.embedded import EmbeddedChain
+from walletsvc.domain.withdrawal import HOLDING_STATUSES
 from walletsvc.signer.server import SignerServer
 from walletsvc.wallets.balances import wallet_balances
+from walletsvc.wallets.service import get_wallet
 
 pytestmark = pytest.mark.kernel
 
@@ -150,6 +154,15 @@ def test_backup_and_restore_drill(
     with SignerServer(restored_settings), opened(restored_settings, chain=network) as runtime:
         with TestClient(create_app(restored_settings, runtime=runtime)) as client:
             assert view(client, token) == before  # the API token works too
+            # The velocity counters came back equal to the rows (JSON: rebuilt by the
+            # triggers as the withdrawals went in; native: copied with them).
+            with runtime.db.read() as uow:
+                wallet_id = get_wallet(uow, WALLET).id
+                ever = [HeldWindow(datetime(2000, 1, 1, tzinfo=UTC))]
+                held = [s.value for s in HOLDING_STATUSES]
+                counted = uow.withdrawals.counted_totals_since(wallet_id, ever)
+                assert counted == uow.withdrawals.held_totals_since(wallet_id, held, ever)
+                assert counted[0][1] == 3
             runtime.tick()  # the restored keys sign the pending payouts
             statuses = {
                 w["id"]: w["status"]

@@ -30,7 +30,7 @@ import hmac
 import json
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -390,7 +390,7 @@ class Database:
         self,
         *,
         wallet_id: str | None = None,
-        also_lock: Sequence[str] = (),
+        also_lock: Sequence[str] | Callable[[], Sequence[str]] = (),
         freeze: bool = False,
         honour_freeze: bool = False,
     ) -> Iterator[UnitOfWork]:
@@ -406,7 +406,14 @@ class Database:
             as the other locks (a writer that will check for a freeze anyway).
         SQLite has one writer per file: there every scope is that writer lock, taken in
         arrival order (a freeze first).
+
+        ``also_lock`` may be a callable (with ``wallet_id``): it is called once this process's
+        queue for the wallet has let the writer through, just before the database locks are
+        taken, so a writer can gather work that arrived while it waited (payout intake's
+        batches).
         """
+        if callable(also_lock) and wallet_id is None:
+            raise ValueError("a deferred also_lock needs a wallet_id")
         if self.is_sqlite:
             queue = self._queues.get(SQLITE_WRITER)
         elif freeze:
@@ -414,26 +421,25 @@ class Database:
         elif wallet_id is not None:
             queue = self._queues.get(wallet_lock(wallet_id))
         else:
+            assert not callable(also_lock)
             queue = self._queues.get(min(also_lock) if also_lock else GLOBAL_LOCK)
         left_pending = False
-        with (
-            queue.hold(urgent=freeze),
-            Session(self._write_engine, expire_on_commit=False) as session,
-            session.begin(),
-        ):
-            uow = UnitOfWork(
-                session,
-                self.audit_key,
-                inline_audit=self.is_sqlite,
-                freeze_gate=not self.is_sqlite,
-                freeze_gate_held=freeze or honour_freeze,
-            )
-            if not self.is_sqlite:
-                self._take_advisory_locks(
-                    session, wallet_id, also_lock, freeze=freeze, honour_freeze=honour_freeze
+        with queue.hold(urgent=freeze):
+            names = also_lock() if callable(also_lock) else also_lock
+            with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+                uow = UnitOfWork(
+                    session,
+                    self.audit_key,
+                    inline_audit=self.is_sqlite,
+                    freeze_gate=not self.is_sqlite,
+                    freeze_gate_held=freeze or honour_freeze,
                 )
-            yield uow
-            left_pending = uow.finish()
+                if not self.is_sqlite:
+                    self._take_advisory_locks(
+                        session, wallet_id, names, freeze=freeze, honour_freeze=honour_freeze
+                    )
+                yield uow
+                left_pending = uow.finish()
         if left_pending:
             try:
                 self.append_pending_audit()
@@ -441,6 +447,14 @@ class Database:
                 # The transaction itself has committed: its events wait in audit_pending and
                 # the next writer's append chains them.
                 log.warning("audit append deferred: %s", type(exc).__name__)
+
+    def freeze_pending(self) -> bool:
+        """Whether a freeze of this process waits for writers in flight (on SQLite queued
+        for the one writer lock, on PostgreSQL on its way to the freeze gate): a writer
+        doing a batch of work commits what it has instead of going on."""
+        if self.is_sqlite:
+            return self._queues.get(SQLITE_WRITER).urgent_pending()
+        return self._queues.get(FREEZE_LOCK).busy()
 
     def waiting_writers(self, wallet_id: str | None = None) -> int:
         """Writers of this process queued for the wallet's lock (SQLite: for the one writer

@@ -63,6 +63,16 @@ class FairLock:
                 self._held = False
                 self._cond.notify_all()
 
+    def urgent_pending(self) -> bool:
+        """Whether an urgent waiter (a freeze) is queued."""
+        with self._cond:
+            return bool(self._urgent)
+
+    def busy(self) -> bool:
+        """Whether anyone holds or waits for the lock."""
+        with self._cond:
+            return self._held or bool(self._urgent) or bool(self._ordinary)
+
     def waiting(self) -> int:
         """How many are queued (tests wait on this instead of sleeping)."""
         with self._cond:

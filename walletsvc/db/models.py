@@ -264,6 +264,30 @@ class Withdrawal(Base):
     round_index: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
+# The width of a velocity counter's time bucket (``VelocityBucket.bucket``). The triggers of
+# migration 0018 compute buckets with the same width; changing it needs a migration that
+# rebuilds the table.
+VELOCITY_BUCKET_SECONDS = 300
+
+
+class VelocityBucket(Base):
+    """Satoshis and count of a wallet's holding payouts created in one 5-minute bucket, per
+    scope: ``wallet`` (key ''), ``destination`` (key: the address) and ``token`` (key: the
+    API token id, '' for none). A cache of ``withdrawals`` kept by database triggers
+    (migration 0018) in the very statement that inserts, moves or deletes a payout, so a
+    velocity window costs its buckets plus the rows of its oldest, partial bucket
+    (``WithdrawalRepository.held_totals_since``), not one index entry per payout."""
+
+    __tablename__ = "velocity_buckets"
+
+    wallet_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(12), primary_key=True)
+    scope_key: Mapped[str] = mapped_column(String(90), primary_key=True)
+    bucket: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    amount_sat: Mapped[int] = mapped_column(BigInteger)
+    payouts: Mapped[int] = mapped_column(BigInteger)
+
+
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("token_id", "key"),)

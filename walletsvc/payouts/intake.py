@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import functools
+import threading
 import weakref
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import IdempotencyKey, Wallet, Withdrawal, new_id
+from walletsvc.db.models import ChainTransaction, IdempotencyKey, Wallet, Withdrawal, new_id
 from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.repositories.withdrawals import HeldWindow
@@ -24,9 +28,9 @@ from walletsvc.domain.withdrawal import (
     transition,
 )
 from walletsvc.governance import approvals
-from walletsvc.governance.allowlist import entry_for_destination
+from walletsvc.governance.allowlist import entries_for_destinations, entry_for_destination
 from walletsvc.governance.approvals import KindContext
-from walletsvc.governance.policies import ActivePolicy, active_policy
+from walletsvc.governance.policies import ActivePolicy, IntegrityFailure, active_policy
 from walletsvc.keys.integrity import RowTagger, content_digest
 from walletsvc.metrics import POLICY_DECISIONS, POLICY_RULE_RESULTS
 from walletsvc.payouts.signing import tip_height
@@ -63,6 +67,9 @@ class WithdrawalInput:
 class WithdrawalResult:
     withdrawal_id: str
     created: bool  # False: an idempotent replay of an earlier request
+    # A new withdrawal's view (as ``show_withdrawal`` would read it back), built from what
+    # intake just wrote: the reply costs no second transaction. None for a replay.
+    view: dict[str, Any] | None = None
 
 
 def request_hash(body: WithdrawalInput) -> str:
@@ -121,26 +128,207 @@ def _locked_request(
     # decoding. Only the decision and the insert run under the locks.
     wallet_id, network = _wallet_identity(db, body.wallet)
     destination = decode_address(body.destination, network, field="destination")
-    # The wallet's lock (its limits are the wallet's alone), the idempotency key's (the same
-    # key may name another wallet in a concurrent request), and the freeze gate shared.
-    with db.write(
-        wallet_id=wallet_id,
-        also_lock=[idempotency_lock(token_id, idempotency_key)],
-        honour_freeze=True,
-    ) as uow:
-        return _decide_and_record(
-            uow,
-            tags,
-            body=body,
-            amount=amount,
-            digest=digest,
-            idempotency_key=idempotency_key,
-            token_id=token_id,
-            actor=actor,
-            now=now,
-            destination=destination,
-            wallet_id=wallet_id,
+    job = _IntakeJob(body, amount, digest, idempotency_key, token_id, actor, now, destination)
+    return _combiner(db, wallet_id).submit(db, tags, wallet_id, job)
+
+
+# The most requests of one wallet decided in one transaction: enough to share a commit, the
+# locks and the audit chain's head among a burst, few enough that a freeze (which waits for
+# the intake transaction in flight) does not wait long.
+MAX_BATCH = 16
+
+
+@dataclass
+class _IntakeJob:
+    """One payout request waiting for its wallet's next intake transaction."""
+
+    body: WithdrawalInput
+    amount: int
+    digest: str
+    idempotency_key: str
+    token_id: str
+    actor: str
+    now: datetime | None
+    destination: Destination
+    done: bool = False
+    outcome: WithdrawalResult | PolicyDenied | None = None
+    error: BaseException | None = None
+
+
+class _WalletIntake:
+    """Decides a wallet's queued payout requests together (flat combining).
+
+    A wallet's payouts are decided one at a time whatever happens (its limits must hold
+    exactly), so instead of one transaction each, a request that finds the wallet busy
+    queues here, and whoever runs the wallet's next transaction decides every request
+    queued by then (up to ``MAX_BATCH``), in arrival order, each seeing the ones before it:
+    one lock statement, one audit chain insert and one commit for the lot. A request refused
+    before it wrote anything (a replayed key with another body, a freeze, an integrity
+    failure) is refused alone; a failure after a request began writing rolls the whole
+    transaction back and is raised to every request in it (nothing of theirs committed, so
+    their clients retry with the same Idempotency-Key).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: deque[_IntakeJob] = deque()
+        self._busy = False
+
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._queue)
+
+    def submit(
+        self, db: Database, tags: RowTagger, wallet_id: str, job: _IntakeJob
+    ) -> WithdrawalResult | PolicyDenied:
+        with self._cond:
+            self._queue.append(job)
+        while True:
+            with self._cond:
+                while self._busy and not job.done:
+                    self._cond.wait()
+                if job.done:
+                    break
+                self._busy = True  # this thread runs the wallet's next transaction
+            batch: list[_IntakeJob] = []
+            try:
+                _decide_batch(
+                    db,
+                    tags,
+                    wallet_id,
+                    batch,
+                    functools.partial(self._take, batch),
+                    self._give_back,
+                )
+            except BaseException as exc:
+                for queued in batch or [job]:
+                    if not queued.done:
+                        queued.error, queued.done = exc, True
+                if not batch:  # failed before taking its batch: its own request is out
+                    with self._cond:
+                        if job in self._queue:
+                            self._queue.remove(job)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+        if job.error is not None:
+            raise job.error
+        assert job.outcome is not None
+        return job.outcome
+
+    def _give_back(self, jobs: list[_IntakeJob]) -> None:
+        """Requests a batch stopped short of (for a freeze): first in the queue again."""
+        with self._cond:
+            self._queue.extendleft(reversed(jobs))
+
+    def _take(self, batch: list[_IntakeJob]) -> list[str]:
+        """Called once the write lock's queue lets the runner through: the batch is every
+        request queued by then (the runner's own among them unless more than a batch came
+        first); the locks to take are their idempotency keys'."""
+        with self._cond:
+            while self._queue and len(batch) < MAX_BATCH:
+                batch.append(self._queue.popleft())
+        return [idempotency_lock(j.token_id, j.idempotency_key) for j in batch]
+
+
+_INTAKES: weakref.WeakKeyDictionary[Database, dict[str, _WalletIntake]] = (
+    weakref.WeakKeyDictionary()
+)
+_INTAKES_GUARD = threading.Lock()
+
+
+def _combiner(db: Database, wallet_id: str) -> _WalletIntake:
+    with _INTAKES_GUARD:
+        by_wallet = _INTAKES.setdefault(db, {})
+        intake = by_wallet.get(wallet_id)
+        if intake is None:
+            intake = by_wallet[wallet_id] = _WalletIntake()
+        return intake
+
+
+def waiting_intakes(db: Database, wallet_id: str) -> int:
+    """Payout requests of this process queued for the wallet's next intake transaction (for
+    tests that wait on a queue instead of sleeping)."""
+    return _combiner(db, wallet_id).waiting()
+
+
+def _decide_batch(
+    db: Database,
+    tags: RowTagger,
+    wallet_id: str,
+    batch: list[_IntakeJob],
+    take: Callable[[], list[str]],
+    give_back: Callable[[list[_IntakeJob]], None],
+) -> None:
+    # The wallet's lock (its limits are the wallet's alone), every request's idempotency key
+    # (the same key may name another wallet in a concurrent request), and the freeze gate
+    # shared. ``take`` fills ``batch`` once the wallet's turn has come.
+    with db.write(wallet_id=wallet_id, also_lock=take, honour_freeze=True) as uow:
+        # One moment for the batch: its requests are decided (and dated) together, so they
+        # share their velocity windows' reads.
+        moment = datetime.now(UTC)
+        keys = [(job.destination.address, job.token_id) for job in batch]
+        totals = _BatchTotals(uow, wallet_id, keys)
+        stored = uow.idempotency_keys.for_token_keys(
+            [(job.token_id, job.idempotency_key) for job in batch]
         )
+        known = {pair: (row.request_hash, row.withdrawal_id) for pair, row in stored.items()}
+        settled = _Settled(
+            totals=totals,
+            addresses=tuple(dict.fromkeys(job.destination.address for job in batch)),
+            keys=known,
+        )
+        for position, job in enumerate(batch):
+            if position and db.freeze_pending():
+                # A freeze waits for this transaction: commit the requests decided so far
+                # and leave the rest to the next one (which will see the freeze).
+                give_back(batch[position:])
+                del batch[position:]
+                break
+            try:
+                judged = _judge(
+                    uow,
+                    tags,
+                    body=job.body,
+                    amount=job.amount,
+                    digest=job.digest,
+                    idempotency_key=job.idempotency_key,
+                    token_id=job.token_id,
+                    now=job.now or moment,
+                    destination=job.destination,
+                    wallet_id=wallet_id,
+                    settled=settled,
+                )
+            except Exception as exc:  # nothing of this request was written: it alone fails
+                job.error, job.done = exc, True
+                continue
+            if isinstance(judged, WithdrawalResult):
+                job.outcome = judged
+                continue
+            job.outcome = _record(
+                uow,
+                tags,
+                judged,
+                body=job.body,
+                amount=job.amount,
+                digest=job.digest,
+                idempotency_key=job.idempotency_key,
+                token_id=job.token_id,
+                actor=job.actor,
+            )
+            if isinstance(job.outcome, WithdrawalResult):  # it holds money from now on
+                known[(job.token_id, job.idempotency_key)] = (
+                    job.digest,
+                    job.outcome.withdrawal_id,
+                )
+                totals.accepted(job.amount, judged.destination.address, job.token_id, judged.moment)
+            # Its writes fail here, as its own (and roll back the batch), not in the next
+            # request's reads.
+            uow.session.flush()
+    # Committed: only now are the outcomes (a denial included) handed back.
+    for job in batch:
+        job.done = True
 
 
 class _StaleWallet(Exception):
@@ -148,7 +336,7 @@ class _StaleWallet(Exception):
 
 
 # Wallet name -> (id, network), both fixed for a wallet's life: resolving them needs no
-# transaction per request. Checked under the lock (``_decide_and_record``).
+# transaction per request. Checked under the lock (``_decide``).
 _WALLET_IDENTITIES: weakref.WeakKeyDictionary[Database, dict[str, tuple[str, Network]]] = (
     weakref.WeakKeyDictionary()
 )
@@ -187,7 +375,95 @@ def require_reference(reference: str | None, *, field: str) -> None:
         raise InvalidInput(f"{field} is longer than {MAX_REFERENCE_LENGTH} characters", field=field)
 
 
-def _decide_and_record(
+@dataclass
+class _Settled:
+    """What every request of one intake transaction shares (``_decide``), read once for
+    all of them: none of it can change while the transaction holds its locks."""
+
+    wallet: Wallet | None = None
+    policy: ActivePolicy | None = None
+    totals: _BatchTotals | None = None
+    # Every request's destination, and the allowlist entries of those (read at first use).
+    addresses: tuple[str, ...] = ()
+    entries: dict[str, AllowlistEntry] | None = None
+    entries_one_by_one: bool = False
+    # (token, Idempotency-Key) -> (request hash, withdrawal id): the batch's keys already
+    # stored, read at its start, and the ones its own requests recorded since.
+    keys: dict[tuple[str, str], tuple[str, str]] | None = None
+
+    def allowlist_entry(
+        self, uow: ReadUnitOfWork, tags: RowTagger, wallet_id: str, address: str
+    ) -> AllowlistEntry | None:
+        if self.entries is None and not self.entries_one_by_one:
+            try:
+                self.entries = entries_for_destinations(uow, tags, wallet_id, self.addresses)
+            except IntegrityFailure:
+                # A tampered entry fails the requests to its destination only.
+                self.entries_one_by_one = True
+        if self.entries is None:
+            return entry_for_destination(uow, tags, wallet_id, address)
+        return self.entries.get(address)
+
+
+class _BatchTotals:
+    """Velocity totals for the requests of one intake transaction: each window read from
+    the counters once (the first request's read covers every request's destination and
+    token in one statement), plus the payouts the transaction accepted after that read.
+    Exact: a read sees every payout flushed before it, and only later ones are added."""
+
+    def __init__(self, uow: ReadUnitOfWork, wallet_id: str, keys: list[tuple[str, str]]) -> None:
+        self._uow = uow
+        self._wallet_id = wallet_id
+        self._keys = keys  # every request's (destination, token id) in the transaction
+        # window -> (satoshis, count, how many accepted payouts the read already saw)
+        self._read: dict[HeldWindow, tuple[int, int, int]] = {}
+        self._accepted: list[tuple[int, str, str, datetime]] = []
+
+    def __call__(self, windows: list[HeldWindow]) -> list[tuple[int, int]]:
+        missing = [w for w in windows if w not in self._read]
+        if missing:
+            wanted = list(dict.fromkeys(missing + self._same_for_the_others(missing)))
+            seen = len(self._accepted)
+            sums = self._uow.withdrawals.counted_totals_since(self._wallet_id, wanted)
+            for window, (amount, count) in zip(wanted, sums, strict=True):
+                self._read.setdefault(window, (amount, count, seen))
+        totals = []
+        for window in windows:
+            amount, count, seen = self._read[window]
+            for paid, destination, token_id, created_at in self._accepted[seen:]:
+                if (
+                    created_at >= window.since
+                    and window.destination in (None, destination)
+                    and (not window.by_token or (window.token_id or "") == token_id)
+                ):
+                    amount, count = amount + paid, count + 1
+            totals.append((amount, count))
+        return totals
+
+    def _same_for_the_others(self, windows: list[HeldWindow]) -> list[HeldWindow]:
+        others = []
+        for window in windows:
+            for destination, token_id in self._keys:
+                if window.destination is not None:
+                    others.append(replace(window, destination=destination))
+                if window.by_token:
+                    others.append(replace(window, token_id=token_id or None))
+        return others
+
+    def accepted(self, amount: int, destination: str, token_id: str | None, at: datetime) -> None:
+        self._accepted.append((amount, destination, token_id or "", at))
+
+
+@dataclass(frozen=True)
+class _Judged:
+    wallet: Wallet
+    destination: Destination
+    policy: ActivePolicy
+    decision: Decision
+    moment: datetime
+
+
+def _judge(
     uow: UnitOfWork,
     tags: RowTagger,
     *,
@@ -196,21 +472,53 @@ def _decide_and_record(
     digest: str,
     idempotency_key: str,
     token_id: str,
-    actor: str,
     now: datetime | None,
-    destination: Destination | None = None,
-    wallet_id: str | None = None,
-) -> WithdrawalResult | PolicyDenied:
-    """Idempotency, policy and the new withdrawal, inside the caller's locked transaction
-    (the wallet's lock and the idempotency key's). ``destination``: already decoded;
-    ``wallet_id``: the wallet the caller locked, resolved from its name outside the lock."""
-    replay = _replay(uow, token_id, idempotency_key, digest)
-    if replay is not None:
-        return replay
+    destination: Destination | None,
+    wallet_id: str | None,
+    settled: _Settled | None = None,
+) -> WithdrawalResult | _Judged:
+    """The replay of an earlier request, or the policy's decision: reads only, so whatever
+    it raises leaves nothing of this request behind."""
+    if settled is not None and settled.keys is not None:
+        stored = settled.keys.get((token_id, idempotency_key))
+        if stored is not None:
+            require_same_body(stored[0], digest)
+            return WithdrawalResult(stored[1], created=False)
+    else:
+        replay = _replay(uow, token_id, idempotency_key, digest)
+        if replay is not None:
+            return replay
     moment = now or datetime.now(UTC)
     wallet, destination, policy, decision = _decide(
-        uow, tags, body, amount, token_id, moment, destination=destination, wallet_id=wallet_id
+        uow,
+        tags,
+        body,
+        amount,
+        token_id,
+        moment,
+        destination=destination,
+        wallet_id=wallet_id,
+        settled=settled,
     )
+    return _Judged(wallet, destination, policy, decision, moment)
+
+
+def _record(
+    uow: UnitOfWork,
+    tags: RowTagger,
+    judged: _Judged,
+    *,
+    body: WithdrawalInput,
+    amount: int,
+    digest: str,
+    idempotency_key: str,
+    token_id: str,
+    actor: str,
+) -> WithdrawalResult | PolicyDenied:
+    """The decision's writes: the denial's audit event, or the withdrawal, its idempotency
+    key, its audit event and (above an approval tier) its approval request."""
+    wallet, destination, policy = judged.wallet, judged.destination, judged.policy
+    decision, moment = judged.decision, judged.moment
     _count(decision)
     if decision.outcome == "deny":
         uow.audit(
@@ -270,9 +578,10 @@ def _decide_and_record(
             "policy_sha256": policy.sha256,
         },
     )
+    request_id = None
     if decision.required is not None and status is WithdrawalStatus.PENDING_APPROVAL:
         # Same transaction: a payout never waits without its approval request.
-        approvals.open_request(
+        request_id = approvals.open_request(
             uow,
             tags,
             kind=KIND,
@@ -283,8 +592,10 @@ def _decide_and_record(
             requester=actor,
             requester_staff_id=None,
             now=moment,
-        )
-    return WithdrawalResult(withdrawal.id, created=True)
+        ).id
+    return WithdrawalResult(
+        withdrawal.id, created=True, view=new_withdrawal_view(withdrawal, wallet.name, request_id)
+    )
 
 
 def require_same_body(stored_hash: str, digest: str) -> None:
@@ -314,20 +625,31 @@ def _decide(
     *,
     destination: Destination | None = None,
     wallet_id: str | None = None,
+    settled: _Settled | None = None,
 ) -> tuple[Wallet, Destination, ActivePolicy, Decision]:
     """The policy's decision on a payout request now; writes nothing (dry runs share it).
     ``destination``: already decoded; ``wallet_id``: the wallet the caller locked (resolved
-    from its name outside the lock: ``_StaleWallet`` if the name names another one now)."""
-    wallet = get_wallet(uow, body.wallet)
-    if wallet_id is not None and wallet.id != wallet_id:
-        raise _StaleWallet(body.wallet)
+    from its name outside the lock: ``_StaleWallet`` if the name names another one now);
+    ``settled``: the wallet, its open withdrawals and its policy as an earlier request of
+    the same locked transaction found them."""
+    if settled is not None and settled.wallet is not None and settled.policy is not None:
+        # Within one intake transaction none of these can change: a policy change takes
+        # the global lock exclusively (held shared here), a freeze the freeze gate
+        # exclusively (held shared here; SQLite: the one writer lock).
+        wallet, policy = settled.wallet, settled.policy
+    else:
+        wallet = get_wallet(uow, body.wallet)
+        if wallet_id is not None and wallet.id != wallet_id:
+            raise _StaleWallet(body.wallet)
+        # A frozen wallet takes no new payouts (423, nothing written): the payout engine
+        # retries with the same Idempotency-Key once the freeze is lifted. Payouts accepted
+        # before the freeze stay held until then.
+        require_withdrawals_open(uow, wallet)
+        policy = active_policy(uow, tags, wallet)
+        if settled is not None:
+            settled.wallet, settled.policy = wallet, policy
     if destination is None:
         destination = decode_address(body.destination, Network(wallet.network), field="destination")
-    # A frozen wallet takes no new payouts (423, nothing written): the payout engine retries
-    # with the same Idempotency-Key once the freeze is lifted. Payouts accepted before the
-    # freeze stay held until then.
-    require_withdrawals_open(uow, wallet)
-    policy = active_policy(uow, tags, wallet)
     decision = evaluate(
         PayoutRequest(
             wallet=wallet.name,
@@ -342,7 +664,12 @@ def _decide(
             token_id,
             policy.document,
             moment,
-            entry_for_destination(uow, tags, wallet.id, destination.address),
+            (
+                settled.allowlist_entry(uow, tags, wallet.id, destination.address)
+                if settled is not None
+                else entry_for_destination(uow, tags, wallet.id, destination.address)
+            ),
+            settled.totals if settled is not None else None,
         ),
         policy.document,
         moment,
@@ -402,29 +729,34 @@ def _history(
     policy: PolicyDocument,
     moment: datetime,
     entry: AllowlistEntry | None,
+    counted: _BatchTotals | None = None,
 ) -> HistorySnapshot:
-    """What the engine needs of the money on its way out, by indexed aggregates.
+    """What the engine needs of the money on its way out, from the velocity counters.
 
-    One SUM per velocity window and scope (a covering index range scan: no payout of the
-    window is loaded into Python), and the destination's own payouts for the trust ramp.
+    Per velocity window and scope, the counter buckets inside it plus the rows of its oldest,
+    partial bucket (no payout of the window is loaded into Python, and the cost does not
+    grow with the payouts in the window), and the destination's own payouts for the trust
+    ramp.
     Destinations compare exactly: every stored one went through ``decode_address`` as this
     one did, so they share its canonical form.
     """
     statuses = [s.value for s in HOLDING_STATUSES]
     windows = velocity_windows(policy)
-    # One statement for every window (one round trip under the wallet's lock).
-    sums = uow.withdrawals.held_totals_since(
-        wallet.id,
-        statuses,
-        [
-            HeldWindow(
-                moment - timedelta(seconds=window),
-                destination=destination if scope == "destination" else None,
-                token_id=token_id,
-                by_token=scope == "token",
-            )
-            for scope, window in windows
-        ],
+    # One statement for every window (one round trip under the wallet's lock), from the
+    # velocity counters: a bounded number of counter rows per window, however many payouts.
+    held_windows = [
+        HeldWindow(
+            moment - timedelta(seconds=window),
+            destination=destination if scope == "destination" else None,
+            token_id=token_id if scope == "token" else None,
+            by_token=scope == "token",
+        )
+        for scope, window in windows
+    ]
+    sums = (
+        counted(held_windows)
+        if counted is not None
+        else uow.withdrawals.counted_totals_since(wallet.id, held_windows)
     )
     totals = [
         HeldTotal(scope, window, amount, count)
@@ -493,16 +825,42 @@ def withdrawal_view(uow: ReadUnitOfWork, row: Withdrawal) -> dict[str, Any]:
     confirmations = 0
     if tx is not None and tx.block_height is not None:
         confirmations = max(0, tip_height(uow) - tx.block_height + 1)
+    return _view(
+        row,
+        wallet.name if wallet else None,
+        request.id if request else None,
+        approvals.decisions_view(uow, request) if request else [],
+        tx,
+        confirmations,
+    )
+
+
+def new_withdrawal_view(
+    row: Withdrawal, wallet_name: str, request_id: str | None
+) -> dict[str, Any]:
+    """``withdrawal_view`` of a withdrawal just requested, without reading it back: it has
+    no transaction and its approval request (if any) no decisions yet."""
+    return _view(row, wallet_name, request_id, [], None, 0)
+
+
+def _view(
+    row: Withdrawal,
+    wallet_name: str | None,
+    request_id: str | None,
+    decisions: list[dict[str, Any]],
+    tx: ChainTransaction | None,
+    confirmations: int,
+) -> dict[str, Any]:
     return {
         "id": row.id,
-        "wallet": wallet.name if wallet else None,
+        "wallet": wallet_name,
         "destination": row.destination,
         "amount_sat": row.amount_sat,
         "reference": row.reference,
         "status": row.status,
         "decision": row.decision,
-        "approval_request_id": request.id if request else None,
-        "approvals": approvals.decisions_view(uow, request) if request else [],
+        "approval_request_id": request_id,
+        "approvals": decisions,
         "txid": tx.txid if tx else None,
         "raw_tx": tx.raw_tx if tx else None,
         "fee_sat": row.fee_share_sat,

@@ -27,6 +27,7 @@ from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import PayoutRound, Wallet, new_id
 from walletsvc.db.outbox import ROUND_STATUS_CHANGED
 from walletsvc.db.repositories import ReadUnitOfWork
+from walletsvc.db.repositories.withdrawals import HeldWindow
 from walletsvc.db.tags import authorization_message
 from walletsvc.domain.address import Destination, decode_address
 from walletsvc.domain.errors import InvalidInput, NotFound, RoundDenied
@@ -450,8 +451,9 @@ class _RoundHistory:
                     wallet.id, addresses, since, statuses
                 )
                 continue
-            amount, count = uow.withdrawals.held_total_since(
-                wallet.id, since, statuses, token_id=token_id, by_token=scope == "token"
+            # From the velocity counters, as intake: flat in the payouts of the window.
+            ((amount, count),) = uow.withdrawals.counted_totals_since(
+                wallet.id, [HeldWindow(since, token_id=token_id, by_token=scope == "token")]
             )
             self.base[(scope, window)] = _Held(amount, count)
         self.ramp: dict[str, list[HeldPayout]] = defaultdict(list)

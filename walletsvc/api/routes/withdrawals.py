@@ -67,7 +67,7 @@ def create_withdrawal(
         token_id=principal.token_id,
         actor=principal.actor,
     )
-    view = intake.show_withdrawal(runtime.db, result.withdrawal_id)
+    view = result.view or intake.show_withdrawal(runtime.db, result.withdrawal_id)
     # A response of its own for the 201/200 choice, so the model is applied here.
     return JSONResponse(
         WithdrawalView.model_validate(view).model_dump(mode="json"),

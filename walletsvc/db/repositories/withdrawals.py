@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, literal, select, union_all, update
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    ColumnElement,
+    String,
+    TextClause,
+    bindparam,
+    func,
+    literal,
+    select,
+    text,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.orm import defer
 
-from walletsvc.db.models import ChainTransaction, IdempotencyKey, Withdrawal
+from walletsvc.db.models import (
+    VELOCITY_BUCKET_SECONDS,
+    ChainTransaction,
+    IdempotencyKey,
+    UTCDateTime,
+    Withdrawal,
+)
 from walletsvc.db.outbox import (
     WITHDRAWAL_STATUS_CHANGED,
     outbox_event,
     withdrawal_status_payload,
 )
 from walletsvc.db.repositories.base import Repository
-from walletsvc.domain.withdrawal import WithdrawalStatus
+from walletsvc.domain.withdrawal import HOLDING_STATUSES, WithdrawalStatus
 
 # Requests accepted but not yet signed: they hold funds of the wallet.
 _AWAITING = [WithdrawalStatus.PENDING_APPROVAL.value, WithdrawalStatus.APPROVED.value]
@@ -355,6 +376,31 @@ class WithdrawalRepository(Repository[Withdrawal]):
         by_position = {int(p): (int(t), int(c)) for p, t, c in rows}
         return [by_position[i] for i in range(len(windows))]
 
+    def counted_totals_since(
+        self, wallet_id: str, windows: Sequence[HeldWindow]
+    ) -> list[tuple[int, int]]:
+        """``held_totals_since`` over the holding statuses, from the velocity counters: per
+        window, the buckets after the one ``since`` falls in (a bounded range of counter
+        rows, however many payouts they count) plus the rows of that oldest, partial bucket
+        from ``since`` on (at most one bucket's payouts). One statement for all windows."""
+        if not windows:
+            return []
+        params: dict[str, Any] = {"wallet": wallet_id}
+        for i, window in enumerate(windows):
+            first_full = bucket_of(window.since) + 1
+            params |= {
+                f"key{i}": _counter_scope(window)[1],
+                f"first{i}": first_full,
+                f"since{i}": window.since,
+                f"edge{i}": bucket_start(first_full),
+            }
+        statement = _counted_totals_statement(tuple(_counter_shape(w) for w in windows))
+        totals = [(0, 0)] * len(windows)
+        for p, t, c in self.session.execute(statement, params).all():
+            amount, count = totals[int(p)]
+            totals[int(p)] = (amount + int(t), count + int(c))
+        return totals
+
     def held_to_destination_since(
         self, wallet_id: str, destination: str, since: datetime, statuses: Sequence[str]
     ) -> list[tuple[int, str, str | None, datetime]]:
@@ -375,6 +421,74 @@ class WithdrawalRepository(Repository[Withdrawal]):
         return [(a, d, t, c) for a, d, t, c in rows]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BUCKET = timedelta(seconds=VELOCITY_BUCKET_SECONDS)
+
+
+def bucket_of(moment: datetime) -> int:
+    """The velocity counter bucket ``moment`` falls in (as the migration's triggers compute
+    it from ``created_at``: whole seconds since the epoch over the bucket width)."""
+    return (moment - _EPOCH) // _BUCKET
+
+
+def bucket_start(bucket: int) -> datetime:
+    return _EPOCH + bucket * _BUCKET
+
+
+def _counter_scope(window: HeldWindow) -> tuple[str, str]:
+    if window.destination is not None:
+        return "destination", window.destination
+    if window.by_token:
+        return "token", window.token_id or ""
+    return "wallet", ""
+
+
+def _counter_shape(window: HeldWindow) -> str:
+    """What a window's part of the statement looks like: its scope, and a token window of
+    requests made without a token (``IS NULL`` on the rows)."""
+    scope = _counter_scope(window)[0]
+    return "token_null" if scope == "token" and window.token_id is None else scope
+
+
+_ROW_FILTER = {
+    "wallet": "",
+    "destination": " AND destination = :key{i}",
+    "token": " AND token_id = :key{i}",
+    "token_null": " AND token_id IS NULL",
+}
+_HOLDING_SQL = ", ".join(f"'{s.value}'" for s in sorted(HOLDING_STATUSES))
+
+
+@functools.lru_cache(maxsize=64)
+def _counted_totals_statement(shapes: tuple[str, ...]) -> TextClause:
+    """The velocity totals statement for windows of these shapes, built once: building and
+    compiling the equivalent Core union on every request cost more than running it (7 ms
+    against 0.2 ms on SQLite). Only constants of this module go into the text."""
+    parts = []
+    for i, shape in enumerate(shapes):
+        scope = "token" if shape == "token_null" else shape
+        parts.append(
+            f"SELECT {i} AS position, coalesce(sum(amount_sat), 0) AS total,"  # noqa: S608
+            " coalesce(sum(payouts), 0) AS count FROM velocity_buckets"
+            f" WHERE wallet_id = :wallet AND scope = '{scope}' AND scope_key = :key{i}"
+            f" AND bucket >= :first{i}"
+        )
+        parts.append(
+            f"SELECT {i}, coalesce(sum(amount_sat), 0), count(*) FROM withdrawals"  # noqa: S608
+            f" WHERE wallet_id = :wallet AND created_at >= :since{i} AND created_at < :edge{i}"
+            f" AND status IN ({_HOLDING_SQL}){_ROW_FILTER[shape].format(i=i)}"
+        )
+    binds: list[BindParameter[Any]] = [bindparam("wallet", type_=String())]
+    for i in range(len(shapes)):
+        binds += [
+            bindparam(f"key{i}", type_=String()),
+            bindparam(f"first{i}", type_=BigInteger()),
+            bindparam(f"since{i}", type_=UTCDateTime()),
+            bindparam(f"edge{i}", type_=UTCDateTime()),
+        ]
+    return text(" UNION ALL ".join(parts)).bindparams(*binds)
+
+
 def _unsigned_approved() -> tuple[ColumnElement[bool], ...]:
     return (
         Withdrawal.status == WithdrawalStatus.APPROVED.value,
@@ -384,6 +498,19 @@ def _unsigned_approved() -> tuple[ColumnElement[bool], ...]:
 
 class IdempotencyKeyRepository(Repository[IdempotencyKey]):
     model = IdempotencyKey
+
+    def for_token_keys(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], IdempotencyKey]:
+        """``by_token_and_key`` for many (token, key) pairs in one statement."""
+        if not pairs:
+            return {}
+        rows = self.session.scalars(
+            select(IdempotencyKey).where(
+                tuple_(IdempotencyKey.token_id, IdempotencyKey.key).in_(list(set(pairs)))
+            )
+        )
+        return {(row.token_id, row.key): row for row in rows}
 
     def by_token_and_key(self, token_id: str, key: str) -> IdempotencyKey | None:
         return self.session.scalar(
