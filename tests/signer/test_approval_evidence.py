@@ -219,7 +219,13 @@ def test_the_signer_hashes_the_content_itself_and_checks_its_kind(signer: Signer
     # A digest in the request is not the signer's business: it answers its own.
     digest = signer.decide("alice", content)
     assert digest == content_digest(content)
+    # The same decision again (the service lost its commit) is answered as recorded, and
+    # adds nothing; the other decision is refused.
     again = {"kind": "withdrawal", "content": content, "decision": "approve"}
+    repeated = signer.ok("record_decision", staff_id="id-alice", totp="000000", **again)
+    assert repeated == {"digest": digest, "step": None, "already_recorded": True}
+    assert len(_core(signer).state.evidence.decisions[digest]) == 1
+    again["decision"] = "reject"
     signer.refused(
         "record_decision", wire.CONFLICT, staff_id="id-alice", totp=signer.code("alice"), **again
     )
@@ -311,11 +317,14 @@ def test_no_totp_secret_reaches_the_signers_ledger_in_clear(signer: Signer) -> N
     assert "sealed_totp" in ledger
 
 
-def _decided_digests(s: Signer) -> set[str]:
+def _core(s: Signer) -> Any:
     from tests.conftest import RUNNING_SIGNERS
 
-    core = RUNNING_SIGNERS[s.runtime.settings.signer_path].core
-    return set(core.state.evidence.decisions)
+    return RUNNING_SIGNERS[s.runtime.settings.signer_path].core
+
+
+def _decided_digests(s: Signer) -> set[str]:
+    return set(_core(s).state.evidence.decisions)
 
 
 def test_canonical_content_is_what_travels() -> None:

@@ -248,7 +248,9 @@ class People:
         """Record an approver's decision on ``content`` after checking their step-up here.
 
         The digest is computed here from the content (never taken from the request); a
-        passkey's assertion must sign ``approval_challenge(digest, decision)``."""
+        passkey's assertion must sign ``approval_challenge(digest, decision)``. The same
+        decision by the same member on the same content is answered as already recorded
+        (a retry after the service lost its commit); the other decision is refused."""
         entry = self._member(_id(params, "staff_id"))
         if entry.role != "approver":
             raise SignerError(wire.NOT_ALLOWED, "only approvers decide")
@@ -263,7 +265,15 @@ class People:
         if (totp is None) == (passkey is None):
             raise _invalid("give either totp or passkey")
         digest = content_digest(content)
-        if any(d.staff_id == entry.staff_id for d in self.state.evidence.decisions.get(digest, [])):
+        earlier = [
+            d for d in self.state.evidence.decisions.get(digest, []) if d.staff_id == entry.staff_id
+        ]
+        if any(d.decision == decision for d in earlier):
+            # The same decision again: the service's commit of the first answer failed and the
+            # member retries. It is answered as recorded, consuming no code and adding nothing
+            # (the ledger already counts it once), so the service can write its row.
+            return {"digest": digest, "step": None, "already_recorded": True}
+        if earlier:
             raise SignerError(wire.CONFLICT, "this member decided this content already")
         step: int | None = None
         if passkey is not None:
