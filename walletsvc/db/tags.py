@@ -22,7 +22,7 @@ from walletsvc.keys.integrity import Field, encode_message
 
 from .models import ApiToken, PolicyVersion, Withdrawal
 from .models_governance import AllowlistEntryRow, ApprovalDecision, ApprovalRequest, Staff
-from .models_staff_auth import StaffPasskey
+from .models_staff_auth import StaffChange, StaffPasskey
 from .models_treasury import ColdDestinationRow
 
 
@@ -101,6 +101,23 @@ def staff_passkey_message(row: StaffPasskey) -> bytes:
     )
 
 
+def staff_change_message(row: StaffChange) -> bytes:
+    """A governed staff change as asked: whom, to what role and groups, and (an enrolment)
+    the new member's first password, by its hash. Its status is not covered: the approval
+    request and the signer's own count decide whether it applies."""
+    groups = tuple(sorted(str(g) for g in row.groups))
+    return encode_message(
+        "staff-change",
+        row.id,
+        row.staff_id,
+        row.action,
+        row.username,
+        row.role,
+        groups,
+        row.password_hash,
+    )
+
+
 def withdrawal_authorization_message(row: Withdrawal) -> bytes:
     """What an approval binds to: the exact payee and amount of this payout."""
     return authorization_message(row.id, row.wallet_id, row.script_pubkey, row.amount_sat)
@@ -165,4 +182,12 @@ GOVERNED_ROW_KINDS: tuple[GovernedRowKind, ...] = (
         ColdDestinationRow, "cold destination", cold_destination_message, lambda r: r.mac
     ),
     GovernedRowKind(StaffPasskey, "staff passkey", staff_passkey_message, lambda r: r.mac),
+    GovernedRowKind(
+        StaffChange,
+        "open staff change",
+        staff_change_message,
+        lambda r: r.mac,
+        # Only a change still to apply is used (its password hash becomes the member's).
+        only=StaffChange.status.in_(("pending_approval", "approved")),
+    ),
 )

@@ -35,7 +35,7 @@ from walletsvc.api.errors import status_for
 from walletsvc.bootstrap.console_views import ConsoleViews
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.domain.errors import DomainError, Forbidden, InvalidInput, Unauthenticated
-from walletsvc.governance import approvals, passkeys, totp_resets
+from walletsvc.governance import approvals, passkeys, staff_changes, totp_resets
 from walletsvc.governance.passkeys import RelyingParty
 from walletsvc.governance.sessions import authenticate_session, end_session, is_session_token, login
 from walletsvc.governance.staff import (
@@ -385,12 +385,25 @@ def add_member(
     groups: Annotated[list[str] | None, Form()] = None,
     csrf_token: OptionalFormText = None,
 ) -> Response:
+    """During the signer's genesis the member is enrolled at once; after it, this opens the
+    governed enrolment (``staff_change``) that an operator applies once it is approved."""
     visit = _posted(request, csrf_token)
     if not isinstance(visit, Visit):
         return visit
     runtime = visit.runtime
     try:
         _operator(visit)
+        if not staff_changes.genesis_open(runtime.signer):
+            pending = staff_changes.request_enrolment(
+                runtime.db,
+                runtime.tags,
+                username=username.strip(),
+                password=password,
+                role=role,
+                groups=groups or [],
+                requester=approvals.Requester(visit.staff.actor, visit.staff.staff_id),
+            )
+            return _staff(visit, status=201, message=_awaiting_quorum("Enrolment", pending))
         created = create_staff(
             runtime.db,
             runtime.tags,
@@ -409,6 +422,80 @@ def add_member(
         status=201,
         message=f"Added {created.username} ({created.role}).",
         enrolment=_enrolment(created.username, created.otpauth_uri, note),
+    )
+
+
+def _awaiting_quorum(what: str, pending: staff_changes.PendingStaffChange) -> str:
+    return (
+        f"{what} of {pending.username} requested: once approval request"
+        f" {pending.approval_request_id} reaches its quorum, apply it here."
+    )
+
+
+@router.post("/staff/{username}/update", response_class=HTMLResponse)
+def update_member(
+    username: str,
+    request: Request,
+    role: FormText = "",
+    groups: Annotated[list[str] | None, Form()] = None,
+    csrf_token: OptionalFormText = None,
+) -> Response:
+    """A new role and groups: at once if it only takes power away, else governed."""
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    runtime = visit.runtime
+    try:
+        _operator(visit)
+        outcome = staff_changes.request_update(
+            runtime.db,
+            runtime.tags,
+            runtime.signer,
+            username=username,
+            role=role,
+            groups=groups or [],
+            requester=approvals.Requester(visit.staff.actor, visit.staff.staff_id),
+        )
+    except DomainError as exc:
+        return _staff(visit, error=exc)
+    if isinstance(outcome, staff_changes.PendingStaffChange):
+        return _staff(visit, status=201, message=_awaiting_quorum("Change", outcome))
+    groups_text = ", ".join(outcome.groups) or "no groups"
+    return _staff(
+        visit,
+        message=f"{outcome.username} is now {outcome.role} ({groups_text}); their sessions ended.",
+    )
+
+
+@router.post("/staff/changes/{change_id}/apply", response_class=HTMLResponse)
+def apply_member_change(
+    change_id: str, request: Request, csrf_token: OptionalFormText = None
+) -> Response:
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    runtime = visit.runtime
+    try:
+        _operator(visit)
+        applied = staff_changes.apply_change(
+            runtime.db,
+            runtime.tags,
+            runtime.signer,
+            change_id=change_id,
+            actor=visit.staff.actor,
+        )
+    except DomainError as exc:
+        return _staff(visit, error=exc)
+    member = applied.member
+    if applied.created is None:
+        groups_text = ", ".join(member.groups) or "no groups"
+        return _staff(visit, message=f"{member.username} is now {member.role} ({groups_text}).")
+    note = "Scan this now with the new member's authenticator app; it is shown only once."
+    return _staff(
+        visit,
+        status=201,
+        message=f"Added {member.username} ({member.role}).",
+        enrolment=_enrolment(member.username, applied.created.otpauth_uri, note),
     )
 
 
