@@ -128,40 +128,68 @@ def request_enrolment(
         if uow.staff_changes.open_for_username(username) is not None:
             raise Conflict(f"an enrolment of {username!r} is open already", field="username")
         check_groups_in_policy(uow, tags, groups)
-        document = active_policy(uow, tags, None).document
-        row = StaffChange(
-            id=new_id(),
-            staff_id=new_id(),
-            action="enrol",
-            username=username,
-            role=role,
-            groups=sorted(set(groups)),
-            password_hash=password_hash,
-            status=PENDING,
-            requested_by=requester.actor,
-            created_at=moment,
-            mac="",
-        )
-        tag_change(tags, row)
-        request = approvals.governed_action(
+        return _open_change(
             uow,
             tags,
-            row,
-            store=uow.staff_changes,
-            kind=KIND,
-            approvers=Approvers.from_policy(document, "policy_change", moment),
-            requester=requester,
-            now=moment,
-            event="staff.change_requested",
-            subject_type="staff",
-            details=lambda: {
-                "username": username,
-                "role": role,
-                "groups": row.groups,
-                "approval_request_id": row.approval_request_id,
-            },
+            new_id(),
+            "enrol",
+            username,
+            role,
+            sorted(set(groups)),
+            password_hash,
+            requester,
+            moment,
         )
-        assert request is not None
+
+
+def _open_change(
+    uow: UnitOfWork,
+    tags: RowTagger,
+    staff_id: str,
+    action: str,
+    username: str,
+    role: str,
+    groups: list[str],
+    password_hash: str,
+    requester: Requester,
+    moment: datetime,
+) -> PendingStaffChange:
+    """The tagged change row and its approval request (the ``policy_change`` quorum)."""
+    document = active_policy(uow, tags, None).document
+    row = StaffChange(
+        id=new_id(),
+        staff_id=staff_id,
+        action=action,
+        username=username,
+        role=role,
+        groups=groups,
+        password_hash=password_hash,
+        status=PENDING,
+        requested_by=requester.actor,
+        created_at=moment,
+        mac="",
+    )
+    tag_change(tags, row)
+    request = approvals.governed_action(
+        uow,
+        tags,
+        row,
+        store=uow.staff_changes,
+        kind=KIND,
+        approvers=Approvers.from_policy(document, "policy_change", moment),
+        requester=requester,
+        now=moment,
+        event="staff.change_requested",
+        subject_type="staff",
+        details=lambda: {
+            "username": username,
+            "action": action,
+            "role": role,
+            "groups": groups,
+            "approval_request_id": row.approval_request_id,
+        },
+    )
+    assert request is not None
     return PendingStaffChange(row.id, request.id, username)
 
 
@@ -190,42 +218,9 @@ def request_update(
         target = get_staff_by_name(uow, username)
         if uow.staff_changes.open_for_username(username) is not None:
             raise Conflict(f"a change of {username!r} is open already", field="username")
-        document = active_policy(uow, tags, None).document
-        row = StaffChange(
-            id=new_id(),
-            staff_id=target.id,
-            action="update",
-            username=username,
-            role=new_role,
-            groups=new_groups,
-            password_hash="",
-            status=PENDING,
-            requested_by=requester.actor,
-            created_at=moment,
-            mac="",
+        return _open_change(
+            uow, tags, target.id, "update", username, new_role, new_groups, "", requester, moment
         )
-        tag_change(tags, row)
-        request = approvals.governed_action(
-            uow,
-            tags,
-            row,
-            store=uow.staff_changes,
-            kind=KIND,
-            approvers=Approvers.from_policy(document, "policy_change", moment),
-            requester=requester,
-            now=moment,
-            event="staff.change_requested",
-            subject_type="staff",
-            details=lambda: {
-                "username": username,
-                "action": "update",
-                "role": new_role,
-                "groups": new_groups,
-                "approval_request_id": row.approval_request_id,
-            },
-        )
-        assert request is not None
-    return PendingStaffChange(row.id, request.id, username)
 
 
 def _checked_update(

@@ -272,7 +272,7 @@ def test_more_power_waits_for_its_quorum_less_applies_at_once(
         data={"role": "operator", "groups": [], "csrf_token": csrf_of(page)},
     )
     assert tightened.status_code == 200, tightened.text
-    assert "carol is now operator" in tightened.text
+    assert "carol is now operator (no groups); sessions ended." in tightened.text
     assert _in_database(runtime, "carol") == _in_signer(runtime, "carol") == ("operator", [])
     with runtime.db.read() as uow:
         assert uow.staff_changes.open_for_username("carol") is None
