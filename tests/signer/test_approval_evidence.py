@@ -253,6 +253,33 @@ def test_staff_enrolment_after_genesis_needs_a_quorum_recorded_in_the_signer(
     assert "used already" in signer.refused("enrol_staff", wire.NOT_ALLOWED, **mallory)
 
 
+def test_taking_power_away_from_a_member_needs_no_quorum(signer: Signer) -> None:
+    """Fewer groups, or an approver's role given up, applies at once on one word (as
+    disabling); more power, or no change at all, needs its quorum."""
+    carol: dict[str, Any] = {"staff_id": "id-carol", "username": "carol"}
+    wider = {"role": "approver", "groups": ["ops", "treasury"]}
+    assert "genesis is closed" in signer.refused("enrol_staff", wire.NOT_ALLOWED, **wider, **carol)
+    same = {"role": "approver", "groups": ["treasury"]}
+    assert "genesis is closed" in signer.refused("enrol_staff", wire.NOT_ALLOWED, **same, **carol)
+    renamed = {**carol, "username": "mallory", "role": "approver", "groups": []}
+    assert "genesis is closed" in signer.refused("enrol_staff", wire.NOT_ALLOWED, **renamed)
+    assert "totp_secret" not in signer.ok("enrol_staff", role="approver", groups=[], **carol)
+    signer.ok("enrol_staff", role="operator", groups=[], **carol)
+    content = content_of(ApprovedPayout("w-9", SCRIPT, AMOUNT_SAT))
+    refused = signer.refused(
+        "record_decision",
+        wire.NOT_ALLOWED,
+        staff_id="id-carol",
+        kind="withdrawal",
+        content=content,
+        decision="approve",
+        totp=signer.code("carol"),
+    )
+    assert "only approvers decide" in refused
+    back = {"role": "approver", "groups": []}
+    assert "genesis is closed" in signer.refused("enrol_staff", wire.NOT_ALLOWED, **back, **carol)
+
+
 # --- payouts above a tier ------------------------------------------------------------------
 
 
