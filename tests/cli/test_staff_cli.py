@@ -234,3 +234,46 @@ def test_a_group_the_policy_does_not_name_is_refused(cli_env: Runtime) -> None:
     assert "unknown group(s) tresury" in result.output and "treasury" in result.output
     with cli_env.db.read() as uow:
         assert uow.staff.by_username("carol") is None
+
+
+def test_update_takes_power_away_at_once_and_governs_more(cli_env: Runtime) -> None:
+    """After genesis: `staff update` removing groups/roles applies at once; adding a group
+    opens the governed change that `staff apply` applies once its quorum is recorded."""
+    from tests.governance_helpers import Team, decide
+
+    with_ops_group(cli_env)
+    team = Team(cli_env)
+    for name in ("alice", "bob", "carol", "dave"):
+        team.add(name)
+    assert cli_env.signer.close_genesis() is False
+    runner = CliRunner()
+
+    typo = runner.invoke(app, ["staff", "update", "alice", "--group", "tresury"])
+    assert typo.exit_code == 1 and "unknown group(s) tresury" in typo.output
+
+    less = runner.invoke(app, ["staff", "update", "dave", "--role", "auditor", "--no-groups"])
+    assert less.exit_code == 0, less.output
+    assert "staff dave is now auditor (groups: )" in less.output
+
+    more = runner.invoke(app, ["staff", "update", "alice", "--group", "treasury", "--group", "ops"])
+    assert more.exit_code == 0, more.output
+    apply_line = more.output.strip().splitlines()[-1]
+    assert apply_line.startswith("walletsvc staff apply ")
+    change_id = apply_line.split()[-1]
+    early = runner.invoke(app, ["staff", "apply", change_id])
+    assert early.exit_code == 1 and "pending_approval" in early.output
+
+    with cli_env.db.read() as uow:
+        request_id = uow.staff_changes.get(change_id).approval_request_id  # type: ignore[union-attr]
+    assert request_id is not None
+    t0 = aligned_now()
+    decide(cli_env, team.members["bob"], request_id, t0)
+    assert decide(cli_env, team.members["carol"], request_id, later(t0, 1)) == "approved"
+    applied = runner.invoke(app, ["staff", "apply", change_id])
+    assert applied.exit_code == 0, applied.output
+    assert "staff alice is now approver (groups: ops,treasury)" in applied.output
+    assert "otpauth://" not in applied.output  # an update keeps the authenticator
+    with cli_env.db.read() as uow:
+        dave, alice = uow.staff.by_username("dave"), uow.staff.by_username("alice")
+        assert dave is not None and (dave.role, dave.groups) == ("auditor", [])
+        assert alice is not None and alice.groups == ["ops", "treasury"]

@@ -42,7 +42,7 @@ from walletsvc.db.models_governance import (
     PolicyProposal,
     Staff,
 )
-from walletsvc.db.models_staff_auth import StaffPasskey
+from walletsvc.db.models_staff_auth import StaffChange, StaffPasskey
 from walletsvc.db.models_treasury import ColdDestinationRow, Refill
 from walletsvc.db.tags import GOVERNED_ROW_KINDS
 from walletsvc.governance.tokens import SCOPES, create_token, hash_token, revoke_token
@@ -385,6 +385,29 @@ def _governed_rows() -> dict[str, tuple[Any, dict[str, Any]]]:
                 "credential_id": "Y3JlZQ",
                 "public_key": "a2V6",
                 "disabled_at": _T0,
+            },
+        ),
+        "staff change": (
+            StaffChange(
+                id="c1",
+                staff_id="s1",
+                action="enrol",
+                username="dave",
+                role="approver",
+                groups=["treasury"],
+                password_hash="$argon2id$v=19$first",
+                status="pending_approval",
+                requested_by="staff:olga",
+                mac="",
+            ),
+            {
+                "id": "c2",
+                "staff_id": "s2",
+                "action": "update",
+                "username": "erin",
+                "role": "operator",
+                "groups": ["treasury", "ops"],
+                "password_hash": "$argon2id$v=19$writer",  # a writer's own password
             },
         ),
         "allowlist entry": (

@@ -11,7 +11,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from tests.conftest import SIGNER_CLOCK
 from tests.governance_helpers import (
+    PASSWORD,
     Team,
     aligned_now,
     big_withdrawal,
@@ -419,3 +421,42 @@ def test_a_disabled_approver_no_longer_counts(runtime: Runtime, team: Team) -> N
     disable_staff(runtime.db, runtime.tags, runtime.signer, username="alice", actor="test")
     assert decide(runtime, team.members["bob"], request.id, t0) == "pending"
     assert decide(runtime, team.members["carol"], request.id, t0) == "approved"
+
+
+def test_a_decision_the_signer_kept_but_the_database_lost_can_be_retried(
+    runtime: Runtime, team: Team
+) -> None:
+    """The signer recorded alice's approval, then the service's commit failed: her retry (with
+    a new code) is answered as already recorded, consuming no code, and the row is written."""
+    t0 = aligned_now()
+    request = request_of(runtime, big_withdrawal(runtime, now=t0))
+    alice = team.members["alice"]
+    SIGNER_CLOCK.pinned = t0
+    # What the signer saw before the service's transaction was lost: her decision, recorded.
+    runtime.signer.record_decision(
+        staff_id=alice.staff_id,
+        kind=request.kind,
+        content=request.content,
+        decision="approve",
+        totp=alice.code_at(t0),
+    )
+    with runtime.db.read() as uow:
+        assert approvals.tally(uow, runtime.tags, request).approvers == ()
+    # The other decision stays refused: a member decides a content once.
+    with pytest.raises(Conflict, match="decided this content already"):
+        decide(runtime, alice, request.id, later(t0, 1), decision="reject")
+    t1 = later(t0, 1)
+    assert decide(runtime, alice, request.id, t1) == "pending"
+    with runtime.db.read() as uow:
+        assert approvals.tally(uow, runtime.tags, request).approvers == ("alice",)
+    # The retry spent no code: the code of t1 still opens a session for her.
+    login(
+        runtime.db,
+        runtime.tags,
+        runtime.signer,
+        runtime.settings,
+        username="alice",
+        password=PASSWORD,
+        totp=alice.code_at(t1),
+        now=t1,
+    )

@@ -217,7 +217,13 @@ def test_the_signer_hashes_the_content_itself_and_checks_its_kind(signer: Signer
     # A digest in the request is not the signer's business: it answers its own.
     digest = signer.decide("alice", content)
     assert digest == content_digest(content)
+    # The same decision again (the service lost its commit) is answered as recorded, and
+    # adds nothing; the other decision is refused.
     again = {"kind": "withdrawal", "content": content, "decision": "approve"}
+    repeated = signer.ok("record_decision", staff_id="id-alice", totp="000000", **again)
+    assert repeated == {"digest": digest, "step": None, "already_recorded": True}
+    assert len(_core(signer).state.evidence.decisions[digest]) == 1
+    again["decision"] = "reject"
     signer.refused(
         "record_decision", wire.CONFLICT, staff_id="id-alice", totp=signer.code("alice"), **again
     )
@@ -243,6 +249,33 @@ def test_staff_enrolment_after_genesis_needs_a_quorum_recorded_in_the_signer(
     assert "totp_secret" not in signer.ok("enrol_staff", **mallory)  # the secret stays
     # The same evidence never serves twice.
     assert "used already" in signer.refused("enrol_staff", wire.NOT_ALLOWED, **mallory)
+
+
+def test_taking_power_away_from_a_member_needs_no_quorum(signer: Signer) -> None:
+    """Fewer groups, or an approver's role given up, applies at once on one word (as
+    disabling); more power, or no change at all, needs its quorum."""
+    carol: dict[str, Any] = {"staff_id": "id-carol", "username": "carol"}
+    wider = {"role": "approver", "groups": ["ops", "treasury"]}
+    assert "genesis is closed" in signer.refused("enrol_staff", wire.NOT_ALLOWED, **wider, **carol)
+    same = {"role": "approver", "groups": ["treasury"]}
+    assert "genesis is closed" in signer.refused("enrol_staff", wire.NOT_ALLOWED, **same, **carol)
+    renamed = {**carol, "username": "mallory", "role": "approver", "groups": []}
+    assert "genesis is closed" in signer.refused("enrol_staff", wire.NOT_ALLOWED, **renamed)
+    assert "totp_secret" not in signer.ok("enrol_staff", role="approver", groups=[], **carol)
+    signer.ok("enrol_staff", role="operator", groups=[], **carol)
+    content = content_of(ApprovedPayout("w-9", SCRIPT, AMOUNT_SAT))
+    refused = signer.refused(
+        "record_decision",
+        wire.NOT_ALLOWED,
+        staff_id="id-carol",
+        kind="withdrawal",
+        content=content,
+        decision="approve",
+        totp=signer.code("carol"),
+    )
+    assert "only approvers decide" in refused
+    back = {"role": "approver", "groups": []}
+    assert "genesis is closed" in signer.refused("enrol_staff", wire.NOT_ALLOWED, **back, **carol)
 
 
 # --- payouts above a tier ------------------------------------------------------------------
@@ -309,11 +342,14 @@ def test_no_totp_secret_reaches_the_signers_ledger_in_clear(signer: Signer) -> N
     assert "sealed_totp" in ledger
 
 
-def _decided_digests(s: Signer) -> set[str]:
+def _core(s: Signer) -> Any:
     from tests.conftest import RUNNING_SIGNERS
 
-    core = RUNNING_SIGNERS[s.runtime.settings.signer_path].core
-    return set(core.state.evidence.decisions)
+    return RUNNING_SIGNERS[s.runtime.settings.signer_path].core
+
+
+def _decided_digests(s: Signer) -> set[str]:
+    return set(_core(s).state.evidence.decisions)
 
 
 def test_canonical_content_is_what_travels() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.wallet_views import list_wallet_views
-from walletsvc.governance import approvals, audit, passkeys, quorum, totp_resets
+from walletsvc.governance import approvals, audit, passkeys, quorum, staff_changes, totp_resets
 from walletsvc.governance.allowlist import list_allowlist
 from walletsvc.governance.passkeys import RelyingParty
 from walletsvc.governance.policies import policy_view
@@ -124,6 +124,7 @@ class ConsoleViews:
             "groups": groups,
             "quorum_warnings": warnings,
             "resets": totp_resets.resets_index(rt.db),
+            "changes": staff_changes.changes_index(rt.db),
         }
 
     # --- freeze -------------------------------------------------------------------------

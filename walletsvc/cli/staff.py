@@ -1,10 +1,12 @@
-"""`walletsvc staff add|list|disable`: treasury staff accounts.
+"""`walletsvc staff add|update|apply|list|disable`: treasury staff accounts.
 
 The TOTP secret is made by the signer, which keeps it sealed under its own key; it is printed
 once, as an otpauth:// URI and as a QR code (segno, drawn with Unicode blocks in the
 terminal) for an authenticator app, and the database never holds it. After the signer's
-genesis closed, enrolling needs a quorum recorded in the signer (docs/runbook.md). Groups
-must be groups of the policy in force (a typo is refused).
+genesis closed, enrolling a member or giving one more power (`update`) needs a quorum
+recorded in the signer: the command opens the governed change and `apply` applies it once
+approved (docs/runbook.md); taking power away applies at once. Groups must be groups of the
+policy in force (a typo is refused).
 """
 
 from __future__ import annotations
@@ -102,19 +104,70 @@ def add(
     _show_enrolment(created.username, created.role, created.groups, created.otpauth_uri)
 
 
-@staff_app.command("apply")
-def apply(change_id: str) -> None:
-    """Apply an approved enrolment (after genesis): prints the TOTP provisioning URI once."""
+@staff_app.command("update")
+def update(
+    name: Annotated[str, typer.Argument(help="Username")],
+    role: Annotated[
+        str | None, typer.Option(help=f"New role, one of: {', '.join(ROLES)} (default: kept)")
+    ] = None,
+    group: Annotated[
+        list[str] | None,
+        typer.Option(help="The member's groups from now on; repeat for several (default: kept)"),
+    ] = None,
+    no_groups: Annotated[
+        bool, typer.Option("--no-groups", help="Remove the member from every group")
+    ] = False,
+) -> None:
+    """Change a member's role or groups. Taking power away applies at once; more power, after
+    the signer's genesis, opens a governed change (then `walletsvc staff apply`)."""
     from walletsvc.bootstrap.runtime import open_database
     from walletsvc.cli.dev_signer import running_dev_signer
-    from walletsvc.governance.staff_changes import apply_enrolment
+    from walletsvc.governance.approvals import Requester
+    from walletsvc.governance.staff_changes import PendingStaffChange, request_update
+    from walletsvc.keys.kek import load_kek
+    from walletsvc.signer.client import SignerClient
+
+    if no_groups and group:
+        _fail("give --group or --no-groups, not both")
+    s = Settings()
+    try:
+        with running_dev_signer(s):
+            outcome = request_update(
+                open_database(s),
+                load_kek(s.kek_path).row_tagger(),
+                SignerClient(s),
+                username=name,
+                role=role,
+                groups=[] if no_groups else group,
+                requester=Requester(CLI_ACTOR, None),
+            )
+    except DomainError as exc:
+        _fail(exc.message)
+        return
+    if isinstance(outcome, PendingStaffChange):
+        typer.echo(
+            f"changing {name} needs the policy_change quorum (approval request "
+            f"{outcome.approval_request_id}); once approved:"
+        )
+        typer.echo(f"walletsvc staff apply {outcome.change_id}")
+        return
+    typer.echo(f"staff {name} is now {outcome.role} (groups: {','.join(outcome.groups)})")
+
+
+@staff_app.command("apply")
+def apply(change_id: str) -> None:
+    """Apply an approved staff change (after genesis); an enrolment prints the TOTP
+    provisioning URI once."""
+    from walletsvc.bootstrap.runtime import open_database
+    from walletsvc.cli.dev_signer import running_dev_signer
+    from walletsvc.governance.staff_changes import apply_change
     from walletsvc.keys.kek import load_kek
     from walletsvc.signer.client import SignerClient
 
     s = Settings()
     try:
         with running_dev_signer(s):
-            created = apply_enrolment(
+            applied = apply_change(
                 open_database(s),
                 load_kek(s.kek_path).row_tagger(),
                 SignerClient(s),
@@ -124,7 +177,13 @@ def apply(change_id: str) -> None:
     except DomainError as exc:
         _fail(exc.message)
         return
-    _show_enrolment(created.username, created.role, created.groups, created.otpauth_uri)
+    member = applied.member
+    if applied.created is None:
+        typer.echo(
+            f"staff {member.username} is now {member.role} (groups: {','.join(member.groups)})"
+        )
+        return
+    _show_enrolment(member.username, member.role, member.groups, applied.created.otpauth_uri)
 
 
 def _show_enrolment(username: str, role: str, groups: list[str], uri: str) -> None:

@@ -62,14 +62,18 @@ class StaffChange(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     staff_id: Mapped[str] = mapped_column(String(36), index=True)  # the member's id to be
-    action: Mapped[str] = mapped_column(String(10))  # enrol
+    action: Mapped[str] = mapped_column(String(10))  # enrol | update
     username: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16))
     groups: Mapped[list[Any]] = mapped_column(JSON)
-    password_hash: Mapped[str] = mapped_column(String(200))  # argon2id of the first password
+    # argon2id of the first password (an enrolment; "" for an update). Tagged (``mac``,
+    # walletsvc.db.tags.staff_change_message): a database writer cannot set a pending new
+    # member's password.
+    password_hash: Mapped[str] = mapped_column(String(200))
     # pending_approval | approved (to apply) | applied | rejected | expired
     status: Mapped[str] = mapped_column(String(20))
     requested_by: Mapped[str] = mapped_column(String(120))
     approval_request_id: Mapped[str | None] = mapped_column(String(36), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(default=None)
+    mac: Mapped[str] = mapped_column(String(64))

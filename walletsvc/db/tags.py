@@ -28,7 +28,7 @@ from .models_governance import (
     PolicyProposal,
     Staff,
 )
-from .models_staff_auth import StaffPasskey
+from .models_staff_auth import StaffChange, StaffPasskey
 from .models_treasury import ColdDestinationRow, Refill
 
 
@@ -104,6 +104,23 @@ def staff_passkey_message(row: StaffPasskey) -> bytes:
         row.credential_id,
         row.public_key,
         row.disabled_at is not None,
+    )
+
+
+def staff_change_message(row: StaffChange) -> bytes:
+    """A governed staff change as asked: whom, to what role and groups, and (an enrolment)
+    the new member's first password, by its hash. Its status is not covered: the approval
+    request and the signer's own count decide whether it applies."""
+    groups = tuple(sorted(str(g) for g in row.groups))
+    return encode_message(
+        "staff-change",
+        row.id,
+        row.staff_id,
+        row.action,
+        row.username,
+        row.role,
+        groups,
+        row.password_hash,
     )
 
 
@@ -217,5 +234,13 @@ GOVERNED_ROW_KINDS: tuple[GovernedRowKind, ...] = (
         policy_time_lock_message,
         lambda r: r.mac,
         only=PolicyProposal.status == "time_locked",
+    ),
+    GovernedRowKind(
+        StaffChange,
+        "open staff change",
+        staff_change_message,
+        lambda r: r.mac,
+        # Only a change still to apply is used (its password hash becomes the member's).
+        only=StaffChange.status.in_(("pending_approval", "approved")),
     ),
 )

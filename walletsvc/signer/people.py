@@ -12,8 +12,8 @@ enrolled on the service's word, as the first policy is installed from the signer
 existing member's secret may be imported then (the upgrade from secrets in the database).
 After genesis, enrolling or changing a member needs the policy's ``policy_change`` quorum of
 decisions recorded here on the exact ``staff_change`` content, the member excluded; each such
-piece of evidence is used once. Tightening (disabling a member, removing a passkey) applies
-at once on one word.
+piece of evidence is used once. Tightening (disabling a member, removing a passkey, removing
+groups or an approver's role) applies at once on one word.
 """
 
 from __future__ import annotations
@@ -133,10 +133,13 @@ class People:
                 raise SignerError(
                     wire.NOT_ALLOWED, "a TOTP secret can be imported only while genesis is open"
                 )
-            action = "update" if earlier is not None else "enrol"
-            content = {"kind": STAFF_CHANGE, "action": action, **body}
-            body["source"] = "quorum"
-            body["evidence"] = self._quorum_evidence(content, excluded=staff_id)
+            if earlier is not None and _tightens(earlier, username, role, groups):
+                body["source"] = "tightening"  # less power only: on one word, as disabling
+            else:
+                action = "update" if earlier is not None else "enrol"
+                content = {"kind": STAFF_CHANGE, "action": action, **body}
+                body["source"] = "quorum"
+                body["evidence"] = self._quorum_evidence(content, excluded=staff_id)
         secret: str | None = None
         if imported is not None:
             secret = _imported_secret(imported)
@@ -248,7 +251,9 @@ class People:
         """Record an approver's decision on ``content`` after checking their step-up here.
 
         The digest is computed here from the content (never taken from the request); a
-        passkey's assertion must sign ``approval_challenge(digest, decision)``."""
+        passkey's assertion must sign ``approval_challenge(digest, decision)``. The same
+        decision by the same member on the same content is answered as already recorded
+        (a retry after the service lost its commit); the other decision is refused."""
         entry = self._member(_id(params, "staff_id"))
         if entry.role != "approver":
             raise SignerError(wire.NOT_ALLOWED, "only approvers decide")
@@ -263,7 +268,15 @@ class People:
         if (totp is None) == (passkey is None):
             raise _invalid("give either totp or passkey")
         digest = content_digest(content)
-        if any(d.staff_id == entry.staff_id for d in self.state.evidence.decisions.get(digest, [])):
+        earlier = [
+            d for d in self.state.evidence.decisions.get(digest, []) if d.staff_id == entry.staff_id
+        ]
+        if any(d.decision == decision for d in earlier):
+            # The same decision again: the service's commit of the first answer failed and the
+            # member retries. It is answered as recorded, consuming no code and adding nothing
+            # (the ledger already counts it once), so the service can write its row.
+            return {"digest": digest, "step": None, "already_recorded": True}
+        if earlier:
             raise SignerError(wire.CONFLICT, "this member decided this content already")
         step: int | None = None
         if passkey is not None:
@@ -417,6 +430,21 @@ def matching_step(secret: str, code: object, now: datetime, window: int) -> int 
         if hmac.compare_digest(totp.at(step * TOTP_PERIOD_S), code):
             return step
     return None
+
+
+def _tightens(earlier: StaffEntry, username: str, role: str, groups: list[str]) -> bool:
+    """Whether a change of an enrolled, enabled member only takes power away: the same name,
+    groups only removed, and the role kept or an approver's given up (the signer counts
+    decisions of approvers only). No change at all is not one (it needs its quorum)."""
+    fewer_groups = set(groups) < earlier.groups
+    role_given_up = role != earlier.role and earlier.role == "approver"
+    return (
+        earlier.enabled
+        and username == earlier.username
+        and set(groups) <= earlier.groups
+        and (role == earlier.role or role_given_up)
+        and (fewer_groups or role_given_up)
+    )
 
 
 def _policy_quorums(policy: PolicyDocument) -> set[tuple[str, int]]:

@@ -12,7 +12,7 @@ import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import segno
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -35,7 +35,7 @@ from walletsvc.api.errors import status_for
 from walletsvc.bootstrap.console_views import ConsoleViews
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.domain.errors import DomainError, Forbidden, InvalidInput, Unauthenticated
-from walletsvc.governance import approvals, passkeys, totp_resets
+from walletsvc.governance import approvals, passkeys, staff_changes, totp_resets
 from walletsvc.governance.passkeys import RelyingParty
 from walletsvc.governance.sessions import authenticate_session, end_session, is_session_token, login
 from walletsvc.governance.staff import (
@@ -156,6 +156,30 @@ def _posted(request: Request, csrf_token: str | None) -> Visit | Response:
     return visit
 
 
+class _ErrorPage(Protocol):
+    """Renders a page with a domain error on it (the page the action was taken from)."""
+
+    def __call__(self, visit: Visit, *, error: DomainError) -> Response: ...
+
+
+def _post(
+    request: Request,
+    csrf_token: str | None,
+    act: Callable[[Visit], Response],
+    *,
+    shown_on: _ErrorPage,
+) -> Response:
+    """A form's POST: the session and CSRF checks, then ``act``; a domain error it raises is
+    shown on ``shown_on``'s page, with the status the API would give."""
+    visit = _posted(request, csrf_token)
+    if not isinstance(visit, Visit):
+        return visit
+    try:
+        return act(visit)
+    except DomainError as exc:
+        return shown_on(visit, error=exc)
+
+
 def _get(request: Request, render: Callable[[Visit], Response]) -> Response:
     try:
         visit = _visit(request)
@@ -250,35 +274,34 @@ def decide(
 ) -> Response:
     """Decide with a TOTP code, or (``passkey``: the assertion the page's script obtained)
     with a passkey, which then signed exactly this digest and decision."""
-    visit = _posted(request, csrf_token)
-    if not isinstance(visit, Visit):
-        return visit
-    runtime = visit.runtime
-    try:
+
+    def act(visit: Visit) -> Response:
+        runtime = visit.runtime
         kind = visit.views.request_kind(request_id)
-        status = approvals.decide(
-            runtime.db,
-            runtime.tags,
-            runtime.signer,
-            runtime.settings,
-            request_id=request_id,
-            staff=visit.staff,
-            decision=decision,
-            digest=digest,
-            totp=None if passkey else totp.strip(),
-            comment=(comment or "").strip() or None,
-            passkey=passkey or None,
-            rp=visit.relying_party,
-        )
-    except approvals.ContentTampered as exc:
-        runtime.risk.evaluate()  # as the API does: freeze on the integrity failure now
-        return _queue(visit, error=exc)
-    except DomainError as exc:
-        return _queue(visit, error=exc)
-    verb = "approved" if decision == "approve" else "rejected"
-    message = f"You {verb} request {request_id}; it is now {status.replace('_', ' ')}."
-    held = visit.views.held_payouts() if kind == "unfreeze" and status == "approved" else None
-    return _queue(visit, message=message, released=held)
+        try:
+            status = approvals.decide(
+                runtime.db,
+                runtime.tags,
+                runtime.signer,
+                runtime.settings,
+                request_id=request_id,
+                staff=visit.staff,
+                decision=decision,
+                digest=digest,
+                totp=None if passkey else totp.strip(),
+                comment=(comment or "").strip() or None,
+                passkey=passkey or None,
+                rp=visit.relying_party,
+            )
+        except approvals.ContentTampered:
+            runtime.risk.evaluate()  # as the API does: freeze on the integrity failure now
+            raise
+        verb = "approved" if decision == "approve" else "rejected"
+        message = f"You {verb} request {request_id}; it is now {status.replace('_', ' ')}."
+        held = visit.views.held_payouts() if kind == "unfreeze" and status == "approved" else None
+        return _queue(visit, message=message, released=held)
+
+    return _post(request, csrf_token, act, shown_on=_queue)
 
 
 # --- Passkeys -------------------------------------------------------------------------------
@@ -303,11 +326,8 @@ def register_passkey(
     label: FormText = "",
     csrf_token: OptionalFormText = None,
 ) -> Response:
-    visit = _posted(request, csrf_token)
-    if not isinstance(visit, Visit):
-        return visit
-    runtime = visit.runtime
-    try:
+    def act(visit: Visit) -> Response:
+        runtime = visit.runtime
         if visit.staff.role != "approver":
             raise Forbidden("passkeys are for approvers: they sign decisions")
         if not credential:
@@ -326,19 +346,16 @@ def register_passkey(
             totp=totp.strip(),
             label=label,
         )
-    except DomainError as exc:
-        return _passkeys(visit, error=exc)
-    return _passkeys(visit, status=201, message="Passkey registered: you can approve with it.")
+        return _passkeys(visit, status=201, message="Passkey registered: you can approve with it.")
+
+    return _post(request, csrf_token, act, shown_on=_passkeys)
 
 
 @router.post("/passkeys/{passkey_id}/remove", response_class=HTMLResponse)
 def remove_my_passkey(
     passkey_id: str, request: Request, csrf_token: OptionalFormText = None
 ) -> Response:
-    visit = _posted(request, csrf_token)
-    if not isinstance(visit, Visit):
-        return visit
-    try:
+    def act(visit: Visit) -> Response:
         removed = passkeys.remove_passkey(
             visit.runtime.db,
             visit.runtime.tags,
@@ -346,9 +363,10 @@ def remove_my_passkey(
             visit.staff,
             passkey_id=passkey_id,
         )
-    except DomainError as exc:
-        return _passkeys(visit, error=exc)
-    return _passkeys(visit, message=f"Passkey {removed.label!r} removed: it approves nothing now.")
+        message = f"Passkey {removed.label!r} removed: it approves nothing now."
+        return _passkeys(visit, message=message)
+
+    return _post(request, csrf_token, act, shown_on=_passkeys)
 
 
 # --- Staff administration (operators) and one's own password --------------------------------
@@ -385,12 +403,23 @@ def add_member(
     groups: Annotated[list[str] | None, Form()] = None,
     csrf_token: OptionalFormText = None,
 ) -> Response:
-    visit = _posted(request, csrf_token)
-    if not isinstance(visit, Visit):
-        return visit
-    runtime = visit.runtime
-    try:
+    """During the signer's genesis the member is enrolled at once; after it, this opens the
+    governed enrolment (``staff_change``) that an operator applies once it is approved."""
+
+    def act(visit: Visit) -> Response:
+        runtime = visit.runtime
         _operator(visit)
+        if not staff_changes.genesis_open(runtime.signer):
+            pending = staff_changes.request_enrolment(
+                runtime.db,
+                runtime.tags,
+                username=username.strip(),
+                password=password,
+                role=role,
+                groups=groups or [],
+                requester=approvals.Requester(visit.staff.actor, visit.staff.staff_id),
+            )
+            return _staff(visit, status=201, message=_awaiting_quorum("Enrolment", pending))
         created = create_staff(
             runtime.db,
             runtime.tags,
@@ -401,25 +430,91 @@ def add_member(
             groups=groups or [],
             actor=visit.staff.actor,
         )
-    except DomainError as exc:
-        return _staff(visit, error=exc)
-    note = "Scan this now with the new member's authenticator app; it is shown only once."
-    return _staff(
-        visit,
-        status=201,
-        message=f"Added {created.username} ({created.role}).",
-        enrolment=_enrolment(created.username, created.otpauth_uri, note),
+        note = "Scan this now with the new member's authenticator app; it is shown only once."
+        return _staff(
+            visit,
+            status=201,
+            message=f"Added {created.username} ({created.role}).",
+            enrolment=_enrolment(created.username, created.otpauth_uri, note),
+        )
+
+    return _post(request, csrf_token, act, shown_on=_staff)
+
+
+def _awaiting_quorum(what: str, pending: staff_changes.PendingStaffChange) -> str:
+    return (
+        f"{what} of {pending.username} requested: once approval request"
+        f" {pending.approval_request_id} reaches its quorum, apply it here."
     )
+
+
+@router.post("/staff/{username}/update", response_class=HTMLResponse)
+def update_member(
+    username: str,
+    request: Request,
+    role: FormText = "",
+    groups: Annotated[list[str] | None, Form()] = None,
+    csrf_token: OptionalFormText = None,
+) -> Response:
+    """A new role and groups: at once if it only takes power away, else governed."""
+
+    def act(visit: Visit) -> Response:
+        runtime = visit.runtime
+        _operator(visit)
+        outcome = staff_changes.request_update(
+            runtime.db,
+            runtime.tags,
+            runtime.signer,
+            username=username,
+            role=role,
+            groups=groups or [],
+            requester=approvals.Requester(visit.staff.actor, visit.staff.staff_id),
+        )
+        if isinstance(outcome, staff_changes.PendingStaffChange):
+            return _staff(visit, status=201, message=_awaiting_quorum("Change", outcome))
+        groups_text = ", ".join(outcome.groups) or "no groups"
+        message = f"{outcome.username} is now {outcome.role} ({groups_text}); sessions ended."
+        return _staff(visit, message=message)
+
+    return _post(request, csrf_token, act, shown_on=_staff)
+
+
+@router.post("/staff/changes/{change_id}/apply", response_class=HTMLResponse)
+def apply_member_change(
+    change_id: str, request: Request, csrf_token: OptionalFormText = None
+) -> Response:
+
+    def act(visit: Visit) -> Response:
+        runtime = visit.runtime
+        _operator(visit)
+        applied = staff_changes.apply_change(
+            runtime.db,
+            runtime.tags,
+            runtime.signer,
+            change_id=change_id,
+            actor=visit.staff.actor,
+        )
+        member = applied.member
+        if applied.created is None:
+            groups_text = ", ".join(member.groups) or "no groups"
+            return _staff(visit, message=f"{member.username} is now {member.role} ({groups_text}).")
+        note = "Scan this now with the new member's authenticator app; it is shown only once."
+        return _staff(
+            visit,
+            status=201,
+            message=f"Added {member.username} ({member.role}).",
+            enrolment=_enrolment(member.username, applied.created.otpauth_uri, note),
+        )
+
+    return _post(request, csrf_token, act, shown_on=_staff)
 
 
 @router.post("/staff/{username}/disable", response_class=HTMLResponse)
 def disable_member(
     username: str, request: Request, csrf_token: OptionalFormText = None
 ) -> Response:
-    visit = _posted(request, csrf_token)
-    if not isinstance(visit, Visit):
-        return visit
-    try:
+
+    def act(visit: Visit) -> Response:
         _operator(visit)
         if username == visit.staff.username:
             raise Forbidden("you cannot disable yourself; ask another operator")
@@ -430,20 +525,18 @@ def disable_member(
             username=username,
             actor=visit.staff.actor,
         )
-    except DomainError as exc:
-        return _staff(visit, error=exc)
-    return _staff(visit, message=f"Disabled {username}; their sessions have ended.")
+        return _staff(visit, message=f"Disabled {username}; their sessions have ended.")
+
+    return _post(request, csrf_token, act, shown_on=_staff)
 
 
 @router.post("/staff/{username}/reset-authenticator", response_class=HTMLResponse)
 def reset_authenticator(
     username: str, request: Request, reason: FormText = "", csrf_token: OptionalFormText = None
 ) -> Response:
-    visit = _posted(request, csrf_token)
-    if not isinstance(visit, Visit):
-        return visit
-    runtime = visit.runtime
-    try:
+
+    def act(visit: Visit) -> Response:
+        runtime = visit.runtime
         _operator(visit)
         pending = totp_resets.request_reset(
             runtime.db,
@@ -452,40 +545,38 @@ def reset_authenticator(
             reason=reason,
             requester=approvals.Requester(visit.staff.actor, visit.staff.staff_id),
         )
-    except DomainError as exc:
-        return _staff(visit, error=exc)
-    return _staff(
-        visit,
-        status=201,
-        message=(
-            f"Authenticator reset of {username} requested: once approval request"
-            f" {pending.approval_request_id} reaches its quorum, apply it here to get the new"
-            " enrolment (the old authenticator works until then)."
-        ),
-    )
+        return _staff(
+            visit,
+            status=201,
+            message=(
+                f"Authenticator reset of {username} requested: once approval request"
+                f" {pending.approval_request_id} reaches its quorum, apply it here to get the new"
+                " enrolment (the old authenticator works until then)."
+            ),
+        )
+
+    return _post(request, csrf_token, act, shown_on=_staff)
 
 
 @router.post("/staff/resets/{reset_id}/apply", response_class=HTMLResponse)
 def apply_authenticator_reset(
     reset_id: str, request: Request, csrf_token: OptionalFormText = None
 ) -> Response:
-    visit = _posted(request, csrf_token)
-    if not isinstance(visit, Visit):
-        return visit
-    try:
+
+    def act(visit: Visit) -> Response:
         _operator(visit)
         applied = totp_resets.apply_reset(
             visit.runtime.db, visit.runtime.signer, reset_id=reset_id, actor=visit.staff.actor
         )
-    except DomainError as exc:
-        return _staff(visit, error=exc)
-    note = f"Give this to {applied.username} now: it is shown only once, and works at once."
-    return _staff(
-        visit,
-        status=201,
-        message=f"Authenticator of {applied.username} reset.",
-        enrolment=_enrolment(applied.username, applied.otpauth_uri, note),
-    )
+        note = f"Give this to {applied.username} now: it is shown only once, and works at once."
+        return _staff(
+            visit,
+            status=201,
+            message=f"Authenticator of {applied.username} reset.",
+            enrolment=_enrolment(applied.username, applied.otpauth_uri, note),
+        )
+
+    return _post(request, csrf_token, act, shown_on=_staff)
 
 
 @router.post("/password", response_class=HTMLResponse)
@@ -496,11 +587,9 @@ def change_my_password(
     totp: FormText = "",
     csrf_token: OptionalFormText = None,
 ) -> Response:
-    visit = _posted(request, csrf_token)
-    if not isinstance(visit, Visit):
-        return visit
-    runtime = visit.runtime
-    try:
+
+    def act(visit: Visit) -> Response:
+        runtime = visit.runtime
         change_password(
             runtime.db,
             runtime.tags,
@@ -511,59 +600,47 @@ def change_my_password(
             new=new_password,
             totp=totp.strip(),
         )
-    except DomainError as exc:
-        return _staff(visit, error=exc)
-    return _staff(visit, message="Password changed; your other sessions have ended.")
+        return _staff(visit, message="Password changed; your other sessions have ended.")
+
+    return _post(request, csrf_token, act, shown_on=_staff)
 
 
 # --- Freeze ----------------------------------------------------------------------------------
+
+
+def _freeze(visit: Visit, **extra: Any) -> HTMLResponse:
+    return _page(visit, "freeze.html", **visit.views.freeze_page(), **extra)
 
 
 @router.post("/freeze", response_class=HTMLResponse)
 def freeze_now(
     request: Request, reason: FormText = "", csrf_token: OptionalFormText = None
 ) -> Response:
-    visit = _posted(request, csrf_token)
-    if not isinstance(visit, Visit):
-        return visit
-    try:
+    def act(visit: Visit) -> Response:
         freeze(visit.runtime.db, scope="all", wallet=None, reason=reason, actor=visit.staff.actor)
-    except DomainError as exc:
-        return _page(visit, "freeze.html", error=exc, **visit.views.freeze_page())
-    return _page(
-        visit,
-        "freeze.html",
-        status=201,
-        message="Frozen: nothing is signed or broadcast until the freeze is lifted.",
-        **visit.views.freeze_page(),
-    )
+        message = "Frozen: nothing is signed or broadcast until the freeze is lifted."
+        return _freeze(visit, status=201, message=message)
+
+    return _post(request, csrf_token, act, shown_on=_freeze)
 
 
 @router.get("/freeze", response_class=HTMLResponse)
 def freeze_page(request: Request) -> Response:
-    return _get(request, lambda v: _page(v, "freeze.html", **v.views.freeze_page()))
+    return _get(request, _freeze)
 
 
 @router.post("/unfreeze", response_class=HTMLResponse)
 def unfreeze_request(
     request: Request, reason: FormText = "", csrf_token: OptionalFormText = None
 ) -> Response:
-    visit = _posted(request, csrf_token)
-    if not isinstance(visit, Visit):
-        return visit
-    try:
+    def act(visit: Visit) -> Response:
         if visit.staff.role not in UNFREEZE_PROPOSERS:  # as POST /v1/unfreeze
             raise Forbidden("approvers and operators ask for an unfreeze")
         request_id = visit.views.propose_unfreeze(visit.staff, reason)
-    except DomainError as exc:
-        return _page(visit, "freeze.html", error=exc, **visit.views.freeze_page())
-    return _page(
-        visit,
-        "freeze.html",
-        status=201,
-        message=f"Unfreeze requested ({request_id}); it lifts when its approvers agree.",
-        **visit.views.freeze_page(),
-    )
+        message = f"Unfreeze requested ({request_id}); it lifts when its approvers agree."
+        return _freeze(visit, status=201, message=message)
+
+    return _post(request, csrf_token, act, shown_on=_freeze)
 
 
 # --- Refills from cold storage ------------------------------------------------------------
@@ -577,12 +654,16 @@ def _refill(visit: Visit, refill_id: str, **extra: Any) -> HTMLResponse:
     return _page(visit, "refill.html", **visit.views.refill(refill_id), **extra)
 
 
-def _refill_or_error(visit: Visit, refill_id: str, error: DomainError) -> HTMLResponse:
-    """The refill's page with the error on it, or the error page if the refill is unknown."""
-    try:
-        return _refill(visit, refill_id, error=error)
-    except DomainError:
-        return _page(visit, "error.html", error=error)
+def _refill_errors(refill_id: str) -> _ErrorPage:
+    """Errors shown on the refill's page, or on the error page if the refill is unknown."""
+
+    def shown(visit: Visit, *, error: DomainError) -> Response:
+        try:
+            return _refill(visit, refill_id, error=error)
+        except DomainError:
+            return _page(visit, "error.html", error=error)
+
+    return shown
 
 
 def _psbt_upload(file_bytes: bytes, pasted: str) -> str:
@@ -614,17 +695,17 @@ def refills(request: Request) -> Response:
 
 @router.post("/wallets/{wallet}/refills", response_class=HTMLResponse)
 def propose_refill(wallet: str, request: Request, csrf_token: OptionalFormText = None) -> Response:
-    visit = _posted(request, csrf_token)
-    if not isinstance(visit, Visit):
-        return visit
-    try:
+
+    def act(visit: Visit) -> Response:
         if visit.staff.role not in REFILL_PROPOSERS:  # as POST /v1/wallets/{w}/refills
             raise Forbidden("operators propose refills")
         proposed = visit.runtime.refills.propose(wallet, actor=visit.staff.actor)
-    except DomainError as exc:
-        return _refills(visit, error=exc)
-    message = "Refill proposed: download the PSBT, sign it on the cold wallet's device, upload it."
-    return _refill(visit, proposed["id"], status=201, message=message)
+        message = (
+            "Refill proposed: download the PSBT, sign it on the cold wallet's device, upload it."
+        )
+        return _refill(visit, proposed["id"], status=201, message=message)
+
+    return _post(request, csrf_token, act, shown_on=_refills)
 
 
 @router.get("/refills/{refill_id}", response_class=HTMLResponse)
@@ -658,10 +739,8 @@ def upload_signed_psbt(
     csrf_token: OptionalFormText = None,
 ) -> Response:
     """A signed PSBT, as a file (binary or base64) or pasted base64."""
-    visit = _posted(request, csrf_token)
-    if not isinstance(visit, Visit):
-        return visit
-    try:
+
+    def act(visit: Visit) -> Response:
         if visit.staff.role not in REFILL_SIGNERS:  # as POST /v1/refills/{id}/signatures
             raise Forbidden("operators and approvers upload signed PSBTs")
         uploaded = _psbt_upload(
@@ -669,29 +748,27 @@ def upload_signed_psbt(
             psbt_text,
         )
         after = visit.runtime.refills.add_signatures(refill_id, uploaded, actor=visit.staff.actor)
-    except DomainError as exc:
-        return _refill_or_error(visit, refill_id, exc)
-    if after["status"] == "awaiting_signatures":
-        message = "Signatures added; the refill still needs more before it can be broadcast."
-    else:
-        message = f"The refill is complete and {after['status'].replace('_', ' ')}."
-    return _refill(visit, refill_id, message=message)
+        if after["status"] == "awaiting_signatures":
+            message = "Signatures added; the refill still needs more before it can be broadcast."
+        else:
+            message = f"The refill is complete and {after['status'].replace('_', ' ')}."
+        return _refill(visit, refill_id, message=message)
+
+    return _post(request, csrf_token, act, shown_on=_refill_errors(refill_id))
 
 
 @router.post("/refills/{refill_id}/cancel", response_class=HTMLResponse)
 def cancel_refill(
     refill_id: str, request: Request, csrf_token: OptionalFormText = None
 ) -> Response:
-    visit = _posted(request, csrf_token)
-    if not isinstance(visit, Visit):
-        return visit
-    try:
+    def act(visit: Visit) -> Response:
         if visit.staff.role not in REFILL_PROPOSERS:  # as POST /v1/refills/{id}/cancel
             raise Forbidden("operators cancel refills")
         visit.runtime.refills.cancel(refill_id, actor=visit.staff.actor)
-    except DomainError as exc:
-        return _refill_or_error(visit, refill_id, exc)
-    return _refill(visit, refill_id, message="Refill cancelled; its cold coins are free again.")
+        message = "Refill cancelled; its cold coins are free again."
+        return _refill(visit, refill_id, message=message)
+
+    return _post(request, csrf_token, act, shown_on=_refill_errors(refill_id))
 
 
 # --- Read-only pages -------------------------------------------------------------------------

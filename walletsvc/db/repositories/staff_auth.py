@@ -50,3 +50,12 @@ class StaffChangeRepository(Repository[StaffChange]):
                 StaffChange.status.in_(("pending_approval", "approved")),
             )
         )
+
+    def newest(self, limit: int = 50) -> list[StaffChange]:
+        return list(
+            self.session.scalars(
+                select(StaffChange)
+                .order_by(StaffChange.created_at.desc(), StaffChange.id)
+                .limit(limit)
+            )
+        )
