@@ -1,0 +1,228 @@
+"""Migration 0019: seeds of key epochs made before the signer move into it.
+
+A database from before revision 0015 holds each epoch's seed sealed under the service's KEK in
+``key_epochs.encrypted_seed``, which the signer cannot open. The upgrade opens it one last time
+and imports its words into the signer (genesis open, the derived account xpub checked against
+the row's), then clears the column: the seed is in no table, and the wallet's coins of that
+epoch are signed for by the signer. With genesis closed the upgrade is refused until the
+operator imports the words locally on the signer's host (docs/runbook.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from tests.conftest import RUNNING_SIGNERS, WALLET, fund_wallet
+from tests.fakechain import FakeChain
+from tests.signer.helpers import coins, payout, plan_paying
+from walletsvc.bootstrap.runtime import Runtime
+from walletsvc.bootstrap.seed_import import SeedImporter
+from walletsvc.bootstrap.setup import initialise
+from walletsvc.config import Settings
+from walletsvc.db.migrate import alembic_config, upgrade
+from walletsvc.domain.errors import Forbidden, SigningRefused
+from walletsvc.keys.kek import Kek, create_dev_kek, load_kek
+from walletsvc.keys.keystore import NewSeed, generate_seed
+from walletsvc.signer.client import SignerClient
+from walletsvc.signer.errors import SignerError
+from walletsvc.wallets.service import get_wallet, issue_address
+
+BEFORE = "0018_velocity_buckets"
+
+
+def service_kek(settings: Settings) -> Kek:
+    if not settings.kek_path.exists():
+        settings.kek_path.parent.mkdir(parents=True, exist_ok=True)
+        create_dev_kek(settings.kek_path)
+    return load_kek(settings.kek_path)
+
+
+def legacy_seed(settings: Settings, wallet: str = WALLET, epoch: int = 1) -> NewSeed:
+    """A seed as the service made them before the signer: sealed under the service's KEK."""
+    vault = service_kek(settings).seed_vault()
+    return generate_seed(vault, wallet=wallet, epoch=epoch, network=settings.network)
+
+
+def insert_legacy_wallet(settings: Settings, seed: NewSeed) -> None:
+    engine = sa.create_engine(settings.database_url)
+    now = datetime.now(UTC)
+    wallet_id = str(uuid.uuid4())
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO wallets (id, name, network, current_epoch, created_at)"
+                " VALUES (:id, :name, :network, :epoch, :now)"
+            ),
+            {
+                "id": wallet_id,
+                "name": seed.wallet,
+                "network": seed.network.value,
+                "epoch": seed.epoch,
+                "now": now,
+            },
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO key_epochs (id, wallet_id, epoch, encrypted_seed, account_xpub,"
+                " master_fingerprint, next_receive_index, next_change_index, created_at)"
+                " VALUES (:id, :wallet_id, :epoch, :sealed, :xpub, :fingerprint, 0, 0, :now)"
+            ),
+            {
+                "id": str(uuid.uuid4()),
+                "wallet_id": wallet_id,
+                "epoch": seed.epoch,
+                "sealed": seed.encrypted.to_string(),
+                "xpub": seed.account_xpub,
+                "fingerprint": seed.master_fingerprint,
+                "now": now,
+            },
+        )
+    engine.dispose()
+
+
+def stored_seeds(settings: Settings) -> list[str | None]:
+    engine = sa.create_engine(settings.database_url)
+    with engine.connect() as conn:
+        values = conn.execute(sa.text("SELECT encrypted_seed FROM key_epochs")).scalars().all()
+    engine.dispose()
+    return list(values)
+
+
+def migrate_with_importer(settings: Settings) -> None:
+    importer = SeedImporter(settings)
+    try:
+        upgrade(settings.database_url, seed_import=importer)
+    finally:
+        importer.close()
+
+
+def close_genesis(settings: Settings) -> None:
+    signer = SignerClient(settings)
+    try:
+        assert signer.close_genesis() is False
+    finally:
+        signer.close()
+
+
+def test_a_legacy_seed_moves_into_the_signer_which_then_signs_for_its_coins(
+    settings: Settings,
+) -> None:
+    command.downgrade(alembic_config(settings.database_url), BEFORE)
+    seed = legacy_seed(settings)
+    words = " ".join(seed.mnemonic.reveal())
+    insert_legacy_wallet(settings, seed)
+
+    with pytest.raises(RuntimeError, match="hold a seed sealed under the KEK"):
+        upgrade(settings.database_url)  # no importer: refused, nothing lost
+    assert stored_seeds(settings) == [seed.encrypted.to_string()]
+
+    # `walletsvc init` (what `make run` runs on an old data directory) migrates with importers.
+    result = initialise(settings, wallet=WALLET, policy_file=settings.policy_file, actor="test")
+    assert result.wallet is None  # the wallet exists: it keeps its keys
+    assert stored_seeds(settings) == [None]
+    engine = sa.create_engine(settings.database_url)
+    with engine.connect() as conn:
+        dump = " ".join(
+            str(value)
+            for table in ("key_epochs", "audit_events")
+            for row in conn.execute(sa.text(f"SELECT * FROM {table}"))
+            for value in row
+        )
+    engine.dispose()
+    assert seed.encrypted.to_string() not in dump and words not in dump
+
+    runtime = Runtime.open(settings, chain=FakeChain())
+    try:
+        assert runtime.signer.status()["wallets"] == {WALLET: [1]}
+        with runtime.db.write() as uow:  # a deposit address of the legacy epoch's xpub
+            issue_address(uow, get_wallet(uow, WALLET), label=None, actor="test")
+        fund_wallet(runtime)
+        paid = [payout("w-legacy", 2_000_000)]
+        plan = plan_paying(runtime, paid, using=coins(runtime)[:1])
+        signed = runtime.signer.sign(wallet=WALLET, kind="payout", plan=plan, approved=paid)
+        assert signed.txid  # every input verified by libbitcoinkernel with the imported key
+        assert runtime.signer.status()["signed_transactions"] == 1
+    finally:
+        runtime.close()
+
+
+def test_with_genesis_closed_the_upgrade_is_refused_until_the_words_are_imported_locally(
+    settings: Settings,
+) -> None:
+    command.downgrade(alembic_config(settings.database_url), BEFORE)
+    seed = legacy_seed(settings)
+    words = " ".join(seed.mnemonic.reveal())
+    insert_legacy_wallet(settings, seed)
+    close_genesis(settings)
+
+    with pytest.raises(RuntimeError, match=r"genesis is closed.*walletsvc signer import-seed"):
+        migrate_with_importer(settings)
+    assert stored_seeds(settings) == [seed.encrypted.to_string()]  # nothing lost
+
+    # The runbook's path: on the signer's host, `walletsvc signer import-seed` (local).
+    core = RUNNING_SIGNERS[settings.signer_path].core
+    with core.lock:
+        with pytest.raises(SignerError, match="not the"):
+            core.import_legacy_words(WALLET, 1, words, legacy_seed(settings).account_xpub)
+        keys = core.import_legacy_words(WALLET, 1, words, seed.account_xpub)
+    assert keys["account_xpub"] == seed.account_xpub
+
+    migrate_with_importer(settings)  # the same seed again: a no-op in the signer
+    assert stored_seeds(settings) == [None]
+
+
+def test_import_is_refused_after_genesis(settings: Settings) -> None:
+    seed = legacy_seed(settings, wallet="old-hot")
+    words = " ".join(seed.mnemonic.reveal())
+    close_genesis(settings)
+    signer = SignerClient(settings)
+    try:
+        with pytest.raises(Forbidden, match="only while genesis is open"):
+            signer.import_seed(
+                wallet="old-hot", epoch=1, words=words, account_xpub=seed.account_xpub
+            )
+        assert "old-hot" not in signer.status()["wallets"]
+    finally:
+        signer.close()
+
+
+def test_words_that_derive_another_xpub_are_refused_and_the_same_seed_is_idempotent(
+    settings: Settings,
+) -> None:
+    seed, other = legacy_seed(settings, wallet="old-hot"), legacy_seed(settings, wallet="old-hot")
+    words, other_words = " ".join(seed.mnemonic.reveal()), " ".join(other.mnemonic.reveal())
+    signer = SignerClient(settings)
+    try:
+        with pytest.raises(SigningRefused, match="derive account xpub"):
+            signer.import_seed(
+                wallet="old-hot", epoch=1, words=other_words, account_xpub=seed.account_xpub
+            )
+        assert "old-hot" not in signer.status()["wallets"]
+
+        first = signer.import_seed(
+            wallet="old-hot", epoch=1, words=words, account_xpub=seed.account_xpub
+        )
+        records = signer.status()["records"]
+        again = signer.import_seed(
+            wallet="old-hot", epoch=1, words=words, account_xpub=seed.account_xpub
+        )
+        assert again == first and first.account_xpub == seed.account_xpub
+        assert signer.status()["records"] == records  # nothing new recorded
+        with pytest.raises(SigningRefused, match="another seed"):
+            signer.import_seed(
+                wallet="old-hot", epoch=1, words=other_words, account_xpub=other.account_xpub
+            )
+        close_genesis(settings)  # a retry of an import that landed still answers the same
+        assert (
+            signer.import_seed(
+                wallet="old-hot", epoch=1, words=words, account_xpub=seed.account_xpub
+            )
+            == first
+        )
+    finally:
+        signer.close()
