@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from tests.conftest import RUNNING_SIGNERS, WALLET, fund_wallet
+from tests.conftest import REPO, RUNNING_SIGNERS, WALLET, fund_wallet
 from tests.fakechain import FakeChain
+from tests.helpers import run_cli
 from tests.signer.helpers import coins, payout, plan_paying
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.seed_import import SeedImporter
@@ -30,6 +32,7 @@ from walletsvc.keys.kek import Kek, create_dev_kek, load_kek
 from walletsvc.keys.keystore import NewSeed, generate_seed
 from walletsvc.signer.client import SignerClient
 from walletsvc.signer.errors import SignerError
+from walletsvc.signer.server import close_core, open_core
 from walletsvc.wallets.service import get_wallet, issue_address
 
 BEFORE = "0018_velocity_buckets"
@@ -226,3 +229,34 @@ def test_words_that_derive_another_xpub_are_refused_and_the_same_seed_is_idempot
         )
     finally:
         signer.close()
+
+
+def test_the_local_import_seed_command_checks_the_xpub_and_never_echoes_the_words(
+    tmp_path: Path,
+) -> None:
+    """`walletsvc signer import-seed`: the runbook's path once genesis is closed, on the
+    signer's host with the signer stopped, the words on stdin."""
+    signer_host = Settings(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'unused.db'}",
+        kek_file=tmp_path / "data" / "kek.bin",
+        policy_file=REPO / "policies" / "default.yaml",
+        run_worker=False,
+    )
+    seed, other = legacy_seed(signer_host, epoch=2), legacy_seed(signer_host, epoch=2)
+    words = " ".join(seed.mnemonic.reveal())
+    args = ("signer", "import-seed", "--wallet", WALLET, "--epoch", "2", "--xpub")
+
+    wrong = run_cli(signer_host, *args, other.account_xpub, stdin=words + "\n")
+    assert wrong.returncode != 0 and "not the" in wrong.stderr
+    done = run_cli(signer_host, *args, seed.account_xpub, stdin=words + "\n")
+    assert done.returncode == 0, done.stderr
+    for result in (wrong, done):
+        assert words not in result.stdout + result.stderr
+
+    core = open_core(signer_host)
+    try:
+        assert core.state.seeds[(WALLET, 2)].account_xpub == seed.account_xpub
+        assert core.state.epochs_of(WALLET) == [2]
+    finally:
+        close_core(core)
