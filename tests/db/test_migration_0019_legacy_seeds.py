@@ -10,6 +10,7 @@ operator imports the words locally on the signer's host (docs/runbook.md).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,6 +178,25 @@ def test_with_genesis_closed_the_upgrade_is_refused_until_the_words_are_imported
 
     migrate_with_importer(settings)  # the same seed again: a no-op in the signer
     assert stored_seeds(settings) == [None]
+
+
+def test_a_ciphertext_that_derives_another_xpub_than_its_row_stops_the_upgrade(
+    settings: Settings,
+) -> None:
+    """A row whose xpub is not its seed's (an edited database): the signer refuses the words
+    and the upgrade stops with the ciphertext still in place, the signer unchanged."""
+    command.downgrade(alembic_config(settings.database_url), BEFORE)
+    seed, other = legacy_seed(settings), legacy_seed(settings)
+    insert_legacy_wallet(settings, dataclasses.replace(seed, account_xpub=other.account_xpub))
+
+    with pytest.raises(RuntimeError, match=r"cannot move into the signer.*derive account xpub"):
+        migrate_with_importer(settings)
+    assert stored_seeds(settings) == [seed.encrypted.to_string()]
+    signer = SignerClient(settings)
+    try:
+        assert signer.status()["wallets"] == {}
+    finally:
+        signer.close()
 
 
 def test_import_is_refused_after_genesis(settings: Settings) -> None:
