@@ -182,7 +182,6 @@ class SignerCore:
         )
 
     # -- the operations --------------------------------------------------------------------
-    # -- the operations --------------------------------------------------------------------
 
     def handle(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
         handler = _OPS.get(op)
