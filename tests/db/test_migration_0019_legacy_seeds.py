@@ -280,3 +280,29 @@ def test_the_local_import_seed_command_checks_the_xpub_and_never_echoes_the_word
         assert core.state.epochs_of(WALLET) == [2]
     finally:
         close_core(core)
+
+
+def test_walletsvc_migrate_on_an_old_data_directory_starts_the_dev_signer_and_moves_the_seed(
+    tmp_path: Path, database_url: str
+) -> None:
+    """`make run` on an old data directory: `walletsvc migrate` runs with no signer up; it
+    starts the dev signer because a seed has to move, and leaves none behind."""
+    service = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        kek_file=tmp_path / "data" / "kek.bin",
+        policy_file=REPO / "policies" / "default.yaml",
+        run_worker=False,
+    )
+    command.downgrade(alembic_config(database_url), BEFORE)
+    seed = legacy_seed(service)
+    insert_legacy_wallet(service, seed)
+
+    migrated = run_cli(service, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    assert stored_seeds(service) == [None]
+    core = open_core(service)  # the dev signer stopped: its files are free again
+    try:
+        assert core.state.seeds[(WALLET, 1)].account_xpub == seed.account_xpub
+    finally:
+        close_core(core)

@@ -10,6 +10,7 @@ migration then clears the column: no seed stays in the database.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from walletsvc.config import Settings
@@ -23,10 +24,12 @@ from walletsvc.signer.client import SignerClient
 
 class SeedImporter:
     """Called by migration 0019 once per key epoch holding a ciphertext; loads the KEK and
-    reaches the signer only then (a database without legacy seeds never needs either)."""
+    reaches the signer only then (a database without legacy seeds never needs either);
+    ``start_signer`` is called first then (`walletsvc migrate` starts the dev signer)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, start_signer: Callable[[], None] | None = None) -> None:
         self._settings = settings
+        self._start_signer = start_signer
         self._vault: SeedVault | None = None
         self._signer: SignerClient | None = None
 
@@ -35,6 +38,8 @@ class SeedImporter:
 
     def __call__(self, epoch: dict[str, Any]) -> None:
         if self._vault is None or self._signer is None:
+            if self._start_signer is not None:
+                self._start_signer()
             self._vault = load_kek(self._settings.kek_path).seed_vault()
             self._signer = SignerClient(self._settings)
         wallet, number = str(epoch["wallet"]), int(epoch["epoch"])

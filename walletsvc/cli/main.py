@@ -87,13 +87,23 @@ def migrate() -> None:
 
     s = settings()
     s.data_dir.mkdir(parents=True, exist_ok=True)
-    importer = TotpImporter(s)  # 0016: staff TOTP secrets move into the signer
-    seeds = SeedImporter(s)  # 0019: seeds of wallets made before the signer move into it
-    try:
-        upgrade(s.database_url, totp_import=importer, seed_import=seeds)
-    finally:
-        importer.close()
-        seeds.close()
+    with contextlib.ExitStack() as signer_up:
+        # An older database's secrets and seeds go to the signer: on the dev default `make
+        # run` starts it for them, only when there are some (a fresh database needs none).
+        started: list[bool] = []
+
+        def start_signer() -> None:
+            if not started:
+                started.append(True)
+                signer_up.enter_context(dev_signer(s))
+
+        importer = TotpImporter(s, start_signer)  # 0016: staff TOTP secrets
+        seeds = SeedImporter(s, start_signer)  # 0019: seeds of wallets made before the signer
+        try:
+            upgrade(s.database_url, totp_import=importer, seed_import=seeds)
+        finally:
+            importer.close()
+            seeds.close()
     typer.echo(f"database at head: {_redact(s.database_url)}")
 
 
