@@ -18,17 +18,26 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic import command
+from fastapi.testclient import TestClient
 
 from tests.conftest import REPO, RUNNING_SIGNERS, WALLET, fund_wallet
 from tests.fakechain import FakeChain
-from tests.helpers import run_cli
-from tests.signer.helpers import coins, payout, plan_paying
+from tests.helpers import (
+    decode_tx,
+    external_destination,
+    request_payout,
+    run_cli,
+    show_withdrawal,
+)
+from walletsvc.api.app import create_app
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.seed_import import SeedImporter
 from walletsvc.bootstrap.setup import initialise
 from walletsvc.config import Settings
 from walletsvc.db.migrate import alembic_config, upgrade
+from walletsvc.domain.access import SCOPES
 from walletsvc.domain.errors import Forbidden, SigningRefused
+from walletsvc.governance.tokens import create_token
 from walletsvc.keys.kek import Kek, create_dev_kek, load_kek
 from walletsvc.keys.keystore import NewSeed, generate_seed
 from walletsvc.signer.client import SignerClient
@@ -113,7 +122,7 @@ def close_genesis(settings: Settings) -> None:
         signer.close()
 
 
-def test_a_legacy_seed_moves_into_the_signer_which_then_signs_for_its_coins(
+def test_a_legacy_seed_moves_into_the_signer_and_the_wallet_then_pays(
     settings: Settings,
 ) -> None:
     command.downgrade(alembic_config(settings.database_url), BEFORE)
@@ -140,17 +149,31 @@ def test_a_legacy_seed_moves_into_the_signer_which_then_signs_for_its_coins(
     engine.dispose()
     assert seed.encrypted.to_string() not in dump and words not in dump
 
-    runtime = Runtime.open(settings, chain=FakeChain())
+    chain = FakeChain()
+    runtime = Runtime.open(settings, chain=chain)
     try:
         assert runtime.signer.status()["wallets"] == {WALLET: [1]}
         with runtime.db.write() as uow:  # a deposit address of the legacy epoch's xpub
             issue_address(uow, get_wallet(uow, WALLET), label=None, actor="test")
         fund_wallet(runtime)
-        paid = [payout("w-legacy", 2_000_000)]
-        plan = plan_paying(runtime, paid, using=coins(runtime)[:1])
-        signed = runtime.signer.sign(wallet=WALLET, kind="payout", plan=plan, approved=paid)
-        assert signed.txid  # every input verified by libbitcoinkernel with the imported key
-        assert runtime.signer.status()["signed_transactions"] == 1
+        token = create_token(
+            runtime.db, runtime.tags, name="engine", scopes=sorted(SCOPES), actor="test"
+        ).secret
+        address, script = external_destination("legacy payee")
+        with TestClient(create_app(settings, runtime=runtime)) as client:
+            response = request_payout(
+                client, token, key="legacy-1", destination=address, amount_sat=2_000_000
+            )
+            assert response.status_code == 201 and response.json()["status"] == "approved"
+            # The signer signs with the imported seed (libbitcoinkernel checks every input).
+            report = runtime.worker.run_once()
+            assert len(report.signed_txids) == 1
+            chain.mine(1)
+            runtime.tick()
+            paid = show_withdrawal(client, token, response.json()["id"])
+        assert paid["status"] == "confirmed" and paid["txid"] == report.signed_txids[0]
+        tx = decode_tx(paid["raw_tx"])
+        assert (script, 2_000_000) in [(bytes(o.scriptPubKey), int(o.nValue)) for o in tx.vout]
     finally:
         runtime.close()
 
