@@ -3,8 +3,8 @@
 The signer process (walletsvc.signer) makes and keeps every seed, sealed under its own key in
 its own ledger; the service stores only each epoch's account xpub and fingerprint, so new
 key epochs have no seed column value. The column stays (nullable) for databases made before
-this revision: the signer cannot read their KEK ciphertexts, and an import of such seeds into
-the signer is not built (no production deployment predates this revision; docs/notes.md).
+this revision: the signer cannot read their KEK ciphertexts; revision 0019 imports them into
+the signer and clears the column.
 
 Revision ID: 0015_signer_seeds_out_of_db
 Revises: 0014_scale_locks_and_lease

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from walletsvc.bootstrap.runtime import Runtime, open_database
+from walletsvc.bootstrap.seed_import import SeedImporter
 from walletsvc.bootstrap.staff_import import TotpImporter
 from walletsvc.config import Settings
 from walletsvc.db.migrate import upgrade
@@ -75,10 +76,12 @@ def initialise(
     kek = load_kek(settings.kek_path)
     progress("database schema (migrations)")
     importer = TotpImporter(settings)  # staff secrets of an older database go to the signer
+    seeds = SeedImporter(settings)  # and so do the seeds of its wallets (KEK ciphertexts)
     try:
-        upgrade(settings.database_url, totp_import=importer)
+        upgrade(settings.database_url, totp_import=importer, seed_import=seeds)
     finally:
         importer.close()
+        seeds.close()
     db = open_database(settings)
     tags = kek.row_tagger()
     try:

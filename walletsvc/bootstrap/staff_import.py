@@ -9,6 +9,7 @@ disabled there too. The migration then drops the column: no secret stays in the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from walletsvc.config import Settings
@@ -20,10 +21,12 @@ from walletsvc.signer.client import SignerClient
 
 class TotpImporter:
     """Called by migration 0016 once per member holding a secret; loads the KEK and reaches
-    the signer only then (a fresh database never needs either)."""
+    the signer only then (a fresh database never needs either); ``start_signer`` is called
+    first then (`walletsvc migrate` starts the dev signer)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, start_signer: Callable[[], None] | None = None) -> None:
         self._settings = settings
+        self._start_signer = start_signer
         self._sealer: TotpSealer | None = None
         self._signer: SignerClient | None = None
 
@@ -32,6 +35,8 @@ class TotpImporter:
 
     def __call__(self, member: dict[str, Any]) -> None:
         if self._sealer is None or self._signer is None:
+            if self._start_signer is not None:
+                self._start_signer()
             self._sealer = load_kek(self._settings.kek_path).totp_sealer()
             self._signer = SignerClient(self._settings)
         staff_id = str(member["staff_id"])

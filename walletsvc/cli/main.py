@@ -81,16 +81,29 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 @app.command()
 def migrate() -> None:
     """Create or upgrade the database schema (Alembic)."""
+    from walletsvc.bootstrap.seed_import import SeedImporter
     from walletsvc.bootstrap.staff_import import TotpImporter
     from walletsvc.db.migrate import upgrade
 
     s = settings()
     s.data_dir.mkdir(parents=True, exist_ok=True)
-    importer = TotpImporter(s)  # 0016: staff TOTP secrets move into the signer
-    try:
-        upgrade(s.database_url, totp_import=importer)
-    finally:
-        importer.close()
+    with contextlib.ExitStack() as signer_up:
+        # An older database's secrets and seeds go to the signer: on the dev default `make
+        # run` starts it for them, only when there are some (a fresh database needs none).
+        started: list[bool] = []
+
+        def start_signer() -> None:
+            if not started:
+                started.append(True)
+                signer_up.enter_context(dev_signer(s))
+
+        importer = TotpImporter(s, start_signer)  # 0016: staff TOTP secrets
+        seeds = SeedImporter(s, start_signer)  # 0020: seeds of wallets made before the signer
+        try:
+            upgrade(s.database_url, totp_import=importer, seed_import=seeds)
+        finally:
+            importer.close()
+            seeds.close()
     typer.echo(f"database at head: {_redact(s.database_url)}")
 
 
@@ -294,6 +307,39 @@ def signer_set_cold(
         close_core(core)
     typer.echo(f"signer cold destination of {wallet}: {parsed.descriptor}")
     typer.echo(f"fingerprint: {parsed.fingerprint}  (compare with the service's and devices)")
+
+
+@signer_app.command("import-seed")
+def signer_import_seed(
+    epoch: Annotated[int, typer.Option(min=1, help="The key epoch the words are the seed of")],
+    xpub: Annotated[str, typer.Option(help="The account xpub the service holds for that epoch")],
+    wallet: Annotated[str, typer.Option()] = "pool-hot",
+) -> None:
+    """Import a key epoch made before the signer held seeds, from its recovery words (read
+    from stdin), into the signer's own ledger (signer stopped). The upgrade path once genesis
+    is closed (docs/runbook.md); the words must derive ``--xpub``."""
+    from walletsvc.signer.errors import SignerError
+    from walletsvc.signer.ledger import LedgerBroken
+    from walletsvc.signer.server import SignerSetupError, close_core, open_core
+
+    s = settings()
+    phrase = sys.stdin.readline() if not sys.stdin.isatty() else ""
+    if not phrase.strip():
+        phrase = typer.prompt("recovery words", hide_input=True)
+    try:
+        core = open_core(s)
+    except (LedgerBroken, SignerSetupError) as exc:
+        fail(f"import-seed runs on the signer's host with the signer stopped: {exc}")
+        return
+    try:
+        keys = core.import_legacy_words(wallet, epoch, phrase, xpub)
+    except SignerError as exc:
+        fail(f"the signer refused the words: {exc.message}")
+        return
+    finally:
+        del phrase
+        close_core(core)
+    typer.echo(f"signer: key epoch {epoch} of {wallet} imported (xpub {keys['account_xpub']})")
 
 
 @signer_app.command("close-genesis")

@@ -22,15 +22,26 @@ def alembic_config(url: str) -> Config:
 
 
 TotpImport = Callable[[dict[str, Any]], None]
+SeedImport = Callable[[dict[str, Any]], None]
 
 
-def upgrade(url: str, revision: str = "heads", *, totp_import: TotpImport | None = None) -> None:
+def upgrade(
+    url: str,
+    revision: str = "heads",
+    *,
+    totp_import: TotpImport | None = None,
+    seed_import: SeedImport | None = None,
+) -> None:
     """``totp_import`` moves a member's TOTP secret from the database into the signer
     (migration 0016; walletsvc.bootstrap.staff_import); only needed for databases made
-    before it that hold staff."""
+    before it that hold staff. ``seed_import`` moves a key epoch's KEK-sealed seed into the
+    signer (migration 0020; walletsvc.bootstrap.seed_import); only needed for databases
+    with wallets made before revision 0015."""
     cfg = alembic_config(url)
     if totp_import is not None:
         cfg.attributes["totp_import"] = totp_import
+    if seed_import is not None:
+        cfg.attributes["seed_import"] = seed_import
     command.upgrade(cfg, revision)
 
 

@@ -85,8 +85,8 @@ class Wallet(Base):
 class KeyEpoch(Base):
     """One seed generation of a wallet: its public keys. The seed lives in the signer.
 
-    ``encrypted_seed`` is set only on rows made before the signer held the seeds (revision
-    0014); the signer never reads it."""
+    ``encrypted_seed`` was set on rows made before the signer held the seeds (revision 0014);
+    migration 0020 moved those seeds into the signer and cleared it: always NULL now."""
 
     __tablename__ = "key_epochs"
     __table_args__ = (UniqueConstraint("wallet_id", "epoch"),)

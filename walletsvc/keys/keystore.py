@@ -316,6 +316,29 @@ def decrypt_seed(
     Raises SeedDecryptionError (no key material in it) for the wrong KEK, a tampered
     ciphertext, or a ciphertext that belongs to another wallet, epoch or network.
     """
+    entropy = _decrypt_entropy(vault, encrypted, wallet=wallet, epoch=epoch, network=network)
+    try:
+        return SeedSecret(_bip39_seed(entropy))
+    finally:
+        _wipe(entropy)
+
+
+def recovery_words(
+    vault: SeedVault, encrypted: EncryptedSeed, *, wallet: str, epoch: int, network: Network
+) -> MnemonicBackup:
+    """The BIP39 words of a ciphertext, readable once: how a seed sealed under the service's
+    KEK before the signer held seeds (key_epochs.encrypted_seed) moves into the signer
+    (walletsvc.bootstrap.seed_import). Same errors as :func:`decrypt_seed`."""
+    entropy = _decrypt_entropy(vault, encrypted, wallet=wallet, epoch=epoch, network=network)
+    try:
+        return MnemonicBackup(_words(entropy))
+    finally:
+        _wipe(entropy)
+
+
+def _decrypt_entropy(
+    vault: SeedVault, encrypted: EncryptedSeed, *, wallet: str, epoch: int, network: Network
+) -> bytearray:
     aad = _aad(wallet, epoch, network)
     if encrypted.format_version != FORMAT_VERSION:
         raise SeedDecryptionError(f"unsupported encrypted-seed format v{encrypted.format_version}")
@@ -333,9 +356,7 @@ def decrypt_seed(
         ) from None
     entropy = bytearray(plaintext)
     del plaintext
-    try:
-        if len(entropy) not in _ALLOWED_ENTROPY_SIZES:
-            raise SeedDecryptionError("decrypted seed has an invalid length")
-        return SeedSecret(_bip39_seed(entropy))
-    finally:
+    if len(entropy) not in _ALLOWED_ENTROPY_SIZES:
         _wipe(entropy)
+        raise SeedDecryptionError("decrypted seed has an invalid length")
+    return entropy

@@ -67,6 +67,11 @@ class SignerClient:
     def new_epoch(self, wallet: str, epoch: int) -> EpochKeys:
         return wire.decode_epoch(self.call("new_epoch", {"wallet": wallet, "epoch": epoch}))
 
+    def import_seed(self, *, wallet: str, epoch: int, words: str, account_xpub: str) -> EpochKeys:
+        """A key epoch made before the signer held seeds (genesis open; migration 0020)."""
+        params = {"wallet": wallet, "epoch": epoch, "words": words, "account_xpub": account_xpub}
+        return wire.decode_epoch(self.call("import_seed", params))
+
     def sign(
         self,
         *,

@@ -41,6 +41,7 @@ from walletsvc.domain.network import Network
 from walletsvc.domain.ports import ScriptVerifier
 from walletsvc.domain.transaction import ApprovedPayout, OutputPurpose, TransactionPlan
 from walletsvc.keys.descriptor import ColdDestination, parse_cold_destination
+from walletsvc.keys.errors import InvalidMnemonic
 from walletsvc.keys.kek import Kek
 from walletsvc.keys.keystore import EncryptedSeed, generate_seed, import_mnemonic
 from walletsvc.keys.signer import HotSigner
@@ -163,21 +164,22 @@ class SignerCore:
         Importing the same words again is a no-op; other words for an epoch the ledger
         holds are refused."""
         _wallet_name({"wallet": wallet})
-        seed = import_mnemonic(self._vault, words, wallet=wallet, epoch=1, network=self.network)
-        existing = self.state.seeds.get((wallet, 1))
-        if existing is None:
-            body = {
-                "wallet": wallet,
-                "epoch": 1,
-                "sealed": seed.encrypted.to_string(),
-                "account_xpub": seed.account_xpub,
-                "master_fingerprint": seed.master_fingerprint,
-                "source": "local-import",
-            }
-            self._record(EPOCH, body)
-        elif existing.account_xpub != seed.account_xpub:
-            raise refuse(f"wallet {wallet!r} has another seed in the signer already")
+        self._import_seed(wallet, 1, words, expected_xpub=None, source="local-import")
         return self.new_epoch({"wallet": wallet, "epoch": 1})
+
+    def import_legacy_words(
+        self, wallet: str, epoch: int, words: str, account_xpub: str
+    ) -> dict[str, Any]:
+        """A key epoch made before the signer held seeds, from its recovery words, after
+        genesis closed. Local only (``walletsvc signer import-seed``, the trust root like
+        set-cold); the words must derive ``account_xpub``, the one the service holds."""
+        return self._import_seed(
+            _wallet_name({"wallet": wallet}),
+            _epoch_number({"epoch": epoch}),
+            words,
+            expected_xpub=account_xpub,
+            source="local-legacy-import",
+        )
 
     # -- the operations --------------------------------------------------------------------
 
@@ -223,9 +225,7 @@ class SignerCore:
         Idempotent (a service that crashed after asking gets the same epoch again); epochs
         come in order. The seed is sealed under the signer's key and lives in its ledger.
         """
-        wallet, epoch = _wallet_name(params), params.get("epoch")
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
-            raise SignerError(wire.INVALID_REQUEST, "epoch must be an integer >= 1")
+        wallet, epoch = _wallet_name(params), _epoch_number(params)
         existing = self.state.seeds.get((wallet, epoch))
         if existing is None:
             epochs = self.state.epochs_of(wallet)
@@ -255,6 +255,32 @@ class SignerCore:
             "account_xpub": existing.account_xpub,
             "master_fingerprint": existing.master_fingerprint,
         }
+
+    def import_seed(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A key epoch made before the signer held seeds (its seed a KEK ciphertext in the
+        service's database, migration 0020): the service unseals it one last time and hands
+        over its ``words``. Only while genesis is open, on the service's word like the staff
+        import: after it, whoever holds the API host could plant a seed they know. The words
+        must derive ``account_xpub``, the key the service watches and pays from. Importing
+        the same seed again is a no-op, even after genesis (nothing new is trusted)."""
+        wallet, epoch = _wallet_name(params), _epoch_number(params)
+        words, account_xpub = params.get("words"), params.get("account_xpub")
+        if not isinstance(words, str) or not words.strip():
+            raise SignerError(wire.INVALID_REQUEST, "words must be the seed's BIP39 words")
+        if not isinstance(account_xpub, str) or not account_xpub:
+            raise SignerError(wire.INVALID_REQUEST, "account_xpub must be an xpub")
+        existing = self.state.seeds.get((wallet, epoch))
+        if not self.state.evidence.genesis_open and (
+            existing is None or existing.account_xpub != account_xpub
+        ):
+            raise SignerError(
+                wire.NOT_ALLOWED,
+                "a seed can be imported only while genesis is open: on the signer's host, with "
+                "the signer stopped, use `walletsvc signer import-seed` (docs/runbook.md)",
+            )
+        return self._import_seed(
+            wallet, epoch, words, expected_xpub=account_xpub, source="legacy-import"
+        )
 
     def sign(self, params: dict[str, Any]) -> dict[str, Any]:
         wallet = _wallet_name(params)
@@ -566,6 +592,44 @@ class SignerCore:
         if anchors.is_new(self.state, seq, head):
             self._record(AUDIT_ANCHOR, {"seq": seq, "hash": head})
 
+    def _import_seed(
+        self, wallet: str, epoch: int, words: str, *, expected_xpub: str | None, source: str
+    ) -> dict[str, Any]:
+        """Seal ``words`` as ``wallet``'s key epoch ``epoch`` under the signer's key and record
+        the EPOCH; a no-op for the seed the ledger holds already, refused for another one."""
+        try:
+            seed = import_mnemonic(
+                self._vault, words, wallet=wallet, epoch=epoch, network=self.network
+            )
+        except InvalidMnemonic as exc:
+            raise SignerError(wire.INVALID_REQUEST, exc.message) from None
+        seed.mnemonic.reveal()  # the caller has the words; none linger here
+        if expected_xpub is not None and seed.account_xpub != expected_xpub:
+            raise refuse(
+                f"wallet {wallet!r} key epoch {epoch}: the words derive account xpub "
+                f"{seed.account_xpub}, not the {expected_xpub} the service holds"
+            )
+        existing = self.state.seeds.get((wallet, epoch))
+        if existing is None:
+            body = {
+                "wallet": wallet,
+                "epoch": epoch,
+                "sealed": seed.encrypted.to_string(),
+                "account_xpub": seed.account_xpub,
+                "master_fingerprint": seed.master_fingerprint,
+                "source": source,
+            }
+            self._record(EPOCH, body)
+        elif existing.account_xpub != seed.account_xpub:
+            raise refuse(f"wallet {wallet!r} has another seed for key epoch {epoch} already")
+        entry = self.state.seeds[(wallet, epoch)]
+        return {
+            "wallet": wallet,
+            "epoch": epoch,
+            "account_xpub": entry.account_xpub,
+            "master_fingerprint": entry.master_fingerprint,
+        }
+
     def _record(self, type_: str, body: dict[str, Any]) -> None:
         record = self.ledger.append(type_, body, at=self._clock())
         self.state.apply(record)
@@ -623,6 +687,13 @@ def _wallet_name(params: dict[str, Any]) -> str:
     return wallet
 
 
+def _epoch_number(params: dict[str, Any]) -> int:
+    epoch = params.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise SignerError(wire.INVALID_REQUEST, "epoch must be an integer >= 1")
+    return epoch
+
+
 def _optional_wallet(params: dict[str, Any]) -> str | None:
     return None if params.get("wallet") is None else _wallet_name(params)
 
@@ -646,6 +717,7 @@ def _hex(value: object) -> str:
 _OPS: dict[str, Callable[[SignerCore, dict[str, Any]], dict[str, Any]]] = {
     "status": SignerCore.status,
     "new_epoch": SignerCore.new_epoch,
+    "import_seed": SignerCore.import_seed,
     "sign": SignerCore.sign,
     "freeze": SignerCore.freeze,
     "unfreeze": SignerCore.unfreeze,
