@@ -27,7 +27,7 @@ from typing import Any
 
 from walletsvc.db.database import Database, UnitOfWork
 from walletsvc.db.models import new_id
-from walletsvc.db.models_governance import ApprovalRequest, Staff
+from walletsvc.db.models_governance import Staff
 from walletsvc.db.models_staff_auth import StaffChange
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.tags import staff_change_message
@@ -35,7 +35,8 @@ from walletsvc.domain.access import ROLES
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.ports import SignerPort
 from walletsvc.governance import approvals
-from walletsvc.governance.approvals import Approvers, KindContext, Requester
+from walletsvc.governance.applied_later import AppliedLaterApprovals
+from walletsvc.governance.approvals import Approvers, Requester
 from walletsvc.governance.policies import IntegrityFailure, active_policy
 from walletsvc.governance.staff import (
     GROUP_RE,
@@ -427,34 +428,15 @@ def _get(uow: ReadUnitOfWork, change_id: str) -> StaffChange:
     return row
 
 
-class StaffChangeApprovals:
+class StaffChangeApprovals(AppliedLaterApprovals):
     """The handler: an approved change waits for an operator to apply it."""
 
     name = KIND
+    approved_event = "staff.change_approved"
+    id_key = "staff_change_id"
+
+    def row(self, uow: ReadUnitOfWork, subject_id: str) -> StaffChange:
+        return _get(uow, subject_id)
 
     def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
         return change_content(_get(uow, subject_id))
-
-    def excluded_staff(self, uow: ReadUnitOfWork, subject_id: str) -> set[str]:
-        return {_get(uow, subject_id).staff_id}
-
-    def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        row = _get(ctx.uow, request.subject_id)
-        row.status = APPROVED
-        ctx.uow.audit(
-            ctx.actor,
-            "staff.change_approved",
-            "staff",
-            row.staff_id,
-            {"staff_change_id": row.id, "approval_request_id": request.id},
-        )
-
-    def on_rejected(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        _close(ctx.uow, _get(ctx.uow, request.subject_id), "rejected", ctx.now)
-
-    def on_expired(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        _close(ctx.uow, _get(ctx.uow, request.subject_id), "expired", ctx.now)
-
-
-def _close(uow: UnitOfWork, row: StaffChange, status: str, now: datetime) -> None:
-    row.status, row.decided_at = status, now

@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from walletsvc.db.database import Database, UnitOfWork
+from walletsvc.db.database import Database
 from walletsvc.db.models import new_id
-from walletsvc.db.models_governance import ApprovalRequest
 from walletsvc.db.models_staff_auth import StaffTotpReset
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import Conflict, InvalidInput, NotFound
 from walletsvc.domain.ports import SignerPort
 from walletsvc.governance import approvals
-from walletsvc.governance.approvals import Approvers, KindContext, Requester
+from walletsvc.governance.applied_later import AppliedLaterApprovals
+from walletsvc.governance.approvals import Approvers, Requester
 from walletsvc.governance.policies import IntegrityFailure, active_policy
 from walletsvc.governance.staff import get_staff_by_name, now_utc
 from walletsvc.keys.integrity import RowTagger
@@ -135,7 +135,7 @@ def apply_reset(
         target.failed_attempts = 0
         target.locked_until = None
         revoked = uow.staff_sessions.revoke_all_of(target.id, moment)
-        _close(uow, row, "applied", moment)
+        row.status, row.decided_at = "applied", moment
         uow.audit(
             actor,
             "staff.totp_reset_applied",
@@ -167,38 +167,19 @@ def _content(uow: ReadUnitOfWork, row: StaffTotpReset) -> dict[str, Any]:
     }
 
 
-class TotpResetApprovals:
+class TotpResetApprovals(AppliedLaterApprovals):
     """The handler: an approved reset waits for an operator to apply it (:func:`apply_reset`),
     which is when the signer makes the new secret."""
 
     name = KIND
+    approved_event = "staff.totp_reset_approved"
+    id_key = "reset_id"
+
+    def row(self, uow: ReadUnitOfWork, subject_id: str) -> StaffTotpReset:
+        return _get(uow, subject_id)
 
     def content(self, uow: ReadUnitOfWork, subject_id: str) -> dict[str, Any]:
         return _content(uow, _get(uow, subject_id))
-
-    def excluded_staff(self, uow: ReadUnitOfWork, subject_id: str) -> set[str]:
-        return {_get(uow, subject_id).staff_id}
-
-    def on_approved(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        row = _get(ctx.uow, request.subject_id)
-        row.status = APPROVED
-        ctx.uow.audit(
-            ctx.actor,
-            "staff.totp_reset_approved",
-            "staff",
-            row.staff_id,
-            {"reset_id": row.id, "approval_request_id": request.id},
-        )
-
-    def on_rejected(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        _close(ctx.uow, _get(ctx.uow, request.subject_id), "rejected", ctx.now)
-
-    def on_expired(self, ctx: KindContext, request: ApprovalRequest) -> None:
-        _close(ctx.uow, _get(ctx.uow, request.subject_id), "expired", ctx.now)
-
-
-def _close(uow: UnitOfWork, row: StaffTotpReset, status: str, now: datetime) -> None:
-    row.status, row.decided_at = status, now
 
 
 def resets_index(db: Database, *, limit: int = 50) -> list[dict[str, Any]]:
