@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing
 import os
 import re
 import shutil
@@ -53,6 +54,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -127,7 +129,7 @@ class Plan:
     warmup: int = 10
     history_in_window: int = 100_000
     history_total: int = 1_000_000
-    freeze_samples: int = 30
+    freeze_samples: int = 60
     freeze_seconds: float = 30.0  # per condition (idle, loaded); fewer samples if slower
     scanner_watched: int = 100_000
     scanner_outputs: int = 1_000
@@ -712,40 +714,75 @@ def round_sign_seconds(service: Service) -> tuple[float, int]:
 def measure_freeze(server: Server, service: Service, plan: Plan, *, load: int) -> Figures:
     """Up to ``plan.freeze_samples`` freezes of the wallet's withdrawals (within
     ``plan.freeze_seconds``), each lifted directly in the database before the next, so every
-    sample freezes an unfrozen wallet, while ``load`` clients post payouts (0: idle)."""
-    engine = sa.create_engine(
-        service.database_url,
-        **({"connect_args": {"timeout": 60}} if service.database_url.startswith("sqlite") else {}),
-    )
+    sample freezes an unfrozen wallet, while ``load`` clients post payouts (0: idle).
+
+    The sampler runs in a process of its own: among the ``load`` client threads of this
+    process it would wait for this interpreter's GIL, and its figure would include that."""
     stop = threading.Event()
     background: threading.Thread | None = None
+    payouts: list[Figures] = []
     if load:
         post = payout_poster(service.token, f"freeze-load-{uuid.uuid4().hex[:8]}")
         background = threading.Thread(
-            target=drive,
-            args=(server.url, post),
-            kwargs={
-                "concurrency": load,
-                "max_requests": 1_000_000,
-                "seconds": plan.freeze_seconds + 60,
-                "stop": stop,
-            },
+            target=lambda: payouts.append(
+                drive(
+                    server.url,
+                    post,
+                    concurrency=load,
+                    max_requests=1_000_000,
+                    seconds=plan.freeze_seconds + 60,
+                    stop=stop,
+                )
+            ),
             daemon=True,
         )
         background.start()
         time.sleep(2.0)  # let the load reach its steady state
+    try:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as sampler:
+            job = sampler.submit(
+                sample_freezes,
+                server.url,
+                service.token,
+                service.database_url,
+                plan.freeze_samples,
+                plan.freeze_seconds,
+            )
+            return job.result(timeout=plan.freeze_seconds + 180)
+    finally:
+        stop.set()
+        if background is not None:
+            background.join(timeout=200)
+        for figures in payouts:  # what the server did meanwhile: a freeze is fast on an idle one
+            print(
+                f"  (meanwhile {figures.ok} payouts at {figures.rate:.1f} req/s,"
+                f" p99 {figures.percentile_ms(99):.1f} ms)",
+                flush=True,
+            )
+
+
+def sample_freezes(
+    base_url: str, token: str, database_url: str, samples: int, seconds: float
+) -> Figures:
+    """The freeze sampler (in its own process): one freeze at a time, lifted before the next."""
+    engine = sa.create_engine(
+        database_url,
+        **({"connect_args": {"timeout": 60}} if database_url.startswith("sqlite") else {}),
+    )
     figures = Figures()
     began = time.monotonic()
     try:
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            while figures.ok + figures.failed < plan.freeze_samples:
-                if time.monotonic() - began > plan.freeze_seconds:
+        with httpx.Client(base_url=base_url, timeout=120) as client:
+            client.get("/v1/health").raise_for_status()  # connect first: not part of a sample
+            while figures.ok + figures.failed < samples:
+                if time.monotonic() - began > seconds:
                     break
                 start = time.perf_counter()
                 response = client.post(
                     "/v1/freeze",
                     json={"scope": "withdrawals", "wallet": WALLET, "reason": "bench sample"},
-                    headers={"Authorization": f"Bearer {service.token}"},
+                    headers={"Authorization": f"Bearer {token}"},
                 )
                 took = time.perf_counter() - start
                 if response.status_code == 201:
@@ -757,9 +794,6 @@ def measure_freeze(server: Server, service: Service, plan: Plan, *, load: int) -
                 time.sleep(0.1)
     finally:
         figures.elapsed_s = time.monotonic() - began
-        stop.set()
-        if background is not None:
-            background.join(timeout=200)
         engine.dispose()
     return figures
 
@@ -769,9 +803,10 @@ def measure_freeze(server: Server, service: Service, plan: Plan, *, load: int) -
 
 def profile_intake(server: Server, service: Service, workdir: Path, seconds: float) -> None:
     """py-spy (if on PATH) samples the server process while 16 clients post payouts."""
-    py_spy = shutil.which("py-spy")
+    beside = Path(sys.executable).with_name("py-spy")  # the venv's, when it is not on PATH
+    py_spy = str(beside) if beside.exists() else shutil.which("py-spy")
     if py_spy is None or server.process is None:
-        print("  (py-spy not found on PATH: no profile)")
+        print("  (py-spy not found beside this Python or on PATH: no profile)")
         return
     out = workdir / "intake-profile.txt"
     spy = subprocess.Popen(
@@ -828,6 +863,11 @@ def summarise_profile(raw: Path, top: int = 25) -> None:
     print(f"  profile at concurrency 16: {total} samples; inclusive share of walletsvc frames:")
     ours = [(f, c) for f, c in inclusive.most_common() if "walletsvc/" in f and "cli/" not in f]
     for frame, count in ours[:top]:
+        print(f"    {100 * count / total:5.1f}%  {frame}")
+    print("  inclusive share of library frames (the HTTP stack, SQLAlchemy, the driver):")
+    layers = ("fastapi/", "starlette/", "uvicorn/", "anyio/", "sqlalchemy/", "psycopg/", "pydantic")
+    theirs = [(f, c) for f, c in inclusive.most_common() if any(x in f for x in layers)]
+    for frame, count in theirs[: top // 2]:
         print(f"    {100 * count / total:5.1f}%  {frame}")
     print("  hottest leaf frames (self time):")
     for frame, count in leaves.most_common(top // 2):

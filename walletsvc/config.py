@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     # window; over it the API answers 429 with RateLimit-* headers. 0 disables the limit.
     rate_limit_requests: int = Field(default=600, ge=0, le=1_000_000)
     rate_limit_window_s: float = Field(default=60.0, gt=0.0, le=86_400.0)
+    # Threads running the sync routes and dependencies (anyio's default is 40). Intake decides
+    # a wallet's queued payouts together, up to 16 at a time (walletsvc.payouts.intake): 32
+    # holds one batch in flight and the next one queued. More threads mostly wait, and take
+    # turns on the GIL with the event loop and the freeze lane (its own threads); fewer leave
+    # no next batch queued while one runs: docs/performance.md, "The freeze under load".
+    route_threads: int = Field(default=32, ge=2, le=1_000)
 
     # Webhooks (docs/api.md, "Webhooks"). The dispatcher runs this often; a failed delivery is
     # retried after base * 2**(attempt-1) seconds (at most cap), up to max_attempts attempts.

@@ -17,8 +17,7 @@ from walletsvc.db.models import Wallet
 from walletsvc.payouts.intake import waiting_intakes
 
 DEADLINE_S = 120  # a bound on waiting for an observable condition, never a pause
-SHARED_POOL_THREADS = 40  # anyio's default thread limiter, which sync routes share
-PAYOUTS = SHARED_POOL_THREADS + 10
+MORE_THAN_THE_POOL = 10  # payouts beyond the pool's threads: they wait for a thread
 
 
 def _wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -48,6 +47,9 @@ def test_a_freeze_goes_before_payouts_queued_in_every_pool_thread(
             holding.set()
             release.wait(DEADLINE_S)
 
+    # The threads sync routes share (settings.route_threads), all to be taken by payouts.
+    pool_threads = runtime.settings.route_threads
+    payouts = pool_threads + MORE_THAN_THE_POOL
     holder = threading.Thread(target=hold_the_wallet)
     holder.start()
     assert holding.wait(DEADLINE_S)
@@ -57,13 +59,13 @@ def test_a_freeze_goes_before_payouts_queued_in_every_pool_thread(
         response = request_payout(client, tokens.all, key=f"load-{i}", destination=destination)
         statuses.append(response.status_code)
 
-    posters = [threading.Thread(target=post, args=(i,)) for i in range(PAYOUTS)]
+    posters = [threading.Thread(target=post, args=(i,)) for i in range(payouts)]
     for thread in posters:
         thread.start()
     frozen: list[int] = []
     try:
         # Every thread of the shared pool is a payout waiting for the wallet.
-        _wait_until(lambda: queued() >= SHARED_POOL_THREADS, "the pool is full")
+        _wait_until(lambda: queued() >= pool_threads, "the pool is full")
 
         def post_freeze() -> None:
             body = {"reason": "incident drill", "scope": "withdrawals", "wallet": WALLET}
@@ -88,5 +90,5 @@ def test_a_freeze_goes_before_payouts_queued_in_every_pool_thread(
     for thread in posters:
         thread.join(DEADLINE_S)
     assert frozen == [201]
-    assert statuses == [423] * PAYOUTS  # each saw the freeze: it went first
+    assert statuses == [423] * payouts  # each saw the freeze: it went first
     assert audit_events(runtime.db, "withdrawal.requested") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from walletsvc.api.console import install_console
@@ -50,6 +51,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             if limits.rate_limit_requests
             else None
         )
+        # The shared pool of sync routes, bounded (the freeze lane has its own threads).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = limits.route_threads
         if owned and rt.settings.run_worker:
             rt.start_background()
         try:

@@ -8,11 +8,11 @@ covers every route's path and query parameters; JSON bodies are checked by their
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from walletsvc.api.errors import error_body
 
@@ -32,13 +32,22 @@ def offending_input(request: Request) -> str | None:
     return None
 
 
+class _InputGuard:
+    """Plain ASGI, not BaseHTTPMiddleware: see walletsvc.api.request_ids."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            field = offending_input(Request(scope))
+            if field is not None:
+                message = f"{field}: control characters are not allowed"
+                refusal = JSONResponse(error_body("invalid_input", message, field), status_code=422)
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def install_input_guard(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def _refuse_control_characters(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        field = offending_input(request)
-        if field is not None:
-            message = f"{field}: control characters are not allowed"
-            return JSONResponse(error_body("invalid_input", message, field), status_code=422)
-        return await call_next(request)
+    app.add_middleware(_InputGuard)

@@ -17,11 +17,13 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from walletsvc.api.errors import error_body
 
@@ -84,20 +86,24 @@ def client_key(request: Request) -> str:
     return "address:" + (request.client.host if request.client else "unknown")
 
 
-def install_rate_limits(app: FastAPI) -> None:
-    """The limiter is ``app.state.rate_limiter`` (set at start from the settings; absent or
-    None: no limits)."""
+class _RateLimits:
+    """Plain ASGI, not BaseHTTPMiddleware: see walletsvc.api.request_ids."""
 
-    @app.middleware("http")
-    async def _rate_limit(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
         limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
         if limiter is None or request.url.path in UNLIMITED_PATHS:
-            return await call_next(request)
+            await self.app(scope, receive, send)
+            return
         verdict = limiter.hit(client_key(request))
         if not verdict.allowed:
-            return JSONResponse(
+            refusal = JSONResponse(
                 error_body(
                     "rate_limited",
                     f"more than {verdict.limit} requests in {limiter.window_s:g} s; "
@@ -107,6 +113,18 @@ def install_rate_limits(app: FastAPI) -> None:
                 status_code=429,
                 headers={**verdict.headers(), "Retry-After": str(verdict.reset_s)},
             )
-        response = await call_next(request)
-        response.headers.update(verdict.headers())
-        return response
+            await refusal(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(verdict.headers())
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def install_rate_limits(app: FastAPI) -> None:
+    """The limiter is ``app.state.rate_limiter`` (set at start from the settings; absent or
+    None: no limits)."""
+    app.add_middleware(_RateLimits)

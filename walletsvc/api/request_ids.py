@@ -11,11 +11,12 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 
 import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.routing import iter_route_contexts
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from walletsvc.metrics import HTTP_DURATION, HTTP_REQUESTS
 
@@ -58,20 +59,36 @@ def route_template(request: Request) -> str:
     return templates.get(endpoint, "unmatched")
 
 
-def install_request_ids(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def _request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+class _RequestIds:
+    """Plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware runs
+    the rest of the app in a task of its own behind a memory stream, a cost every request
+    paid on the one event loop (docs/performance.md, "The freeze under load")."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
         request_id = request_id_for(request)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
-        response = await call_next(request)
-        response.headers[HEADER] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                MutableHeaders(scope=message)[HEADER] = request_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
         elapsed = time.perf_counter() - started
         route = route_template(request)
-        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
         HTTP_DURATION.labels(request.method, route).observe(elapsed)
         # The path only: a query string is the caller's input, and headers may hold tokens.
         log.info(
@@ -79,8 +96,11 @@ def install_request_ids(app: FastAPI) -> None:
             extra={
                 "method": request.method,
                 "path": request.url.path,
-                "status": response.status_code,
+                "status": status,
                 "duration_ms": round(elapsed * 1000, 1),
             },
         )
-        return response
+
+
+def install_request_ids(app: FastAPI) -> None:
+    app.add_middleware(_RequestIds)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from walletsvc.config import Settings
 from walletsvc.domain.errors import Forbidden
@@ -102,15 +103,28 @@ def clear_cookie(request: Request, response: Response, name: str) -> None:
     )
 
 
+class _ConsoleHeaders:
+    """Plain ASGI, not BaseHTTPMiddleware (walletsvc.api.request_ids): API requests pass
+    straight through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope["path"]).startswith(CONSOLE_PREFIX):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def install_console_headers(app: FastAPI) -> None:
     """The strict headers on every console answer (pages, static files, errors)."""
-
-    @app.middleware("http")
-    async def _console_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        if request.url.path.startswith(CONSOLE_PREFIX):
-            for name, value in SECURITY_HEADERS.items():
-                response.headers.setdefault(name, value)
-        return response
+    app.add_middleware(_ConsoleHeaders)

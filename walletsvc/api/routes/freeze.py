@@ -39,10 +39,11 @@ class FreezeRequest(StrictModel):
 
 
 # A freeze has its own lane of worker threads. Sync routes and dependencies share one pool
-# (40 threads), and under a flood of payout requests every thread of it may be a request
-# waiting for its wallet's lock: a freeze queued for a thread there would wait behind the
-# very payouts it means to stop. Here it waits for nothing but the freeze gate
-# (walletsvc.db.database), and its authentication runs in the lane too.
+# (settings.route_threads), and under a flood of payout requests every thread of it may be a
+# request waiting for its wallet's lock: a freeze queued for a thread there would wait behind
+# the very payouts it means to stop. Here it waits for nothing but the freeze gate
+# (walletsvc.db.database), and its authentication runs in the lane too. The route is async
+# and the middleware in front of it is plain ASGI, so nothing before the lane blocks.
 FREEZE_LANE = anyio.CapacityLimiter(8)
 
 
