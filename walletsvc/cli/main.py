@@ -6,8 +6,9 @@ import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -23,6 +24,7 @@ from walletsvc.domain.network import Network
 if TYPE_CHECKING:
     from walletsvc.bootstrap.runtime import Runtime
     from walletsvc.domain.ports import ChainBackend
+    from walletsvc.signer.core import SignerCore
 
 use_plain_help()
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -64,9 +66,27 @@ def open_runtime(s: Settings) -> Runtime:
     return Runtime.open(s, chain=open_dev_chain(s))
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def local_signer(s: Settings, *, refused: str = "") -> Iterator[SignerCore]:
+    """The signer's own files opened in this process, for the local-only commands (set-up,
+    restore, imports): the signer must be stopped (its lock says so). ``refused`` prefixes
+    the message when they cannot be opened; they are closed again on the way out."""
+    from walletsvc.signer.ledger import LedgerBroken
+    from walletsvc.signer.server import SignerSetupError, close_core, open_core
+
+    try:
+        core = open_core(s)
+    except (LedgerBroken, SignerSetupError) as exc:
+        fail(f"{refused}{exc}")
+    try:
+        yield core
+    finally:
+        close_core(core)
 
 
 @app.callback()
@@ -169,23 +189,14 @@ def init(
 def _cold_in_signer(s: Settings, wallet: str, text: str) -> None:
     """`init --cold-*` on the signer's host: the signer's own copy first (it must be stopped;
     on another host, run `walletsvc signer set-cold` there)."""
-    from walletsvc.signer.ledger import LedgerBroken
-    from walletsvc.signer.server import SignerSetupError, close_core, open_core
-
     if s.signer_tcp_host:
         typer.echo("the signer runs on another host: run `walletsvc signer set-cold` there too")
         return
-    try:
-        core = open_core(s)
-    except (LedgerBroken, SignerSetupError) as exc:
-        fail(f"cannot give the signer its cold destination: {exc}")
-        return
-    try:
-        core.install_cold(wallet, text)
-    except DomainError as exc:
-        fail(f"init failed: {exc.message}")
-    finally:
-        close_core(core)
+    with local_signer(s, refused="cannot give the signer its cold destination: ") as core:
+        try:
+            core.install_cold(wallet, text)
+        except DomainError as exc:
+            fail(f"init failed: {exc.message}")
 
 
 @app.command()
@@ -289,22 +300,11 @@ def signer_set_cold(
 
     Local only, by whoever holds the signer's files: the service can never point the
     signer's "to cold" anywhere. Run it with the destination staff approved."""
-    from walletsvc.signer.ledger import LedgerBroken
-    from walletsvc.signer.server import SignerSetupError, close_core, open_core
-
-    s = settings()
-    try:
-        core = open_core(s)
-    except (LedgerBroken, SignerSetupError) as exc:
-        fail(str(exc))
-        return
-    try:
-        parsed = core.install_cold(wallet, destination)
-    except DomainError as exc:
-        fail(exc.message)
-        return
-    finally:
-        close_core(core)
+    with local_signer(settings()) as core:
+        try:
+            parsed = core.install_cold(wallet, destination)
+        except DomainError as exc:
+            fail(exc.message)
     typer.echo(f"signer cold destination of {wallet}: {parsed.descriptor}")
     typer.echo(f"fingerprint: {parsed.fingerprint}  (compare with the service's and devices)")
 
@@ -319,26 +319,19 @@ def signer_import_seed(
     from stdin), into the signer's own ledger (signer stopped). The upgrade path once genesis
     is closed (docs/runbook.md); the words must derive ``--xpub``."""
     from walletsvc.signer.errors import SignerError
-    from walletsvc.signer.ledger import LedgerBroken
-    from walletsvc.signer.server import SignerSetupError, close_core, open_core
 
     s = settings()
     phrase = sys.stdin.readline() if not sys.stdin.isatty() else ""
     if not phrase.strip():
         phrase = typer.prompt("recovery words", hide_input=True)
-    try:
-        core = open_core(s)
-    except (LedgerBroken, SignerSetupError) as exc:
-        fail(f"import-seed runs on the signer's host with the signer stopped: {exc}")
-        return
-    try:
-        keys = core.import_legacy_words(wallet, epoch, phrase, xpub)
-    except SignerError as exc:
-        fail(f"the signer refused the words: {exc.message}")
-        return
-    finally:
-        del phrase
-        close_core(core)
+    refused = "import-seed runs on the signer's host with the signer stopped: "
+    with local_signer(s, refused=refused) as core:
+        try:
+            keys = core.import_legacy_words(wallet, epoch, phrase, xpub)
+        except SignerError as exc:
+            fail(f"the signer refused the words: {exc.message}")
+        finally:
+            del phrase
     typer.echo(f"signer: key epoch {epoch} of {wallet} imported (xpub {keys['account_xpub']})")
 
 
@@ -387,24 +380,13 @@ def signer_set_policy(
     """Install a policy in the signer's own ledger (signer stopped): its limits, velocity
     and theft-shield budget are the ones the signer itself enforces. Local only."""
     from walletsvc.policy.document import PolicyError, load_policy_yaml, policy_hash
-    from walletsvc.signer.ledger import LedgerBroken
-    from walletsvc.signer.server import SignerSetupError, close_core, open_core
 
     try:
         document = load_policy_yaml(policy.read_text())
     except (OSError, PolicyError) as exc:
         fail(f"{policy}: {exc}")
-        return
-    s = settings()
-    try:
-        core = open_core(s)
-    except (LedgerBroken, SignerSetupError) as exc:
-        fail(str(exc))
-        return
-    try:
+    with local_signer(settings()) as core:
         changed = core.install_policy(document)
-    finally:
-        close_core(core)
     state = "installed" if changed else "already in force"
     typer.echo(f"signer policy {policy_hash(document)}: {state}")
 
@@ -772,22 +754,14 @@ def _import_words_into_signer(s: Settings, wallet: str, words: str) -> None:
     """The seed of the words into the signer's own ledger: local, with the signer's files and
     the signer stopped (its lock says so), like ``walletsvc signer set-cold``."""
     from walletsvc.signer.errors import SignerError
-    from walletsvc.signer.ledger import LedgerBroken
-    from walletsvc.signer.server import SignerSetupError, close_core, open_core
 
     s.data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        core = open_core(s)
-    except (LedgerBroken, SignerSetupError) as exc:
-        fail(f"restore --words runs on the signer's host with the signer stopped: {exc}")
-        return
-    try:
-        keys = core.import_words(wallet, words)
-    except SignerError as exc:
-        fail(f"the signer refused the words: {exc.message}")
-        return
-    finally:
-        close_core(core)
+    refused = "restore --words runs on the signer's host with the signer stopped: "
+    with local_signer(s, refused=refused) as core:
+        try:
+            keys = core.import_words(wallet, words)
+        except SignerError as exc:
+            fail(f"the signer refused the words: {exc.message}")
     _progress(f"signer: key epoch 1 of {wallet} imported (xpub {keys['account_xpub']})")
 
 
