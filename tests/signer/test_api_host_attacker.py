@@ -16,19 +16,15 @@ from pathlib import Path
 import pytest
 from embit import script
 
-from tests.conftest import REPO, RUNNING_SIGNERS, WALLET, fund_wallet
-from tests.fakechain import FakeChain
+from tests.conftest import REPO, WALLET
 from tests.helpers import external_destination
-from tests.signer.helpers import coins, payout, plan_paying, plan_sweep_to
+from tests.signer.helpers import coins, funded_api_host, payout, plan_paying, plan_sweep_to
 from tests.signer_helpers import install_cold_in_signer
 from walletsvc.bootstrap.runtime import Runtime
-from walletsvc.bootstrap.setup import initialise
-from walletsvc.config import Settings
 from walletsvc.domain.errors import Frozen, InvalidInput, SigningRefused
 from walletsvc.domain.transaction import ApprovedPayout
 from walletsvc.domain.txplan import plan_sweep
 from walletsvc.signer.client import SignerClient
-from walletsvc.signer.server import SignerServer
 from walletsvc.wallets.service import get_wallet, next_change_path
 
 DENIED_ADDRESS, DENIED_SCRIPT = external_destination("known thief")
@@ -39,26 +35,10 @@ TIER_SAT = 10_000_000  # the largest payout that needs no approval in that polic
 @pytest.fixture
 def api_host(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
     """A funded service whose signer's first policy denies DENIED_ADDRESS."""
-    policy = tmp_path / "policy.yaml"
     text = (REPO / "policies" / "default.yaml").read_text()
-    policy.write_text(text.replace("denylist: []", f"denylist: [{DENIED_ADDRESS}]"))
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        kek_file=tmp_path / "data" / "kek.bin",
-        policy_file=policy,
-        run_worker=False,
-    )
-    with SignerServer(settings) as signer:
-        RUNNING_SIGNERS[settings.signer_path] = signer
-        initialise(settings, wallet=WALLET, policy_file=policy, actor="test")
-        runtime = Runtime.open(settings, chain=FakeChain())
-        try:
-            fund_wallet(runtime)
-            yield runtime
-        finally:
-            runtime.close()
-            RUNNING_SIGNERS.pop(settings.signer_path, None)
+    policy_text = text.replace("denylist: []", f"denylist: [{DENIED_ADDRESS}]")
+    with funded_api_host(tmp_path, database_url, policy_text) as runtime:
+        yield runtime
 
 
 def signed_count(runtime: Runtime) -> int:

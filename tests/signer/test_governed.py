@@ -20,13 +20,10 @@ import pytest
 from embit import bip32
 from embit.networks import NETWORKS
 
-from tests.conftest import REPO, RUNNING_SIGNERS, WALLET, fund_wallet
-from tests.fakechain import FakeChain
+from tests.conftest import REPO, RUNNING_SIGNERS, WALLET
 from tests.helpers import external_destination, run_cli
-from tests.signer.helpers import coins, plan_paying
+from tests.signer.helpers import coins, funded_api_host, plan_paying
 from walletsvc.bootstrap.runtime import Runtime
-from walletsvc.bootstrap.setup import initialise
-from walletsvc.config import Settings
 from walletsvc.domain.canonical import content_digest
 from walletsvc.domain.errors import SigningRefused
 from walletsvc.domain.transaction import ApprovedPayout
@@ -62,28 +59,8 @@ def clock() -> Clock:
 @pytest.fixture
 def api_host(tmp_path: Path, database_url: str, clock: Clock) -> Iterator[Runtime]:
     """A funded service whose signer requires the allowlist (unlisted destinations: deny)."""
-    policy = tmp_path / "policy.yaml"
-    policy.write_text(POLICY_TEXT)
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        kek_file=tmp_path / "data" / "kek.bin",
-        policy_file=policy,
-        run_worker=False,
-    )
-    from walletsvc.signer.server import SignerServer
-
-    with SignerServer(settings) as signer:
-        signer.core._clock = clock  # the test moves the signer's time itself
-        RUNNING_SIGNERS[settings.signer_path] = signer
-        initialise(settings, wallet=WALLET, policy_file=policy, actor="test")
-        runtime = Runtime.open(settings, chain=FakeChain())
-        try:
-            fund_wallet(runtime)
-            yield runtime
-        finally:
-            runtime.close()
-            RUNNING_SIGNERS.pop(settings.signer_path, None)
+    with funded_api_host(tmp_path, database_url, POLICY_TEXT, clock=clock) as runtime:
+        yield runtime  # the test moves the signer's time itself
 
 
 def core_of(runtime: Runtime) -> SignerCore:
