@@ -30,6 +30,7 @@ from .models_governance import (
 )
 from .models_staff_auth import StaffChange, StaffPasskey
 from .models_treasury import ColdDestinationRow, Refill
+from .repositories.tokens import TokenRecord
 
 
 def staff_message(row: Staff) -> bytes:
@@ -40,7 +41,7 @@ def staff_message(row: Staff) -> bytes:
     )
 
 
-def api_token_message(row: ApiToken) -> bytes:
+def api_token_message(row: ApiToken | TokenRecord) -> bytes:
     """Which secret (by hash) grants which scopes, and whether it is revoked."""
     scopes = tuple(sorted(str(s) for s in row.scopes))
     fields: list[Field] = [row.id, row.name, row.token_hash, scopes, row.revoked_at is not None]

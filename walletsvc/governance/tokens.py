@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from walletsvc.db.database import Database
 from walletsvc.db.models import ApiToken, utcnow
 from walletsvc.db.repositories import ReadUnitOfWork
+from walletsvc.db.repositories.tokens import TokenRecord, token_record_by_hash
 from walletsvc.db.tags import api_token_message
 from walletsvc.domain.access import SCOPES
 from walletsvc.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
@@ -113,7 +114,10 @@ def authenticate_token(uow: ReadUnitOfWork, tags: RowTagger, secret: str) -> Tok
 
     Raises ``Unauthenticated`` for an unknown or revoked token and ``ForgedToken`` (also a
     401) for a row whose tag fails: inserted, widened or un-revoked in the database."""
-    row = uow.tokens.by_hash(hash_token(secret))
+    return _principal_of(uow.tokens.by_hash(hash_token(secret)), tags)
+
+
+def _principal_of(row: ApiToken | TokenRecord | None, tags: RowTagger) -> TokenPrincipal:
     if row is None or row.revoked_at is not None:
         raise Unauthenticated("invalid or revoked API token")
     if not tags.verify(api_token_message(row), row.mac or ""):
@@ -133,8 +137,9 @@ def authenticate_api_token(db: Database, tags: RowTagger, secret: str) -> TokenP
     """The principal of a valid, unrevoked, genuine API token; 401 otherwise. A forged row is
     audited as an integrity failure (its own committed transaction) before the 401."""
     try:
-        with db.read() as uow:
-            return authenticate_token(uow, tags, secret)
+        with db.lookup() as connection:
+            record = token_record_by_hash(connection, hash_token(secret))
+        return _principal_of(record, tags)
     except ForgedToken as forged:
         with db.write() as uow:
             uow.audit(
