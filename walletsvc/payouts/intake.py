@@ -8,16 +8,17 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from walletsvc.db.database import Database, UnitOfWork
-from walletsvc.db.models import ChainTransaction, IdempotencyKey, Wallet, Withdrawal, new_id
+from walletsvc.db.models import ChainTransaction, Wallet, Withdrawal, new_id
 from walletsvc.db.models_governance import ApprovalRequest
+from walletsvc.db.outbox import WITHDRAWAL_STATUS_CHANGED, withdrawal_status_payload
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.repositories.withdrawals import HeldWindow
-from walletsvc.db.tags import withdrawal_authorization_message
+from walletsvc.db.tags import authorization_message, withdrawal_authorization_message
 from walletsvc.domain.address import Destination, decode_address
 from walletsvc.domain.errors import IdempotencyConflict, InvalidInput, NotFound, PolicyDenied
 from walletsvc.domain.money import require_payable
@@ -269,7 +270,8 @@ def _decide_batch(
         # share their velocity windows' reads.
         moment = datetime.now(UTC)
         keys = [(job.destination.address, job.token_id) for job in batch]
-        totals = _BatchTotals(uow, wallet_id, keys)
+        staged = _StagedRows()
+        totals = _BatchTotals(uow, wallet_id, keys, before_read=functools.partial(staged.send, uow))
         stored = uow.idempotency_keys.for_token_keys(
             [(job.token_id, job.idempotency_key) for job in batch]
         )
@@ -316,6 +318,7 @@ def _decide_batch(
                 idempotency_key=job.idempotency_key,
                 token_id=job.token_id,
                 actor=job.actor,
+                staged=staged,
             )
             if isinstance(job.outcome, WithdrawalResult):  # it holds money from now on
                 known[(job.token_id, job.idempotency_key)] = (
@@ -323,9 +326,8 @@ def _decide_batch(
                     job.outcome.withdrawal_id,
                 )
                 totals.accepted(job.amount, judged.destination.address, job.token_id, judged.moment)
-            # Its writes fail here, as its own (and roll back the batch), not in the next
-            # request's reads.
-            uow.session.flush()
+        # A failing insert rolls the whole batch back and is raised to each of its requests.
+        staged.send(uow)
     # Committed: only now are the outcomes (a denial included) handed back.
     for job in batch:
         job.done = True
@@ -411,8 +413,17 @@ class _BatchTotals:
     token in one statement), plus the payouts the transaction accepted after that read.
     Exact: a read sees every payout flushed before it, and only later ones are added."""
 
-    def __init__(self, uow: ReadUnitOfWork, wallet_id: str, keys: list[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        uow: ReadUnitOfWork,
+        wallet_id: str,
+        keys: list[tuple[str, str]],
+        *,
+        before_read: Callable[[], None],
+    ) -> None:
         self._uow = uow
+        # Sends the accepted payouts not inserted yet: a read below must see all of them.
+        self.before_read = before_read
         self._wallet_id = wallet_id
         self._keys = keys  # every request's (destination, token id) in the transaction
         # window -> (satoshis, count, how many accepted payouts the read already saw)
@@ -423,6 +434,7 @@ class _BatchTotals:
         missing = [w for w in windows if w not in self._read]
         if missing:
             wanted = list(dict.fromkeys(missing + self._same_for_the_others(missing)))
+            self.before_read()
             seen = len(self._accepted)
             sums = self._uow.withdrawals.counted_totals_since(self._wallet_id, wanted)
             for window, (amount, count) in zip(wanted, sums, strict=True):
@@ -514,88 +526,164 @@ def _record(
     idempotency_key: str,
     token_id: str,
     actor: str,
+    staged: _StagedRows,
 ) -> WithdrawalResult | PolicyDenied:
-    """The decision's writes: the denial's audit event, or the withdrawal, its idempotency
-    key, its audit event and (above an approval tier) its approval request."""
+    """The decision's writes: the denial's audit event, or the withdrawal and its idempotency
+    key (staged for the batch's multi-row inserts), its audit event, its first status event
+    and (above an approval tier) its approval request."""
     wallet, destination, policy = judged.wallet, judged.destination, judged.policy
-    decision, moment = judged.decision, judged.moment
+    moment = judged.moment
+    decision = judged.decision.to_dict()  # once: the row, the audit event and the metrics
     _count(decision)
-    if decision.outcome == "deny":
+    if decision["outcome"] == "deny":
         uow.audit(
             actor,
             "withdrawal.denied",
             "wallet",
             wallet.id,
-            {
-                "destination": destination.address,
-                "amount_sat": amount,
-                "decision": decision.to_dict(),
-            },
+            {"destination": destination.address, "amount_sat": amount, "decision": decision},
         )
-        return PolicyDenied(_deny_message(decision), decision=decision, field=deny_field(decision))
-    status = (
-        WithdrawalStatus.APPROVED
-        if decision.outcome == "allow"
-        else WithdrawalStatus.PENDING_APPROVAL
-    )
-    withdrawal = Withdrawal(
-        id=new_id(),  # known before the insert: the tag below needs no second statement
+        return PolicyDenied(
+            _deny_message(judged.decision),
+            decision=judged.decision,
+            field=deny_field(judged.decision),
+        )
+    values = new_withdrawal_values(
+        tags,
         wallet_id=wallet.id,
         token_id=token_id,
-        destination=destination.address,
-        script_pubkey=destination.script_pubkey.hex(),
-        amount_sat=amount,
+        destination=destination,
+        amount=amount,
         reference=body.reference,
-        status=status.value,
-        decision=decision.to_dict(),
+        decision=decision,
         policy_hash=policy.sha256,
-        created_at=moment,
-        updated_at=moment,
+        at=moment,
     )
-    if status is WithdrawalStatus.APPROVED:
-        withdrawal.authorization_mac = tags.tag(withdrawal_authorization_message(withdrawal))
-    uow.withdrawals.add(withdrawal, flush=True)  # before the rows that reference it
-    uow.idempotency_keys.add(
-        IdempotencyKey(
-            token_id=token_id,
-            key=idempotency_key,
-            request_hash=digest,
-            withdrawal_id=withdrawal.id,
-        )
+    staged.withdrawals.append(values)
+    staged.keys.append(
+        {
+            "id": new_id(),
+            "token_id": token_id,
+            "key": idempotency_key,
+            "request_hash": digest,
+            "withdrawal_id": values["id"],
+            "created_at": moment,
+        }
     )
     uow.audit(
         actor,
         "withdrawal.requested",
         "withdrawal",
-        withdrawal.id,
+        values["id"],
         {
             "wallet": wallet.name,
             "destination": destination.address,
             "amount_sat": amount,
             "reference": body.reference,
-            "status": status.value,
-            "decision": decision.to_dict(),
+            "status": values["status"],
+            "decision": decision,
             "policy_sha256": policy.sha256,
         },
     )
+    # Inserted in bulk, the row passes no ORM flush that would announce its first status.
+    uow.emit(
+        WITHDRAWAL_STATUS_CHANGED,
+        withdrawal_status_payload(
+            values["id"],
+            reference=body.reference,
+            amount_sat=amount,
+            status=values["status"],
+            previous_status=None,
+        ),
+    )
     request_id = None
-    if decision.required is not None and status is WithdrawalStatus.PENDING_APPROVAL:
-        # Same transaction: a payout never waits without its approval request.
+    required = judged.decision.required
+    if required is not None and values["status"] == WithdrawalStatus.PENDING_APPROVAL.value:
+        # Same transaction: a payout never waits without its approval request, which reads
+        # the payout back for its content.
+        staged.send(uow)
         request_id = approvals.open_request(
             uow,
             tags,
             kind=KIND,
-            subject_id=withdrawal.id,
-            group=decision.required.group,
-            m=decision.required.m,
+            subject_id=values["id"],
+            group=required.group,
+            m=required.m,
             expires_at=approval_deadline(policy.document, moment),
             requester=actor,
             requester_staff_id=None,
             now=moment,
         ).id
     return WithdrawalResult(
-        withdrawal.id, created=True, view=new_withdrawal_view(withdrawal, wallet.name, request_id)
+        values["id"],
+        created=True,
+        view=new_withdrawal_view(Withdrawal(**values), wallet.name, request_id),
     )
+
+
+def new_withdrawal_values(
+    tags: RowTagger,
+    *,
+    wallet_id: str,
+    token_id: str | None,
+    destination: Destination,
+    amount: int,
+    reference: str | None,
+    decision: dict[str, Any],
+    policy_hash: str,
+    at: datetime,
+    round_id: str | None = None,
+    round_index: int | None = None,
+) -> dict[str, Any]:
+    """A new payout's ``withdrawals`` row as column values, for a multi-row INSERT: approved
+    (and MAC-authorised for the signer) when the policy allows it, else waiting for its
+    approvals."""
+    allowed = decision["outcome"] == "allow"
+    status = WithdrawalStatus.APPROVED if allowed else WithdrawalStatus.PENDING_APPROVAL
+    withdrawal_id = new_id()
+    script = destination.script_pubkey.hex()
+    mac = (
+        tags.tag(authorization_message(withdrawal_id, wallet_id, script, amount))
+        if allowed
+        else None
+    )
+    return {
+        "id": withdrawal_id,
+        "wallet_id": wallet_id,
+        "token_id": token_id,
+        "destination": destination.address,
+        "script_pubkey": script,
+        "amount_sat": amount,
+        "reference": reference,
+        "status": status.value,
+        "decision": decision,
+        "policy_hash": policy_hash,
+        "authorization_mac": mac,
+        "transaction_id": None,
+        "fee_share_sat": None,
+        "failure_reason": None,
+        "created_at": at,
+        "updated_at": at,
+        "round_id": round_id,
+        "round_index": round_index,
+    }
+
+
+@dataclass
+class _StagedRows:
+    """The payouts an intake transaction accepted and has not inserted yet, with their
+    idempotency keys: one multi-row INSERT per table for the batch (an ORM flush per payout
+    cost more than its decision). Sent before anything reads payouts back (the velocity
+    counters, the destination's payouts, an approval request's content) and at the end."""
+
+    withdrawals: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[dict[str, Any]] = field(default_factory=list)
+
+    def send(self, uow: UnitOfWork) -> None:
+        if self.withdrawals:
+            uow.withdrawals.add_many(self.withdrawals)
+            uow.idempotency_keys.add_many(self.keys)  # after the payouts they reference
+            self.withdrawals, self.keys = [], []
 
 
 def require_same_body(stored_hash: str, digest: str) -> None:
@@ -678,9 +766,9 @@ def _decide(
     return wallet, destination, policy, decision
 
 
-def _count(decision: Decision) -> None:
-    POLICY_DECISIONS.labels(decision.outcome).inc()
-    for rule in decision.to_dict()["rules"]:
+def _count(decision: dict[str, Any]) -> None:
+    POLICY_DECISIONS.labels(decision["outcome"]).inc()
+    for rule in decision["rules"]:
         POLICY_RULE_RESULTS.labels(rule["rule"], rule["result"]).inc()
 
 
@@ -763,6 +851,8 @@ def _history(
         for (scope, window), (amount, count) in zip(windows, sums, strict=True)
     ]
     ramp_period = trust_ramp_period(policy)
+    if ramp_period is not None and counted is not None:
+        counted.before_read()
     rows = (
         uow.withdrawals.held_to_destination_since(
             wallet.id, destination, moment - ramp_period, statuses

@@ -28,7 +28,6 @@ from walletsvc.db.models import PayoutRound, Wallet, new_id
 from walletsvc.db.outbox import ROUND_STATUS_CHANGED
 from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.db.repositories.withdrawals import HeldWindow
-from walletsvc.db.tags import authorization_message
 from walletsvc.domain.address import Destination, decode_address
 from walletsvc.domain.errors import InvalidInput, NotFound, RoundDenied
 from walletsvc.domain.money import require_payable
@@ -46,6 +45,7 @@ from walletsvc.payouts.intake import (
     encode_cursor,
     failed_rules,
     idempotency_lock,
+    new_withdrawal_values,
     require_idempotency_key,
     require_reference,
     require_same_body,
@@ -233,7 +233,7 @@ def _decide_and_record(
             zip(destinations, amounts, body.payouts, decisions, strict=True)
         )
     ]
-    uow.payout_rounds.add_payouts(rows)
+    uow.withdrawals.add_many(rows)
     _audit_accepted(uow, actor, wallet, round_row, rows, policy)
     for row in rows:
         required = row["decision"]["required"]
@@ -265,35 +265,19 @@ def _withdrawal(
 ) -> dict[str, Any]:
     """One payout's ``withdrawals`` row, as values for the round's one multi-row INSERT (an
     ORM object per payout would cost more than the rest of the round's intake)."""
-    allowed = decision.outcome == "allow"
-    status = WithdrawalStatus.APPROVED if allowed else WithdrawalStatus.PENDING_APPROVAL
-    withdrawal_id = new_id()
-    script = destination.script_pubkey.hex()
-    mac = (
-        tags.tag(authorization_message(withdrawal_id, round_row.wallet_id, script, amount))
-        if allowed
-        else None
+    return new_withdrawal_values(
+        tags,
+        wallet_id=round_row.wallet_id,
+        token_id=round_row.token_id,
+        destination=destination,
+        amount=amount,
+        reference=reference,
+        decision=decision.to_dict(),
+        policy_hash=round_row.policy_hash,
+        at=round_row.created_at,
+        round_id=round_row.id,
+        round_index=index,
     )
-    return {
-        "id": withdrawal_id,
-        "wallet_id": round_row.wallet_id,
-        "token_id": round_row.token_id,
-        "destination": destination.address,
-        "script_pubkey": script,
-        "amount_sat": amount,
-        "reference": reference,
-        "status": status.value,
-        "decision": decision.to_dict(),
-        "policy_hash": round_row.policy_hash,
-        "authorization_mac": mac,
-        "transaction_id": None,
-        "fee_share_sat": None,
-        "failure_reason": None,
-        "created_at": round_row.created_at,
-        "updated_at": round_row.created_at,
-        "round_id": round_row.id,
-        "round_index": index,
-    }
 
 
 def _audit_accepted(

@@ -10,8 +10,10 @@ database's RESERVED lock from ``BEGIN IMMEDIATE``, see walletsvc.db.database).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from walletsvc.db.models import Base
@@ -37,6 +39,13 @@ class Repository(Generic[M]):
         if flush:
             self.session.flush()
         return row
+
+    def add_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert new rows, given as column values (every key in every row, ids included),
+        in one multi-row statement: a block's coins, a round's payouts or an intake batch's
+        payouts build no ORM object each."""
+        if rows:
+            self.session.execute(insert(self.model), list(rows))
 
     def flush(self) -> None:
         self.session.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 
 from walletsvc.db.models import Address, ChainTransaction, ScannedBlock, Utxo
 from walletsvc.db.models_treasury import TransactionWatch
@@ -98,12 +98,6 @@ class UtxoRepository(Repository[Utxo]):
                 )
             )
         return found
-
-    def add_many(self, rows: Sequence[dict[str, object]]) -> None:
-        """Insert new coins (column values) in one multi-row statement: a block paying us
-        thousands of outputs builds no ORM object per coin."""
-        if rows:
-            self.session.execute(insert(Utxo), list(rows))
 
     def of_txids(self, txids: Sequence[str]) -> dict[tuple[str, int], Utxo]:
         """Our coins (spent or not) created by any of ``txids``, by outpoint."""

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from walletsvc.db.models import ChainTransaction, PayoutRound, Withdrawal
 from walletsvc.db.repositories.base import Repository
@@ -67,12 +66,6 @@ class PayoutRoundRepository(Repository[PayoutRound]):
                 query.order_by(PayoutRound.created_at.desc(), PayoutRound.id.desc()).limit(limit)
             )
         )
-
-    def add_payouts(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert a round's withdrawals (column values, ids set by the caller) in one
-        multi-row statement."""
-        if rows:
-            self.session.execute(insert(Withdrawal), list(rows))
 
     def status_counts(self, round_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Round id -> {status: number of its payouts}, for every round named."""
