@@ -30,7 +30,7 @@ from walletsvc.api.console.security import (
     passkey_registration_challenge,
     relying_party,
 )
-from walletsvc.api.deps import get_runtime
+from walletsvc.api.deps import runtime_of
 from walletsvc.api.errors import status_for
 from walletsvc.bootstrap.console_views import ConsoleViews
 from walletsvc.bootstrap.runtime import Runtime
@@ -84,7 +84,7 @@ def _session_secret(request: Request) -> str | None:
 
 def _visit(request: Request) -> Visit:
     """The logged-in staff member, or Unauthenticated (an absent, expired or ended session)."""
-    runtime = get_runtime(request)
+    runtime = runtime_of(request)
     secret = _session_secret(request)
     if secret is None:
         raise Unauthenticated(EXPIRED)
@@ -213,7 +213,7 @@ def login_submit(
     totp: FormText = "",
     csrf_token: OptionalFormText = None,
 ) -> Response:
-    runtime = get_runtime(request)
+    runtime = runtime_of(request)
     try:
         check_csrf(request.cookies.get(LOGIN_CSRF_COOKIE), csrf_token)
         created = login(

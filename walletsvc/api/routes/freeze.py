@@ -15,8 +15,8 @@ from walletsvc.api.deps import (
     RuntimeDep,
     authenticate,
     authorize,
-    get_runtime,
     require_access,
+    runtime_of,
 )
 from walletsvc.api.errors import error_responses
 from walletsvc.api.schemas import Prose, StrictModel, Text
@@ -53,7 +53,7 @@ async def post_freeze(body: FreezeRequest, request: Request) -> FreezeView:
 
 
 def _freeze(body: FreezeRequest, request: Request) -> FreezeView:
-    runtime = get_runtime(request)
+    runtime = runtime_of(request)
     principal = authenticate(request, runtime)
     authorize(principal, ("freeze",), ALL_ROLES)  # any staff member or the `freeze` scope
     if body.scope == "wallet" and not body.wallet:
