@@ -86,6 +86,7 @@ from bitcoin.core.script import (
 )
 from bitcoin.wallet import CKey
 from fastapi import FastAPI, Header
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -989,6 +990,50 @@ def _rate_cells(figures: Figures) -> list[str]:
     ]
 
 
+FREEZE_STAGES = ("queued", "authenticate", "signer", "gate", "record")
+# stage -> (count, sum in seconds, {bucket upper bound: cumulative count})
+StageSnapshot = dict[str, tuple[float, float, dict[float, float]]]
+
+
+def freeze_stages(server: Server) -> StageSnapshot:
+    """The server's ``walletsvc_freeze_stage_seconds`` histogram, per stage."""
+    text = httpx.get(server.url + "/metrics", timeout=60).text
+    stages: StageSnapshot = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "walletsvc_freeze_stage_seconds":
+            continue
+        for sample in family.samples:
+            stage = sample.labels.get("stage", "")
+            count, total, buckets = stages.get(stage, (0.0, 0.0, {}))
+            if sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_bucket"):
+                buckets[float(sample.labels["le"])] = sample.value
+            stages[stage] = (count, total, buckets)
+    return stages
+
+
+def print_freeze_stages(before: StageSnapshot, after: StageSnapshot) -> None:
+    """Where the freezes between two snapshots spent their time: the mean per stage, and the
+    histogram bucket that holds the 90th percentile (an upper bound)."""
+    cells = []
+    for stage in FREEZE_STAGES:
+        count, total, buckets = after.get(stage, (0.0, 0.0, {}))
+        old_count, old_total, old_buckets = before.get(stage, (0.0, 0.0, {}))
+        n = count - old_count
+        if n <= 0:
+            continue
+        mean_ms = 1000 * (total - old_total) / n
+        bound = next(
+            (le for le in sorted(buckets) if buckets[le] - old_buckets.get(le, 0.0) >= 0.9 * n),
+            float("inf"),
+        )
+        cells.append(f"{stage} {mean_ms:.1f} / ≤{1000 * bound:g}")
+    print(f"    server-side stages (mean / p90 bucket, ms): {', '.join(cells)}", flush=True)
+
+
 def print_freeze(label: str, figures: Figures) -> None:
     slowest = max(figures.latencies_s, default=0.0) * 1000
     failed = f"  failed {figures.failed}" if figures.failed else ""
@@ -1019,9 +1064,13 @@ def run_empty(
                 empty = measure_intake(server.url, service.token, plan, "walletsvc (empty)")
                 rows += [Row(backend, c, f, reference.get(c), "baseline") for c, f in empty.items()]
             if "freeze" in only:
+                before = freeze_stages(server)
                 print_freeze("idle", measure_freeze(server, service, plan, load=0))
+                after_idle = freeze_stages(server)
+                print_freeze_stages(before, after_idle)
                 loaded = measure_freeze(server, service, plan, load=64)
                 print_freeze("under 64 payout clients", loaded)
+                print_freeze_stages(after_idle, freeze_stages(server))
             if profile_s:
                 profile_intake(server, service, workdir, profile_s)
     return rows, empty

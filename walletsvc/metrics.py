@@ -40,6 +40,16 @@ SIGNER_SECONDS = Histogram(
     ["kind"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+# Where an emergency freeze spends its time, stage by stage (``POST /v1/freeze``, the CLI and
+# automatic freezes): on call can see whether a slow freeze waited for a thread, for the
+# signer, for the freeze gate or for the commit (docs/performance.md, "The freeze under load").
+FREEZE_STAGE_SECONDS = Histogram(
+    "walletsvc_freeze_stage_seconds",
+    "Time a freeze spent per stage: queued (for its lane thread), authenticate, signer,"
+    " gate (waiting for the freeze gate), record (writing and committing the freeze)",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 SIGNER_REFUSALS = Counter(
     "walletsvc_signer_refusals_total",
     "Transactions the signer or the kernel check refused, by error code",

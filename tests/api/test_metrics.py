@@ -52,6 +52,26 @@ def test_requests_and_policy_decisions_are_counted(client: TestClient, tokens: T
     assert not any(created.json()["id"] in str(labels) for _, labels in after)
 
 
+def test_a_freeze_reports_where_its_time_went(
+    client: TestClient, runtime: Runtime, tokens: Tokens
+) -> None:
+    before = scrape(client)
+    frozen = client.post("/v1/freeze", headers=auth(tokens.all), json={"reason": "drill"})
+    assert frozen.status_code == 201
+    after = scrape(client)
+    name = "walletsvc_freeze_stage_seconds_count"
+    # One observation per stage of this freeze (the signer's only when there is a signer).
+    stages = ["queued", "authenticate", "gate", "record"]
+    stages += ["signer"] if runtime.signer is not None else []
+    for stage in stages:
+        assert value(after, name, stage=stage) - value(before, name, stage=stage) == 1, stage
+    # A rejected freeze (bad credentials) is not a freeze: no stage after authentication.
+    refused = client.post("/v1/freeze", headers=auth("wsvc_not-a-token"), json={"reason": "x"})
+    assert refused.status_code == 401
+    again = scrape(client)
+    assert value(again, name, stage="record") == value(after, name, stage="record")
+
+
 def test_state_gauges_come_from_the_database(
     client: TestClient, runtime: Runtime, tokens: Tokens
 ) -> None:

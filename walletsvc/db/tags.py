@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement
 
@@ -30,7 +31,6 @@ from .models_governance import (
 )
 from .models_staff_auth import StaffChange, StaffPasskey
 from .models_treasury import ColdDestinationRow, Refill
-from .repositories.tokens import TokenRecord
 
 
 def staff_message(row: Staff) -> bytes:
@@ -41,7 +41,25 @@ def staff_message(row: Staff) -> bytes:
     )
 
 
-def api_token_message(row: ApiToken | TokenRecord) -> bytes:
+class TokenFields(Protocol):
+    """What a token's tag covers: an ``ApiToken`` row, or the record authentication reads
+    without the ORM (walletsvc.db.repositories.tokens)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def token_hash(self) -> str: ...
+    @property
+    def scopes(self) -> list[Any]: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
+    @property
+    def cert_fingerprint(self) -> str | None: ...
+
+
+def api_token_message(row: TokenFields) -> bytes:
     """Which secret (by hash) grants which scopes, and whether it is revoked."""
     scopes = tuple(sorted(str(s) for s in row.scopes))
     fields: list[Field] = [row.id, row.name, row.token_hash, scopes, row.revoked_at is not None]

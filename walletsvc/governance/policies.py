@@ -74,12 +74,11 @@ def install_policy(
 
 
 def active_policy(uow: ReadUnitOfWork, tags: RowTagger, wallet: Wallet | None) -> ActivePolicy:
-    row = None
     if wallet is not None:
-        row = _active_row(uow, wallet.id)
-    wallet_scoped = row is not None
-    if row is None:
-        row = _active_row(uow, None)
+        row = uow.policies.in_force_for(wallet.id)
+        wallet_scoped = row is not None and row.wallet_id is not None
+    else:
+        row, wallet_scoped = _active_row(uow, None), False
     if row is None:
         raise IntegrityFailure("no active policy: run `walletsvc init`")
     if not tags.verify(policy_message(row), row.mac):

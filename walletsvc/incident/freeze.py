@@ -15,6 +15,7 @@ database writer deletes the row afterwards (the signer keeps its own freeze in i
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from walletsvc.db.repositories import ReadUnitOfWork
 from walletsvc.domain.errors import DomainError, InvalidInput, NotFound
 from walletsvc.domain.ports import SignerPort
 from walletsvc.domain.withdrawal import WithdrawalStatus
+from walletsvc.metrics import FREEZE_STAGE_SECONDS
 from walletsvc.wallets.freezes import active_freezes
 from walletsvc.wallets.service import get_wallet
 
@@ -50,10 +52,14 @@ def freeze(
     A signer that cannot be reached does not stop the database freeze (logged); a database
     that cannot be written leaves the signer frozen and raises.
     """
+    began = time.perf_counter()
     if signer is not None and scope in SIGNER_SCOPES:
         freeze_signer(signer, wallet, reason)
+        FREEZE_STAGE_SECONDS.labels("signer").observe(time.perf_counter() - began)
+    asked = time.perf_counter()
     with db.write(freeze=True) as uow:
-        return apply_freeze(
+        granted = time.perf_counter()
+        row = apply_freeze(
             uow,
             scope=scope,
             wallet=wallet,
@@ -62,6 +68,9 @@ def freeze(
             source=source,
             evidence=evidence,
         )
+    FREEZE_STAGE_SECONDS.labels("gate").observe(granted - asked)
+    FREEZE_STAGE_SECONDS.labels("record").observe(time.perf_counter() - granted)
+    return row
 
 
 def freeze_signer(signer: SignerPort, wallet: str | None, reason: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Annotated, Literal
 
@@ -23,6 +24,7 @@ from walletsvc.api.schemas import Prose, StrictModel, Text
 from walletsvc.api.schemas.incident import FreezeState, FreezeView
 from walletsvc.domain.errors import InvalidInput
 from walletsvc.incident.freeze import freeze, freeze_overview, show_freeze
+from walletsvc.metrics import FREEZE_STAGE_SECONDS
 
 router = APIRouter(tags=["incident response"], responses=error_responses(401, 403))
 # Freezing must never wait for permission: any staff member (every role) or a token with the
@@ -49,12 +51,18 @@ FREEZE_LANE = anyio.CapacityLimiter(8)
 
 @router.post("/freeze", status_code=201, responses=error_responses(404, 422))
 async def post_freeze(body: FreezeRequest, request: Request) -> FreezeView:
-    return await anyio.to_thread.run_sync(partial(_freeze, body, request), limiter=FREEZE_LANE)
+    arrived = time.perf_counter()
+    return await anyio.to_thread.run_sync(
+        partial(_freeze, body, request, arrived), limiter=FREEZE_LANE
+    )
 
 
-def _freeze(body: FreezeRequest, request: Request) -> FreezeView:
+def _freeze(body: FreezeRequest, request: Request, arrived: float) -> FreezeView:
+    started = time.perf_counter()
+    FREEZE_STAGE_SECONDS.labels("queued").observe(started - arrived)
     runtime = runtime_of(request)
     principal = authenticate(request, runtime)
+    FREEZE_STAGE_SECONDS.labels("authenticate").observe(time.perf_counter() - started)
     authorize(principal, ("freeze",), ALL_ROLES)  # any staff member or the `freeze` scope
     if body.scope == "wallet" and not body.wallet:
         raise InvalidInput("scope 'wallet' needs the wallet to freeze", field="wallet")

@@ -35,6 +35,19 @@ class PolicyVersionRepository(Repository[PolicyVersion]):
             select(PolicyVersion).where(_scope(wallet_id), PolicyVersion.status == "active")
         )
 
+    def in_force_for(self, wallet_id: str) -> PolicyVersion | None:
+        """``active_row(wallet_id)``, else ``active_row(None)`` (the default policy), in one
+        statement: every intake transaction asks."""
+        rows = self.session.scalars(
+            select(PolicyVersion).where(
+                (PolicyVersion.wallet_id == wallet_id) | PolicyVersion.wallet_id.is_(None),
+                PolicyVersion.status == "active",
+            )
+        ).all()
+        own = [row for row in rows if row.wallet_id == wallet_id]
+        chosen = own or list(rows)
+        return chosen[0] if chosen else None
+
     def any(self) -> bool:
         """Whether any policy was ever installed."""
         return self.session.scalar(select(PolicyVersion.id).limit(1)) is not None
