@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,43 @@ def test_cli_freeze_works_without_the_api(runtime: Runtime) -> None:
         assert [f.reason for f in freezes] == ["pager: drain seen"]
         actions = list(session.scalars(select(AuditEvent.action)))
     assert "freeze.applied" in actions
+
+
+def test_intake_starts_no_batch_while_a_freeze_is_on_its_way(runtime: Runtime) -> None:
+    """A freeze is announced from its authentication to its commit: payout intake of the
+    same process starts no batch meanwhile (it would hold the writer and the interpreter the
+    freeze needs), then goes on as before."""
+    outcome: dict[str, object] = {}
+
+    def post() -> None:
+        outcome["result"] = request_withdrawal(
+            runtime.db,
+            runtime.tags,
+            body=WithdrawalInput(WALLET, miner_address(runtime, 1), 12_345, "behind a freeze"),
+            idempotency_key="behind-a-freeze",
+            token_id="payout-engine",
+            actor="test",
+        )
+
+    poster = threading.Thread(target=post)
+    with runtime.db.freeze_announced():
+        assert runtime.db.freeze_pending()  # a batch in flight would commit what it has
+        poster.start()
+        _wait_until(lambda: runtime.db.waiting_for_freezes() == 1, "intake waits")
+        with runtime.db.read() as uow:
+            stored = uow.session.scalar(select(func.count()).select_from(Withdrawal))
+        assert stored == 0
+    poster.join(timeout=120)
+    assert not poster.is_alive()
+    assert not runtime.db.freeze_pending()
+    with runtime.db.read() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(Withdrawal)) == 1
+
+
+def _wait_until(condition: Callable[[], bool], what: str) -> None:
+    pause = threading.Event()
+    for _ in range(12_000):  # a bound of two minutes on an observable condition, not a pause
+        if condition():
+            return
+        pause.wait(0.01)
+    raise AssertionError(f"never happened: {what}")

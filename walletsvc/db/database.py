@@ -62,6 +62,8 @@ from .outbox import (
 from .repositories import ReadUnitOfWork
 
 GENESIS_HASH = "0" * 64
+# The longest intake waits for a freeze on its way before it goes on regardless.
+FREEZE_WAIT_S = 10.0
 log = logging.getLogger(__name__)
 
 
@@ -449,12 +451,28 @@ class Database:
                 log.warning("audit append deferred: %s", type(exc).__name__)
 
     def freeze_pending(self) -> bool:
-        """Whether a freeze of this process waits for writers in flight (on SQLite queued
-        for the one writer lock, on PostgreSQL on its way to the freeze gate): a writer
-        doing a batch of work commits what it has instead of going on."""
+        """Whether a freeze of this process is on its way (announced, on SQLite queued for
+        the one writer lock, on PostgreSQL on its way to the freeze gate): a writer doing a
+        batch of work commits what it has instead of going on."""
+        if self._queues.freezes.pending():
+            return True
         if self.is_sqlite:
             return self._queues.get(SQLITE_WRITER).urgent_pending()
         return self._queues.get(FREEZE_LOCK).busy()
+
+    @contextmanager
+    def freeze_announced(self) -> Iterator[None]:
+        """Around a freeze, from its authentication to its commit (``freeze_pending``)."""
+        with self._queues.freezes.announce():
+            yield
+
+    def wait_for_freezes(self, timeout_s: float = FREEZE_WAIT_S) -> None:
+        """Before a batch of intake: let the freezes on their way go first."""
+        self._queues.freezes.wait_until_clear(timeout_s)
+
+    def waiting_for_freezes(self) -> int:
+        """Writers of this process held back by an announced freeze (for tests)."""
+        return self._queues.freezes.waiting()
 
     def waiting_writers(self, wallet_id: str | None = None) -> int:
         """Writers of this process queued for the wallet's lock (SQLite: for the one writer

@@ -84,12 +84,56 @@ class FairLock:
         return self._ordinary[0] if self._ordinary else None
 
 
+class FreezeNotice:
+    """The freezes of this process on their way: announced once authenticated, until their
+    row is committed. Payout intake does not start a batch while one is announced, and a
+    batch in flight commits what it has decided: the freeze then finds the writer free
+    and the interpreter (the GIL) with fewer threads to share it with."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._announced = 0
+        self._waiting = 0
+
+    @contextmanager
+    def announce(self) -> Iterator[None]:
+        with self._cond:
+            self._announced += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._announced -= 1
+                self._cond.notify_all()
+
+    def pending(self) -> bool:
+        with self._cond:
+            return self._announced > 0
+
+    def wait_until_clear(self, timeout_s: float) -> None:
+        """Return once no freeze is announced, or after ``timeout_s`` (a freeze stuck on an
+        unreachable signer or database must not stop intake for longer than that)."""
+        with self._cond:
+            self._waiting += 1
+            try:
+                self._cond.wait_for(lambda: self._announced == 0, timeout=timeout_s)
+            finally:
+                self._waiting -= 1
+
+    def waiting(self) -> int:
+        """How many wait in ``wait_until_clear`` now (tests wait on this, never sleep)."""
+        with self._cond:
+            return self._waiting if self._announced else 0
+
+
 class LockTable:
-    """One ``FairLock`` per name, created on first use (a process's wallets are few)."""
+    """One ``FairLock`` per name, created on first use (a process's wallets are few), and
+    the process's freeze notice."""
 
     def __init__(self) -> None:
         self._locks: dict[str, FairLock] = {}
         self._guard = threading.Lock()
+        self.freezes = FreezeNotice()
 
     def get(self, name: str) -> FairLock:
         with self._guard:

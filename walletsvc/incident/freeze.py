@@ -52,22 +52,24 @@ def freeze(
     A signer that cannot be reached does not stop the database freeze (logged); a database
     that cannot be written leaves the signer frozen and raises.
     """
-    began = time.perf_counter()
-    if signer is not None and scope in SIGNER_SCOPES:
-        freeze_signer(signer, wallet, reason)
-        FREEZE_STAGE_SECONDS.labels("signer").observe(time.perf_counter() - began)
-    asked = time.perf_counter()
-    with db.write(freeze=True) as uow:
-        granted = time.perf_counter()
-        row = apply_freeze(
-            uow,
-            scope=scope,
-            wallet=wallet,
-            reason=reason,
-            actor=actor,
-            source=source,
-            evidence=evidence,
-        )
+    # Announced: this process's intake starts no batch until the row is committed.
+    with db.freeze_announced():
+        began = time.perf_counter()
+        if signer is not None and scope in SIGNER_SCOPES:
+            freeze_signer(signer, wallet, reason)
+            FREEZE_STAGE_SECONDS.labels("signer").observe(time.perf_counter() - began)
+        asked = time.perf_counter()
+        with db.write(freeze=True) as uow:
+            granted = time.perf_counter()
+            row = apply_freeze(
+                uow,
+                scope=scope,
+                wallet=wallet,
+                reason=reason,
+                actor=actor,
+                source=source,
+                evidence=evidence,
+            )
     FREEZE_STAGE_SECONDS.labels("gate").observe(granted - asked)
     FREEZE_STAGE_SECONDS.labels("record").observe(time.perf_counter() - granted)
     return row

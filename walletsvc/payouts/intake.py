@@ -193,6 +193,7 @@ class _WalletIntake:
                 self._busy = True  # this thread runs the wallet's next transaction
             batch: list[_IntakeJob] = []
             try:
+                db.wait_for_freezes()  # a freeze on its way goes first
                 _decide_batch(
                     db,
                     tags,
