@@ -547,8 +547,13 @@ class Database:
     def lookup(self) -> Iterator[Connection]:
         """A bare connection for the single-statement reads every request makes (its API
         token): no session and no unit of work, whose set-up costs more than the read. A
-        statement sees what was committed before it, as in ``read``."""
+        statement sees what was committed before it, as in ``read``.
+
+        On PostgreSQL in autocommit: one statement needs no transaction, and a BEGIN and a
+        ROLLBACK would be two more round trips per request than the read itself."""
         with self.engine.connect() as connection:
+            if not self.is_sqlite:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
             yield connection
 
     def ping(self) -> None:
