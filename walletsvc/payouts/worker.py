@@ -189,13 +189,16 @@ def _fail_tampered(uow: UnitOfWork, row: Withdrawal, reason: str) -> None:
     log.error("withdrawal %s failed its integrity check; not signing it", row.id)
 
 
-def approved_payout(w: Withdrawal) -> ApprovedPayout:
+def approved_payout(w: Withdrawal, *, reviewed: bool | None = None) -> ApprovedPayout:
     """What the signer is asked to pay for ``w``. A payout its policy decision sent to
     approvals carries the content approvers reviewed, rebuilt from the row as it is now: the
     signer counts the decisions it recorded on that content's digest, so a row rewritten after
-    the approvals finds none and is refused."""
+    the approvals finds none and is refused. ``reviewed``: whether the decision sent it to
+    approvals, when the caller read that for a whole batch (else read from ``w``)."""
+    if reviewed is None:
+        reviewed = (w.decision or {}).get("outcome") == "require_approval"
     approval = None
-    if (w.decision or {}).get("outcome") == "require_approval":
+    if reviewed:
         approval = canonical_json(approval_content(w)).decode()
     return ApprovedPayout(w.id, bytes.fromhex(w.script_pubkey), w.amount_sat, approval)
 
@@ -220,7 +223,8 @@ def sign_payout_batch(
     settings = pipeline.settings
     rate = pipeline.fee_rate()
     coins = spendable_coins(uow, wallet)
-    approved = [approved_payout(w) for w in payouts]
+    reviewed = uow.withdrawals.sent_to_approvals([w.id for w in payouts])
+    approved = [approved_payout(w, reviewed=w.id in reviewed) for w in payouts]
 
     def plan_for(batch: Sequence[ApprovedPayout]) -> TransactionPlan:
         return plan_payouts(

@@ -10,7 +10,7 @@ database's RESERVED lock from ``BEGIN IMMEDIATE``, see walletsvc.db.database).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import insert
@@ -19,6 +19,16 @@ from sqlalchemy.orm import Session
 from walletsvc.db.models import Base
 
 M = TypeVar("M", bound=Base)
+# Bound parameters per IN list: far below SQLite's limit (32,766) and PostgreSQL's (65,535),
+# and large enough that a 5,000-payout round needs a handful of statements.
+IN_CHUNK = 1_000
+
+
+def in_chunks(values: Sequence[str]) -> Iterator[list[str]]:
+    """The distinct ``values``, sorted, in lists of at most ``IN_CHUNK`` for ``IN (...)``."""
+    unique = sorted(set(values))
+    for start in range(0, len(unique), IN_CHUNK):
+        yield unique[start : start + IN_CHUNK]
 
 
 class Repository(Generic[M]):

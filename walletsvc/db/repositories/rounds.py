@@ -7,18 +7,14 @@ in chunks, one multi-row insert) instead of one round trip per payout.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
 
 from walletsvc.db.models import ChainTransaction, PayoutRound, Withdrawal
-from walletsvc.db.repositories.base import Repository
-
-# Bound parameters per IN list: far below SQLite's limit (32,766) and PostgreSQL's (65,535),
-# and large enough that a 5,000-payout round needs a handful of statements.
-IN_CHUNK = 1_000
+from walletsvc.db.repositories.base import Repository, in_chunks
 
 
 @dataclass(frozen=True)
@@ -30,12 +26,6 @@ class RoundPayoutRow:
     reference: str | None
     status: str
     txid: str | None
-
-
-def _chunks(values: Sequence[str]) -> Iterator[list[str]]:
-    unique = sorted(set(values))
-    for start in range(0, len(unique), IN_CHUNK):
-        yield unique[start : start + IN_CHUNK]
 
 
 class PayoutRoundRepository(Repository[PayoutRound]):
@@ -70,7 +60,7 @@ class PayoutRoundRepository(Repository[PayoutRound]):
     def status_counts(self, round_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """Round id -> {status: number of its payouts}, for every round named."""
         counts: dict[str, dict[str, int]] = {rid: {} for rid in round_ids}
-        for chunk in _chunks(round_ids):
+        for chunk in in_chunks(round_ids):
             rows = self.session.execute(
                 select(Withdrawal.round_id, Withdrawal.status, func.count())
                 .where(Withdrawal.round_id.in_(chunk))
@@ -110,7 +100,7 @@ class PayoutRoundRepository(Repository[PayoutRound]):
         or after ``since``: the per-destination velocity SUM for many destinations at once
         (grouped range scans of ix_withdrawals_velocity_destination)."""
         totals: dict[str, tuple[int, int]] = {}
-        for chunk in _chunks(destinations):
+        for chunk in in_chunks(destinations):
             rows = self.session.execute(
                 select(
                     Withdrawal.destination,
@@ -138,7 +128,7 @@ class PayoutRoundRepository(Repository[PayoutRound]):
     ) -> list[tuple[int, str, str | None, datetime]]:
         """``WithdrawalRepository.held_to_destination_since`` for many destinations at once."""
         found: list[tuple[int, str, str | None, datetime]] = []
-        for chunk in _chunks(destinations):
+        for chunk in in_chunks(destinations):
             rows = self.session.execute(
                 select(
                     Withdrawal.amount_sat,

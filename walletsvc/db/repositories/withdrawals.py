@@ -37,7 +37,7 @@ from walletsvc.db.outbox import (
     outbox_event,
     withdrawal_status_payload,
 )
-from walletsvc.db.repositories.base import Repository
+from walletsvc.db.repositories.base import Repository, in_chunks
 from walletsvc.domain.withdrawal import HOLDING_STATUSES, WithdrawalStatus
 
 # Requests accepted but not yet signed: they hold funds of the wallet.
@@ -98,6 +98,22 @@ class WithdrawalRepository(Repository[Withdrawal]):
             )
         ).one()
         return int(count), oldest
+
+    def sent_to_approvals(self, withdrawal_ids: Sequence[str]) -> set[str]:
+        """Which of these payouts the policy sent to approvals: their decision's outcome, read
+        in SQL (``unsigned_approved`` leaves the decision unloaded; loading it per payout cost
+        a query each, seconds for a round)."""
+        outcome = Withdrawal.decision["outcome"].as_string()
+        found: set[str] = set()
+        for chunk in in_chunks(withdrawal_ids):
+            found.update(
+                self.session.scalars(
+                    select(Withdrawal.id).where(
+                        Withdrawal.id.in_(chunk), outcome == "require_approval"
+                    )
+                )
+            )
+        return found
 
     def unsigned_approved(self, wallet_id: str, *, limit: int) -> list[Withdrawal]:
         """The wallet's approved payouts waiting for signing, oldest first (the next batch);
