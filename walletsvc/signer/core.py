@@ -50,12 +50,12 @@ from walletsvc.policy.document import Shield as ShieldPolicy
 from walletsvc.policy.engine import (
     AllowlistEntry,
     HeldPayout,
-    HistorySnapshot,
     PayoutRequest,
     Required,
     evaluate,
     history_horizon,
 )
+from walletsvc.policy.running import RunningTotals
 
 from . import anchors, governed, wire
 from .errors import SignerError, refuse
@@ -510,14 +510,17 @@ class SignerCore:
         policy = signers_view(policy)
         now = self._clock()
         since = now - history_horizon(policy)
-        held = tuple(p for p in self.state.history.get(wallet, []) if p.created_at >= since)
+        # Running totals: each payout sees the history and the batch's payouts before it,
+        # without walking all of them again (a round of n payouts would walk n²).
+        held = RunningTotals(
+            policy, now, (p for p in self.state.history.get(wallet, []) if p.created_at >= since)
+        )
         for payout in approved:
             if payout.withdrawal_id not in fresh:
                 continue
             destination = self._destination(payout.script_pubkey)
             request = PayoutRequest(wallet, destination, payout.amount_sat)
-            entry = self._allowlist_entry(wallet, destination)
-            snapshot = HistorySnapshot(payouts=held, allowlist_entry=entry)
+            snapshot = held.snapshot(destination, self._allowlist_entry(wallet, destination))
             decision = evaluate(request, snapshot, policy, now)
             if decision.outcome == "deny":
                 failed = [r for r in decision.rules if r.result in ("fail", "error")]
@@ -527,7 +530,7 @@ class SignerCore:
                 )
             if decision.outcome == "require_approval":
                 self._check_approvals(payout, destination, decision.required)
-            held += (HeldPayout(payout.amount_sat, destination, None, now),)
+            held.add(HeldPayout(payout.amount_sat, destination, None, now))
 
     def _allowlist_entry(self, wallet: str, destination: str) -> AllowlistEntry | None:
         """The engine's view of ``destination`` from the signer's own allowlist copy:
