@@ -614,6 +614,7 @@ def scanner_block_seconds(
     from walletsvc.db.migrate import upgrade
     from walletsvc.db.models import Address
     from walletsvc.devchain.service import open_dev_chain
+    from walletsvc.signer.server import SignerServer
     from walletsvc.wallets.service import (
         RECEIVE_CHAIN,
         current_epoch,
@@ -633,7 +634,10 @@ def scanner_block_seconds(
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(database_url)
-    initialise(settings, wallet=WALLET, policy_file=policy, actor="bench")
+    # The wallet's seed is made by the signer: its socket is served from a thread here, as
+    # for the round's signing pass below.
+    with SignerServer(settings):
+        initialise(settings, wallet=WALLET, policy_file=policy, actor="bench")
     runtime = Runtime.open(settings, chain=open_dev_chain(settings))
     try:
         if watched:
