@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -270,3 +270,17 @@ def run_cli(
         timeout=300,
         check=False,
     )
+
+
+# A bound on waiting for an observable condition, never a pause standing in for one.
+DEADLINE_S = 120
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Return once ``condition()`` holds (polled every 10 ms); fail after ``DEADLINE_S``."""
+    pause = threading.Event()
+    for _ in range(DEADLINE_S * 100):
+        if condition():
+            return
+        pause.wait(0.01)
+    raise AssertionError(f"never happened: {what}")

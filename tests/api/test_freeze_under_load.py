@@ -5,28 +5,17 @@ It commits before any of them, so every one of them is then refused as frozen.""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tests.conftest import WALLET, Tokens, auth
-from tests.helpers import audit_events, external_destination, request_payout
+from tests.helpers import DEADLINE_S, audit_events, external_destination, request_payout, wait_until
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import Wallet
 from walletsvc.payouts.intake import waiting_intakes
 
-DEADLINE_S = 120  # a bound on waiting for an observable condition, never a pause
 MORE_THAN_THE_POOL = 10  # payouts beyond the pool's threads: they wait for a thread
-
-
-def _wait_until(condition: Callable[[], bool], what: str) -> None:
-    pause = threading.Event()
-    for _ in range(DEADLINE_S * 100):
-        if condition():
-            return
-        pause.wait(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 def test_a_freeze_goes_before_payouts_queued_in_every_pool_thread(
@@ -65,7 +54,7 @@ def test_a_freeze_goes_before_payouts_queued_in_every_pool_thread(
     frozen: list[int] = []
     try:
         # Every thread of the shared pool is a payout waiting for the wallet.
-        _wait_until(lambda: queued() >= pool_threads, "the pool is full")
+        wait_until(lambda: queued() >= pool_threads, "the pool is full")
 
         def post_freeze() -> None:
             body = {"reason": "incident drill", "scope": "withdrawals", "wallet": WALLET}
@@ -78,10 +67,10 @@ def test_a_freeze_goes_before_payouts_queued_in_every_pool_thread(
         if runtime.db.is_sqlite:
             # One writer: the freeze waits for the holder, but queues ahead of the payouts'
             # runner.
-            _wait_until(lambda: runtime.db.waiting_writers(wallet_id) == 2, "the freeze is queued")
+            wait_until(lambda: runtime.db.waiting_writers(wallet_id) == 2, "the freeze is queued")
         else:
             # The freeze gate is its own lock: it commits while the wallet is still held.
-            _wait_until(lambda: frozen == [201], "the freeze returned")
+            wait_until(lambda: frozen == [201], "the freeze returned")
             assert holder.is_alive() and not release.is_set()
     finally:
         release.set()

@@ -5,25 +5,14 @@ while a freeze of this process waits for the writers in flight, false before and
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 from sqlalchemy import text
 
 from tests.conftest import WALLET
+from tests.helpers import DEADLINE_S, wait_until
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.incident.freeze import freeze
 from walletsvc.wallets.service import get_wallet
-
-DEADLINE_S = 120  # a bound on waiting for an observable condition, never a pause
-
-
-def _wait_until(condition: Callable[[], bool], what: str) -> None:
-    pause = threading.Event()
-    for _ in range(DEADLINE_S * 100):
-        if condition():
-            return
-        pause.wait(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 def test_a_waiting_freeze_is_seen_by_the_writer_in_flight(runtime: Runtime) -> None:
@@ -56,7 +45,7 @@ def test_a_waiting_freeze_is_seen_by_the_writer_in_flight(runtime: Runtime) -> N
     )
     freezer.start()
     try:
-        _wait_until(db.freeze_pending, "the freeze waits for the writer in flight")
+        wait_until(db.freeze_pending, "the freeze waits for the writer in flight")
     finally:
         release.set()
         writer.join(DEADLINE_S)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from tests.conftest import WALLET, Tokens, auth, fund_wallet
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_until
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.bootstrap.setup import demo_destination
 from walletsvc.db.models import AuditEvent, ChainTransaction, IdempotencyKey, Withdrawal
@@ -243,7 +242,7 @@ def test_intake_starts_no_batch_while_a_freeze_is_on_its_way(runtime: Runtime) -
     with runtime.db.freeze_announced():
         assert runtime.db.freeze_pending()  # a batch in flight would commit what it has
         poster.start()
-        _wait_until(lambda: runtime.db.waiting_for_freezes() == 1, "intake waits")
+        wait_until(lambda: runtime.db.waiting_for_freezes() == 1, "intake waits")
         with runtime.db.read() as uow:
             stored = uow.session.scalar(select(func.count()).select_from(Withdrawal))
         assert stored == 0
@@ -252,12 +251,3 @@ def test_intake_starts_no_batch_while_a_freeze_is_on_its_way(runtime: Runtime) -
     assert not runtime.db.freeze_pending()
     with runtime.db.read() as uow:
         assert uow.session.scalar(select(func.count()).select_from(Withdrawal)) == 1
-
-
-def _wait_until(condition: Callable[[], bool], what: str) -> None:
-    pause = threading.Event()
-    for _ in range(12_000):  # a bound of two minutes on an observable condition, not a pause
-        if condition():
-            return
-        pause.wait(0.01)
-    raise AssertionError(f"never happened: {what}")

@@ -8,13 +8,12 @@ wallet's write lock until every request is queued behind it (no sleeps)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 from sqlalchemy import event, func, select, text
 
 from tests.conftest import WALLET
 from tests.governance_helpers import default_document, install
-from tests.helpers import audit_events, external_destination
+from tests.helpers import DEADLINE_S, audit_events, external_destination, wait_until
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import Withdrawal
 from walletsvc.domain.errors import IdempotencyConflict, PolicyDenied
@@ -27,20 +26,10 @@ from walletsvc.payouts.intake import (
 )
 from walletsvc.wallets.service import get_wallet
 
-DEADLINE_S = 120  # a bound on waiting for an observable condition, never a pause
 AMOUNT = 10_000
 DEST, _ = external_destination("batched miner")
 OTHER, _ = external_destination("another batched miner")
 THIRD, _ = external_destination("a third batched miner")
-
-
-def _wait_until(condition: Callable[[], bool], what: str) -> None:
-    pause = threading.Event()
-    for _ in range(DEADLINE_S * 100):
-        if condition():
-            return
-        pause.wait(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 def test_a_batch_decides_in_order_holds_the_limit_and_keeps_keys_apart(runtime: Runtime) -> None:
@@ -95,7 +84,7 @@ def test_a_batch_decides_in_order_holds_the_limit_and_keeps_keys_apart(runtime: 
         for i in range(len(requests)):
             posters.append(threading.Thread(target=post, args=(i,)))
             posters[-1].start()
-            _wait_until(
+            wait_until(
                 lambda i=i: (
                     waiting_intakes(runtime.db, wallet_id) == i + 1
                     and runtime.db.waiting_writers(wallet_id) == 1

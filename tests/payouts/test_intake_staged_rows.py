@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import event, select, text
 
 from tests.conftest import WALLET
 from tests.governance_helpers import default_document, install
-from tests.helpers import external_destination
+from tests.helpers import DEADLINE_S, external_destination, wait_until
 from walletsvc.bootstrap.runtime import Runtime
 from walletsvc.db.models import Withdrawal
 from walletsvc.db.models_webhooks import OutboxEvent
@@ -42,7 +41,6 @@ from walletsvc.payouts.intake import (
 )
 from walletsvc.wallets.service import get_wallet
 
-DEADLINE_S = 120  # a bound on waiting for an observable condition, never a pause
 TOKEN = "tok-staged"
 RAMP_SAT = 25_000  # what a new allowlist entry may receive in its first period
 SMALL_SAT = 1_234_567  # below the default policy's 0.1 BTC approval tier
@@ -62,15 +60,6 @@ class Payout:
     destination: str
     amount_sat: int
     reference: str | None = None
-
-
-def _wait_until(condition: Callable[[], bool], what: str) -> None:
-    pause = threading.Event()
-    for _ in range(DEADLINE_S * 100):
-        if condition():
-            return
-        pause.wait(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 def _wallet_id(runtime: Runtime) -> str:
@@ -134,7 +123,7 @@ def decide_in_one_batch(runtime: Runtime, payouts: list[Payout]) -> list[Outcome
         for i in range(len(payouts)):
             posters.append(threading.Thread(target=post, args=(i,)))
             posters[-1].start()
-            _wait_until(functools.partial(queued, i + 1), f"request {i} queued")
+            wait_until(functools.partial(queued, i + 1), f"request {i} queued")
         event.listen(runtime.db.engine, "commit", count_commit)
     finally:
         release.set()
