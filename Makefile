@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 export WALLETSVC_DATA_DIR ?= .walletsvc
 # Test processes (pytest-xdist): one per core. The suite is CPU-bound (argon2, signing, the
 # kernel) and every test owns its database and data directory, so the workers never share state.
+# `make test` ends with the 25 slowest tests: where to start when the suite nears CI's 30 min.
 PYTEST_WORKERS ?= auto
 
 .PHONY: run test test-fast fuzz lint bench setup clean-data help
@@ -37,7 +38,7 @@ run: $(STAMP)
 test: $(STAMP)
 	@if [ -z "$$WALLETSVC_TEST_POSTGRES_URL" ]; then \
 	  echo "note: WALLETSVC_TEST_POSTGRES_URL is not set; PostgreSQL variants will be skipped"; fi
-	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --durations=25 $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 # The inner loop: service tests on the in-memory chain, SQLite only (PostgreSQL deselected).
 test-fast: $(STAMP)
