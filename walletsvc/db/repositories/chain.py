@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 
 from walletsvc.db.models import Address, ChainTransaction, ScannedBlock, Utxo
 from walletsvc.db.models_treasury import TransactionWatch
-from walletsvc.db.repositories.base import Repository
+from walletsvc.db.repositories.base import Repository, in_chunks
 
 
 class UtxoRepository(Repository[Utxo]):
@@ -91,7 +91,7 @@ class UtxoRepository(Repository[Utxo]):
     def unspent_of_txids(self, txids: Sequence[str]) -> list[Utxo]:
         """Our unspent coins created by any of ``txids``."""
         found: list[Utxo] = []
-        for chunk in _chunks(txids):
+        for chunk in in_chunks(txids):
             found.extend(
                 self.session.scalars(
                     select(Utxo).where(Utxo.txid.in_(chunk), Utxo.spent_by_txid.is_(None))
@@ -102,7 +102,7 @@ class UtxoRepository(Repository[Utxo]):
     def of_txids(self, txids: Sequence[str]) -> dict[tuple[str, int], Utxo]:
         """Our coins (spent or not) created by any of ``txids``, by outpoint."""
         found: dict[tuple[str, int], Utxo] = {}
-        for chunk in _chunks(sorted(set(txids))):
+        for chunk in in_chunks(txids):
             for coin in self.session.scalars(select(Utxo).where(Utxo.txid.in_(chunk))):
                 found[(coin.txid, coin.vout)] = coin
         return found
@@ -248,7 +248,7 @@ class ChainTransactionRepository(Repository[ChainTransaction]):
     def txids_among(self, txids: Sequence[str]) -> set[str]:
         """Which of ``txids`` are transactions of ours."""
         own: set[str] = set()
-        for chunk in _chunks(txids):
+        for chunk in in_chunks(txids):
             own.update(
                 self.session.scalars(
                     select(ChainTransaction.txid).where(ChainTransaction.txid.in_(chunk))
@@ -275,10 +275,3 @@ class ChainTransactionRepository(Repository[ChainTransaction]):
 
     def by_txid(self, txid: str) -> ChainTransaction | None:
         return self.session.scalar(select(ChainTransaction).where(ChainTransaction.txid == txid))
-
-
-_IN_CHUNK = 500  # stays under every backend's bound-parameter limit
-
-
-def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
-    return [items[i : i + _IN_CHUNK] for i in range(0, len(items), _IN_CHUNK)]

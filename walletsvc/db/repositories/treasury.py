@@ -17,7 +17,7 @@ from walletsvc.db.models_treasury import (
     Sweep,
     TransactionWatch,
 )
-from walletsvc.db.repositories.base import Repository
+from walletsvc.db.repositories.base import Repository, in_chunks
 
 ACTIVE = "active"
 
@@ -130,8 +130,7 @@ class RefillRepository(Repository[Refill]):
 
     def by_txids(self, txids: Sequence[str]) -> list[Refill]:
         found: list[Refill] = []
-        for start in range(0, len(txids), _IN_CHUNK):
-            chunk = txids[start : start + _IN_CHUNK]
+        for chunk in in_chunks(txids):
             found.extend(self.session.scalars(select(Refill).where(Refill.txid.in_(chunk))))
         return found
 
@@ -163,8 +162,7 @@ class ColdUtxoRepository(Repository[ColdUtxo]):
     def unspent_of_txids(self, txids: Sequence[str]) -> list[ColdUtxo]:
         """Unspent cold coins created by any of ``txids``."""
         found: list[ColdUtxo] = []
-        for start in range(0, len(txids), _IN_CHUNK):
-            chunk = txids[start : start + _IN_CHUNK]
+        for chunk in in_chunks(txids):
             found.extend(
                 self.session.scalars(
                     select(ColdUtxo).where(
@@ -230,4 +228,3 @@ class ColdUtxoRepository(Repository[ColdUtxo]):
 
 
 # Parameters per IN (...) list: far below every backend's limit.
-_IN_CHUNK = 500

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 
 from walletsvc.db.models import Address, KeyEpoch, Wallet
-from walletsvc.db.repositories.base import Repository
+from walletsvc.db.repositories.base import Repository, in_chunks
 
 
 class WalletRepository(Repository[Wallet]):
@@ -97,9 +97,7 @@ class AddressRepository(Repository[Address]):
     def with_scripts(self, scripts: Sequence[str]) -> dict[str, Address]:
         """Our addresses among ``scripts`` (hex), by script: one indexed look-up per chunk."""
         found: dict[str, Address] = {}
-        unique = sorted(set(scripts))
-        for start in range(0, len(unique), _IN_CHUNK):
-            chunk = unique[start : start + _IN_CHUNK]
+        for chunk in in_chunks(scripts):
             for address in self.session.scalars(
                 select(Address).where(Address.script_pubkey.in_(chunk))
             ):
@@ -162,6 +160,3 @@ class AddressRepository(Repository[Address]):
                 .offset(offset)
             )
         )
-
-
-_IN_CHUNK = 500  # stays under every backend's bound-parameter limit
